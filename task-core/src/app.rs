@@ -1,0 +1,273 @@
+//! [`App`]: the broker, the result backend and the registry, shared by producers and
+//! workers. Cheap to clone (an `Arc` inside), `Send + Sync`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::{DEFAULT_RESULT_TTL, ResultBackend};
+use crate::broker::Broker;
+use crate::driver;
+use crate::error::Error;
+use crate::id::TaskId;
+use crate::memory::{InMemoryBackend, InMemoryBroker};
+use crate::registry::Registry;
+use crate::result::AsyncResult;
+use crate::signature::Signature;
+use crate::task::{DEFAULT_QUEUE, Task};
+use crate::worker::Worker;
+
+/// The broker URL variable read by [`App::from_env`].
+pub const ENV_BROKER_URL: &str = "CELERITY_BROKER_URL";
+/// The result backend URL variable read by [`App::from_env`].
+pub const ENV_RESULT_BACKEND: &str = "CELERITY_RESULT_BACKEND";
+/// The default queue variable read by [`App::from_env`].
+pub const ENV_DEFAULT_QUEUE: &str = "CELERITY_DEFAULT_QUEUE";
+/// The result TTL variable (seconds) read by [`App::from_env`].
+pub const ENV_RESULT_TTL: &str = "CELERITY_RESULT_TTL";
+
+/// A Celerity application: where tasks are sent and where results are kept.
+///
+/// ```
+/// use std::time::Duration;
+/// use task_core::{task, App, TaskResult};
+///
+/// #[task]
+/// async fn add(x: i64, y: i64) -> TaskResult<i64> {
+///     Ok(x + y)
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), task_core::Error> {
+/// let app = App::builder().broker_url("memory://").build().await?;
+/// let worker = tokio::spawn(app.worker().concurrency(2).run_until(tokio::time::sleep(Duration::from_secs(2))));
+/// let result = add::delay(&app, 1, 2).await?;
+/// assert_eq!(result.get(Duration::from_secs(5)).await?, 3);
+/// # worker.abort();
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    broker: Arc<dyn Broker>,
+    backend: Arc<dyn ResultBackend>,
+    registry: Arc<Registry>,
+    broker_url: String,
+    backend_url: String,
+    default_queue: String,
+    result_ttl: Duration,
+}
+
+impl App {
+    /// An app on the embedded in-memory broker and backend, with every linked task.
+    pub fn memory() -> App {
+        App {
+            inner: Arc::new(Inner {
+                broker: Arc::new(InMemoryBroker::new()),
+                backend: Arc::new(InMemoryBackend::new()),
+                registry: Registry::global(),
+                broker_url: "memory://".into(),
+                backend_url: "memory://".into(),
+                default_queue: DEFAULT_QUEUE.into(),
+                result_ttl: DEFAULT_RESULT_TTL,
+            }),
+        }
+    }
+
+    /// Configured from the environment:
+    ///
+    /// | variable | meaning | unset |
+    /// |---|---|---|
+    /// | `CELERITY_BROKER_URL` | broker URL | `memory://` |
+    /// | `CELERITY_RESULT_BACKEND` | result backend URL | the broker URL |
+    /// | `CELERITY_DEFAULT_QUEUE` | queue of tasks that name none | `default` |
+    /// | `CELERITY_RESULT_TTL` | seconds results are kept | 86400 |
+    pub async fn from_env() -> Result<App, Error> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let mut builder = App::builder();
+        if let Some(url) = var(ENV_BROKER_URL) {
+            builder = builder.broker_url(url);
+        }
+        if let Some(url) = var(ENV_RESULT_BACKEND) {
+            builder = builder.result_backend(url);
+        }
+        if let Some(queue) = var(ENV_DEFAULT_QUEUE) {
+            builder = builder.default_queue(queue);
+        }
+        if let Some(ttl) = var(ENV_RESULT_TTL) {
+            let secs: u64 = ttl.parse().map_err(|_| {
+                Error::Config(format!(
+                    "{ENV_RESULT_TTL}=`{ttl}` is not a whole number of seconds"
+                ))
+            })?;
+            builder = builder.result_ttl(Duration::from_secs(secs));
+        }
+        builder.build().await
+    }
+
+    /// A builder, for configuration in code.
+    pub fn builder() -> AppBuilder {
+        AppBuilder::default()
+    }
+
+    /// The broker.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.inner.broker
+    }
+
+    /// The result backend.
+    pub fn backend(&self) -> &Arc<dyn ResultBackend> {
+        &self.inner.backend
+    }
+
+    /// The tasks this app's workers run.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.inner.registry
+    }
+
+    /// The broker URL (for banners and logs; passwords are not hidden).
+    pub fn broker_url(&self) -> &str {
+        &self.inner.broker_url
+    }
+
+    /// The result backend URL.
+    pub fn backend_url(&self) -> &str {
+        &self.inner.backend_url
+    }
+
+    /// The queue of tasks that name none.
+    pub fn default_queue(&self) -> &str {
+        &self.inner.default_queue
+    }
+
+    /// How long results are kept.
+    pub fn result_ttl(&self) -> Duration {
+        self.inner.result_ttl
+    }
+
+    /// A worker pool for this app (configure it, then `run_until`).
+    pub fn worker(&self) -> Worker {
+        Worker::new(self.clone())
+    }
+
+    /// The result handle of an earlier task, by id (from a web request, say).
+    pub fn result<T>(&self, id: TaskId) -> AsyncResult<T> {
+        AsyncResult::new(id, self.clone())
+    }
+
+    /// Sends task `T` with its arguments struct: `app.send::<add::Task>(add::Args { x: 1, y: 2 })`.
+    pub async fn send<T: Task>(&self, args: T::Args) -> Result<AsyncResult<T::Output>, Error> {
+        Signature::<T::Output>::new(T::NAME, &args, T::OPTIONS)
+            .apply_async(self)
+            .await
+    }
+}
+
+impl fmt::Debug for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("App")
+            .field("broker", &self.inner.broker_url)
+            .field("backend", &self.inner.backend_url)
+            .field("tasks", &self.inner.registry.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds an [`App`]: URLs (looked up by scheme) or ready-made driver objects.
+#[derive(Default)]
+pub struct AppBuilder {
+    broker_url: Option<String>,
+    backend_url: Option<String>,
+    broker: Option<Arc<dyn Broker>>,
+    backend: Option<Arc<dyn ResultBackend>>,
+    registry: Option<Arc<Registry>>,
+    default_queue: Option<String>,
+    result_ttl: Option<Duration>,
+}
+
+impl fmt::Debug for AppBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppBuilder")
+            .field("broker_url", &self.broker_url)
+            .field("backend_url", &self.backend_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppBuilder {
+    /// The broker URL (`memory://`, `redis://host:port/db`, …).
+    pub fn broker_url(mut self, url: impl Into<String>) -> Self {
+        self.broker_url = Some(url.into());
+        self
+    }
+
+    /// The result backend URL; unset, the broker URL is used.
+    pub fn result_backend(mut self, url: impl Into<String>) -> Self {
+        self.backend_url = Some(url.into());
+        self
+    }
+
+    /// A broker object (wins over `broker_url`).
+    pub fn broker(mut self, broker: Arc<dyn Broker>) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
+    /// A backend object (wins over `result_backend`).
+    pub fn backend(mut self, backend: Arc<dyn ResultBackend>) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// The tasks workers of this app run (default: every linked task).
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(Arc::new(registry));
+        self
+    }
+
+    /// The queue of tasks that name none (default `default`).
+    pub fn default_queue(mut self, queue: impl Into<String>) -> Self {
+        self.default_queue = Some(queue.into());
+        self
+    }
+
+    /// How long results are kept (default one day).
+    pub fn result_ttl(mut self, ttl: Duration) -> Self {
+        self.result_ttl = Some(ttl);
+        self
+    }
+
+    /// Connects the drivers and makes the app.
+    pub async fn build(self) -> Result<App, Error> {
+        let broker_url = self.broker_url.unwrap_or_else(|| "memory://".into());
+        let backend_url = self.backend_url.unwrap_or_else(|| broker_url.clone());
+        let broker = match self.broker {
+            Some(broker) => broker,
+            None => driver::connect_broker(&broker_url).await?,
+        };
+        let backend = match self.backend {
+            Some(backend) => backend,
+            None => driver::connect_backend(&backend_url).await?,
+        };
+        let default_queue = self.default_queue.unwrap_or_else(|| DEFAULT_QUEUE.into());
+        if default_queue.trim().is_empty() {
+            return Err(Error::Config(
+                "the default queue name cannot be empty".into(),
+            ));
+        }
+        Ok(App {
+            inner: Arc::new(Inner {
+                broker,
+                backend,
+                registry: self.registry.unwrap_or_else(Registry::global),
+                broker_url,
+                backend_url,
+                default_queue,
+                result_ttl: self.result_ttl.unwrap_or(DEFAULT_RESULT_TTL),
+            }),
+        })
+    }
+}

@@ -1,0 +1,302 @@
+//! The [`Broker`] trait: moving encoded tasks between producers and workers.
+//!
+//! The trait speaks in queue concepts only (enqueue, fetch a batch with a blocking
+//! wait, ack, retry later, release, dead-letter, heartbeat, recover) so that the
+//! in-memory broker and Redis give the same guarantees:
+//!
+//! - **At least once.** A fetched message is held for its consumer until acked. If the
+//!   consumer stops heartbeating, [`Broker::recover`] (run by any live worker) puts the
+//!   message back; a message delivered more than the broker's limit goes to the dead
+//!   letters instead, with the reason.
+//! - **No sleep-polling.** `fetch` waits in the broker until a message is ready or
+//!   `wait` passes.
+//! - **Delay in the broker.** A message with an `eta` waits in the broker, never in a
+//!   worker's memory.
+//!
+//! Optional powers live in capability traits reached from the broker
+//! ([`Broker::inspect`] → [`Inspect`]), in the style of apalis, so the CLI and the
+//! dashboard never depend on a driver.
+//!
+//! The traits are dyn-compatible (boxed futures) because [`App`](crate::App) picks a
+//! driver from a URL at run time.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+use crate::error::BrokerError;
+use crate::id::TaskId;
+
+/// A boxed, `Send` future: what the dyn-compatible driver traits return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The id of one worker process's consumer (a UUID, never the host name).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConsumerId(String);
+
+impl ConsumerId {
+    /// A new random consumer id.
+    pub fn new() -> Self {
+        Self(uuid::Uuid::new_v4().hyphenated().to_string())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for ConsumerId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for ConsumerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ConsumerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConsumerId({})", self.0)
+    }
+}
+
+impl From<String> for ConsumerId {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+/// A message to enqueue: an encoded envelope and where it goes.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Message {
+    /// The task id (for logs and inspection; the broker does not interpret it).
+    pub id: TaskId,
+    /// The queue.
+    pub queue: String,
+    /// 0 to 9; higher is served first.
+    pub priority: u8,
+    /// Not before this time; `None` is now.
+    pub eta: Option<SystemTime>,
+    /// The encoded [`Envelope`](crate::Envelope).
+    pub payload: Vec<u8>,
+}
+
+impl Message {
+    /// A message for `queue`, due now, priority 0.
+    pub fn new(id: TaskId, queue: impl Into<String>, payload: Vec<u8>) -> Self {
+        Self {
+            id,
+            queue: queue.into(),
+            priority: 0,
+            eta: None,
+            payload,
+        }
+    }
+
+    /// Sets the priority (0–9, higher first; larger values are clamped to 9).
+    pub fn with_priority(mut self, priority: u8) -> Self {
+        self.priority = priority.min(MAX_PRIORITY);
+        self
+    }
+
+    /// Sets the time it becomes due.
+    pub fn with_eta(mut self, eta: Option<SystemTime>) -> Self {
+        self.eta = eta;
+        self
+    }
+}
+
+/// The highest priority.
+pub const MAX_PRIORITY: u8 = 9;
+
+/// What the broker needs back to ack a delivery. Opaque to the worker.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Receipt(Vec<u8>);
+
+impl Receipt {
+    /// For driver authors: wraps the driver's own handle.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
+    /// For driver authors: the handle given to [`Receipt::new`].
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Receipt({} bytes)", self.0.len())
+    }
+}
+
+/// A fetched message, held for its consumer until acked.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Delivery {
+    /// The queue it came from.
+    pub queue: String,
+    /// Its priority.
+    pub priority: u8,
+    /// The encoded envelope (possibly garbage: the worker checks).
+    pub payload: Vec<u8>,
+    /// 1 on the first delivery, more after a recovery.
+    pub delivery_count: u32,
+    /// The broker's handle for ack and friends.
+    pub receipt: Receipt,
+}
+
+impl Delivery {
+    /// For driver authors.
+    pub fn new(
+        queue: String,
+        priority: u8,
+        payload: Vec<u8>,
+        delivery_count: u32,
+        receipt: Receipt,
+    ) -> Self {
+        Self {
+            queue,
+            priority,
+            payload,
+            delivery_count,
+            receipt,
+        }
+    }
+}
+
+/// The transport: queues of encoded tasks with reliable, at-least-once delivery.
+pub trait Broker: Send + Sync + fmt::Debug + 'static {
+    /// Adds a message to its queue (or to the delayed set when its `eta` is ahead).
+    fn enqueue(&self, message: Message) -> BoxFuture<'_, Result<(), BrokerError>>;
+
+    /// Adds many messages; drivers pipeline them (one round trip for the batch).
+    fn enqueue_batch(&self, messages: Vec<Message>) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            for message in messages {
+                self.enqueue(message).await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Takes up to `max` due messages from `queues` (earlier queues and higher
+    /// priorities first) for `consumer`, waiting up to `wait` for the first one.
+    /// Returns an empty batch when `wait` passes. Cancel-safe: a dropped call holds
+    /// nothing.
+    fn fetch<'a>(
+        &'a self,
+        consumer: &'a ConsumerId,
+        queues: &'a [String],
+        max: usize,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Delivery>, BrokerError>>;
+
+    /// The task finished: forget the message.
+    fn ack<'a>(
+        &'a self,
+        consumer: &'a ConsumerId,
+        delivery: &'a Delivery,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Atomically acks `delivery` and enqueues `retry` (normally with an `eta`).
+    fn retry<'a>(
+        &'a self,
+        consumer: &'a ConsumerId,
+        delivery: &'a Delivery,
+        retry: Message,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Gives back a delivery that was not started, to the front of its queue, without
+    /// counting it as a delivery (graceful shutdown).
+    fn release<'a>(
+        &'a self,
+        consumer: &'a ConsumerId,
+        delivery: &'a Delivery,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Moves a delivery to the dead letters, with the reason.
+    fn dead_letter<'a>(
+        &'a self,
+        consumer: &'a ConsumerId,
+        delivery: &'a Delivery,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Says `consumer` is alive for `ttl` more.
+    fn heartbeat<'a>(
+        &'a self,
+        consumer: &'a ConsumerId,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Returns the messages held by consumers whose heartbeat expired to their queues
+    /// (or to the dead letters past the delivery limit); returns how many moved.
+    fn recover(&self) -> BoxFuture<'_, Result<usize, BrokerError>>;
+
+    /// A clean stop of `consumer`: releases whatever it still holds, forgets it.
+    fn deregister<'a>(&'a self, consumer: &'a ConsumerId)
+    -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Inspection and administration, when the driver offers it.
+    fn inspect(&self) -> Option<&dyn Inspect> {
+        None
+    }
+}
+
+/// Depths of one queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueStats {
+    /// Due and waiting.
+    pub ready: usize,
+    /// Waiting for their eta.
+    pub scheduled: usize,
+    /// Held by consumers.
+    pub in_flight: usize,
+}
+
+/// A message in the dead letters.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DeadLetter {
+    /// The queue it came from.
+    pub queue: String,
+    /// Why it is here.
+    pub reason: String,
+    /// The payload as it was received.
+    pub payload: Vec<u8>,
+    /// When (Unix ms).
+    pub at_ms: i64,
+}
+
+impl DeadLetter {
+    /// For driver authors.
+    pub fn new(queue: String, reason: String, payload: Vec<u8>, at_ms: i64) -> Self {
+        Self {
+            queue,
+            reason,
+            payload,
+            at_ms,
+        }
+    }
+}
+
+/// Inspection and administration: what the CLI and the dashboard use.
+pub trait Inspect: Send + Sync {
+    /// Depths of `queue`.
+    fn queue_stats<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<QueueStats, BrokerError>>;
+    /// The queues that hold or held messages.
+    fn queues(&self) -> BoxFuture<'_, Result<Vec<String>, BrokerError>>;
+    /// The newest `limit` dead letters, newest first.
+    fn dead_letters(&self, limit: usize) -> BoxFuture<'_, Result<Vec<DeadLetter>, BrokerError>>;
+    /// Removes every ready and scheduled message of `queue`; returns how many.
+    fn purge<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<usize, BrokerError>>;
+}

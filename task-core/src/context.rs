@@ -1,0 +1,159 @@
+//! [`TaskContext`]: what a running task may know and do about its own run.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::backend::{DEFAULT_RESULT_TTL, ResultBackend};
+use crate::codec;
+use crate::error::{Error, TaskError};
+use crate::id::TaskId;
+use crate::memory::InMemoryBackend;
+use crate::state::{TaskMeta, TaskState};
+
+/// Given to a task that takes `ctx: TaskContext` as its first parameter.
+///
+/// ```
+/// use std::time::Duration;
+/// use task_core::{task, TaskContext, TaskResult};
+///
+/// #[task]
+/// async fn import(ctx: TaskContext, rows: u32) -> TaskResult<u32> {
+///     for done in (0..=rows).step_by(100) {
+///         ctx.set_progress(&(done, rows)).await?;
+///     }
+///     if ctx.attempt() < 2 && rows == 0 {
+///         return Err(ctx.retry(Duration::from_secs(1))); // try again in 1 s
+///     }
+///     Ok(rows)
+/// }
+/// # fn main() {}
+/// ```
+#[derive(Clone)]
+pub struct TaskContext {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: TaskId,
+    task: String,
+    queue: String,
+    retries: u32,
+    max_retries: u32,
+    worker: Option<String>,
+    backend: Arc<dyn ResultBackend>,
+    result_ttl: Duration,
+}
+
+impl TaskContext {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: TaskId,
+        task: String,
+        queue: String,
+        retries: u32,
+        max_retries: u32,
+        worker: Option<String>,
+        backend: Arc<dyn ResultBackend>,
+        result_ttl: Duration,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                id,
+                task,
+                queue,
+                retries,
+                max_retries,
+                worker,
+                backend,
+                result_ttl,
+            }),
+        }
+    }
+
+    /// A context for calling a task function directly, outside a worker (tests, scripts):
+    /// a fresh id, first attempt, progress kept in a private in-memory backend.
+    pub fn detached(task: &str) -> Self {
+        Self::new(
+            TaskId::new(),
+            task.to_owned(),
+            String::new(),
+            0,
+            0,
+            None,
+            Arc::new(InMemoryBackend::new()),
+            DEFAULT_RESULT_TTL,
+        )
+    }
+
+    /// The id of this run (the key of its result).
+    pub fn id(&self) -> &TaskId {
+        &self.inner.id
+    }
+
+    /// The registered task name.
+    pub fn task_name(&self) -> &str {
+        &self.inner.task
+    }
+
+    /// The queue it came from.
+    pub fn queue(&self) -> &str {
+        &self.inner.queue
+    }
+
+    /// Retries so far: 0 on the first run.
+    pub fn retries(&self) -> u32 {
+        self.inner.retries
+    }
+
+    /// The attempt number: 1 on the first run.
+    pub fn attempt(&self) -> u32 {
+        self.inner.retries + 1
+    }
+
+    /// How many retries this run may have in all.
+    pub fn max_retries(&self) -> u32 {
+        self.inner.max_retries
+    }
+
+    /// The id of the worker running it, if any.
+    pub fn worker_id(&self) -> Option<&str> {
+        self.inner.worker.as_deref()
+    }
+
+    /// Stores state `PROGRESS` with `meta`, which callers read with
+    /// [`AsyncResult::progress`](crate::AsyncResult::progress).
+    pub async fn set_progress<M: Serialize + ?Sized>(&self, meta: &M) -> Result<(), Error> {
+        let progress = codec::encode(meta, "the progress meta")?;
+        let update = TaskMeta {
+            progress: Some(progress),
+            ..TaskMeta::state(TaskState::Progress)
+        };
+        self.inner
+            .backend
+            .store(&self.inner.id, update, self.inner.result_ttl)
+            .await?;
+        Ok(())
+    }
+
+    /// An error that, returned from the task, retries it after exactly `countdown`
+    /// (while retries remain), whatever the task's back-off says.
+    pub fn retry(&self, countdown: Duration) -> TaskError {
+        TaskError::retry_in(
+            format!("retry requested by the task (in {countdown:?})"),
+            countdown,
+        )
+    }
+}
+
+impl fmt::Debug for TaskContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskContext")
+            .field("id", &self.inner.id)
+            .field("task", &self.inner.task)
+            .field("attempt", &self.attempt())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,122 @@
+//! # Celerity
+//!
+//! A distributed task queue for Rust, in the spirit of Python's Celery. A web handler
+//! (or any code) hands slow work to a queue and answers at once; workers, in the same
+//! process or on other machines, run it and store the result; the caller waits for it,
+//! polls it, or drops the handle and looks it up later by id.
+//!
+//! ```
+//! use std::time::Duration;
+//! use task_core::{task, App, TaskResult};
+//!
+//! #[task]
+//! async fn add(x: i64, y: i64) -> TaskResult<i64> {
+//!     Ok(x + y)
+//! }
+//!
+//! #[task(queue = "media", max_retries = 5, time_limit = 30)]
+//! fn resize(path: String, width: u32) -> TaskResult<String> {
+//!     // a plain fn: runs on the blocking pool
+//!     Ok(format!("{path}@{width}"))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), task_core::Error> {
+//! let app = App::from_env().await?; // CELERITY_BROKER_URL unset: memory://
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let worker = tokio::spawn(app.worker().concurrency(4).queues(["default", "media"]).run_until(async {
+//!     let _ = stopped.await;
+//! }));
+//!
+//! let sum = add::delay(&app, 1, 2).await?;
+//! let thumb = resize::signature("cat.png".into(), 128).countdown(Duration::from_millis(10)).apply_async(&app).await?;
+//! assert_eq!(sum.get(Duration::from_secs(5)).await?, 3);
+//! assert_eq!(thumb.get(Duration::from_secs(5)).await?, "cat.png@128");
+//! assert_eq!(add(2, 2).await.unwrap(), 4); // still a plain function
+//!
+//! stop.send(()).unwrap();
+//! worker.await.unwrap()?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## The parts
+//!
+//! | item | what it is |
+//! |---|---|
+//! | [`#[task]`](macro@task) | makes a module-level `fn`/`async fn` a task: `name::delay`, `name::signature`, `name::Args`, `name::NAME`, registered at link time |
+//! | [`App`] | broker + result backend + registry; `App::from_env()` or `App::builder()` |
+//! | [`Signature`] | a call with per-call options (`queue`, `priority`, `countdown`, `eta`, …) |
+//! | [`AsyncResult`] | `get(timeout)`, `state()`, `ready()`, `progress()`, `forget()` |
+//! | [`Worker`] | `app.worker().concurrency(8).queues([..]).run_until(signal)` |
+//! | [`TaskContext`] | optional first parameter: id, attempt, `set_progress`, `retry` |
+//! | [`Broker`], [`ResultBackend`] | the driver traits; [`memory`] is built in, `task-redis` adds `redis://` |
+//!
+//! ## Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `macros` | yes | `#[task]` (from `task-macros`) |
+//! | `cli` | no | [`cli`]: `worker -c N -Q a,b --loglevel L` for your own binaries (clap) |
+//! | `test-util` | no | [`conformance_tests!`]: the broker/backend conformance suite, for driver crates |
+//!
+//! ## Guarantees
+//!
+//! Delivery is at least once: a message is held for its worker until the task ends
+//! and the result is stored, and comes back to its queue if the worker dies. Bad input
+//! never stops a worker and is never dropped silently: undecodable messages, unknown
+//! task names and arguments that do not fit go to the dead letters with the reason; a
+//! panicking task ends `FAILURE` with the panic text.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod app;
+pub mod backend;
+pub mod broker;
+mod codec;
+mod context;
+pub mod driver;
+mod envelope;
+mod error;
+mod id;
+pub mod memory;
+mod registry;
+mod result;
+mod signature;
+mod state;
+mod task;
+mod worker;
+
+#[cfg(feature = "cli")]
+pub mod cli;
+#[cfg(feature = "test-util")]
+pub mod testing;
+
+#[doc(hidden)]
+pub mod __private {
+    //! What `#[task]` generates code against. Not a stable API.
+    pub use crate::private::*;
+}
+mod private;
+
+pub use app::{
+    App, AppBuilder, ENV_BROKER_URL, ENV_DEFAULT_QUEUE, ENV_RESULT_BACKEND, ENV_RESULT_TTL,
+};
+pub use backend::{DEFAULT_RESULT_TTL, ResultBackend};
+pub use broker::Broker;
+pub use context::TaskContext;
+pub use envelope::{ENVELOPE_VERSION, Envelope};
+pub use error::{
+    BackendError, BoxError, BrokerError, CodecError, Error, ErrorKind, TaskError, TaskResult,
+};
+pub use id::TaskId;
+pub use registry::{Invocation, Registry, TaskEntry, TaskFn};
+pub use result::AsyncResult;
+pub use signature::Signature;
+pub use state::{TaskMeta, TaskState};
+pub use task::{DEFAULT_MAX_RETRIES, DEFAULT_QUEUE, Task, TaskOptions};
+pub use worker::{DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_TTL, Worker, WorkerReport};
+
+/// Makes a module-level `fn` or `async fn` a task. See the [crate docs](crate) and
+/// the README for the options (`name`, `queue`, `max_retries`, `time_limit`, `crate`).
+#[cfg(feature = "macros")]
+pub use task_macros::task;

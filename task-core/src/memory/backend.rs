@@ -1,0 +1,232 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::backend::ResultBackend;
+use crate::broker::BoxFuture;
+use crate::error::BackendError;
+use crate::id::TaskId;
+use crate::state::TaskMeta;
+
+/// How often expired records are swept out (they are also hidden as soon as they expire).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The embedded result backend: one record per task in this process's memory,
+/// expired after its TTL; waiters sleep on a per-task [`Notify`], never poll.
+///
+/// ```
+/// use std::time::Duration;
+/// use task_core::{memory::InMemoryBackend, ResultBackend, TaskId, TaskMeta, TaskState};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let backend = InMemoryBackend::new();
+/// let id = TaskId::new();
+/// backend.store(&id, TaskMeta::state(TaskState::Success), Duration::from_secs(60)).await?;
+/// let meta = backend.wait(&id, Duration::from_secs(1)).await?.unwrap();
+/// assert_eq!(meta.state, TaskState::Success);
+/// # Ok::<_, task_core::BackendError>(()) }).unwrap();
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct InMemoryBackend {
+    shared: Arc<Mutex<State>>,
+}
+
+#[derive(Debug)]
+struct State {
+    records: HashMap<TaskId, (TaskMeta, Instant)>,
+    waiters: HashMap<TaskId, Arc<Notify>>,
+    last_sweep: Instant,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            records: HashMap::new(),
+            waiters: HashMap::new(),
+            last_sweep: Instant::now(),
+        }
+    }
+}
+
+impl State {
+    fn live(&self, id: &TaskId) -> Option<&TaskMeta> {
+        self.records
+            .get(id)
+            .filter(|(_, expires)| *expires > Instant::now())
+            .map(|(meta, _)| meta)
+    }
+}
+
+impl InMemoryBackend {
+    /// A new, empty backend.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// How many records are stored and not expired.
+    pub fn len(&self) -> usize {
+        let now = Instant::now();
+        self.lock()
+            .records
+            .values()
+            .filter(|(_, expires)| *expires > now)
+            .count()
+    }
+
+    /// True when no record is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many callers are waiting in [`ResultBackend::wait`] (for tests).
+    pub fn waiting(&self) -> usize {
+        self.lock()
+            .waiters
+            .values()
+            .map(|n| Arc::strong_count(n) - 1)
+            .sum()
+    }
+}
+
+impl ResultBackend for InMemoryBackend {
+    fn store<'a>(
+        &'a self,
+        id: &'a TaskId,
+        update: TaskMeta,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        let ready = update.state.is_ready();
+        let mut state = self.lock();
+        let now = Instant::now();
+        if now.duration_since(state.last_sweep) >= SWEEP_EVERY {
+            state.records.retain(|_, (_, expires)| *expires > now);
+            state.last_sweep = now;
+        }
+        let expires = now + ttl;
+        match state.records.get_mut(id) {
+            Some((meta, at)) if *at > now => {
+                meta.merge(update);
+                *at = expires;
+            }
+            _ => {
+                state.records.insert(id.clone(), (update, expires));
+            }
+        }
+        if ready && let Some(notify) = state.waiters.remove(id) {
+            notify.notify_waiters();
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    fn get<'a>(&'a self, id: &'a TaskId) -> BoxFuture<'a, Result<Option<TaskMeta>, BackendError>> {
+        let meta = self.lock().live(id).cloned();
+        Box::pin(async move { Ok(meta) })
+    }
+
+    fn wait<'a>(
+        &'a self,
+        id: &'a TaskId,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Option<TaskMeta>, BackendError>> {
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + timeout;
+            loop {
+                let notify = {
+                    let mut state = self.lock();
+                    match state.live(id) {
+                        Some(meta) if meta.state.is_ready() => return Ok(Some(meta.clone())),
+                        _ => state.waiters.entry(id.clone()).or_default().clone(),
+                    }
+                };
+                let notified = notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                // A store between the check above and `enable` would be missed: look again.
+                let current = self.lock().live(id).cloned();
+                if let Some(meta) = current.as_ref().filter(|m| m.state.is_ready()) {
+                    return Ok(Some(meta.clone()));
+                }
+                if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                    let mut state = self.lock();
+                    if state
+                        .waiters
+                        .get(id)
+                        .is_some_and(|n| Arc::strong_count(n) == 2)
+                    {
+                        state.waiters.remove(id);
+                    }
+                    return Ok(state.live(id).cloned());
+                }
+            }
+        })
+    }
+
+    fn forget<'a>(&'a self, id: &'a TaskId) -> BoxFuture<'a, Result<(), BackendError>> {
+        self.lock().records.remove(id);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::TaskState;
+
+    #[tokio::test]
+    async fn a_waiter_wakes_on_a_ready_state_only() {
+        let b = InMemoryBackend::new();
+        let id = TaskId::new();
+        let (b2, id2) = (b.clone(), id.clone());
+        let waiter = tokio::spawn(async move { b2.wait(&id2, Duration::from_secs(30)).await });
+        while b.waiting() == 0 {
+            tokio::task::yield_now().await;
+        }
+        b.store(
+            &id,
+            TaskMeta::state(TaskState::Started),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        b.store(
+            &id,
+            TaskMeta::state(TaskState::Success),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        let meta = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(meta.unwrap().state, TaskState::Success);
+        assert_eq!(b.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_waiter_gets_the_current_record_and_leaves_no_trace() {
+        let b = InMemoryBackend::new();
+        let id = TaskId::new();
+        b.store(
+            &id,
+            TaskMeta::state(TaskState::Started),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        let meta = b.wait(&id, Duration::from_millis(20)).await.unwrap();
+        assert_eq!(meta.unwrap().state, TaskState::Started);
+        assert_eq!(b.waiting(), 0);
+    }
+}

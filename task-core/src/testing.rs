@@ -1,0 +1,504 @@
+//! The conformance suite every [`Broker`] and [`ResultBackend`] must pass
+//! (feature `test-util`), written once and run against `memory://` here and against
+//! Redis in `task-redis` (apalis's `generic_storage_test!` habit).
+//!
+//! ```ignore
+//! async fn setup() -> task_core::testing::Harness { /* a fresh broker + backend */ }
+//! task_core::conformance_tests!(setup);
+//! ```
+//!
+//! The broker must send a message to the dead letters after
+//! [`SUITE_MAX_DELIVERIES`] deliveries. Every test uses queue names of its own, so
+//! the tests may share one server and run in parallel.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::backend::ResultBackend;
+use crate::broker::{Broker, ConsumerId, Delivery, Message};
+use crate::id::TaskId;
+use crate::state::{TaskMeta, TaskState};
+
+/// The delivery limit the suite expects the broker to be configured with.
+pub const SUITE_MAX_DELIVERIES: u32 = 2;
+
+/// A fresh broker and backend for one test.
+#[derive(Debug, Clone)]
+pub struct Harness {
+    /// The broker under test (dead-lettering after [`SUITE_MAX_DELIVERIES`]).
+    pub broker: Arc<dyn Broker>,
+    /// The backend under test.
+    pub backend: Arc<dyn ResultBackend>,
+}
+
+/// Expands to one `#[tokio::test]` per property of the suite; `$setup` is a path to
+/// an `async fn() -> Harness`. The calling crate needs `tokio` (macros, rt-multi-thread).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($setup:path) => {
+        $crate::conformance_tests!(@each $setup;
+            push_fetch_ack, fetch_waits_then_returns_empty, blocked_fetch_wakes_on_enqueue,
+            delayed_message_waits_for_its_eta, retry_is_delivered_after_its_delay,
+            redelivery_after_a_consumer_dies, dead_letter_after_max_deliveries,
+            release_returns_without_counting, explicit_dead_letter_keeps_reason,
+            ack_after_recovery_is_fenced, priorities_highest_first, batch_enqueue_keeps_order,
+            fetch_respects_max_and_queue_order, result_store_merges_fields, result_ttl_expires,
+            wait_wakes_on_ready_state, wait_times_out_with_current_state, forget_deletes);
+    };
+    (@each $setup:path; $($name:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $crate::testing::$name($setup().await).await;
+            }
+        )*
+    };
+}
+
+fn queue(tag: &str) -> String {
+    format!("conf-{tag}-{}", &TaskId::new().as_str()[..8])
+}
+
+fn msg(queue: &str, body: &str) -> Message {
+    Message::new(TaskId::new(), queue, body.as_bytes().to_vec())
+}
+
+fn body(d: &Delivery) -> String {
+    String::from_utf8_lossy(&d.payload).into_owned()
+}
+
+async fn fetch(
+    h: &Harness,
+    c: &ConsumerId,
+    queues: &[String],
+    max: usize,
+    wait: Duration,
+) -> Vec<Delivery> {
+    h.broker.fetch(c, queues, max, wait).await.expect("fetch")
+}
+
+/// Recovers until something moves or 10 s pass, heartbeating `live` meanwhile.
+async fn recover_soon(h: &Harness, live: &ConsumerId) -> usize {
+    let start = Instant::now();
+    loop {
+        h.broker
+            .heartbeat(live, Duration::from_secs(30))
+            .await
+            .expect("heartbeat");
+        let moved = h.broker.recover().await.expect("recover");
+        if moved > 0 || start.elapsed() > Duration::from_secs(10) {
+            return moved;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Enqueue, fetch, ack: the message is delivered once, with count 1, then gone.
+pub async fn push_fetch_ack(h: Harness) {
+    let q = queue("ack");
+    let c = ConsumerId::new();
+    h.broker
+        .heartbeat(&c, Duration::from_secs(30))
+        .await
+        .unwrap();
+    h.broker.enqueue(msg(&q, "one")).await.unwrap();
+    let got = fetch(&h, &c, std::slice::from_ref(&q), 10, Duration::from_secs(1)).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(body(&got[0]), "one");
+    assert_eq!(got[0].delivery_count, 1);
+    assert_eq!(got[0].queue, q);
+    h.broker.ack(&c, &got[0]).await.unwrap();
+    assert!(fetch(&h, &c, &[q], 10, Duration::ZERO).await.is_empty());
+}
+
+/// An empty queue: fetch waits about `wait`, then returns nothing.
+pub async fn fetch_waits_then_returns_empty(h: Harness) {
+    let c = ConsumerId::new();
+    let start = Instant::now();
+    assert!(
+        fetch(&h, &c, &[queue("empty")], 5, Duration::from_millis(300))
+            .await
+            .is_empty()
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "returned after {:?}",
+        start.elapsed()
+    );
+}
+
+/// A blocked fetch returns the message enqueued while it waits.
+pub async fn blocked_fetch_wakes_on_enqueue(h: Harness) {
+    let q = queue("wake");
+    let c = ConsumerId::new();
+    let h2 = h.clone();
+    let q2 = q.clone();
+    let waiter =
+        tokio::spawn(async move { fetch(&h2, &c, &[q2], 1, Duration::from_secs(20)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.broker.enqueue(msg(&q, "late")).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("woken")
+        .unwrap();
+    assert_eq!(got.iter().map(body).collect::<Vec<_>>(), ["late"]);
+}
+
+/// A message with an eta is not delivered before it, and is after.
+pub async fn delayed_message_waits_for_its_eta(h: Harness) {
+    let q = queue("eta");
+    let c = ConsumerId::new();
+    let eta = SystemTime::now() + Duration::from_millis(700);
+    h.broker
+        .enqueue(msg(&q, "later").with_eta(Some(eta)))
+        .await
+        .unwrap();
+    assert!(
+        fetch(
+            &h,
+            &c,
+            std::slice::from_ref(&q),
+            1,
+            Duration::from_millis(100)
+        )
+        .await
+        .is_empty()
+    );
+    let got = fetch(&h, &c, &[q], 1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1);
+    assert!(SystemTime::now() >= eta, "delivered before its eta");
+}
+
+/// `retry` acks the delivery and the replacement arrives after its delay.
+pub async fn retry_is_delivered_after_its_delay(h: Harness) {
+    let q = queue("retry");
+    let c = ConsumerId::new();
+    h.broker.enqueue(msg(&q, "try1")).await.unwrap();
+    let got = fetch(&h, &c, std::slice::from_ref(&q), 1, Duration::from_secs(1)).await;
+    let eta = SystemTime::now() + Duration::from_millis(500);
+    h.broker
+        .retry(&c, &got[0], msg(&q, "try2").with_eta(Some(eta)))
+        .await
+        .unwrap();
+    assert!(
+        fetch(
+            &h,
+            &c,
+            std::slice::from_ref(&q),
+            1,
+            Duration::from_millis(100)
+        )
+        .await
+        .is_empty()
+    );
+    let again = fetch(&h, &c, &[q], 1, Duration::from_secs(10)).await;
+    assert_eq!(again.iter().map(body).collect::<Vec<_>>(), ["try2"]);
+    assert_eq!(again[0].delivery_count, 1, "a retry is a new message");
+}
+
+/// A consumer stops heartbeating: another one's `recover` returns its message, counted.
+pub async fn redelivery_after_a_consumer_dies(h: Harness) {
+    let q = queue("dies");
+    let (dead, live) = (ConsumerId::new(), ConsumerId::new());
+    h.broker
+        .heartbeat(&dead, Duration::from_millis(200))
+        .await
+        .unwrap();
+    h.broker.enqueue(msg(&q, "job")).await.unwrap();
+    assert_eq!(
+        fetch(
+            &h,
+            &dead,
+            std::slice::from_ref(&q),
+            1,
+            Duration::from_secs(1)
+        )
+        .await
+        .len(),
+        1
+    );
+    assert!(recover_soon(&h, &live).await >= 1);
+    let got = fetch(&h, &live, &[q], 1, Duration::from_secs(2)).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].delivery_count, 2);
+    h.broker.ack(&live, &got[0]).await.unwrap();
+}
+
+/// Past the delivery limit, a recovered message goes to the dead letters with a reason.
+pub async fn dead_letter_after_max_deliveries(h: Harness) {
+    let q = queue("limit");
+    h.broker.enqueue(msg(&q, "poison")).await.unwrap();
+    for _ in 0..SUITE_MAX_DELIVERIES {
+        let dying = ConsumerId::new();
+        h.broker
+            .heartbeat(&dying, Duration::from_millis(200))
+            .await
+            .unwrap();
+        assert_eq!(
+            fetch(
+                &h,
+                &dying,
+                std::slice::from_ref(&q),
+                1,
+                Duration::from_secs(2)
+            )
+            .await
+            .len(),
+            1
+        );
+        assert!(recover_soon(&h, &ConsumerId::new()).await >= 1);
+    }
+    assert!(
+        fetch(
+            &h,
+            &ConsumerId::new(),
+            std::slice::from_ref(&q),
+            1,
+            Duration::from_millis(200)
+        )
+        .await
+        .is_empty()
+    );
+    let inspect = h.broker.inspect().expect("the suite needs Inspect");
+    let dead = inspect.dead_letters(1000).await.unwrap();
+    let ours = dead.iter().find(|d| d.queue == q).expect("dead-lettered");
+    assert_eq!(ours.payload, b"poison");
+    assert!(ours.reason.contains("delivered"), "reason: {}", ours.reason);
+}
+
+/// `release` puts a message back at the front, and the next delivery is not counted twice.
+pub async fn release_returns_without_counting(h: Harness) {
+    let q = queue("release");
+    let c = ConsumerId::new();
+    h.broker
+        .enqueue_batch(vec![msg(&q, "a"), msg(&q, "b")])
+        .await
+        .unwrap();
+    let got = fetch(&h, &c, std::slice::from_ref(&q), 1, Duration::from_secs(1)).await;
+    h.broker.release(&c, &got[0]).await.unwrap();
+    let again = fetch(&h, &c, &[q], 2, Duration::from_secs(1)).await;
+    assert_eq!(again.iter().map(body).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(again[0].delivery_count, 1);
+}
+
+/// `dead_letter` keeps the payload and the reason, and the message is gone from the queue.
+pub async fn explicit_dead_letter_keeps_reason(h: Harness) {
+    let q = queue("bury");
+    let c = ConsumerId::new();
+    h.broker.enqueue(msg(&q, "\u{1}garbage")).await.unwrap();
+    let got = fetch(&h, &c, std::slice::from_ref(&q), 1, Duration::from_secs(1)).await;
+    h.broker
+        .dead_letter(&c, &got[0], "undecodable: test")
+        .await
+        .unwrap();
+    let dead = h
+        .broker
+        .inspect()
+        .expect("Inspect")
+        .dead_letters(1000)
+        .await
+        .unwrap();
+    let ours = dead.iter().find(|d| d.queue == q).expect("dead-lettered");
+    assert_eq!(ours.reason, "undecodable: test");
+    assert_eq!(ours.payload, b"\x01garbage");
+    assert!(fetch(&h, &c, &[q], 1, Duration::ZERO).await.is_empty());
+}
+
+/// A consumer whose message was recovered cannot ack it (fencing).
+pub async fn ack_after_recovery_is_fenced(h: Harness) {
+    let q = queue("fence");
+    let (slow, live) = (ConsumerId::new(), ConsumerId::new());
+    h.broker
+        .heartbeat(&slow, Duration::from_millis(200))
+        .await
+        .unwrap();
+    h.broker.enqueue(msg(&q, "job")).await.unwrap();
+    let old = fetch(
+        &h,
+        &slow,
+        std::slice::from_ref(&q),
+        1,
+        Duration::from_secs(1),
+    )
+    .await;
+    assert!(recover_soon(&h, &live).await >= 1);
+    let new = fetch(&h, &live, &[q], 1, Duration::from_secs(2)).await;
+    let err = h
+        .broker
+        .ack(&slow, &old[0])
+        .await
+        .expect_err("a stale ack must be refused");
+    assert_eq!(err.kind(), crate::ErrorKind::Fenced);
+    h.broker.ack(&live, &new[0]).await.unwrap();
+}
+
+/// Higher priorities first; FIFO within one priority.
+pub async fn priorities_highest_first(h: Harness) {
+    let q = queue("prio");
+    let c = ConsumerId::new();
+    for (p, b) in [(0, "low1"), (9, "top"), (5, "mid"), (0, "low2")] {
+        h.broker.enqueue(msg(&q, b).with_priority(p)).await.unwrap();
+    }
+    let got = fetch(&h, &c, &[q], 10, Duration::from_secs(1)).await;
+    assert_eq!(
+        got.iter().map(body).collect::<Vec<_>>(),
+        ["top", "mid", "low1", "low2"]
+    );
+    assert_eq!(got[0].priority, 9);
+}
+
+/// A batch arrives whole and in order.
+pub async fn batch_enqueue_keeps_order(h: Harness) {
+    let q = queue("batch");
+    let c = ConsumerId::new();
+    let bodies: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
+    h.broker
+        .enqueue_batch(bodies.iter().map(|b| msg(&q, b)).collect())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 100 {
+        let batch = fetch(&h, &c, std::slice::from_ref(&q), 64, Duration::from_secs(1)).await;
+        assert!(!batch.is_empty(), "missing messages after {}", got.len());
+        got.extend(batch.iter().map(body));
+    }
+    assert_eq!(got, bodies);
+}
+
+/// `max` is respected, and earlier queues are served first.
+pub async fn fetch_respects_max_and_queue_order(h: Harness) {
+    let (a, b) = (queue("qa"), queue("qb"));
+    let c = ConsumerId::new();
+    h.broker.enqueue(msg(&b, "b1")).await.unwrap();
+    h.broker.enqueue(msg(&a, "a1")).await.unwrap();
+    h.broker.enqueue(msg(&a, "a2")).await.unwrap();
+    let queues = [a, b];
+    let first = fetch(&h, &c, &queues, 2, Duration::from_secs(1)).await;
+    assert_eq!(first.iter().map(body).collect::<Vec<_>>(), ["a1", "a2"]);
+    let second = fetch(&h, &c, &queues, 2, Duration::from_secs(1)).await;
+    assert_eq!(second.iter().map(body).collect::<Vec<_>>(), ["b1"]);
+}
+
+/// Stored fields merge: later updates keep what they do not set.
+pub async fn result_store_merges_fields(h: Harness) {
+    let id = TaskId::new();
+    let ttl = Duration::from_secs(60);
+    assert!(h.backend.get(&id).await.unwrap().is_none());
+    let started = TaskMeta {
+        task: Some("t".into()),
+        worker: Some("w1".into()),
+        started_ms: Some(5),
+        ..TaskMeta::state(TaskState::Started)
+    };
+    h.backend.store(&id, started, ttl).await.unwrap();
+    let done = TaskMeta {
+        result: Some(vec![0x2a]),
+        finished_ms: Some(9),
+        ..TaskMeta::state(TaskState::Success)
+    };
+    h.backend.store(&id, done, ttl).await.unwrap();
+    let meta = h.backend.get(&id).await.unwrap().expect("stored");
+    assert_eq!(meta.state, TaskState::Success);
+    assert_eq!(meta.task.as_deref(), Some("t"));
+    assert_eq!(meta.worker.as_deref(), Some("w1"));
+    assert_eq!(meta.result, Some(vec![0x2a]));
+    assert_eq!((meta.started_ms, meta.finished_ms), (Some(5), Some(9)));
+}
+
+/// A record is gone after its TTL.
+pub async fn result_ttl_expires(h: Harness) {
+    let id = TaskId::new();
+    h.backend
+        .store(
+            &id,
+            TaskMeta::state(TaskState::Success),
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap();
+    assert!(h.backend.get(&id).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        h.backend.get(&id).await.unwrap().is_none(),
+        "still there after its TTL"
+    );
+}
+
+/// A waiter wakes when the state becomes ready, not before.
+pub async fn wait_wakes_on_ready_state(h: Harness) {
+    let id = TaskId::new();
+    let (h2, id2) = (h.clone(), id.clone());
+    let waiter = tokio::spawn(async move {
+        h2.backend
+            .wait(&id2, Duration::from_secs(20))
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.backend
+        .store(
+            &id,
+            TaskMeta::state(TaskState::Started),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiter.is_finished(), "woke on a non-ready state");
+    let done = TaskMeta {
+        result: Some(vec![1]),
+        ..TaskMeta::state(TaskState::Success)
+    };
+    h.backend
+        .store(&id, done, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let meta = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("woken")
+        .unwrap();
+    assert_eq!(meta.expect("stored").state, TaskState::Success);
+}
+
+/// A wait that times out returns the record as it is.
+pub async fn wait_times_out_with_current_state(h: Harness) {
+    let id = TaskId::new();
+    let start = Instant::now();
+    assert!(
+        h.backend
+            .wait(&id, Duration::from_millis(200))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(start.elapsed() >= Duration::from_millis(150));
+    h.backend
+        .store(
+            &id,
+            TaskMeta::state(TaskState::Progress),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let meta = h
+        .backend
+        .wait(&id, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!(meta.expect("stored").state, TaskState::Progress);
+}
+
+/// `forget` deletes.
+pub async fn forget_deletes(h: Harness) {
+    let id = TaskId::new();
+    h.backend
+        .store(
+            &id,
+            TaskMeta::state(TaskState::Failure),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    h.backend.forget(&id).await.unwrap();
+    assert!(h.backend.get(&id).await.unwrap().is_none());
+}

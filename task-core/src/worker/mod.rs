@@ -1,0 +1,145 @@
+//! The worker pool: fetch → decode → look up → run → store → ack.
+//!
+//! - [`Worker`] is the builder (`app.worker().concurrency(8).queues(["a"])`).
+//! - `pool` is the fetch loop: batches up to the prefetch, a semaphore of
+//!   `concurrency` slots, heartbeats and recovery, graceful shutdown.
+//! - `execute` runs one delivery and settles it: result stored, then ack; retry
+//!   with back-off; dead letters for what cannot run.
+
+mod execute;
+mod pool;
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::app::App;
+use crate::broker::ConsumerId;
+use crate::error::Error;
+
+/// How long a worker's heartbeat lives when nothing else says.
+pub const DEFAULT_HEARTBEAT_TTL: Duration = Duration::from_secs(10);
+/// How long running tasks may finish after shutdown begins, when nothing else says.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+
+/// A pool of task runners on one [`App`]. Made by [`App::worker`].
+///
+/// ```
+/// use std::time::Duration;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), task_core::Error> {
+/// let app = task_core::App::memory();
+/// let report = app
+///     .worker()
+///     .concurrency(8)
+///     .queues(["default", "math"])
+///     .run_until(tokio::time::sleep(Duration::from_millis(50))) // any future: ctrl-c, a channel, …
+///     .await?;
+/// assert_eq!(report.succeeded, 0);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Worker {
+    pub(crate) app: App,
+    pub(crate) id: ConsumerId,
+    pub(crate) concurrency: usize,
+    pub(crate) prefetch: Option<usize>,
+    pub(crate) queues: Vec<String>,
+    pub(crate) grace_period: Duration,
+    pub(crate) heartbeat_ttl: Duration,
+    pub(crate) fetch_wait: Duration,
+}
+
+/// What a worker did, returned when it stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerReport {
+    /// Tasks that ended `SUCCESS`.
+    pub succeeded: u64,
+    /// Tasks that ended `FAILURE` (errors after their retries, panics, time limits).
+    pub failed: u64,
+    /// Retries scheduled.
+    pub retried: u64,
+    /// Messages sent to the dead letters (undecodable, unknown task, bad arguments).
+    pub dead_lettered: u64,
+    /// Unstarted messages given back to the broker at shutdown.
+    pub released: u64,
+}
+
+impl Worker {
+    pub(crate) fn new(app: App) -> Self {
+        let default_queue = app.default_queue().to_owned();
+        Self {
+            app,
+            id: ConsumerId::new(),
+            concurrency: std::thread::available_parallelism().map_or(4, |n| n.get()),
+            prefetch: None,
+            queues: vec![default_queue],
+            grace_period: DEFAULT_GRACE_PERIOD,
+            heartbeat_ttl: DEFAULT_HEARTBEAT_TTL,
+            fetch_wait: Duration::from_secs(5),
+        }
+    }
+
+    /// At most `n` tasks run at once (default: the number of CPUs; at least 1).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// At most `n` messages held at once, running or waiting for a slot
+    /// (default: the concurrency; never below it).
+    pub fn prefetch(mut self, n: usize) -> Self {
+        self.prefetch = Some(n);
+        self
+    }
+
+    /// The queues to consume, in order of preference (default: the app's default queue).
+    pub fn queues<I, S>(mut self, queues: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.queues = queues.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How long running tasks may finish once shutdown begins (default 30 s); tasks
+    /// still running then are aborted and their messages go back to the queue.
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.grace_period = grace;
+        self
+    }
+
+    /// How long this worker's heartbeat lives (default 10 s; sent every third of it).
+    /// A worker silent for longer is taken for dead and its messages are recovered.
+    pub fn heartbeat_ttl(mut self, ttl: Duration) -> Self {
+        self.heartbeat_ttl = ttl.max(Duration::from_millis(30));
+        self
+    }
+
+    /// This worker's unique id.
+    pub fn id(&self) -> &ConsumerId {
+        &self.id
+    }
+
+    /// The queues it consumes.
+    pub fn queue_names(&self) -> &[String] {
+        &self.queues
+    }
+
+    /// Its concurrency.
+    pub fn concurrency_limit(&self) -> usize {
+        self.concurrency
+    }
+
+    /// Runs until `signal` completes, then shuts down gracefully: stops fetching,
+    /// gives back what it holds but has not started, lets running tasks finish within
+    /// the grace period. Fails at once if two tasks share a name or the queue list is
+    /// empty.
+    pub async fn run_until<F>(self, signal: F) -> Result<WorkerReport, Error>
+    where
+        F: Future<Output = ()> + Send,
+    {
+        pool::run(self, signal).await
+    }
+}

@@ -1,0 +1,194 @@
+//! The fetch loop: holds at most `prefetch` messages, runs at most `concurrency` at
+//! once, heartbeats and recovers dead peers, and shuts down gracefully.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use super::execute::{Counters, Runner};
+use super::{Worker, WorkerReport};
+use crate::broker::{Broker, ConsumerId, Delivery};
+use crate::error::Error;
+
+/// Back-off after a failed fetch: doubles from the first to the last.
+const FETCH_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+pub(super) async fn run<F>(worker: Worker, signal: F) -> Result<WorkerReport, Error>
+where
+    F: Future<Output = ()> + Send,
+{
+    let Worker {
+        app,
+        id,
+        concurrency,
+        prefetch,
+        queues,
+        grace_period,
+        heartbeat_ttl,
+        fetch_wait,
+    } = worker;
+    app.registry().check()?;
+    if queues.is_empty() || queues.iter().any(|q| q.trim().is_empty()) {
+        return Err(Error::Config(format!(
+            "a worker needs at least one queue, and no empty queue name (got {queues:?})"
+        )));
+    }
+    let prefetch = prefetch.unwrap_or(concurrency).max(concurrency);
+    let broker = app.broker().clone();
+    broker.heartbeat(&id, heartbeat_ttl).await?;
+
+    info!(worker = %id, broker = app.broker_url(), backend = app.backend_url(), concurrency, ?queues, "celerity worker ready");
+    for entry in app.registry().entries() {
+        info!(
+            task = entry.name(),
+            kind = if entry.is_blocking() { "sync" } else { "async" },
+            "registered task"
+        );
+    }
+
+    let heart = tokio::spawn(heartbeat(broker.clone(), id.clone(), heartbeat_ttl));
+    let runner = Arc::new(Runner {
+        app: app.clone(),
+        consumer: id.clone(),
+        counters: Counters::default(),
+    });
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let mut running = JoinSet::new();
+    let mut held: VecDeque<Delivery> = VecDeque::new();
+    let mut fetch_backoff = FETCH_BACKOFF.0;
+    tokio::pin!(signal);
+
+    let start = |running: &mut JoinSet<()>, delivery: Delivery, permit| {
+        let runner = runner.clone();
+        running.spawn(async move {
+            let _slot = permit;
+            runner.handle(delivery).await;
+        });
+    };
+
+    'fetching: loop {
+        while running.try_join_next().is_some() {}
+        while !held.is_empty() {
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                break;
+            };
+            start(&mut running, held.pop_front().expect("not empty"), permit);
+        }
+        let in_hand = concurrency - slots.available_permits() + held.len();
+        let room = prefetch.saturating_sub(in_hand);
+        if room == 0 {
+            tokio::select! {
+                biased;
+                () = &mut signal => break 'fetching,
+                permit = slots.clone().acquire_owned() => {
+                    let permit = permit.expect("the semaphore is never closed");
+                    if let Some(delivery) = held.pop_front() {
+                        start(&mut running, delivery, permit);
+                    }
+                }
+            }
+            continue;
+        }
+        tokio::select! {
+            biased;
+            () = &mut signal => break 'fetching,
+            fetched = broker.fetch(&id, &queues, room, fetch_wait) => match fetched {
+                Ok(batch) => {
+                    fetch_backoff = FETCH_BACKOFF.0;
+                    held.extend(batch);
+                }
+                Err(e) => {
+                    warn!(error = %e, retry_in = ?fetch_backoff, "fetch failed; retrying");
+                    tokio::select! {
+                        biased;
+                        () = &mut signal => break 'fetching,
+                        () = tokio::time::sleep(fetch_backoff) => {}
+                    }
+                    fetch_backoff = (fetch_backoff * 2).min(FETCH_BACKOFF.1);
+                }
+            },
+        }
+    }
+
+    shutdown(
+        &*broker,
+        &id,
+        &runner,
+        held,
+        &slots,
+        concurrency,
+        &mut running,
+        grace_period,
+    )
+    .await;
+    heart.abort();
+    Ok(runner.counters.report())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn shutdown(
+    broker: &dyn Broker,
+    id: &ConsumerId,
+    runner: &Runner,
+    held: VecDeque<Delivery>,
+    slots: &Arc<Semaphore>,
+    concurrency: usize,
+    running: &mut JoinSet<()>,
+    grace: Duration,
+) {
+    let busy = concurrency - slots.available_permits();
+    info!(worker = %id, unstarted = held.len(), running = busy, ?grace, "shutting down");
+    for delivery in held {
+        match broker.release(id, &delivery).await {
+            Ok(()) => {
+                runner.counters.released.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot give back an unstarted message; it is recovered when this worker's heartbeat expires")
+            }
+        }
+    }
+    let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
+    if tokio::time::timeout(grace, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        warn!(
+            still_running = running.len(),
+            "grace period over: aborting running tasks; their messages go back to the queue"
+        );
+        running.abort_all();
+    }
+    while running.join_next().await.is_some() {}
+    if let Err(e) = broker.deregister(id).await {
+        error!(error = %e, "cannot deregister; held messages are recovered when this worker's heartbeat expires");
+    }
+    info!(worker = %id, report = ?runner.counters.report(), "worker stopped");
+}
+
+/// Keeps this worker alive in the broker and returns dead peers' messages.
+async fn heartbeat(broker: Arc<dyn Broker>, id: ConsumerId, ttl: Duration) {
+    let mut tick = tokio::time::interval(ttl / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = broker.heartbeat(&id, ttl).await {
+            warn!(error = %e, "heartbeat failed");
+            continue;
+        }
+        match broker.recover().await {
+            Ok(0) => {}
+            Ok(n) => info!(
+                recovered = n,
+                "returned messages of a dead worker to their queues"
+            ),
+            Err(e) => warn!(error = %e, "recovery failed"),
+        }
+    }
+}

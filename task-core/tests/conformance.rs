@@ -1,0 +1,15 @@
+//! The broker/backend conformance suite on the in-memory implementations.
+
+use std::sync::Arc;
+
+use task_core::memory::{InMemoryBackend, InMemoryBroker};
+use task_core::testing::{Harness, SUITE_MAX_DELIVERIES};
+
+async fn setup() -> Harness {
+    Harness {
+        broker: Arc::new(InMemoryBroker::with_max_deliveries(SUITE_MAX_DELIVERIES)),
+        backend: Arc::new(InMemoryBackend::new()),
+    }
+}
+
+task_core::conformance_tests!(setup);

@@ -1,0 +1,570 @@
+//! The worker pool on `memory://`: results, failures, retries, limits, bad input, shutdown.
+
+mod support;
+
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use support::{Running, app, eventually};
+use task_core::broker::{Broker, ConsumerId, Message};
+use task_core::memory::{BrokerOp, InMemoryBroker};
+use task_core::{
+    App, Envelope, Error, TaskContext, TaskError, TaskId, TaskResult, TaskState, task,
+};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[task]
+async fn add(x: i64, y: i64) -> TaskResult<i64> {
+    Ok(x + y)
+}
+
+#[task]
+fn mul_sync(x: i64, y: i64) -> TaskResult<i64> {
+    Ok(x * y)
+}
+
+#[task]
+fn shout(text: String) -> String {
+    text.to_uppercase()
+}
+
+#[task]
+async fn explode(message: String) -> TaskResult<()> {
+    panic!("{message}")
+}
+
+#[task(max_retries = 0)]
+async fn fails_fatally() -> TaskResult<()> {
+    Err(TaskError::fatal("no point retrying"))
+}
+
+static FLAKY_CALLS: AtomicU32 = AtomicU32::new(0);
+
+#[task(max_retries = 3)]
+async fn flaky(ctx: TaskContext, succeed_on: u32) -> TaskResult<u32> {
+    FLAKY_CALLS.fetch_add(1, Ordering::SeqCst);
+    if ctx.attempt() < succeed_on {
+        return Err(ctx.retry(Duration::from_millis(20)));
+    }
+    Ok(ctx.attempt())
+}
+
+#[task(max_retries = 1)]
+async fn always_fails(code: u8) -> TaskResult<()> {
+    let parsed: u8 = format!("x{code}").parse()?;
+    let _ = parsed;
+    Ok(())
+}
+
+#[task(time_limit = 1)]
+async fn sleeps(ms: u64) -> TaskResult<u64> {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Ok(ms)
+}
+
+#[task(time_limit = 1)]
+fn sleeps_sync(ms: u64) -> TaskResult<u64> {
+    std::thread::sleep(Duration::from_millis(ms));
+    Ok(ms)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Progress {
+    done: u32,
+    total: u32,
+}
+
+#[task]
+async fn reports(ctx: TaskContext, total: u32) -> TaskResult<u32> {
+    ctx.set_progress(&Progress {
+        done: total / 2,
+        total,
+    })
+    .await?;
+    Ok(total)
+}
+
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+#[task(queue = "gauge")]
+async fn gauge(i: u32) -> TaskResult<u32> {
+    let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+    PEAK.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    RUNNING.fetch_sub(1, Ordering::SeqCst);
+    Ok(i)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_sync_and_plain_tasks_return_their_values() {
+    let app = app();
+    let worker = Running::start(app.worker().concurrency(4));
+    let a = add::delay(&app, 1, 2).await.unwrap();
+    let m = mul_sync::delay(&app, 6, 7).await.unwrap();
+    let s = shout::delay(&app, "hi".into()).await.unwrap();
+    assert_eq!(a.get(WAIT).await.unwrap(), 3);
+    assert_eq!(m.get(WAIT).await.unwrap(), 42);
+    assert_eq!(s.get(WAIT).await.unwrap(), "HI");
+    let info = a.info().await.unwrap().unwrap();
+    assert_eq!(info.task.as_deref(), Some(add::NAME));
+    assert!(info.worker.is_some() && info.started_ms.is_some() && info.finished_ms.is_some());
+    assert_eq!(worker.stop().await.succeeded, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_tasks_at_concurrency_8_each_result_right_once() {
+    let app = app();
+    let worker = Running::start(app.worker().concurrency(8).queues(["gauge"]));
+    let results = app
+        .send_batch((0..10_000).map(|i| gauge::signature(i)))
+        .await
+        .unwrap();
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r.get(WAIT).await.unwrap(), i as u32);
+    }
+    let report = worker.stop().await;
+    assert_eq!(report.succeeded, 10_000);
+    assert_eq!(report.failed + report.retried + report.dead_lettered, 0);
+    let peak = PEAK.load(Ordering::SeqCst);
+    assert!(peak <= 8, "{peak} tasks ran at once with concurrency 8");
+    assert!(peak >= 2, "never ran in parallel (peak {peak})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_ends_failure_with_its_text_and_the_worker_goes_on() {
+    let app = app();
+    let worker = Running::start(app.worker().concurrency(2));
+    let boom = explode::delay(&app, "kaboom 42".into()).await.unwrap();
+    match boom.get(WAIT).await {
+        Err(Error::TaskFailed { error, task, .. }) => {
+            assert!(error.contains("kaboom 42"), "{error}");
+            assert_eq!(task, explode::NAME);
+        }
+        other => panic!("expected TaskFailed, got {other:?}"),
+    }
+    assert_eq!(boom.state().await.unwrap(), TaskState::Failure);
+    assert_eq!(
+        add::delay(&app, 2, 2)
+            .await
+            .unwrap()
+            .get(WAIT)
+            .await
+            .unwrap(),
+        4
+    );
+    let report = worker.stop().await;
+    assert_eq!((report.failed, report.succeeded, report.retried), (1, 1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_retried_then_fail_with_the_last_error() {
+    let app = app();
+    let worker = Running::start(app.worker().concurrency(2));
+    let r = always_fails::delay(&app, 7).await.unwrap();
+    let err = r.get(Duration::from_secs(15)).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::TaskFailed { error, .. } if error == "invalid digit found in string"),
+        "{err}"
+    );
+    let meta = r.info().await.unwrap().unwrap();
+    assert_eq!(meta.retries, Some(1), "retried once (max_retries = 1)");
+    let report = worker.stop().await;
+    assert_eq!((report.retried, report.failed), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctx_retry_retries_with_its_delay_and_state_goes_through_retry() {
+    let app = app();
+    let worker = Running::start(app.worker().concurrency(2));
+    let r = flaky::delay(&app, 3).await.unwrap();
+    assert_eq!(
+        r.get(WAIT).await.unwrap(),
+        3,
+        "succeeds on the third attempt"
+    );
+    assert_eq!(r.info().await.unwrap().unwrap().retries, Some(2));
+    assert_eq!(worker.stop().await.retried, 2);
+
+    // Past max_retries (3), the retry request becomes a failure.
+    let app = support::app();
+    let worker = Running::start(app.worker());
+    let r = flaky::delay(&app, 99).await.unwrap();
+    assert!(matches!(r.get(WAIT).await, Err(Error::TaskFailed { .. })));
+    assert_eq!(r.info().await.unwrap().unwrap().retries, Some(3));
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_error_is_never_retried() {
+    let app = app();
+    let worker = Running::start(app.worker());
+    let r = fails_fatally::signature()
+        .max_retries(5)
+        .apply_async(&app)
+        .await
+        .unwrap();
+    assert!(
+        matches!(r.get(WAIT).await, Err(Error::TaskFailed { error, .. }) if error == "no point retrying")
+    );
+    assert_eq!(worker.stop().await.retried, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_limits_end_async_and_sync_tasks_with_failure_and_free_the_slot() {
+    let app = app();
+    let worker = Running::start(app.worker().concurrency(1));
+    let started = Instant::now();
+    let slow = sleeps::delay(&app, 60_000).await.unwrap();
+    let err = slow.get(WAIT).await.unwrap_err();
+    assert!(err.to_string().contains("time limit exceeded"), "{err}");
+    let slow_sync = sleeps_sync::delay(&app, 3_000).await.unwrap();
+    let err = slow_sync.get(WAIT).await.unwrap_err();
+    assert!(err.to_string().contains("time limit exceeded"), "{err}");
+    // The one slot was given back at once: the next task runs while the thread sleeps on.
+    assert_eq!(
+        add::delay(&app, 1, 1)
+            .await
+            .unwrap()
+            .get(Duration::from_millis(1500))
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // A per-call limit overrides the task's.
+    let quick = sleeps::signature(300)
+        .time_limit(Duration::from_millis(100))
+        .apply_async(&app)
+        .await
+        .unwrap();
+    assert!(quick.get(WAIT).await.is_err());
+    assert_eq!(worker.stop().await.failed, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_task_garbage_and_bad_arguments_go_to_the_dead_letters() {
+    let broker = InMemoryBroker::new();
+    let app = App::builder()
+        .broker(std::sync::Arc::new(broker.clone()))
+        .build()
+        .await
+        .unwrap();
+    let worker = Running::start(app.worker());
+
+    broker
+        .enqueue(Message::new(
+            TaskId::new(),
+            "default",
+            b"\xc1 not msgpack".to_vec(),
+        ))
+        .await
+        .unwrap();
+    let unknown = Envelope::new(
+        "no.such.task",
+        rmp_serde::to_vec_named(&()).unwrap(),
+        "default",
+    );
+    let unknown_id = unknown.id.clone();
+    broker
+        .enqueue(Message::new(
+            unknown.id.clone(),
+            "default",
+            unknown.encode().unwrap(),
+        ))
+        .await
+        .unwrap();
+    let bad_args = Envelope::new(
+        add::NAME,
+        rmp_serde::to_vec_named(&("one", "two")).unwrap(),
+        "default",
+    );
+    let bad_id = bad_args.id.clone();
+    broker
+        .enqueue(Message::new(
+            bad_args.id.clone(),
+            "default",
+            bad_args.encode().unwrap(),
+        ))
+        .await
+        .unwrap();
+
+    eventually(|| broker.dead_letters().len() == 3).await;
+    // Runners are concurrent: the three may be buried in any order.
+    let dead = broker.dead_letters();
+    let find = |prefix: &str| {
+        dead.iter()
+            .find(|d| d.reason.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` in {dead:?}"))
+    };
+    assert_eq!(
+        find("undecodable message in queue `default`").payload,
+        b"\xc1 not msgpack"
+    );
+    find("unknown task `no.such.task`");
+    find(&format!("arguments do not fit task `{}`", add::NAME));
+
+    // Callers waiting on those ids learn why.
+    let err = app.result::<()>(unknown_id).get(WAIT).await.unwrap_err();
+    assert!(
+        err.to_string().contains("unknown task `no.such.task`"),
+        "{err}"
+    );
+    assert!(app.result::<i64>(bad_id).get(WAIT).await.is_err());
+
+    // And the worker goes on.
+    assert_eq!(
+        add::delay(&app, 20, 22)
+            .await
+            .unwrap()
+            .get(WAIT)
+            .await
+            .unwrap(),
+        42
+    );
+    let report = worker.stop().await;
+    assert_eq!((report.dead_lettered, report.succeeded), (3, 1));
+    assert_eq!(broker.in_flight(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_survives_a_broker_outage() {
+    let broker = InMemoryBroker::new();
+    let app = App::builder()
+        .broker(std::sync::Arc::new(broker.clone()))
+        .build()
+        .await
+        .unwrap();
+    broker.fail_next(BrokerOp::Fetch, 3);
+    let worker = Running::start(app.worker());
+    let r = add::delay(&app, 5, 5).await.unwrap();
+    assert_eq!(r.get(WAIT).await.unwrap(), 10);
+    worker.stop().await;
+
+    broker.fail_next(BrokerOp::Enqueue, 1);
+    let err = add::delay(&app, 1, 1).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Broker(e) if e.kind() == task_core::ErrorKind::Connection),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_failures_are_retried() {
+    let broker = InMemoryBroker::new();
+    let app = App::builder()
+        .broker(std::sync::Arc::new(broker.clone()))
+        .build()
+        .await
+        .unwrap();
+    broker.fail_next(BrokerOp::Ack, 2);
+    let worker = Running::start(app.worker());
+    add::delay(&app, 1, 1)
+        .await
+        .unwrap()
+        .get(WAIT)
+        .await
+        .unwrap();
+    eventually(|| broker.in_flight() == 0).await;
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_is_stored_and_read_typed() {
+    let app = app();
+    let worker = Running::start(app.worker());
+    let r = reports::delay(&app, 10).await.unwrap();
+    assert_eq!(r.get(WAIT).await.unwrap(), 10);
+    assert_eq!(
+        r.progress::<Progress>().await.unwrap(),
+        Some(Progress { done: 5, total: 10 })
+    );
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn countdown_waits_in_the_broker_and_then_runs() {
+    let app = app();
+    let worker = Running::start(app.worker());
+    let sent = Instant::now();
+    let r = add::signature(1, 1)
+        .countdown(Duration::from_millis(400))
+        .apply_async(&app)
+        .await
+        .unwrap();
+    assert_eq!(r.state().await.unwrap(), TaskState::Pending);
+    assert_eq!(r.get(WAIT).await.unwrap(), 2);
+    assert!(sent.elapsed() >= Duration::from_millis(400));
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_times_out_with_a_clear_error_and_forget_deletes() {
+    let app = app();
+    let r = add::delay(&app, 1, 2).await.unwrap();
+    let err = r.get(Duration::from_millis(50)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Timeout {
+                state: TaskState::Pending,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("timed out"));
+
+    let worker = Running::start(app.worker());
+    assert_eq!(r.get(WAIT).await.unwrap(), 3);
+    r.forget().await.unwrap();
+    assert_eq!(r.state().await.unwrap(), TaskState::Pending);
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_gives_back_unstarted_messages_and_lets_running_ones_finish() {
+    let broker = InMemoryBroker::new();
+    let app = App::builder()
+        .broker(std::sync::Arc::new(broker.clone()))
+        .build()
+        .await
+        .unwrap();
+    let results = app
+        .send_batch((0..6).map(|_| sleeps::signature(300)))
+        .await
+        .unwrap();
+    let worker = Running::start(app.worker().concurrency(2).prefetch(6));
+    eventually(|| broker.in_flight() == 6).await; // 2 running, 4 held
+    let report = worker.stop().await;
+    assert_eq!(report.succeeded, 2, "the running ones finished");
+    assert_eq!(report.released, 4, "the held ones went back");
+    assert_eq!(broker.len("default"), 4);
+    assert_eq!(broker.in_flight(), 0);
+    let mut done = 0;
+    for r in &results {
+        if r.state().await.unwrap() == TaskState::Success {
+            done += 1;
+        }
+    }
+    assert_eq!(done, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_grace_period_running_tasks_are_aborted_and_requeued() {
+    let broker = InMemoryBroker::new();
+    let app = App::builder()
+        .broker(std::sync::Arc::new(broker.clone()))
+        .build()
+        .await
+        .unwrap();
+    sleeps::signature(900).apply_async(&app).await.unwrap();
+    let worker = Running::start(
+        app.worker()
+            .concurrency(1)
+            .grace_period(Duration::from_millis(100)),
+    );
+    eventually(|| broker.in_flight() == 1).await;
+    let report = worker.stop().await;
+    assert_eq!(report.succeeded, 0);
+    assert_eq!(
+        broker.len("default"),
+        1,
+        "the aborted task's message is back in its queue"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_workers_messages_are_recovered_by_a_live_one() {
+    let broker = InMemoryBroker::new();
+    let app = App::builder()
+        .broker(std::sync::Arc::new(broker.clone()))
+        .build()
+        .await
+        .unwrap();
+    let r = add::delay(&app, 40, 2).await.unwrap();
+    // A consumer that takes the message and dies without acking.
+    let dead = ConsumerId::new();
+    broker
+        .heartbeat(&dead, Duration::from_millis(100))
+        .await
+        .unwrap();
+    let taken = broker
+        .fetch(&dead, &["default".into()], 1, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    let worker = Running::start(app.worker().heartbeat_ttl(Duration::from_millis(150)));
+    assert_eq!(r.get(WAIT).await.unwrap(), 42);
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_call_options_are_clear_errors() {
+    let app = app();
+    let err = add::signature(1, 2)
+        .priority(10)
+        .apply_async(&app)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("priority must be 0 to 9, got 10"),
+        "{err}"
+    );
+    let err = add::signature(1, 2)
+        .queue(" ")
+        .apply_async(&app)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("queue name cannot be empty"),
+        "{err}"
+    );
+    let err = app
+        .worker()
+        .queues(Vec::<String>::new())
+        .run_until(async {})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("at least one queue"), "{err}");
+}
+
+#[tokio::test]
+async fn unknown_url_schemes_are_clear_errors() {
+    let err = App::builder()
+        .broker_url("amqp://guest@localhost//")
+        .build()
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("unsupported broker URL") && text.contains("supported: memory"),
+        "{text}"
+    );
+    let err = App::builder()
+        .result_backend("cassandra://x")
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("unsupported result backend URL"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn send_by_type_and_direct_calls_still_work() {
+    let app = app();
+    let worker = Running::start(app.worker());
+    let r = app
+        .send::<add::Task>(add::Args { x: 2, y: 3 })
+        .await
+        .unwrap();
+    assert_eq!(r.get(WAIT).await.unwrap(), 5);
+    assert_eq!(add(2, 3).await.unwrap(), 5);
+    assert_eq!(mul_sync(2, 3).unwrap(), 6);
+    assert_eq!(reports(TaskContext::detached("t"), 4).await.unwrap(), 4);
+    worker.stop().await;
+}

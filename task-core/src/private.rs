@@ -61,7 +61,8 @@ where
 #[diagnostic::on_unimplemented(
     message = "task argument type `{Self}` must be `Serialize + DeserializeOwned + Send + 'static`",
     label = "this argument cannot be sent through the queue",
-    note = "derive `serde::Serialize` and `serde::Deserialize` for it, and use owned types (`String`, not `&str`)"
+    note = "derive `serde::Serialize` and `serde::Deserialize` for it, and use owned types (`String`, not `&str`)",
+    note = "a task context parameter must come first and be written `TaskContext` (it is recognised by that name)"
 )]
 pub trait ArgBound: Serialize + DeserializeOwned + Send + 'static {}
 impl<T: Serialize + DeserializeOwned + Send + 'static> ArgBound for T {}

@@ -26,6 +26,10 @@ pub(crate) fn signature_error(item: &ItemFn, error: syn::Error) -> TokenStream {
     let ident = &sig.ident;
     let inner = inner_vis(vis);
     let error = error.to_compile_error();
+    if sig.receiver().is_some() {
+        // A method lives in an `impl`, where no module may be declared.
+        return quote!(#(#attrs)* #vis #sig #body #error);
+    }
     quote! {
         #(#attrs)* #vis #sig #body
         #error

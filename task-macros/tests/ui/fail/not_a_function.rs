@@ -1,0 +1,6 @@
+use task_core::task;
+
+#[task]
+struct NotATask;
+
+fn main() {}

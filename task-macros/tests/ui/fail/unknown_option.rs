@@ -1,0 +1,8 @@
+use task_core::{task, TaskResult};
+
+#[task(retries = 3)]
+async fn add(x: i64, y: i64) -> TaskResult<i64> {
+    Ok(x + y)
+}
+
+fn main() {}

@@ -185,7 +185,7 @@ impl Runner {
             })
             .await;
             self.counters.retried.fetch_add(1, Ordering::Relaxed);
-            info!(task = %envelope.task, id = %envelope.id, retry = next.retries, of = max_retries, in_ = ?delay, error = %message, "task failed; retrying");
+            info!(task = %envelope.task, id = %envelope.id, retry = next.retries, of = max_retries, retry_in = ?delay, error = %message, "task failed; retrying");
         } else {
             let failed = TaskMeta {
                 error: Some(message.clone()),

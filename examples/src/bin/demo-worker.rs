@@ -1,0 +1,25 @@
+//! A worker binary for the tasks of `celerity-example-tasks`, with Celery's command line.
+//!
+//! Run with:
+//!   cargo run -p celerity-examples --bin demo-worker -- worker -c 4 -Q default,emails --loglevel info
+//!   cargo run -p celerity-examples --bin demo-worker -- tasks
+//!
+//! Set `CELERITY_BROKER_URL` to point it at a broker (unset: `memory://`).
+
+// Linked for its #[task]s: they register themselves, no list needed.
+use celerity_example_tasks as _;
+
+#[tokio::main]
+async fn main() {
+    let app = match task_core::App::from_env().await {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = task_core::cli::run(app).await {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}

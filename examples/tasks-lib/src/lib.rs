@@ -1,0 +1,36 @@
+//! Tasks that live in a library crate.
+//!
+//! A worker binary that depends on this crate runs these tasks with no list written
+//! by hand: `#[task]` registers each one at link time. Make sure the crate is linked
+//! (`use celerity_example_tasks as _;` if you call nothing from it).
+
+use std::time::Duration;
+
+use task_core::{TaskContext, TaskResult, task};
+
+/// Reverses a text.
+#[task]
+pub async fn reverse(text: String) -> TaskResult<String> {
+    Ok(text.chars().rev().collect())
+}
+
+/// Pretends to send an e-mail (a sync task: runs on the blocking pool).
+#[task(name = "emails.send", queue = "emails", max_retries = 5)]
+pub fn send_email(to: String, subject: String) -> TaskResult<String> {
+    if !to.contains('@') {
+        return Err(task_core::TaskError::fatal(format!(
+            "`{to}` is not an e-mail address"
+        )));
+    }
+    Ok(format!("sent `{subject}` to {to}"))
+}
+
+/// Sleeps, reporting progress as it goes.
+#[task]
+pub async fn slow_count(ctx: TaskContext, to: u32, step_ms: u64) -> TaskResult<u32> {
+    for i in 1..=to {
+        tokio::time::sleep(Duration::from_millis(step_ms)).await;
+        ctx.set_progress(&(i, to)).await?;
+    }
+    Ok(to)
+}

@@ -81,7 +81,9 @@ impl TaskEntry {
         format!("{}:{} ({})", self.file, self.line, self.module)
     }
 
-    pub(crate) fn invoke(&self, ctx: TaskContext, args: &[u8]) -> Result<Invocation, CodecError> {
+    /// Decodes `args` (a MessagePack map keyed by parameter name) into the task's own
+    /// arguments and prepares a run; the worker runs what it returns.
+    pub fn invoke(&self, ctx: TaskContext, args: &[u8]) -> Result<Invocation, CodecError> {
         (self.call)(ctx, args)
     }
 }

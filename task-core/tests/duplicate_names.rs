@@ -5,7 +5,7 @@ mod billing {
     use task_core::{TaskResult, task};
 
     #[task(name = "charge")]
-    pub async fn charge(cents: u64) -> TaskResult<u64> {
+    pub(crate) async fn charge(cents: u64) -> TaskResult<u64> {
         Ok(cents)
     }
 }
@@ -14,7 +14,7 @@ mod legacy {
     use task_core::{TaskResult, task};
 
     #[task(name = "charge")]
-    pub fn charge(cents: u64) -> TaskResult<u64> {
+    pub(crate) fn charge(cents: u64) -> TaskResult<u64> {
         Ok(cents * 2)
     }
 }

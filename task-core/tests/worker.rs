@@ -119,7 +119,7 @@ async fn ten_thousand_tasks_at_concurrency_8_each_result_right_once() {
     let app = app();
     let worker = Running::start(app.worker().concurrency(8).queues(["gauge"]));
     let results = app
-        .send_batch((0..10_000).map(|i| gauge::signature(i)))
+        .send_batch((0..10_000).map(gauge::signature))
         .await
         .unwrap();
     for (i, r) in results.iter().enumerate() {

@@ -22,7 +22,7 @@ use crate::input::{self, ItemFn, Model, Return};
 pub(crate) fn task(args: TokenStream, item: TokenStream) -> TokenStream {
     let item: ItemFn = match syn::parse2(item.clone()) {
         Ok(item) => item,
-        Err(e) => return fallback::unparsed(item, e),
+        Err(e) => return fallback::unparsed(item, &e),
     };
     let (options, attr_error) = TaskArgs::parse(args);
     match input::check(&item.sig) {
@@ -39,7 +39,7 @@ pub(crate) fn task(args: TokenStream, item: TokenStream) -> TokenStream {
             if let Some(attr) = attr_error {
                 e.combine(attr);
             }
-            fallback::signature_error(&item, e)
+            fallback::signature_error(&item, &e)
         }
     }
 }
@@ -162,7 +162,11 @@ fn expand(item: &ItemFn, model: &Model, options: &TaskArgs) -> TokenStream {
     );
 
     quote! {
-        #(#attrs)* #vis #sig #body
+        // Task arguments are owned by design (they come out of a message), so
+        // clippy's pass-by-value hint does not apply to a task function.
+        #(#attrs)*
+        #[allow(clippy::needless_pass_by_value)]
+        #vis #sig #body
 
         #[doc(hidden)]
         #[allow(non_camel_case_types, missing_docs, unreachable_pub, clippy::all)]

@@ -10,13 +10,13 @@ use crate::expand::inner_vis;
 use crate::input::ItemFn;
 
 /// The item did not even parse as a function: give it back with the error.
-pub(crate) fn unparsed(item: TokenStream, error: syn::Error) -> TokenStream {
-    let error = error.to_compile_error();
-    quote!(#item #error)
+pub(crate) fn unparsed(mut item: TokenStream, error: &syn::Error) -> TokenStream {
+    item.extend(error.to_compile_error());
+    item
 }
 
 /// The signature broke a rule: the function, the errors, and a module with `NAME`.
-pub(crate) fn signature_error(item: &ItemFn, error: syn::Error) -> TokenStream {
+pub(crate) fn signature_error(item: &ItemFn, error: &syn::Error) -> TokenStream {
     let ItemFn {
         attrs,
         vis,

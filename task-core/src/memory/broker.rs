@@ -105,9 +105,9 @@ impl State {
         let lane =
             &mut self.queues.entry(entry.queue.clone()).or_default().0[entry.priority as usize];
         if front {
-            lane.push_front(entry)
+            lane.push_front(entry);
         } else {
-            lane.push_back(entry)
+            lane.push_back(entry);
         }
     }
 

@@ -1,6 +1,7 @@
 //! Runs one delivery and settles it.
 
 use std::any::Any;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -233,48 +234,54 @@ impl Runner {
     }
 
     async fn store(&self, envelope: &Envelope, update: TaskMeta) {
-        let mut wait = Duration::from_millis(50);
-        for attempt in 1..=SETTLE_TRIES {
-            match self
-                .app
-                .backend()
-                .store(&envelope.id, update.clone(), self.app.result_ttl())
-                .await
-            {
-                Ok(()) => return,
-                Err(e) if attempt == SETTLE_TRIES => {
-                    error!(task = %envelope.task, id = %envelope.id, error = %e, "cannot store the task state; giving up")
-                }
-                Err(e) => {
-                    warn!(task = %envelope.task, id = %envelope.id, error = %e, "cannot store the task state; trying again")
-                }
-            }
-            tokio::time::sleep(wait).await;
-            wait *= 4;
-        }
+        let backend = self.app.backend();
+        let ttl = self.app.result_ttl();
+        let op = || backend.store(&envelope.id, update.clone(), ttl);
+        with_tries(
+            &format!("storing state {}", update.state),
+            &subject(envelope),
+            op,
+            |_| false,
+        )
+        .await;
     }
 
     /// Runs a broker settlement (ack, retry, dead-letter) with a few tries. A fenced
     /// refusal is final: another worker owns the message now.
     async fn settle<'a, F>(&'a self, what: &str, subject: &str, op: impl Fn() -> F)
     where
-        F: std::future::Future<Output = Result<(), BrokerError>> + 'a,
+        F: Future<Output = Result<(), BrokerError>> + 'a,
     {
-        let mut wait = Duration::from_millis(50);
-        for attempt in 1..=SETTLE_TRIES {
-            match op().await {
-                Ok(()) => return,
-                Err(e) if e.kind() == ErrorKind::Fenced => {
-                    return warn!(error = %e, "{what} of {subject} refused: the message was recovered by another worker");
-                }
-                Err(e) if attempt == SETTLE_TRIES => {
-                    return error!(error = %e, "{what} of {subject} failed; the message stays held and is recovered if this worker stops");
-                }
-                Err(e) => warn!(error = %e, "{what} of {subject} failed; trying again"),
+        with_tries(what, subject, op, |e| e.kind() == ErrorKind::Fenced).await;
+    }
+}
+
+/// Runs `op` up to [`SETTLE_TRIES`] times with growing pauses, logging each failure.
+/// An error for which `refused` holds ends the tries at once. After the last try the
+/// message stays held by this worker and is recovered if it stops.
+async fn with_tries<E, F>(
+    what: &str,
+    subject: &str,
+    op: impl Fn() -> F,
+    refused: impl Fn(&E) -> bool,
+) where
+    E: std::fmt::Display,
+    F: Future<Output = Result<(), E>>,
+{
+    let mut pause = Duration::from_millis(50);
+    for attempt in 1..=SETTLE_TRIES {
+        match op().await {
+            Ok(()) => return,
+            Err(e) if refused(&e) => {
+                return warn!(error = %e, "{what} of {subject} refused: the message was recovered by another worker");
             }
-            tokio::time::sleep(wait).await;
-            wait *= 4;
+            Err(e) if attempt == SETTLE_TRIES => {
+                return error!(error = %e, "{what} of {subject} failed {SETTLE_TRIES} times; giving up");
+            }
+            Err(e) => warn!(error = %e, "{what} of {subject} failed; trying again"),
         }
+        tokio::time::sleep(pause).await;
+        pause *= 4;
     }
 }
 

@@ -150,7 +150,7 @@ async fn shutdown(
                 runner.counters.released.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
-                warn!(error = %e, "cannot give back an unstarted message; it is recovered when this worker's heartbeat expires")
+                warn!(error = %e, "cannot give back an unstarted message; it is recovered when this worker's heartbeat expires");
             }
         }
     }

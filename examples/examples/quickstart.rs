@@ -53,15 +53,11 @@ async fn main() -> Result<(), Error> {
     );
 
     // A worker pool in this process; in production it runs in its own processes.
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(
-        app.worker()
-            .concurrency(4)
-            .queues(["default", "text"])
-            .run_until(async {
-                let _ = stopped.await;
-            }),
-    );
+    let worker = app
+        .worker()
+        .concurrency(4)
+        .queues(["default", "text"])
+        .spawn();
 
     let sum = add::delay(&app, 1, 2).await?;
     let words = word_count::signature("the quick brown fox".into())
@@ -84,8 +80,7 @@ async fn main() -> Result<(), Error> {
         other => println!("divide(1, 0)              unexpected: {other:?}"),
     }
 
-    stop.send(()).ok();
-    let report = worker.await.expect("worker task")?;
+    let report = worker.shutdown().await?; // graceful: running tasks finish
     println!(
         "worker stopped: {} succeeded, {} failed, {} retried",
         report.succeeded, report.failed, report.retried

@@ -21,10 +21,7 @@ fn library_tasks_are_in_the_registry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn library_tasks_run_through_a_worker() {
     let app = App::memory();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(app.worker().queues(["default", "emails"]).run_until(async {
-        let _ = stopped.await;
-    }));
+    let worker = app.worker().queues(["default", "emails"]).spawn();
     let wait = Duration::from_secs(10);
     assert_eq!(
         reverse::delay(&app, "abc".into())
@@ -45,6 +42,5 @@ async fn library_tasks_run_through_a_worker() {
     assert!(
         matches!(bad.get(wait).await, Err(Error::TaskFailed { error, .. }) if error.contains("not an e-mail address"))
     );
-    stop.send(()).unwrap();
-    worker.await.unwrap().unwrap();
+    worker.shutdown().await.unwrap();
 }

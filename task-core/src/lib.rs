@@ -23,10 +23,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), task_core::Error> {
 //! let app = App::from_env().await?; // CELERITY_BROKER_URL unset: memory://
-//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-//! let worker = tokio::spawn(app.worker().concurrency(4).queues(["default", "media"]).run_until(async {
-//!     let _ = stopped.await;
-//! }));
+//! let worker = app.worker().concurrency(4).queues(["default", "media"]).spawn();
 //!
 //! let sum = add::delay(&app, 1, 2).await?;
 //! let thumb = resize::signature("cat.png".into(), 128).countdown(Duration::from_millis(10)).apply_async(&app).await?;
@@ -34,8 +31,7 @@
 //! assert_eq!(thumb.get(Duration::from_secs(5)).await?, "cat.png@128");
 //! assert_eq!(add(2, 2).await.unwrap(), 4); // still a plain function
 //!
-//! stop.send(()).unwrap();
-//! worker.await.unwrap()?;
+//! worker.shutdown().await?; // graceful
 //! # Ok(()) }
 //! ```
 //!
@@ -114,7 +110,7 @@ pub use result::AsyncResult;
 pub use signature::Signature;
 pub use state::{TaskMeta, TaskState};
 pub use task::{DEFAULT_MAX_RETRIES, DEFAULT_QUEUE, Task, TaskOptions};
-pub use worker::{DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_TTL, Worker, WorkerReport};
+pub use worker::{DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_TTL, Worker, WorkerHandle, WorkerReport};
 
 /// Makes a module-level `fn` or `async fn` a task. See the [crate docs](crate) and
 /// the README for the options (`name`, `queue`, `max_retries`, `time_limit`, `crate`).

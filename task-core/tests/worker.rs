@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use support::{Running, app, eventually};
+use support::{app, app_with_broker, eventually, stop};
 use task_core::broker::{Broker, ConsumerId, Message};
-use task_core::memory::{BrokerOp, InMemoryBroker};
+use task_core::memory::BrokerOp;
 use task_core::{
     App, Envelope, Error, TaskContext, TaskError, TaskId, TaskResult, TaskState, task,
 };
@@ -101,7 +101,7 @@ async fn gauge(i: u32) -> TaskResult<u32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_sync_and_plain_tasks_return_their_values() {
     let app = app();
-    let worker = Running::start(app.worker().concurrency(4));
+    let worker = app.worker().concurrency(4).spawn();
     let a = add::delay(&app, 1, 2).await.unwrap();
     let m = mul_sync::delay(&app, 6, 7).await.unwrap();
     let s = shout::delay(&app, "hi".into()).await.unwrap();
@@ -111,13 +111,13 @@ async fn async_sync_and_plain_tasks_return_their_values() {
     let info = a.info().await.unwrap().unwrap();
     assert_eq!(info.task.as_deref(), Some(add::NAME));
     assert!(info.worker.is_some() && info.started_ms.is_some() && info.finished_ms.is_some());
-    assert_eq!(worker.stop().await.succeeded, 3);
+    assert_eq!(stop(worker).await.succeeded, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_tasks_at_concurrency_8_each_result_right_once() {
     let app = app();
-    let worker = Running::start(app.worker().concurrency(8).queues(["gauge"]));
+    let worker = app.worker().concurrency(8).queues(["gauge"]).spawn();
     let results = app
         .send_batch((0..10_000).map(gauge::signature))
         .await
@@ -125,7 +125,7 @@ async fn ten_thousand_tasks_at_concurrency_8_each_result_right_once() {
     for (i, r) in results.iter().enumerate() {
         assert_eq!(r.get(WAIT).await.unwrap(), i as u32);
     }
-    let report = worker.stop().await;
+    let report = stop(worker).await;
     assert_eq!(report.succeeded, 10_000);
     assert_eq!(report.failed + report.retried + report.dead_lettered, 0);
     let peak = PEAK.load(Ordering::SeqCst);
@@ -136,7 +136,7 @@ async fn ten_thousand_tasks_at_concurrency_8_each_result_right_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_ends_failure_with_its_text_and_the_worker_goes_on() {
     let app = app();
-    let worker = Running::start(app.worker().concurrency(2));
+    let worker = app.worker().concurrency(2).spawn();
     let boom = explode::delay(&app, "kaboom 42".into()).await.unwrap();
     match boom.get(WAIT).await {
         Err(Error::TaskFailed { error, task, .. }) => {
@@ -155,14 +155,14 @@ async fn a_panic_ends_failure_with_its_text_and_the_worker_goes_on() {
             .unwrap(),
         4
     );
-    let report = worker.stop().await;
+    let report = stop(worker).await;
     assert_eq!((report.failed, report.succeeded, report.retried), (1, 1, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_are_retried_then_fail_with_the_last_error() {
     let app = app();
-    let worker = Running::start(app.worker().concurrency(2));
+    let worker = app.worker().concurrency(2).spawn();
     let r = always_fails::delay(&app, 7).await.unwrap();
     let err = r.get(Duration::from_secs(15)).await.unwrap_err();
     assert!(
@@ -171,14 +171,14 @@ async fn errors_are_retried_then_fail_with_the_last_error() {
     );
     let meta = r.info().await.unwrap().unwrap();
     assert_eq!(meta.retries, Some(1), "retried once (max_retries = 1)");
-    let report = worker.stop().await;
+    let report = stop(worker).await;
     assert_eq!((report.retried, report.failed), (1, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctx_retry_retries_with_its_delay_and_state_goes_through_retry() {
     let app = app();
-    let worker = Running::start(app.worker().concurrency(2));
+    let worker = app.worker().concurrency(2).spawn();
     let r = flaky::delay(&app, 3).await.unwrap();
     assert_eq!(
         r.get(WAIT).await.unwrap(),
@@ -186,21 +186,21 @@ async fn ctx_retry_retries_with_its_delay_and_state_goes_through_retry() {
         "succeeds on the third attempt"
     );
     assert_eq!(r.info().await.unwrap().unwrap().retries, Some(2));
-    assert_eq!(worker.stop().await.retried, 2);
+    assert_eq!(stop(worker).await.retried, 2);
 
     // Past max_retries (3), the retry request becomes a failure.
     let app = support::app();
-    let worker = Running::start(app.worker());
+    let worker = app.worker().spawn();
     let r = flaky::delay(&app, 99).await.unwrap();
     assert!(matches!(r.get(WAIT).await, Err(Error::TaskFailed { .. })));
     assert_eq!(r.info().await.unwrap().unwrap().retries, Some(3));
-    worker.stop().await;
+    stop(worker).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fatal_error_is_never_retried() {
     let app = app();
-    let worker = Running::start(app.worker());
+    let worker = app.worker().spawn();
     let r = fails_fatally::signature()
         .max_retries(5)
         .apply_async(&app)
@@ -209,13 +209,13 @@ async fn a_fatal_error_is_never_retried() {
     assert!(
         matches!(r.get(WAIT).await, Err(Error::TaskFailed { error, .. }) if error == "no point retrying")
     );
-    assert_eq!(worker.stop().await.retried, 0);
+    assert_eq!(stop(worker).await.retried, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_limits_end_async_and_sync_tasks_with_failure_and_free_the_slot() {
     let app = app();
-    let worker = Running::start(app.worker().concurrency(1));
+    let worker = app.worker().concurrency(1).spawn();
     let started = Instant::now();
     let slow = sleeps::delay(&app, 60_000).await.unwrap();
     let err = slow.get(WAIT).await.unwrap_err();
@@ -241,18 +241,13 @@ async fn time_limits_end_async_and_sync_tasks_with_failure_and_free_the_slot() {
         .await
         .unwrap();
     assert!(quick.get(WAIT).await.is_err());
-    assert_eq!(worker.stop().await.failed, 3);
+    assert_eq!(stop(worker).await.failed, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_task_garbage_and_bad_arguments_go_to_the_dead_letters() {
-    let broker = InMemoryBroker::new();
-    let app = App::builder()
-        .broker(std::sync::Arc::new(broker.clone()))
-        .build()
-        .await
-        .unwrap();
-    let worker = Running::start(app.worker());
+    let (app, broker) = app_with_broker().await;
+    let worker = app.worker().spawn();
 
     broker
         .enqueue(Message::new(
@@ -324,24 +319,19 @@ async fn unknown_task_garbage_and_bad_arguments_go_to_the_dead_letters() {
             .unwrap(),
         42
     );
-    let report = worker.stop().await;
+    let report = stop(worker).await;
     assert_eq!((report.dead_lettered, report.succeeded), (3, 1));
     assert_eq!(broker.in_flight(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_survives_a_broker_outage() {
-    let broker = InMemoryBroker::new();
-    let app = App::builder()
-        .broker(std::sync::Arc::new(broker.clone()))
-        .build()
-        .await
-        .unwrap();
+    let (app, broker) = app_with_broker().await;
     broker.fail_next(BrokerOp::Fetch, 3);
-    let worker = Running::start(app.worker());
+    let worker = app.worker().spawn();
     let r = add::delay(&app, 5, 5).await.unwrap();
     assert_eq!(r.get(WAIT).await.unwrap(), 10);
-    worker.stop().await;
+    stop(worker).await;
 
     broker.fail_next(BrokerOp::Enqueue, 1);
     let err = add::delay(&app, 1, 1).await.unwrap_err();
@@ -353,14 +343,9 @@ async fn the_worker_survives_a_broker_outage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ack_failures_are_retried() {
-    let broker = InMemoryBroker::new();
-    let app = App::builder()
-        .broker(std::sync::Arc::new(broker.clone()))
-        .build()
-        .await
-        .unwrap();
+    let (app, broker) = app_with_broker().await;
     broker.fail_next(BrokerOp::Ack, 2);
-    let worker = Running::start(app.worker());
+    let worker = app.worker().spawn();
     add::delay(&app, 1, 1)
         .await
         .unwrap()
@@ -368,26 +353,26 @@ async fn ack_failures_are_retried() {
         .await
         .unwrap();
     eventually(|| broker.in_flight() == 0).await;
-    worker.stop().await;
+    stop(worker).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_is_stored_and_read_typed() {
     let app = app();
-    let worker = Running::start(app.worker());
+    let worker = app.worker().spawn();
     let r = reports::delay(&app, 10).await.unwrap();
     assert_eq!(r.get(WAIT).await.unwrap(), 10);
     assert_eq!(
         r.progress::<Progress>().await.unwrap(),
         Some(Progress { done: 5, total: 10 })
     );
-    worker.stop().await;
+    stop(worker).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn countdown_waits_in_the_broker_and_then_runs() {
     let app = app();
-    let worker = Running::start(app.worker());
+    let worker = app.worker().spawn();
     let sent = Instant::now();
     let r = add::signature(1, 1)
         .countdown(Duration::from_millis(400))
@@ -397,7 +382,7 @@ async fn countdown_waits_in_the_broker_and_then_runs() {
     assert_eq!(r.state().await.unwrap(), TaskState::Pending);
     assert_eq!(r.get(WAIT).await.unwrap(), 2);
     assert!(sent.elapsed() >= Duration::from_millis(400));
-    worker.stop().await;
+    stop(worker).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -417,28 +402,23 @@ async fn get_times_out_with_a_clear_error_and_forget_deletes() {
     );
     assert!(err.to_string().contains("timed out"));
 
-    let worker = Running::start(app.worker());
+    let worker = app.worker().spawn();
     assert_eq!(r.get(WAIT).await.unwrap(), 3);
     r.forget().await.unwrap();
     assert_eq!(r.state().await.unwrap(), TaskState::Pending);
-    worker.stop().await;
+    stop(worker).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_gives_back_unstarted_messages_and_lets_running_ones_finish() {
-    let broker = InMemoryBroker::new();
-    let app = App::builder()
-        .broker(std::sync::Arc::new(broker.clone()))
-        .build()
-        .await
-        .unwrap();
+    let (app, broker) = app_with_broker().await;
     let results = app
         .send_batch((0..6).map(|_| sleeps::signature(300)))
         .await
         .unwrap();
-    let worker = Running::start(app.worker().concurrency(2).prefetch(6));
+    let worker = app.worker().concurrency(2).prefetch(6).spawn();
     eventually(|| broker.in_flight() == 6).await; // 2 running, 4 held
-    let report = worker.stop().await;
+    let report = stop(worker).await;
     assert_eq!(report.succeeded, 2, "the running ones finished");
     assert_eq!(report.released, 4, "the held ones went back");
     assert_eq!(broker.len("default"), 4);
@@ -454,20 +434,15 @@ async fn shutdown_gives_back_unstarted_messages_and_lets_running_ones_finish() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_grace_period_running_tasks_are_aborted_and_requeued() {
-    let broker = InMemoryBroker::new();
-    let app = App::builder()
-        .broker(std::sync::Arc::new(broker.clone()))
-        .build()
-        .await
-        .unwrap();
+    let (app, broker) = app_with_broker().await;
     sleeps::signature(900).apply_async(&app).await.unwrap();
-    let worker = Running::start(
-        app.worker()
-            .concurrency(1)
-            .grace_period(Duration::from_millis(100)),
-    );
+    let worker = app
+        .worker()
+        .concurrency(1)
+        .grace_period(Duration::from_millis(100))
+        .spawn();
     eventually(|| broker.in_flight() == 1).await;
-    let report = worker.stop().await;
+    let report = stop(worker).await;
     assert_eq!(report.succeeded, 0);
     assert_eq!(
         broker.len("default"),
@@ -478,12 +453,7 @@ async fn after_the_grace_period_running_tasks_are_aborted_and_requeued() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_workers_messages_are_recovered_by_a_live_one() {
-    let broker = InMemoryBroker::new();
-    let app = App::builder()
-        .broker(std::sync::Arc::new(broker.clone()))
-        .build()
-        .await
-        .unwrap();
+    let (app, broker) = app_with_broker().await;
     let r = add::delay(&app, 40, 2).await.unwrap();
     // A consumer that takes the message and dies without acking.
     let dead = ConsumerId::new();
@@ -496,9 +466,12 @@ async fn a_dead_workers_messages_are_recovered_by_a_live_one() {
         .await
         .unwrap();
     assert_eq!(taken.len(), 1);
-    let worker = Running::start(app.worker().heartbeat_ttl(Duration::from_millis(150)));
+    let worker = app
+        .worker()
+        .heartbeat_ttl(Duration::from_millis(150))
+        .spawn();
     assert_eq!(r.get(WAIT).await.unwrap(), 42);
-    worker.stop().await;
+    stop(worker).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -557,7 +530,7 @@ async fn unknown_url_schemes_are_clear_errors() {
 #[tokio::test]
 async fn send_by_type_and_direct_calls_still_work() {
     let app = app();
-    let worker = Running::start(app.worker());
+    let worker = app.worker().spawn();
     let r = app
         .send::<add::Task>(add::Args { x: 2, y: 3 })
         .await
@@ -566,5 +539,5 @@ async fn send_by_type_and_direct_calls_still_work() {
     assert_eq!(add(2, 3).await.unwrap(), 5);
     assert_eq!(mul_sync(2, 3).unwrap(), 6);
     assert_eq!(reports(TaskContext::detached("t"), 4).await.unwrap(), 4);
-    worker.stop().await;
+    stop(worker).await;
 }

@@ -86,10 +86,7 @@ fn every_task_of_this_file_is_registered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_direct_call_equals_the_queued_run() {
     let app = App::memory();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(app.worker().queues(["default", "q1"]).run_until(async {
-        let _ = stopped.await;
-    }));
+    let worker = app.worker().queues(["default", "q1"]).spawn();
     let wait = Duration::from_secs(10);
     let p = Point { x: 3.0, y: 4.0 };
     let direct = norm(TaskContext::detached("t"), p.clone(), Some(2.0))
@@ -126,6 +123,5 @@ async fn a_direct_call_equals_the_queued_run() {
         .get(wait)
         .await
         .unwrap();
-    stop.send(()).unwrap();
-    assert_eq!(worker.await.unwrap().unwrap().succeeded, 4);
+    assert_eq!(worker.shutdown().await.unwrap().succeeded, 4);
 }

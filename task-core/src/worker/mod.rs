@@ -142,4 +142,62 @@ impl Worker {
     {
         pool::run(self, signal).await
     }
+
+    /// Runs on a tokio task of its own (embedded in a service, a test, a script) until
+    /// [`WorkerHandle::shutdown`]. Call it inside a tokio runtime.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), task_core::Error> {
+    /// let app = task_core::App::memory();
+    /// let worker = app.worker().concurrency(4).spawn();
+    /// // … enqueue, serve requests …
+    /// let report = worker.shutdown().await?; // graceful: running tasks finish
+    /// assert_eq!(report.failed, 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn spawn(self) -> WorkerHandle {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let id = self.id.clone();
+        let task = tokio::spawn(self.run_until(async {
+            // A dropped handle also stops the worker, gracefully.
+            let _ = stopped.await;
+        }));
+        WorkerHandle { id, stop, task }
+    }
+}
+
+/// A worker running on its own tokio task; made by [`Worker::spawn`]. Dropping it stops
+/// the worker gracefully in the background.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    id: ConsumerId,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<WorkerReport, Error>>,
+}
+
+impl WorkerHandle {
+    /// The worker's unique id.
+    pub fn id(&self) -> &ConsumerId {
+        &self.id
+    }
+
+    /// True once the worker has stopped (after a shutdown, or an error at start-up).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stops fetching, lets running tasks finish within the grace period, and returns
+    /// what the worker did (or why it could not run).
+    pub async fn shutdown(self) -> Result<WorkerReport, Error> {
+        let _ = self.stop.send(());
+        match self.task.await {
+            Ok(result) => result,
+            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+            Err(join) => Err(Error::Config(format!(
+                "the worker task was cancelled: {join}"
+            ))),
+        }
+    }
 }

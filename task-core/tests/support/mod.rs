@@ -1,41 +1,32 @@
 //! Helpers shared by the integration tests.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use task_core::{App, Error, Worker, WorkerReport};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use task_core::memory::InMemoryBroker;
+use task_core::{App, WorkerHandle, WorkerReport};
 
-/// A worker running in the background until `stop`.
-pub(crate) struct Running {
-    stop: Option<oneshot::Sender<()>>,
-    handle: JoinHandle<Result<WorkerReport, Error>>,
-}
-
-impl Running {
-    pub(crate) fn start(worker: Worker) -> Self {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let handle = tokio::spawn(worker.run_until(async {
-            let _ = stopped.await;
-        }));
-        Self {
-            stop: Some(stop),
-            handle,
-        }
-    }
-
-    pub(crate) async fn stop(mut self) -> WorkerReport {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(60), self.handle)
-            .await
-            .expect("worker stops")
-            .unwrap()
-            .unwrap()
-    }
+/// Stops a spawned worker and returns its report (fails the test on an error).
+pub(crate) async fn stop(worker: WorkerHandle) -> WorkerReport {
+    tokio::time::timeout(Duration::from_secs(60), worker.shutdown())
+        .await
+        .expect("worker stops")
+        .expect("worker ran")
 }
 
 pub(crate) fn app() -> App {
     App::memory()
+}
+
+/// An app over a broker the test can inspect and break.
+pub(crate) async fn app_with_broker() -> (App, InMemoryBroker) {
+    let broker = InMemoryBroker::new();
+    let app = App::builder()
+        .broker(Arc::new(broker.clone()))
+        .build()
+        .await
+        .expect("app");
+    (app, broker)
 }
 
 /// Waits until `f` holds, up to 10 s.

@@ -15,16 +15,8 @@ struct Args {
 }
 
 fn envelope() -> Envelope {
-    let args = Args {
-        user_id: 42,
-        email: "someone@example.com".into(),
-        tags: vec!["a".into(), "b".into()],
-    };
-    Envelope::new(
-        "app::emails::send_welcome",
-        rmp_serde_bytes(&args),
-        "default",
-    )
+    let args = Args { user_id: 42, email: "someone@example.com".into(), tags: vec!["a".into(), "b".into()] };
+    Envelope::new("app::emails::send_welcome", rmp_serde_bytes(&args), "default")
 }
 
 fn rmp_serde_bytes<T: Serialize>(value: &T) -> Vec<u8> {

@@ -12,17 +12,9 @@ async fn add(x: i64, y: i64) -> TaskResult<i64> {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let app = App::memory();
-    let worker = rt.spawn(
-        app.worker()
-            .concurrency(64)
-            .run_until(std::future::pending::<()>()),
-    );
+    let worker = rt.spawn(app.worker().concurrency(64).run_until(std::future::pending::<()>()));
 
     let mut group = c.benchmark_group("memory");
     group.bench_function("delay -> get (one task, round trip)", |b| {
@@ -52,8 +44,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("memory enqueue");
     group.throughput(Throughput::Elements(1));
     group.bench_function("delay (no worker)", |b| {
-        b.to_async(&rt)
-            .iter(|| async { add::delay(&idle, 1, 2).await.unwrap() });
+        b.to_async(&rt).iter(|| async { add::delay(&idle, 1, 2).await.unwrap() });
     });
     group.finish();
 }

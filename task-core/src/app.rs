@@ -98,11 +98,9 @@ impl App {
             builder = builder.default_queue(queue);
         }
         if let Some(ttl) = var(ENV_RESULT_TTL) {
-            let secs: u64 = ttl.parse().map_err(|_| {
-                Error::Config(format!(
-                    "{ENV_RESULT_TTL}=`{ttl}` is not a whole number of seconds"
-                ))
-            })?;
+            let secs: u64 = ttl
+                .parse()
+                .map_err(|_| Error::Config(format!("{ENV_RESULT_TTL}=`{ttl}` is not a whole number of seconds")))?;
             builder = builder.result_ttl(Duration::from_secs(secs));
         }
         builder.build().await
@@ -160,9 +158,7 @@ impl App {
 
     /// Sends task `T` with its arguments struct: `app.send::<add::Task>(add::Args { x: 1, y: 2 })`.
     pub async fn send<T: Task>(&self, args: T::Args) -> Result<AsyncResult<T::Output>, Error> {
-        Signature::<T::Output>::new(T::NAME, &args, T::OPTIONS)
-            .apply_async(self)
-            .await
+        Signature::<T::Output>::new(T::NAME, &args, T::OPTIONS).apply_async(self).await
     }
 }
 
@@ -254,9 +250,7 @@ impl AppBuilder {
         };
         let default_queue = self.default_queue.unwrap_or_else(|| DEFAULT_QUEUE.into());
         if default_queue.trim().is_empty() {
-            return Err(Error::Config(
-                "the default queue name cannot be empty".into(),
-            ));
+            return Err(Error::Config("the default queue name cannot be empty".into()));
         }
         Ok(App {
             inner: Arc::new(Inner {

@@ -18,22 +18,13 @@ pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 pub trait ResultBackend: Send + Sync + fmt::Debug + 'static {
     /// Merges `update` into the record of `id` (fields left `None` keep their value)
     /// and sets its time to live. Wakes waiters when the state is ready.
-    fn store<'a>(
-        &'a self,
-        id: &'a TaskId,
-        update: TaskMeta,
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<(), BackendError>>;
+    fn store<'a>(&'a self, id: &'a TaskId, update: TaskMeta, ttl: Duration) -> BoxFuture<'a, Result<(), BackendError>>;
 
     /// The record of `id`, `None` when unknown (pending) or expired.
     fn get<'a>(&'a self, id: &'a TaskId) -> BoxFuture<'a, Result<Option<TaskMeta>, BackendError>>;
 
     /// Waits until `id` is ready or `timeout` passes; returns the record as it then is.
-    fn wait<'a>(
-        &'a self,
-        id: &'a TaskId,
-        timeout: Duration,
-    ) -> BoxFuture<'a, Result<Option<TaskMeta>, BackendError>>;
+    fn wait<'a>(&'a self, id: &'a TaskId, timeout: Duration) -> BoxFuture<'a, Result<Option<TaskMeta>, BackendError>>;
 
     /// Deletes the record of `id`.
     fn forget<'a>(&'a self, id: &'a TaskId) -> BoxFuture<'a, Result<(), BackendError>>;

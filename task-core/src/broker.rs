@@ -90,13 +90,7 @@ pub struct Message {
 impl Message {
     /// A message for `queue`, due now, priority 0.
     pub fn new(id: TaskId, queue: impl Into<String>, payload: Vec<u8>) -> Self {
-        Self {
-            id,
-            queue: queue.into(),
-            priority: 0,
-            eta: None,
-            payload,
-        }
+        Self { id, queue: queue.into(), priority: 0, eta: None, payload }
     }
 
     /// Sets the priority (0–9, higher first; larger values are clamped to 9).
@@ -155,20 +149,8 @@ pub struct Delivery {
 
 impl Delivery {
     /// For driver authors.
-    pub fn new(
-        queue: String,
-        priority: u8,
-        payload: Vec<u8>,
-        delivery_count: u32,
-        receipt: Receipt,
-    ) -> Self {
-        Self {
-            queue,
-            priority,
-            payload,
-            delivery_count,
-            receipt,
-        }
+    pub fn new(queue: String, priority: u8, payload: Vec<u8>, delivery_count: u32, receipt: Receipt) -> Self {
+        Self { queue, priority, payload, delivery_count, receipt }
     }
 }
 
@@ -200,11 +182,7 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     ) -> BoxFuture<'a, Result<Vec<Delivery>, BrokerError>>;
 
     /// The task finished: forget the message.
-    fn ack<'a>(
-        &'a self,
-        consumer: &'a ConsumerId,
-        delivery: &'a Delivery,
-    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+    fn ack<'a>(&'a self, consumer: &'a ConsumerId, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), BrokerError>>;
 
     /// Atomically acks `delivery` and enqueues `retry` (normally with an `eta`).
     fn retry<'a>(
@@ -231,19 +209,14 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     ) -> BoxFuture<'a, Result<(), BrokerError>>;
 
     /// Says `consumer` is alive for `ttl` more.
-    fn heartbeat<'a>(
-        &'a self,
-        consumer: &'a ConsumerId,
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+    fn heartbeat<'a>(&'a self, consumer: &'a ConsumerId, ttl: Duration) -> BoxFuture<'a, Result<(), BrokerError>>;
 
     /// Returns the messages held by consumers whose heartbeat expired to their queues
     /// (or to the dead letters past the delivery limit); returns how many moved.
     fn recover(&self) -> BoxFuture<'_, Result<usize, BrokerError>>;
 
     /// A clean stop of `consumer`: releases whatever it still holds, forgets it.
-    fn deregister<'a>(&'a self, consumer: &'a ConsumerId)
-    -> BoxFuture<'a, Result<(), BrokerError>>;
+    fn deregister<'a>(&'a self, consumer: &'a ConsumerId) -> BoxFuture<'a, Result<(), BrokerError>>;
 
     /// Inspection and administration, when the driver offers it.
     fn inspect(&self) -> Option<&dyn Inspect> {
@@ -280,12 +253,7 @@ pub struct DeadLetter {
 impl DeadLetter {
     /// For driver authors.
     pub fn new(queue: String, reason: String, payload: Vec<u8>, at_ms: i64) -> Self {
-        Self {
-            queue,
-            reason,
-            payload,
-            at_ms,
-        }
+        Self { queue, reason, payload, at_ms }
     }
 }
 

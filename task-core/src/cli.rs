@@ -79,14 +79,9 @@ pub async fn run_with(app: App, cli: Cli) -> Result<(), Error> {
 async fn run_worker(app: App, args: WorkerArgs) -> Result<(), Error> {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.loglevel)
         .map_err(|e| Error::Config(format!("--loglevel `{}`: {e}", args.loglevel)))?;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
 
-    let mut worker = app
-        .worker()
-        .grace_period(Duration::from_secs(args.grace_period));
+    let mut worker = app.worker().grace_period(Duration::from_secs(args.grace_period));
     if let Some(n) = args.concurrency {
         worker = worker.concurrency(n);
     }
@@ -98,15 +93,7 @@ async fn run_worker(app: App, args: WorkerArgs) -> Result<(), Error> {
     }
     app.registry().check()?;
     if !args.no_banner {
-        println!(
-            "{}",
-            banner(
-                &app,
-                worker.id().as_str(),
-                worker.concurrency_limit(),
-                worker.queue_names()
-            )
-        );
+        println!("{}", banner(&app, worker.id().as_str(), worker.concurrency_limit(), worker.queue_names()));
     }
     worker.run_until(shutdown_signal()).await?;
     Ok(())

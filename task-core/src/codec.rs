@@ -29,35 +29,18 @@ mod tests {
 
     #[test]
     fn fields_are_encoded_by_name() {
-        let bytes = encode(
-            &Args {
-                x: 1,
-                y: "a".into(),
-            },
-            "args",
-        )
-        .unwrap();
+        let bytes = encode(&Args { x: 1, y: "a".into() }, "args").unwrap();
         // fixmap of 2, then the key "x" as a fixstr
         assert_eq!(bytes[0], 0x82);
         assert_eq!(&bytes[1..3], &[0xa1, b'x']);
         let back: Args = decode(&bytes, "args").unwrap();
-        assert_eq!(
-            back,
-            Args {
-                x: 1,
-                y: "a".into()
-            }
-        );
+        assert_eq!(back, Args { x: 1, y: "a".into() });
     }
 
     #[test]
     fn wrong_shape_is_a_clear_error() {
         let bytes = encode(&("not", "args"), "args").unwrap();
         let err = decode::<Args>(&bytes, "arguments of task `t`").unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("cannot decode arguments of task `t`: "),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("cannot decode arguments of task `t`: "), "{err}");
     }
 }

@@ -59,18 +59,7 @@ impl TaskContext {
         backend: Arc<dyn ResultBackend>,
         result_ttl: Duration,
     ) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                id,
-                task,
-                queue,
-                retries,
-                max_retries,
-                worker,
-                backend,
-                result_ttl,
-            }),
-        }
+        Self { inner: Arc::new(Inner { id, task, queue, retries, max_retries, worker, backend, result_ttl }) }
     }
 
     /// A context for calling a task function directly, outside a worker (tests, scripts):
@@ -127,24 +116,15 @@ impl TaskContext {
     /// [`AsyncResult::progress`](crate::AsyncResult::progress).
     pub async fn set_progress<M: Serialize + ?Sized>(&self, meta: &M) -> Result<(), Error> {
         let progress = codec::encode(meta, "the progress meta")?;
-        let update = TaskMeta {
-            progress: Some(progress),
-            ..TaskMeta::state(TaskState::Progress)
-        };
-        self.inner
-            .backend
-            .store(&self.inner.id, update, self.inner.result_ttl)
-            .await?;
+        let update = TaskMeta { progress: Some(progress), ..TaskMeta::state(TaskState::Progress) };
+        self.inner.backend.store(&self.inner.id, update, self.inner.result_ttl).await?;
         Ok(())
     }
 
     /// An error that, returned from the task, retries it after exactly `countdown`
     /// (while retries remain), whatever the task's back-off says.
     pub fn retry(&self, countdown: Duration) -> TaskError {
-        TaskError::retry_in(
-            format!("retry requested by the task (in {countdown:?})"),
-            countdown,
-        )
+        TaskError::retry_in(format!("retry requested by the task (in {countdown:?})"), countdown)
     }
 }
 

@@ -55,16 +55,11 @@ async fn connect<T: ?Sized>(
     pick: fn(&Driver) -> Option<Connect<T>>,
 ) -> Result<Arc<T>, Error> {
     let scheme = scheme_of(url)?;
-    match inventory::iter::<Driver>()
-        .filter(|d| d.scheme == scheme)
-        .find_map(pick)
-    {
+    match inventory::iter::<Driver>().filter(|d| d.scheme == scheme).find_map(pick) {
         Some(connect) => connect(url.to_owned()).await,
         None => {
-            let mut schemes: Vec<&str> = inventory::iter::<Driver>()
-                .filter(|d| pick(d).is_some())
-                .map(|d| d.scheme)
-                .collect();
+            let mut schemes: Vec<&str> =
+                inventory::iter::<Driver>().filter(|d| pick(d).is_some()).map(|d| d.scheme).collect();
             schemes.sort_unstable();
             schemes.dedup();
             Err(Error::UnsupportedScheme {
@@ -91,14 +86,8 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_scheme_lists_the_supported_ones() {
-        let err = connect_broker("amqp://localhost")
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("scheme `amqp`") && err.contains("supported: memory"),
-            "{err}"
-        );
+        let err = connect_broker("amqp://localhost").await.unwrap_err().to_string();
+        assert!(err.contains("scheme `amqp`") && err.contains("supported: memory"), "{err}");
         let err = connect_backend("nonsense").await.unwrap_err().to_string();
         assert!(err.contains("not a URL"), "{err}");
     }

@@ -109,14 +109,9 @@ mod tests {
             args: &'a [u8],
             some_new_field: Vec<u32>,
         }
-        let bytes = rmp_serde::to_vec_named(&Future {
-            v: 2,
-            id: "abc",
-            task: "t",
-            args: &[0x80],
-            some_new_field: vec![1, 2],
-        })
-        .unwrap();
+        let bytes =
+            rmp_serde::to_vec_named(&Future { v: 2, id: "abc", task: "t", args: &[0x80], some_new_field: vec![1, 2] })
+                .unwrap();
         let env = Envelope::decode(&bytes).unwrap();
         assert_eq!(env.task, "t");
         assert_eq!(env.retries, 0);
@@ -126,10 +121,6 @@ mod tests {
     #[test]
     fn garbage_is_a_decode_error() {
         let err = Envelope::decode(b"\xc1garbage").unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("cannot decode the task envelope"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("cannot decode the task envelope"), "{err}");
     }
 }

@@ -187,19 +187,11 @@ pub struct CodecError {
 
 impl CodecError {
     pub(crate) fn encode(what: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        Self {
-            op: "encode",
-            what: what.into(),
-            source: source.into(),
-        }
+        Self { op: "encode", what: what.into(), source: source.into() }
     }
 
     pub(crate) fn decode(what: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        Self {
-            op: "decode",
-            what: what.into(),
-            source: source.into(),
-        }
+        Self { op: "decode", what: what.into(), source: source.into() }
     }
 }
 
@@ -244,25 +236,16 @@ pub(crate) enum Disposition {
 impl TaskError {
     /// A retryable error with this message.
     pub fn new(message: impl fmt::Display) -> Self {
-        Self {
-            message: message.to_string(),
-            disposition: Disposition::Retryable,
-        }
+        Self { message: message.to_string(), disposition: Disposition::Retryable }
     }
 
     /// An error that is never retried.
     pub fn fatal(message: impl fmt::Display) -> Self {
-        Self {
-            message: message.to_string(),
-            disposition: Disposition::Fatal,
-        }
+        Self { message: message.to_string(), disposition: Disposition::Fatal }
     }
 
     pub(crate) fn retry_in(message: impl fmt::Display, delay: Duration) -> Self {
-        Self {
-            message: message.to_string(),
-            disposition: Disposition::RetryIn(delay),
-        }
+        Self { message: message.to_string(), disposition: Disposition::RetryIn(delay) }
     }
 
     /// The error text.
@@ -304,10 +287,7 @@ impl fmt::Display for TaskError {
 
 impl fmt::Debug for TaskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TaskError")
-            .field("message", &self.message)
-            .field("fatal", &self.is_fatal())
-            .finish()
+        f.debug_struct("TaskError").field("message", &self.message).field("fatal", &self.is_fatal()).finish()
     }
 }
 
@@ -322,17 +302,11 @@ mod tests {
     fn driver_error_display_has_context_kind_and_source() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         let e = BrokerError::new(ErrorKind::Connection, "enqueue to `default`").with_source(io);
-        assert_eq!(
-            e.to_string(),
-            "enqueue to `default` (connection error): refused"
-        );
+        assert_eq!(e.to_string(), "enqueue to `default` (connection error): refused");
         assert_eq!(e.kind(), ErrorKind::Connection);
         assert!(e.source().is_some());
         let top: Error = e.into();
-        assert!(
-            top.to_string()
-                .starts_with("broker error: enqueue to `default`")
-        );
+        assert!(top.to_string().starts_with("broker error: enqueue to `default`"));
     }
 
     #[test]

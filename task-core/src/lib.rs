@@ -94,16 +94,12 @@ pub mod __private {
 }
 mod private;
 
-pub use app::{
-    App, AppBuilder, ENV_BROKER_URL, ENV_DEFAULT_QUEUE, ENV_RESULT_BACKEND, ENV_RESULT_TTL,
-};
+pub use app::{App, AppBuilder, ENV_BROKER_URL, ENV_DEFAULT_QUEUE, ENV_RESULT_BACKEND, ENV_RESULT_TTL};
 pub use backend::{DEFAULT_RESULT_TTL, ResultBackend};
 pub use broker::Broker;
 pub use context::TaskContext;
 pub use envelope::{ENVELOPE_VERSION, Envelope};
-pub use error::{
-    BackendError, BoxError, BrokerError, CodecError, Error, ErrorKind, TaskError, TaskResult,
-};
+pub use error::{BackendError, BoxError, BrokerError, CodecError, Error, ErrorKind, TaskError, TaskResult};
 pub use id::TaskId;
 pub use registry::{Invocation, Registry, TaskEntry, TaskFn};
 pub use result::AsyncResult;

@@ -50,15 +50,7 @@ impl TaskEntry {
         file: &'static str,
         line: u32,
     ) -> Self {
-        Self {
-            name,
-            options,
-            blocking,
-            call,
-            module,
-            file,
-            line,
-        }
+        Self { name, options, blocking, call, module, file, line }
     }
 
     /// The registered name.
@@ -125,9 +117,7 @@ impl Registry {
     /// Every task linked into this program (built once, on first use).
     pub fn global() -> Arc<Registry> {
         static GLOBAL: OnceLock<Arc<Registry>> = OnceLock::new();
-        GLOBAL
-            .get_or_init(|| Arc::new(Self::from_entries(inventory::iter::<TaskEntry>)))
-            .clone()
+        GLOBAL.get_or_init(|| Arc::new(Self::from_entries(inventory::iter::<TaskEntry>))).clone()
     }
 
     /// A registry of just these entries (for tests, or a worker that runs a subset).
@@ -178,12 +168,7 @@ impl Registry {
             .duplicates
             .iter()
             .map(|(a, b)| {
-                format!(
-                    "task name `{}` is registered twice: at {} and at {}",
-                    a.name,
-                    a.location(),
-                    b.location()
-                )
+                format!("task name `{}` is registered twice: at {} and at {}", a.name, a.location(), b.location())
             })
             .collect();
         Err(Error::DuplicateTasks(format!(
@@ -201,19 +186,9 @@ mod tests {
         Ok(Invocation::Blocking(Box::new(|| Ok(Vec::new()))))
     }
 
-    static A: TaskEntry =
-        TaskEntry::__new("same", TaskOptions::new(), true, never, "m1", "src/a.rs", 3);
-    static B: TaskEntry =
-        TaskEntry::__new("same", TaskOptions::new(), true, never, "m2", "src/b.rs", 7);
-    static C: TaskEntry = TaskEntry::__new(
-        "other",
-        TaskOptions::new(),
-        false,
-        never,
-        "m3",
-        "src/c.rs",
-        1,
-    );
+    static A: TaskEntry = TaskEntry::__new("same", TaskOptions::new(), true, never, "m1", "src/a.rs", 3);
+    static B: TaskEntry = TaskEntry::__new("same", TaskOptions::new(), true, never, "m2", "src/b.rs", 7);
+    static C: TaskEntry = TaskEntry::__new("other", TaskOptions::new(), false, never, "m3", "src/c.rs", 1);
 
     #[test]
     fn duplicates_are_reported_with_both_locations() {
@@ -221,10 +196,7 @@ mod tests {
         assert_eq!(registry.len(), 2);
         let err = registry.check().unwrap_err().to_string();
         assert!(err.contains("`same` is registered twice"), "{err}");
-        assert!(
-            err.contains("src/a.rs:3 (m1)") && err.contains("src/b.rs:7 (m2)"),
-            "{err}"
-        );
+        assert!(err.contains("src/a.rs:3 (m1)") && err.contains("src/b.rs:7 (m2)"), "{err}");
     }
 
     #[test]

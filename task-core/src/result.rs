@@ -37,11 +37,7 @@ impl<T> fmt::Debug for AsyncResult<T> {
 
 impl<T> AsyncResult<T> {
     pub(crate) fn new(id: TaskId, app: App) -> Self {
-        Self {
-            id,
-            app,
-            _output: PhantomData,
-        }
+        Self { id, app, _output: PhantomData }
     }
 
     /// The task id.
@@ -89,20 +85,13 @@ impl<T: DeserializeOwned> AsyncResult<T> {
 
     fn outcome(&self, meta: Option<TaskMeta>, waited: Duration) -> Result<T, Error> {
         let Some(meta) = meta else {
-            return Err(Error::Timeout {
-                id: self.id.clone(),
-                waited,
-                state: TaskState::Pending,
-            });
+            return Err(Error::Timeout { id: self.id.clone(), waited, state: TaskState::Pending });
         };
         let task = || meta.task.clone().unwrap_or_default();
         match meta.state {
             TaskState::Success => {
                 let bytes = meta.result.as_deref().unwrap_or(&[0xc0]); // nil: a unit result
-                Ok(codec::decode(
-                    bytes,
-                    &format!("the result of task `{}`", task()),
-                )?)
+                Ok(codec::decode(bytes, &format!("the result of task `{}`", task()))?)
             }
             TaskState::Failure => Err(Error::TaskFailed {
                 id: self.id.clone(),
@@ -113,11 +102,7 @@ impl<T: DeserializeOwned> AsyncResult<T> {
                 id: self.id.clone(),
                 reason: meta.error.clone().unwrap_or_else(|| "revoked".into()),
             }),
-            state => Err(Error::Timeout {
-                id: self.id.clone(),
-                waited,
-                state,
-            }),
+            state => Err(Error::Timeout { id: self.id.clone(), waited, state }),
         }
     }
 }

@@ -130,20 +130,14 @@ impl<T> Signature<T> {
             )));
         }
         if self.time_limit == Some(Duration::ZERO) {
-            return Err(Error::Config(format!(
-                "time_limit must be above zero (task `{}`)",
-                self.task
-            )));
+            return Err(Error::Config(format!("time_limit must be above zero (task `{}`)", self.task)));
         }
         let queue = self
             .queue
             .or_else(|| self.defaults.queue.map(str::to_owned))
             .unwrap_or_else(|| app.default_queue().to_owned());
         if queue.trim().is_empty() {
-            return Err(Error::Config(format!(
-                "the queue name cannot be empty (task `{}`)",
-                self.task
-            )));
+            return Err(Error::Config(format!("the queue name cannot be empty (task `{}`)", self.task)));
         }
         let mut envelope = Envelope::new(self.task, self.args?, queue);
         if let Some(id) = self.id {
@@ -151,16 +145,10 @@ impl<T> Signature<T> {
         }
         envelope.priority = priority;
         envelope.max_retries = self.max_retries;
-        envelope.time_limit_ms = self
-            .time_limit
-            .map(|d| d.as_millis().try_into().unwrap_or(u64::MAX));
-        envelope.eta_ms = self
-            .eta
-            .map(|t| chrono::DateTime::<chrono::Utc>::from(t).timestamp_millis());
+        envelope.time_limit_ms = self.time_limit.map(|d| d.as_millis().try_into().unwrap_or(u64::MAX));
+        envelope.eta_ms = self.eta.map(|t| chrono::DateTime::<chrono::Utc>::from(t).timestamp_millis());
         let payload = envelope.encode()?;
-        Ok(Message::new(envelope.id, envelope.queue, payload)
-            .with_priority(priority)
-            .with_eta(self.eta))
+        Ok(Message::new(envelope.id, envelope.queue, payload).with_priority(priority).with_eta(self.eta))
     }
 
     /// Sends the task; returns the handle to its result at once.
@@ -179,16 +167,10 @@ impl App {
         &self,
         signatures: impl IntoIterator<Item = Signature<T>>,
     ) -> Result<Vec<AsyncResult<T>>, Error> {
-        let messages = signatures
-            .into_iter()
-            .map(|s| s.into_message(self))
-            .collect::<Result<Vec<_>, _>>()?;
+        let messages = signatures.into_iter().map(|s| s.into_message(self)).collect::<Result<Vec<_>, _>>()?;
         let ids: Vec<TaskId> = messages.iter().map(|m| m.id.clone()).collect();
         self.broker().enqueue_batch(messages).await?;
-        Ok(ids
-            .into_iter()
-            .map(|id| AsyncResult::new(id, self.clone()))
-            .collect())
+        Ok(ids.into_iter().map(|id| AsyncResult::new(id, self.clone())).collect())
     }
 }
 

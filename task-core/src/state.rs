@@ -107,10 +107,15 @@ pub struct TaskMeta {
 impl TaskMeta {
     /// An update that sets only the state.
     pub fn state(state: TaskState) -> Self {
-        Self {
-            state,
-            ..Self::default()
-        }
+        Self { state, ..Self::default() }
+    }
+
+    /// The fencing rule every backend applies: an update that names its worker is
+    /// refused when another worker has since claimed the task, unless it is itself a
+    /// claim (`STARTED`).
+    pub fn fenced_against(&self, update: &TaskMeta) -> bool {
+        update.state != TaskState::Started
+            && matches!((&self.worker, &update.worker), (Some(owner), Some(writer)) if owner != writer)
     }
 
     /// Applies `update` on top of `self` (fields set in `update` win).
@@ -119,16 +124,7 @@ impl TaskMeta {
         macro_rules! take {
             ($($f:ident),*) => { $( if update.$f.is_some() { self.$f = update.$f; } )* };
         }
-        take!(
-            task,
-            result,
-            error,
-            progress,
-            worker,
-            retries,
-            started_ms,
-            finished_ms
-        );
+        take!(task, result, error, progress, worker, retries, started_ms, finished_ms);
     }
 }
 
@@ -147,15 +143,9 @@ mod tests {
 
     #[test]
     fn merge_keeps_unset_fields() {
-        let mut meta = TaskMeta {
-            task: Some("t".into()),
-            error: Some("boom".into()),
-            ..TaskMeta::state(TaskState::Retry)
-        };
-        meta.merge(TaskMeta {
-            result: Some(vec![1]),
-            ..TaskMeta::state(TaskState::Success)
-        });
+        let mut meta =
+            TaskMeta { task: Some("t".into()), error: Some("boom".into()), ..TaskMeta::state(TaskState::Retry) };
+        meta.merge(TaskMeta { result: Some(vec![1]), ..TaskMeta::state(TaskState::Success) });
         assert_eq!(meta.state, TaskState::Success);
         assert_eq!(meta.task.as_deref(), Some("t"));
         assert_eq!(meta.error.as_deref(), Some("boom"));

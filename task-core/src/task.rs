@@ -47,11 +47,7 @@ pub struct TaskOptions {
 impl TaskOptions {
     /// No option set.
     pub const fn new() -> Self {
-        Self {
-            queue: None,
-            max_retries: None,
-            time_limit: None,
-        }
+        Self { queue: None, max_retries: None, time_limit: None }
     }
 
     /// Sets the default queue.

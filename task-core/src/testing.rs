@@ -29,6 +29,21 @@ pub struct Harness {
     pub broker: Arc<dyn Broker>,
     /// The backend under test.
     pub backend: Arc<dyn ResultBackend>,
+    /// Anything that must live as long as the test (a private server, say).
+    pub keep_alive: Option<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+impl Harness {
+    /// A harness of a broker and a backend.
+    pub fn new(broker: Arc<dyn Broker>, backend: Arc<dyn ResultBackend>) -> Self {
+        Self { broker, backend, keep_alive: None }
+    }
+
+    /// Keeps `guard` alive until the test ends.
+    pub fn keep_alive(mut self, guard: impl std::any::Any + Send + Sync) -> Self {
+        self.keep_alive = Some(Arc::new(guard));
+        self
+    }
 }
 
 /// Expands to one `#[tokio::test]` per property of the suite; `$setup` is a path to
@@ -43,7 +58,8 @@ macro_rules! conformance_tests {
             release_returns_without_counting, explicit_dead_letter_keeps_reason,
             ack_after_recovery_is_fenced, priorities_highest_first, batch_enqueue_keeps_order,
             fetch_respects_max_and_queue_order, result_store_merges_fields, result_ttl_expires,
-            wait_wakes_on_ready_state, wait_times_out_with_current_state, forget_deletes);
+            wait_wakes_on_ready_state, wait_times_out_with_current_state, forget_deletes,
+            a_stale_worker_cannot_overwrite_a_result);
     };
     (@each $setup:path; $($name:ident),* $(,)?) => {
         $(
@@ -67,13 +83,7 @@ fn body(d: &Delivery) -> String {
     String::from_utf8_lossy(&d.payload).into_owned()
 }
 
-async fn fetch(
-    h: &Harness,
-    c: &ConsumerId,
-    queues: &[String],
-    max: usize,
-    wait: Duration,
-) -> Vec<Delivery> {
+async fn fetch(h: &Harness, c: &ConsumerId, queues: &[String], max: usize, wait: Duration) -> Vec<Delivery> {
     h.broker.fetch(c, queues, max, wait).await.expect("fetch")
 }
 
@@ -81,10 +91,7 @@ async fn fetch(
 async fn recover_soon(h: &Harness, live: &ConsumerId) -> usize {
     let start = Instant::now();
     loop {
-        h.broker
-            .heartbeat(live, Duration::from_secs(30))
-            .await
-            .expect("heartbeat");
+        h.broker.heartbeat(live, Duration::from_secs(30)).await.expect("heartbeat");
         let moved = h.broker.recover().await.expect("recover");
         if moved > 0 || start.elapsed() > Duration::from_secs(10) {
             return moved;
@@ -97,10 +104,7 @@ async fn recover_soon(h: &Harness, live: &ConsumerId) -> usize {
 pub async fn push_fetch_ack(h: Harness) {
     let q = queue("ack");
     let c = ConsumerId::new();
-    h.broker
-        .heartbeat(&c, Duration::from_secs(30))
-        .await
-        .unwrap();
+    h.broker.heartbeat(&c, Duration::from_secs(30)).await.unwrap();
     h.broker.enqueue(msg(&q, "one")).await.unwrap();
     let got = fetch(&h, &c, std::slice::from_ref(&q), 10, Duration::from_secs(1)).await;
     assert_eq!(got.len(), 1);
@@ -115,16 +119,8 @@ pub async fn push_fetch_ack(h: Harness) {
 pub async fn fetch_waits_then_returns_empty(h: Harness) {
     let c = ConsumerId::new();
     let start = Instant::now();
-    assert!(
-        fetch(&h, &c, &[queue("empty")], 5, Duration::from_millis(300))
-            .await
-            .is_empty()
-    );
-    assert!(
-        start.elapsed() >= Duration::from_millis(250),
-        "returned after {:?}",
-        start.elapsed()
-    );
+    assert!(fetch(&h, &c, &[queue("empty")], 5, Duration::from_millis(300)).await.is_empty());
+    assert!(start.elapsed() >= Duration::from_millis(250), "returned after {:?}", start.elapsed());
 }
 
 /// A blocked fetch returns the message enqueued while it waits.
@@ -133,14 +129,10 @@ pub async fn blocked_fetch_wakes_on_enqueue(h: Harness) {
     let c = ConsumerId::new();
     let h2 = h.clone();
     let q2 = q.clone();
-    let waiter =
-        tokio::spawn(async move { fetch(&h2, &c, &[q2], 1, Duration::from_secs(20)).await });
+    let waiter = tokio::spawn(async move { fetch(&h2, &c, &[q2], 1, Duration::from_secs(20)).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     h.broker.enqueue(msg(&q, "late")).await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(10), waiter)
-        .await
-        .expect("woken")
-        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), waiter).await.expect("woken").unwrap();
     assert_eq!(got.iter().map(body).collect::<Vec<_>>(), ["late"]);
 }
 
@@ -149,21 +141,8 @@ pub async fn delayed_message_waits_for_its_eta(h: Harness) {
     let q = queue("eta");
     let c = ConsumerId::new();
     let eta = SystemTime::now() + Duration::from_millis(700);
-    h.broker
-        .enqueue(msg(&q, "later").with_eta(Some(eta)))
-        .await
-        .unwrap();
-    assert!(
-        fetch(
-            &h,
-            &c,
-            std::slice::from_ref(&q),
-            1,
-            Duration::from_millis(100)
-        )
-        .await
-        .is_empty()
-    );
+    h.broker.enqueue(msg(&q, "later").with_eta(Some(eta))).await.unwrap();
+    assert!(fetch(&h, &c, std::slice::from_ref(&q), 1, Duration::from_millis(100)).await.is_empty());
     let got = fetch(&h, &c, &[q], 1, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 1);
     assert!(SystemTime::now() >= eta, "delivered before its eta");
@@ -176,21 +155,8 @@ pub async fn retry_is_delivered_after_its_delay(h: Harness) {
     h.broker.enqueue(msg(&q, "try1")).await.unwrap();
     let got = fetch(&h, &c, std::slice::from_ref(&q), 1, Duration::from_secs(1)).await;
     let eta = SystemTime::now() + Duration::from_millis(500);
-    h.broker
-        .retry(&c, &got[0], msg(&q, "try2").with_eta(Some(eta)))
-        .await
-        .unwrap();
-    assert!(
-        fetch(
-            &h,
-            &c,
-            std::slice::from_ref(&q),
-            1,
-            Duration::from_millis(100)
-        )
-        .await
-        .is_empty()
-    );
+    h.broker.retry(&c, &got[0], msg(&q, "try2").with_eta(Some(eta))).await.unwrap();
+    assert!(fetch(&h, &c, std::slice::from_ref(&q), 1, Duration::from_millis(100)).await.is_empty());
     let again = fetch(&h, &c, &[q], 1, Duration::from_secs(10)).await;
     assert_eq!(again.iter().map(body).collect::<Vec<_>>(), ["try2"]);
     assert_eq!(again[0].delivery_count, 1, "a retry is a new message");
@@ -200,23 +166,9 @@ pub async fn retry_is_delivered_after_its_delay(h: Harness) {
 pub async fn redelivery_after_a_consumer_dies(h: Harness) {
     let q = queue("dies");
     let (dead, live) = (ConsumerId::new(), ConsumerId::new());
-    h.broker
-        .heartbeat(&dead, Duration::from_millis(200))
-        .await
-        .unwrap();
+    h.broker.heartbeat(&dead, Duration::from_millis(200)).await.unwrap();
     h.broker.enqueue(msg(&q, "job")).await.unwrap();
-    assert_eq!(
-        fetch(
-            &h,
-            &dead,
-            std::slice::from_ref(&q),
-            1,
-            Duration::from_secs(1)
-        )
-        .await
-        .len(),
-        1
-    );
+    assert_eq!(fetch(&h, &dead, std::slice::from_ref(&q), 1, Duration::from_secs(1)).await.len(), 1);
     assert!(recover_soon(&h, &live).await >= 1);
     let got = fetch(&h, &live, &[q], 1, Duration::from_secs(2)).await;
     assert_eq!(got.len(), 1);
@@ -230,35 +182,11 @@ pub async fn dead_letter_after_max_deliveries(h: Harness) {
     h.broker.enqueue(msg(&q, "poison")).await.unwrap();
     for _ in 0..SUITE_MAX_DELIVERIES {
         let dying = ConsumerId::new();
-        h.broker
-            .heartbeat(&dying, Duration::from_millis(200))
-            .await
-            .unwrap();
-        assert_eq!(
-            fetch(
-                &h,
-                &dying,
-                std::slice::from_ref(&q),
-                1,
-                Duration::from_secs(2)
-            )
-            .await
-            .len(),
-            1
-        );
+        h.broker.heartbeat(&dying, Duration::from_millis(200)).await.unwrap();
+        assert_eq!(fetch(&h, &dying, std::slice::from_ref(&q), 1, Duration::from_secs(2)).await.len(), 1);
         assert!(recover_soon(&h, &ConsumerId::new()).await >= 1);
     }
-    assert!(
-        fetch(
-            &h,
-            &ConsumerId::new(),
-            std::slice::from_ref(&q),
-            1,
-            Duration::from_millis(200)
-        )
-        .await
-        .is_empty()
-    );
+    assert!(fetch(&h, &ConsumerId::new(), std::slice::from_ref(&q), 1, Duration::from_millis(200)).await.is_empty());
     let inspect = h.broker.inspect().expect("the suite needs Inspect");
     let dead = inspect.dead_letters(1000).await.unwrap();
     let ours = dead.iter().find(|d| d.queue == q).expect("dead-lettered");
@@ -270,10 +198,7 @@ pub async fn dead_letter_after_max_deliveries(h: Harness) {
 pub async fn release_returns_without_counting(h: Harness) {
     let q = queue("release");
     let c = ConsumerId::new();
-    h.broker
-        .enqueue_batch(vec![msg(&q, "a"), msg(&q, "b")])
-        .await
-        .unwrap();
+    h.broker.enqueue_batch(vec![msg(&q, "a"), msg(&q, "b")]).await.unwrap();
     let got = fetch(&h, &c, std::slice::from_ref(&q), 1, Duration::from_secs(1)).await;
     h.broker.release(&c, &got[0]).await.unwrap();
     let again = fetch(&h, &c, &[q], 2, Duration::from_secs(1)).await;
@@ -287,17 +212,8 @@ pub async fn explicit_dead_letter_keeps_reason(h: Harness) {
     let c = ConsumerId::new();
     h.broker.enqueue(msg(&q, "\u{1}garbage")).await.unwrap();
     let got = fetch(&h, &c, std::slice::from_ref(&q), 1, Duration::from_secs(1)).await;
-    h.broker
-        .dead_letter(&c, &got[0], "undecodable: test")
-        .await
-        .unwrap();
-    let dead = h
-        .broker
-        .inspect()
-        .expect("Inspect")
-        .dead_letters(1000)
-        .await
-        .unwrap();
+    h.broker.dead_letter(&c, &got[0], "undecodable: test").await.unwrap();
+    let dead = h.broker.inspect().expect("Inspect").dead_letters(1000).await.unwrap();
     let ours = dead.iter().find(|d| d.queue == q).expect("dead-lettered");
     assert_eq!(ours.reason, "undecodable: test");
     assert_eq!(ours.payload, b"\x01garbage");
@@ -308,26 +224,12 @@ pub async fn explicit_dead_letter_keeps_reason(h: Harness) {
 pub async fn ack_after_recovery_is_fenced(h: Harness) {
     let q = queue("fence");
     let (slow, live) = (ConsumerId::new(), ConsumerId::new());
-    h.broker
-        .heartbeat(&slow, Duration::from_millis(200))
-        .await
-        .unwrap();
+    h.broker.heartbeat(&slow, Duration::from_millis(200)).await.unwrap();
     h.broker.enqueue(msg(&q, "job")).await.unwrap();
-    let old = fetch(
-        &h,
-        &slow,
-        std::slice::from_ref(&q),
-        1,
-        Duration::from_secs(1),
-    )
-    .await;
+    let old = fetch(&h, &slow, std::slice::from_ref(&q), 1, Duration::from_secs(1)).await;
     assert!(recover_soon(&h, &live).await >= 1);
     let new = fetch(&h, &live, &[q], 1, Duration::from_secs(2)).await;
-    let err = h
-        .broker
-        .ack(&slow, &old[0])
-        .await
-        .expect_err("a stale ack must be refused");
+    let err = h.broker.ack(&slow, &old[0]).await.expect_err("a stale ack must be refused");
     assert_eq!(err.kind(), crate::ErrorKind::Fenced);
     h.broker.ack(&live, &new[0]).await.unwrap();
 }
@@ -340,10 +242,7 @@ pub async fn priorities_highest_first(h: Harness) {
         h.broker.enqueue(msg(&q, b).with_priority(p)).await.unwrap();
     }
     let got = fetch(&h, &c, &[q], 10, Duration::from_secs(1)).await;
-    assert_eq!(
-        got.iter().map(body).collect::<Vec<_>>(),
-        ["top", "mid", "low1", "low2"]
-    );
+    assert_eq!(got.iter().map(body).collect::<Vec<_>>(), ["top", "mid", "low1", "low2"]);
     assert_eq!(got[0].priority, 9);
 }
 
@@ -352,10 +251,7 @@ pub async fn batch_enqueue_keeps_order(h: Harness) {
     let q = queue("batch");
     let c = ConsumerId::new();
     let bodies: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
-    h.broker
-        .enqueue_batch(bodies.iter().map(|b| msg(&q, b)).collect())
-        .await
-        .unwrap();
+    h.broker.enqueue_batch(bodies.iter().map(|b| msg(&q, b)).collect()).await.unwrap();
     let mut got = Vec::new();
     while got.len() < 100 {
         let batch = fetch(&h, &c, std::slice::from_ref(&q), 64, Duration::from_secs(1)).await;
@@ -391,11 +287,7 @@ pub async fn result_store_merges_fields(h: Harness) {
         ..TaskMeta::state(TaskState::Started)
     };
     h.backend.store(&id, started, ttl).await.unwrap();
-    let done = TaskMeta {
-        result: Some(vec![0x2a]),
-        finished_ms: Some(9),
-        ..TaskMeta::state(TaskState::Success)
-    };
+    let done = TaskMeta { result: Some(vec![0x2a]), finished_ms: Some(9), ..TaskMeta::state(TaskState::Success) };
     h.backend.store(&id, done, ttl).await.unwrap();
     let meta = h.backend.get(&id).await.unwrap().expect("stored");
     assert_eq!(meta.state, TaskState::Success);
@@ -408,55 +300,24 @@ pub async fn result_store_merges_fields(h: Harness) {
 /// A record is gone after its TTL.
 pub async fn result_ttl_expires(h: Harness) {
     let id = TaskId::new();
-    h.backend
-        .store(
-            &id,
-            TaskMeta::state(TaskState::Success),
-            Duration::from_millis(300),
-        )
-        .await
-        .unwrap();
+    h.backend.store(&id, TaskMeta::state(TaskState::Success), Duration::from_millis(300)).await.unwrap();
     assert!(h.backend.get(&id).await.unwrap().is_some());
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert!(
-        h.backend.get(&id).await.unwrap().is_none(),
-        "still there after its TTL"
-    );
+    assert!(h.backend.get(&id).await.unwrap().is_none(), "still there after its TTL");
 }
 
 /// A waiter wakes when the state becomes ready, not before.
 pub async fn wait_wakes_on_ready_state(h: Harness) {
     let id = TaskId::new();
     let (h2, id2) = (h.clone(), id.clone());
-    let waiter = tokio::spawn(async move {
-        h2.backend
-            .wait(&id2, Duration::from_secs(20))
-            .await
-            .unwrap()
-    });
+    let waiter = tokio::spawn(async move { h2.backend.wait(&id2, Duration::from_secs(20)).await.unwrap() });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    h.backend
-        .store(
-            &id,
-            TaskMeta::state(TaskState::Started),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
+    h.backend.store(&id, TaskMeta::state(TaskState::Started), Duration::from_secs(60)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!waiter.is_finished(), "woke on a non-ready state");
-    let done = TaskMeta {
-        result: Some(vec![1]),
-        ..TaskMeta::state(TaskState::Success)
-    };
-    h.backend
-        .store(&id, done, Duration::from_secs(60))
-        .await
-        .unwrap();
-    let meta = tokio::time::timeout(Duration::from_secs(10), waiter)
-        .await
-        .expect("woken")
-        .unwrap();
+    let done = TaskMeta { result: Some(vec![1]), ..TaskMeta::state(TaskState::Success) };
+    h.backend.store(&id, done, Duration::from_secs(60)).await.unwrap();
+    let meta = tokio::time::timeout(Duration::from_secs(10), waiter).await.expect("woken").unwrap();
     assert_eq!(meta.expect("stored").state, TaskState::Success);
 }
 
@@ -464,41 +325,34 @@ pub async fn wait_wakes_on_ready_state(h: Harness) {
 pub async fn wait_times_out_with_current_state(h: Harness) {
     let id = TaskId::new();
     let start = Instant::now();
-    assert!(
-        h.backend
-            .wait(&id, Duration::from_millis(200))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(h.backend.wait(&id, Duration::from_millis(200)).await.unwrap().is_none());
     assert!(start.elapsed() >= Duration::from_millis(150));
-    h.backend
-        .store(
-            &id,
-            TaskMeta::state(TaskState::Progress),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
-    let meta = h
-        .backend
-        .wait(&id, Duration::from_millis(200))
-        .await
-        .unwrap();
+    h.backend.store(&id, TaskMeta::state(TaskState::Progress), Duration::from_secs(60)).await.unwrap();
+    let meta = h.backend.wait(&id, Duration::from_millis(200)).await.unwrap();
     assert_eq!(meta.expect("stored").state, TaskState::Progress);
 }
 
 /// `forget` deletes.
 pub async fn forget_deletes(h: Harness) {
     let id = TaskId::new();
-    h.backend
-        .store(
-            &id,
-            TaskMeta::state(TaskState::Failure),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
+    h.backend.store(&id, TaskMeta::state(TaskState::Failure), Duration::from_secs(60)).await.unwrap();
     h.backend.forget(&id).await.unwrap();
     assert!(h.backend.get(&id).await.unwrap().is_none());
+}
+
+/// Once a second worker has claimed a task (`STARTED`), the first one's late updates
+/// are refused as fenced, and the second one's go through.
+pub async fn a_stale_worker_cannot_overwrite_a_result(h: Harness) {
+    let id = TaskId::new();
+    let ttl = Duration::from_secs(60);
+    let by = |state, worker: &str| TaskMeta { worker: Some(worker.to_owned()), ..TaskMeta::state(state) };
+    h.backend.store(&id, by(TaskState::Started, "old"), ttl).await.unwrap();
+    h.backend.store(&id, by(TaskState::Started, "new"), ttl).await.unwrap();
+    let late = TaskMeta { result: Some(vec![1]), ..by(TaskState::Success, "old") };
+    let err = h.backend.store(&id, late, ttl).await.expect_err("the old worker's result must be refused");
+    assert_eq!(err.kind(), crate::ErrorKind::Fenced);
+    let current = TaskMeta { result: Some(vec![2]), ..by(TaskState::Success, "new") };
+    h.backend.store(&id, current, ttl).await.unwrap();
+    let meta = h.backend.get(&id).await.unwrap().expect("stored");
+    assert_eq!((meta.state, meta.result, meta.worker.as_deref()), (TaskState::Success, Some(vec![2]), Some("new")));
 }

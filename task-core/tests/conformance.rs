@@ -6,10 +6,7 @@ use task_core::memory::{InMemoryBackend, InMemoryBroker};
 use task_core::testing::{Harness, SUITE_MAX_DELIVERIES};
 
 async fn setup() -> Harness {
-    Harness {
-        broker: Arc::new(InMemoryBroker::with_max_deliveries(SUITE_MAX_DELIVERIES)),
-        backend: Arc::new(InMemoryBackend::new()),
-    }
+    Harness::new(Arc::new(InMemoryBroker::with_max_deliveries(SUITE_MAX_DELIVERIES)), Arc::new(InMemoryBackend::new()))
 }
 
 task_core::conformance_tests!(setup);

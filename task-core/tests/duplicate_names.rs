@@ -22,28 +22,12 @@ mod legacy {
 #[tokio::test]
 async fn the_worker_refuses_to_start_and_names_both_definitions() {
     let app = task_core::App::memory();
-    let err = app
-        .worker()
-        .run_until(std::future::pending())
-        .await
-        .unwrap_err();
+    let err = app.worker().run_until(std::future::pending()).await.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, task_core::Error::DuplicateTasks(_)));
-    assert!(
-        text.contains("task name `charge` is registered twice"),
-        "{text}"
-    );
-    assert!(
-        text.contains("duplicate_names::billing") && text.contains("duplicate_names::legacy"),
-        "{text}"
-    );
-    assert!(
-        text.contains("tests/duplicate_names.rs:8") && text.contains("tests/duplicate_names.rs:17"),
-        "{text}"
-    );
+    assert!(text.contains("task name `charge` is registered twice"), "{text}");
+    assert!(text.contains("duplicate_names::billing") && text.contains("duplicate_names::legacy"), "{text}");
+    assert!(text.contains("tests/duplicate_names.rs:8") && text.contains("tests/duplicate_names.rs:17"), "{text}");
     // The functions themselves are fine to call.
-    assert_eq!(
-        billing::charge(1).await.unwrap() + legacy::charge(1).unwrap(),
-        3
-    );
+    assert_eq!(billing::charge(1).await.unwrap() + legacy::charge(1).unwrap(), 3);
 }

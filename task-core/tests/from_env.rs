@@ -14,9 +14,6 @@ async fn from_env_defaults_to_memory_and_reports_bad_values() {
     assert_eq!(app.result_ttl(), Duration::from_secs(86_400));
     assert_eq!(app.default_queue(), "default");
     for var in [ENV_BROKER_URL, ENV_RESULT_BACKEND, ENV_RESULT_TTL] {
-        assert!(
-            std::env::var(var).is_err(),
-            "run this test without {var} set"
-        );
+        assert!(std::env::var(var).is_err(), "run this test without {var} set");
     }
 }

@@ -9,9 +9,7 @@ use serde::{Deserialize, Serialize};
 use support::{app, app_with_broker, eventually, stop};
 use task_core::broker::{Broker, ConsumerId, Message};
 use task_core::memory::BrokerOp;
-use task_core::{
-    App, Envelope, Error, TaskContext, TaskError, TaskId, TaskResult, TaskState, task,
-};
+use task_core::{App, Envelope, Error, TaskContext, TaskError, TaskId, TaskResult, TaskState, task};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -78,11 +76,7 @@ struct Progress {
 
 #[task]
 async fn reports(ctx: TaskContext, total: u32) -> TaskResult<u32> {
-    ctx.set_progress(&Progress {
-        done: total / 2,
-        total,
-    })
-    .await?;
+    ctx.set_progress(&Progress { done: total / 2, total }).await?;
     Ok(total)
 }
 
@@ -118,10 +112,7 @@ async fn async_sync_and_plain_tasks_return_their_values() {
 async fn ten_thousand_tasks_at_concurrency_8_each_result_right_once() {
     let app = app();
     let worker = app.worker().concurrency(8).queues(["gauge"]).spawn();
-    let results = app
-        .send_batch((0..10_000).map(gauge::signature))
-        .await
-        .unwrap();
+    let results = app.send_batch((0..10_000).map(gauge::signature)).await.unwrap();
     for (i, r) in results.iter().enumerate() {
         assert_eq!(r.get(WAIT).await.unwrap(), i as u32);
     }
@@ -146,15 +137,7 @@ async fn a_panic_ends_failure_with_its_text_and_the_worker_goes_on() {
         other => panic!("expected TaskFailed, got {other:?}"),
     }
     assert_eq!(boom.state().await.unwrap(), TaskState::Failure);
-    assert_eq!(
-        add::delay(&app, 2, 2)
-            .await
-            .unwrap()
-            .get(WAIT)
-            .await
-            .unwrap(),
-        4
-    );
+    assert_eq!(add::delay(&app, 2, 2).await.unwrap().get(WAIT).await.unwrap(), 4);
     let report = stop(worker).await;
     assert_eq!((report.failed, report.succeeded, report.retried), (1, 1, 0));
 }
@@ -165,10 +148,7 @@ async fn errors_are_retried_then_fail_with_the_last_error() {
     let worker = app.worker().concurrency(2).spawn();
     let r = always_fails::delay(&app, 7).await.unwrap();
     let err = r.get(Duration::from_secs(15)).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::TaskFailed { error, .. } if error == "invalid digit found in string"),
-        "{err}"
-    );
+    assert!(matches!(&err, Error::TaskFailed { error, .. } if error == "invalid digit found in string"), "{err}");
     let meta = r.info().await.unwrap().unwrap();
     assert_eq!(meta.retries, Some(1), "retried once (max_retries = 1)");
     let report = stop(worker).await;
@@ -180,11 +160,7 @@ async fn ctx_retry_retries_with_its_delay_and_state_goes_through_retry() {
     let app = app();
     let worker = app.worker().concurrency(2).spawn();
     let r = flaky::delay(&app, 3).await.unwrap();
-    assert_eq!(
-        r.get(WAIT).await.unwrap(),
-        3,
-        "succeeds on the third attempt"
-    );
+    assert_eq!(r.get(WAIT).await.unwrap(), 3, "succeeds on the third attempt");
     assert_eq!(r.info().await.unwrap().unwrap().retries, Some(2));
     assert_eq!(stop(worker).await.retried, 2);
 
@@ -201,14 +177,8 @@ async fn ctx_retry_retries_with_its_delay_and_state_goes_through_retry() {
 async fn a_fatal_error_is_never_retried() {
     let app = app();
     let worker = app.worker().spawn();
-    let r = fails_fatally::signature()
-        .max_retries(5)
-        .apply_async(&app)
-        .await
-        .unwrap();
-    assert!(
-        matches!(r.get(WAIT).await, Err(Error::TaskFailed { error, .. }) if error == "no point retrying")
-    );
+    let r = fails_fatally::signature().max_retries(5).apply_async(&app).await.unwrap();
+    assert!(matches!(r.get(WAIT).await, Err(Error::TaskFailed { error, .. }) if error == "no point retrying"));
     assert_eq!(stop(worker).await.retried, 0);
 }
 
@@ -224,22 +194,10 @@ async fn time_limits_end_async_and_sync_tasks_with_failure_and_free_the_slot() {
     let err = slow_sync.get(WAIT).await.unwrap_err();
     assert!(err.to_string().contains("time limit exceeded"), "{err}");
     // The one slot was given back at once: the next task runs while the thread sleeps on.
-    assert_eq!(
-        add::delay(&app, 1, 1)
-            .await
-            .unwrap()
-            .get(Duration::from_millis(1500))
-            .await
-            .unwrap(),
-        2
-    );
+    assert_eq!(add::delay(&app, 1, 1).await.unwrap().get(Duration::from_millis(1500)).await.unwrap(), 2);
     assert!(started.elapsed() < Duration::from_secs(4));
     // A per-call limit overrides the task's.
-    let quick = sleeps::signature(300)
-        .time_limit(Duration::from_millis(100))
-        .apply_async(&app)
-        .await
-        .unwrap();
+    let quick = sleeps::signature(300).time_limit(Duration::from_millis(100)).apply_async(&app).await.unwrap();
     assert!(quick.get(WAIT).await.is_err());
     assert_eq!(stop(worker).await.failed, 3);
 }
@@ -249,76 +207,31 @@ async fn unknown_task_garbage_and_bad_arguments_go_to_the_dead_letters() {
     let (app, broker) = app_with_broker().await;
     let worker = app.worker().spawn();
 
-    broker
-        .enqueue(Message::new(
-            TaskId::new(),
-            "default",
-            b"\xc1 not msgpack".to_vec(),
-        ))
-        .await
-        .unwrap();
-    let unknown = Envelope::new(
-        "no.such.task",
-        rmp_serde::to_vec_named(&()).unwrap(),
-        "default",
-    );
+    broker.enqueue(Message::new(TaskId::new(), "default", b"\xc1 not msgpack".to_vec())).await.unwrap();
+    let unknown = Envelope::new("no.such.task", rmp_serde::to_vec_named(&()).unwrap(), "default");
     let unknown_id = unknown.id.clone();
-    broker
-        .enqueue(Message::new(
-            unknown.id.clone(),
-            "default",
-            unknown.encode().unwrap(),
-        ))
-        .await
-        .unwrap();
-    let bad_args = Envelope::new(
-        add::NAME,
-        rmp_serde::to_vec_named(&("one", "two")).unwrap(),
-        "default",
-    );
+    broker.enqueue(Message::new(unknown.id.clone(), "default", unknown.encode().unwrap())).await.unwrap();
+    let bad_args = Envelope::new(add::NAME, rmp_serde::to_vec_named(&("one", "two")).unwrap(), "default");
     let bad_id = bad_args.id.clone();
-    broker
-        .enqueue(Message::new(
-            bad_args.id.clone(),
-            "default",
-            bad_args.encode().unwrap(),
-        ))
-        .await
-        .unwrap();
+    broker.enqueue(Message::new(bad_args.id.clone(), "default", bad_args.encode().unwrap())).await.unwrap();
 
     eventually(|| broker.dead_letters().len() == 3).await;
     // Runners are concurrent: the three may be buried in any order.
     let dead = broker.dead_letters();
     let find = |prefix: &str| {
-        dead.iter()
-            .find(|d| d.reason.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no `{prefix}` in {dead:?}"))
+        dead.iter().find(|d| d.reason.starts_with(prefix)).unwrap_or_else(|| panic!("no `{prefix}` in {dead:?}"))
     };
-    assert_eq!(
-        find("undecodable message in queue `default`").payload,
-        b"\xc1 not msgpack"
-    );
+    assert_eq!(find("undecodable message in queue `default`").payload, b"\xc1 not msgpack");
     find("unknown task `no.such.task`");
     find(&format!("arguments do not fit task `{}`", add::NAME));
 
     // Callers waiting on those ids learn why.
     let err = app.result::<()>(unknown_id).get(WAIT).await.unwrap_err();
-    assert!(
-        err.to_string().contains("unknown task `no.such.task`"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("unknown task `no.such.task`"), "{err}");
     assert!(app.result::<i64>(bad_id).get(WAIT).await.is_err());
 
     // And the worker goes on.
-    assert_eq!(
-        add::delay(&app, 20, 22)
-            .await
-            .unwrap()
-            .get(WAIT)
-            .await
-            .unwrap(),
-        42
-    );
+    assert_eq!(add::delay(&app, 20, 22).await.unwrap().get(WAIT).await.unwrap(), 42);
     let report = stop(worker).await;
     assert_eq!((report.dead_lettered, report.succeeded), (3, 1));
     assert_eq!(broker.in_flight(), 0);
@@ -335,10 +248,7 @@ async fn the_worker_survives_a_broker_outage() {
 
     broker.fail_next(BrokerOp::Enqueue, 1);
     let err = add::delay(&app, 1, 1).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::Broker(e) if e.kind() == task_core::ErrorKind::Connection),
-        "{err}"
-    );
+    assert!(matches!(&err, Error::Broker(e) if e.kind() == task_core::ErrorKind::Connection), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,12 +256,7 @@ async fn ack_failures_are_retried() {
     let (app, broker) = app_with_broker().await;
     broker.fail_next(BrokerOp::Ack, 2);
     let worker = app.worker().spawn();
-    add::delay(&app, 1, 1)
-        .await
-        .unwrap()
-        .get(WAIT)
-        .await
-        .unwrap();
+    add::delay(&app, 1, 1).await.unwrap().get(WAIT).await.unwrap();
     eventually(|| broker.in_flight() == 0).await;
     stop(worker).await;
 }
@@ -362,10 +267,7 @@ async fn progress_is_stored_and_read_typed() {
     let worker = app.worker().spawn();
     let r = reports::delay(&app, 10).await.unwrap();
     assert_eq!(r.get(WAIT).await.unwrap(), 10);
-    assert_eq!(
-        r.progress::<Progress>().await.unwrap(),
-        Some(Progress { done: 5, total: 10 })
-    );
+    assert_eq!(r.progress::<Progress>().await.unwrap(), Some(Progress { done: 5, total: 10 }));
     stop(worker).await;
 }
 
@@ -374,11 +276,7 @@ async fn countdown_waits_in_the_broker_and_then_runs() {
     let app = app();
     let worker = app.worker().spawn();
     let sent = Instant::now();
-    let r = add::signature(1, 1)
-        .countdown(Duration::from_millis(400))
-        .apply_async(&app)
-        .await
-        .unwrap();
+    let r = add::signature(1, 1).countdown(Duration::from_millis(400)).apply_async(&app).await.unwrap();
     assert_eq!(r.state().await.unwrap(), TaskState::Pending);
     assert_eq!(r.get(WAIT).await.unwrap(), 2);
     assert!(sent.elapsed() >= Duration::from_millis(400));
@@ -390,16 +288,7 @@ async fn get_times_out_with_a_clear_error_and_forget_deletes() {
     let app = app();
     let r = add::delay(&app, 1, 2).await.unwrap();
     let err = r.get(Duration::from_millis(50)).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Timeout {
-                state: TaskState::Pending,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, Error::Timeout { state: TaskState::Pending, .. }), "{err}");
     assert!(err.to_string().contains("timed out"));
 
     let worker = app.worker().spawn();
@@ -412,10 +301,7 @@ async fn get_times_out_with_a_clear_error_and_forget_deletes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_gives_back_unstarted_messages_and_lets_running_ones_finish() {
     let (app, broker) = app_with_broker().await;
-    let results = app
-        .send_batch((0..6).map(|_| sleeps::signature(300)))
-        .await
-        .unwrap();
+    let results = app.send_batch((0..6).map(|_| sleeps::signature(300))).await.unwrap();
     let worker = app.worker().concurrency(2).prefetch(6).spawn();
     eventually(|| broker.in_flight() == 6).await; // 2 running, 4 held
     let report = stop(worker).await;
@@ -436,19 +322,11 @@ async fn shutdown_gives_back_unstarted_messages_and_lets_running_ones_finish() {
 async fn after_the_grace_period_running_tasks_are_aborted_and_requeued() {
     let (app, broker) = app_with_broker().await;
     sleeps::signature(900).apply_async(&app).await.unwrap();
-    let worker = app
-        .worker()
-        .concurrency(1)
-        .grace_period(Duration::from_millis(100))
-        .spawn();
+    let worker = app.worker().concurrency(1).grace_period(Duration::from_millis(100)).spawn();
     eventually(|| broker.in_flight() == 1).await;
     let report = stop(worker).await;
     assert_eq!(report.succeeded, 0);
-    assert_eq!(
-        broker.len("default"),
-        1,
-        "the aborted task's message is back in its queue"
-    );
+    assert_eq!(broker.len("default"), 1, "the aborted task's message is back in its queue");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -457,19 +335,10 @@ async fn a_dead_workers_messages_are_recovered_by_a_live_one() {
     let r = add::delay(&app, 40, 2).await.unwrap();
     // A consumer that takes the message and dies without acking.
     let dead = ConsumerId::new();
-    broker
-        .heartbeat(&dead, Duration::from_millis(100))
-        .await
-        .unwrap();
-    let taken = broker
-        .fetch(&dead, &["default".into()], 1, WAIT)
-        .await
-        .unwrap();
+    broker.heartbeat(&dead, Duration::from_millis(100)).await.unwrap();
+    let taken = broker.fetch(&dead, &["default".into()], 1, WAIT).await.unwrap();
     assert_eq!(taken.len(), 1);
-    let worker = app
-        .worker()
-        .heartbeat_ttl(Duration::from_millis(150))
-        .spawn();
+    let worker = app.worker().heartbeat_ttl(Duration::from_millis(150)).spawn();
     assert_eq!(r.get(WAIT).await.unwrap(), 42);
     stop(worker).await;
 }
@@ -477,64 +346,28 @@ async fn a_dead_workers_messages_are_recovered_by_a_live_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_call_options_are_clear_errors() {
     let app = app();
-    let err = add::signature(1, 2)
-        .priority(10)
-        .apply_async(&app)
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("priority must be 0 to 9, got 10"),
-        "{err}"
-    );
-    let err = add::signature(1, 2)
-        .queue(" ")
-        .apply_async(&app)
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("queue name cannot be empty"),
-        "{err}"
-    );
-    let err = app
-        .worker()
-        .queues(Vec::<String>::new())
-        .run_until(async {})
-        .await
-        .unwrap_err();
+    let err = add::signature(1, 2).priority(10).apply_async(&app).await.unwrap_err();
+    assert!(err.to_string().contains("priority must be 0 to 9, got 10"), "{err}");
+    let err = add::signature(1, 2).queue(" ").apply_async(&app).await.unwrap_err();
+    assert!(err.to_string().contains("queue name cannot be empty"), "{err}");
+    let err = app.worker().queues(Vec::<String>::new()).run_until(async {}).await.unwrap_err();
     assert!(err.to_string().contains("at least one queue"), "{err}");
 }
 
 #[tokio::test]
 async fn unknown_url_schemes_are_clear_errors() {
-    let err = App::builder()
-        .broker_url("amqp://guest@localhost//")
-        .build()
-        .await
-        .unwrap_err();
+    let err = App::builder().broker_url("amqp://guest@localhost//").build().await.unwrap_err();
     let text = err.to_string();
-    assert!(
-        text.contains("unsupported broker URL") && text.contains("supported: memory"),
-        "{text}"
-    );
-    let err = App::builder()
-        .result_backend("cassandra://x")
-        .build()
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("unsupported result backend URL"),
-        "{err}"
-    );
+    assert!(text.contains("unsupported broker URL") && text.contains("supported: memory"), "{text}");
+    let err = App::builder().result_backend("cassandra://x").build().await.unwrap_err();
+    assert!(err.to_string().contains("unsupported result backend URL"), "{err}");
 }
 
 #[tokio::test]
 async fn send_by_type_and_direct_calls_still_work() {
     let app = app();
     let worker = app.worker().spawn();
-    let r = app
-        .send::<add::Task>(add::Args { x: 2, y: 3 })
-        .await
-        .unwrap();
+    let r = app.send::<add::Task>(add::Args { x: 2, y: 3 }).await.unwrap();
     assert_eq!(r.get(WAIT).await.unwrap(), 5);
     assert_eq!(add(2, 3).await.unwrap(), 5);
     assert_eq!(mul_sync(2, 3).unwrap(), 6);

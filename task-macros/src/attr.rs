@@ -29,44 +29,24 @@ impl TaskArgs {
         };
         for meta in metas {
             let Meta::NameValue(nv) = &meta else {
-                errors.push(syn::Error::new(
-                    meta.span(),
-                    format!("expected `option = value`; options are: {KNOWN}"),
-                ));
+                errors.push(syn::Error::new(meta.span(), format!("expected `option = value`; options are: {KNOWN}")));
                 continue;
             };
-            let key = nv
-                .path
-                .get_ident()
-                .map(ToString::to_string)
-                .unwrap_or_default();
+            let key = nv.path.get_ident().map(ToString::to_string).unwrap_or_default();
             let result = match key.as_str() {
-                "name" => {
-                    non_empty_str(&nv.value, "name").and_then(|v| set(&mut args.name, v, &nv.path))
-                }
-                "queue" => non_empty_str(&nv.value, "queue")
-                    .and_then(|v| set(&mut args.queue, v, &nv.path)),
-                "max_retries" => int::<u32>(
-                    &nv.value,
-                    "max_retries",
-                    "a number of retries, like `max_retries = 5`",
-                )
-                .and_then(|v| set(&mut args.max_retries, v, &nv.path)),
-                "time_limit" => int::<u64>(
-                    &nv.value,
-                    "time_limit",
-                    "a number of seconds, like `time_limit = 30`",
-                )
-                .and_then(|v| positive(v, "time_limit"))
-                .and_then(|v| set(&mut args.time_limit, v, &nv.path)),
+                "name" => non_empty_str(&nv.value, "name").and_then(|v| set(&mut args.name, v, &nv.path)),
+                "queue" => non_empty_str(&nv.value, "queue").and_then(|v| set(&mut args.queue, v, &nv.path)),
+                "max_retries" => int::<u32>(&nv.value, "max_retries", "a number of retries, like `max_retries = 5`")
+                    .and_then(|v| set(&mut args.max_retries, v, &nv.path)),
+                "time_limit" => int::<u64>(&nv.value, "time_limit", "a number of seconds, like `time_limit = 30`")
+                    .and_then(|v| positive(v, "time_limit"))
+                    .and_then(|v| set(&mut args.time_limit, v, &nv.path)),
                 "crate" => crate_path(&nv.value).and_then(|v| set(&mut args.krate, v, &nv.path)),
                 _ => Err(syn::Error::new(
                     nv.path.span(),
                     format!(
                         "unknown option `{}`; options are: {KNOWN}",
-                        quote::ToTokens::to_token_stream(&nv.path)
-                            .to_string()
-                            .replace(' ', "")
+                        quote::ToTokens::to_token_stream(&nv.path).to_string().replace(' ', "")
                     ),
                 )),
             };
@@ -93,14 +73,8 @@ impl Errors {
 
 fn set<T>(slot: &mut Option<T>, value: T, path: &syn::Path) -> syn::Result<()> {
     if slot.is_some() {
-        let key = path
-            .get_ident()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        return Err(syn::Error::new(
-            path.span(),
-            format!("`{key}` specified more than once"),
-        ));
+        let key = path.get_ident().map(ToString::to_string).unwrap_or_default();
+        return Err(syn::Error::new(path.span(), format!("`{key}` specified more than once")));
     }
     *slot = Some(value);
     Ok(())
@@ -116,15 +90,11 @@ fn lit(value: &Expr) -> Option<&Lit> {
 
 fn non_empty_str(value: &Expr, key: &str) -> syn::Result<LitStr> {
     match lit(value) {
-        Some(Lit::Str(s)) if s.value().trim().is_empty() => Err(syn::Error::new(
-            s.span(),
-            format!("`{key}` cannot be empty"),
-        )),
+        Some(Lit::Str(s)) if s.value().trim().is_empty() => {
+            Err(syn::Error::new(s.span(), format!("`{key}` cannot be empty")))
+        }
         Some(Lit::Str(s)) => Ok(s.clone()),
-        _ => Err(syn::Error::new(
-            value.span(),
-            format!("`{key}` takes a string, like `{key} = \"emails\"`"),
-        )),
+        _ => Err(syn::Error::new(value.span(), format!("`{key}` takes a string, like `{key} = \"emails\"`"))),
     }
 }
 
@@ -134,23 +104,16 @@ where
 {
     match lit(value) {
         Some(Lit::Int(i)) => {
-            i.base10_parse::<T>()
-                .map_err(|e| syn::Error::new(i.span(), format!("`{key}` is out of range: {e}")))?;
+            i.base10_parse::<T>().map_err(|e| syn::Error::new(i.span(), format!("`{key}` is out of range: {e}")))?;
             Ok(i.clone())
         }
-        _ => Err(syn::Error::new(
-            value.span(),
-            format!("`{key}` takes {example}"),
-        )),
+        _ => Err(syn::Error::new(value.span(), format!("`{key}` takes {example}"))),
     }
 }
 
 fn positive(value: LitInt, key: &str) -> syn::Result<LitInt> {
     if value.base10_parse::<u64>()? == 0 {
-        return Err(syn::Error::new(
-            value.span(),
-            format!("`{key}` must be at least 1"),
-        ));
+        return Err(syn::Error::new(value.span(), format!("`{key}` must be at least 1")));
     }
     Ok(value)
 }
@@ -160,10 +123,7 @@ fn crate_path(value: &Expr) -> syn::Result<syn::Path> {
         Expr::Path(p) => Ok(p.path.clone()),
         _ => match lit(value) {
             Some(Lit::Str(s)) => s.parse(),
-            _ => Err(syn::Error::new(
-                value.span(),
-                "`crate` takes a path, like `crate = my_app::task_core`",
-            )),
+            _ => Err(syn::Error::new(value.span(), "`crate` takes a path, like `crate = my_app::task_core`")),
         },
     }
 }
@@ -174,10 +134,7 @@ mod tests {
     use quote::quote;
 
     fn errors(tokens: TokenStream) -> Vec<String> {
-        TaskArgs::parse(tokens)
-            .1
-            .map(|e| e.into_iter().map(|e| e.to_string()).collect())
-            .unwrap_or_default()
+        TaskArgs::parse(tokens).1.map(|e| e.into_iter().map(|e| e.to_string()).collect()).unwrap_or_default()
     }
 
     #[test]
@@ -197,14 +154,7 @@ mod tests {
 
     #[test]
     fn every_mistake_is_reported_once() {
-        let errs = errors(quote!(
-            queue = "a",
-            queue = "b",
-            retries = 3,
-            max_retries = "5",
-            time_limit = 0,
-            name = ""
-        ));
+        let errs = errors(quote!(queue = "a", queue = "b", retries = 3, max_retries = "5", time_limit = 0, name = ""));
         assert_eq!(
             errs,
             [
@@ -220,9 +170,6 @@ mod tests {
     #[test]
     fn out_of_range() {
         let errs = errors(quote!(max_retries = 99999999999));
-        assert!(
-            errs[0].starts_with("`max_retries` is out of range"),
-            "{errs:?}"
-        );
+        assert!(errs[0].starts_with("`max_retries` is out of range"), "{errs:?}");
     }
 }

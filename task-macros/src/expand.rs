@@ -51,11 +51,7 @@ pub(crate) fn inner_vis(vis: &Visibility) -> TokenStream {
         Visibility::Public(_) => quote!(pub),
         Visibility::Restricted(r) => {
             let path = &r.path;
-            let first = path
-                .segments
-                .first()
-                .map(|s| s.ident.to_string())
-                .unwrap_or_default();
+            let first = path.segments.first().map(|s| s.ident.to_string()).unwrap_or_default();
             match first.as_str() {
                 "crate" if path.leading_colon.is_none() => quote!(#vis),
                 "self" if path.segments.len() == 1 => quote!(pub(super)),
@@ -66,10 +62,7 @@ pub(crate) fn inner_vis(vis: &Visibility) -> TokenStream {
 }
 
 pub(crate) fn krate(options: &TaskArgs) -> TokenStream {
-    options
-        .krate
-        .as_ref()
-        .map_or_else(|| quote!(::task_core), ToTokens::to_token_stream)
+    options.krate.as_ref().map_or_else(|| quote!(::task_core), ToTokens::to_token_stream)
 }
 
 pub(crate) fn hidden(ident: &Ident, what: &str) -> Ident {
@@ -77,12 +70,7 @@ pub(crate) fn hidden(ident: &Ident, what: &str) -> Ident {
 }
 
 fn expand(item: &ItemFn, model: &Model, options: &TaskArgs) -> TokenStream {
-    let ItemFn {
-        attrs,
-        vis,
-        sig,
-        body,
-    } = item;
+    let ItemFn { attrs, vis, sig, body } = item;
     let krate = krate(options);
     let ident = &model.ident;
     let inner = inner_vis(vis);
@@ -90,22 +78,15 @@ fn expand(item: &ItemFn, model: &Model, options: &TaskArgs) -> TokenStream {
     let output_ty = hidden(ident, "output");
     let signature_fn = hidden(ident, "signature");
     let delay_fn = hidden(ident, "delay");
-    let placement = format_ident!(
-        "__celerity_task_{}_must_be_declared_at_module_level_not_inside_a_function",
-        ident
-    );
+    let placement = format_ident!("__celerity_task_{}_must_be_declared_at_module_level_not_inside_a_function", ident);
 
     let names: Vec<&Ident> = model.params.iter().map(|(name, _)| name).collect();
     let types: Vec<&syn::Type> = model.params.iter().map(|(_, ty)| ty).collect();
     let (output, call_result) = match &model.ret {
-        Return::Fallible(ty) => (
-            quote!(<#ty as #krate::__private::TaskReturn>::Output),
-            quote!(__celerity_returned),
-        ),
-        Return::Plain(ty) => (
-            quote!(#ty),
-            quote!(::core::result::Result::<#ty, #krate::TaskError>::Ok(__celerity_returned)),
-        ),
+        Return::Fallible(ty) => (quote!(<#ty as #krate::__private::TaskReturn>::Output), quote!(__celerity_returned)),
+        Return::Plain(ty) => {
+            (quote!(#ty), quote!(::core::result::Result::<#ty, #krate::TaskError>::Ok(__celerity_returned)))
+        }
     };
     let output_span = match &sig.output {
         syn::ReturnType::Type(_, ty) => ty.span(),
@@ -133,11 +114,8 @@ fn expand(item: &ItemFn, model: &Model, options: &TaskArgs) -> TokenStream {
     let ctx = Ident::new("ctx", Span::mixed_site());
     let bytes = Ident::new("bytes", Span::mixed_site());
     let ctx_arg = model.has_ctx.then(|| quote!(#ctx,));
-    let call = if model.is_async {
-        quote!(#ident(#ctx_arg #(#names),*).await)
-    } else {
-        quote!(#ident(#ctx_arg #(#names),*))
-    };
+    let call =
+        if model.is_async { quote!(#ident(#ctx_arg #(#names),*).await) } else { quote!(#ident(#ctx_arg #(#names),*)) };
     let invocation = if model.is_async {
         quote!(#krate::__private::Invocation::Async(::std::boxed::Box::pin(async move {
             let __celerity_returned = #call;
@@ -151,15 +129,11 @@ fn expand(item: &ItemFn, model: &Model, options: &TaskArgs) -> TokenStream {
     };
     let ctx_unused = (!model.has_ctx).then(|| quote!(let _ = #ctx;));
     let blocking = !model.is_async;
-    let arg_checks = types
-        .iter()
-        .map(|ty| quote_spanned!(ty.span()=> #krate::__private::assert_arg::<#ty>();));
-    let output_check =
-        quote_spanned!(output_span=> #krate::__private::assert_output::<#output_ty>(););
+    let arg_checks = types.iter().map(|ty| quote_spanned!(ty.span()=> #krate::__private::assert_arg::<#ty>();));
+    let output_check = quote_spanned!(output_span=> #krate::__private::assert_output::<#output_ty>(););
     let line = quote_spanned!(ident.span()=> ::core::line!());
-    let doc = format!(
-        "The Celerity task [`{ident}()`]({ident}()): `delay`, `signature`, its `NAME`, `Args` and `Output`."
-    );
+    let doc =
+        format!("The Celerity task [`{ident}()`]({ident}()): `delay`, `signature`, its `NAME`, `Args` and `Output`.");
 
     quote! {
         // Task arguments are owned by design (they come out of a message), so

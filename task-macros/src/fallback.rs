@@ -17,12 +17,7 @@ pub(crate) fn unparsed(mut item: TokenStream, error: &syn::Error) -> TokenStream
 
 /// The signature broke a rule: the function, the errors, and a module with `NAME`.
 pub(crate) fn signature_error(item: &ItemFn, error: &syn::Error) -> TokenStream {
-    let ItemFn {
-        attrs,
-        vis,
-        sig,
-        body,
-    } = item;
+    let ItemFn { attrs, vis, sig, body } = item;
     let ident = &sig.ident;
     let inner = inner_vis(vis);
     let error = error.to_compile_error();

@@ -20,19 +20,11 @@ impl Parse for ItemFn {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let attrs = input.call(Attribute::parse_outer)?;
         let vis: Visibility = input.parse()?;
-        let sig: Signature = input.parse().map_err(|e| {
-            syn::Error::new(
-                e.span(),
-                "#[task] goes on a module-level `fn` or `async fn`",
-            )
-        })?;
+        let sig: Signature = input
+            .parse()
+            .map_err(|e| syn::Error::new(e.span(), "#[task] goes on a module-level `fn` or `async fn`"))?;
         let body: TokenStream = input.parse()?;
-        Ok(Self {
-            attrs,
-            vis,
-            sig,
-            body,
-        })
+        Ok(Self { attrs, vis, sig, body })
     }
 }
 
@@ -86,10 +78,7 @@ pub(crate) fn check(sig: &Signature) -> Result<Model, syn::Error> {
         fail(c.span(), "a task cannot be a `const fn`");
     }
     if let Some(u) = &sig.unsafety {
-        fail(
-            u.span(),
-            "a task cannot be `unsafe`: a worker calls it with data from the queue",
-        );
+        fail(u.span(), "a task cannot be `unsafe`: a worker calls it with data from the queue");
     }
     if let Some(abi) = &sig.abi {
         fail(abi.span(), "a task cannot have an `extern` ABI");
@@ -103,10 +92,7 @@ pub(crate) fn check(sig: &Signature) -> Result<Model, syn::Error> {
     for (index, arg) in sig.inputs.iter().enumerate() {
         let typed = match arg {
             FnArg::Receiver(r) => {
-                fail(
-                    r.span(),
-                    "a task cannot take `self`: make it a free function at module level",
-                );
+                fail(r.span(), "a task cannot take `self`: make it a free function at module level");
                 continue;
             }
             FnArg::Typed(t) => t,
@@ -115,10 +101,7 @@ pub(crate) fn check(sig: &Signature) -> Result<Model, syn::Error> {
             if index == 0 {
                 has_ctx = true;
             } else {
-                fail(
-                    typed.ty.span(),
-                    "`TaskContext` must be the first parameter of a task",
-                );
+                fail(typed.ty.span(), "`TaskContext` must be the first parameter of a task");
             }
             continue;
         }
@@ -137,10 +120,7 @@ pub(crate) fn check(sig: &Signature) -> Result<Model, syn::Error> {
                 r.span(),
                 "task arguments travel through the queue, so they must be owned: use `String` for `&str`, `Vec<T>` for `&[T]`, `T` for `&T`",
             ),
-            Type::ImplTrait(t) => fail(
-                t.span(),
-                "a task argument cannot be `impl Trait`: name a concrete type",
-            ),
+            Type::ImplTrait(t) => fail(t.span(), "a task argument cannot be `impl Trait`: name a concrete type"),
             _ => params.push((ident, (*typed.ty).clone())),
         }
     }
@@ -149,15 +129,10 @@ pub(crate) fn check(sig: &Signature) -> Result<Model, syn::Error> {
         ReturnType::Default => Return::Plain(syn::parse_quote!(())),
         ReturnType::Type(_, ty) => match &**ty {
             Type::ImplTrait(t) => {
-                fail(
-                    t.span(),
-                    "a task cannot return `impl Trait`: write an `async fn` instead of returning a future",
-                );
+                fail(t.span(), "a task cannot return `impl Trait`: write an `async fn` instead of returning a future");
                 Return::Plain(syn::parse_quote!(()))
             }
-            ty if last_segment(ty)
-                .is_some_and(|s| s.ident == "TaskResult" || s.ident == "Result") =>
-            {
+            ty if last_segment(ty).is_some_and(|s| s.ident == "TaskResult" || s.ident == "Result") => {
                 Return::Fallible(ty.clone())
             }
             ty => Return::Plain(ty.clone()),
@@ -166,13 +141,7 @@ pub(crate) fn check(sig: &Signature) -> Result<Model, syn::Error> {
 
     match errors.0 {
         Some(e) => Err(e),
-        None => Ok(Model {
-            ident: sig.ident.clone(),
-            is_async: sig.asyncness.is_some(),
-            has_ctx,
-            params,
-            ret,
-        }),
+        None => Ok(Model { ident: sig.ident.clone(), is_async: sig.asyncness.is_some(), has_ctx, params, ret }),
     }
 }
 
@@ -199,14 +168,7 @@ mod tests {
         )))
         .unwrap();
         assert!(model.has_ctx && model.is_async);
-        assert_eq!(
-            model
-                .params
-                .iter()
-                .map(|(i, _)| i.to_string())
-                .collect::<Vec<_>>(),
-            ["x", "y"]
-        );
+        assert_eq!(model.params.iter().map(|(i, _)| i.to_string()).collect::<Vec<_>>(), ["x", "y"]);
         assert!(matches!(model.ret, Return::Fallible(_)));
     }
 

@@ -46,19 +46,12 @@ fn options_are_carried_in_the_task_type() {
     assert_eq!(options.time_limit, Some(Duration::from_secs(9)));
     let entry = Registry::global().get("custom.name").expect("registered");
     assert!(entry.is_blocking());
-    assert!(
-        entry.location().contains("expand.rs"),
-        "{}",
-        entry.location()
-    );
+    assert!(entry.location().contains("expand.rs"), "{}", entry.location());
 }
 
 #[test]
 fn args_are_a_messagepack_map_keyed_by_parameter_name() {
-    let args = norm::Args {
-        p: Point { x: 3.0, y: 4.0 },
-        scale: None,
-    };
+    let args = norm::Args { p: Point { x: 3.0, y: 4.0 }, scale: None };
     let bytes = rmp_serde::to_vec_named(&args).unwrap();
     #[derive(Deserialize)]
     struct Loose {
@@ -68,10 +61,7 @@ fn args_are_a_messagepack_map_keyed_by_parameter_name() {
     let back: Loose = rmp_serde::from_slice(&bytes).unwrap();
     assert_eq!(back.p, Point { x: 3.0, y: 4.0 });
     assert_eq!(back.scale, None);
-    assert_eq!(
-        bytes[0], 0x82,
-        "a map of two entries: the context is not an argument"
-    );
+    assert_eq!(bytes[0], 0x82, "a map of two entries: the context is not an argument");
 }
 
 #[test]
@@ -89,39 +79,11 @@ async fn a_direct_call_equals_the_queued_run() {
     let worker = app.worker().queues(["default", "q1"]).spawn();
     let wait = Duration::from_secs(10);
     let p = Point { x: 3.0, y: 4.0 };
-    let direct = norm(TaskContext::detached("t"), p.clone(), Some(2.0))
-        .await
-        .unwrap();
-    let queued = norm::delay(&app, p, Some(2.0))
-        .await
-        .unwrap()
-        .get(wait)
-        .await
-        .unwrap();
+    let direct = norm(TaskContext::detached("t"), p.clone(), Some(2.0)).await.unwrap();
+    let queued = norm::delay(&app, p, Some(2.0)).await.unwrap().get(wait).await.unwrap();
     assert_eq!(direct, queued);
-    assert_eq!(
-        add(1, 2).await.unwrap(),
-        add::delay(&app, 1, 2)
-            .await
-            .unwrap()
-            .get(wait)
-            .await
-            .unwrap()
-    );
-    assert_eq!(
-        configured::delay(&app, "four".into())
-            .await
-            .unwrap()
-            .get(wait)
-            .await
-            .unwrap(),
-        4
-    );
-    unit_task::delay(&app)
-        .await
-        .unwrap()
-        .get(wait)
-        .await
-        .unwrap();
+    assert_eq!(add(1, 2).await.unwrap(), add::delay(&app, 1, 2).await.unwrap().get(wait).await.unwrap());
+    assert_eq!(configured::delay(&app, "four".into()).await.unwrap().get(wait).await.unwrap(), 4);
+    unit_task::delay(&app).await.unwrap().get(wait).await.unwrap();
     assert_eq!(worker.shutdown().await.unwrap().succeeded, 4);
 }

@@ -18,9 +18,7 @@ pub async fn reverse(text: String) -> TaskResult<String> {
 #[task(name = "emails.send", queue = "emails", max_retries = 5)]
 pub fn send_email(to: String, subject: String) -> TaskResult<String> {
     if !to.contains('@') {
-        return Err(task_core::TaskError::fatal(format!(
-            "`{to}` is not an e-mail address"
-        )));
+        return Err(task_core::TaskError::fatal(format!("`{to}` is not an e-mail address")));
     }
     Ok(format!("sent `{subject}` to {to}"))
 }

@@ -6,7 +6,7 @@ use tokio::sync::Notify;
 
 use crate::backend::ResultBackend;
 use crate::broker::BoxFuture;
-use crate::error::BackendError;
+use crate::error::{BackendError, ErrorKind};
 use crate::id::TaskId;
 use crate::state::TaskMeta;
 
@@ -42,20 +42,13 @@ struct State {
 
 impl Default for State {
     fn default() -> Self {
-        Self {
-            records: HashMap::new(),
-            waiters: HashMap::new(),
-            last_sweep: Instant::now(),
-        }
+        Self { records: HashMap::new(), waiters: HashMap::new(), last_sweep: Instant::now() }
     }
 }
 
 impl State {
     fn live(&self, id: &TaskId) -> Option<&TaskMeta> {
-        self.records
-            .get(id)
-            .filter(|(_, expires)| *expires > Instant::now())
-            .map(|(meta, _)| meta)
+        self.records.get(id).filter(|(_, expires)| *expires > Instant::now()).map(|(meta, _)| meta)
     }
 }
 
@@ -66,19 +59,13 @@ impl InMemoryBackend {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.shared
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+        self.shared.lock().unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// How many records are stored and not expired.
     pub fn len(&self) -> usize {
         let now = Instant::now();
-        self.lock()
-            .records
-            .values()
-            .filter(|(_, expires)| *expires > now)
-            .count()
+        self.lock().records.values().filter(|(_, expires)| *expires > now).count()
     }
 
     /// True when no record is stored.
@@ -88,21 +75,12 @@ impl InMemoryBackend {
 
     /// How many callers are waiting in [`ResultBackend::wait`] (for tests).
     pub fn waiting(&self) -> usize {
-        self.lock()
-            .waiters
-            .values()
-            .map(|n| Arc::strong_count(n) - 1)
-            .sum()
+        self.lock().waiters.values().map(|n| Arc::strong_count(n) - 1).sum()
     }
 }
 
 impl ResultBackend for InMemoryBackend {
-    fn store<'a>(
-        &'a self,
-        id: &'a TaskId,
-        update: TaskMeta,
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<(), BackendError>> {
+    fn store<'a>(&'a self, id: &'a TaskId, update: TaskMeta, ttl: Duration) -> BoxFuture<'a, Result<(), BackendError>> {
         let ready = update.state.is_ready();
         let mut state = self.lock();
         let now = Instant::now();
@@ -112,6 +90,14 @@ impl ResultBackend for InMemoryBackend {
         }
         let expires = now + ttl;
         match state.records.get_mut(id) {
+            Some((meta, _)) if meta.fenced_against(&update) => {
+                let owner = meta.worker.clone().unwrap_or_default();
+                let error = BackendError::new(
+                    ErrorKind::Fenced,
+                    format!("state {} of task {id} refused: worker {owner} has taken the task over", update.state),
+                );
+                return Box::pin(async move { Err(error) });
+            }
             Some((meta, at)) if *at > now => {
                 meta.merge(update);
                 *at = expires;
@@ -131,11 +117,7 @@ impl ResultBackend for InMemoryBackend {
         Box::pin(async move { Ok(meta) })
     }
 
-    fn wait<'a>(
-        &'a self,
-        id: &'a TaskId,
-        timeout: Duration,
-    ) -> BoxFuture<'a, Result<Option<TaskMeta>, BackendError>> {
+    fn wait<'a>(&'a self, id: &'a TaskId, timeout: Duration) -> BoxFuture<'a, Result<Option<TaskMeta>, BackendError>> {
         Box::pin(async move {
             let deadline = tokio::time::Instant::now() + timeout;
             loop {
@@ -156,11 +138,7 @@ impl ResultBackend for InMemoryBackend {
                 }
                 if tokio::time::timeout_at(deadline, notified).await.is_err() {
                     let mut state = self.lock();
-                    if state
-                        .waiters
-                        .get(id)
-                        .is_some_and(|n| Arc::strong_count(n) == 2)
-                    {
+                    if state.waiters.get(id).is_some_and(|n| Arc::strong_count(n) == 2) {
                         state.waiters.remove(id);
                     }
                     return Ok(state.live(id).cloned());
@@ -189,27 +167,11 @@ mod tests {
         while b.waiting() == 0 {
             tokio::task::yield_now().await;
         }
-        b.store(
-            &id,
-            TaskMeta::state(TaskState::Started),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
+        b.store(&id, TaskMeta::state(TaskState::Started), Duration::from_secs(60)).await.unwrap();
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
-        b.store(
-            &id,
-            TaskMeta::state(TaskState::Success),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
-        let meta = tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        b.store(&id, TaskMeta::state(TaskState::Success), Duration::from_secs(60)).await.unwrap();
+        let meta = tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap().unwrap();
         assert_eq!(meta.unwrap().state, TaskState::Success);
         assert_eq!(b.waiting(), 0);
     }
@@ -218,13 +180,7 @@ mod tests {
     async fn a_timed_out_waiter_gets_the_current_record_and_leaves_no_trace() {
         let b = InMemoryBackend::new();
         let id = TaskId::new();
-        b.store(
-            &id,
-            TaskMeta::state(TaskState::Started),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
+        b.store(&id, TaskMeta::state(TaskState::Started), Duration::from_secs(60)).await.unwrap();
         let meta = b.wait(&id, Duration::from_millis(20)).await.unwrap();
         assert_eq!(meta.unwrap().state, TaskState::Started);
         assert_eq!(b.waiting(), 0);

@@ -5,8 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
 
 use crate::broker::{
-    BoxFuture, Broker, ConsumerId, DeadLetter, Delivery, Inspect, MAX_PRIORITY, Message,
-    QueueStats, Receipt,
+    BoxFuture, Broker, ConsumerId, DeadLetter, Delivery, Inspect, MAX_PRIORITY, Message, QueueStats, Receipt,
 };
 use crate::envelope::now_ms;
 use crate::error::{BrokerError, ErrorKind};
@@ -102,8 +101,7 @@ impl State {
     }
 
     fn push(&mut self, entry: Entry, front: bool) {
-        let lane =
-            &mut self.queues.entry(entry.queue.clone()).or_default().0[entry.priority as usize];
+        let lane = &mut self.queues.entry(entry.queue.clone()).or_default().0[entry.priority as usize];
         if front {
             lane.push_front(entry);
         } else {
@@ -142,32 +140,20 @@ impl State {
         if self.dead.len() == DEAD_LETTER_CAP {
             self.dead.pop_front();
         }
-        self.dead.push_back(DeadLetter::new(
-            entry.queue,
-            reason,
-            entry.payload,
-            now_ms(),
-        ));
+        self.dead.push_back(DeadLetter::new(entry.queue, reason, entry.payload, now_ms()));
     }
 
     fn fault(&mut self, op: BrokerOp) -> Result<(), BrokerError> {
         match self.faults.get_mut(&op) {
             Some(n) if *n > 0 => {
                 *n -= 1;
-                Err(BrokerError::new(
-                    ErrorKind::Connection,
-                    format!("injected failure of {op:?}"),
-                ))
+                Err(BrokerError::new(ErrorKind::Connection, format!("injected failure of {op:?}")))
             }
             _ => Ok(()),
         }
     }
 
-    fn take_held(
-        &mut self,
-        consumer: &ConsumerId,
-        delivery: &Delivery,
-    ) -> Result<Entry, BrokerError> {
+    fn take_held(&mut self, consumer: &ConsumerId, delivery: &Delivery) -> Result<Entry, BrokerError> {
         let token = token_of(&delivery.receipt)?;
         match self.held.remove(&token) {
             Some((owner, entry)) if &owner == consumer => Ok(entry),
@@ -190,12 +176,10 @@ fn fenced(consumer: &ConsumerId) -> BrokerError {
 }
 
 fn token_of(receipt: &Receipt) -> Result<u64, BrokerError> {
-    let bytes: [u8; 8] = receipt.as_bytes().try_into().map_err(|_| {
-        BrokerError::new(
-            ErrorKind::Protocol,
-            "receipt is not from the in-memory broker",
-        )
-    })?;
+    let bytes: [u8; 8] = receipt
+        .as_bytes()
+        .try_into()
+        .map_err(|_| BrokerError::new(ErrorKind::Protocol, "receipt is not from the in-memory broker"))?;
     Ok(u64::from_le_bytes(bytes))
 }
 
@@ -213,22 +197,13 @@ impl InMemoryBroker {
 
     /// A new broker whose messages go to the dead letters after `n` deliveries.
     pub fn with_max_deliveries(n: u32) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                state: Mutex::default(),
-                wake: Notify::new(),
-                max_deliveries: n.max(1),
-            }),
-        }
+        Self { shared: Arc::new(Shared { state: Mutex::default(), wake: Notify::new(), max_deliveries: n.max(1) }) }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves consistent data (no partial writes),
         // so a poisoned lock is still usable.
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+        self.shared.state.lock().unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Ready messages in `queue` (due, not held).
@@ -241,9 +216,7 @@ impl InMemoryBroker {
     /// True when no message is ready, delayed or held anywhere.
     pub fn is_empty(&self) -> bool {
         let state = self.lock();
-        state.delayed.is_empty()
-            && state.held.is_empty()
-            && state.queues.values().all(|l| l.len() == 0)
+        state.delayed.is_empty() && state.held.is_empty() && state.queues.values().all(|l| l.len() == 0)
     }
 
     /// Messages waiting for their eta, in all queues.
@@ -288,10 +261,7 @@ impl InMemoryBroker {
         let mut state = self.lock();
         state.fault(BrokerOp::Fetch)?;
         state.promote_due();
-        state
-            .consumers
-            .entry(consumer.clone())
-            .or_insert_with(|| Instant::now() + IMPLICIT_TTL);
+        state.consumers.entry(consumer.clone()).or_insert_with(|| Instant::now() + IMPLICIT_TTL);
         let mut out = Vec::new();
         'queues: for queue in queues {
             while out.len() < max {
@@ -310,34 +280,22 @@ impl InMemoryBroker {
                 state.held.insert(token, (consumer.clone(), entry));
             }
         }
-        if out.is_empty() {
-            Ok(Err(state.delayed.keys().next().map(|k| k.0)))
-        } else {
-            Ok(Ok(out))
-        }
+        if out.is_empty() { Ok(Err(state.delayed.keys().next().map(|k| k.0))) } else { Ok(Ok(out)) }
     }
 
     fn recover_now(&self) -> usize {
         let mut state = self.lock();
         let now = Instant::now();
-        let dead: Vec<ConsumerId> = state
-            .consumers
-            .iter()
-            .filter(|(_, deadline)| **deadline <= now)
-            .map(|(c, _)| c.clone())
-            .collect();
+        let dead: Vec<ConsumerId> =
+            state.consumers.iter().filter(|(_, deadline)| **deadline <= now).map(|(c, _)| c.clone()).collect();
         if dead.is_empty() {
             return 0;
         }
         for consumer in &dead {
             state.consumers.remove(consumer);
         }
-        let tokens: Vec<u64> = state
-            .held
-            .iter()
-            .filter(|(_, (owner, _))| dead.contains(owner))
-            .map(|(t, _)| *t)
-            .collect();
+        let tokens: Vec<u64> =
+            state.held.iter().filter(|(_, (owner, _))| dead.contains(owner)).map(|(t, _)| *t).collect();
         let moved = tokens.len();
         for token in tokens {
             let (owner, entry) = state.held.remove(&token).expect("token listed above");
@@ -401,11 +359,7 @@ impl Broker for InMemoryBroker {
         })
     }
 
-    fn ack<'a>(
-        &'a self,
-        consumer: &'a ConsumerId,
-        delivery: &'a Delivery,
-    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+    fn ack<'a>(&'a self, consumer: &'a ConsumerId, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), BrokerError>> {
         let result = (|| {
             let mut state = self.lock();
             state.fault(BrokerOp::Ack)?;
@@ -461,14 +415,8 @@ impl Broker for InMemoryBroker {
         Box::pin(async move { result })
     }
 
-    fn heartbeat<'a>(
-        &'a self,
-        consumer: &'a ConsumerId,
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        self.lock()
-            .consumers
-            .insert(consumer.clone(), Instant::now() + ttl);
+    fn heartbeat<'a>(&'a self, consumer: &'a ConsumerId, ttl: Duration) -> BoxFuture<'a, Result<(), BrokerError>> {
+        self.lock().consumers.insert(consumer.clone(), Instant::now() + ttl);
         Box::pin(async { Ok(()) })
     }
 
@@ -477,19 +425,12 @@ impl Broker for InMemoryBroker {
         Box::pin(async move { Ok(moved) })
     }
 
-    fn deregister<'a>(
-        &'a self,
-        consumer: &'a ConsumerId,
-    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+    fn deregister<'a>(&'a self, consumer: &'a ConsumerId) -> BoxFuture<'a, Result<(), BrokerError>> {
         {
             let mut state = self.lock();
             state.consumers.remove(consumer);
-            let tokens: Vec<u64> = state
-                .held
-                .iter()
-                .filter(|(_, (owner, _))| owner == consumer)
-                .map(|(t, _)| *t)
-                .collect();
+            let tokens: Vec<u64> =
+                state.held.iter().filter(|(_, (owner, _))| owner == consumer).map(|(t, _)| *t).collect();
             for token in tokens {
                 let (_, mut entry) = state.held.remove(&token).expect("token listed above");
                 entry.deliveries = entry.deliveries.saturating_sub(1);
@@ -512,11 +453,7 @@ impl Inspect for InMemoryBroker {
         let stats = QueueStats {
             ready: state.queues.get(queue).map_or(0, Lanes::len),
             scheduled: state.delayed.values().filter(|e| e.queue == queue).count(),
-            in_flight: state
-                .held
-                .values()
-                .filter(|(_, e)| e.queue == queue)
-                .count(),
+            in_flight: state.held.values().filter(|(_, e)| e.queue == queue).count(),
         };
         Box::pin(async move { Ok(stats) })
     }
@@ -557,23 +494,12 @@ mod tests {
     #[tokio::test]
     async fn higher_priority_first_then_fifo_and_queue_order() {
         let b = InMemoryBroker::new();
-        for m in [
-            msg("a", 0, "a0"),
-            msg("a", 9, "a9"),
-            msg("b", 5, "b5"),
-            msg("a", 0, "a0'"),
-        ] {
+        for m in [msg("a", 0, "a0"), msg("a", 9, "a9"), msg("b", 5, "b5"), msg("a", 0, "a0'")] {
             b.enqueue(m).await.unwrap();
         }
         let c = ConsumerId::new();
-        let got = b
-            .fetch(&c, &["a".into(), "b".into()], 10, Duration::ZERO)
-            .await
-            .unwrap();
-        let bodies: Vec<_> = got
-            .iter()
-            .map(|d| String::from_utf8(d.payload.clone()).unwrap())
-            .collect();
+        let got = b.fetch(&c, &["a".into(), "b".into()], 10, Duration::ZERO).await.unwrap();
+        let bodies: Vec<_> = got.iter().map(|d| String::from_utf8(d.payload.clone()).unwrap()).collect();
         assert_eq!(bodies, ["a9", "a0", "a0'", "b5"]);
     }
 
@@ -582,10 +508,7 @@ mod tests {
         let b = InMemoryBroker::new();
         b.enqueue(msg("q", 0, "x")).await.unwrap();
         let (c1, c2) = (ConsumerId::new(), ConsumerId::new());
-        let got = b
-            .fetch(&c1, &["q".into()], 1, Duration::ZERO)
-            .await
-            .unwrap();
+        let got = b.fetch(&c1, &["q".into()], 1, Duration::ZERO).await.unwrap();
         let err = b.ack(&c2, &got[0]).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Fenced);
         b.ack(&c1, &got[0]).await.unwrap();
@@ -595,10 +518,7 @@ mod tests {
     async fn injected_failures_fail_then_clear() {
         let b = InMemoryBroker::new();
         b.fail_next(BrokerOp::Enqueue, 1);
-        assert_eq!(
-            b.enqueue(msg("q", 0, "x")).await.unwrap_err().kind(),
-            ErrorKind::Connection
-        );
+        assert_eq!(b.enqueue(msg("q", 0, "x")).await.unwrap_err().kind(), ErrorKind::Connection);
         b.enqueue(msg("q", 0, "x")).await.unwrap();
         assert_eq!(b.len("q"), 1);
     }
@@ -609,16 +529,11 @@ mod tests {
         let b2 = b.clone();
         let waiter = tokio::spawn(async move {
             let c = ConsumerId::new();
-            b2.fetch(&c, &["q".into()], 1, Duration::from_secs(30))
-                .await
-                .unwrap()
+            b2.fetch(&c, &["q".into()], 1, Duration::from_secs(30)).await.unwrap()
         });
         tokio::task::yield_now().await;
         b.enqueue(msg("q", 0, "x")).await.unwrap();
-        let got = tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .unwrap()
-            .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
         assert_eq!(got.len(), 1);
     }
 
@@ -626,9 +541,7 @@ mod tests {
     async fn purge_counts_ready_and_delayed() {
         let b = InMemoryBroker::new();
         b.enqueue(msg("q", 0, "x")).await.unwrap();
-        b.enqueue(msg("q", 0, "y").with_eta(Some(SystemTime::now() + Duration::from_secs(60))))
-            .await
-            .unwrap();
+        b.enqueue(msg("q", 0, "y").with_eta(Some(SystemTime::now() + Duration::from_secs(60)))).await.unwrap();
         assert_eq!(b.purge("q").await.unwrap(), 2);
         assert!(b.is_empty());
     }

@@ -12,7 +12,7 @@ use crate::app::App;
 use crate::broker::{ConsumerId, Delivery, Message};
 use crate::context::TaskContext;
 use crate::envelope::{Envelope, now_ms};
-use crate::error::{BrokerError, Disposition, ErrorKind, TaskError};
+use crate::error::{BackendError, BrokerError, Disposition, ErrorKind, TaskError};
 use crate::registry::Invocation;
 use crate::state::{TaskMeta, TaskState};
 use crate::task::DEFAULT_MAX_RETRIES;
@@ -22,9 +22,12 @@ use crate::worker::WorkerReport;
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Largest retry back-off.
 const BACKOFF_CAP: Duration = Duration::from_secs(600);
-/// Tries for a store or an ack before giving up on it (the message then stays held,
-/// and is recovered if this worker dies).
-const SETTLE_TRIES: u32 = 3;
+/// How long a store or a settlement (ack, retry, dead-letter) is tried before giving
+/// up: long enough to ride out a restart or failover of the broker. After that the
+/// message stays held, and is recovered if this worker stops.
+const SETTLE_PATIENCE: Duration = Duration::from_secs(60);
+/// The longest pause between two tries.
+const SETTLE_MAX_PAUSE: Duration = Duration::from_secs(2);
 
 /// Counters shared by the pool and its runners.
 #[derive(Debug, Default)]
@@ -81,14 +84,8 @@ impl Runner {
             );
             return self.bury(&delivery, Some(&envelope), reason).await;
         };
-        let max_retries = envelope
-            .max_retries
-            .or(entry.options().max_retries)
-            .unwrap_or(DEFAULT_MAX_RETRIES);
-        let time_limit = envelope
-            .time_limit_ms
-            .map(Duration::from_millis)
-            .or(entry.options().time_limit);
+        let max_retries = envelope.max_retries.or(entry.options().max_retries).unwrap_or(DEFAULT_MAX_RETRIES);
+        let time_limit = envelope.time_limit_ms.map(Duration::from_millis).or(entry.options().time_limit);
         let ctx = TaskContext::new(
             envelope.id.clone(),
             envelope.task.clone(),
@@ -132,13 +129,7 @@ impl Runner {
         }
     }
 
-    async fn fail(
-        &self,
-        delivery: Delivery,
-        envelope: Envelope,
-        failure: Failure,
-        max_retries: u32,
-    ) {
+    async fn fail(&self, delivery: Delivery, envelope: Envelope, failure: Failure, max_retries: u32) {
         let (message, retry_in) = match failure {
             Failure::Task(e) => {
                 let delay = match e.disposition() {
@@ -146,10 +137,7 @@ impl Runner {
                     Disposition::Retryable => Some(backoff(envelope.retries)),
                     Disposition::RetryIn(delay) => Some(delay),
                 };
-                (
-                    e.message().to_owned(),
-                    delay.filter(|_| envelope.retries < max_retries),
-                )
+                (e.message().to_owned(), delay.filter(|_| envelope.retries < max_retries))
             }
             Failure::Panic(text) => (format!("task panicked: {text}"), None),
             Failure::TimeLimit(limit) => (format!("time limit exceeded ({limit:?})"), None),
@@ -162,13 +150,7 @@ impl Runner {
             let payload = match next.encode() {
                 Ok(payload) => payload,
                 Err(e) => {
-                    return self
-                        .bury(
-                            &delivery,
-                            Some(&envelope),
-                            format!("cannot re-encode for a retry: {e}"),
-                        )
-                        .await;
+                    return self.bury(&delivery, Some(&envelope), format!("cannot re-encode for a retry: {e}")).await;
                 }
             };
             let retry = TaskMeta {
@@ -181,10 +163,8 @@ impl Runner {
                 .with_priority(delivery.priority)
                 .with_eta(Some(eta));
             let consumer = &self.consumer;
-            self.settle("retry", &subject(&envelope), || {
-                self.app.broker().retry(consumer, &delivery, msg.clone())
-            })
-            .await;
+            self.settle("retry", &subject(&envelope), || self.app.broker().retry(consumer, &delivery, msg.clone()))
+                .await;
             self.counters.retried.fetch_add(1, Ordering::Relaxed);
             info!(task = %envelope.task, id = %envelope.id, retry = next.retries, of = max_retries, retry_in = ?delay, error = %message, "task failed; retrying");
         } else {
@@ -214,36 +194,26 @@ impl Runner {
             self.store(envelope, failed).await;
         }
         let consumer = &self.consumer;
-        let subject = envelope.map_or_else(
-            || format!("a message from queue `{}`", delivery.queue),
-            subject,
-        );
-        self.settle("dead-letter", &subject, || {
-            self.app.broker().dead_letter(consumer, delivery, &reason)
-        })
-        .await;
+        let subject = envelope.map_or_else(|| format!("a message from queue `{}`", delivery.queue), subject);
+        self.settle("dead-letter", &subject, || self.app.broker().dead_letter(consumer, delivery, &reason)).await;
         self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
     }
 
     async fn ack(&self, delivery: &Delivery, envelope: &Envelope) {
         let consumer = &self.consumer;
-        self.settle("ack", &subject(envelope), || {
-            self.app.broker().ack(consumer, delivery)
-        })
-        .await;
+        self.settle("ack", &subject(envelope), || self.app.broker().ack(consumer, delivery)).await;
     }
 
-    async fn store(&self, envelope: &Envelope, update: TaskMeta) {
+    /// Stores a state update in this worker's name (so a worker that lost the task
+    /// cannot overwrite the one that took it over).
+    async fn store(&self, envelope: &Envelope, mut update: TaskMeta) {
+        update.worker = Some(self.consumer.to_string());
         let backend = self.app.backend();
         let ttl = self.app.result_ttl();
         let op = || backend.store(&envelope.id, update.clone(), ttl);
-        with_tries(
-            &format!("storing state {}", update.state),
-            &subject(envelope),
-            op,
-            |_| false,
-        )
-        .await;
+        let what = format!("storing state {}", update.state);
+        let fenced = |e: &BackendError| e.kind() == ErrorKind::Fenced;
+        with_tries(&what, &subject(envelope), op, fenced).await;
     }
 
     /// Runs a broker settlement (ack, retry, dead-letter) with a few tries. A fenced
@@ -256,32 +226,29 @@ impl Runner {
     }
 }
 
-/// Runs `op` up to [`SETTLE_TRIES`] times with growing pauses, logging each failure.
-/// An error for which `refused` holds ends the tries at once. After the last try the
-/// message stays held by this worker and is recovered if it stops.
-async fn with_tries<E, F>(
-    what: &str,
-    subject: &str,
-    op: impl Fn() -> F,
-    refused: impl Fn(&E) -> bool,
-) where
+/// Runs `op` until it succeeds or [`SETTLE_PATIENCE`] has passed, with growing pauses,
+/// logging failures. An error for which `refused` holds ends the tries at once.
+async fn with_tries<E, F>(what: &str, subject: &str, op: impl Fn() -> F, refused: impl Fn(&E) -> bool)
+where
     E: std::fmt::Display,
     F: Future<Output = Result<(), E>>,
 {
+    let started = tokio::time::Instant::now();
     let mut pause = Duration::from_millis(50);
-    for attempt in 1..=SETTLE_TRIES {
+    for attempt in 1u32.. {
         match op().await {
             Ok(()) => return,
             Err(e) if refused(&e) => {
                 return warn!(error = %e, "{what} of {subject} refused: the message was recovered by another worker");
             }
-            Err(e) if attempt == SETTLE_TRIES => {
-                return error!(error = %e, "{what} of {subject} failed {SETTLE_TRIES} times; giving up");
+            Err(e) if started.elapsed() >= SETTLE_PATIENCE => {
+                return error!(error = %e, "{what} of {subject} failed for {SETTLE_PATIENCE:?} ({attempt} tries); giving up");
             }
-            Err(e) => warn!(error = %e, "{what} of {subject} failed; trying again"),
+            Err(e) if attempt == 1 => warn!(error = %e, "{what} of {subject} failed; trying again"),
+            Err(e) => tracing::debug!(error = %e, attempt, "{what} of {subject} failed again"),
         }
         tokio::time::sleep(pause).await;
-        pause *= 4;
+        pause = (pause * 2).min(SETTLE_MAX_PAUSE);
     }
 }
 
@@ -292,9 +259,7 @@ fn subject(envelope: &Envelope) -> String {
 
 /// Exponential back-off with full jitter: uniform in `[0, min(cap, base * 2^retries)]`.
 pub(crate) fn backoff(retries: u32) -> Duration {
-    let ceiling = BACKOFF_BASE
-        .saturating_mul(1u32.checked_shl(retries.min(31)).unwrap_or(u32::MAX))
-        .min(BACKOFF_CAP);
+    let ceiling = BACKOFF_BASE.saturating_mul(1u32.checked_shl(retries.min(31)).unwrap_or(u32::MAX)).min(BACKOFF_CAP);
     let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
     Duration::from_millis(rand::random_range(0..=millis))
 }
@@ -338,9 +303,9 @@ impl<T> Drop for AbortOnDrop<T> {
 fn panic_text(payload: Box<dyn Any + Send>) -> String {
     match payload.downcast::<String>() {
         Ok(text) => *text,
-        Err(payload) => payload
-            .downcast_ref::<&str>()
-            .map_or_else(|| "(non-text panic payload)".into(), |s| (*s).to_owned()),
+        Err(payload) => {
+            payload.downcast_ref::<&str>().map_or_else(|| "(non-text panic payload)".into(), |s| (*s).to_owned())
+        }
     }
 }
 
@@ -351,9 +316,7 @@ mod tests {
     #[test]
     fn backoff_stays_under_its_ceiling() {
         for retries in 0..40 {
-            let ceiling = BACKOFF_BASE
-                .saturating_mul(1 << retries.min(20))
-                .min(BACKOFF_CAP);
+            let ceiling = BACKOFF_BASE.saturating_mul(1 << retries.min(20)).min(BACKOFF_CAP);
             assert!(backoff(retries) <= ceiling);
         }
     }

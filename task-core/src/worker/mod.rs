@@ -195,9 +195,7 @@ impl WorkerHandle {
         match self.task.await {
             Ok(result) => result,
             Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
-            Err(join) => Err(Error::Config(format!(
-                "the worker task was cancelled: {join}"
-            ))),
+            Err(join) => Err(Error::Config(format!("the worker task was cancelled: {join}"))),
         }
     }
 }

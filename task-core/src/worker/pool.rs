@@ -23,16 +23,7 @@ pub(super) async fn run<F>(worker: Worker, signal: F) -> Result<WorkerReport, Er
 where
     F: Future<Output = ()> + Send,
 {
-    let Worker {
-        app,
-        id,
-        concurrency,
-        prefetch,
-        queues,
-        grace_period,
-        heartbeat_ttl,
-        fetch_wait,
-    } = worker;
+    let Worker { app, id, concurrency, prefetch, queues, grace_period, heartbeat_ttl, fetch_wait } = worker;
     app.registry().check()?;
     if queues.is_empty() || queues.iter().any(|q| q.trim().is_empty()) {
         return Err(Error::Config(format!(
@@ -45,19 +36,11 @@ where
 
     info!(worker = %id, broker = app.broker_url(), backend = app.backend_url(), concurrency, ?queues, "celerity worker ready");
     for entry in app.registry().entries() {
-        info!(
-            task = entry.name(),
-            kind = if entry.is_blocking() { "sync" } else { "async" },
-            "registered task"
-        );
+        info!(task = entry.name(), kind = if entry.is_blocking() { "sync" } else { "async" }, "registered task");
     }
 
     let heart = tokio::spawn(heartbeat(broker.clone(), id.clone(), heartbeat_ttl));
-    let runner = Arc::new(Runner {
-        app: app.clone(),
-        consumer: id.clone(),
-        counters: Counters::default(),
-    });
+    let runner = Arc::new(Runner { app: app.clone(), consumer: id.clone(), counters: Counters::default() });
     let slots = Arc::new(Semaphore::new(concurrency));
     let mut running = JoinSet::new();
     let mut held: VecDeque<Delivery> = VecDeque::new();
@@ -116,17 +99,7 @@ where
         }
     }
 
-    shutdown(
-        &*broker,
-        &id,
-        &runner,
-        held,
-        &slots,
-        concurrency,
-        &mut running,
-        grace_period,
-    )
-    .await;
+    shutdown(&*broker, &id, &runner, held, &slots, concurrency, &mut running, grace_period).await;
     heart.abort();
     Ok(runner.counters.report())
 }
@@ -155,10 +128,7 @@ async fn shutdown(
         }
     }
     let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
-    if tokio::time::timeout(grace, slots.acquire_many(all))
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, slots.acquire_many(all)).await.is_err() {
         warn!(
             still_running = running.len(),
             "grace period over: aborting running tasks; their messages go back to the queue"
@@ -184,10 +154,7 @@ async fn heartbeat(broker: Arc<dyn Broker>, id: ConsumerId, ttl: Duration) {
         }
         match broker.recover().await {
             Ok(0) => {}
-            Ok(n) => info!(
-                recovered = n,
-                "returned messages of a dead worker to their queues"
-            ),
+            Ok(n) => info!(recovered = n, "returned messages of a dead worker to their queues"),
             Err(e) => warn!(error = %e, "recovery failed"),
         }
     }

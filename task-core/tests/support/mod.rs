@@ -8,10 +8,7 @@ use task_core::{App, WorkerHandle, WorkerReport};
 
 /// Stops a spawned worker and returns its report (fails the test on an error).
 pub(crate) async fn stop(worker: WorkerHandle) -> WorkerReport {
-    tokio::time::timeout(Duration::from_secs(60), worker.shutdown())
-        .await
-        .expect("worker stops")
-        .expect("worker ran")
+    tokio::time::timeout(Duration::from_secs(60), worker.shutdown()).await.expect("worker stops").expect("worker ran")
 }
 
 pub(crate) fn app() -> App {
@@ -21,11 +18,7 @@ pub(crate) fn app() -> App {
 /// An app over a broker the test can inspect and break.
 pub(crate) async fn app_with_broker() -> (App, InMemoryBroker) {
     let broker = InMemoryBroker::new();
-    let app = App::builder()
-        .broker(Arc::new(broker.clone()))
-        .build()
-        .await
-        .expect("app");
+    let app = App::builder().broker(Arc::new(broker.clone())).build().await.expect("app");
     (app, broker)
 }
 
@@ -33,10 +26,7 @@ pub(crate) async fn app_with_broker() -> (App, InMemoryBroker) {
 pub(crate) async fn eventually(mut f: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
     while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "condition not met in 10 s"
-        );
+        assert!(start.elapsed() < Duration::from_secs(10), "condition not met in 10 s");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

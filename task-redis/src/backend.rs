@@ -1,0 +1,269 @@
+//! [`RedisBackend`]: one hash per task id, with a TTL; waiting wakes on a pub/sub
+//! message, and every waiter of the process shares one subscriber connection.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{PushInfo, PushKind, Value};
+use task_core::broker::BoxFuture;
+use task_core::{BackendError, ErrorKind, ResultBackend, TaskId, TaskMeta, TaskState};
+use tokio::sync::{Notify, mpsc};
+
+use crate::broker::redact;
+use crate::config::RedisConfig;
+use crate::conn::{Connections, manager_config};
+use crate::error::timed;
+use crate::keys::Keys;
+use crate::scripts::SCRIPTS;
+
+/// The Redis result backend. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RedisBackend {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    keys: Keys,
+    op_timeout: Duration,
+    conns: Connections,
+    subscriber: Subscriber,
+}
+
+/// The waiters of each channel: a shared wake-up and how many wait on it.
+type Waiters = Mutex<HashMap<String, (Arc<Notify>, usize)>>;
+
+/// One RESP3 connection subscribed to the `done` channels of the tasks being waited
+/// for, in this process. A channel is subscribed while it has waiters.
+struct Subscriber {
+    con: ConnectionManager,
+    waiters: Arc<Waiters>,
+}
+
+impl std::fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriber").finish_non_exhaustive()
+    }
+}
+
+/// A registration for one channel; unsubscribes when the last one is dropped.
+struct Watch {
+    channel: String,
+    notify: Arc<Notify>,
+    waiters: Arc<Waiters>,
+    con: ConnectionManager,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        let last = match waiters.get_mut(&self.channel) {
+            Some((_, refs)) => {
+                *refs -= 1;
+                *refs == 0
+            }
+            None => false,
+        };
+        if last {
+            waiters.remove(&self.channel);
+            let mut con = self.con.clone();
+            let channel = std::mem::take(&mut self.channel);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = con.unsubscribe(channel).await;
+                });
+            }
+        }
+    }
+}
+
+impl Subscriber {
+    async fn open(client: &redis::Client, op_timeout: Duration) -> Result<Self, crate::error::Failure> {
+        let info = client.get_connection_info().clone();
+        let resp3 = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(resp3))?;
+        let (tx, rx) = mpsc::unbounded_channel::<PushInfo>();
+        let config = manager_config(op_timeout, false).set_push_sender(tx).set_automatic_resubscription();
+        let con = timed(op_timeout, client.get_connection_manager_with_config(config)).await?;
+        let waiters: Arc<Waiters> = Arc::default();
+        tokio::spawn(dispatch(rx, Arc::downgrade(&waiters)));
+        Ok(Self { con, waiters })
+    }
+
+    async fn watch(&self, channel: String, op_timeout: Duration) -> Result<Watch, crate::error::Failure> {
+        let (notify, first) = {
+            let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+            let slot = waiters.entry(channel.clone()).or_insert_with(|| (Arc::new(Notify::new()), 0));
+            slot.1 += 1;
+            (slot.0.clone(), slot.1 == 1)
+        };
+        let watch = Watch { channel: channel.clone(), notify, waiters: self.waiters.clone(), con: self.con.clone() };
+        if first {
+            let mut con = self.con.clone();
+            timed(op_timeout, con.subscribe(channel)).await?;
+        }
+        Ok(watch)
+    }
+}
+
+/// Wakes the waiters of each message's channel; on a lost connection, wakes everyone
+/// so they read the state again (a message may have been missed meanwhile).
+async fn dispatch(mut rx: mpsc::UnboundedReceiver<PushInfo>, waiters: std::sync::Weak<Waiters>) {
+    while let Some(push) = rx.recv().await {
+        let Some(waiters) = waiters.upgrade() else { return };
+        let waiters = waiters.lock().unwrap_or_else(|p| p.into_inner());
+        match push.kind {
+            PushKind::Message => {
+                let channel = match push.data.first() {
+                    Some(Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+                    Some(Value::SimpleString(s)) => s.clone(),
+                    _ => continue,
+                };
+                if let Some((notify, _)) = waiters.get(&channel) {
+                    notify.notify_waiters();
+                }
+            }
+            PushKind::Disconnection => {
+                for (notify, _) in waiters.values() {
+                    notify.notify_waiters();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl RedisBackend {
+    /// Connects (within the configured operation time-out).
+    pub async fn connect(config: RedisConfig) -> Result<Self, BackendError> {
+        let context = || format!("cannot connect the result backend to {}", redact(&config.url));
+        let conns = Connections::open(&config.url, config.op_timeout).await.map_err(|e| e.backend(&context()))?;
+        let subscriber =
+            Subscriber::open(conns.client(), config.op_timeout).await.map_err(|e| e.backend(&context()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                keys: Keys::new(&config.namespace),
+                op_timeout: config.op_timeout,
+                conns,
+                subscriber,
+            }),
+        })
+    }
+
+    fn con(&self) -> ConnectionManager {
+        self.inner.conns.main.clone()
+    }
+
+    async fn read(&self, id: &TaskId) -> Result<Option<TaskMeta>, BackendError> {
+        let mut con = self.con();
+        let fields: HashMap<String, Vec<u8>> =
+            timed(self.inner.op_timeout, redis::cmd("HGETALL").arg(self.inner.keys.result(id)).query_async(&mut con))
+                .await
+                .map_err(|e| e.backend(&format!("cannot read the result of task {id}")))?;
+        Ok(parse_meta(fields))
+    }
+}
+
+fn parse_meta(mut fields: HashMap<String, Vec<u8>>) -> Option<TaskMeta> {
+    let state: TaskState = String::from_utf8(fields.remove("state")?).ok()?.parse().ok()?;
+    let mut take_text = |k: &str| fields.remove(k).map(|v| String::from_utf8_lossy(&v).into_owned());
+    let mut meta = TaskMeta::state(state);
+    meta.task = take_text("task");
+    meta.error = take_text("error");
+    meta.worker = take_text("worker");
+    meta.retries = take_text("retries").and_then(|v| v.parse().ok());
+    meta.started_ms = take_text("started_ms").and_then(|v| v.parse().ok());
+    meta.finished_ms = take_text("finished_ms").and_then(|v| v.parse().ok());
+    meta.result = fields.remove("result");
+    meta.progress = fields.remove("progress");
+    Some(meta)
+}
+
+impl ResultBackend for RedisBackend {
+    fn store<'a>(&'a self, id: &'a TaskId, update: TaskMeta, ttl: Duration) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let keys = &self.inner.keys;
+            let ready = update.state.is_ready();
+            let mut inv = SCRIPTS.store.prepare_invoke();
+            inv.key(keys.result(id))
+                .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+                .arg(update.worker.as_deref().unwrap_or(""))
+                .arg(if update.state == TaskState::Started { "1" } else { "0" })
+                .arg(if ready { keys.done_channel(id) } else { String::new() })
+                .arg(update.state.as_str());
+            let text = [("task", update.task), ("error", update.error), ("worker", update.worker)];
+            for (field, value) in text {
+                if let Some(value) = value {
+                    inv.arg(field).arg(value);
+                }
+            }
+            let numbers = [
+                ("retries", update.retries.map(i64::from)),
+                ("started_ms", update.started_ms),
+                ("finished_ms", update.finished_ms),
+            ];
+            for (field, value) in numbers {
+                if let Some(value) = value {
+                    inv.arg(field).arg(value);
+                }
+            }
+            for (field, value) in [("result", update.result), ("progress", update.progress)] {
+                if let Some(value) = value {
+                    inv.arg(field).arg(value);
+                }
+            }
+            let mut con = self.con();
+            let stored: i64 = timed(self.inner.op_timeout, inv.invoke_async(&mut con))
+                .await
+                .map_err(|e| e.backend(&format!("cannot store state {} of task {id}", update.state)))?;
+            if stored == 0 {
+                return Err(BackendError::new(
+                    ErrorKind::Fenced,
+                    format!("state {} of task {id} refused: another worker has taken the task over", update.state),
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    fn get<'a>(&'a self, id: &'a TaskId) -> BoxFuture<'a, Result<Option<TaskMeta>, BackendError>> {
+        Box::pin(self.read(id))
+    }
+
+    fn wait<'a>(&'a self, id: &'a TaskId, timeout: Duration) -> BoxFuture<'a, Result<Option<TaskMeta>, BackendError>> {
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + timeout;
+            let watch = self
+                .inner
+                .subscriber
+                .watch(self.inner.keys.done_channel(id), self.inner.op_timeout)
+                .await
+                .map_err(|e| e.backend(&format!("cannot subscribe to the completion of task {id}")))?;
+            loop {
+                let notified = watch.notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let meta = self.read(id).await?;
+                if meta.as_ref().is_some_and(|m| m.state.is_ready()) {
+                    return Ok(meta);
+                }
+                if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                    return Ok(meta);
+                }
+            }
+        })
+    }
+
+    fn forget<'a>(&'a self, id: &'a TaskId) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let mut con = self.con();
+            let _: () =
+                timed(self.inner.op_timeout, redis::cmd("DEL").arg(self.inner.keys.result(id)).query_async(&mut con))
+                    .await
+                    .map_err(|e| e.backend(&format!("cannot forget task {id}")))?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,72 @@
+//! [`RedisConfig`]: the URL and the knobs of the Redis driver.
+
+use std::time::Duration;
+
+/// The namespace variable read by [`RedisConfig::from_url`].
+pub const ENV_NAMESPACE: &str = "CELERITY_REDIS_NAMESPACE";
+
+/// How to reach Redis and how to lay out and treat what is kept there.
+///
+/// ```
+/// use std::time::Duration;
+/// let config = task_redis::RedisConfig::from_url("redis://:secret@127.0.0.1:6379/2")
+///     .namespace("billing")
+///     .op_timeout(Duration::from_secs(2))
+///     .max_deliveries(5);
+/// assert_eq!(config.namespace_name(), "billing");
+/// ```
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub(crate) url: String,
+    pub(crate) namespace: String,
+    pub(crate) op_timeout: Duration,
+    pub(crate) max_deliveries: u32,
+    pub(crate) dead_letter_cap: usize,
+}
+
+impl RedisConfig {
+    /// `redis://[user:password@]host[:port][/db]` or `rediss://…` (TLS). The namespace
+    /// is `CELERITY_REDIS_NAMESPACE` when set, else `celerity`.
+    pub fn from_url(url: impl Into<String>) -> Self {
+        let namespace = std::env::var(ENV_NAMESPACE).ok().filter(|n| !n.trim().is_empty());
+        Self {
+            url: url.into(),
+            namespace: namespace.unwrap_or_else(|| "celerity".into()),
+            op_timeout: Duration::from_secs(5),
+            max_deliveries: 5,
+            dead_letter_cap: 10_000,
+        }
+    }
+
+    /// The prefix of every key (default `celerity`).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// The namespace in use.
+    pub fn namespace_name(&self) -> &str {
+        &self.namespace
+    }
+
+    /// How long any one Redis call may take, connecting included, before it fails with
+    /// a time-out error (default 5 s). This bounds how long `delay` waits when Redis is
+    /// down.
+    pub fn op_timeout(mut self, limit: Duration) -> Self {
+        self.op_timeout = limit;
+        self
+    }
+
+    /// Deliveries after which a message that keeps losing its worker goes to the dead
+    /// letters (default 5).
+    pub fn max_deliveries(mut self, n: u32) -> Self {
+        self.max_deliveries = n.clamp(1, 999);
+        self
+    }
+
+    /// Dead letters kept per queue, newest first (default 10,000).
+    pub fn dead_letter_cap(mut self, n: usize) -> Self {
+        self.dead_letter_cap = n.max(1);
+        self
+    }
+}

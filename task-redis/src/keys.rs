@@ -1,0 +1,115 @@
+//! Every Redis key and channel name, built here and only here.
+//!
+//! All keys of one queue share the hash tag `{queue}`, so each Lua script touches one
+//! slot and the same scripts run on one Redis and on Redis Cluster:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `NS:{Q}:ready:P` | list | ready messages of queue `Q` at priority `P` (0–9) |
+//! | `NS:{Q}:delayed` | zset | messages waiting for their due time (score: Unix ms) |
+//! | `NS:{Q}:wake` | list | at most one token; idle workers block on it (`BLPOP`) |
+//! | `NS:{Q}:proc:W` | list | messages held by worker `W` (moved here atomically by fetch) |
+//! | `NS:{Q}:dead` | list | dead letters: `at_ms:reason_len:reason` + envelope |
+//! | `NS:queues` | set | the queue names in use |
+//! | `NS:workers` | zset | worker ids, scored by heartbeat deadline (Redis clock, ms) |
+//! | `NS:lock:recover` | string | short lock held while a dead worker's messages are recovered |
+//! | `NS:result:ID` | hash | state, result, error, progress, worker, retries, timings; with a TTL |
+//! | channel `NS:done:ID` | pub/sub | the final state, published when the task ends |
+
+use task_core::broker::MAX_PRIORITY;
+use task_core::{BrokerError, ErrorKind, TaskId};
+
+/// Key names under one namespace.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    ns: String,
+}
+
+impl Keys {
+    pub(crate) fn new(namespace: &str) -> Self {
+        Self { ns: namespace.to_owned() }
+    }
+
+    /// Refuses queue names that would break the hash tag or the key layout.
+    pub(crate) fn check_queue(queue: &str) -> Result<(), BrokerError> {
+        if queue.is_empty() || queue.contains(['{', '}']) || queue.chars().any(char::is_control) {
+            return Err(BrokerError::new(
+                ErrorKind::Other,
+                format!("invalid queue name `{queue}`: it must be non-empty, without braces or control characters"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn tag(&self, queue: &str) -> String {
+        format!("{}:{{{queue}}}", self.ns)
+    }
+
+    pub(crate) fn ready(&self, queue: &str, priority: u8) -> String {
+        format!("{}:ready:{}", self.tag(queue), priority.min(MAX_PRIORITY))
+    }
+
+    /// The ready lists of `queue`, highest priority first (the order scripts expect).
+    pub(crate) fn ready_all(&self, queue: &str) -> Vec<String> {
+        (0..=MAX_PRIORITY).rev().map(|p| self.ready(queue, p)).collect()
+    }
+
+    pub(crate) fn delayed(&self, queue: &str) -> String {
+        format!("{}:delayed", self.tag(queue))
+    }
+
+    pub(crate) fn wake(&self, queue: &str) -> String {
+        format!("{}:wake", self.tag(queue))
+    }
+
+    pub(crate) fn processing(&self, queue: &str, worker: &str) -> String {
+        format!("{}:proc:{worker}", self.tag(queue))
+    }
+
+    pub(crate) fn dead(&self, queue: &str) -> String {
+        format!("{}:dead", self.tag(queue))
+    }
+
+    pub(crate) fn queues(&self) -> String {
+        format!("{}:queues", self.ns)
+    }
+
+    pub(crate) fn workers(&self) -> String {
+        format!("{}:workers", self.ns)
+    }
+
+    pub(crate) fn recover_lock(&self) -> String {
+        format!("{}:lock:recover", self.ns)
+    }
+
+    pub(crate) fn result(&self, id: &TaskId) -> String {
+        format!("{}:result:{id}", self.ns)
+    }
+
+    pub(crate) fn done_channel(&self, id: &TaskId) -> String {
+        format!("{}:done:{id}", self.ns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_keys_share_one_hash_tag() {
+        let k = Keys::new("celerity");
+        assert_eq!(k.ready("mail", 3), "celerity:{mail}:ready:3");
+        assert_eq!(k.processing("mail", "w1"), "celerity:{mail}:proc:w1");
+        assert_eq!(k.ready_all("mail").first().unwrap(), "celerity:{mail}:ready:9");
+        for key in [k.delayed("mail"), k.wake("mail"), k.dead("mail")] {
+            assert!(key.starts_with("celerity:{mail}:"), "{key}");
+        }
+    }
+
+    #[test]
+    fn braces_in_queue_names_are_refused() {
+        assert!(Keys::check_queue("a{b}").is_err());
+        assert!(Keys::check_queue("").is_err());
+        Keys::check_queue("emails.high").unwrap();
+    }
+}

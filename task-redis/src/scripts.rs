@@ -1,0 +1,33 @@
+//! The Lua scripts (`lua/*.lua`), loaded once; `redis::Script` runs them with EVALSHA
+//! and loads them again after a restart of Redis (NOSCRIPT).
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Every script, compiled into the binary.
+pub(crate) struct Scripts {
+    pub(crate) enqueue: Script,
+    pub(crate) fetch: Script,
+    pub(crate) retry: Script,
+    pub(crate) release: Script,
+    pub(crate) bury: Script,
+    pub(crate) recover: Script,
+    pub(crate) heartbeat: Script,
+    pub(crate) dead_workers: Script,
+    pub(crate) store: Script,
+    pub(crate) unlock: Script,
+}
+
+pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    enqueue: Script::new(include_str!("../lua/enqueue.lua")),
+    fetch: Script::new(include_str!("../lua/fetch.lua")),
+    retry: Script::new(include_str!("../lua/retry.lua")),
+    release: Script::new(include_str!("../lua/release.lua")),
+    bury: Script::new(include_str!("../lua/bury.lua")),
+    recover: Script::new(include_str!("../lua/recover.lua")),
+    heartbeat: Script::new(include_str!("../lua/heartbeat.lua")),
+    dead_workers: Script::new(include_str!("../lua/dead_workers.lua")),
+    store: Script::new(include_str!("../lua/store.lua")),
+    unlock: Script::new(include_str!("../lua/unlock.lua")),
+});

@@ -1,0 +1,234 @@
+//! The worker pool on Redis, in one process: results, retries, delays, progress, bad
+//! input, outages, lost replies.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use task_core::broker::{Broker, ConsumerId, Message};
+use task_core::{App, Envelope, Error, ErrorKind, TaskContext, TaskError, TaskId, TaskResult, TaskState, task};
+use task_redis::{RedisBackend, RedisBroker, RedisConfig};
+use test_support::{Persistence, RedisServer};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+#[task]
+async fn add(x: i64, y: i64) -> TaskResult<i64> {
+    Ok(x + y)
+}
+
+#[task]
+fn shout(text: String) -> String {
+    text.to_uppercase()
+}
+
+#[task(max_retries = 2)]
+async fn flaky(ctx: TaskContext) -> TaskResult<u32> {
+    if ctx.attempt() < 3 {
+        return Err(ctx.retry(Duration::from_millis(50)));
+    }
+    Ok(ctx.attempt())
+}
+
+#[task(max_retries = 0)]
+async fn boom() -> TaskResult<()> {
+    Err(TaskError::new("it broke"))
+}
+
+#[task]
+async fn explode() -> TaskResult<()> {
+    panic!("kaboom")
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Step {
+    done: u32,
+}
+
+#[task]
+async fn stepper(ctx: TaskContext, n: u32) -> TaskResult<u32> {
+    ctx.set_progress(&Step { done: n - 1 }).await?;
+    Ok(n)
+}
+
+fn config(server: &RedisServer) -> RedisConfig {
+    RedisConfig::from_url(server.url()).namespace(test_support::namespace())
+}
+
+async fn app(config: RedisConfig) -> (App, RedisBroker) {
+    let broker = RedisBroker::connect(config.clone()).await.expect("broker");
+    let backend = RedisBackend::connect(config).await.expect("backend");
+    let app = App::builder().broker(Arc::new(broker.clone())).backend(Arc::new(backend)).build().await.unwrap();
+    (app, broker)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_run_end_to_end_on_redis() {
+    let server = RedisServer::start();
+    let (app, _) = app(config(&server)).await;
+    let worker = app.worker().concurrency(4).spawn();
+
+    assert_eq!(add::delay(&app, 2, 3).await.unwrap().get(WAIT).await.unwrap(), 5);
+    assert_eq!(shout::delay(&app, "hi".into()).await.unwrap().get(WAIT).await.unwrap(), "HI");
+    let retried = flaky::delay(&app).await.unwrap();
+    assert_eq!(retried.get(WAIT).await.unwrap(), 3);
+    assert_eq!(retried.info().await.unwrap().unwrap().retries, Some(2));
+    let failed = boom::delay(&app).await.unwrap();
+    assert!(matches!(failed.get(WAIT).await, Err(Error::TaskFailed { error, .. }) if error == "it broke"));
+    let panicked = explode::delay(&app).await.unwrap();
+    assert!(matches!(panicked.get(WAIT).await, Err(Error::TaskFailed { error, .. }) if error.contains("kaboom")));
+    let progress = stepper::delay(&app, 10).await.unwrap();
+    assert_eq!(progress.get(WAIT).await.unwrap(), 10);
+    assert_eq!(progress.progress::<Step>().await.unwrap(), Some(Step { done: 9 }));
+
+    let sent = Instant::now();
+    let later = add::signature(1, 1).countdown(Duration::from_millis(500)).priority(5).apply_async(&app).await.unwrap();
+    assert_eq!(later.state().await.unwrap(), TaskState::Pending);
+    assert_eq!(later.get(WAIT).await.unwrap(), 2);
+    assert!(sent.elapsed() >= Duration::from_millis(500), "ran before its countdown");
+
+    let batch = app.send_batch((0..500).map(|i| add::signature(i, 1))).await.unwrap();
+    for (i, r) in batch.iter().enumerate() {
+        assert_eq!(r.get(WAIT).await.unwrap(), i as i64 + 1);
+    }
+    let report = worker.shutdown().await.unwrap();
+    assert_eq!(report.succeeded, 505);
+    assert_eq!((report.failed, report.retried), (2, 2));
+    let stats = app.broker().inspect().unwrap().queue_stats("default").await.unwrap();
+    assert_eq!((stats.ready, stats.scheduled, stats.in_flight), (0, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_are_hashes_with_a_ttl_and_the_documented_layout() {
+    let server = RedisServer::start();
+    let config = config(&server);
+    let ns = config.namespace_name().to_owned();
+    let broker = RedisBroker::connect(config.clone()).await.unwrap();
+    let backend = RedisBackend::connect(config).await.unwrap();
+    let app = App::builder()
+        .broker(Arc::new(broker))
+        .backend(Arc::new(backend))
+        .result_ttl(Duration::from_secs(300))
+        .build()
+        .await
+        .unwrap();
+    let pending =
+        add::signature(1, 2).queue("math").countdown(Duration::from_secs(60)).apply_async(&app).await.unwrap();
+    assert_eq!(server.cli(&["ZCARD", &format!("{ns}:{{math}}:delayed")]), "1");
+    assert_eq!(server.cli(&["SISMEMBER", &format!("{ns}:queues"), "math"]), "1");
+    pending.forget().await.unwrap();
+
+    let worker = app.worker().spawn();
+    let r = add::delay(&app, 1, 2).await.unwrap();
+    r.get(WAIT).await.unwrap();
+    let key = format!("{ns}:result:{}", r.id());
+    assert_eq!(server.cli(&["HGET", &key, "state"]), "SUCCESS");
+    assert_eq!(server.cli(&["HGET", &key, "task"]), add::NAME);
+    let ttl: i64 = server.cli(&["TTL", &key]).parse().unwrap();
+    assert!((200..=300).contains(&ttl), "ttl {ttl}");
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_unknown_tasks_pushed_by_hand_go_to_the_dead_letters() {
+    let server = RedisServer::start();
+    let config = config(&server);
+    let ns = config.namespace_name().to_owned();
+    let (app, broker) = app(config).await;
+    let worker = app.worker().spawn();
+    // As an operator would, with redis-cli: raw garbage with no header, and a valid
+    // envelope naming a task nobody registered.
+    let ready = format!("{ns}:{{default}}:ready:0");
+    server.cli(&["RPUSH", &ready, "not a task at all"]);
+    let unknown = Envelope::new("nobody.knows", rmp_serde::to_vec_named(&()).unwrap(), "default");
+    broker.enqueue(Message::new(unknown.id.clone(), "default", unknown.encode().unwrap())).await.unwrap();
+    let err = app.result::<()>(unknown.id.clone()).get(WAIT).await.unwrap_err();
+    assert!(err.to_string().contains("unknown task `nobody.knows`"), "{err}");
+    // The hand-pushed one is found at the next fetch (it pushed no wake token).
+    let inspect = broker.inspect().unwrap();
+    let start = Instant::now();
+    let dead = loop {
+        let dead = inspect.dead_letters(10).await.unwrap();
+        if dead.len() == 2 || start.elapsed() > WAIT {
+            break dead;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert!(dead.iter().any(|d| d.reason.starts_with("undecodable message") && d.payload == b"not a task at all"));
+    assert!(dead.iter().any(|d| d.reason.starts_with("unknown task `nobody.knows`")));
+    assert_eq!(add::delay(&app, 1, 1).await.unwrap().get(WAIT).await.unwrap(), 2, "the worker goes on");
+    assert_eq!(worker.shutdown().await.unwrap().dead_lettered, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_whose_reply_is_lost_gives_its_messages_back() {
+    let mut server = RedisServer::start_with(Persistence::AppendOnly);
+    let config = config(&server).op_timeout(Duration::from_millis(500));
+    let ns = config.namespace_name().to_owned();
+    let (_, broker) = app(config).await;
+    for i in 0..3 {
+        broker.enqueue(Message::new(TaskId::new(), "q", format!("m{i}").into_bytes())).await.unwrap();
+    }
+    let me = ConsumerId::new();
+    // What a fetch script leaves when its reply never reaches the worker: the message
+    // sits in the worker's processing list, unseen by it.
+    let ready = format!("{ns}:{{q}}:ready:0");
+    let processing = format!("{ns}:{{q}}:proc:{me}");
+    server.cli(&["LMOVE", &ready, &processing, "LEFT", "RIGHT"]);
+    // The fetch that "lost" it failed: Redis went away.
+    server.stop();
+    assert!(broker.fetch(&me, &["q".into()], 10, Duration::ZERO).await.is_err());
+    server.restart();
+    let mut bodies = Vec::new();
+    let start = Instant::now();
+    while bodies.len() < 3 && start.elapsed() < WAIT {
+        match broker.fetch(&me, &["q".into()], 10, Duration::from_millis(200)).await {
+            Ok(got) => bodies.extend(got.iter().map(|d| String::from_utf8(d.payload.clone()).unwrap())),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await, // still reconnecting
+        }
+    }
+    bodies.sort();
+    assert_eq!(bodies, ["m0", "m1", "m2"], "nothing stays unseen in the processing list");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_calls_fail_clearly_within_the_operation_timeout() {
+    let mut server = RedisServer::start();
+    let (app, _) = app(config(&server).op_timeout(Duration::from_secs(1))).await;
+    server.stop();
+    let start = Instant::now();
+    let err = add::delay(&app, 1, 2).await.unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    match &err {
+        Error::Broker(e) => assert!(matches!(e.kind(), ErrorKind::Connection | ErrorKind::Timeout), "{e}"),
+        other => panic!("expected a broker error, got {other:?}"),
+    }
+    assert!(err.to_string().contains("cannot"), "{err}");
+    let err = App::builder().broker_url(server.url()).build().await;
+    assert!(err.is_err(), "connecting to a stopped Redis must fail");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warning_is_logged_when_redis_may_evict_keys() {
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let server = RedisServer::start();
+    server.cli(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    RedisBroker::connect(config(&server)).await.unwrap();
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("maxmemory-policy is `allkeys-lru`, not `noeviction`"), "{text}");
+}

@@ -1,0 +1,166 @@
+//! A private `redis-server` for tests (sqlx-test habit): started on a free port on
+//! 127.0.0.1 with its own data directory, stopped and cleaned up on drop.
+//!
+//! Needs the `redis-server` binary on `PATH` (Debian: `apt-get install redis-server`;
+//! `.ci/run` installs it). Every test gets its own server, so tests run in parallel
+//! without flushing each other's data.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// How the server keeps data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// In memory only: a restart starts empty (fast; most tests).
+    None,
+    /// Append-only file, fsync'd every write: a restart keeps everything.
+    AppendOnly,
+}
+
+/// A running private `redis-server`; stopped when dropped.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    persistence: Persistence,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port on 127.0.0.1")
+}
+
+impl RedisServer {
+    /// Starts an in-memory server.
+    pub fn start() -> Self {
+        Self::start_with(Persistence::None)
+    }
+
+    /// Starts a server with the given persistence.
+    pub fn start_with(persistence: Persistence) -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("celerity-redis-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temp dir for redis");
+        // A port can be taken between our probe and the server's bind: try a few.
+        for _ in 0..5 {
+            let mut server = Self { child: None, port: free_port(), dir: dir.clone(), persistence };
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("could not start redis-server (is it installed? apt-get install redis-server)");
+    }
+
+    fn spawn(&mut self) -> bool {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--dir", self.dir.to_str().expect("utf-8 temp dir")])
+            .args(["--maxmemory-policy", "noeviction", "--loglevel", "warning"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        match self.persistence {
+            Persistence::None => cmd.args(["--appendonly", "no"]),
+            Persistence::AppendOnly => cmd.args(["--appendonly", "yes", "--appendfsync", "always"]),
+        };
+        let child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => panic!("cannot run redis-server: {e} (install it: apt-get install redis-server)"),
+        };
+        // A watchdog: if the test process dies without dropping us, the server goes too.
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "while kill -0 {} 2>/dev/null; do sleep 1; done; kill {} 2>/dev/null",
+                std::process::id(),
+                child.id()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        self.child = Some(child);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if self.ping() {
+                return true;
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(_)) = child.try_wait()
+            {
+                self.child = None;
+                return false; // exited: most likely the port was taken
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.kill();
+        false
+    }
+
+    fn ping(&self) -> bool {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else { return false };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut buf = [0u8; 16];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read(&mut buf).map(|n| buf[..n].starts_with(b"+PONG")).unwrap_or(false)
+    }
+
+    /// `redis://127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server with SIGTERM (it saves an append-only file first) and waits.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        assert!(self.spawn(), "redis-server did not come back on port {}", self.port);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs `redis-cli -p PORT args..` and returns its output (for tests that act as
+    /// an operator would).
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out =
+            Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A namespace of its own for one test (`celerity-test-<random>`).
+pub fn namespace() -> String {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("celerity-test-{}-{}-{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}

@@ -1,12 +1,13 @@
 //! The quickstart: define tasks, run a worker pool, enqueue, read results.
 //!
 //! Run with: `cargo run --example quickstart` (no server needed: `memory://`).
-//! Against Redis: `CELERITY_BROKER_URL=redis://127.0.0.1:6379/0 cargo run --example quickstart`
-//! (once the task-redis driver is linked).
+//! Against Redis: `CELERITY_BROKER_URL=redis://127.0.0.1:6379/0 cargo run --example quickstart`.
 
 use std::time::Duration;
 
 use task_core::{App, Error, TaskContext, TaskError, TaskResult, task};
+// The redis:// driver registers itself when linked.
+use task_redis as _;
 
 /// An async task.
 #[task]

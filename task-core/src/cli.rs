@@ -53,6 +53,10 @@ pub struct WorkerArgs {
     /// Seconds running tasks may take to finish after a shutdown signal.
     #[arg(long, default_value_t = 30)]
     pub grace_period: u64,
+    /// Seconds a heartbeat lives; a worker silent for longer is taken for dead and its
+    /// messages are recovered by the others.
+    #[arg(long)]
+    pub heartbeat_ttl: Option<f64>,
     /// Do not print the start-up banner.
     #[arg(long)]
     pub no_banner: bool,
@@ -87,6 +91,11 @@ async fn run_worker(app: App, args: WorkerArgs) -> Result<(), Error> {
     }
     if let Some(n) = args.prefetch {
         worker = worker.prefetch(n);
+    }
+    if let Some(secs) = args.heartbeat_ttl {
+        let ttl =
+            Duration::try_from_secs_f64(secs).map_err(|e| Error::Config(format!("--heartbeat-ttl `{secs}`: {e}")))?;
+        worker = worker.heartbeat_ttl(ttl);
     }
     if !args.queues.is_empty() {
         worker = worker.queues(args.queues);

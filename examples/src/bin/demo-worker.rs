@@ -4,10 +4,14 @@
 //!   cargo run -p celerity-examples --bin demo-worker -- worker -c 4 -Q default,emails --loglevel info
 //!   cargo run -p celerity-examples --bin demo-worker -- tasks
 //!
-//! Set `CELERITY_BROKER_URL` to point it at a broker (unset: `memory://`).
+//! Set `CELERITY_BROKER_URL` to point it at a broker (unset: `memory://`), for example
+//! `CELERITY_BROKER_URL=redis://127.0.0.1:6379/0`; start as many as you like, on as many
+//! machines as you like.
 
 // Linked for its #[task]s: they register themselves, no list needed.
 use celerity_example_tasks as _;
+// Linked for the redis:// driver.
+use task_redis as _;
 
 #[tokio::main]
 async fn main() {

@@ -4,6 +4,7 @@
 //! by hand: `#[task]` registers each one at link time. Make sure the crate is linked
 //! (`use celerity_example_tasks as _;` if you call nothing from it).
 
+use std::io::Write;
 use std::time::Duration;
 
 use task_core::{TaskContext, TaskResult, task};
@@ -31,4 +32,20 @@ pub async fn slow_count(ctx: TaskContext, to: u32, step_ms: u64) -> TaskResult<u
         ctx.set_progress(&(i, to)).await?;
     }
     Ok(to)
+}
+
+/// Works for `ms` milliseconds, then appends `tag pid` to the file named by
+/// `CELERITY_JOURNAL` (when set): a record of every completed run, across processes,
+/// that tests read to count how often each task ran.
+#[task]
+pub async fn journal(tag: String, ms: u64) -> TaskResult<String> {
+    if ms > 0 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Ok(path) = std::env::var("CELERITY_JOURNAL") {
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        // One write of one short line: appends from several processes do not interleave.
+        file.write_all(format!("{tag} {}\n", std::process::id()).as_bytes())?;
+    }
+    Ok(tag)
 }

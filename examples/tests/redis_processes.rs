@@ -1,0 +1,198 @@
+//! Real worker processes on a real Redis: a worker killed with SIGKILL mid-task, Redis
+//! restarted under 10,000 tasks, a task longer than the recovery timeout, and the
+//! producer/worker example as a user runs it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use celerity_example_tasks::journal;
+use task_core::{App, AsyncResult};
+use task_redis::{RedisBackend, RedisBroker, RedisConfig};
+use test_support::{Persistence, RedisServer};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_demo-worker");
+const PRODUCER: &str = env!("CARGO_BIN_EXE_demo-producer");
+
+/// A test's Redis, namespace and journal file.
+struct Setup {
+    server: RedisServer,
+    namespace: String,
+    journal: PathBuf,
+}
+
+impl Setup {
+    fn new(persistence: Persistence) -> Self {
+        let server = RedisServer::start_with(persistence);
+        let namespace = test_support::namespace();
+        let journal = std::env::temp_dir().join(format!("{namespace}.journal"));
+        Self { server, namespace, journal }
+    }
+
+    fn command(&self, bin: &str) -> Command {
+        let mut cmd = Command::new(bin);
+        cmd.env("CELERITY_BROKER_URL", self.server.url())
+            .env("CELERITY_REDIS_NAMESPACE", &self.namespace)
+            .env("CELERITY_JOURNAL", &self.journal)
+            .env_remove("CELERITY_RESULT_BACKEND");
+        cmd
+    }
+
+    fn worker(&self, args: &[&str]) -> Child {
+        self.command(WORKER)
+            .args(["worker", "--no-banner", "--loglevel", "error"])
+            .args(args)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("demo-worker starts")
+    }
+
+    async fn app(&self) -> App {
+        let config = RedisConfig::from_url(self.server.url()).namespace(&self.namespace);
+        App::builder()
+            .broker(Arc::new(RedisBroker::connect(config.clone()).await.unwrap()))
+            .backend(Arc::new(RedisBackend::connect(config).await.unwrap()))
+            .build()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.journal);
+    }
+}
+
+/// Every completed run: (tag, pid of the worker that ran it).
+fn journal_lines(path: &Path) -> Vec<(String, u32)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(t, p)| (t.to_owned(), p.parse().unwrap())))
+        .collect()
+}
+
+async fn wait_for_journal(path: &Path, lines: usize) {
+    let start = Instant::now();
+    while journal_lines(path).len() < lines {
+        assert!(start.elapsed() < Duration::from_secs(60), "the journal never reached {lines} lines");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits for every result, riding out a Redis outage; returns the values.
+async fn results(all: &[AsyncResult<String>]) -> Vec<String> {
+    let mut values = Vec::with_capacity(all.len());
+    for r in all {
+        let start = Instant::now();
+        loop {
+            match r.get(Duration::from_secs(10)).await {
+                Ok(v) => break values.push(v),
+                Err(e) if start.elapsed() < Duration::from_secs(120) => {
+                    eprintln!("waiting for {}: {e}", r.id());
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("task {} never finished: {e}", r.id()),
+            }
+        }
+    }
+    values
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_task_loses_nothing_and_no_live_worker_runs_a_task_twice() {
+    let setup = Setup::new(Persistence::None);
+    let app = setup.app().await;
+    let mut doomed = setup.worker(&["-c", "8", "--heartbeat-ttl", "1"]);
+    let survivor = setup.worker(&["-c", "8", "--heartbeat-ttl", "1"]);
+    let doomed_pid = doomed.id();
+
+    let sent = app.send_batch((0..1000).map(|i| journal::signature(format!("t{i}"), 20))).await.unwrap();
+    wait_for_journal(&setup.journal, 200).await;
+    doomed.kill().unwrap(); // SIGKILL, in the middle of its tasks
+    doomed.wait().unwrap();
+
+    let values = results(&sent).await;
+    assert_eq!(values.len(), 1000);
+    let mut runs: HashMap<String, Vec<u32>> = HashMap::new();
+    for (tag, pid) in journal_lines(&setup.journal) {
+        runs.entry(tag).or_default().push(pid);
+    }
+    assert_eq!(runs.len(), 1000, "every task ran");
+    let survivor_pid = survivor.id();
+    let by_survivor = runs.values().filter(|pids| pids.contains(&survivor_pid)).count();
+    assert!(by_survivor > 0);
+    for (tag, pids) in &runs {
+        // A task the killed worker had finished but not yet acknowledged may run once
+        // more (at least once); a live worker never runs one twice.
+        assert!(pids.len() == 1 || (pids.len() == 2 && pids.contains(&doomed_pid)), "{tag} ran on {pids:?}");
+    }
+    let doubles = runs.values().filter(|p| p.len() > 1).count();
+    assert!(doubles <= 8, "{doubles} tasks ran twice; at most the 8 in flight on the killed worker may");
+    stop(survivor);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_under_ten_thousand_tasks_loses_none() {
+    let mut setup = Setup::new(Persistence::AppendOnly);
+    let app = setup.app().await;
+    let workers = [setup.worker(&["-c", "16"]), setup.worker(&["-c", "16"])];
+
+    let sent = app.send_batch((0..10_000).map(|i| journal::signature(format!("r{i}"), 0))).await.unwrap();
+    wait_for_journal(&setup.journal, 2_000).await;
+    setup.server.stop(); // SIGTERM: Redis syncs its append-only file and exits
+    let done_at_stop = journal_lines(&setup.journal).len();
+    assert!(done_at_stop < 10_000, "Redis must go away in the middle of the run");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    setup.server.restart();
+
+    let values = results(&sent).await;
+    assert_eq!(values.len(), 10_000);
+    let lines = journal_lines(&setup.journal);
+    let mut tags: Vec<&str> = lines.iter().map(|(t, _)| t.as_str()).collect();
+    tags.sort_unstable();
+    tags.dedup();
+    assert_eq!(tags.len(), 10_000, "every task ran");
+    assert_eq!(lines.len(), 10_000, "and none ran twice: no worker died, so none was recovered");
+    eprintln!("{done_at_stop} of 10000 were done when Redis stopped");
+    for worker in workers {
+        stop(worker);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_longer_than_the_recovery_timeout_runs_once_on_a_live_worker() {
+    let setup = Setup::new(Persistence::None);
+    let app = setup.app().await;
+    let workers =
+        [setup.worker(&["-c", "2", "--heartbeat-ttl", "1"]), setup.worker(&["-c", "2", "--heartbeat-ttl", "1"])];
+    let long = journal::delay(&app, "long".into(), 4_000).await.unwrap();
+    assert_eq!(results(std::slice::from_ref(&long)).await, ["long"]);
+    assert_eq!(journal_lines(&setup.journal).len(), 1, "ran exactly once");
+    for worker in workers {
+        stop(worker);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_producer_and_worker_processes_of_the_readme() {
+    let setup = Setup::new(Persistence::None);
+    let workers = [setup.worker(&["-c", "8"]), setup.worker(&["-c", "8"])];
+    let out = setup.command(PRODUCER).arg("500").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("reverse(\"olleh\") = hello") && text.contains("all 500 results back"), "{text}");
+    let pids: std::collections::HashSet<u32> = journal_lines(&setup.journal).into_iter().map(|(_, p)| p).collect();
+    assert_eq!(pids.len(), 2, "both workers took work");
+    for worker in workers {
+        stop(worker);
+    }
+}

@@ -196,3 +196,50 @@ async fn the_producer_and_worker_processes_of_the_readme() {
         stop(worker);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_unknown_tasks_pushed_with_redis_cli_reach_the_dead_letters_and_the_worker_goes_on() {
+    let setup = Setup::new(Persistence::None);
+    let app = setup.app().await;
+    let worker = setup.worker(&["-c", "2"]);
+    let ready = format!("{}:{{default}}:ready:0", setup.namespace);
+    // Raw bytes, no header, not MessagePack.
+    setup.server.cli(&["RPUSH", &ready, "\u{1}\u{2} garbage"]);
+    // A well-formed envelope for a task nobody registered, with the documented
+    // 4-byte header, piped to `redis-cli -x` as an operator would.
+    let envelope = task_core::Envelope::new("billing.unknown", empty_args(), "default");
+    let mut entry = b"0000".to_vec();
+    entry.extend(envelope.encode().unwrap());
+    let mut cli = Command::new("redis-cli")
+        .args(["-p", &setup.server.port().to_string(), "-x", "RPUSH", &ready])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(cli.stdin.as_mut().unwrap(), &entry).unwrap();
+    drop(cli.stdin.take());
+    assert!(cli.wait().unwrap().success());
+
+    let err = app.result::<()>(envelope.id.clone()).get(Duration::from_secs(30)).await.unwrap_err();
+    assert!(err.to_string().contains("unknown task `billing.unknown`"), "{err}");
+    let inspect = app.broker().inspect().unwrap();
+    let start = Instant::now();
+    let dead = loop {
+        let dead = inspect.dead_letters(10).await.unwrap();
+        if dead.len() >= 2 || start.elapsed() > Duration::from_secs(30) {
+            break dead;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(dead.iter().any(|d| d.reason.starts_with("undecodable message in queue `default`")), "{dead:?}");
+    assert!(dead.iter().any(|d| d.reason.starts_with("unknown task `billing.unknown`")), "{dead:?}");
+    // The worker process is still there and still working.
+    let after = journal::delay(&app, "after".into(), 0).await.unwrap();
+    assert_eq!(results(std::slice::from_ref(&after)).await, ["after"]);
+    stop(worker);
+}
+
+fn empty_args() -> Vec<u8> {
+    // `{}`: an empty MessagePack map of arguments.
+    vec![0x80]
+}

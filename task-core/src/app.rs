@@ -26,6 +26,19 @@ pub const ENV_DEFAULT_QUEUE: &str = "CELERITY_DEFAULT_QUEUE";
 /// The result TTL variable (seconds) read by [`App::from_env`].
 pub const ENV_RESULT_TTL: &str = "CELERITY_RESULT_TTL";
 
+/// A URL with its password (and user) replaced by `***`, for logs and banners.
+///
+/// ```
+/// assert_eq!(task_core::redact_url("redis://:hunter2@10.0.0.5:6379/0"), "redis://***@10.0.0.5:6379/0");
+/// assert_eq!(task_core::redact_url("memory://"), "memory://");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
 /// A Celerity application: where tasks are sent and where results are kept.
 ///
 /// ```
@@ -126,7 +139,7 @@ impl App {
         &self.inner.registry
     }
 
-    /// The broker URL (for banners and logs; passwords are not hidden).
+    /// The broker URL as configured (with any password: use [`redact_url`] to print it).
     pub fn broker_url(&self) -> &str {
         &self.inner.broker_url
     }

@@ -121,8 +121,8 @@ pub fn banner(app: &App, worker_id: &str, concurrency: usize, queues: &[String])
          --- ***** -----\n\
          \x20-------------- [tasks]\n",
         version = env!("CARGO_PKG_VERSION"),
-        broker = app.broker_url(),
-        backend = app.backend_url(),
+        broker = crate::redact_url(app.broker_url()),
+        backend = crate::redact_url(app.backend_url()),
         queues = queues.join(", "),
     );
     for name in app.registry().names() {

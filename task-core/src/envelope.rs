@@ -40,6 +40,9 @@ pub struct Envelope {
     /// Per-call override of the task's `time_limit`, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_limit_ms: Option<u64>,
+    /// How long the result is kept, in milliseconds (else the app's TTL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_ttl_ms: Option<u64>,
     /// 0 (default) to 9; higher runs first.
     #[serde(default)]
     pub priority: u8,
@@ -63,6 +66,7 @@ impl Envelope {
             retries: 0,
             max_retries: None,
             time_limit_ms: None,
+            result_ttl_ms: None,
             priority: 0,
             eta_ms: None,
             sent_ms: now_ms(),

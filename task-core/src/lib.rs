@@ -94,7 +94,7 @@ pub mod __private {
 }
 mod private;
 
-pub use app::{App, AppBuilder, ENV_BROKER_URL, ENV_DEFAULT_QUEUE, ENV_RESULT_BACKEND, ENV_RESULT_TTL};
+pub use app::{App, AppBuilder, ENV_BROKER_URL, ENV_DEFAULT_QUEUE, ENV_RESULT_BACKEND, ENV_RESULT_TTL, redact_url};
 pub use backend::{DEFAULT_RESULT_TTL, ResultBackend};
 pub use broker::Broker;
 pub use context::TaskContext;

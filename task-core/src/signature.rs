@@ -51,6 +51,7 @@ pub struct Signature<T> {
     eta: Option<SystemTime>,
     max_retries: Option<u32>,
     time_limit: Option<Duration>,
+    result_ttl: Option<Duration>,
     _output: PhantomData<fn() -> T>,
 }
 
@@ -68,6 +69,7 @@ impl<T> Signature<T> {
             eta: None,
             max_retries: None,
             time_limit: None,
+            result_ttl: None,
             _output: PhantomData,
         }
     }
@@ -114,6 +116,12 @@ impl<T> Signature<T> {
         self
     }
 
+    /// Keeps the result this long (overrides the task's and the app's TTL).
+    pub fn result_ttl(mut self, ttl: Duration) -> Self {
+        self.result_ttl = Some(ttl);
+        self
+    }
+
     /// Uses this id instead of a random one.
     pub fn task_id(mut self, id: TaskId) -> Self {
         self.id = Some(id);
@@ -145,7 +153,9 @@ impl<T> Signature<T> {
         }
         envelope.priority = priority;
         envelope.max_retries = self.max_retries;
-        envelope.time_limit_ms = self.time_limit.map(|d| d.as_millis().try_into().unwrap_or(u64::MAX));
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        envelope.time_limit_ms = self.time_limit.map(millis);
+        envelope.result_ttl_ms = self.result_ttl.or(self.defaults.result_ttl).map(millis);
         envelope.eta_ms = self.eta.map(|t| chrono::DateTime::<chrono::Utc>::from(t).timestamp_millis());
         let payload = envelope.encode()?;
         Ok(Message::new(envelope.id, envelope.queue, payload).with_priority(priority).with_eta(self.eta))

@@ -42,12 +42,14 @@ pub struct TaskOptions {
     pub max_retries: Option<u32>,
     /// Hard time limit: the run is aborted and ends `FAILURE`.
     pub time_limit: Option<Duration>,
+    /// How long the result is kept (else the app's result TTL, one day by default).
+    pub result_ttl: Option<Duration>,
 }
 
 impl TaskOptions {
     /// No option set.
     pub const fn new() -> Self {
-        Self { queue: None, max_retries: None, time_limit: None }
+        Self { queue: None, max_retries: None, time_limit: None, result_ttl: None }
     }
 
     /// Sets the default queue.
@@ -59,6 +61,12 @@ impl TaskOptions {
     /// Sets the default number of retries.
     pub const fn max_retries(mut self, n: u32) -> Self {
         self.max_retries = Some(n);
+        self
+    }
+
+    /// Sets how long the result is kept.
+    pub const fn result_ttl(mut self, ttl: Duration) -> Self {
+        self.result_ttl = Some(ttl);
         self
     }
 

@@ -374,3 +374,17 @@ async fn send_by_type_and_direct_calls_still_work() {
     assert_eq!(reports(TaskContext::detached("t"), 4).await.unwrap(), 4);
     stop(worker).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_call_result_ttl_wins_over_the_apps() {
+    let app = app();
+    let worker = app.worker().spawn();
+    let short = add::signature(1, 1).result_ttl(Duration::from_millis(300)).apply_async(&app).await.unwrap();
+    let long = add::delay(&app, 2, 2).await.unwrap();
+    assert_eq!(short.get(WAIT).await.unwrap(), 2);
+    assert_eq!(long.get(WAIT).await.unwrap(), 4);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(short.state().await.unwrap(), TaskState::Pending, "expired");
+    assert_eq!(long.state().await.unwrap(), TaskState::Success, "kept for the app's day");
+    stop(worker).await;
+}

@@ -13,10 +13,11 @@ pub(crate) struct TaskArgs {
     pub(crate) queue: Option<LitStr>,
     pub(crate) max_retries: Option<LitInt>,
     pub(crate) time_limit: Option<LitInt>,
+    pub(crate) result_ttl: Option<LitInt>,
     pub(crate) krate: Option<syn::Path>,
 }
 
-const KNOWN: &str = "name, queue, max_retries, time_limit, crate";
+const KNOWN: &str = "name, queue, max_retries, time_limit, result_ttl, crate";
 
 impl TaskArgs {
     /// Parses every option, collecting every error (one per mistake).
@@ -41,6 +42,9 @@ impl TaskArgs {
                 "time_limit" => int::<u64>(&nv.value, "time_limit", "a number of seconds, like `time_limit = 30`")
                     .and_then(|v| positive(v, "time_limit"))
                     .and_then(|v| set(&mut args.time_limit, v, &nv.path)),
+                "result_ttl" => int::<u64>(&nv.value, "result_ttl", "a number of seconds, like `result_ttl = 3600`")
+                    .and_then(|v| positive(v, "result_ttl"))
+                    .and_then(|v| set(&mut args.result_ttl, v, &nv.path)),
                 "crate" => crate_path(&nv.value).and_then(|v| set(&mut args.krate, v, &nv.path)),
                 _ => Err(syn::Error::new(
                     nv.path.span(),
@@ -159,7 +163,7 @@ mod tests {
             errs,
             [
                 "`queue` specified more than once",
-                "unknown option `retries`; options are: name, queue, max_retries, time_limit, crate",
+                "unknown option `retries`; options are: name, queue, max_retries, time_limit, result_ttl, crate",
                 "`max_retries` takes a number of retries, like `max_retries = 5`",
                 "`time_limit` must be at least 1",
                 "`name` cannot be empty",

@@ -105,6 +105,9 @@ fn expand(item: &ItemFn, model: &Model, options: &TaskArgs) -> TokenStream {
     if let Some(n) = &options.max_retries {
         task_options.extend(quote!(.max_retries(#n)));
     }
+    if let Some(secs) = &options.result_ttl {
+        task_options.extend(quote!(.result_ttl(::core::time::Duration::from_secs(#secs))));
+    }
     if let Some(secs) = &options.time_limit {
         task_options.extend(quote!(.time_limit(::core::time::Duration::from_secs(#secs))));
     }

@@ -10,7 +10,7 @@ async fn add(x: i64, y: i64) -> TaskResult<i64> {
     Ok(x + y)
 }
 
-#[task(name = "custom.name", queue = "q1", max_retries = 7, time_limit = 9)]
+#[task(name = "custom.name", queue = "q1", max_retries = 7, time_limit = 9, result_ttl = 60)]
 fn configured(text: String) -> TaskResult<usize> {
     Ok(text.len())
 }
@@ -44,6 +44,7 @@ fn options_are_carried_in_the_task_type() {
     assert_eq!(options.queue, Some("q1"));
     assert_eq!(options.max_retries, Some(7));
     assert_eq!(options.time_limit, Some(Duration::from_secs(9)));
+    assert_eq!(options.result_ttl, Some(Duration::from_secs(60)));
     let entry = Registry::global().get("custom.name").expect("registered");
     assert!(entry.is_blocking());
     assert!(entry.location().contains("expand.rs"), "{}", entry.location());

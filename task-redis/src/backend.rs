@@ -11,7 +11,6 @@ use task_core::broker::BoxFuture;
 use task_core::{BackendError, ErrorKind, ResultBackend, TaskId, TaskMeta, TaskState};
 use tokio::sync::{Notify, mpsc};
 
-use crate::broker::redact;
 use crate::config::RedisConfig;
 use crate::conn::{Connections, manager_config};
 use crate::error::timed;
@@ -138,8 +137,8 @@ async fn dispatch(mut rx: mpsc::UnboundedReceiver<PushInfo>, waiters: std::sync:
 impl RedisBackend {
     /// Connects (within the configured operation time-out).
     pub async fn connect(config: RedisConfig) -> Result<Self, BackendError> {
-        let context = || format!("cannot connect the result backend to {}", redact(&config.url));
-        let conns = Connections::open(&config.url, config.op_timeout).await.map_err(|e| e.backend(&context()))?;
+        let context = || format!("cannot connect the result backend to {}", task_core::redact_url(&config.url));
+        let conns = Connections::open(&config).await.map_err(|e| e.backend(&context()))?;
         let subscriber =
             Subscriber::open(conns.client(), config.op_timeout).await.map_err(|e| e.backend(&context()))?;
         Ok(Self {

@@ -78,9 +78,9 @@ impl RedisBroker {
     /// warning is logged when `maxmemory-policy` is not `noeviction`, since Redis could
     /// then evict queued tasks.
     pub async fn connect(config: RedisConfig) -> Result<Self, BrokerError> {
-        let conns = Connections::open(&config.url, config.op_timeout)
+        let conns = Connections::open(&config)
             .await
-            .map_err(|e| e.broker(&format!("cannot connect the broker to {}", redact(&config.url))))?;
+            .map_err(|e| e.broker(&format!("cannot connect the broker to {}", task_core::redact_url(&config.url))))?;
         let broker = Self {
             inner: Arc::new(Inner {
                 keys: Keys::new(&config.namespace),
@@ -400,14 +400,6 @@ impl RedisBroker {
     }
 }
 
-/// The URL without its password, for messages.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
-        _ => url.to_owned(),
-    }
-}
-
 impl Broker for RedisBroker {
     fn enqueue(&self, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
         Box::pin(async move {
@@ -693,16 +685,5 @@ impl Inspect for RedisBroker {
                 .map_err(|e| e.broker(&format!("cannot purge `{queue}`")))?;
             Ok(counts.iter().sum())
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn passwords_are_not_printed() {
-        assert_eq!(redact("redis://:hunter2@127.0.0.1:6379/0"), "redis://***@127.0.0.1:6379/0");
-        assert_eq!(redact("redis://127.0.0.1"), "redis://127.0.0.1");
     }
 }

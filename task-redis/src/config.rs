@@ -4,6 +4,9 @@ use std::time::Duration;
 
 /// The namespace variable read by [`RedisConfig::from_url`].
 pub const ENV_NAMESPACE: &str = "CELERITY_REDIS_NAMESPACE";
+/// The variable naming a PEM file of the CA that signed the server's certificate
+/// (`rediss://` with a private CA), read by [`RedisConfig::from_url`].
+pub const ENV_CA_CERT: &str = "CELERITY_REDIS_CA_CERT";
 
 /// How to reach Redis and how to lay out and treat what is kept there.
 ///
@@ -22,6 +25,7 @@ pub struct RedisConfig {
     pub(crate) op_timeout: Duration,
     pub(crate) max_deliveries: u32,
     pub(crate) dead_letter_cap: usize,
+    pub(crate) ca_cert: Option<std::path::PathBuf>,
 }
 
 impl RedisConfig {
@@ -35,7 +39,15 @@ impl RedisConfig {
             op_timeout: Duration::from_secs(5),
             max_deliveries: 5,
             dead_letter_cap: 10_000,
+            ca_cert: std::env::var_os(ENV_CA_CERT).filter(|p| !p.is_empty()).map(Into::into),
         }
+    }
+
+    /// For `rediss://`: trust the CA in this PEM file instead of the system's roots
+    /// (also `CELERITY_REDIS_CA_CERT`).
+    pub fn ca_cert(mut self, pem_file: impl Into<std::path::PathBuf>) -> Self {
+        self.ca_cert = Some(pem_file.into());
+        self
     }
 
     /// The prefix of every key (default `celerity`).

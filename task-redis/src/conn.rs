@@ -6,7 +6,37 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use crate::config::RedisConfig;
 use crate::error::{Failure, timed};
+
+/// A client for the configured URL; `rediss://` uses TLS (feature `tls`).
+fn client(config: &RedisConfig) -> Result<redis::Client, Failure> {
+    let url = config.url.as_str();
+    if url.starts_with("rediss://") {
+        #[cfg(feature = "tls")]
+        {
+            // rustls needs one process-wide crypto provider; ring is ours. Installing
+            // fails only when one is already installed, which is as good.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            if let Some(path) = &config.ca_cert {
+                let root_cert = std::fs::read(path).map_err(|e| {
+                    Failure::Redis(redis::RedisError::from(std::io::Error::new(
+                        e.kind(),
+                        format!("cannot read the CA certificate {}: {e}", path.display()),
+                    )))
+                })?;
+                let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) };
+                return Ok(redis::Client::build_with_tls(url, certs)?);
+            }
+        }
+        #[cfg(not(feature = "tls"))]
+        return Err(Failure::Redis(redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "rediss:// needs the `tls` feature of task-redis",
+        ))));
+    }
+    Ok(redis::Client::open(url)?)
+}
 
 /// How commands and blocking waits reach Redis.
 pub(crate) struct Connections {
@@ -34,8 +64,9 @@ pub(crate) fn manager_config(op_timeout: Duration, blocking: bool) -> Connection
 }
 
 impl Connections {
-    pub(crate) async fn open(url: &str, op_timeout: Duration) -> Result<Self, Failure> {
-        let client = redis::Client::open(url)?;
+    pub(crate) async fn open(config: &RedisConfig) -> Result<Self, Failure> {
+        let op_timeout = config.op_timeout;
+        let client = client(config)?;
         let main =
             timed(op_timeout, client.get_connection_manager_with_config(manager_config(op_timeout, false))).await?;
         Ok(Self { client, op_timeout, main, idle_blocking: Mutex::new(Vec::new()) })

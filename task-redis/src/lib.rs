@@ -6,7 +6,9 @@
 //!
 //! ## URLs
 //!
-//! `redis://[[user]:password@]host[:port][/db]`; the namespace of every key is
+//! `redis://[[user]:password@]host[:port][/db]`, or `rediss://…` for TLS (feature `tls`,
+//! on by default: rustls, trusting the system's roots, or the CA in the PEM file named
+//! by `CELERITY_REDIS_CA_CERT` / [`RedisConfig::ca_cert`]). The namespace of every key is
 //! `celerity`, or `CELERITY_REDIS_NAMESPACE`, or [`RedisConfig::namespace`]. To
 //! configure in code, build a [`RedisBroker`] and a [`RedisBackend`] from a
 //! [`RedisConfig`] and give them to `App::builder().broker(..).backend(..)`.
@@ -69,7 +71,7 @@ use std::sync::Arc;
 
 pub use backend::RedisBackend;
 pub use broker::RedisBroker;
-pub use config::{ENV_NAMESPACE, RedisConfig};
+pub use config::{ENV_CA_CERT, ENV_NAMESPACE, RedisConfig};
 use task_core::driver::Driver;
 use task_core::{Broker, Error, ResultBackend};
 
@@ -85,4 +87,8 @@ fn connect_backend(url: String) -> task_core::broker::BoxFuture<'static, Result<
 
 task_core::__private::inventory::submit! {
     Driver { scheme: "redis", broker: Some(connect_broker), backend: Some(connect_backend) }
+}
+
+task_core::__private::inventory::submit! {
+    Driver { scheme: "rediss", broker: Some(connect_broker), backend: Some(connect_backend) }
 }

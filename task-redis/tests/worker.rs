@@ -126,6 +126,11 @@ async fn results_are_hashes_with_a_ttl_and_the_documented_layout() {
     assert_eq!(server.cli(&["HGET", &key, "task"]), add::NAME);
     let ttl: i64 = server.cli(&["TTL", &key]).parse().unwrap();
     assert!((200..=300).contains(&ttl), "ttl {ttl}");
+    // A per-call TTL wins over the app's.
+    let brief = add::signature(2, 2).result_ttl(Duration::from_secs(30)).apply_async(&app).await.unwrap();
+    brief.get(WAIT).await.unwrap();
+    let ttl: i64 = server.cli(&["TTL", &format!("{ns}:result:{}", brief.id())]).parse().unwrap();
+    assert!((1..=30).contains(&ttl), "ttl {ttl}");
     worker.shutdown().await.unwrap();
 }
 

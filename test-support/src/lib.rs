@@ -28,6 +28,8 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     persistence: Persistence,
+    /// Serves TLS only (`rediss://`), with a CA of its own.
+    tls: bool,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -44,25 +46,50 @@ impl RedisServer {
 
     /// Starts a server with the given persistence.
     pub fn start_with(persistence: Persistence) -> Self {
+        Self::launch(persistence, false)
+    }
+
+    /// Starts a server that speaks TLS only, with a certificate for 127.0.0.1 signed by
+    /// a CA made for it ([`RedisServer::ca_cert`]); needs the `openssl` command.
+    pub fn start_tls() -> Self {
+        Self::launch(Persistence::None, true)
+    }
+
+    fn launch(persistence: Persistence, tls: bool) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("celerity-redis-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a temp dir for redis");
+        if tls {
+            make_certificates(&dir);
+        }
         // A port can be taken between our probe and the server's bind: try a few.
         for _ in 0..5 {
-            let mut server = Self { child: None, port: free_port(), dir: dir.clone(), persistence };
+            let mut server = Self { child: None, port: free_port(), dir: dir.clone(), persistence, tls };
             if server.spawn() {
                 return server;
             }
+            // Not ours to delete: the next attempt uses the same directory.
+            server.dir = PathBuf::new();
         }
-        panic!("could not start redis-server (is it installed? apt-get install redis-server)");
+        let log = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
+        panic!("could not start redis-server (is it installed? apt-get install redis-server); its output:\n{log}");
     }
 
     fn spawn(&mut self) -> bool {
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        if self.tls {
+            let file = |name: &str| self.dir.join(name).to_str().expect("utf-8 temp dir").to_owned();
+            cmd.args(["--port", "0", "--tls-port", &self.port.to_string(), "--tls-auth-clients", "no"])
+                .args(["--tls-cert-file", &file("server.crt"), "--tls-key-file", &file("server.key")])
+                .args(["--tls-ca-cert-file", &file("ca.crt")]);
+        } else {
+            cmd.args(["--port", &self.port.to_string()]);
+        }
+        cmd.args(["--bind", "127.0.0.1", "--save", ""])
             .args(["--dir", self.dir.to_str().expect("utf-8 temp dir")])
             .args(["--maxmemory-policy", "noeviction", "--loglevel", "warning"])
-            .stdout(Stdio::null())
+            // Redis logs to stdout; the log is shown when the server does not come up.
+            .stdout(Stdio::from(std::fs::File::create(self.dir.join("redis.log")).expect("redis log file")))
             .stderr(Stdio::null());
         match self.persistence {
             Persistence::None => cmd.args(["--appendonly", "no"]),
@@ -103,6 +130,9 @@ impl RedisServer {
     }
 
     fn ping(&self) -> bool {
+        if self.tls {
+            return self.cli(&["PING"]) == "PONG";
+        }
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else { return false };
         let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
@@ -111,9 +141,15 @@ impl RedisServer {
             && stream.read(&mut buf).map(|n| buf[..n].starts_with(b"+PONG")).unwrap_or(false)
     }
 
-    /// `redis://127.0.0.1:PORT/0`.
+    /// `redis://127.0.0.1:PORT/0`, or `rediss://…` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
+    }
+
+    /// The PEM file of the CA that signed a TLS server's certificate.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.crt")
     }
 
     /// The port.
@@ -145,8 +181,11 @@ impl RedisServer {
     /// Runs `redis-cli -p PORT args..` and returns its output (for tests that act as
     /// an operator would).
     pub fn cli(&self, args: &[&str]) -> String {
-        let out =
-            Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().expect("redis-cli runs");
+        let mut cmd = Command::new("redis-cli");
+        if self.tls {
+            cmd.args(["--tls", "--cacert", self.ca_cert().to_str().expect("utf-8 temp dir")]);
+        }
+        let out = cmd.args(["-p", &self.port.to_string()]).args(args).output().expect("redis-cli runs");
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 }
@@ -154,8 +193,67 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, in `dir`.
+fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs (apt-get install openssl)");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").expect("write ext.cnf");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=celerity-test-ca",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
 }
 
 /// A namespace of its own for one test (`celerity-test-<random>`).

@@ -94,7 +94,7 @@ impl Runner {
             max_retries,
             Some(self.consumer.to_string()),
             self.app.backend().clone(),
-            self.app.result_ttl(),
+            self.result_ttl(&envelope),
         );
         let invocation = match entry.invoke(ctx, &envelope.args) {
             Ok(invocation) => invocation,
@@ -204,12 +204,17 @@ impl Runner {
         self.settle("ack", &subject(envelope), || self.app.broker().ack(consumer, delivery)).await;
     }
 
+    /// How long this task's result is kept: its own TTL, else the app's.
+    fn result_ttl(&self, envelope: &Envelope) -> Duration {
+        envelope.result_ttl_ms.map_or_else(|| self.app.result_ttl(), Duration::from_millis)
+    }
+
     /// Stores a state update in this worker's name (so a worker that lost the task
     /// cannot overwrite the one that took it over).
     async fn store(&self, envelope: &Envelope, mut update: TaskMeta) {
         update.worker = Some(self.consumer.to_string());
         let backend = self.app.backend();
-        let ttl = self.app.result_ttl();
+        let ttl = self.result_ttl(envelope);
         let op = || backend.store(&envelope.id, update.clone(), ttl);
         let what = format!("storing state {}", update.state);
         let fenced = |e: &BackendError| e.kind() == ErrorKind::Fenced;

@@ -34,7 +34,8 @@ where
     let broker = app.broker().clone();
     broker.heartbeat(&id, heartbeat_ttl).await?;
 
-    info!(worker = %id, broker = app.broker_url(), backend = app.backend_url(), concurrency, ?queues, "celerity worker ready");
+    let (broker_url, backend_url) = (crate::redact_url(app.broker_url()), crate::redact_url(app.backend_url()));
+    info!(worker = %id, broker = broker_url, backend = backend_url, concurrency, ?queues, "celerity worker ready");
     for entry in app.registry().entries() {
         info!(task = entry.name(), kind = if entry.is_blocking() { "sync" } else { "async" }, "registered task");
     }

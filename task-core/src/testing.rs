@@ -228,9 +228,17 @@ pub async fn ack_after_recovery_is_fenced(h: Harness) {
     h.broker.enqueue(msg(&q, "job")).await.unwrap();
     let old = fetch(&h, &slow, std::slice::from_ref(&q), 1, Duration::from_secs(1)).await;
     assert!(recover_soon(&h, &live).await >= 1);
-    let new = fetch(&h, &live, &[q], 1, Duration::from_secs(2)).await;
+    let new = fetch(&h, &live, std::slice::from_ref(&q), 1, Duration::from_secs(2)).await;
     let err = h.broker.ack(&slow, &old[0]).await.expect_err("a stale ack must be refused");
     assert_eq!(err.kind(), crate::ErrorKind::Fenced);
+    let fenced = |r: Result<(), crate::BrokerError>| r.expect_err("refused").kind() == crate::ErrorKind::Fenced;
+    assert!(fenced(h.broker.retry(&slow, &old[0], msg(&q, "stale retry")).await));
+    assert!(fenced(h.broker.release(&slow, &old[0]).await));
+    assert!(fenced(h.broker.dead_letter(&slow, &old[0], "stale").await));
+    assert!(
+        fetch(&h, &live, std::slice::from_ref(&q), 5, Duration::ZERO).await.is_empty(),
+        "a refused retry enqueues nothing"
+    );
     h.broker.ack(&live, &new[0]).await.unwrap();
 }
 

@@ -504,12 +504,12 @@ impl Broker for RedisBroker {
             self.settle(
                 &SCRIPTS.retry,
                 vec![
-                    keys.processing(&delivery.queue, consumer.as_str()),
                     keys.ready(&retry.queue, retry.priority),
                     keys.delayed(&retry.queue),
                     keys.wake(&retry.queue),
+                    keys.processing(&delivery.queue, consumer.as_str()),
                 ],
-                vec![delivery.receipt.as_bytes().to_vec(), entry::encode(retry.priority, 0, &retry.payload), due],
+                vec![entry::encode(retry.priority, 0, &retry.payload), due, delivery.receipt.as_bytes().to_vec()],
                 "retry",
                 consumer,
                 delivery,

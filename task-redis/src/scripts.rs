@@ -22,7 +22,9 @@ pub(crate) struct Scripts {
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     enqueue: Script::new(include_str!("../lua/enqueue.lua")),
     fetch: Script::new(include_str!("../lua/fetch.lua")),
-    retry: Script::new(include_str!("../lua/retry.lua")),
+    // A guard (the fenced ack) in front of the enqueue script: one definition of how a
+    // message is added.
+    retry: Script::new(concat!(include_str!("../lua/retry_guard.lua"), include_str!("../lua/enqueue.lua"))),
     release: Script::new(include_str!("../lua/release.lua")),
     bury: Script::new(include_str!("../lua/bury.lua")),
     recover: Script::new(include_str!("../lua/recover.lua")),

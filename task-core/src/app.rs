@@ -72,6 +72,7 @@ struct Inner {
     backend_url: String,
     default_queue: String,
     result_ttl: Duration,
+    routes: Vec<(String, String)>,
 }
 
 impl App {
@@ -86,6 +87,7 @@ impl App {
                 backend_url: "memory://".into(),
                 default_queue: DEFAULT_QUEUE.into(),
                 result_ttl: DEFAULT_RESULT_TTL,
+                routes: Vec::new(),
             }),
         }
     }
@@ -159,6 +161,26 @@ impl App {
         self.inner.result_ttl
     }
 
+    /// The queue the route table gives task `name`: the first route whose pattern
+    /// matches (`*` any run of characters, `?` one character), if any.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), task_core::Error> {
+    /// let app = task_core::App::builder()
+    ///     .route("media.*", "media")
+    ///     .route("*.send_email", "emails")
+    ///     .build()
+    ///     .await?;
+    /// assert_eq!(app.route("media.resize"), Some("media"));
+    /// assert_eq!(app.route("shop::send_email"), None); // `*.` needs a dot
+    /// assert_eq!(app.route("shop.send_email"), Some("emails"));
+    /// # Ok(()) }
+    /// ```
+    pub fn route(&self, name: &str) -> Option<&str> {
+        self.inner.routes.iter().find(|(pattern, _)| glob_match(pattern, name)).map(|(_, queue)| queue.as_str())
+    }
+
     /// A worker pool for this app (configure it, then `run_until`).
     pub fn worker(&self) -> Worker {
         Worker::new(self.clone())
@@ -167,6 +189,17 @@ impl App {
     /// The result handle of an earlier task, by id (from a web request, say).
     pub fn result<T>(&self, id: TaskId) -> AsyncResult<T> {
         AsyncResult::new(id, self.clone())
+    }
+
+    /// Revokes task `id`, durably: it ends `REVOKED` and a worker that dequeues it,
+    /// even one started later, skips it (for as long as results are kept). A task that
+    /// already ended is left as it is. With `terminate`, the worker running it aborts
+    /// it (an async task at its next `.await`; a sync task's thread cannot be stopped
+    /// and runs on, detached, while its slot is freed), and it stays `REVOKED`
+    /// ("terminated").
+    pub async fn revoke(&self, id: &TaskId, terminate: bool) -> Result<(), Error> {
+        let reason = if terminate { "terminated" } else { "revoked" };
+        Ok(self.backend().revoke(id, reason, terminate, self.result_ttl()).await?)
     }
 
     /// Sends task `T` with its arguments struct: `app.send::<add::Task>(add::Args { x: 1, y: 2 })`.
@@ -195,6 +228,7 @@ pub struct AppBuilder {
     registry: Option<Arc<Registry>>,
     default_queue: Option<String>,
     result_ttl: Option<Duration>,
+    routes: Vec<(String, String)>,
 }
 
 impl fmt::Debug for AppBuilder {
@@ -249,6 +283,14 @@ impl AppBuilder {
         self
     }
 
+    /// Routes tasks whose name matches `pattern` (`*`, `?`) to `queue`, like Celery's
+    /// `task_routes`. The first matching route wins; a queue given per call or in
+    /// `#[task(queue = ..)]` wins over every route.
+    pub fn route(mut self, pattern: impl Into<String>, queue: impl Into<String>) -> Self {
+        self.routes.push((pattern.into(), queue.into()));
+        self
+    }
+
     /// Connects the drivers and makes the app.
     pub async fn build(self) -> Result<App, Error> {
         let broker_url = self.broker_url.unwrap_or_else(|| "memory://".into());
@@ -274,7 +316,49 @@ impl AppBuilder {
                 backend_url,
                 default_queue,
                 result_ttl: self.result_ttl.unwrap_or(DEFAULT_RESULT_TTL),
+                routes: self.routes,
             }),
         })
+    }
+}
+
+/// `*` matches any run of characters, `?` one; everything else matches itself.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None; // (pattern index after `*`, text index it matched to)
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi + 1, ti));
+            pi += 1;
+        } else if let Some((after, matched)) = star {
+            pi = after;
+            ti = matched + 1;
+            star = Some((after, matched + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("media.*", "media.resize"));
+        assert!(!glob_match("media.*", "mediaresize"));
+        assert!(glob_match("*::send_*", "shop::emails::send_welcome"));
+        assert!(glob_match("a?c", "abc"));
+        assert!(!glob_match("a?c", "ac"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exactly"));
+        assert!(glob_match("*a*b*", "xxaxxbxx"));
     }
 }

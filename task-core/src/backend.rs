@@ -28,4 +28,39 @@ pub trait ResultBackend: Send + Sync + fmt::Debug + 'static {
 
     /// Deletes the record of `id`.
     fn forget<'a>(&'a self, id: &'a TaskId) -> BoxFuture<'a, Result<(), BackendError>>;
+
+    /// Stores `update` (a `STARTED` claim by a worker) unless the task was revoked,
+    /// which it reports instead: the revoke check costs no extra round trip.
+    fn claim<'a>(
+        &'a self,
+        id: &'a TaskId,
+        update: TaskMeta,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Claim, BackendError>>;
+
+    /// Revokes `id`: unless it already ended, its state becomes `REVOKED` with
+    /// `reason` (kept for `ttl`, so a worker that dequeues it later skips it). With
+    /// `terminate`, the worker running it is told to abort it.
+    fn revoke<'a>(
+        &'a self,
+        id: &'a TaskId,
+        reason: &'a str,
+        terminate: bool,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), BackendError>>;
+
+    /// Requests to terminate running tasks, for workers to listen to.
+    fn terminations(&self) -> Option<tokio::sync::broadcast::Receiver<TaskId>> {
+        None
+    }
+}
+
+/// What a worker's claim of a task found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Claim {
+    /// The task is now `STARTED` by this worker.
+    Claimed,
+    /// The task was revoked (the reason): do not run it.
+    Revoked(String),
 }

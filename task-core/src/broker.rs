@@ -27,6 +27,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::BrokerError;
 use crate::id::TaskId;
+use crate::task::RateLimit;
 
 /// A boxed, `Send` future: what the dyn-compatible driver traits return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -222,6 +223,37 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     fn inspect(&self) -> Option<&dyn Inspect> {
         None
     }
+
+    /// Cluster-wide rate limits and uniqueness locks, when the driver offers them.
+    fn coordination(&self) -> Option<&dyn Coordination> {
+        None
+    }
+}
+
+/// What every worker and producer of one broker must agree on: rate limits and
+/// uniqueness locks. Kept in the broker (Redis for `redis://`), so they hold across
+/// processes and machines.
+pub trait Coordination: Send + Sync {
+    /// Reserves the next start slot of `key` under `limit` (GCRA: starts spaced by
+    /// `limit.interval()`). `None`: start now. `Some(t)`: the slot is at `t`; the task
+    /// waits in the delayed set until then, holding no worker slot.
+    fn reserve_rate<'a>(
+        &'a self,
+        key: &'a str,
+        limit: RateLimit,
+    ) -> BoxFuture<'a, Result<Option<SystemTime>, BrokerError>>;
+
+    /// Takes the uniqueness lock `key` for task `id` for up to `ttl`. `None`: taken.
+    /// `Some(other)`: task `other` holds it (is pending or running).
+    fn lock_unique<'a>(
+        &'a self,
+        key: &'a str,
+        id: &'a TaskId,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<TaskId>, BrokerError>>;
+
+    /// Releases the lock `key` if task `id` holds it.
+    fn unlock_unique<'a>(&'a self, key: &'a str, id: &'a TaskId) -> BoxFuture<'a, Result<(), BrokerError>>;
 }
 
 /// Depths of one queue.

@@ -45,6 +45,8 @@ struct Inner {
     worker: Option<String>,
     backend: Arc<dyn ResultBackend>,
     result_ttl: Duration,
+    /// Raised at the soft time limit, or when the task is revoked with terminate.
+    cancel: tokio::sync::watch::Receiver<bool>,
 }
 
 impl TaskContext {
@@ -58,8 +60,9 @@ impl TaskContext {
         worker: Option<String>,
         backend: Arc<dyn ResultBackend>,
         result_ttl: Duration,
+        cancel: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
-        Self { inner: Arc::new(Inner { id, task, queue, retries, max_retries, worker, backend, result_ttl }) }
+        Self { inner: Arc::new(Inner { id, task, queue, retries, max_retries, worker, backend, result_ttl, cancel }) }
     }
 
     /// A context for calling a task function directly, outside a worker (tests, scripts):
@@ -74,6 +77,7 @@ impl TaskContext {
             None,
             Arc::new(InMemoryBackend::new()),
             DEFAULT_RESULT_TTL,
+            tokio::sync::watch::channel(false).1,
         )
     }
 
@@ -110,6 +114,21 @@ impl TaskContext {
     /// The id of the worker running it, if any.
     pub fn worker_id(&self) -> Option<&str> {
         self.inner.worker.as_deref()
+    }
+
+    /// True once the task is asked to stop: its soft time limit passed, or it was
+    /// revoked with terminate. A long task checks it between steps and cleans up.
+    pub fn is_cancelled(&self) -> bool {
+        *self.inner.cancel.borrow()
+    }
+
+    /// Completes when the task is asked to stop (see [`is_cancelled`](Self::is_cancelled));
+    /// never, outside a worker. Use it in a `tokio::select!` against the work.
+    pub async fn cancelled(&self) {
+        let mut cancel = self.inner.cancel.clone();
+        if cancel.wait_for(|c| *c).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// Stores state `PROGRESS` with `meta`, which callers read with

@@ -43,6 +43,24 @@ pub struct Envelope {
     /// How long the result is kept, in milliseconds (else the app's TTL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_ttl_ms: Option<u64>,
+    /// Per-call soft time limit, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_time_limit_ms: Option<u64>,
+    /// Not run when dequeued after this time (Unix ms): ends `REVOKED` ("expired").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<i64>,
+    /// A start time reserved with the rate limiter (Unix ms): run then without asking again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_slot_ms: Option<i64>,
+    /// The uniqueness lock this call holds, released when it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_key: Option<String>,
+    /// Keep no state or result once the task ends.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_result: bool,
+    /// Acknowledge before running (at most once).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub acks_early: bool,
     /// 0 (default) to 9; higher runs first.
     #[serde(default)]
     pub priority: u8,
@@ -67,6 +85,12 @@ impl Envelope {
             max_retries: None,
             time_limit_ms: None,
             result_ttl_ms: None,
+            soft_time_limit_ms: None,
+            expires_ms: None,
+            rate_slot_ms: None,
+            unique_key: None,
+            ignore_result: false,
+            acks_early: false,
             priority: 0,
             eta_ms: None,
             sent_ms: now_ms(),

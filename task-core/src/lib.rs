@@ -95,7 +95,7 @@ pub mod __private {
 mod private;
 
 pub use app::{App, AppBuilder, ENV_BROKER_URL, ENV_DEFAULT_QUEUE, ENV_RESULT_BACKEND, ENV_RESULT_TTL, redact_url};
-pub use backend::{DEFAULT_RESULT_TTL, ResultBackend};
+pub use backend::{Claim, DEFAULT_RESULT_TTL, ResultBackend};
 pub use broker::Broker;
 pub use context::TaskContext;
 pub use envelope::{ENVELOPE_VERSION, Envelope};
@@ -105,7 +105,7 @@ pub use registry::{Invocation, Registry, TaskEntry, TaskFn};
 pub use result::AsyncResult;
 pub use signature::Signature;
 pub use state::{TaskMeta, TaskState};
-pub use task::{DEFAULT_MAX_RETRIES, DEFAULT_QUEUE, Task, TaskOptions};
+pub use task::{Backoff, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE, RateLimit, Task, TaskOptions};
 pub use worker::{DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_TTL, Worker, WorkerHandle, WorkerReport};
 
 /// Makes a module-level `fn` or `async fn` a task. See the [crate docs](crate) and

@@ -72,6 +72,12 @@ impl<T> AsyncResult<T> {
     pub async fn forget(&self) -> Result<(), Error> {
         Ok(self.app.backend().forget(&self.id).await?)
     }
+
+    /// Revokes the task (see [`App::revoke`]): not run if not started; with
+    /// `terminate`, a running async task is aborted.
+    pub async fn revoke(&self, terminate: bool) -> Result<(), Error> {
+        self.app.revoke(&self.id, terminate).await
+    }
 }
 
 impl<T: DeserializeOwned> AsyncResult<T> {

@@ -49,10 +49,22 @@ pub struct Signature<T> {
     queue: Option<String>,
     priority: Option<u8>,
     eta: Option<SystemTime>,
+    expires_at: Option<SystemTime>,
     max_retries: Option<u32>,
     time_limit: Option<Duration>,
+    soft_time_limit: Option<Duration>,
     result_ttl: Option<Duration>,
+    unique_for: Option<Duration>,
+    unique_key: Option<String>,
+    ignore_result: Option<bool>,
+    acks_early: Option<bool>,
     _output: PhantomData<fn() -> T>,
+}
+
+/// What sending a signature needs besides the message: its uniqueness lock.
+pub(crate) struct Prepared {
+    pub(crate) message: Message,
+    pub(crate) unique: Option<(String, Duration)>,
 }
 
 impl<T> Signature<T> {
@@ -67,9 +79,15 @@ impl<T> Signature<T> {
             queue: None,
             priority: None,
             eta: None,
+            expires_at: None,
             max_retries: None,
             time_limit: None,
+            soft_time_limit: None,
             result_ttl: None,
+            unique_for: None,
+            unique_key: None,
+            ignore_result: None,
+            acks_early: None,
             _output: PhantomData,
         }
     }
@@ -79,7 +97,7 @@ impl<T> Signature<T> {
         self.task
     }
 
-    /// Sends to this queue.
+    /// Sends to this queue (wins over the task's queue and the app's routes).
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
         self.queue = Some(queue.into());
         self
@@ -104,6 +122,18 @@ impl<T> Signature<T> {
         self
     }
 
+    /// Not run if not started within `after` from now: it ends `REVOKED`, "expired".
+    pub fn expires(mut self, after: Duration) -> Self {
+        self.expires_at = Some(SystemTime::now() + after);
+        self
+    }
+
+    /// Not run if not started by `at`: it ends `REVOKED`, "expired".
+    pub fn expires_at(mut self, at: impl Into<SystemTime>) -> Self {
+        self.expires_at = Some(at.into());
+        self
+    }
+
     /// Overrides the task's `max_retries`.
     pub fn max_retries(mut self, n: u32) -> Self {
         self.max_retries = Some(n);
@@ -116,9 +146,42 @@ impl<T> Signature<T> {
         self
     }
 
+    /// Overrides the task's `soft_time_limit` (when the task is asked to stop).
+    pub fn soft_time_limit(mut self, limit: Duration) -> Self {
+        self.soft_time_limit = Some(limit);
+        self
+    }
+
     /// Keeps the result this long (overrides the task's and the app's TTL).
     pub fn result_ttl(mut self, ttl: Duration) -> Self {
         self.result_ttl = Some(ttl);
+        self
+    }
+
+    /// Unique for `window`: while a call of this task with the same arguments is
+    /// pending or running, `apply_async` returns that call's handle instead.
+    pub fn unique_for(mut self, window: Duration) -> Self {
+        self.unique_for = Some(window);
+        self
+    }
+
+    /// Unique by this key instead of the arguments (with the task's `unique_for`, or
+    /// one hour).
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+
+    /// Keeps no state or result once the task ends (fire and forget).
+    pub fn ignore_result(mut self, yes: bool) -> Self {
+        self.ignore_result = Some(yes);
+        self
+    }
+
+    /// Acknowledges before running: at most once (a task lost with its worker is not
+    /// run again).
+    pub fn acks_early(mut self, yes: bool) -> Self {
+        self.acks_early = Some(yes);
         self
     }
 
@@ -129,57 +192,121 @@ impl<T> Signature<T> {
     }
 
     /// The envelope and broker message this signature sends on `app`.
-    fn into_message(self, app: &App) -> Result<Message, Error> {
-        let priority = self.priority.unwrap_or(0);
+    pub(crate) fn prepare(self, app: &App) -> Result<Prepared, Error> {
+        let task = self.task;
+        let invalid = |what: String| Error::Config(format!("{what} (task `{task}`)"));
+        let d = self.defaults;
+        let priority = self.priority.or(d.priority).unwrap_or(0);
         if priority > MAX_PRIORITY {
-            return Err(Error::Config(format!(
-                "priority must be 0 to {MAX_PRIORITY}, got {priority} (task `{}`)",
-                self.task
-            )));
+            return Err(invalid(format!("priority must be 0 to {MAX_PRIORITY}, got {priority}")));
         }
-        if self.time_limit == Some(Duration::ZERO) {
-            return Err(Error::Config(format!("time_limit must be above zero (task `{}`)", self.task)));
+        let time_limit = self.time_limit.or(d.time_limit);
+        let soft_time_limit = self.soft_time_limit.or(d.soft_time_limit);
+        for (name, value) in
+            [("time_limit", time_limit), ("soft_time_limit", soft_time_limit), ("result_ttl", self.result_ttl)]
+        {
+            if value == Some(Duration::ZERO) {
+                return Err(invalid(format!("{name} must be above zero")));
+            }
+        }
+        if let (Some(soft), Some(hard)) = (soft_time_limit, time_limit)
+            && soft >= hard
+        {
+            return Err(invalid(format!("soft_time_limit ({soft:?}) must be below time_limit ({hard:?})")));
         }
         let queue = self
             .queue
-            .or_else(|| self.defaults.queue.map(str::to_owned))
+            .or_else(|| d.queue.map(str::to_owned))
+            .or_else(|| app.route(task).map(str::to_owned))
             .unwrap_or_else(|| app.default_queue().to_owned());
         if queue.trim().is_empty() {
-            return Err(Error::Config(format!("the queue name cannot be empty (task `{}`)", self.task)));
+            return Err(invalid("the queue name cannot be empty".into()));
         }
-        let mut envelope = Envelope::new(self.task, self.args?, queue);
+        let args = self.args?;
+        let unique_window =
+            self.unique_for.or(d.unique_for).or(self.unique_key.as_ref().map(|_| DEFAULT_UNIQUE_WINDOW));
+        let unique = unique_window.map(|window| {
+            let key = match &self.unique_key {
+                Some(key) => format!("{task}:key:{key}"),
+                None => format!("{task}:args:{:016x}", fnv1a(&args)),
+            };
+            (key, window)
+        });
+
+        let mut envelope = Envelope::new(task, args, queue);
         if let Some(id) = self.id {
             envelope.id = id;
         }
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let unix_ms = |t: SystemTime| chrono::DateTime::<chrono::Utc>::from(t).timestamp_millis();
+        let sent = SystemTime::now();
         envelope.priority = priority;
         envelope.max_retries = self.max_retries;
-        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         envelope.time_limit_ms = self.time_limit.map(millis);
-        envelope.result_ttl_ms = self.result_ttl.or(self.defaults.result_ttl).map(millis);
-        envelope.eta_ms = self.eta.map(|t| chrono::DateTime::<chrono::Utc>::from(t).timestamp_millis());
+        envelope.soft_time_limit_ms = self.soft_time_limit.map(millis);
+        envelope.result_ttl_ms = self.result_ttl.or(d.result_ttl).map(millis);
+        envelope.eta_ms = self.eta.map(unix_ms);
+        envelope.expires_ms = self.expires_at.or_else(|| d.expires.map(|after| sent + after)).map(unix_ms);
+        envelope.unique_key = unique.as_ref().map(|(key, _)| key.clone());
+        envelope.ignore_result = self.ignore_result.unwrap_or(d.ignore_result);
+        envelope.acks_early = self.acks_early.unwrap_or(d.acks_early);
         let payload = envelope.encode()?;
-        Ok(Message::new(envelope.id, envelope.queue, payload).with_priority(priority).with_eta(self.eta))
+        let message = Message::new(envelope.id, envelope.queue, payload).with_priority(priority).with_eta(self.eta);
+        Ok(Prepared { message, unique })
     }
 
-    /// Sends the task; returns the handle to its result at once.
+    /// Sends the task; returns the handle to its result at once. A unique task whose
+    /// twin is pending or running returns the twin's handle and sends nothing.
     pub async fn apply_async(self, app: &App) -> Result<AsyncResult<T>, Error> {
-        let message = self.into_message(app)?;
-        let id = message.id.clone();
-        app.broker().enqueue(message).await?;
-        Ok(AsyncResult::new(id, app.clone()))
+        let prepared = self.prepare(app)?;
+        Ok(app.send_prepared(vec![prepared]).await?.pop().expect("one in, one out"))
     }
 }
 
+/// How long a call made unique by key alone stays unique, at most.
+const DEFAULT_UNIQUE_WINDOW: Duration = Duration::from_secs(3600);
+
+/// FNV-1a: a small hash that every process and release computes alike (unlike std's
+/// `DefaultHasher`), so producers agree on the uniqueness key of the same arguments.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 impl App {
-    /// Sends many signatures of one task in one broker call (a pipelined batch on
-    /// Redis); returns their result handles in order.
+    /// Sends many signatures in one broker call (a pipelined batch on Redis); returns
+    /// their result handles in order.
     pub async fn send_batch<T>(
         &self,
         signatures: impl IntoIterator<Item = Signature<T>>,
     ) -> Result<Vec<AsyncResult<T>>, Error> {
-        let messages = signatures.into_iter().map(|s| s.into_message(self)).collect::<Result<Vec<_>, _>>()?;
-        let ids: Vec<TaskId> = messages.iter().map(|m| m.id.clone()).collect();
-        self.broker().enqueue_batch(messages).await?;
+        let prepared = signatures.into_iter().map(|s| s.prepare(self)).collect::<Result<Vec<_>, _>>()?;
+        self.send_prepared(prepared).await
+    }
+
+    async fn send_prepared<T>(&self, prepared: Vec<Prepared>) -> Result<Vec<AsyncResult<T>>, Error> {
+        let mut ids = Vec::with_capacity(prepared.len());
+        let mut messages = Vec::with_capacity(prepared.len());
+        for Prepared { message, unique } in prepared {
+            if let Some((key, window)) = unique {
+                let lock = self.broker().coordination().ok_or_else(|| {
+                    Error::Config(format!(
+                        "unique tasks need a broker with coordination; {} has none",
+                        self.broker_url()
+                    ))
+                })?;
+                if let Some(twin) = lock.lock_unique(&key, &message.id, window).await? {
+                    ids.push(twin);
+                    continue;
+                }
+            }
+            ids.push(message.id.clone());
+            messages.push(message);
+        }
+        match messages.len() {
+            0 => {}
+            1 => self.broker().enqueue(messages.pop().expect("one")).await?,
+            _ => self.broker().enqueue_batch(messages).await?,
+        }
         Ok(ids.into_iter().map(|id| AsyncResult::new(id, self.clone())).collect())
     }
 }

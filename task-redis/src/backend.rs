@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, Value};
+use std::str::FromStr;
 use task_core::broker::BoxFuture;
-use task_core::{BackendError, ErrorKind, ResultBackend, TaskId, TaskMeta, TaskState};
+
+use task_core::{BackendError, Claim, ErrorKind, ResultBackend, TaskId, TaskMeta, TaskState};
 use tokio::sync::{Notify, mpsc};
 
 use crate::config::RedisConfig;
@@ -39,6 +41,8 @@ type Waiters = Mutex<HashMap<String, (Arc<Notify>, usize)>>;
 struct Subscriber {
     con: ConnectionManager,
     waiters: Arc<Waiters>,
+    /// `terminate ID` requests from the control channel, for workers.
+    terminate: tokio::sync::broadcast::Sender<TaskId>,
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -79,7 +83,11 @@ impl Drop for Watch {
 }
 
 impl Subscriber {
-    async fn open(client: &redis::Client, op_timeout: Duration) -> Result<Self, crate::error::Failure> {
+    async fn open(
+        client: &redis::Client,
+        op_timeout: Duration,
+        control: String,
+    ) -> Result<Self, crate::error::Failure> {
         let info = client.get_connection_info().clone();
         let resp3 = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
         let client = redis::Client::open(info.set_redis_settings(resp3))?;
@@ -87,8 +95,11 @@ impl Subscriber {
         let config = manager_config(op_timeout, false).set_push_sender(tx).set_automatic_resubscription();
         let con = timed(op_timeout, client.get_connection_manager_with_config(config)).await?;
         let waiters: Arc<Waiters> = Arc::default();
-        tokio::spawn(dispatch(rx, Arc::downgrade(&waiters)));
-        Ok(Self { con, waiters })
+        let terminate = tokio::sync::broadcast::channel(1024).0;
+        tokio::spawn(dispatch(rx, Arc::downgrade(&waiters), control.clone(), terminate.clone()));
+        let mut sub = con.clone();
+        timed(op_timeout, sub.subscribe(control)).await?;
+        Ok(Self { con, waiters, terminate })
     }
 
     async fn watch(&self, channel: String, op_timeout: Duration) -> Result<Watch, crate::error::Failure> {
@@ -109,17 +120,29 @@ impl Subscriber {
 
 /// Wakes the waiters of each message's channel; on a lost connection, wakes everyone
 /// so they read the state again (a message may have been missed meanwhile).
-async fn dispatch(mut rx: mpsc::UnboundedReceiver<PushInfo>, waiters: std::sync::Weak<Waiters>) {
+async fn dispatch(
+    mut rx: mpsc::UnboundedReceiver<PushInfo>,
+    waiters: std::sync::Weak<Waiters>,
+    control: String,
+    terminate: tokio::sync::broadcast::Sender<TaskId>,
+) {
+    let text = |v: Option<&Value>| match v {
+        Some(Value::BulkString(bytes)) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        Some(Value::SimpleString(s)) => Some(s.clone()),
+        _ => None,
+    };
     while let Some(push) = rx.recv().await {
         let Some(waiters) = waiters.upgrade() else { return };
         let waiters = waiters.lock().unwrap_or_else(|p| p.into_inner());
         match push.kind {
             PushKind::Message => {
-                let channel = match push.data.first() {
-                    Some(Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
-                    Some(Value::SimpleString(s)) => s.clone(),
-                    _ => continue,
-                };
+                let Some(channel) = text(push.data.first()) else { continue };
+                if channel == control {
+                    if let Some(id) = text(push.data.get(1)).as_deref().and_then(|m| m.strip_prefix("terminate ")) {
+                        let _ = terminate.send(TaskId::from_str(id).expect("non-empty"));
+                    }
+                    continue;
+                }
                 if let Some((notify, _)) = waiters.get(&channel) {
                     notify.notify_waiters();
                 }
@@ -140,7 +163,9 @@ impl RedisBackend {
         let context = || format!("cannot connect the result backend to {}", task_core::redact_url(&config.url));
         let conns = Connections::open(&config).await.map_err(|e| e.backend(&context()))?;
         let subscriber =
-            Subscriber::open(conns.client(), config.op_timeout).await.map_err(|e| e.backend(&context()))?;
+            Subscriber::open(conns.client(), config.op_timeout, Keys::new(&config.namespace).control_channel())
+                .await
+                .map_err(|e| e.backend(&context()))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 keys: Keys::new(&config.namespace),
@@ -153,6 +178,53 @@ impl RedisBackend {
 
     fn con(&self) -> ConnectionManager {
         self.inner.conns.main.clone()
+    }
+
+    /// Runs the store script: 1 stored, 0 fenced (another worker owns the task), -1 a
+    /// claim of a revoked task.
+    async fn run_store(&self, id: &TaskId, update: TaskMeta, ttl: Duration) -> Result<i64, BackendError> {
+        let keys = &self.inner.keys;
+        let state = update.state;
+        let ready = update.state.is_ready();
+        let mut inv = SCRIPTS.store.prepare_invoke();
+        inv.key(keys.result(id))
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .arg(update.worker.as_deref().unwrap_or(""))
+            .arg(if update.state == TaskState::Started { "1" } else { "0" })
+            .arg(if ready { keys.done_channel(id) } else { String::new() })
+            .arg(update.state.as_str());
+        let text = [("task", update.task), ("error", update.error), ("worker", update.worker)];
+        for (field, value) in text {
+            if let Some(value) = value {
+                inv.arg(field).arg(value);
+            }
+        }
+        let numbers = [
+            ("retries", update.retries.map(i64::from)),
+            ("started_ms", update.started_ms),
+            ("finished_ms", update.finished_ms),
+        ];
+        for (field, value) in numbers {
+            if let Some(value) = value {
+                inv.arg(field).arg(value);
+            }
+        }
+        for (field, value) in [("result", update.result), ("progress", update.progress)] {
+            if let Some(value) = value {
+                inv.arg(field).arg(value);
+            }
+        }
+        let mut con = self.con();
+        timed(self.inner.op_timeout, inv.invoke_async(&mut con))
+            .await
+            .map_err(|e| e.backend(&format!("cannot store state {state} of task {id}")))
+    }
+
+    fn fenced(id: &TaskId, state: TaskState) -> BackendError {
+        BackendError::new(
+            ErrorKind::Fenced,
+            format!("state {state} of task {id} refused: another worker has taken the task over"),
+        )
     }
 
     async fn read(&self, id: &TaskId) -> Result<Option<TaskMeta>, BackendError> {
@@ -183,47 +255,11 @@ fn parse_meta(mut fields: HashMap<String, Vec<u8>>) -> Option<TaskMeta> {
 impl ResultBackend for RedisBackend {
     fn store<'a>(&'a self, id: &'a TaskId, update: TaskMeta, ttl: Duration) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
-            let keys = &self.inner.keys;
-            let ready = update.state.is_ready();
-            let mut inv = SCRIPTS.store.prepare_invoke();
-            inv.key(keys.result(id))
-                .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
-                .arg(update.worker.as_deref().unwrap_or(""))
-                .arg(if update.state == TaskState::Started { "1" } else { "0" })
-                .arg(if ready { keys.done_channel(id) } else { String::new() })
-                .arg(update.state.as_str());
-            let text = [("task", update.task), ("error", update.error), ("worker", update.worker)];
-            for (field, value) in text {
-                if let Some(value) = value {
-                    inv.arg(field).arg(value);
-                }
+            let state = update.state;
+            match self.run_store(id, update, ttl).await? {
+                0 => Err(Self::fenced(id, state)),
+                _ => Ok(()),
             }
-            let numbers = [
-                ("retries", update.retries.map(i64::from)),
-                ("started_ms", update.started_ms),
-                ("finished_ms", update.finished_ms),
-            ];
-            for (field, value) in numbers {
-                if let Some(value) = value {
-                    inv.arg(field).arg(value);
-                }
-            }
-            for (field, value) in [("result", update.result), ("progress", update.progress)] {
-                if let Some(value) = value {
-                    inv.arg(field).arg(value);
-                }
-            }
-            let mut con = self.con();
-            let stored: i64 = timed(self.inner.op_timeout, inv.invoke_async(&mut con))
-                .await
-                .map_err(|e| e.backend(&format!("cannot store state {} of task {id}", update.state)))?;
-            if stored == 0 {
-                return Err(BackendError::new(
-                    ErrorKind::Fenced,
-                    format!("state {} of task {id} refused: another worker has taken the task over", update.state),
-                ));
-            }
-            Ok(())
         })
     }
 
@@ -264,5 +300,52 @@ impl ResultBackend for RedisBackend {
                     .map_err(|e| e.backend(&format!("cannot forget task {id}")))?;
             Ok(())
         })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        id: &'a TaskId,
+        update: TaskMeta,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Claim, BackendError>> {
+        Box::pin(async move {
+            let state = update.state;
+            match self.run_store(id, update, ttl).await? {
+                -1 => {
+                    let reason = self.read(id).await?.and_then(|m| m.error).unwrap_or_else(|| "revoked".into());
+                    Ok(Claim::Revoked(reason))
+                }
+                0 => Err(Self::fenced(id, state)),
+                _ => Ok(Claim::Claimed),
+            }
+        })
+    }
+
+    fn revoke<'a>(
+        &'a self,
+        id: &'a TaskId,
+        reason: &'a str,
+        terminate: bool,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let keys = &self.inner.keys;
+            let mut inv = SCRIPTS.revoke.prepare_invoke();
+            inv.key(keys.result(id))
+                .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+                .arg(reason)
+                .arg(keys.done_channel(id))
+                .arg(if terminate { keys.control_channel() } else { String::new() })
+                .arg(id.as_str());
+            let mut con = self.con();
+            let _: i64 = timed(self.inner.op_timeout, inv.invoke_async(&mut con))
+                .await
+                .map_err(|e| e.backend(&format!("cannot revoke task {id}")))?;
+            Ok(())
+        })
+    }
+
+    fn terminations(&self) -> Option<tokio::sync::broadcast::Receiver<TaskId>> {
+        Some(self.inner.subscriber.terminate.subscribe())
     }
 }

@@ -8,8 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::ConnectionManager;
-use task_core::broker::{BoxFuture, Broker, ConsumerId, DeadLetter, Delivery, Inspect, Message, QueueStats, Receipt};
-use task_core::{BrokerError, ErrorKind};
+use task_core::broker::{
+    BoxFuture, Broker, ConsumerId, Coordination, DeadLetter, Delivery, Inspect, Message, QueueStats, Receipt,
+};
+use task_core::{BrokerError, ErrorKind, RateLimit, TaskId};
 use tracing::{info, warn};
 
 use crate::config::RedisConfig;
@@ -605,6 +607,79 @@ impl Broker for RedisBroker {
 
     fn inspect(&self) -> Option<&dyn Inspect> {
         Some(self)
+    }
+
+    fn coordination(&self) -> Option<&dyn Coordination> {
+        Some(self)
+    }
+}
+
+impl Coordination for RedisBroker {
+    fn reserve_rate<'a>(
+        &'a self,
+        key: &'a str,
+        limit: RateLimit,
+    ) -> BoxFuture<'a, Result<Option<SystemTime>, BrokerError>> {
+        Box::pin(async move {
+            let mut con = self.con();
+            let interval_ms = limit.interval().as_secs_f64() * 1000.0;
+            let slot: i64 = timed(
+                self.limit(),
+                SCRIPTS.rate.key(self.inner.keys.rate(key)).arg(interval_ms).invoke_async(&mut con),
+            )
+            .await
+            .map_err(|e| e.broker(&format!("cannot reserve a start under the rate limit of `{key}`")))?;
+            Ok((slot > 0).then(|| UNIX_EPOCH + Duration::from_millis(u64::try_from(slot).unwrap_or(0))))
+        })
+    }
+
+    fn lock_unique<'a>(
+        &'a self,
+        key: &'a str,
+        id: &'a TaskId,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<TaskId>, BrokerError>> {
+        Box::pin(async move {
+            let mut con = self.con();
+            let lock = self.inner.keys.unique(key);
+            let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            let context = || format!("cannot take the uniqueness lock `{key}`");
+            // The holder may release between our SET and GET: then try again.
+            for _ in 0..3 {
+                let taken: Option<String> = timed(
+                    self.limit(),
+                    redis::cmd("SET").arg(&lock).arg(id.as_str()).arg("NX").arg("PX").arg(ttl_ms).query_async(&mut con),
+                )
+                .await
+                .map_err(|e| e.broker(&context()))?;
+                if taken.is_some() {
+                    return Ok(None);
+                }
+                let holder: Option<String> = timed(self.limit(), redis::cmd("GET").arg(&lock).query_async(&mut con))
+                    .await
+                    .map_err(|e| e.broker(&context()))?;
+                if let Some(holder) = holder.and_then(|h| h.parse::<TaskId>().ok()) {
+                    return Ok(Some(holder));
+                }
+            }
+            Err(BrokerError::new(
+                ErrorKind::Other,
+                format!("the uniqueness lock `{key}` changes hands too fast to take"),
+            ))
+        })
+    }
+
+    fn unlock_unique<'a>(&'a self, key: &'a str, id: &'a TaskId) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let mut con = self.con();
+            let _: i64 = timed(
+                self.limit(),
+                SCRIPTS.unlock.key(self.inner.keys.unique(key)).arg(id.as_str()).invoke_async(&mut con),
+            )
+            .await
+            .map_err(|e| e.broker(&format!("cannot release the uniqueness lock `{key}`")))?;
+            Ok(())
+        })
     }
 }
 

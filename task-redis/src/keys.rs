@@ -13,8 +13,11 @@
 //! | `NS:queues` | set | the queue names in use |
 //! | `NS:workers` | zset | worker ids, scored by heartbeat deadline (Redis clock, ms) |
 //! | `NS:lock:recover` | string | short lock held while a dead worker's messages are recovered |
+//! | `NS:rate:TASK` | string | rate limiter: next start time (GCRA), with a TTL |
+//! | `NS:unique:KEY` | string | uniqueness lock: the holding task id, with a TTL |
 //! | `NS:result:ID` | hash | state, result, error, progress, worker, retries, timings; with a TTL |
 //! | channel `NS:done:ID` | pub/sub | the final state, published when the task ends |
+//! | channel `NS:control` | pub/sub | `terminate ID`: abort a running task (revoke with terminate) |
 
 use task_core::broker::MAX_PRIORITY;
 use task_core::{BrokerError, ErrorKind, TaskId};
@@ -88,6 +91,21 @@ impl Keys {
 
     pub(crate) fn done_channel(&self, id: &TaskId) -> String {
         format!("{}:done:{id}", self.ns)
+    }
+
+    /// A rate limiter (GCRA: the next start time, Unix ms).
+    pub(crate) fn rate(&self, name: &str) -> String {
+        format!("{}:rate:{name}", self.ns)
+    }
+
+    /// A uniqueness lock (value: the holding task's id).
+    pub(crate) fn unique(&self, key: &str) -> String {
+        format!("{}:unique:{key}", self.ns)
+    }
+
+    /// Worker control messages (`terminate ID`).
+    pub(crate) fn control_channel(&self) -> String {
+        format!("{}:control", self.ns)
     }
 }
 

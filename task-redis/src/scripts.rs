@@ -16,6 +16,8 @@ pub(crate) struct Scripts {
     pub(crate) heartbeat: Script,
     pub(crate) dead_workers: Script,
     pub(crate) store: Script,
+    pub(crate) revoke: Script,
+    pub(crate) rate: Script,
     pub(crate) unlock: Script,
 }
 
@@ -31,5 +33,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     heartbeat: Script::new(include_str!("../lua/heartbeat.lua")),
     dead_workers: Script::new(include_str!("../lua/dead_workers.lua")),
     store: Script::new(include_str!("../lua/store.lua")),
+    revoke: Script::new(include_str!("../lua/revoke.lua")),
+    rate: Script::new(include_str!("../lua/rate.lua")),
     unlock: Script::new(include_str!("../lua/unlock.lua")),
 });

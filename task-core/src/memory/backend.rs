@@ -4,11 +4,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::backend::ResultBackend;
+use crate::backend::{Claim, ResultBackend};
 use crate::broker::BoxFuture;
 use crate::error::{BackendError, ErrorKind};
 use crate::id::TaskId;
-use crate::state::TaskMeta;
+use crate::state::{TaskMeta, TaskState};
 
 /// How often expired records are swept out (they are also hidden as soon as they expire).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -28,9 +28,16 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// assert_eq!(meta.state, TaskState::Success);
 /// # Ok::<_, task_core::BackendError>(()) }).unwrap();
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct InMemoryBackend {
     shared: Arc<Mutex<State>>,
+    terminate: tokio::sync::broadcast::Sender<TaskId>,
+}
+
+impl Default for InMemoryBackend {
+    fn default() -> Self {
+        Self { shared: Arc::default(), terminate: tokio::sync::broadcast::channel(1024).0 }
+    }
 }
 
 #[derive(Debug)]
@@ -73,14 +80,8 @@ impl InMemoryBackend {
         self.len() == 0
     }
 
-    /// How many callers are waiting in [`ResultBackend::wait`] (for tests).
-    pub fn waiting(&self) -> usize {
-        self.lock().waiters.values().map(|n| Arc::strong_count(n) - 1).sum()
-    }
-}
-
-impl ResultBackend for InMemoryBackend {
-    fn store<'a>(&'a self, id: &'a TaskId, update: TaskMeta, ttl: Duration) -> BoxFuture<'a, Result<(), BackendError>> {
+    /// Merges `update` (fenced: see [`TaskMeta::fenced_against`]) and wakes waiters on a ready state.
+    fn store_now(&self, id: &TaskId, update: TaskMeta, ttl: Duration) -> Result<(), BackendError> {
         let ready = update.state.is_ready();
         let mut state = self.lock();
         let now = Instant::now();
@@ -96,7 +97,7 @@ impl ResultBackend for InMemoryBackend {
                     ErrorKind::Fenced,
                     format!("state {} of task {id} refused: worker {owner} has taken the task over", update.state),
                 );
-                return Box::pin(async move { Err(error) });
+                return Err(error);
             }
             Some((meta, at)) if *at > now => {
                 meta.merge(update);
@@ -109,7 +110,19 @@ impl ResultBackend for InMemoryBackend {
         if ready && let Some(notify) = state.waiters.remove(id) {
             notify.notify_waiters();
         }
-        Box::pin(async { Ok(()) })
+        Ok(())
+    }
+
+    /// How many callers are waiting in [`ResultBackend::wait`] (for tests).
+    pub fn waiting(&self) -> usize {
+        self.lock().waiters.values().map(|n| Arc::strong_count(n) - 1).sum()
+    }
+}
+
+impl ResultBackend for InMemoryBackend {
+    fn store<'a>(&'a self, id: &'a TaskId, update: TaskMeta, ttl: Duration) -> BoxFuture<'a, Result<(), BackendError>> {
+        let result = self.store_now(id, update, ttl);
+        Box::pin(async move { result })
     }
 
     fn get<'a>(&'a self, id: &'a TaskId) -> BoxFuture<'a, Result<Option<TaskMeta>, BackendError>> {
@@ -150,6 +163,44 @@ impl ResultBackend for InMemoryBackend {
     fn forget<'a>(&'a self, id: &'a TaskId) -> BoxFuture<'a, Result<(), BackendError>> {
         self.lock().records.remove(id);
         Box::pin(async { Ok(()) })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        id: &'a TaskId,
+        update: TaskMeta,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Claim, BackendError>> {
+        let revoked =
+            self.lock().live(id).filter(|m| m.state == TaskState::Revoked).map(|m| m.error.clone().unwrap_or_default());
+        let result = match revoked {
+            Some(reason) => Ok(Claim::Revoked(reason)),
+            None => self.store_now(id, update, ttl).map(|()| Claim::Claimed),
+        };
+        Box::pin(async move { result })
+    }
+
+    fn revoke<'a>(
+        &'a self,
+        id: &'a TaskId,
+        reason: &'a str,
+        terminate: bool,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        let done = self.lock().live(id).is_some_and(|m| m.state.is_ready());
+        let result = if done {
+            Ok(())
+        } else {
+            self.store_now(id, TaskMeta { error: Some(reason.to_owned()), ..TaskMeta::state(TaskState::Revoked) }, ttl)
+        };
+        if terminate {
+            let _ = self.terminate.send(id.clone());
+        }
+        Box::pin(async move { result })
+    }
+
+    fn terminations(&self) -> Option<tokio::sync::broadcast::Receiver<TaskId>> {
+        Some(self.terminate.subscribe())
     }
 }
 

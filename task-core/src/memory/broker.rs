@@ -5,10 +5,13 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
 
 use crate::broker::{
-    BoxFuture, Broker, ConsumerId, DeadLetter, Delivery, Inspect, MAX_PRIORITY, Message, QueueStats, Receipt,
+    BoxFuture, Broker, ConsumerId, Coordination, DeadLetter, Delivery, Inspect, MAX_PRIORITY, Message, QueueStats,
+    Receipt,
 };
 use crate::envelope::now_ms;
 use crate::error::{BrokerError, ErrorKind};
+use crate::id::TaskId;
+use crate::task::RateLimit;
 
 /// How many deliveries a message gets before it goes to the dead letters.
 pub const DEFAULT_MAX_DELIVERIES: u32 = 5;
@@ -90,6 +93,10 @@ struct State {
     held: HashMap<u64, (ConsumerId, Entry)>,
     consumers: HashMap<ConsumerId, Instant>,
     dead: VecDeque<DeadLetter>,
+    /// Rate limiters: the theoretical arrival time of the next start (GCRA).
+    rates: HashMap<String, SystemTime>,
+    /// Uniqueness locks: holder and expiry.
+    uniques: HashMap<String, (TaskId, Instant)>,
     next_seq: u64,
     faults: HashMap<BrokerOp, usize>,
 }
@@ -443,6 +450,51 @@ impl Broker for InMemoryBroker {
 
     fn inspect(&self) -> Option<&dyn Inspect> {
         Some(self)
+    }
+
+    fn coordination(&self) -> Option<&dyn Coordination> {
+        Some(self)
+    }
+}
+
+impl Coordination for InMemoryBroker {
+    fn reserve_rate<'a>(
+        &'a self,
+        key: &'a str,
+        limit: RateLimit,
+    ) -> BoxFuture<'a, Result<Option<SystemTime>, BrokerError>> {
+        let now = SystemTime::now();
+        let mut state = self.lock();
+        let tat = state.rates.get(key).copied().filter(|t| *t > now).unwrap_or(now);
+        state.rates.insert(key.to_owned(), tat + limit.interval());
+        let slot = (tat > now).then_some(tat);
+        Box::pin(async move { Ok(slot) })
+    }
+
+    fn lock_unique<'a>(
+        &'a self,
+        key: &'a str,
+        id: &'a TaskId,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<TaskId>, BrokerError>> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let holder = match state.uniques.get(key) {
+            Some((holder, until)) if *until > now => Some(holder.clone()),
+            _ => {
+                state.uniques.insert(key.to_owned(), (id.clone(), now + ttl));
+                None
+            }
+        };
+        Box::pin(async move { Ok(holder) })
+    }
+
+    fn unlock_unique<'a>(&'a self, key: &'a str, id: &'a TaskId) -> BoxFuture<'a, Result<(), BrokerError>> {
+        let mut state = self.lock();
+        if state.uniques.get(key).is_some_and(|(holder, _)| holder == id) {
+            state.uniques.remove(key);
+        }
+        Box::pin(async { Ok(()) })
     }
 }
 

@@ -1,27 +1,28 @@
-//! Runs one delivery and settles it.
+//! Runs one delivery and settles it: decode, look up, check expiry and rate limit,
+//! claim (which refuses revoked tasks), run under the time limits, store, ack.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use tokio::sync::{oneshot, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::app::App;
+use crate::backend::Claim;
 use crate::broker::{ConsumerId, Delivery, Message};
 use crate::context::TaskContext;
 use crate::envelope::{Envelope, now_ms};
 use crate::error::{BackendError, BrokerError, Disposition, ErrorKind, TaskError};
-use crate::registry::Invocation;
+use crate::id::TaskId;
+use crate::registry::{Invocation, TaskEntry};
 use crate::state::{TaskMeta, TaskState};
-use crate::task::DEFAULT_MAX_RETRIES;
+use crate::task::{Backoff, DEFAULT_MAX_RETRIES};
 use crate::worker::WorkerReport;
 
-/// First retry back-off ceiling; doubles per retry.
-const BACKOFF_BASE: Duration = Duration::from_secs(1);
-/// Largest retry back-off.
-const BACKOFF_CAP: Duration = Duration::from_secs(600);
 /// How long a store or a settlement (ack, retry, dead-letter) is tried before giving
 /// up: long enough to ride out a restart or failover of the broker. After that the
 /// message stays held, and is recovered if this worker stops.
@@ -35,18 +36,23 @@ pub(super) struct Counters {
     succeeded: AtomicU64,
     failed: AtomicU64,
     retried: AtomicU64,
+    revoked: AtomicU64,
+    rate_limited: AtomicU64,
     dead_lettered: AtomicU64,
     pub(super) released: AtomicU64,
 }
 
 impl Counters {
     pub(super) fn report(&self) -> WorkerReport {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         WorkerReport {
-            succeeded: self.succeeded.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
-            retried: self.retried.load(Ordering::Relaxed),
-            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
-            released: self.released.load(Ordering::Relaxed),
+            succeeded: get(&self.succeeded),
+            failed: get(&self.failed),
+            retried: get(&self.retried),
+            revoked: get(&self.revoked),
+            rate_limited: get(&self.rate_limited),
+            dead_lettered: get(&self.dead_lettered),
+            released: get(&self.released),
         }
     }
 }
@@ -57,6 +63,8 @@ pub(super) struct Runner {
     pub(super) app: App,
     pub(super) consumer: ConsumerId,
     pub(super) counters: Counters,
+    /// Running tasks that a revoke with terminate can stop.
+    pub(super) running: Mutex<HashMap<TaskId, oneshot::Sender<()>>>,
 }
 
 /// How a run ended badly.
@@ -64,9 +72,24 @@ enum Failure {
     Task(TaskError),
     Panic(String),
     TimeLimit(Duration),
+    Terminated,
+}
+
+/// The limits and signals of one run.
+struct Limits {
+    hard: Option<Duration>,
+    soft: Option<Duration>,
+    cancel: watch::Sender<bool>,
+    terminate: oneshot::Receiver<()>,
 }
 
 impl Runner {
+    /// Stops a running task (revoke with terminate); false if it does not run here.
+    pub(super) fn terminate(&self, id: &TaskId) -> bool {
+        let stop = self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        stop.is_some_and(|stop| stop.send(()).is_ok())
+    }
+
     pub(super) async fn handle(self: Arc<Self>, delivery: Delivery) {
         let envelope = match Envelope::decode(&delivery.payload) {
             Ok(envelope) => envelope,
@@ -84,8 +107,15 @@ impl Runner {
             );
             return self.bury(&delivery, Some(&envelope), reason).await;
         };
+        if envelope.expires_ms.is_some_and(|at| now_ms() > at) {
+            return self.skip(&delivery, &envelope, "expired".into()).await;
+        }
+        if self.defer_for_rate_limit(&delivery, &envelope, entry).await {
+            return;
+        }
+
         let max_retries = envelope.max_retries.or(entry.options().max_retries).unwrap_or(DEFAULT_MAX_RETRIES);
-        let time_limit = envelope.time_limit_ms.map(Duration::from_millis).or(entry.options().time_limit);
+        let (cancel, cancelled) = watch::channel(false);
         let ctx = TaskContext::new(
             envelope.id.clone(),
             envelope.task.clone(),
@@ -95,6 +125,7 @@ impl Runner {
             Some(self.consumer.to_string()),
             self.app.backend().clone(),
             self.result_ttl(&envelope),
+            cancelled,
         );
         let invocation = match entry.invoke(ctx, &envelope.args) {
             Ok(invocation) => invocation,
@@ -103,48 +134,110 @@ impl Runner {
                 return self.bury(&delivery, Some(&envelope), reason).await;
             }
         };
-        let started = TaskMeta {
-            task: Some(envelope.task.clone()),
-            worker: Some(self.consumer.to_string()),
-            retries: Some(envelope.retries),
-            started_ms: Some(now_ms()),
-            ..TaskMeta::state(TaskState::Started)
-        };
-        self.store(&envelope, started).await;
+        if let Some(Claim::Revoked(reason)) = self.claim(&envelope).await {
+            return self.skip(&delivery, &envelope, reason).await;
+        }
+        if envelope.acks_early {
+            self.ack(&delivery, &envelope).await;
+        }
         debug!(task = %envelope.task, id = %envelope.id, attempt = envelope.retries + 1, "task started");
 
-        match run(invocation, time_limit).await {
+        let (stop, terminate) = oneshot::channel();
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(envelope.id.clone(), stop);
+        let limits = Limits {
+            hard: envelope.time_limit_ms.map(Duration::from_millis).or(entry.options().time_limit),
+            soft: envelope.soft_time_limit_ms.map(Duration::from_millis).or(entry.options().soft_time_limit),
+            cancel,
+            terminate,
+        };
+        let outcome = run(invocation, limits).await;
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&envelope.id);
+
+        match outcome {
             Ok(result) => {
-                let done = TaskMeta {
-                    result: Some(result),
-                    finished_ms: Some(now_ms()),
-                    ..TaskMeta::state(TaskState::Success)
-                };
-                self.store(&envelope, done).await;
-                self.ack(&delivery, &envelope).await;
+                if envelope.ignore_result {
+                    self.forget(&envelope).await;
+                } else {
+                    let done = TaskMeta {
+                        result: Some(result),
+                        finished_ms: Some(now_ms()),
+                        ..TaskMeta::state(TaskState::Success)
+                    };
+                    self.store(&envelope, done).await;
+                }
+                self.finish(&delivery, &envelope).await;
                 self.counters.succeeded.fetch_add(1, Ordering::Relaxed);
                 debug!(task = %envelope.task, id = %envelope.id, "task succeeded");
             }
-            Err(failure) => self.fail(delivery, envelope, failure, max_retries).await,
+            Err(Failure::Terminated) => {
+                // revoke() already stored REVOKED ("terminated"): just let go.
+                self.finish(&delivery, &envelope).await;
+                self.counters.revoked.fetch_add(1, Ordering::Relaxed);
+                info!(task = %envelope.task, id = %envelope.id, "task terminated");
+            }
+            Err(failure) => {
+                let backoff = entry.options().backoff.unwrap_or(Backoff::DEFAULT);
+                self.fail(delivery, envelope, failure, max_retries, backoff).await;
+            }
         }
     }
 
-    async fn fail(&self, delivery: Delivery, envelope: Envelope, failure: Failure, max_retries: u32) {
+    /// Over its rate limit, a task goes back to the delayed set for the slot it
+    /// reserved (its envelope remembers the slot, so it does not ask again).
+    async fn defer_for_rate_limit(&self, delivery: &Delivery, envelope: &Envelope, entry: &TaskEntry) -> bool {
+        let (Some(limit), None) = (entry.options().rate_limit, envelope.rate_slot_ms) else { return false };
+        let Some(coordination) = self.app.broker().coordination() else {
+            warn!(task = %envelope.task, "the broker has no coordination: the rate limit is not applied");
+            return false;
+        };
+        let slot = match coordination.reserve_rate(entry.name(), limit).await {
+            Ok(None) => return false,
+            Ok(Some(slot)) => slot,
+            Err(e) => {
+                warn!(task = %envelope.task, error = %e, "cannot reserve a rate-limited start; running it now");
+                return false;
+            }
+        };
+        let mut next = envelope.clone();
+        next.rate_slot_ms = Some(chrono::DateTime::<chrono::Utc>::from(slot).timestamp_millis());
+        match next.encode() {
+            Ok(payload) => {
+                let msg = Message::new(next.id.clone(), delivery.queue.clone(), payload)
+                    .with_priority(delivery.priority)
+                    .with_eta(Some(slot));
+                let consumer = &self.consumer;
+                self.settle("deferral", &subject(envelope), || {
+                    self.app.broker().retry(consumer, delivery, msg.clone())
+                })
+                .await;
+                self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                self.bury(delivery, Some(envelope), format!("cannot re-encode for the rate limit: {e}")).await;
+                true
+            }
+        }
+    }
+
+    async fn fail(&self, delivery: Delivery, envelope: Envelope, failure: Failure, max_retries: u32, backoff: Backoff) {
         let (message, retry_in) = match failure {
             Failure::Task(e) => {
                 let delay = match e.disposition() {
                     Disposition::Fatal => None,
-                    Disposition::Retryable => Some(backoff(envelope.retries)),
+                    Disposition::Retryable => Some(backoff.delay(envelope.retries)),
                     Disposition::RetryIn(delay) => Some(delay),
                 };
                 (e.message().to_owned(), delay.filter(|_| envelope.retries < max_retries))
             }
             Failure::Panic(text) => (format!("task panicked: {text}"), None),
             Failure::TimeLimit(limit) => (format!("time limit exceeded ({limit:?})"), None),
+            Failure::Terminated => unreachable!("handled by the caller"),
         };
         if let Some(delay) = retry_in {
             let mut next = envelope.clone();
             next.retries += 1;
+            next.rate_slot_ms = None;
             let eta = SystemTime::now() + delay;
             next.eta_ms = Some(chrono::DateTime::<chrono::Utc>::from(eta).timestamp_millis());
             let payload = match next.encode() {
@@ -153,30 +246,68 @@ impl Runner {
                     return self.bury(&delivery, Some(&envelope), format!("cannot re-encode for a retry: {e}")).await;
                 }
             };
-            let retry = TaskMeta {
-                error: Some(message.clone()),
-                retries: Some(next.retries),
-                ..TaskMeta::state(TaskState::Retry)
-            };
-            self.store(&envelope, retry).await;
+            if !envelope.ignore_result {
+                let retry = TaskMeta {
+                    error: Some(message.clone()),
+                    retries: Some(next.retries),
+                    ..TaskMeta::state(TaskState::Retry)
+                };
+                self.store(&envelope, retry).await;
+            }
             let msg = Message::new(next.id.clone(), delivery.queue.clone(), payload)
                 .with_priority(delivery.priority)
                 .with_eta(Some(eta));
             let consumer = &self.consumer;
-            self.settle("retry", &subject(&envelope), || self.app.broker().retry(consumer, &delivery, msg.clone()))
-                .await;
+            if envelope.acks_early {
+                // Acked already: the retry is a new message.
+                self.settle("retry", &subject(&envelope), || self.app.broker().enqueue(msg.clone())).await;
+            } else {
+                self.settle("retry", &subject(&envelope), || self.app.broker().retry(consumer, &delivery, msg.clone()))
+                    .await;
+            }
             self.counters.retried.fetch_add(1, Ordering::Relaxed);
             info!(task = %envelope.task, id = %envelope.id, retry = next.retries, of = max_retries, retry_in = ?delay, error = %message, "task failed; retrying");
         } else {
-            let failed = TaskMeta {
-                error: Some(message.clone()),
-                finished_ms: Some(now_ms()),
-                ..TaskMeta::state(TaskState::Failure)
-            };
-            self.store(&envelope, failed).await;
-            self.ack(&delivery, &envelope).await;
+            if envelope.ignore_result {
+                self.forget(&envelope).await;
+            } else {
+                let failed = TaskMeta {
+                    error: Some(message.clone()),
+                    finished_ms: Some(now_ms()),
+                    ..TaskMeta::state(TaskState::Failure)
+                };
+                self.store(&envelope, failed).await;
+            }
+            self.finish(&delivery, &envelope).await;
             self.counters.failed.fetch_add(1, Ordering::Relaxed);
             warn!(task = %envelope.task, id = %envelope.id, retries = envelope.retries, error = %message, "task failed");
+        }
+    }
+
+    /// Ends a task that will not run (revoked, expired): `REVOKED` with the reason, acked.
+    async fn skip(&self, delivery: &Delivery, envelope: &Envelope, reason: String) {
+        info!(task = %envelope.task, id = %envelope.id, %reason, "task skipped: revoked");
+        let revoked = TaskMeta {
+            task: Some(envelope.task.clone()),
+            error: Some(reason),
+            finished_ms: Some(now_ms()),
+            ..TaskMeta::state(TaskState::Revoked)
+        };
+        self.store(envelope, revoked).await;
+        self.finish(delivery, envelope).await;
+        self.counters.revoked.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The end of a task's life here: ack (unless acked early) and release its
+    /// uniqueness lock.
+    async fn finish(&self, delivery: &Delivery, envelope: &Envelope) {
+        if !envelope.acks_early {
+            self.ack(delivery, envelope).await;
+        }
+        if let (Some(key), Some(coordination)) = (&envelope.unique_key, self.app.broker().coordination())
+            && let Err(e) = coordination.unlock_unique(key, &envelope.id).await
+        {
+            warn!(task = %envelope.task, id = %envelope.id, error = %e, "cannot release the uniqueness lock; it expires by itself");
         }
     }
 
@@ -196,6 +327,11 @@ impl Runner {
         let consumer = &self.consumer;
         let subject = envelope.map_or_else(|| format!("a message from queue `{}`", delivery.queue), subject);
         self.settle("dead-letter", &subject, || self.app.broker().dead_letter(consumer, delivery, &reason)).await;
+        if let (Some(envelope), Some(coordination)) = (envelope, self.app.broker().coordination())
+            && let Some(key) = &envelope.unique_key
+        {
+            let _ = coordination.unlock_unique(key, &envelope.id).await;
+        }
         self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -207,6 +343,21 @@ impl Runner {
     /// How long this task's result is kept: its own TTL, else the app's.
     fn result_ttl(&self, envelope: &Envelope) -> Duration {
         envelope.result_ttl_ms.map_or_else(|| self.app.result_ttl(), Duration::from_millis)
+    }
+
+    /// Claims the task (`STARTED`, in this worker's name) unless it was revoked.
+    async fn claim(&self, envelope: &Envelope) -> Option<Claim> {
+        let started = TaskMeta {
+            task: Some(envelope.task.clone()),
+            worker: Some(self.consumer.to_string()),
+            retries: Some(envelope.retries),
+            started_ms: Some(now_ms()),
+            ..TaskMeta::state(TaskState::Started)
+        };
+        let backend = self.app.backend();
+        let ttl = self.result_ttl(envelope);
+        let op = || backend.claim(&envelope.id, started.clone(), ttl);
+        with_tries("claiming", &subject(envelope), op, |_: &BackendError| false).await
     }
 
     /// Stores a state update in this worker's name (so a worker that lost the task
@@ -221,71 +372,52 @@ impl Runner {
         with_tries(&what, &subject(envelope), op, fenced).await;
     }
 
+    /// `ignore_result`: nothing is kept once the task ends.
+    async fn forget(&self, envelope: &Envelope) {
+        let backend = self.app.backend();
+        with_tries("forgetting", &subject(envelope), || backend.forget(&envelope.id), |_: &BackendError| false).await;
+    }
+
     /// Runs a broker settlement (ack, retry, dead-letter) with a few tries. A fenced
     /// refusal is final: another worker owns the message now.
     async fn settle<'a, F>(&'a self, what: &str, subject: &str, op: impl Fn() -> F)
     where
         F: Future<Output = Result<(), BrokerError>> + 'a,
     {
-        with_tries(what, subject, op, |e| e.kind() == ErrorKind::Fenced).await;
+        with_tries(what, subject, op, |e: &BrokerError| e.kind() == ErrorKind::Fenced).await;
     }
 }
 
-/// Runs `op` until it succeeds or [`SETTLE_PATIENCE`] has passed, with growing pauses,
-/// logging failures. An error for which `refused` holds ends the tries at once.
-async fn with_tries<E, F>(what: &str, subject: &str, op: impl Fn() -> F, refused: impl Fn(&E) -> bool)
-where
-    E: std::fmt::Display,
-    F: Future<Output = Result<(), E>>,
-{
-    let started = tokio::time::Instant::now();
-    let mut pause = Duration::from_millis(50);
-    for attempt in 1u32.. {
-        match op().await {
-            Ok(()) => return,
-            Err(e) if refused(&e) => {
-                return warn!(error = %e, "{what} of {subject} refused: the message was recovered by another worker");
-            }
-            Err(e) if started.elapsed() >= SETTLE_PATIENCE => {
-                return error!(error = %e, "{what} of {subject} failed for {SETTLE_PATIENCE:?} ({attempt} tries); giving up");
-            }
-            Err(e) if attempt == 1 => warn!(error = %e, "{what} of {subject} failed; trying again"),
-            Err(e) => tracing::debug!(error = %e, attempt, "{what} of {subject} failed again"),
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(SETTLE_MAX_PAUSE);
-    }
-}
-
-/// How a task is named in logs: "task `name` [id]".
-fn subject(envelope: &Envelope) -> String {
-    format!("task `{}` [{}]", envelope.task, envelope.id)
-}
-
-/// Exponential back-off with full jitter: uniform in `[0, min(cap, base * 2^retries)]`.
-pub(crate) fn backoff(retries: u32) -> Duration {
-    let ceiling = BACKOFF_BASE.saturating_mul(1u32.checked_shl(retries.min(31)).unwrap_or(u32::MAX)).min(BACKOFF_CAP);
-    let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(rand::random_range(0..=millis))
-}
-
-/// Runs the task body in its own tokio task (so a panic is caught as a `JoinError`),
-/// under the hard time limit.
-async fn run(invocation: Invocation, limit: Option<Duration>) -> Result<Vec<u8>, Failure> {
+/// Runs the task body in its own tokio task (so a panic is caught as a `JoinError`):
+/// raises the cancel signal at the soft limit, aborts at the hard limit or on a
+/// terminate request.
+async fn run(invocation: Invocation, limits: Limits) -> Result<Vec<u8>, Failure> {
+    let Limits { hard, soft, cancel, mut terminate } = limits;
     let mut handle = AbortOnDrop(match invocation {
         Invocation::Async(future) => tokio::spawn(future),
         Invocation::Blocking(body) => tokio::task::spawn_blocking(body),
     });
-    let joined = match limit {
-        None => (&mut handle.0).await,
-        Some(limit) => match tokio::time::timeout(limit, &mut handle.0).await {
-            Ok(joined) => joined,
-            Err(_) => {
+    let started = tokio::time::Instant::now();
+    let far = started + Duration::from_secs(100 * 365 * 24 * 3600);
+    let hard_at = hard.map_or(far, |d| started + d);
+    let mut soft_at = soft.map_or(far, |d| started + d);
+    let joined = loop {
+        tokio::select! {
+            joined = &mut handle.0 => break joined,
+            () = tokio::time::sleep_until(soft_at) => {
+                let _ = cancel.send(true);
+                soft_at = far;
+            }
+            () = tokio::time::sleep_until(hard_at) => {
                 // An async task stops at its next await; a blocking one cannot be
                 // stopped: its thread runs on, detached, and its result is dropped.
-                return Err(Failure::TimeLimit(limit));
+                return Err(Failure::TimeLimit(hard.unwrap_or_default()));
             }
-        },
+            Ok(()) = &mut terminate => {
+                let _ = cancel.send(true);
+                return Err(Failure::Terminated);
+            }
+        }
     };
     match joined {
         Ok(Ok(bytes)) => Ok(bytes),
@@ -293,6 +425,40 @@ async fn run(invocation: Invocation, limit: Option<Duration>) -> Result<Vec<u8>,
         Err(join) if join.is_panic() => Err(Failure::Panic(panic_text(join.into_panic()))),
         Err(join) => Err(Failure::Panic(format!("task was cancelled: {join}"))),
     }
+}
+
+/// Runs `op` until it succeeds or [`SETTLE_PATIENCE`] has passed, with growing pauses,
+/// logging failures. An error for which `refused` holds ends the tries at once.
+async fn with_tries<T, E, F>(what: &str, subject: &str, op: impl Fn() -> F, refused: impl Fn(&E) -> bool) -> Option<T>
+where
+    E: std::fmt::Display,
+    F: Future<Output = Result<T, E>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(50);
+    for attempt in 1u32.. {
+        match op().await {
+            Ok(value) => return Some(value),
+            Err(e) if refused(&e) => {
+                warn!(error = %e, "{what} of {subject} refused: the message was recovered by another worker");
+                return None;
+            }
+            Err(e) if started.elapsed() >= SETTLE_PATIENCE => {
+                error!(error = %e, "{what} of {subject} failed for {SETTLE_PATIENCE:?} ({attempt} tries); giving up");
+                return None;
+            }
+            Err(e) if attempt == 1 => warn!(error = %e, "{what} of {subject} failed; trying again"),
+            Err(e) => tracing::debug!(error = %e, attempt, "{what} of {subject} failed again"),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(SETTLE_MAX_PAUSE);
+    }
+    None
+}
+
+/// How a task is named in logs: "task `name` [id]".
+fn subject(envelope: &Envelope) -> String {
+    format!("task `{}` [{}]", envelope.task, envelope.id)
 }
 
 /// Aborts the task body when its runner goes away (time limit, or the pool aborting
@@ -317,14 +483,6 @@ fn panic_text(payload: Box<dyn Any + Send>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_stays_under_its_ceiling() {
-        for retries in 0..40 {
-            let ceiling = BACKOFF_BASE.saturating_mul(1 << retries.min(20)).min(BACKOFF_CAP);
-            assert!(backoff(retries) <= ceiling);
-        }
-    }
 
     #[test]
     fn panic_text_reads_str_and_string_payloads() {

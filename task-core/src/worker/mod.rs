@@ -59,6 +59,10 @@ pub struct WorkerReport {
     pub failed: u64,
     /// Retries scheduled.
     pub retried: u64,
+    /// Tasks not run or stopped: revoked, expired, or terminated.
+    pub revoked: u64,
+    /// Starts deferred to a later slot by a rate limit.
+    pub rate_limited: u64,
     /// Messages sent to the dead letters (undecodable, unknown task, bad arguments).
     pub dead_lettered: u64,
     /// Unstarted messages given back to the broker at shutdown.

@@ -3,8 +3,8 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -41,7 +41,14 @@ where
     }
 
     let heart = tokio::spawn(heartbeat(broker.clone(), id.clone(), heartbeat_ttl));
-    let runner = Arc::new(Runner { app: app.clone(), consumer: id.clone(), counters: Counters::default() });
+    let runner = Arc::new(Runner {
+        app: app.clone(),
+        consumer: id.clone(),
+        counters: Counters::default(),
+        running: Mutex::default(),
+    });
+    let terminator =
+        app.backend().terminations().map(|requests| tokio::spawn(terminate_on_request(requests, runner.clone())));
     let slots = Arc::new(Semaphore::new(concurrency));
     let mut running = JoinSet::new();
     let mut held: VecDeque<Delivery> = VecDeque::new();
@@ -102,6 +109,9 @@ where
 
     shutdown(&*broker, &id, &runner, held, &slots, concurrency, &mut running, grace_period).await;
     heart.abort();
+    if let Some(terminator) = terminator {
+        terminator.abort();
+    }
     Ok(runner.counters.report())
 }
 
@@ -141,6 +151,21 @@ async fn shutdown(
         error!(error = %e, "cannot deregister; held messages are recovered when this worker's heartbeat expires");
     }
     info!(worker = %id, report = ?runner.counters.report(), "worker stopped");
+}
+
+/// Aborts the tasks that a revoke with terminate names, if they run here.
+async fn terminate_on_request(mut requests: tokio::sync::broadcast::Receiver<crate::TaskId>, runner: Arc<Runner>) {
+    loop {
+        match requests.recv().await {
+            Ok(id) => {
+                if runner.terminate(&id) {
+                    info!(id = %id, "terminating a revoked task");
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => warn!(missed = n, "missed terminate requests"),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
 }
 
 /// Keeps this worker alive in the broker and returns dead peers' messages.

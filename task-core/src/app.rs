@@ -219,7 +219,7 @@ impl fmt::Debug for App {
 }
 
 /// Builds an [`App`]: URLs (looked up by scheme) or ready-made driver objects.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct AppBuilder {
     broker_url: Option<String>,
     backend_url: Option<String>,

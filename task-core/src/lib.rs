@@ -65,6 +65,11 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+// Lets `#[task]` (whose code names `::task_core`) be used inside this crate: the
+// control suite in `testing` defines tasks.
+#[cfg(feature = "test-util")]
+extern crate self as task_core;
+
 mod app;
 pub mod backend;
 pub mod broker;

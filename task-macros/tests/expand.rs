@@ -30,6 +30,11 @@ async fn norm(ctx: TaskContext, p: Point, scale: Option<f64>) -> TaskResult<f64>
 #[task]
 fn unit_task() {}
 
+#[task(max_retries = 2, retry_backoff = 3, retry_jitter = false)]
+async fn steady() -> TaskResult<()> {
+    Ok(())
+}
+
 #[test]
 fn the_default_name_is_the_module_path_and_the_function_name() {
     assert_eq!(add::NAME, "expand::add");
@@ -87,4 +92,14 @@ async fn a_direct_call_equals_the_queued_run() {
     assert_eq!(configured::delay(&app, "four".into()).await.unwrap().get(wait).await.unwrap(), 4);
     unit_task::delay(&app).await.unwrap().get(wait).await.unwrap();
     assert_eq!(worker.shutdown().await.unwrap().succeeded, 4);
+}
+
+#[test]
+fn backoff_options_fill_in_the_defaults() {
+    let backoff = <steady::Task as Task>::OPTIONS.backoff.expect("set");
+    assert_eq!(backoff.base, Duration::from_secs(3));
+    assert_eq!(backoff.max, task_core::Backoff::DEFAULT.max);
+    assert!(!backoff.jitter);
+    assert_eq!(backoff.delay(1), Duration::from_secs(6), "no jitter: exactly base * 2^retries");
+    assert_eq!(<add::Task as Task>::OPTIONS.backoff, None);
 }

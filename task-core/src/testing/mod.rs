@@ -14,6 +14,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+#[cfg(feature = "macros")]
+pub mod control;
+
 use crate::backend::ResultBackend;
 use crate::broker::{Broker, ConsumerId, Delivery, Message};
 use crate::id::TaskId;

@@ -1,16 +1,28 @@
 #!/usr/bin/env bash
-# The whole test suite. Tests that need Redis start their own private redis-server on
-# a free 127.0.0.1 port, so only the binary is needed: installed here from Debian's
-# packages when it is missing.
+# The whole test suite. Installs what the tests need when it is missing:
+#  - redis-server, redis-cli and openssl (Debian): tests start their own private
+#    redis-server on a free 127.0.0.1 port; the TLS tests make their certificates;
+#  - chromium (Debian) and playwright-core (npm, pinned by package-lock.json): the web
+#    example's browser test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
-  echo "== installing redis-server and openssl (Debian packages; the TLS tests make certificates)"
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]} (Debian packages)"
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server openssl >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if [ ! -d examples/web/browser/node_modules/playwright-core ]; then
+  echo "== installing playwright-core (npm ci)"
+  npm ci --prefix examples/web/browser --no-audit --no-fund --loglevel=error
 fi
 
 exec cargo test --workspace --all-features "$@"

@@ -218,26 +218,53 @@ impl RedisBroker {
         inv
     }
 
+    /// Sends a batch in one round trip: one script call per (queue, priority) group,
+    /// each an RPUSH of the due entries and a ZADD of the delayed ones.
     async fn enqueue_many(&self, messages: &[Message]) -> Result<(), Failure> {
         let keys = &self.inner.keys;
-        let mut pipe = redis::pipe();
+        /// The messages of one queue and priority: due now, and delayed (due time, entry).
+        struct Group<'m> {
+            queue: &'m str,
+            priority: u8,
+            now: Vec<Vec<u8>>,
+            later: Vec<(i64, Vec<u8>)>,
+        }
+        let mut groups: Vec<Group<'_>> = Vec::new();
         for m in messages {
+            let at = match groups.iter().position(|g| g.queue == m.queue && g.priority == m.priority) {
+                Some(at) => at,
+                None => {
+                    groups.push(Group { queue: &m.queue, priority: m.priority, now: Vec::new(), later: Vec::new() });
+                    groups.len() - 1
+                }
+            };
+            let entry = entry::encode(m.priority, 0, &m.payload);
+            match Self::due(m) {
+                0 => groups[at].now.push(entry),
+                due => groups[at].later.push((due, entry)),
+            }
+        }
+        let mut pipe = redis::pipe();
+        for Group { queue, priority, now, later } in &groups {
             pipe.cmd("EVALSHA")
-                .arg(SCRIPTS.enqueue.get_hash())
+                .arg(SCRIPTS.enqueue_many.get_hash())
                 .arg(3)
-                .arg(keys.ready(&m.queue, m.priority))
-                .arg(keys.delayed(&m.queue))
-                .arg(keys.wake(&m.queue))
-                .arg(entry::encode(m.priority, 0, &m.payload))
-                .arg(Self::due(m))
-                .ignore();
+                .arg(keys.ready(queue, *priority))
+                .arg(keys.delayed(queue))
+                .arg(keys.wake(queue))
+                .arg(now.len())
+                .arg(now);
+            for (due, entry) in later {
+                pipe.arg(*due).arg(entry);
+            }
+            pipe.ignore();
         }
         let mut con = self.con();
         let sent: Result<(), Failure> = timed(self.limit(), pipe.query_async(&mut con)).await;
         match sent {
             // Redis restarted and forgot the script: no command of the pipeline ran.
             Err(e) if e.is_noscript() => {
-                timed(self.limit(), SCRIPTS.enqueue.load_async(&mut con)).await?;
+                timed(self.limit(), SCRIPTS.enqueue_many.load_async(&mut con)).await?;
                 timed(self.limit(), pipe.query_async(&mut con)).await
             }
             other => other,

@@ -62,7 +62,7 @@ macro_rules! conformance_tests {
             ack_after_recovery_is_fenced, priorities_highest_first, batch_enqueue_keeps_order,
             fetch_respects_max_and_queue_order, result_store_merges_fields, result_ttl_expires,
             wait_wakes_on_ready_state, wait_times_out_with_current_state, forget_deletes,
-            a_stale_worker_cannot_overwrite_a_result);
+            a_stale_worker_cannot_overwrite_a_result, a_mixed_batch_keeps_priorities_and_delays);
     };
     (@each $setup:path; $($name:ident),* $(,)?) => {
         $(
@@ -366,4 +366,29 @@ pub async fn a_stale_worker_cannot_overwrite_a_result(h: Harness) {
     h.backend.store(&id, current, ttl).await.unwrap();
     let meta = h.backend.get(&id).await.unwrap().expect("stored");
     assert_eq!((meta.state, meta.result, meta.worker.as_deref()), (TaskState::Success, Some(vec![2]), Some("new")));
+}
+
+/// A batch mixing priorities, queues and a delayed message: each queue serves its
+/// messages highest priority first and FIFO within one; the delayed one waits.
+pub async fn a_mixed_batch_keeps_priorities_and_delays(h: Harness) {
+    let (a, b) = (queue("mix-a"), queue("mix-b"));
+    let c = ConsumerId::new();
+    let later = SystemTime::now() + Duration::from_millis(600);
+    h.broker
+        .enqueue_batch(vec![
+            msg(&a, "a-low-1"),
+            msg(&b, "b-1"),
+            msg(&a, "a-high").with_priority(8),
+            msg(&a, "a-later").with_eta(Some(later)),
+            msg(&a, "a-low-2"),
+        ])
+        .await
+        .unwrap();
+    let got = fetch(&h, &c, std::slice::from_ref(&a), 10, Duration::from_secs(1)).await;
+    assert_eq!(got.iter().map(body).collect::<Vec<_>>(), ["a-high", "a-low-1", "a-low-2"]);
+    let got = fetch(&h, &c, std::slice::from_ref(&b), 10, Duration::from_secs(1)).await;
+    assert_eq!(got.iter().map(body).collect::<Vec<_>>(), ["b-1"]);
+    let got = fetch(&h, &c, std::slice::from_ref(&a), 10, Duration::from_secs(10)).await;
+    assert_eq!(got.iter().map(body).collect::<Vec<_>>(), ["a-later"]);
+    assert!(SystemTime::now() >= later);
 }

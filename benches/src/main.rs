@@ -1,0 +1,357 @@
+//! The whole-run harness: one line per figure, with its conditions.
+//!
+//!   cargo run --release -p celerity-bench -- --redis redis://127.0.0.1:6379/0
+//!
+//! Every figure runs in a namespace of its own, deleted afterwards, so the harness
+//! neither flushes nor touches other data. Worker processes are this binary again
+//! (`celerity-bench worker …`), as a user's worker binary would be.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use celerity_bench::{add, noop};
+use clap::Parser;
+use task_core::App;
+use task_redis::{RedisBackend, RedisBroker, RedisConfig};
+
+#[derive(Debug, Parser)]
+#[command(about = "Celerity's whole-run benchmark against a Redis server")]
+struct Args {
+    /// The Redis to measure against (nothing outside the harness's own namespaces is touched).
+    #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
+    redis: String,
+    /// Tasks for each enqueue figure.
+    #[arg(long, default_value_t = 20_000)]
+    enqueue: usize,
+    /// Tasks for each drain figure.
+    #[arg(long, default_value_t = 100_000)]
+    drain: usize,
+    /// Worker concurrency.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Sequential delay -> get round trips.
+    #[arg(long, default_value_t = 2_000)]
+    rtt: usize,
+    /// The deep queue of the flatness check.
+    #[arg(long, default_value_t = 1_000_000)]
+    deep: usize,
+    /// Seconds of an idle worker's CPU.
+    #[arg(long, default_value_t = 10)]
+    idle_secs: u64,
+    /// Only these figures (enqueue, drain, rtt, memory, idle, depth); all by default.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::args().nth(1).as_deref() == Some("worker") {
+        return Ok(task_core::cli::run(App::from_env().await?).await?);
+    }
+    let args = Args::parse();
+    let want = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    let started = Instant::now();
+    let bench = Bench { url: args.redis.clone(), run: std::process::id(), n: std::sync::atomic::AtomicUsize::new(0) };
+    println!(
+        "# celerity-bench {} — redis {} — {} CPUs — release={}",
+        env!("CARGO_PKG_VERSION"),
+        task_core::redact_url(&args.redis),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        !cfg!(debug_assertions)
+    );
+    if want("enqueue") {
+        bench.enqueue(args.enqueue).await?;
+    }
+    if want("drain") {
+        bench.drain(args.drain, 1, args.concurrency).await?;
+        bench.drain(args.drain, 2, args.concurrency).await?;
+    }
+    if want("rtt") {
+        bench.rtt(args.rtt, args.concurrency).await?;
+    }
+    if want("memory") {
+        bench.memory(10_000).await?;
+    }
+    if want("idle") {
+        bench.idle(args.idle_secs).await?;
+    }
+    if want("depth") {
+        bench.depth(args.deep, args.concurrency).await?;
+    }
+    println!("# done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+struct Bench {
+    url: String,
+    run: u32,
+    n: std::sync::atomic::AtomicUsize,
+}
+
+/// A namespace of one figure, and its app.
+struct Space {
+    ns: String,
+    app: App,
+    url: String,
+}
+
+fn rate(n: usize, d: Duration) -> String {
+    format!("{:.0} tasks/s", n as f64 / d.as_secs_f64())
+}
+
+impl Bench {
+    async fn space(&self) -> Result<Space, Box<dyn std::error::Error>> {
+        let ns = format!("celerity-bench-{}-{}", self.run, self.n.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let config = RedisConfig::from_url(&self.url).namespace(&ns);
+        let app = App::builder()
+            .broker(Arc::new(RedisBroker::connect(config.clone()).await?))
+            .backend(Arc::new(RedisBackend::connect(config).await?))
+            .build()
+            .await?;
+        Ok(Space { ns, app, url: self.url.clone() })
+    }
+
+    async fn enqueue(&self, n: usize) -> Result<(), Box<dyn std::error::Error>> {
+        let s = self.space().await?;
+        let t = Instant::now();
+        for _ in 0..n {
+            noop::delay(&s.app).await?;
+        }
+        println!("enqueue sequential: {} ({n} × awaited delay, one producer)", rate(n, t.elapsed()));
+        s.clean().await?;
+
+        let s = self.space().await?;
+        let t = Instant::now();
+        let per = n / 64;
+        let producers: Vec<_> = (0..64)
+            .map(|_| {
+                let app = s.app.clone();
+                tokio::spawn(async move {
+                    for _ in 0..per {
+                        noop::delay(&app).await?;
+                    }
+                    Ok::<_, task_core::Error>(())
+                })
+            })
+            .collect();
+        for p in producers {
+            p.await??;
+        }
+        println!(
+            "enqueue 64 in flight: {} ({} × delay, 64 concurrent on one connection)",
+            rate(per * 64, t.elapsed()),
+            per * 64
+        );
+        s.clean().await?;
+
+        let s = self.space().await?;
+        let t = Instant::now();
+        s.fill(n).await?;
+        println!("enqueue batch: {} ({n} in send_batch calls of 1000)", rate(n, t.elapsed()));
+        s.clean().await?;
+        Ok(())
+    }
+
+    async fn drain(&self, n: usize, processes: usize, concurrency: usize) -> Result<(), Box<dyn std::error::Error>> {
+        let s = self.space().await?;
+        s.fill(n).await?;
+        let workers: Vec<WorkerProcess> = (0..processes).map(|_| s.worker(concurrency)).collect();
+        let (first, last) = s.watch_drain(n, n).await?;
+        let d = last - first;
+        println!(
+            "drain: {} ({n} no-op tasks, results stored, {processes} worker process{} × concurrency {concurrency}, from first dequeue to last ack)",
+            rate(n, d),
+            if processes == 1 { "" } else { "es" }
+        );
+        for w in workers {
+            stop(w);
+        }
+        s.clean().await?;
+        Ok(())
+    }
+
+    async fn rtt(&self, m: usize, concurrency: usize) -> Result<(), Box<dyn std::error::Error>> {
+        let s = self.space().await?;
+        let worker = s.worker(concurrency);
+        for _ in 0..50 {
+            add::delay(&s.app, 1, 2).await?.get(Duration::from_secs(10)).await?;
+        }
+        let mut times = Vec::with_capacity(m);
+        for _ in 0..m {
+            let t = Instant::now();
+            let three = add::delay(&s.app, 1, 2).await?.get(Duration::from_secs(10)).await?;
+            times.push(t.elapsed());
+            assert_eq!(three, 3);
+        }
+        times.sort();
+        let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)].as_secs_f64() * 1000.0;
+        println!(
+            "round trip: p50 {:.2} ms, p99 {:.2} ms ({m} sequential delay -> get of add(1, 2), 1 worker process)",
+            pct(0.50),
+            pct(0.99)
+        );
+        stop(worker);
+        s.clean().await?;
+        Ok(())
+    }
+
+    async fn memory(&self, n: usize) -> Result<(), Box<dyn std::error::Error>> {
+        let s = self.space().await?;
+        s.fill(n).await?;
+        let mut con = redis::Client::open(s.url.as_str())?.get_multiplexed_async_connection().await?;
+        let key = format!("{}:{{default}}:ready:0", s.ns);
+        let bytes: usize =
+            redis::cmd("MEMORY").arg("USAGE").arg(&key).arg("SAMPLES").arg(0).query_async(&mut con).await?;
+        let len: usize = redis::cmd("LLEN").arg(&key).query_async(&mut con).await?;
+        let entry: Vec<u8> = redis::cmd("LINDEX").arg(&key).arg(0).query_async(&mut con).await?;
+        println!(
+            "memory per queued task: {} bytes (MEMORY USAGE of the ready list / {len}; one entry is {} bytes)",
+            bytes / len.max(1),
+            entry.len()
+        );
+        s.clean().await?;
+        Ok(())
+    }
+
+    async fn idle(&self, secs: u64) -> Result<(), Box<dyn std::error::Error>> {
+        let s = self.space().await?;
+        let worker = s.worker(64);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before = cpu_ticks(worker.id());
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        let after = cpu_ticks(worker.id());
+        let ticks_per_sec = 100.0; // USER_HZ on Linux
+        let cpu = (after - before) as f64 / ticks_per_sec;
+        println!(
+            "idle worker CPU: {:.3} s over {secs} s ({:.2} %) (1 process, concurrency 64, empty queue)",
+            cpu,
+            cpu / secs as f64 * 100.0
+        );
+        stop(worker);
+        s.clean().await?;
+        Ok(())
+    }
+
+    async fn depth(&self, deep: usize, concurrency: usize) -> Result<(), Box<dyn std::error::Error>> {
+        let sample = 20_000;
+        let mut rates = Vec::new();
+        for depth in [sample, deep.max(sample)] {
+            let s = self.space().await?;
+            s.fill(depth).await?;
+            let worker = s.worker(concurrency);
+            let (first, last) = s.watch_drain(depth, sample).await?;
+            rates.push((depth, sample as f64 / (last - first).as_secs_f64()));
+            stop(worker);
+            s.clean().await?;
+        }
+        println!(
+            "drain vs queue depth: {:.0} tasks/s with {} queued, {:.0} tasks/s with {} queued (ratio {:.2}; first {sample} tasks, 1 worker process)",
+            rates[0].1,
+            rates[0].0,
+            rates[1].1,
+            rates[1].0,
+            rates[1].1 / rates[0].1
+        );
+        Ok(())
+    }
+}
+
+impl Space {
+    /// Queues `n` no-op tasks in batches of 1000.
+    async fn fill(&self, n: usize) -> Result<(), task_core::Error> {
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(1000);
+            self.app.send_batch((0..k).map(|_| noop::signature())).await?;
+            left -= k;
+        }
+        Ok(())
+    }
+
+    fn worker(&self, concurrency: usize) -> WorkerProcess {
+        let child = Command::new(std::env::current_exe().expect("own path"))
+            .args(["worker", "-c", &concurrency.to_string(), "--no-banner", "--loglevel", "error"])
+            .env("CELERITY_BROKER_URL", &self.url)
+            .env("CELERITY_REDIS_NAMESPACE", &self.ns)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("a worker process");
+        WorkerProcess(child)
+    }
+
+    /// Times `count` tasks out of a queue of `depth`: from the first dequeue until
+    /// `count` are acked (ready + in flight = depth - count).
+    async fn watch_drain(&self, depth: usize, count: usize) -> Result<(Instant, Instant), Box<dyn std::error::Error>> {
+        let inspect = self.app.broker().inspect().expect("redis inspects");
+        let mut first = None;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let stats = inspect.queue_stats("default").await?;
+            let now = Instant::now();
+            if first.is_none() && stats.ready < depth {
+                first = Some(now);
+            }
+            if stats.ready + stats.in_flight <= depth - count {
+                return Ok((first.unwrap_or(now), now));
+            }
+            if now > deadline {
+                return Err("the drain did not finish in 10 minutes".into());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Deletes every key of the namespace.
+    async fn clean(self) -> Result<(), Box<dyn std::error::Error>> {
+        let mut con = redis::Client::open(self.url.as_str())?.get_multiplexed_async_connection().await?;
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{}:*", self.ns))
+                .arg("COUNT")
+                .arg(10_000)
+                .query_async(&mut con)
+                .await?;
+            if !keys.is_empty() {
+                let _: () = redis::cmd("UNLINK").arg(&keys).query_async(&mut con).await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+}
+
+/// A worker process, stopped (SIGTERM) and reaped when dropped, on every path.
+struct WorkerProcess(Child);
+
+impl WorkerProcess {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
+}
+
+fn stop(worker: WorkerProcess) {
+    drop(worker);
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12) // utime, stime (fields 14 and 15 of stat)
+}

@@ -206,7 +206,7 @@ impl Runner {
                     .with_priority(delivery.priority)
                     .with_eta(Some(slot));
                 let consumer = &self.consumer;
-                self.settle("deferral", &subject(envelope), || {
+                self.settle("deferral", &Subject(envelope), || {
                     self.app.broker().retry(consumer, delivery, msg.clone())
                 })
                 .await;
@@ -260,9 +260,9 @@ impl Runner {
             let consumer = &self.consumer;
             if envelope.acks_early {
                 // Acked already: the retry is a new message.
-                self.settle("retry", &subject(&envelope), || self.app.broker().enqueue(msg.clone())).await;
+                self.settle("retry", &Subject(&envelope), || self.app.broker().enqueue(msg.clone())).await;
             } else {
-                self.settle("retry", &subject(&envelope), || self.app.broker().retry(consumer, &delivery, msg.clone()))
+                self.settle("retry", &Subject(&envelope), || self.app.broker().retry(consumer, &delivery, msg.clone()))
                     .await;
             }
             self.counters.retried.fetch_add(1, Ordering::Relaxed);
@@ -325,7 +325,8 @@ impl Runner {
             self.store(envelope, failed).await;
         }
         let consumer = &self.consumer;
-        let subject = envelope.map_or_else(|| format!("a message from queue `{}`", delivery.queue), subject);
+        let subject =
+            envelope.map_or_else(|| format!("a message from queue `{}`", delivery.queue), |e| Subject(e).to_string());
         self.settle("dead-letter", &subject, || self.app.broker().dead_letter(consumer, delivery, &reason)).await;
         if let (Some(envelope), Some(coordination)) = (envelope, self.app.broker().coordination())
             && let Some(key) = &envelope.unique_key
@@ -337,7 +338,7 @@ impl Runner {
 
     async fn ack(&self, delivery: &Delivery, envelope: &Envelope) {
         let consumer = &self.consumer;
-        self.settle("ack", &subject(envelope), || self.app.broker().ack(consumer, delivery)).await;
+        self.settle("ack", &Subject(envelope), || self.app.broker().ack(consumer, delivery)).await;
     }
 
     /// How long this task's result is kept: its own TTL, else the app's.
@@ -357,7 +358,7 @@ impl Runner {
         let backend = self.app.backend();
         let ttl = self.result_ttl(envelope);
         let op = || backend.claim(&envelope.id, started.clone(), ttl);
-        with_tries("claiming", &subject(envelope), op, |_: &BackendError| false).await
+        with_tries(&"claiming", &Subject(envelope), op, |_: &BackendError| false).await
     }
 
     /// Stores a state update in this worker's name (so a worker that lost the task
@@ -367,24 +368,24 @@ impl Runner {
         let backend = self.app.backend();
         let ttl = self.result_ttl(envelope);
         let op = || backend.store(&envelope.id, update.clone(), ttl);
-        let what = format!("storing state {}", update.state);
+        let what = Storing(update.state);
         let fenced = |e: &BackendError| e.kind() == ErrorKind::Fenced;
-        with_tries(&what, &subject(envelope), op, fenced).await;
+        with_tries(&what, &Subject(envelope), op, fenced).await;
     }
 
     /// `ignore_result`: nothing is kept once the task ends.
     async fn forget(&self, envelope: &Envelope) {
         let backend = self.app.backend();
-        with_tries("forgetting", &subject(envelope), || backend.forget(&envelope.id), |_: &BackendError| false).await;
+        with_tries(&"forgetting", &Subject(envelope), || backend.forget(&envelope.id), |_: &BackendError| false).await;
     }
 
     /// Runs a broker settlement (ack, retry, dead-letter) with a few tries. A fenced
     /// refusal is final: another worker owns the message now.
-    async fn settle<'a, F>(&'a self, what: &str, subject: &str, op: impl Fn() -> F)
+    async fn settle<'a, F>(&'a self, what: &str, subject: &(dyn std::fmt::Display + Sync), op: impl Fn() -> F)
     where
         F: Future<Output = Result<(), BrokerError>> + 'a,
     {
-        with_tries(what, subject, op, |e: &BrokerError| e.kind() == ErrorKind::Fenced).await;
+        with_tries(&what, subject, op, |e: &BrokerError| e.kind() == ErrorKind::Fenced).await;
     }
 }
 
@@ -429,7 +430,12 @@ async fn run(invocation: Invocation, limits: Limits) -> Result<Vec<u8>, Failure>
 
 /// Runs `op` until it succeeds or [`SETTLE_PATIENCE`] has passed, with growing pauses,
 /// logging failures. An error for which `refused` holds ends the tries at once.
-async fn with_tries<T, E, F>(what: &str, subject: &str, op: impl Fn() -> F, refused: impl Fn(&E) -> bool) -> Option<T>
+async fn with_tries<T, E, F>(
+    what: &(dyn std::fmt::Display + Sync),
+    subject: &(dyn std::fmt::Display + Sync),
+    op: impl Fn() -> F,
+    refused: impl Fn(&E) -> bool,
+) -> Option<T>
 where
     E: std::fmt::Display,
     F: Future<Output = Result<T, E>>,
@@ -456,9 +462,22 @@ where
     None
 }
 
-/// How a task is named in logs: "task `name` [id]".
-fn subject(envelope: &Envelope) -> String {
-    format!("task `{}` [{}]", envelope.task, envelope.id)
+/// How a task is named in logs, "task `name` [id]": formatted only when logged.
+struct Subject<'a>(&'a Envelope);
+
+impl std::fmt::Display for Subject<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "task `{}` [{}]", self.0.task, self.0.id)
+    }
+}
+
+/// "storing state X", formatted only when logged.
+struct Storing(TaskState);
+
+impl std::fmt::Display for Storing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "storing state {}", self.0)
+    }
 }
 
 /// Aborts the task body when its runner goes away (time limit, or the pool aborting

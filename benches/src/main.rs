@@ -42,6 +42,10 @@ struct Args {
     /// Only these figures (enqueue, drain, rtt, memory, idle, depth); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Also append each figure as a JSON line to this file (the peers' format, for
+    /// benches/compare/compare.sh).
+    #[arg(long)]
+    jsonl: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -52,7 +56,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let want = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
     let started = Instant::now();
-    let bench = Bench { url: args.redis.clone(), run: std::process::id(), n: std::sync::atomic::AtomicUsize::new(0) };
+    let bench = Bench {
+        url: args.redis.clone(),
+        run: std::process::id(),
+        n: std::sync::atomic::AtomicUsize::new(0),
+        jsonl: args.jsonl.clone(),
+    };
     println!(
         "# celerity-bench {} — redis {} — {} CPUs — release={}",
         env!("CARGO_PKG_VERSION"),
@@ -87,6 +96,7 @@ struct Bench {
     url: String,
     run: u32,
     n: std::sync::atomic::AtomicUsize,
+    jsonl: Option<std::path::PathBuf>,
 }
 
 /// A namespace of one figure, and its app.
@@ -101,6 +111,20 @@ fn rate(n: usize, d: Duration) -> String {
 }
 
 impl Bench {
+    /// Appends `{"peer": "celerity", "measure": .., ..fields}` to the JSON-lines file, if any.
+    fn record(&self, measure: &str, fields: &[(&str, f64)]) {
+        let Some(path) = &self.jsonl else { return };
+        let mut line = format!("{{\"peer\":\"celerity\",\"measure\":\"{measure}\"");
+        for (k, v) in fields {
+            line.push_str(&format!(",\"{k}\":{v}"));
+        }
+        line.push_str("}\n");
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path);
+        if let Err(e) = file.and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes())) {
+            eprintln!("cannot write {}: {e}", path.display());
+        }
+    }
+
     async fn space(&self) -> Result<Space, Box<dyn std::error::Error>> {
         let ns = format!("celerity-bench-{}-{}", self.run, self.n.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let config = RedisConfig::from_url(&self.url).namespace(&ns);
@@ -119,6 +143,7 @@ impl Bench {
             noop::delay(&s.app).await?;
         }
         println!("enqueue sequential: {} ({n} × awaited delay, one producer)", rate(n, t.elapsed()));
+        self.record("enqueue", &[("n", n as f64), ("rate", n as f64 / t.elapsed().as_secs_f64())]);
         s.clean().await?;
 
         let s = self.space().await?;
@@ -143,12 +168,20 @@ impl Bench {
             rate(per * 64, t.elapsed()),
             per * 64
         );
+        self.record(
+            "enqueue_concurrent",
+            &[("n", (per * 64) as f64), ("rate", (per * 64) as f64 / t.elapsed().as_secs_f64())],
+        );
         s.clean().await?;
 
         let s = self.space().await?;
         let t = Instant::now();
         s.fill(n).await?;
         println!("enqueue batch: {} ({n} in send_batch calls of 1000)", rate(n, t.elapsed()));
+        self.record(
+            "enqueue_bulk",
+            &[("n", n as f64), ("batch", 1000.0), ("rate", n as f64 / t.elapsed().as_secs_f64())],
+        );
         s.clean().await?;
         Ok(())
     }
@@ -163,6 +196,15 @@ impl Bench {
             "drain: {} ({n} no-op tasks, results stored, {processes} worker process{} × concurrency {concurrency}, from first dequeue to last ack)",
             rate(n, d),
             if processes == 1 { "" } else { "es" }
+        );
+        self.record(
+            "drain",
+            &[
+                ("n", n as f64),
+                ("workers", processes as f64),
+                ("conc", concurrency as f64),
+                ("rate", n as f64 / d.as_secs_f64()),
+            ],
         );
         for w in workers {
             stop(w);
@@ -191,6 +233,7 @@ impl Bench {
             pct(0.50),
             pct(0.99)
         );
+        self.record("rtt", &[("m", m as f64), ("p50_ms", pct(0.50)), ("p99_ms", pct(0.99))]);
         stop(worker);
         s.clean().await?;
         Ok(())
@@ -210,6 +253,7 @@ impl Bench {
             bytes / len.max(1),
             entry.len()
         );
+        self.record("memory", &[("bytes_per_task", (bytes / len.max(1)) as f64)]);
         s.clean().await?;
         Ok(())
     }
@@ -228,6 +272,7 @@ impl Bench {
             cpu,
             cpu / secs as f64 * 100.0
         );
+        self.record("idle_cpu", &[("secs", secs as f64), ("cpu_percent", cpu / secs as f64 * 100.0)]);
         stop(worker);
         s.clean().await?;
         Ok(())
@@ -253,6 +298,7 @@ impl Bench {
             rates[1].0,
             rates[1].1 / rates[0].1
         );
+        self.record("depth", &[("shallow_rate", rates[0].1), ("deep_rate", rates[1].1), ("deep", rates[1].0 as f64)]);
         Ok(())
     }
 }

@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Medians of a compare.sh run (JSON lines) and Celerity's ratios to the peers."""
+import json
+import statistics
+import sys
+
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
+
+
+def med(peer, measure, field="rate", **match):
+    vals = [r[field] for r in rows if r.get("peer") == peer and r.get("measure") == measure
+            and field in r and "error" not in r and all(r.get(k) == v for k, v in match.items())]
+    return statistics.median(vals) if vals else None
+
+
+def fmt(x, unit=""):
+    if x is None:
+        return "—"
+    return f"{x / 1000:.1f}k{unit}" if x >= 1000 else f"{x:.2f}{unit}" if x < 10 else f"{x:.0f}{unit}"
+
+
+peers = [
+    ("Celerity (1 worker process, c=64)", "celerity", {"workers": 1}),
+    ("Celerity (2 worker processes, c=64)", "celerity", {"workers": 2}),
+    ("Celery 5.7 (prefork -c 2)", "celery", {"pool": "prefork"}),
+    ("RQ 3.0 (2 SimpleWorkers)", "rq", {"worker_class": "rq.worker.SimpleWorker"}),
+    ("BullMQ 6.7 (Node, c=50)", "bullmq", {}),
+    ("apalis-redis 1.0 (c=50)", "apalis", {}),
+    ("rusty-celery 0.5 (no results)", "rusty-celery", {}),
+    ("bullmq-official 1.4 (Rust, c=50)", "bullmq-rs", {}),
+]
+print("| system | enqueue (one at a time) | enqueue (concurrent) | enqueue (batch) | drain, results stored | round trip p50 / p99 |")
+print("|---|---:|---:|---:|---:|---:|")
+for label, peer, drain_match in peers:
+    conc = med(peer, "enqueue_concurrent")
+    bulk = med(peer, "enqueue_bulk") or med(peer, "enqueue_many")
+    rtt = (med(peer, "rtt", "p50_ms", **({"pool": "prefork"} if peer == "celery" else {})),
+           med(peer, "rtt", "p99_ms", **({"pool": "prefork"} if peer == "celery" else {})))
+    print(f"| {label} | {fmt(med(peer, 'enqueue'))} | {fmt(conc)} | {fmt(bulk)} | {fmt(med(peer, 'drain', **drain_match))} | "
+          f"{fmt(rtt[0], ' ms')} / {fmt(rtt[1], ' ms')} |")
+print(f"| redis-benchmark LPUSH (the limit) | {fmt(med('redis-benchmark', 'LPUSH', cfg='c1'))} (1 client) | "
+      f"{fmt(med('redis-benchmark', 'LPUSH', cfg='c50'))} (50 clients) | {fmt(med('redis-benchmark', 'LPUSH', cfg='c50_P64'))} (50 × P64) | | |")
+
+ours = med("celerity", "drain", workers=1)
+ours2 = med("celerity", "drain", workers=2)
+celery = med("celery", "drain", pool="prefork")
+best_name, best = max(((p, med(p, "drain")) for p in ["rq", "bullmq", "apalis", "rusty-celery", "bullmq-rs"]
+                       if med(p, "drain")), key=lambda x: x[1], default=("—", None))
+checks = []
+
+
+def check(name, value, target, ok):
+    checks.append((name, value, target, ok))
+
+
+if ours and celery:
+    check("drain vs Celery", f"{ours / celery:.0f}× (2 processes: {ours2 / celery:.0f}×)" if ours2 else f"{ours / celery:.0f}×",
+          "≥ 100×", max(ours, ours2 or 0) / celery >= 100)
+if ours and best:
+    check(f"drain vs the best peer ({best_name})", f"{ours / best:.1f}× (2 processes: {ours2 / best:.1f}×)" if ours2 else f"{ours / best:.1f}×",
+          "≥ 3×", max(ours, ours2 or 0) / best >= 3)
+bulk, limit = med("celerity", "enqueue_bulk"), med("redis-benchmark", "LPUSH", cfg="c50_P64")
+if bulk and limit:
+    check("batch enqueue vs pipelined LPUSH", f"{bulk / limit:.0%}", "≥ 50%", bulk / limit >= 0.5)
+conc, limit = med("celerity", "enqueue_concurrent"), med("redis-benchmark", "LPUSH", cfg="c50")
+if conc and limit:
+    check("64-in-flight enqueue vs LPUSH with 50 clients", f"{conc / limit:.0%}", "≥ 50%", conc / limit >= 0.5)
+p50, p99 = med("celerity", "rtt", "p50_ms"), med("celerity", "rtt", "p99_ms")
+if p50 is not None:
+    check("round trip p50 / p99", f"{p50:.2f} / {p99:.2f} ms", "≤ 1 / ≤ 2 ms", p50 <= 1 and p99 <= 2)
+mine, theirs = med("celerity", "memory", "bytes_per_task"), med("celery", "memory", "bytes_per_task")
+if mine and theirs:
+    check("memory per queued task vs Celery", f"{mine:.0f} B vs {theirs:.0f} B ({mine / theirs:.0%})", "≤ 25%", mine / theirs <= 0.25)
+idle = med("celerity", "idle_cpu", "cpu_percent")
+if idle is not None:
+    check("idle worker CPU", f"{idle:.2f} %", "≈ 0", idle < 0.5)
+shallow, deep = med("celerity", "depth", "shallow_rate"), med("celerity", "depth", "deep_rate")
+if shallow and deep:
+    check("drain rate, 1M queued vs 20k queued", f"{deep / shallow:.2f}", "flat", 0.8 <= deep / shallow <= 1.25)
+print()
+print("| target | measured | wanted | met |")
+print("|---|---|---|---|")
+for name, value, target, ok in checks:
+    print(f"| {name} | {value} | {target} | {'yes' if ok else 'NO'} |")

@@ -3,23 +3,17 @@
 //! one worker at concurrency 64, results stored), and delay -> get latency.
 #![allow(missing_docs)] // criterion_group! generates undocumented functions
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use celerity_bench::{add, noop};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use task_core::App;
-use task_redis::{RedisBackend, RedisBroker, RedisConfig};
+use task_redis::RedisConfig;
 use test_support::RedisServer;
 
 async fn app(server: &RedisServer, ns: &str) -> App {
     let config = RedisConfig::from_url(server.url()).namespace(ns);
-    App::builder()
-        .broker(Arc::new(RedisBroker::connect(config.clone()).await.unwrap()))
-        .backend(Arc::new(RedisBackend::connect(config).await.unwrap()))
-        .build()
-        .await
-        .unwrap()
+    task_redis::app_builder(config).await.unwrap().build().await.unwrap()
 }
 
 fn bench(c: &mut Criterion) {

@@ -77,6 +77,9 @@ if idle is not None:
 shallow, deep = med("celerity", "depth", "shallow_rate"), med("celerity", "depth", "deep_rate")
 if shallow and deep:
     check("drain rate, 1M queued vs 20k queued", f"{deep / shallow:.2f}", "flat", 0.8 <= deep / shallow <= 1.25)
+early, late = med("celerity", "rss", "early_kib"), med("celerity", "rss", "late_kib")
+if early and late:
+    check("worker RSS, 100k vs 1M tasks processed", f"{early / 1024:.1f} → {late / 1024:.1f} MiB ({late / early - 1:+.0%})", "flat (±10%)", abs(late / early - 1) <= 0.10)
 print()
 print("| target | measured | wanted | met |")
 print("|---|---|---|---|")

@@ -7,13 +7,12 @@
 //! (`celerity-bench worker …`), as a user's worker binary would be.
 
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use celerity_bench::{add, noop};
 use clap::Parser;
 use task_core::App;
-use task_redis::{RedisBackend, RedisBroker, RedisConfig};
+use task_redis::RedisConfig;
 
 #[derive(Debug, Parser)]
 #[command(about = "Celerity's whole-run benchmark against a Redis server")]
@@ -128,11 +127,7 @@ impl Bench {
     async fn space(&self) -> Result<Space, Box<dyn std::error::Error>> {
         let ns = format!("celerity-bench-{}-{}", self.run, self.n.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let config = RedisConfig::from_url(&self.url).namespace(&ns);
-        let app = App::builder()
-            .broker(Arc::new(RedisBroker::connect(config.clone()).await?))
-            .backend(Arc::new(RedisBackend::connect(config).await?))
-            .build()
-            .await?;
+        let app = task_redis::app_builder(config).await?.build().await?;
         Ok(Space { ns, app, url: self.url.clone() })
     }
 
@@ -281,14 +276,31 @@ impl Bench {
     async fn depth(&self, deep: usize, concurrency: usize) -> Result<(), Box<dyn std::error::Error>> {
         let sample = 20_000;
         let mut rates = Vec::new();
+        let mut rss = None;
         for depth in [sample, deep.max(sample)] {
             let s = self.space().await?;
             s.fill(depth).await?;
             let worker = s.worker(concurrency);
             let (first, last) = s.watch_drain(depth, sample).await?;
             rates.push((depth, sample as f64 / (last - first).as_secs_f64()));
+            // On the deep queue, the worker's memory after 100k and after all of it.
+            if depth >= 200_000 {
+                s.watch_drain(depth, 100_000).await?;
+                let early = rss_kib(worker.id());
+                s.watch_drain(depth, depth).await?;
+                rss = Some((early, rss_kib(worker.id()), depth));
+            }
             stop(worker);
             s.clean().await?;
+        }
+        if let Some((early, late, n)) = rss {
+            println!(
+                "worker RSS: {:.1} MiB after 100000 tasks, {:.1} MiB after {n} (ratio {:.2}; 1 process, concurrency {concurrency})",
+                early as f64 / 1024.0,
+                late as f64 / 1024.0,
+                late as f64 / early.max(1) as f64
+            );
+            self.record("rss", &[("early_kib", early as f64), ("late_kib", late as f64), ("n", n as f64)]);
         }
         println!(
             "drain vs queue depth: {:.0} tasks/s with {} queued, {:.0} tasks/s with {} queued (ratio {:.2}; first {sample} tasks, 1 worker process)",
@@ -400,4 +412,14 @@ fn cpu_ticks(pid: u32) -> u64 {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
     field(11) + field(12) // utime, stime (fields 14 and 15 of stat)
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }

@@ -5,12 +5,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use celerity_example_tasks::journal;
 use task_core::{App, AsyncResult};
-use task_redis::{RedisBackend, RedisBroker, RedisConfig};
+use task_redis::RedisConfig;
 use test_support::{Persistence, RedisServer};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_demo-worker");
@@ -51,12 +50,7 @@ impl Setup {
 
     async fn app(&self) -> App {
         let config = RedisConfig::from_url(self.server.url()).namespace(&self.namespace);
-        App::builder()
-            .broker(Arc::new(RedisBroker::connect(config.clone()).await.unwrap()))
-            .backend(Arc::new(RedisBackend::connect(config).await.unwrap()))
-            .build()
-            .await
-            .unwrap()
+        task_redis::app_builder(config).await.unwrap().build().await.unwrap()
     }
 }
 

@@ -75,6 +75,22 @@ pub use config::{ENV_CA_CERT, ENV_NAMESPACE, RedisConfig};
 use task_core::driver::Driver;
 use task_core::{Broker, Error, ResultBackend};
 
+/// An [`AppBuilder`](task_core::AppBuilder) with this configuration's broker and result
+/// backend: how to use a namespace, time-out or CA of your own in code.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), task_core::Error> {
+/// use task_redis::RedisConfig;
+/// let config = RedisConfig::from_url("redis://127.0.0.1:6379/0").namespace("billing");
+/// let app = task_redis::app_builder(config).await?.default_queue("invoices").build().await?;
+/// # Ok(()) }
+/// ```
+pub async fn app_builder(config: RedisConfig) -> Result<task_core::AppBuilder, Error> {
+    let broker = RedisBroker::connect(config.clone()).await?;
+    let backend = RedisBackend::connect(config).await?;
+    Ok(task_core::App::builder().broker(Arc::new(broker)).backend(Arc::new(backend)))
+}
+
 fn connect_broker(url: String) -> task_core::broker::BoxFuture<'static, Result<Arc<dyn Broker>, Error>> {
     Box::pin(async move { Ok(Arc::new(RedisBroker::connect(RedisConfig::from_url(url)).await?) as Arc<dyn Broker>) })
 }

@@ -1,11 +1,10 @@
 //! `rediss://`: the broker and backend over TLS, against a redis-server that speaks
 //! only TLS, with a certificate signed by a CA of the test's own.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use task_core::{App, TaskResult, task};
-use task_redis::{RedisBackend, RedisBroker, RedisConfig};
+use task_core::{TaskResult, task};
+use task_redis::{RedisBroker, RedisConfig};
 use test_support::RedisServer;
 
 #[task]
@@ -18,12 +17,7 @@ async fn tasks_run_over_tls_with_a_private_ca() {
     let server = RedisServer::start_tls();
     assert!(server.url().starts_with("rediss://"));
     let config = RedisConfig::from_url(server.url()).namespace(test_support::namespace()).ca_cert(server.ca_cert());
-    let app = App::builder()
-        .broker(Arc::new(RedisBroker::connect(config.clone()).await.unwrap()))
-        .backend(Arc::new(RedisBackend::connect(config).await.unwrap()))
-        .build()
-        .await
-        .unwrap();
+    let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
     let worker = app.worker().spawn();
     assert_eq!(square::delay(&app, 12).await.unwrap().get(Duration::from_secs(10)).await.unwrap(), 144);
     worker.shutdown().await.unwrap();

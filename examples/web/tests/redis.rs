@@ -4,23 +4,17 @@
 mod support;
 
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use support::{call, follow};
 use task_core::App;
-use task_redis::{RedisBackend, RedisBroker, RedisConfig};
+use task_redis::RedisConfig;
 use test_support::RedisServer;
 
 async fn redis_app(server: &RedisServer, namespace: &str) -> App {
     let config = RedisConfig::from_url(server.url()).namespace(namespace).op_timeout(Duration::from_secs(1));
-    App::builder()
-        .broker(Arc::new(RedisBroker::connect(config.clone()).await.unwrap()))
-        .backend(Arc::new(RedisBackend::connect(config).await.unwrap()))
-        .build()
-        .await
-        .unwrap()
+    task_redis::app_builder(config).await.unwrap().build().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use task_core::broker::BoxFuture;
 
 use task_core::{BackendError, Claim, ErrorKind, ResultBackend, TaskId, TaskMeta, TaskState};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::config::RedisConfig;
 use crate::conn::{Connections, manager_config};
@@ -31,6 +31,65 @@ struct Inner {
     op_timeout: Duration,
     conns: Connections,
     subscriber: Subscriber,
+    /// State writes, grouped into script calls by [`flush_writes`].
+    writes: mpsc::UnboundedSender<Write>,
+}
+
+/// One state write on its way to the `store_many` script.
+#[derive(Debug)]
+struct Write {
+    key: String,
+    /// ttl, writer, claim, channel, state, field count, field/value pairs.
+    args: Vec<Vec<u8>>,
+    reply: oneshot::Sender<Result<i64, (ErrorKind, String)>>,
+}
+
+/// The most writes in one script call.
+const MAX_GROUP: usize = 256;
+
+/// Sends state writes to Redis, one script call at a time, each carrying every write
+/// that arrived meanwhile (group commit): under load, one call serves many tasks; alone,
+/// a write goes at once. The script applies each write's own fencing and revoke rules.
+async fn flush_writes(mut writes: mpsc::UnboundedReceiver<Write>, mut con: ConnectionManager, op_timeout: Duration) {
+    while let Some(first) = writes.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match writes.try_recv() {
+                Ok(write) => group.push(write),
+                Err(_) => break,
+            }
+        }
+        let mut inv = SCRIPTS.store_many.prepare_invoke();
+        for write in &group {
+            inv.key(&write.key);
+        }
+        for write in &group {
+            for arg in &write.args {
+                inv.arg(arg.as_slice());
+            }
+        }
+        let stored: Result<Vec<i64>, crate::error::Failure> = timed(op_timeout, inv.invoke_async(&mut con)).await;
+        match stored {
+            Ok(codes) if codes.len() == group.len() => {
+                for (write, code) in group.into_iter().zip(codes) {
+                    let _ = write.reply.send(Ok(code));
+                }
+            }
+            Ok(codes) => {
+                let text = format!("the store script answered {} codes for {} writes", codes.len(), group.len());
+                for write in group {
+                    let _ = write.reply.send(Err((ErrorKind::Protocol, text.clone())));
+                }
+            }
+            Err(e) => {
+                let kind = e.kind();
+                let text = e.backend("Redis").to_string();
+                for write in group {
+                    let _ = write.reply.send(Err((kind, text.clone())));
+                }
+            }
+        }
+    }
 }
 
 /// The waiters of each channel: a shared wake-up and how many wait on it.
@@ -166,12 +225,15 @@ impl RedisBackend {
             Subscriber::open(conns.client(), config.op_timeout, Keys::new(&config.namespace).control_channel())
                 .await
                 .map_err(|e| e.backend(&context()))?;
+        let (writes, pending) = mpsc::unbounded_channel();
+        tokio::spawn(flush_writes(pending, conns.main.clone(), config.op_timeout));
         Ok(Self {
             inner: Arc::new(Inner {
                 keys: Keys::new(&config.namespace),
                 op_timeout: config.op_timeout,
                 conns,
                 subscriber,
+                writes,
             }),
         })
     }
@@ -182,21 +244,16 @@ impl RedisBackend {
 
     /// Runs the store script: 1 stored, 0 fenced (another worker owns the task), -1 a
     /// claim of a revoked task.
+    /// Runs the store rules for one write: 1 stored, 0 fenced (another worker owns
+    /// the task), -1 a claim of a revoked task. Concurrent writes are grouped into one
+    /// `store_many` script call (see [`flush_writes`]).
     async fn run_store(&self, id: &TaskId, update: TaskMeta, ttl: Duration) -> Result<i64, BackendError> {
         let keys = &self.inner.keys;
         let state = update.state;
-        let ready = update.state.is_ready();
-        let mut inv = SCRIPTS.store.prepare_invoke();
-        inv.key(keys.result(id))
-            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
-            .arg(update.worker.as_deref().unwrap_or(""))
-            .arg(if update.state == TaskState::Started { "1" } else { "0" })
-            .arg(if ready { keys.done_channel(id) } else { String::new() })
-            .arg(update.state.as_str());
-        let text = [("task", update.task), ("error", update.error), ("worker", update.worker)];
-        for (field, value) in text {
+        let mut pairs: Vec<(&'static str, Vec<u8>)> = Vec::new();
+        for (field, value) in [("task", update.task), ("error", update.error), ("worker", update.worker.clone())] {
             if let Some(value) = value {
-                inv.arg(field).arg(value);
+                pairs.push((field, value.into_bytes()));
             }
         }
         let numbers = [
@@ -206,18 +263,37 @@ impl RedisBackend {
         ];
         for (field, value) in numbers {
             if let Some(value) = value {
-                inv.arg(field).arg(value);
+                pairs.push((field, value.to_string().into_bytes()));
             }
         }
         for (field, value) in [("result", update.result), ("progress", update.progress)] {
             if let Some(value) = value {
-                inv.arg(field).arg(value);
+                pairs.push((field, value));
             }
         }
-        let mut con = self.con();
-        timed(self.inner.op_timeout, inv.invoke_async(&mut con))
-            .await
-            .map_err(|e| e.backend(&format!("cannot store state {state} of task {id}")))
+        let mut args: Vec<Vec<u8>> = Vec::with_capacity(6 + 2 * pairs.len());
+        args.push(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1).to_string().into_bytes());
+        args.push(update.worker.unwrap_or_default().into_bytes());
+        args.push(if state == TaskState::Started { b"1".to_vec() } else { b"0".to_vec() });
+        args.push(if state.is_ready() { keys.done_channel(id).into_bytes() } else { Vec::new() });
+        args.push(state.as_str().as_bytes().to_vec());
+        args.push(pairs.len().to_string().into_bytes());
+        for (field, value) in pairs {
+            args.push(field.as_bytes().to_vec());
+            args.push(value);
+        }
+        let (reply, answer) = oneshot::channel();
+        let context = || format!("cannot store state {state} of task {id}");
+        self.inner.writes.send(Write { key: keys.result(id), args, reply }).map_err(|_| {
+            BackendError::new(ErrorKind::Closed, format!("{}: the result backend is shut down", context()))
+        })?;
+        match answer.await {
+            Ok(Ok(code)) => Ok(code),
+            Ok(Err((kind, text))) => Err(BackendError::new(kind, format!("{}: {text}", context()))),
+            Err(_) => {
+                Err(BackendError::new(ErrorKind::Closed, format!("{}: the result backend is shut down", context())))
+            }
+        }
     }
 
     fn fenced(id: &TaskId, state: TaskState) -> BackendError {

@@ -29,9 +29,14 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(64));
     group.bench_function("64 concurrent delays", |b| {
         b.to_async(&rt).iter(|| async {
-            let sends: Vec<_> = (0..64).map(|_| noop::delay(&producer)).collect();
-            for s in sends {
-                s.await.unwrap();
+            // Futures are lazy: each send is its own tokio task so that all 64 are in flight.
+            let mut sends = tokio::task::JoinSet::new();
+            for _ in 0..64 {
+                let app = producer.clone();
+                sends.spawn(async move { noop::delay(&app).await.map(drop) });
+            }
+            while let Some(sent) = sends.join_next().await {
+                sent.unwrap().unwrap();
             }
         });
     });

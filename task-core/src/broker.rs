@@ -228,6 +228,72 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     fn coordination(&self) -> Option<&dyn Coordination> {
         None
     }
+
+    /// Where workers say who they are, when the driver offers it.
+    fn directory(&self) -> Option<&dyn WorkerDirectory> {
+        None
+    }
+}
+
+/// What a worker says about itself, for `celerity status` and the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct WorkerInfo {
+    /// The worker's id.
+    pub id: String,
+    /// The machine it runs on.
+    pub hostname: String,
+    /// Its process id.
+    pub pid: u32,
+    /// How many tasks it runs at once.
+    pub concurrency: usize,
+    /// The queues it consumes.
+    pub queues: Vec<String>,
+    /// The tasks it can run.
+    pub tasks: Vec<String>,
+    /// When it started (Unix ms).
+    pub started_ms: i64,
+    /// Its last heartbeat (Unix ms).
+    pub heartbeat_ms: i64,
+    /// Tasks it finished successfully.
+    pub succeeded: u64,
+    /// Tasks that failed for good on it.
+    pub failed: u64,
+}
+
+impl WorkerInfo {
+    /// For driver authors and tests.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: String,
+        hostname: String,
+        pid: u32,
+        concurrency: usize,
+        queues: Vec<String>,
+        tasks: Vec<String>,
+        started_ms: i64,
+    ) -> Self {
+        Self {
+            id,
+            hostname,
+            pid,
+            concurrency,
+            queues,
+            tasks,
+            started_ms,
+            heartbeat_ms: started_ms,
+            succeeded: 0,
+            failed: 0,
+        }
+    }
+}
+
+/// The directory of live workers: each announces itself with every heartbeat.
+pub trait WorkerDirectory: Send + Sync {
+    /// Records `info`, kept for `ttl` unless announced again.
+    fn announce<'a>(&'a self, info: &'a WorkerInfo, ttl: Duration) -> BoxFuture<'a, Result<(), BrokerError>>;
+    /// The workers that announced themselves and have not expired, by id.
+    fn workers(&self) -> BoxFuture<'_, Result<Vec<WorkerInfo>, BrokerError>>;
 }
 
 /// What every worker and producer of one broker must agree on: rate limits and
@@ -266,6 +332,36 @@ pub struct QueueStats {
     pub scheduled: usize,
     /// Held by consumers.
     pub in_flight: usize,
+    /// In the dead letters.
+    pub dead: usize,
+}
+
+/// A message seen by [`Inspect::peek`], not taken.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Peeked {
+    /// The encoded envelope.
+    pub payload: Vec<u8>,
+    /// When it is due (Unix ms), for a scheduled message.
+    pub due_ms: Option<i64>,
+    /// The worker holding it, for a message in flight.
+    pub worker: Option<String>,
+}
+
+impl Peeked {
+    /// For driver authors.
+    pub fn new(payload: Vec<u8>, due_ms: Option<i64>, worker: Option<String>) -> Self {
+        Self { payload, due_ms, worker }
+    }
+}
+
+/// Which messages [`Inspect::peek`] shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeekAt {
+    /// Waiting for their due time.
+    Scheduled,
+    /// Held by workers (running or about to).
+    InFlight,
 }
 
 /// A message in the dead letters.
@@ -299,4 +395,11 @@ pub trait Inspect: Send + Sync {
     fn dead_letters(&self, limit: usize) -> BoxFuture<'_, Result<Vec<DeadLetter>, BrokerError>>;
     /// Removes every ready and scheduled message of `queue`; returns how many.
     fn purge<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<usize, BrokerError>>;
+    /// Up to `limit` messages of `queue` of one kind, without taking them.
+    fn peek<'a>(&'a self, queue: &'a str, at: PeekAt, limit: usize) -> BoxFuture<'a, Result<Vec<Peeked>, BrokerError>>;
+    /// Puts up to `limit` dead letters of `queue` back in the queue (oldest first, as new
+    /// messages); returns how many.
+    fn retry_dead<'a>(&'a self, queue: &'a str, limit: usize) -> BoxFuture<'a, Result<usize, BrokerError>>;
+    /// Deletes the dead letters of `queue`; returns how many.
+    fn purge_dead<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<usize, BrokerError>>;
 }

@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::ConnectionManager;
 use task_core::broker::{
-    BoxFuture, Broker, ConsumerId, Coordination, DeadLetter, Delivery, Inspect, Message, QueueStats, Receipt,
+    BoxFuture, Broker, ConsumerId, Coordination, DeadLetter, Delivery, Inspect, Message, PeekAt, Peeked, QueueStats,
+    Receipt, WorkerDirectory, WorkerInfo,
 };
 use task_core::{BrokerError, ErrorKind, RateLimit, TaskId};
 use tracing::{info, warn};
@@ -639,6 +640,87 @@ impl Broker for RedisBroker {
     fn coordination(&self) -> Option<&dyn Coordination> {
         Some(self)
     }
+
+    fn directory(&self) -> Option<&dyn WorkerDirectory> {
+        Some(self)
+    }
+}
+
+impl WorkerDirectory for RedisBroker {
+    fn announce<'a>(&'a self, info: &'a WorkerInfo, ttl: Duration) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let key = self.inner.keys.worker(&info.id);
+            let mut pipe = redis::pipe();
+            pipe.cmd("HSET")
+                .arg(&key)
+                .arg("hostname")
+                .arg(&info.hostname)
+                .arg("pid")
+                .arg(info.pid)
+                .arg("concurrency")
+                .arg(info.concurrency)
+                .arg("queues")
+                .arg(info.queues.join("\n"))
+                .arg("tasks")
+                .arg(info.tasks.join("\n"))
+                .arg("started_ms")
+                .arg(info.started_ms)
+                .arg("heartbeat_ms")
+                .arg(info.heartbeat_ms)
+                .arg("succeeded")
+                .arg(info.succeeded)
+                .arg("failed")
+                .arg(info.failed)
+                .ignore();
+            pipe.cmd("PEXPIRE").arg(&key).arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)).ignore();
+            let mut con = self.con();
+            let _: () = timed(self.limit(), pipe.query_async(&mut con))
+                .await
+                .map_err(|e| e.broker("cannot announce the worker"))?;
+            Ok(())
+        })
+    }
+
+    fn workers(&self) -> BoxFuture<'_, Result<Vec<WorkerInfo>, BrokerError>> {
+        Box::pin(async move {
+            let keys = &self.inner.keys;
+            let mut con = self.con();
+            let ids: Vec<String> =
+                timed(self.limit(), redis::cmd("ZRANGE").arg(keys.workers()).arg(0).arg(-1).query_async(&mut con))
+                    .await
+                    .map_err(|e| e.broker("cannot list workers"))?;
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.cmd("HGETALL").arg(keys.worker(id));
+            }
+            let records: Vec<HashMap<String, String>> =
+                timed(self.limit(), pipe.query_async(&mut con)).await.map_err(|e| e.broker("cannot read workers"))?;
+            let lines = |v: Option<&String>| {
+                v.map(|s| s.split('\n').filter(|l| !l.is_empty()).map(str::to_owned).collect()).unwrap_or_default()
+            };
+            Ok(ids
+                .into_iter()
+                .zip(records)
+                .filter(|(_, r)| !r.is_empty())
+                .map(|(id, r)| {
+                    let num = |k: &str| r.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+                    let mut info = WorkerInfo::new(
+                        id,
+                        r.get("hostname").cloned().unwrap_or_default(),
+                        u32::try_from(num("pid")).unwrap_or(0),
+                        usize::try_from(num("concurrency")).unwrap_or(0),
+                        lines(r.get("queues")),
+                        lines(r.get("tasks")),
+                        num("started_ms"),
+                    );
+                    info.heartbeat_ms = num("heartbeat_ms");
+                    info.succeeded = u64::try_from(num("succeeded")).unwrap_or(0);
+                    info.failed = u64::try_from(num("failed")).unwrap_or(0);
+                    info
+                })
+                .collect())
+        })
+    }
 }
 
 impl Coordination for RedisBroker {
@@ -724,6 +806,7 @@ impl Inspect for RedisBroker {
                 pipe.cmd("LLEN").arg(ready);
             }
             pipe.cmd("ZCARD").arg(keys.delayed(queue));
+            pipe.cmd("LLEN").arg(keys.dead(queue));
             for worker in &workers {
                 pipe.cmd("LLEN").arg(keys.processing(queue, worker));
             }
@@ -733,7 +816,8 @@ impl Inspect for RedisBroker {
             let mut stats = QueueStats::default();
             stats.ready = counts[..10].iter().sum();
             stats.scheduled = counts[10];
-            stats.in_flight = counts[11..].iter().sum();
+            stats.dead = counts[11];
+            stats.in_flight = counts[12..].iter().sum();
             Ok(stats)
         })
     }
@@ -786,6 +870,82 @@ impl Inspect for RedisBroker {
                 .await
                 .map_err(|e| e.broker(&format!("cannot purge `{queue}`")))?;
             Ok(counts.iter().sum())
+        })
+    }
+
+    fn peek<'a>(&'a self, queue: &'a str, at: PeekAt, limit: usize) -> BoxFuture<'a, Result<Vec<Peeked>, BrokerError>> {
+        Box::pin(async move {
+            let keys = &self.inner.keys;
+            let mut con = self.con();
+            let last = isize::try_from(limit).unwrap_or(isize::MAX) - 1;
+            let context = || format!("cannot look into `{queue}`");
+            let strip = |raw: &[u8]| entry::decode(raw).2.to_vec();
+            match at {
+                PeekAt::Scheduled => {
+                    let found: Vec<(Vec<u8>, f64)> = timed(
+                        self.limit(),
+                        redis::cmd("ZRANGE")
+                            .arg(keys.delayed(queue))
+                            .arg(0)
+                            .arg(last)
+                            .arg("WITHSCORES")
+                            .query_async(&mut con),
+                    )
+                    .await
+                    .map_err(|e| e.broker(&context()))?;
+                    #[allow(clippy::cast_possible_truncation)]
+                    Ok(found.iter().map(|(raw, due)| Peeked::new(strip(raw), Some(*due as i64), None)).collect())
+                }
+                PeekAt::InFlight => {
+                    let workers: Vec<String> = timed(
+                        self.limit(),
+                        redis::cmd("ZRANGE").arg(keys.workers()).arg(0).arg(-1).query_async(&mut con),
+                    )
+                    .await
+                    .map_err(|e| e.broker(&context()))?;
+                    let mut found = Vec::new();
+                    for worker in workers {
+                        let held: Vec<Vec<u8>> = timed(
+                            self.limit(),
+                            redis::cmd("LRANGE")
+                                .arg(keys.processing(queue, &worker))
+                                .arg(0)
+                                .arg(last)
+                                .query_async(&mut con),
+                        )
+                        .await
+                        .map_err(|e| e.broker(&context()))?;
+                        found.extend(held.iter().map(|raw| Peeked::new(strip(raw), None, Some(worker.clone()))));
+                    }
+                    found.truncate(limit);
+                    Ok(found)
+                }
+            }
+        })
+    }
+
+    fn retry_dead<'a>(&'a self, queue: &'a str, limit: usize) -> BoxFuture<'a, Result<usize, BrokerError>> {
+        Box::pin(async move {
+            let keys = &self.inner.keys;
+            let mut con = self.con();
+            let mut inv = SCRIPTS.retry_dead.prepare_invoke();
+            inv.key(keys.dead(queue)).key(keys.ready(queue, 0)).key(keys.wake(queue)).arg(limit);
+            timed(self.limit(), inv.invoke_async(&mut con))
+                .await
+                .map_err(|e| e.broker(&format!("cannot retry the dead letters of `{queue}`")))
+        })
+    }
+
+    fn purge_dead<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<usize, BrokerError>> {
+        Box::pin(async move {
+            let key = self.inner.keys.dead(queue);
+            let mut pipe = redis::pipe();
+            pipe.atomic().cmd("LLEN").arg(&key).cmd("DEL").arg(&key).ignore();
+            let mut con = self.con();
+            let (removed,): (usize,) = timed(self.limit(), pipe.query_async(&mut con))
+                .await
+                .map_err(|e| e.broker(&format!("cannot purge the dead letters of `{queue}`")))?;
+            Ok(removed)
         })
     }
 }

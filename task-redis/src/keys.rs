@@ -12,6 +12,7 @@
 //! | `NS:{Q}:dead` | list | dead letters: `at_ms:reason_len:reason` + envelope |
 //! | `NS:queues` | set | the queue names in use |
 //! | `NS:workers` | zset | worker ids, scored by heartbeat deadline (Redis clock, ms) |
+//! | `NS:worker:W` | hash | worker `W`'s host, pid, concurrency, queues, tasks, counts; TTL = heartbeat |
 //! | `NS:lock:recover` | string | short lock held while a dead worker's messages are recovered |
 //! | `NS:rate:TASK` | string | rate limiter: next start time (GCRA), with a TTL |
 //! | `NS:unique:KEY` | string | uniqueness lock: the holding task id, with a TTL |
@@ -79,6 +80,11 @@ impl Keys {
 
     pub(crate) fn workers(&self) -> String {
         format!("{}:workers", self.ns)
+    }
+
+    /// What a worker says about itself (a hash with a TTL).
+    pub(crate) fn worker(&self, id: &str) -> String {
+        format!("{}:worker:{id}", self.ns)
     }
 
     pub(crate) fn recover_lock(&self) -> String {

@@ -19,6 +19,7 @@ pub(crate) struct Scripts {
     pub(crate) store_many: Script,
     pub(crate) revoke: Script,
     pub(crate) rate: Script,
+    pub(crate) retry_dead: Script,
     pub(crate) unlock: Script,
 }
 
@@ -37,5 +38,6 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     store_many: Script::new(include_str!("../lua/store_many.lua")),
     revoke: Script::new(include_str!("../lua/revoke.lua")),
     rate: Script::new(include_str!("../lua/rate.lua")),
+    retry_dead: Script::new(include_str!("../lua/retry_dead.lua")),
     unlock: Script::new(include_str!("../lua/unlock.lua")),
 });

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
 
 use crate::broker::{
-    BoxFuture, Broker, ConsumerId, Coordination, DeadLetter, Delivery, Inspect, MAX_PRIORITY, Message, QueueStats,
-    Receipt,
+    BoxFuture, Broker, ConsumerId, Coordination, DeadLetter, Delivery, Inspect, MAX_PRIORITY, Message, PeekAt, Peeked,
+    QueueStats, Receipt, WorkerDirectory, WorkerInfo,
 };
 use crate::envelope::now_ms;
 use crate::error::{BrokerError, ErrorKind};
@@ -97,6 +97,8 @@ struct State {
     rates: HashMap<String, SystemTime>,
     /// Uniqueness locks: holder and expiry.
     uniques: HashMap<String, (TaskId, Instant)>,
+    /// Announced workers and when their record expires.
+    directory: HashMap<String, (WorkerInfo, Instant)>,
     next_seq: u64,
     faults: HashMap<BrokerOp, usize>,
 }
@@ -455,6 +457,26 @@ impl Broker for InMemoryBroker {
     fn coordination(&self) -> Option<&dyn Coordination> {
         Some(self)
     }
+
+    fn directory(&self) -> Option<&dyn WorkerDirectory> {
+        Some(self)
+    }
+}
+
+impl WorkerDirectory for InMemoryBroker {
+    fn announce<'a>(&'a self, info: &'a WorkerInfo, ttl: Duration) -> BoxFuture<'a, Result<(), BrokerError>> {
+        self.lock().directory.insert(info.id.clone(), (info.clone(), Instant::now() + ttl));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn workers(&self) -> BoxFuture<'_, Result<Vec<WorkerInfo>, BrokerError>> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.directory.retain(|_, (_, until)| *until > now);
+        let mut workers: Vec<WorkerInfo> = state.directory.values().map(|(info, _)| info.clone()).collect();
+        workers.sort_by(|a, b| a.id.cmp(&b.id));
+        Box::pin(async move { Ok(workers) })
+    }
 }
 
 impl Coordination for InMemoryBroker {
@@ -506,6 +528,7 @@ impl Inspect for InMemoryBroker {
             ready: state.queues.get(queue).map_or(0, Lanes::len),
             scheduled: state.delayed.values().filter(|e| e.queue == queue).count(),
             in_flight: state.held.values().filter(|(_, e)| e.queue == queue).count(),
+            dead: state.dead.iter().filter(|d| d.queue == queue).count(),
         };
         Box::pin(async move { Ok(stats) })
     }
@@ -530,6 +553,54 @@ impl Inspect for InMemoryBroker {
         let before = state.delayed.len();
         state.delayed.retain(|_, e| e.queue != queue);
         removed += before - state.delayed.len();
+        Box::pin(async move { Ok(removed) })
+    }
+
+    fn peek<'a>(&'a self, queue: &'a str, at: PeekAt, limit: usize) -> BoxFuture<'a, Result<Vec<Peeked>, BrokerError>> {
+        let state = self.lock();
+        let unix_ms = |t: SystemTime| chrono::DateTime::<chrono::Utc>::from(t).timestamp_millis();
+        let found: Vec<Peeked> = match at {
+            PeekAt::Scheduled => state
+                .delayed
+                .iter()
+                .filter(|(_, e)| e.queue == queue)
+                .take(limit)
+                .map(|((due, _), e)| Peeked::new(e.payload.clone(), Some(unix_ms(*due)), None))
+                .collect(),
+            PeekAt::InFlight => state
+                .held
+                .values()
+                .filter(|(_, e)| e.queue == queue)
+                .take(limit)
+                .map(|(owner, e)| Peeked::new(e.payload.clone(), None, Some(owner.to_string())))
+                .collect(),
+        };
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn retry_dead<'a>(&'a self, queue: &'a str, limit: usize) -> BoxFuture<'a, Result<usize, BrokerError>> {
+        let moved = {
+            let mut state = self.lock();
+            let (mut again, mut keep) = (Vec::new(), VecDeque::new());
+            for dead in state.dead.drain(..) {
+                if dead.queue == queue && again.len() < limit { again.push(dead) } else { keep.push_back(dead) }
+            }
+            state.dead = keep;
+            let moved = again.len();
+            for dead in again {
+                state.push(Entry { queue: dead.queue, priority: 0, payload: dead.payload, deliveries: 0 }, false);
+            }
+            moved
+        };
+        self.shared.wake.notify_waiters();
+        Box::pin(async move { Ok(moved) })
+    }
+
+    fn purge_dead<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<usize, BrokerError>> {
+        let mut state = self.lock();
+        let before = state.dead.len();
+        state.dead.retain(|d| d.queue != queue);
+        let removed = before - state.dead.len();
         Box::pin(async move { Ok(removed) })
     }
 }

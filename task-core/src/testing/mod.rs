@@ -62,7 +62,8 @@ macro_rules! conformance_tests {
             ack_after_recovery_is_fenced, priorities_highest_first, batch_enqueue_keeps_order,
             fetch_respects_max_and_queue_order, result_store_merges_fields, result_ttl_expires,
             wait_wakes_on_ready_state, wait_times_out_with_current_state, forget_deletes,
-            a_stale_worker_cannot_overwrite_a_result, a_mixed_batch_keeps_priorities_and_delays);
+            a_stale_worker_cannot_overwrite_a_result, a_mixed_batch_keeps_priorities_and_delays,
+            workers_announce_themselves_until_they_expire, inspection_peeks_and_handles_dead_letters);
     };
     (@each $setup:path; $($name:ident),* $(,)?) => {
         $(
@@ -391,4 +392,58 @@ pub async fn a_mixed_batch_keeps_priorities_and_delays(h: Harness) {
     let got = fetch(&h, &c, std::slice::from_ref(&a), 10, Duration::from_secs(10)).await;
     assert_eq!(got.iter().map(body).collect::<Vec<_>>(), ["a-later"]);
     assert!(SystemTime::now() >= later);
+}
+
+/// A worker's announcement is listed with what it said, and gone after its TTL.
+pub async fn workers_announce_themselves_until_they_expire(h: Harness) {
+    let directory = h.broker.directory().expect("the suite needs a worker directory");
+    let id = ConsumerId::new();
+    let mut info = crate::broker::WorkerInfo::new(
+        id.to_string(),
+        "host-a".into(),
+        4242,
+        8,
+        vec!["emails".into(), "default".into()],
+        vec!["a.task".into(), "b.task".into()],
+        1_000,
+    );
+    info.succeeded = 7;
+    h.broker.heartbeat(&id, Duration::from_millis(400)).await.unwrap();
+    directory.announce(&info, Duration::from_millis(400)).await.unwrap();
+    let listed = directory.workers().await.unwrap();
+    assert_eq!(listed.iter().find(|w| w.id == info.id), Some(&info));
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let listed = directory.workers().await.unwrap();
+    assert!(listed.iter().all(|w| w.id != info.id), "expired with its TTL");
+}
+
+/// `peek` shows scheduled and held messages without taking them; dead letters are
+/// counted, retried (oldest first, as new messages) and purged.
+pub async fn inspection_peeks_and_handles_dead_letters(h: Harness) {
+    use crate::broker::PeekAt;
+    let inspect = h.broker.inspect().expect("the suite needs Inspect");
+    let q = queue("inspect");
+    let c = ConsumerId::new();
+    h.broker.heartbeat(&c, Duration::from_secs(30)).await.unwrap();
+    let later = SystemTime::now() + Duration::from_secs(60);
+    h.broker.enqueue(msg(&q, "later").with_eta(Some(later))).await.unwrap();
+    h.broker.enqueue_batch(vec![msg(&q, "d1"), msg(&q, "d2"), msg(&q, "d3"), msg(&q, "held")]).await.unwrap();
+    let got = fetch(&h, &c, std::slice::from_ref(&q), 4, Duration::from_secs(1)).await;
+    assert_eq!(got.len(), 4);
+    let scheduled = inspect.peek(&q, PeekAt::Scheduled, 10).await.unwrap();
+    assert_eq!(scheduled.iter().map(|p| p.payload.clone()).collect::<Vec<_>>(), [b"later".to_vec()]);
+    assert!(scheduled[0].due_ms.is_some_and(|d| d > 0));
+    let held = inspect.peek(&q, PeekAt::InFlight, 10).await.unwrap();
+    assert_eq!(held.len(), 4);
+    assert!(held.iter().all(|p| p.worker.as_deref() == Some(c.as_str())));
+    for d in &got[..3] {
+        h.broker.dead_letter(&c, d, "test").await.unwrap();
+    }
+    assert_eq!(inspect.queue_stats(&q).await.unwrap().dead, 3);
+    assert_eq!(inspect.retry_dead(&q, 2).await.unwrap(), 2);
+    let again = fetch(&h, &c, std::slice::from_ref(&q), 10, Duration::from_secs(1)).await;
+    assert_eq!(again.iter().map(body).collect::<Vec<_>>(), ["d1", "d2"], "oldest dead letters first");
+    assert_eq!(again[0].delivery_count, 1, "a retried dead letter starts afresh");
+    assert_eq!(inspect.purge_dead(&q).await.unwrap(), 1);
+    assert_eq!(inspect.queue_stats(&q).await.unwrap().dead, 0);
 }

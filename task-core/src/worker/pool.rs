@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 
 use super::execute::{Counters, Runner};
 use super::{Worker, WorkerReport};
-use crate::broker::{Broker, ConsumerId, Delivery};
+use crate::broker::{Broker, ConsumerId, Delivery, WorkerInfo};
 use crate::error::Error;
 
 /// Back-off after a failed fetch: doubles from the first to the last.
@@ -40,13 +40,22 @@ where
         info!(task = entry.name(), kind = if entry.is_blocking() { "sync" } else { "async" }, "registered task");
     }
 
-    let heart = tokio::spawn(heartbeat(broker.clone(), id.clone(), heartbeat_ttl));
     let runner = Arc::new(Runner {
         app: app.clone(),
         consumer: id.clone(),
         counters: Counters::default(),
         running: Mutex::default(),
     });
+    let info = WorkerInfo::new(
+        id.to_string(),
+        hostname(),
+        std::process::id(),
+        concurrency,
+        queues.clone(),
+        app.registry().names().map(str::to_owned).collect(),
+        crate::envelope::now_ms(),
+    );
+    let heart = tokio::spawn(heartbeat(broker.clone(), id.clone(), heartbeat_ttl, info, runner.clone()));
     let terminator =
         app.backend().terminations().map(|requests| tokio::spawn(terminate_on_request(requests, runner.clone())));
     let slots = Arc::new(Semaphore::new(concurrency));
@@ -169,7 +178,7 @@ async fn terminate_on_request(mut requests: tokio::sync::broadcast::Receiver<cra
 }
 
 /// Keeps this worker alive in the broker and returns dead peers' messages.
-async fn heartbeat(broker: Arc<dyn Broker>, id: ConsumerId, ttl: Duration) {
+async fn heartbeat(broker: Arc<dyn Broker>, id: ConsumerId, ttl: Duration, mut info: WorkerInfo, runner: Arc<Runner>) {
     let mut tick = tokio::time::interval(ttl / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -178,10 +187,29 @@ async fn heartbeat(broker: Arc<dyn Broker>, id: ConsumerId, ttl: Duration) {
             warn!(error = %e, "heartbeat failed");
             continue;
         }
+        if let Some(directory) = broker.directory() {
+            let report = runner.counters.report();
+            info.heartbeat_ms = crate::envelope::now_ms();
+            info.succeeded = report.succeeded;
+            info.failed = report.failed;
+            if let Err(e) = directory.announce(&info, ttl).await {
+                warn!(error = %e, "cannot announce this worker");
+            }
+        }
         match broker.recover().await {
             Ok(0) => {}
             Ok(n) => info!(recovered = n, "returned messages of a dead worker to their queues"),
             Err(e) => warn!(error = %e, "recovery failed"),
         }
     }
+}
+
+/// This machine's name (Linux: the kernel's hostname; else `HOSTNAME`, else "unknown").
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
 }

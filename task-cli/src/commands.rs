@@ -1,0 +1,366 @@
+//! What each command does, on the broker and backend of `--broker`.
+
+use std::error::Error;
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+use task_core::broker::{Inspect, Message, PeekAt, WorkerDirectory, WorkerInfo};
+use task_core::{App, Envelope, TaskId, TaskMeta, TaskState};
+
+use crate::output::{age, table, time};
+use crate::{Cli, Command, Dead, Inspect as InspectCmd};
+
+type Outcome = Result<i32, Box<dyn Error>>;
+
+/// Runs one command; the exit code on success.
+pub(crate) async fn run(cli: Cli) -> Outcome {
+    let url = cli.broker.clone().ok_or("no broker: pass --broker URL or set CELERITY_BROKER_URL")?;
+    let mut builder = App::builder().broker_url(&url);
+    if let Ok(backend) = std::env::var(task_core::ENV_RESULT_BACKEND) {
+        builder = builder.result_backend(backend);
+    }
+    let app = builder.build().await?;
+    let json = cli.json;
+    match cli.command {
+        Command::Status => status(&app, json).await,
+        Command::Inspect { what } => inspect(&app, what, json).await,
+        Command::Queues => queues(&app, json).await,
+        Command::Purge { queue, yes } => purge(&app, &queue, yes, json).await,
+        Command::Call { task, args, countdown, queue, priority } => {
+            call(&app, &task, &args, countdown, queue, priority, json).await
+        }
+        Command::Result { id, wait } => result(&app, &id, wait, json).await,
+        Command::Revoke { id, terminate } => revoke(&app, &id, terminate, json).await,
+        Command::Dead { action } => dead(&app, action, json).await,
+    }
+}
+
+fn inspector(app: &App) -> Result<&dyn Inspect, Box<dyn Error>> {
+    app.broker().inspect().ok_or_else(|| format!("the broker {} cannot be inspected", app.broker_url()).into())
+}
+
+fn directory(app: &App) -> Result<&dyn WorkerDirectory, Box<dyn Error>> {
+    app.broker().directory().ok_or_else(|| format!("the broker {} keeps no worker directory", app.broker_url()).into())
+}
+
+fn worker_json(w: &WorkerInfo) -> Value {
+    json!({
+        "id": w.id, "hostname": w.hostname, "pid": w.pid, "concurrency": w.concurrency, "queues": w.queues,
+        "tasks": w.tasks, "started": time(w.started_ms), "heartbeat": time(w.heartbeat_ms),
+        "succeeded": w.succeeded, "failed": w.failed,
+    })
+}
+
+async fn status(app: &App, json: bool) -> Outcome {
+    let workers = directory(app)?.workers().await?;
+    if json {
+        crate::output::json(&Value::Array(workers.iter().map(worker_json).collect()));
+    } else if workers.is_empty() {
+        println!("no live workers");
+    } else {
+        let rows: Vec<Vec<String>> = workers
+            .iter()
+            .map(|w| {
+                vec![
+                    w.id.clone(),
+                    w.hostname.clone(),
+                    w.pid.to_string(),
+                    w.concurrency.to_string(),
+                    w.queues.join(","),
+                    age(w.heartbeat_ms),
+                    w.succeeded.to_string(),
+                    w.failed.to_string(),
+                ]
+            })
+            .collect();
+        table(&["WORKER", "HOST", "PID", "CONC", "QUEUES", "HEARTBEAT", "SUCCEEDED", "FAILED"], &rows);
+    }
+    Ok(0)
+}
+
+/// What a payload says: (task, id, retries), or None when it does not decode.
+fn describe(payload: &[u8]) -> Option<(String, String, u32)> {
+    Envelope::decode(payload).ok().map(|e| (e.task, e.id.to_string(), e.retries))
+}
+
+async fn inspect(app: &App, what: InspectCmd, json: bool) -> Outcome {
+    match what {
+        InspectCmd::Active | InspectCmd::Scheduled => {
+            let at = if matches!(what, InspectCmd::Active) { PeekAt::InFlight } else { PeekAt::Scheduled };
+            let inspect = inspector(app)?;
+            let mut found = Vec::new();
+            for queue in inspect.queues().await? {
+                for seen in inspect.peek(&queue, at, 1000).await? {
+                    let (task, id, retries) =
+                        describe(&seen.payload).unwrap_or(("(undecodable)".into(), String::new(), 0));
+                    found.push(json!({
+                        "queue": queue, "task": task, "id": id, "retries": retries,
+                        "worker": seen.worker, "due": seen.due_ms.map(time),
+                    }));
+                }
+            }
+            if json {
+                crate::output::json(&Value::Array(found));
+            } else if found.is_empty() {
+                println!("{}", if at == PeekAt::InFlight { "no task held by a worker" } else { "no scheduled task" });
+            } else {
+                let last = if at == PeekAt::InFlight { "WORKER" } else { "DUE" };
+                let key = if at == PeekAt::InFlight { "worker" } else { "due" };
+                let rows: Vec<Vec<String>> = found
+                    .iter()
+                    .map(|f| {
+                        ["queue", "task", "id", key].iter().map(|k| f[*k].as_str().unwrap_or("").to_owned()).collect()
+                    })
+                    .collect();
+                table(&["QUEUE", "TASK", "ID", last], &rows);
+            }
+        }
+        InspectCmd::Registered => {
+            let workers = directory(app)?.workers().await?;
+            let mut tasks: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+            for w in &workers {
+                for t in &w.tasks {
+                    tasks.entry(t.clone()).or_default().push(w.id.clone());
+                }
+            }
+            if json {
+                crate::output::json(&json!(tasks));
+            } else {
+                let rows: Vec<Vec<String>> =
+                    tasks.iter().map(|(t, ws)| vec![t.clone(), ws.len().to_string()]).collect();
+                table(&["TASK", "WORKERS"], &rows);
+            }
+        }
+        InspectCmd::Stats => {
+            let workers = directory(app)?.workers().await?;
+            let (succeeded, failed): (u64, u64) =
+                workers.iter().fold((0, 0), |(s, f), w| (s + w.succeeded, f + w.failed));
+            let value = json!({
+                "workers": workers.len(),
+                "concurrency": workers.iter().map(|w| w.concurrency).sum::<usize>(),
+                "succeeded": succeeded,
+                "failed": failed,
+                "per_worker": workers.iter().map(worker_json).collect::<Vec<_>>(),
+            });
+            if json {
+                crate::output::json(&value);
+            } else {
+                println!(
+                    "workers: {}  concurrency: {}  succeeded: {succeeded}  failed: {failed}",
+                    workers.len(),
+                    value["concurrency"]
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+async fn queues(app: &App, json: bool) -> Outcome {
+    let inspect = inspector(app)?;
+    let mut rows = Vec::new();
+    let mut values = Vec::new();
+    for queue in inspect.queues().await? {
+        let s = inspect.queue_stats(&queue).await?;
+        values.push(json!({"queue": queue, "ready": s.ready, "scheduled": s.scheduled, "in_flight": s.in_flight, "dead": s.dead}));
+        rows.push(vec![
+            queue,
+            s.ready.to_string(),
+            s.scheduled.to_string(),
+            s.in_flight.to_string(),
+            s.dead.to_string(),
+        ]);
+    }
+    if json {
+        crate::output::json(&Value::Array(values));
+    } else {
+        table(&["QUEUE", "READY", "SCHEDULED", "IN FLIGHT", "DEAD"], &rows);
+    }
+    Ok(0)
+}
+
+async fn purge(app: &App, queue: &str, yes: bool, json: bool) -> Outcome {
+    let inspect = inspector(app)?;
+    if !yes {
+        let s = inspect.queue_stats(queue).await?;
+        eprintln!(
+            "this would delete {} ready and {} scheduled messages of `{queue}`: add --yes to do it",
+            s.ready, s.scheduled
+        );
+        return Ok(2);
+    }
+    let purged = inspect.purge(queue).await?;
+    if json {
+        crate::output::json(&json!({"queue": queue, "purged": purged}));
+    } else {
+        println!("purged {purged} messages of `{queue}`");
+    }
+    Ok(0)
+}
+
+async fn call(
+    app: &App,
+    task: &str,
+    args: &str,
+    countdown: Option<f64>,
+    queue: Option<String>,
+    priority: u8,
+    json: bool,
+) -> Outcome {
+    let value: Value = serde_json::from_str(args).map_err(|e| format!("--args is not JSON: {e}"))?;
+    if !value.is_object() {
+        return Err("--args must be a JSON object keyed by parameter name, like '{\"x\": 1}'".into());
+    }
+    if priority > 9 {
+        return Err(format!("--priority must be 0 to 9, not {priority}").into());
+    }
+    let queue = queue.unwrap_or_else(|| app.default_queue().to_owned());
+    let mut envelope = Envelope::new(task, rmp_serde::to_vec_named(&value)?, queue.clone());
+    envelope.priority = priority;
+    let eta = match countdown {
+        Some(secs) => {
+            Some(SystemTime::now() + Duration::try_from_secs_f64(secs).map_err(|e| format!("--countdown: {e}"))?)
+        }
+        None => None,
+    };
+    envelope.eta_ms = eta.map(|t| chrono::DateTime::<chrono::Utc>::from(t).timestamp_millis());
+    let id = envelope.id.clone();
+    let message = Message::new(id.clone(), queue.clone(), envelope.encode()?).with_priority(priority).with_eta(eta);
+    app.broker().enqueue(message).await?;
+    if let Some(directory) = app.broker().directory() {
+        let workers = directory.workers().await.unwrap_or_default();
+        if !workers.is_empty()
+            && !workers.iter().any(|w| w.tasks.iter().any(|t| t == task) && w.queues.contains(&queue))
+        {
+            eprintln!(
+                "warning: no live worker runs `{task}` from queue `{queue}`: it waits (or goes to the dead letters if unknown)"
+            );
+        }
+    }
+    if json {
+        crate::output::json(&json!({"id": id, "task": task, "queue": queue}));
+    } else {
+        println!("{id}");
+    }
+    Ok(0)
+}
+
+fn meta_json(id: &TaskId, meta: &TaskMeta) -> Value {
+    let decode = |bytes: &Option<Vec<u8>>| bytes.as_deref().and_then(|b| rmp_serde::from_slice::<Value>(b).ok());
+    json!({
+        "id": id, "state": meta.state, "task": meta.task, "worker": meta.worker, "retries": meta.retries,
+        "result": decode(&meta.result), "progress": decode(&meta.progress), "error": meta.error,
+        "started": meta.started_ms.map(time), "finished": meta.finished_ms.map(time),
+    })
+}
+
+async fn result(app: &App, id: &str, wait: Option<f64>, json: bool) -> Outcome {
+    let id: TaskId = id.parse()?;
+    let meta = match wait {
+        Some(secs) => {
+            app.backend().wait(&id, Duration::try_from_secs_f64(secs).map_err(|e| format!("--wait: {e}"))?).await?
+        }
+        None => app.backend().get(&id).await?,
+    };
+    let Some(meta) = meta else {
+        eprintln!("no task with id {id} (unknown, expired, or queued without a record)");
+        return Ok(4);
+    };
+    let value = meta_json(&id, &meta);
+    if json {
+        crate::output::json(&value);
+    } else {
+        println!("state:  {}", meta.state);
+        for key in ["task", "worker", "retries", "started", "finished", "progress", "result", "error"] {
+            if !value[key].is_null() {
+                println!("{key}:{}{}", " ".repeat(7 - key.len().min(7)), value[key]);
+            }
+        }
+    }
+    Ok(match meta.state {
+        TaskState::Success => 0,
+        TaskState::Failure | TaskState::Revoked => 1,
+        _ => 3,
+    })
+}
+
+async fn revoke(app: &App, id: &str, terminate: bool, json: bool) -> Outcome {
+    let id: TaskId = id.parse()?;
+    app.revoke(&id, terminate).await?;
+    if json {
+        crate::output::json(&json!({"id": id, "revoked": true, "terminate": terminate}));
+    } else {
+        println!("revoked {id}{}", if terminate { " (terminate)" } else { "" });
+    }
+    Ok(0)
+}
+
+async fn dead(app: &App, action: Dead, json: bool) -> Outcome {
+    let inspect = inspector(app)?;
+    let queues = |only: Option<String>| async move {
+        match only {
+            Some(q) => Ok::<_, Box<dyn Error>>(vec![q]),
+            None => Ok(inspect.queues().await?),
+        }
+    };
+    match action {
+        Dead::List { limit } => {
+            let dead = inspect.dead_letters(limit).await?;
+            let values: Vec<Value> = dead
+                .iter()
+                .map(|d| {
+                    let (task, id, _) = describe(&d.payload).unwrap_or(("(undecodable)".into(), String::new(), 0));
+                    json!({"at": time(d.at_ms), "queue": d.queue, "task": task, "id": id, "reason": d.reason})
+                })
+                .collect();
+            if json {
+                crate::output::json(&Value::Array(values));
+            } else if values.is_empty() {
+                println!("no dead letters");
+            } else {
+                let rows: Vec<Vec<String>> = values
+                    .iter()
+                    .map(|v| {
+                        ["at", "queue", "task", "id", "reason"]
+                            .iter()
+                            .map(|k| v[*k].as_str().unwrap_or("").to_owned())
+                            .collect()
+                    })
+                    .collect();
+                table(&["AT", "QUEUE", "TASK", "ID", "REASON"], &rows);
+            }
+        }
+        Dead::Retry { queue, limit } => {
+            let mut moved = 0;
+            for q in queues(queue).await? {
+                moved += inspect.retry_dead(&q, limit).await?;
+            }
+            if json {
+                crate::output::json(&json!({"retried": moved}));
+            } else {
+                println!("put {moved} dead letters back in their queues");
+            }
+        }
+        Dead::Purge { queue, yes } => {
+            let targets = queues(queue).await?;
+            if !yes {
+                let mut count = 0;
+                for q in &targets {
+                    count += inspect.queue_stats(q).await?.dead;
+                }
+                eprintln!("this would delete {count} dead letters: add --yes to do it");
+                return Ok(2);
+            }
+            let mut removed = 0;
+            for q in &targets {
+                removed += inspect.purge_dead(q).await?;
+            }
+            if json {
+                crate::output::json(&json!({"purged": removed}));
+            } else {
+                println!("deleted {removed} dead letters");
+            }
+        }
+    }
+    Ok(0)
+}

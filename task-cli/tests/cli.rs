@@ -1,0 +1,157 @@
+//! Every `celerity` command, as a process, against a private Redis and a live worker.
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use task_core::{TaskResult, task};
+use task_redis::RedisConfig;
+use test_support::RedisServer;
+
+#[task(name = "cli.add")]
+async fn add(x: i64, y: i64) -> TaskResult<i64> {
+    Ok(x + y)
+}
+
+#[task(name = "cli.sleepy")]
+async fn sleepy(ms: u64) -> TaskResult<u64> {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Ok(ms)
+}
+
+struct Env {
+    server: RedisServer,
+    namespace: String,
+}
+
+impl Env {
+    fn celerity(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_celerity"))
+            .args(args)
+            .env("CELERITY_BROKER_URL", self.server.url())
+            .env("CELERITY_REDIS_NAMESPACE", &self.namespace)
+            .env_remove("CELERITY_RESULT_BACKEND")
+            .output()
+            .expect("celerity runs")
+    }
+
+    /// Runs a command with --json; its exit code and parsed output.
+    fn json(&self, args: &[&str]) -> (i32, Value) {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.celerity(&all);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        (out.status.code().unwrap_or(-1), value)
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(20), "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_does_what_its_help_says() {
+    let env = Env { server: RedisServer::start(), namespace: test_support::namespace() };
+    let config = RedisConfig::from_url(env.server.url()).namespace(&env.namespace);
+    let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
+    let worker = app.worker().concurrency(2).spawn();
+
+    // status and inspect registered: the worker announced itself.
+    eventually("the worker shows in `status`", || env.json(&["status"]).1.as_array().is_some_and(|w| w.len() == 1))
+        .await;
+    let (code, workers) = env.json(&["status"]);
+    assert_eq!(code, 0);
+    assert_eq!(workers[0]["id"], worker.id().as_str());
+    assert_eq!(workers[0]["pid"], std::process::id());
+    assert_eq!(workers[0]["concurrency"], 2);
+    let (_, registered) = env.json(&["inspect", "registered"]);
+    assert!(registered["cli.add"].is_array(), "{registered}");
+    let table = env.celerity(&["status"]);
+    assert!(String::from_utf8_lossy(&table.stdout).starts_with("WORKER"), "a table for people");
+
+    // call + result.
+    let (code, sent) = env.json(&["call", "cli.add", "--args", r#"{"x": 2, "y": 3}"#]);
+    assert_eq!(code, 0);
+    let id = sent["id"].as_str().unwrap().to_owned();
+    let (code, done) = env.json(&["result", &id, "--wait", "10"]);
+    assert_eq!((code, done["state"].as_str(), done["result"].as_i64()), (0, Some("SUCCESS"), Some(5)), "{done}");
+    let bad = env.celerity(&["call", "cli.add", "--args", "[1, 2]"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("--args must be a JSON object"), "{}", stderr(&bad));
+    let unknown = env.celerity(&["result", "00000000-0000-4000-8000-000000000000"]);
+    assert_eq!(unknown.status.code(), Some(4));
+
+    // inspect active + revoke --terminate.
+    let (_, sent) = env.json(&["call", "cli.sleepy", "--args", r#"{"ms": 30000}"#]);
+    let long = sent["id"].as_str().unwrap().to_owned();
+    eventually("`inspect active` shows the running task", || {
+        env.json(&["inspect", "active"]).1.as_array().is_some_and(|a| a.iter().any(|t| t["id"] == long.as_str()))
+    })
+    .await;
+    let (code, _) = env.json(&["revoke", &long, "--terminate"]);
+    assert_eq!(code, 0);
+    let (code, revoked) = env.json(&["result", &long, "--wait", "10"]);
+    assert_eq!((code, revoked["state"].as_str()), (1, Some("REVOKED")), "{revoked}");
+
+    // inspect scheduled, queues, purge.
+    env.json(&["call", "cli.add", "--args", r#"{"x": 1, "y": 1}"#, "--countdown", "600"]);
+    let (_, scheduled) = env.json(&["inspect", "scheduled"]);
+    assert_eq!(scheduled.as_array().map(Vec::len), Some(1), "{scheduled}");
+    let (_, queues) = env.json(&["queues"]);
+    let default = queues.as_array().unwrap().iter().find(|q| q["queue"] == "default").unwrap().clone();
+    assert_eq!(default["scheduled"], 1);
+    let refused = env.celerity(&["purge", "default"]);
+    assert_eq!(refused.status.code(), Some(2), "no purge without --yes");
+    assert!(stderr(&refused).contains("add --yes"), "{}", stderr(&refused));
+    let (code, purged) = env.json(&["purge", "default", "--yes"]);
+    assert_eq!((code, purged["purged"].as_u64()), (0, Some(1)));
+
+    // dead letters: a task nobody runs is buried; list, retry, purge.
+    let warned = env.celerity(&["call", "nobody.home"]);
+    assert!(stderr(&warned).contains("no live worker runs `nobody.home`"), "{}", stderr(&warned));
+    eventually("the unknown task reaches the dead letters", || {
+        env.json(&["dead", "list"]).1.as_array().is_some_and(|d| !d.is_empty())
+    })
+    .await;
+    let (_, dead) = env.json(&["dead", "list"]);
+    assert!(dead[0]["reason"].as_str().unwrap().starts_with("unknown task `nobody.home`"), "{dead}");
+    assert_eq!(dead[0]["task"], "nobody.home");
+    let (code, retried) = env.json(&["dead", "retry"]);
+    assert_eq!((code, retried["retried"].as_u64()), (0, Some(1)));
+    eventually("buried again", || env.json(&["dead", "list"]).1.as_array().is_some_and(|d| !d.is_empty())).await;
+    assert_eq!(env.celerity(&["dead", "purge"]).status.code(), Some(2));
+    let (code, gone) = env.json(&["dead", "purge", "--yes"]);
+    assert_eq!((code, gone["purged"].as_u64()), (0, Some(1)));
+
+    let (_, stats) = env.json(&["inspect", "stats"]);
+    assert_eq!(stats["workers"], 1);
+    worker.shutdown().await.unwrap();
+}
+
+#[test]
+fn help_and_errors_are_clear() {
+    let help = Command::new(env!("CARGO_BIN_EXE_celerity")).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&help.stdout);
+    for command in ["status", "inspect", "queues", "purge", "call", "result", "revoke", "dead"] {
+        assert!(text.contains(command), "`{command}` missing from --help:\n{text}");
+    }
+    let no_broker =
+        Command::new(env!("CARGO_BIN_EXE_celerity")).arg("status").env_remove("CELERITY_BROKER_URL").output().unwrap();
+    assert_eq!(no_broker.status.code(), Some(2));
+    assert!(stderr(&no_broker).contains("no broker"), "{}", stderr(&no_broker));
+    let mut server = RedisServer::start();
+    server.stop();
+    let down =
+        Command::new(env!("CARGO_BIN_EXE_celerity")).args(["--broker", &server.url(), "queues"]).output().unwrap();
+    assert_eq!(down.status.code(), Some(2));
+    assert!(stderr(&down).contains("cannot connect the broker"), "{}", stderr(&down));
+}

@@ -32,7 +32,42 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
         Command::Result { id, wait } => result(&app, &id, wait, json).await,
         Command::Revoke { id, terminate } => revoke(&app, &id, terminate, json).await,
         Command::Dead { action } => dead(&app, action, json).await,
+        Command::Dashboard { addr, token, basic, read_only } => dashboard(app, addr, token, basic, read_only).await,
     }
+}
+
+async fn dashboard(
+    app: App,
+    addr: std::net::SocketAddr,
+    token: Option<String>,
+    basic: Option<String>,
+    read_only: bool,
+) -> Outcome {
+    let mut config = task_dashboard::DashboardConfig::default();
+    if let Some(token) = token {
+        config = config.token(token);
+    }
+    if let Some(basic) = basic {
+        let (user, password) = basic.split_once(':').ok_or("--basic takes USER:PASSWORD")?;
+        config = config.basic(user, password);
+    }
+    if read_only {
+        config = config.read_only();
+    }
+    let open = !addr.ip().is_loopback();
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    println!("dashboard on http://{} (broker {})", listener.local_addr()?, task_core::redact_url(app.broker_url()));
+    if open && !config.is_protected() {
+        eprintln!(
+            "warning: the dashboard listens beyond this machine without --token or --basic: anyone can purge and revoke"
+        );
+    }
+    axum::serve(listener, task_dashboard::router(app, config))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(0)
 }
 
 fn inspector(app: &App) -> Result<&dyn Inspect, Box<dyn Error>> {

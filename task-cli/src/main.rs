@@ -89,6 +89,21 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: Dead,
     },
+    /// Serve the web dashboard (do not expose it without --token or --basic).
+    Dashboard {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:5555")]
+        addr: std::net::SocketAddr,
+        /// Require `Authorization: Bearer TOKEN`.
+        #[arg(long, env = "CELERITY_DASHBOARD_TOKEN")]
+        token: Option<String>,
+        /// Require basic auth, given as USER:PASSWORD.
+        #[arg(long, env = "CELERITY_DASHBOARD_BASIC")]
+        basic: Option<String>,
+        /// Forbid every action (purge, retry, revoke).
+        #[arg(long)]
+        read_only: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

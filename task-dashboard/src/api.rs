@@ -1,0 +1,197 @@
+//! The JSON API (and the data the pages render).
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use task_core::broker::{Inspect, WorkerDirectory};
+use task_core::{Envelope, TaskId};
+
+use crate::Dashboard;
+
+/// An error answer: the status and `{"error": "..."}`.
+pub(crate) struct ApiError(pub(crate) StatusCode, pub(crate) String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl<E: std::fmt::Display> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
+pub(crate) type ApiResult = Result<Json<Value>, ApiError>;
+
+fn inspector(dash: &Dashboard) -> Result<&dyn Inspect, ApiError> {
+    dash.app
+        .broker()
+        .inspect()
+        .ok_or_else(|| ApiError(StatusCode::NOT_IMPLEMENTED, "this broker cannot be inspected".into()))
+}
+
+fn directory(dash: &Dashboard) -> Result<&dyn WorkerDirectory, ApiError> {
+    dash.app
+        .broker()
+        .directory()
+        .ok_or_else(|| ApiError(StatusCode::NOT_IMPLEMENTED, "this broker keeps no worker directory".into()))
+}
+
+pub(crate) fn time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map_or_else(|| ms.to_string(), |t| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string())
+}
+
+pub(crate) async fn workers_data(dash: &Dashboard) -> Result<Value, ApiError> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let workers = directory(dash)?.workers().await?;
+    Ok(Value::Array(
+        workers
+            .iter()
+            .map(|w| {
+                json!({
+                    "id": w.id, "hostname": w.hostname, "pid": w.pid, "concurrency": w.concurrency,
+                    "queues": w.queues, "tasks": w.tasks, "started": time(w.started_ms),
+                    "heartbeat_age_ms": (now - w.heartbeat_ms).max(0), "succeeded": w.succeeded, "failed": w.failed,
+                })
+            })
+            .collect(),
+    ))
+}
+
+pub(crate) async fn queues_data(dash: &Dashboard) -> Result<Value, ApiError> {
+    let inspect = inspector(dash)?;
+    let mut out = Vec::new();
+    for queue in inspect.queues().await? {
+        let s = inspect.queue_stats(&queue).await?;
+        out.push(json!({"queue": queue, "ready": s.ready, "scheduled": s.scheduled, "in_flight": s.in_flight, "dead": s.dead}));
+    }
+    Ok(Value::Array(out))
+}
+
+pub(crate) async fn dead_data(dash: &Dashboard, limit: usize) -> Result<Value, ApiError> {
+    let dead = inspector(dash)?.dead_letters(limit).await?;
+    Ok(Value::Array(
+        dead.iter()
+            .map(|d| {
+                let envelope = Envelope::decode(&d.payload).ok();
+                json!({
+                    "at": time(d.at_ms), "queue": d.queue, "reason": d.reason,
+                    "task": envelope.as_ref().map(|e| e.task.clone()), "id": envelope.as_ref().map(|e| e.id.to_string()),
+                })
+            })
+            .collect(),
+    ))
+}
+
+pub(crate) async fn overview_data(dash: &Dashboard) -> Result<Value, ApiError> {
+    let workers = workers_data(dash).await?;
+    let list = workers.as_array().cloned().unwrap_or_default();
+    let sum = |key: &str| list.iter().filter_map(|w| w[key].as_u64()).sum::<u64>();
+    Ok(json!({
+        "workers_online": list.len(),
+        "concurrency": sum("concurrency"),
+        "succeeded": sum("succeeded"),
+        "failed": sum("failed"),
+        "queues": queues_data(dash).await?,
+    }))
+}
+
+pub(crate) async fn task_data(dash: &Dashboard, id: &str) -> Result<Value, ApiError> {
+    let not_found = || ApiError(StatusCode::NOT_FOUND, format!("no task with id `{id}`"));
+    let task_id: TaskId = id.parse().map_err(|_| not_found())?;
+    let meta = dash.app.backend().get(&task_id).await?.ok_or_else(not_found)?;
+    let decode = |bytes: &Option<Vec<u8>>| bytes.as_deref().and_then(|b| rmp_serde::from_slice::<Value>(b).ok());
+    Ok(json!({
+        "id": task_id, "state": meta.state, "task": meta.task, "worker": meta.worker, "retries": meta.retries,
+        "result": decode(&meta.result), "progress": decode(&meta.progress), "error": meta.error,
+        "started": meta.started_ms.map(time), "finished": meta.finished_ms.map(time),
+        "runtime_ms": meta.started_ms.zip(meta.finished_ms).map(|(s, f)| f - s),
+    }))
+}
+
+pub(crate) async fn healthz(State(dash): State<Dashboard>) -> Response {
+    match dash.app.broker().inspect() {
+        Some(inspect) => match inspect.queues().await {
+            Ok(_) => (StatusCode::OK, "ok\n").into_response(),
+            Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("broker unavailable: {e}\n")).into_response(),
+        },
+        None => (StatusCode::OK, "ok\n").into_response(),
+    }
+}
+
+pub(crate) async fn overview(State(dash): State<Dashboard>) -> ApiResult {
+    Ok(Json(overview_data(&dash).await?))
+}
+
+pub(crate) async fn workers(State(dash): State<Dashboard>) -> ApiResult {
+    Ok(Json(workers_data(&dash).await?))
+}
+
+pub(crate) async fn queues(State(dash): State<Dashboard>) -> ApiResult {
+    Ok(Json(queues_data(&dash).await?))
+}
+
+pub(crate) async fn dead(State(dash): State<Dashboard>, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+    let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100);
+    Ok(Json(dead_data(&dash, limit).await?))
+}
+
+pub(crate) async fn task(State(dash): State<Dashboard>, Path(id): Path<String>) -> ApiResult {
+    Ok(Json(task_data(&dash, &id).await?))
+}
+
+/// Destructive actions need `?confirm=<queue>`: a second, deliberate word.
+fn confirmed(queue: &str, q: &HashMap<String, String>) -> Result<(), ApiError> {
+    if q.get("confirm").map(String::as_str) != Some(queue) {
+        return Err(ApiError(StatusCode::BAD_REQUEST, format!("confirm by adding ?confirm={queue}")));
+    }
+    Ok(())
+}
+
+pub(crate) async fn purge(
+    State(dash): State<Dashboard>,
+    Path(queue): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    confirmed(&queue, &q)?;
+    let purged = inspector(&dash)?.purge(&queue).await?;
+    Ok(Json(json!({"queue": queue, "purged": purged})))
+}
+
+pub(crate) async fn retry_dead(
+    State(dash): State<Dashboard>,
+    Path(queue): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(usize::MAX);
+    let retried = inspector(&dash)?.retry_dead(&queue, limit).await?;
+    Ok(Json(json!({"queue": queue, "retried": retried})))
+}
+
+pub(crate) async fn purge_dead(
+    State(dash): State<Dashboard>,
+    Path(queue): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    confirmed(&queue, &q)?;
+    let purged = inspector(&dash)?.purge_dead(&queue).await?;
+    Ok(Json(json!({"queue": queue, "purged": purged})))
+}
+
+pub(crate) async fn revoke(
+    State(dash): State<Dashboard>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let task_id: TaskId = id.parse().map_err(|_| ApiError(StatusCode::NOT_FOUND, format!("no task with id `{id}`")))?;
+    let terminate = q.get("terminate").is_some_and(|t| t == "true");
+    dash.app.revoke(&task_id, terminate).await?;
+    Ok(Json(json!({"id": id, "revoked": true, "terminate": terminate})))
+}

@@ -1,0 +1,248 @@
+//! The pages: server-rendered HTML over the same data as the API.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde_json::Value;
+
+use crate::Dashboard;
+use crate::api::{ApiError, dead_data, overview_data, task_data, workers_data};
+
+/// Escapes text for HTML.
+fn esc(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+/// A JSON value as text for a cell.
+fn cell(v: &Value) -> String {
+    match v {
+        Value::String(s) => esc(s),
+        Value::Null => String::new(),
+        Value::Array(a) => esc(&a
+            .iter()
+            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
+            .collect::<Vec<_>>()
+            .join(", ")),
+        other => esc(&other.to_string()),
+    }
+}
+
+fn page(base: &str, title: &str, body: &str) -> Html<String> {
+    Html(format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title} — Celerity</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body {{ font: 15px/1.45 system-ui, sans-serif; margin: 0; color: #1d232a; background: #f6f8fa; }}
+header {{ background: #1f2937; color: white; padding: .7rem 1.5rem; display: flex; gap: 1.5rem; align-items: center; }}
+header a {{ color: #d1d5db; text-decoration: none; }} header a:hover {{ color: white; }} header b {{ color: white; }}
+main {{ padding: 1rem 1.5rem; max-width: 72rem; }}
+table {{ border-collapse: collapse; width: 100%; background: white; margin: .5rem 0 1.5rem; }}
+th, td {{ text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #e5e7eb; font-size: .9rem; vertical-align: top; }}
+th {{ background: #f3f4f6; font-weight: 600; }}
+.cards {{ display: flex; gap: 1rem; flex-wrap: wrap; }}
+.card {{ background: white; border: 1px solid #e5e7eb; border-radius: 8px; padding: .8rem 1.2rem; min-width: 9rem; }}
+.card b {{ display: block; font-size: 1.6rem; }}
+button {{ font: inherit; font-size: .8rem; padding: .2rem .6rem; border: 1px solid #9ca3af; border-radius: 5px; background: white; cursor: pointer; }}
+button.danger {{ border-color: #dc2626; color: #dc2626; }}
+code, pre {{ font-family: ui-monospace, monospace; font-size: .85rem; }}
+pre {{ background: white; border: 1px solid #e5e7eb; padding: .6rem; overflow: auto; }}
+.state-SUCCESS {{ color: #047857; }} .state-FAILURE, .state-REVOKED {{ color: #b91c1c; }}
+</style></head><body>
+<header><b>Celerity</b><a href="{base}/">Overview</a><a href="{base}/workers">Workers</a><a href="{base}/dead">Dead letters</a>
+<form action="{base}/tasks" method="get" style="margin-left:auto"><input name="id" placeholder="task id" size="36"> <button>Find</button></form></header>
+<main><h1>{title}</h1>{body}</main>
+<script>
+async function act(url, confirmText) {{
+  if (confirmText && !confirm(confirmText)) return;
+  const r = await fetch(url, {{ method: "POST" }});
+  const body = await r.json().catch(() => ({{}}));
+  if (!r.ok) alert(body.error || r.statusText); else location.reload();
+}}
+</script></body></html>"#,
+        title = esc(title),
+        base = esc(base)
+    ))
+}
+
+fn error_page(base: &str, e: &ApiError) -> Response {
+    (e.0, page(base, "Error", &format!("<p>{}</p>", esc(&e.1)))).into_response()
+}
+
+fn table(headers: &[&str], rows: &[String]) -> String {
+    let head: String = headers.iter().map(|h| format!("<th>{}</th>", esc(h))).collect();
+    if rows.is_empty() {
+        return format!("<table><tr>{head}</tr><tr><td colspan=\"{}\">none</td></tr></table>", headers.len());
+    }
+    format!("<table><tr>{head}</tr>{}</table>", rows.join(""))
+}
+
+pub(crate) async fn overview(State(dash): State<Dashboard>) -> Response {
+    let data = match overview_data(&dash).await {
+        Ok(d) => d,
+        Err(e) => return error_page(&dash.config.base, &e),
+    };
+    let card =
+        |label: &str, key: &str| format!("<div class=\"card\">{label}<b id=\"{key}\">{}</b></div>", cell(&data[key]));
+    let cards = ["workers online", "concurrency", "succeeded", "failed"]
+        .iter()
+        .zip(["workers_online", "concurrency", "succeeded", "failed"])
+        .map(|(l, k)| card(l, k))
+        .collect::<String>();
+    let actions = !dash.config.read_only;
+    let rows: Vec<String> = data["queues"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|q| {
+            let name = q["queue"].as_str().unwrap_or("");
+            let buttons = if actions {
+                format!(
+                    "<button class=\"danger\" onclick=\"act('{1}/api/queues/{0}/purge?confirm={0}', 'Delete every ready and scheduled message of {0}?')\">purge</button>",
+                    esc(name),
+                    esc(&dash.config.base)
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{buttons}</td></tr>",
+                esc(name),
+                cell(&q["ready"]),
+                cell(&q["scheduled"]),
+                cell(&q["in_flight"]),
+                cell(&q["dead"])
+            )
+        })
+        .collect();
+    let body = format!(
+        "<div class=\"cards\">{cards}</div><h2>Queues</h2>{}",
+        table(&["queue", "ready", "scheduled", "in flight", "dead", ""], &rows)
+    );
+    page(&dash.config.base, "Overview", &body).into_response()
+}
+
+pub(crate) async fn workers(State(dash): State<Dashboard>) -> Response {
+    let data = match workers_data(&dash).await {
+        Ok(d) => d,
+        Err(e) => return error_page(&dash.config.base, &e),
+    };
+    let rows: Vec<String> = data
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|w| {
+            let age = w["heartbeat_age_ms"].as_i64().unwrap_or(0) as f64 / 1000.0;
+            format!(
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{age:.1} s ago</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                cell(&w["id"]),
+                cell(&w["hostname"]),
+                cell(&w["pid"]),
+                cell(&w["concurrency"]),
+                cell(&w["queues"]),
+                cell(&w["succeeded"]),
+                cell(&w["failed"]),
+                cell(&w["tasks"])
+            )
+        })
+        .collect();
+    let body =
+        table(&["worker", "host", "pid", "concurrency", "queues", "heartbeat", "succeeded", "failed", "tasks"], &rows);
+    page(&dash.config.base, "Workers", &body).into_response()
+}
+
+pub(crate) async fn dead(State(dash): State<Dashboard>) -> Response {
+    let data = match dead_data(&dash, 200).await {
+        Ok(d) => d,
+        Err(e) => return error_page(&dash.config.base, &e),
+    };
+    let list = data.as_array().cloned().unwrap_or_default();
+    let mut queues: Vec<&str> = list.iter().filter_map(|d| d["queue"].as_str()).collect();
+    queues.sort_unstable();
+    queues.dedup();
+    let actions = if dash.config.read_only {
+        String::new()
+    } else {
+        queues
+            .iter()
+            .map(|q| {
+                format!(
+                    "<p>{0}: <button onclick=\"act('{1}/api/queues/{0}/dead/retry')\">retry all</button> \
+                     <button class=\"danger\" onclick=\"act('{1}/api/queues/{0}/dead/purge?confirm={0}', 'Delete the dead letters of {0}?')\">purge</button></p>",
+                    esc(q),
+                    esc(&dash.config.base)
+                )
+            })
+            .collect()
+    };
+    let rows: Vec<String> = list
+        .iter()
+        .map(|d| {
+            let id = d["id"].as_str().unwrap_or("");
+            let link = if id.is_empty() {
+                String::new()
+            } else {
+                format!("<a href=\"{1}/tasks/{0}\"><code>{0}</code></a>", esc(id), esc(&dash.config.base))
+            };
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{link}</td><td>{}</td></tr>",
+                cell(&d["at"]),
+                cell(&d["queue"]),
+                cell(&d["task"]),
+                cell(&d["reason"])
+            )
+        })
+        .collect();
+    page(
+        &dash.config.base,
+        "Dead letters",
+        &format!("{actions}{}", table(&["at", "queue", "task", "id", "reason"], &rows)),
+    )
+    .into_response()
+}
+
+pub(crate) async fn find_task(State(dash): State<Dashboard>, Query(q): Query<HashMap<String, String>>) -> Redirect {
+    let id: String = q
+        .get("id")
+        .map(|s| s.trim())
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    Redirect::to(&format!("{}/tasks/{id}", dash.config.base))
+}
+
+pub(crate) async fn task(State(dash): State<Dashboard>, Path(id): Path<String>) -> Response {
+    let data = match task_data(&dash, &id).await {
+        Ok(d) => d,
+        Err(e) => return error_page(&dash.config.base, &e),
+    };
+    let state = data["state"].as_str().unwrap_or("");
+    let mut rows = String::new();
+    for key in ["task", "worker", "retries", "started", "finished", "runtime_ms", "error"] {
+        if !data[key].is_null() {
+            rows.push_str(&format!("<tr><th>{key}</th><td>{}</td></tr>", cell(&data[key])));
+        }
+    }
+    let pretty = |v: &Value| esc(&serde_json::to_string_pretty(v).unwrap_or_default());
+    let revoke = if dash.config.read_only || matches!(state, "SUCCESS" | "FAILURE" | "REVOKED") {
+        String::new()
+    } else {
+        format!(
+            "<p><button onclick=\"act('{1}/api/tasks/{0}/revoke')\">revoke</button> \
+             <button class=\"danger\" onclick=\"act('{1}/api/tasks/{0}/revoke?terminate=true', 'Abort the running task?')\">terminate</button></p>",
+            esc(&id),
+            esc(&dash.config.base)
+        )
+    };
+    let body = format!(
+        "<p>State: <b class=\"state-{state}\" id=\"state\">{state}</b></p>{revoke}<table>{rows}</table>\
+         <h2>Result</h2><pre>{}</pre><h2>Progress</h2><pre>{}</pre>",
+        pretty(&data["result"]),
+        pretty(&data["progress"]),
+        state = esc(state)
+    );
+    page(&dash.config.base, &format!("Task {id}"), &body).into_response()
+}

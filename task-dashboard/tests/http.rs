@@ -1,0 +1,127 @@
+//! The dashboard over HTTP, on memory:// with a live worker: pages, API, actions, auth.
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use task_core::broker::Message;
+use task_core::{App, Envelope, TaskResult, task};
+use task_dashboard::{DashboardConfig, router};
+use tower::ServiceExt;
+
+#[task(name = "dash.add")]
+async fn add(x: i64, y: i64) -> TaskResult<i64> {
+    Ok(x + y)
+}
+
+async fn call(r: &Router, method: &str, uri: &str, auth: Option<&str>) -> (StatusCode, String) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(auth) = auth {
+        request = request.header("authorization", auth);
+    }
+    let response = r.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+async fn api(r: &Router, uri: &str) -> Value {
+    let (status, body) = call(r, "GET", uri, None).await;
+    assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_and_api_show_workers_queues_tasks_and_dead_letters() {
+    let app = App::memory();
+    let worker = app.worker().concurrency(3).spawn();
+    let dash = router(app.clone(), DashboardConfig::default());
+
+    let start = Instant::now();
+    while api(&dash, "/api/workers").await.as_array().is_none_or(Vec::is_empty) {
+        assert!(start.elapsed() < Duration::from_secs(10), "the worker never showed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let workers = api(&dash, "/api/workers").await;
+    assert_eq!(workers[0]["concurrency"], 3);
+    assert!(workers[0]["tasks"].as_array().unwrap().iter().any(|t| t == "dash.add"));
+
+    let done = add::delay(&app, 20, 22).await.unwrap();
+    done.get(Duration::from_secs(10)).await.unwrap();
+    let task = api(&dash, &format!("/api/tasks/{}", done.id())).await;
+    assert_eq!(
+        (task["state"].as_str(), task["result"].as_i64(), task["task"].as_str()),
+        (Some("SUCCESS"), Some(42), Some("dash.add"))
+    );
+    let (status, page) = call(&dash, "GET", &format!("/tasks/{}", done.id()), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("SUCCESS") && page.contains("42"), "{page}");
+    let (status, _) = call(&dash, "GET", "/api/tasks/00000000-0000-4000-8000-000000000000", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A task nobody runs goes to the dead letters; the dashboard lists it and retries it.
+    let unknown = Envelope::new("dash.unknown", vec![0x80], "default");
+    app.broker().enqueue(Message::new(unknown.id.clone(), "default", unknown.encode().unwrap())).await.unwrap();
+    let start = Instant::now();
+    while api(&dash, "/api/dead").await.as_array().is_none_or(Vec::is_empty) {
+        assert!(start.elapsed() < Duration::from_secs(10), "no dead letter");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dead = api(&dash, "/api/dead").await;
+    assert!(dead[0]["reason"].as_str().unwrap().starts_with("unknown task `dash.unknown`"), "{dead}");
+    let (_, page) = call(&dash, "GET", "/dead", None).await;
+    assert!(page.contains("dash.unknown") && page.contains("retry all"), "{page}");
+    let (status, body) = call(&dash, "POST", "/api/queues/default/dead/retry", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("\"retried\":1"), "{body}");
+
+    // Overview and queues; purge needs ?confirm=<queue>.
+    add::signature(1, 1).countdown(Duration::from_secs(600)).apply_async(&app).await.unwrap();
+    let overview = api(&dash, "/api/overview").await;
+    assert_eq!(overview["workers_online"], 1);
+    let default = overview["queues"].as_array().unwrap().iter().find(|q| q["queue"] == "default").unwrap().clone();
+    assert_eq!(default["scheduled"], 1);
+    let (_, page) = call(&dash, "GET", "/", None).await;
+    assert!(page.contains("workers online") && page.contains("default"), "{page}");
+    let (status, _) = call(&dash, "POST", "/api/queues/default/purge", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "no purge without confirm");
+    let (status, body) = call(&dash, "POST", "/api/queues/default/purge?confirm=default", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("\"purged\":1"), "{body}");
+
+    // Revoke from the dashboard.
+    let pending = add::signature(2, 2).countdown(Duration::from_secs(600)).apply_async(&app).await.unwrap();
+    let (status, _) = call(&dash, "POST", &format!("/api/tasks/{}/revoke", pending.id()), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(pending.state().await.unwrap(), task_core::TaskState::Revoked);
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn auth_and_read_only_mode() {
+    let app = App::memory();
+    let guarded = router(app.clone(), DashboardConfig::default().token("s3cret").basic("admin", "pw"));
+    assert_eq!(call(&guarded, "GET", "/api/queues", None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&guarded, "GET", "/api/queues", Some("Bearer wrong")).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&guarded, "GET", "/api/queues", Some("Bearer s3cret")).await.0, StatusCode::OK);
+    assert_eq!(call(&guarded, "GET", "/", Some("Basic YWRtaW46cHc=")).await.0, StatusCode::OK, "admin:pw");
+    assert_eq!(call(&guarded, "GET", "/healthz", None).await.0, StatusCode::OK, "health needs no auth");
+
+    let read_only = router(app, DashboardConfig::default().read_only());
+    let (status, body) = call(&read_only, "POST", "/api/queues/default/purge?confirm=default", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (_, page) = call(&read_only, "GET", "/", None).await;
+    assert!(!page.contains(">purge<"), "no action buttons in read-only mode");
+}
+
+#[tokio::test]
+async fn links_follow_the_mount_point() {
+    let dash =
+        Router::new().nest("/admin/tasks", router(App::memory(), DashboardConfig::default().base_path("/admin/tasks")));
+    let (status, page) = call(&dash, "GET", "/admin/tasks/workers", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("href=\"/admin/tasks/dead\""), "{page}");
+}

@@ -126,6 +126,26 @@ pub(crate) async fn healthz(State(dash): State<Dashboard>) -> Response {
     }
 }
 
+/// Server-sent events: the overview, every second, for the live pages.
+pub(crate) async fn stream(
+    State(dash): State<Dashboard>,
+) -> axum::response::sse::Sse<
+    impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    let updates = futures_util::stream::unfold((dash, true), |(dash, first)| async move {
+        if !first {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        let data = match overview_data(&dash).await {
+            Ok(data) => data,
+            Err(e) => json!({"error": e.1}),
+        };
+        let event = axum::response::sse::Event::default().event("overview").data(data.to_string());
+        Some((Ok(event), (dash, false)))
+    });
+    axum::response::sse::Sse::new(updates).keep_alive(axum::response::sse::KeepAlive::default())
+}
+
 pub(crate) async fn overview(State(dash): State<Dashboard>) -> ApiResult {
     Ok(Json(overview_data(&dash).await?))
 }

@@ -21,6 +21,7 @@
 
 mod api;
 mod auth;
+mod metrics;
 mod pages;
 
 use axum::Router;
@@ -89,6 +90,8 @@ pub fn router(app: App, config: DashboardConfig) -> Router {
         .route("/api/queues", get(api::queues))
         .route("/api/dead", get(api::dead))
         .route("/api/tasks/{id}", get(api::task))
+        .route("/api/stream", get(api::stream))
+        .route("/metrics", get(metrics::metrics))
         .route("/api/queues/{queue}/purge", post(api::purge))
         .route("/api/queues/{queue}/dead/retry", post(api::retry_dead))
         .route("/api/queues/{queue}/dead/purge", post(api::purge_dead))

@@ -47,6 +47,7 @@ button {{ font: inherit; font-size: .8rem; padding: .2rem .6rem; border: 1px sol
 button.danger {{ border-color: #dc2626; color: #dc2626; }}
 code, pre {{ font-family: ui-monospace, monospace; font-size: .85rem; }}
 pre {{ background: white; border: 1px solid #e5e7eb; padding: .6rem; overflow: auto; }}
+.live {{ color: #6b7280; font-size: .8rem; }}
 .state-SUCCESS {{ color: #047857; }} .state-FAILURE, .state-REVOKED {{ color: #b91c1c; }}
 </style></head><body>
 <header><b>Celerity</b><a href="{base}/">Overview</a><a href="{base}/workers">Workers</a><a href="{base}/dead">Dead letters</a>
@@ -106,18 +107,36 @@ pub(crate) async fn overview(State(dash): State<Dashboard>) -> Response {
             } else {
                 String::new()
             };
+            let id = |state: &str| format!("q-{}-{state}", esc(name));
             format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{buttons}</td></tr>",
+                "<tr><td>{}</td><td id=\"{}\">{}</td><td id=\"{}\">{}</td><td id=\"{}\">{}</td><td id=\"{}\">{}</td><td>{buttons}</td></tr>",
                 esc(name),
+                id("ready"),
                 cell(&q["ready"]),
+                id("scheduled"),
                 cell(&q["scheduled"]),
+                id("in_flight"),
                 cell(&q["in_flight"]),
+                id("dead"),
                 cell(&q["dead"])
             )
         })
         .collect();
+    let live = format!(
+        "<p class=\"live\" id=\"live\">live</p><script>\
+         const source = new EventSource('{}/api/stream');\
+         source.addEventListener('overview', (e) => {{\
+           const d = JSON.parse(e.data);\
+           for (const k of ['workers_online', 'concurrency', 'succeeded', 'failed']) {{\
+             const el = document.getElementById(k); if (el) el.textContent = d[k]; }}\
+           for (const q of d.queues || []) for (const s of ['ready', 'scheduled', 'in_flight', 'dead']) {{\
+             const el = document.getElementById(`q-${{q.queue}}-${{s}}`); if (el) el.textContent = q[s]; }}\
+           document.getElementById('live').textContent = 'live, updated ' + new Date().toLocaleTimeString();\
+         }});</script>",
+        esc(&dash.config.base)
+    );
     let body = format!(
-        "<div class=\"cards\">{cards}</div><h2>Queues</h2>{}",
+        "<div class=\"cards\">{cards}</div><h2>Queues</h2>{}{live}",
         table(&["queue", "ready", "scheduled", "in flight", "dead", ""], &rows)
     );
     page(&dash.config.base, "Overview", &body).into_response()
@@ -217,6 +236,10 @@ pub(crate) async fn find_task(State(dash): State<Dashboard>, Query(q): Query<Has
 pub(crate) async fn task(State(dash): State<Dashboard>, Path(id): Path<String>) -> Response {
     let data = match task_data(&dash, &id).await {
         Ok(d) => d,
+        // No record: queued and not started yet (or unknown, or expired). It can still be revoked.
+        Err(e) if e.0 == axum::http::StatusCode::NOT_FOUND && id.parse::<task_core::TaskId>().is_ok() => {
+            serde_json::json!({"state": "PENDING", "error": "no record yet: queued and not started, or unknown, or expired"})
+        }
         Err(e) => return error_page(&dash.config.base, &e),
     };
     let state = data["state"].as_str().unwrap_or("");

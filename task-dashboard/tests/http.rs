@@ -125,3 +125,36 @@ async fn links_follow_the_mount_point() {
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("href=\"/admin/tasks/dead\""), "{page}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_live_updates() {
+    let app = App::memory();
+    let worker = app.worker().concurrency(5).spawn();
+    let dash = router(app.clone(), DashboardConfig::default());
+    add::signature(1, 1).countdown(Duration::from_secs(600)).apply_async(&app).await.unwrap();
+    let start = Instant::now();
+    loop {
+        let (status, text) = call(&dash, "GET", "/metrics", None).await;
+        assert_eq!(status, StatusCode::OK);
+        if text.contains("celerity_workers_online 1") {
+            assert!(text.contains("# TYPE celerity_queue_messages gauge"), "{text}");
+            assert!(text.contains(r#"celerity_queue_messages{queue="default",state="scheduled"} 1"#), "{text}");
+            assert!(text.contains("celerity_worker_concurrency{worker="), "{text}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The event stream sends the overview at once, then every second.
+    let response =
+        dash.clone().oneshot(Request::builder().uri("/api/stream").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    let text = String::from_utf8_lossy(&first);
+    assert!(text.starts_with("event: overview") && text.contains("\"workers_online\":1"), "{text}");
+    let (_, page) = call(&dash, "GET", "/", None).await;
+    assert!(page.contains("new EventSource('/api/stream')") && page.contains("id=\"q-default-scheduled\""), "{page}");
+    worker.shutdown().await.unwrap();
+}

@@ -1,0 +1,59 @@
+//! `/metrics` in the Prometheus text format (the `prometheus` crate), computed on each
+//! scrape from the broker: nothing is held in this process.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use prometheus::{Encoder, GaugeVec, IntGauge, Opts, Registry, TextEncoder};
+
+use crate::Dashboard;
+use crate::api::{queues_data, workers_data};
+
+pub(crate) async fn metrics(State(dash): State<Dashboard>) -> Response {
+    match render(&dash).await {
+        Ok(text) => ([(header::CONTENT_TYPE, TextEncoder::new().format_type().to_owned())], text).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("# cannot read the broker: {e}\n")).into_response(),
+    }
+}
+
+async fn render(dash: &Dashboard) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    let registry = Registry::new();
+    let online = IntGauge::new("celerity_workers_online", "Workers with a live heartbeat")?;
+    let queue =
+        GaugeVec::new(Opts::new("celerity_queue_messages", "Messages per queue and state"), &["queue", "state"])?;
+    let tasks = GaugeVec::new(
+        Opts::new("celerity_worker_tasks", "Tasks a live worker has finished, by outcome (since it started)"),
+        &["worker", "outcome"],
+    )?;
+    let heartbeat = GaugeVec::new(
+        Opts::new("celerity_worker_heartbeat_age_seconds", "Time since each worker's heartbeat"),
+        &["worker"],
+    )?;
+    let concurrency =
+        GaugeVec::new(Opts::new("celerity_worker_concurrency", "Tasks each worker runs at once"), &["worker"])?;
+    for collector in [queue.clone(), tasks.clone(), heartbeat.clone(), concurrency.clone()] {
+        registry.register(Box::new(collector))?;
+    }
+    registry.register(Box::new(online.clone()))?;
+
+    let workers = workers_data(dash).await.map_err(|e| e.1)?;
+    let workers = workers.as_array().cloned().unwrap_or_default();
+    online.set(i64::try_from(workers.len()).unwrap_or(i64::MAX));
+    for w in &workers {
+        let id = w["id"].as_str().unwrap_or("");
+        for outcome in ["succeeded", "failed"] {
+            tasks.with_label_values(&[id, outcome]).set(w[outcome].as_f64().unwrap_or(0.0));
+        }
+        heartbeat.with_label_values(&[id]).set(w["heartbeat_age_ms"].as_f64().unwrap_or(0.0) / 1000.0);
+        concurrency.with_label_values(&[id]).set(w["concurrency"].as_f64().unwrap_or(0.0));
+    }
+    for q in queues_data(dash).await.map_err(|e| e.1)?.as_array().cloned().unwrap_or_default() {
+        let name = q["queue"].as_str().unwrap_or("");
+        for state in ["ready", "scheduled", "in_flight", "dead"] {
+            queue.with_label_values(&[name, state]).set(q[state].as_f64().unwrap_or(0.0));
+        }
+    }
+    let mut out = Vec::new();
+    TextEncoder::new().encode(&registry.gather(), &mut out)?;
+    Ok(String::from_utf8(out)?)
+}

@@ -100,7 +100,9 @@ pub mod __private {
 mod private;
 
 pub use app::{App, AppBuilder, ENV_BROKER_URL, ENV_DEFAULT_QUEUE, ENV_RESULT_BACKEND, ENV_RESULT_TTL, redact_url};
-pub use backend::{Claim, DEFAULT_RESULT_TTL, ResultBackend};
+pub use backend::{
+    Claim, DEFAULT_RESULT_TTL, HISTORY_CAP, MinuteCount, RecentTask, ResultBackend, TaskFilter, TaskHistory,
+};
 pub use broker::Broker;
 pub use context::TaskContext;
 pub use envelope::{ENVELOPE_VERSION, Envelope};

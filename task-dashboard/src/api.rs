@@ -116,6 +116,63 @@ pub(crate) async fn task_data(dash: &Dashboard, id: &str) -> Result<Value, ApiEr
     }))
 }
 
+fn history(dash: &Dashboard) -> Result<&dyn task_core::TaskHistory, ApiError> {
+    dash.app
+        .backend()
+        .history()
+        .ok_or_else(|| ApiError(StatusCode::NOT_IMPLEMENTED, "this result backend keeps no task history".into()))
+}
+
+/// The recent tasks that pass the query's filters: `state`, `task`, `since_minutes`, `limit`.
+pub(crate) async fn tasks_data(dash: &Dashboard, q: &HashMap<String, String>) -> Result<Value, ApiError> {
+    let mut filter = task_core::TaskFilter::new();
+    if let Some(state) = q.get("state").filter(|s| !s.is_empty()) {
+        let state: task_core::TaskState =
+            state.parse().map_err(|e: task_core::Error| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+        filter = filter.state(state);
+    }
+    if let Some(task) = q.get("task").filter(|t| !t.is_empty()) {
+        filter = filter.task(task.clone());
+    }
+    if let Some(minutes) = q.get("since_minutes").and_then(|m| m.parse::<i64>().ok()) {
+        filter = filter.since_ms(chrono::Utc::now().timestamp_millis() - minutes * 60_000);
+    }
+    let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(50).min(1000);
+    let found = history(dash)?.recent(&filter, limit).await?;
+    Ok(Value::Array(
+        found
+            .iter()
+            .map(|(id, at, meta)| {
+                json!({
+                    "id": id, "task": meta.task, "state": meta.state, "worker": meta.worker, "retries": meta.retries,
+                    "changed": time(*at), "runtime_ms": meta.started_ms.zip(meta.finished_ms).map(|(s, f)| f - s),
+                    "error": meta.error,
+                })
+            })
+            .collect(),
+    ))
+}
+
+/// Finished tasks per minute over `minutes` (oldest first).
+pub(crate) async fn throughput_data(dash: &Dashboard, minutes: usize) -> Result<Value, ApiError> {
+    let counts = history(dash)?.throughput(minutes.clamp(1, 120)).await?;
+    Ok(Value::Array(
+        counts
+            .iter()
+            .map(|c| json!({"minute": time(c.minute_ms), "succeeded": c.succeeded, "failed": c.failed}))
+            .collect(),
+    ))
+}
+
+pub(crate) async fn tasks(State(dash): State<Dashboard>, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+    Ok(Json(tasks_data(&dash, &q).await?))
+}
+
+pub(crate) async fn throughput(State(dash): State<Dashboard>, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+    let minutes = q.get("minutes").and_then(|m| m.parse().ok()).unwrap_or(60);
+    Ok(Json(throughput_data(&dash, minutes).await?))
+}
+
 pub(crate) async fn healthz(State(dash): State<Dashboard>) -> Response {
     match dash.app.broker().inspect() {
         Some(inspect) => match inspect.queues().await {

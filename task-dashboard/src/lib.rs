@@ -89,6 +89,8 @@ pub fn router(app: App, config: DashboardConfig) -> Router {
         .route("/api/workers", get(api::workers))
         .route("/api/queues", get(api::queues))
         .route("/api/dead", get(api::dead))
+        .route("/api/tasks", get(api::tasks))
+        .route("/api/throughput", get(api::throughput))
         .route("/api/tasks/{id}", get(api::task))
         .route("/api/stream", get(api::stream))
         .route("/metrics", get(metrics::metrics))

@@ -7,7 +7,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde_json::Value;
 
 use crate::Dashboard;
-use crate::api::{ApiError, dead_data, overview_data, task_data, workers_data};
+use crate::api::{ApiError, dead_data, overview_data, task_data, tasks_data, throughput_data, workers_data};
 
 /// Escapes text for HTML.
 fn esc(text: &str) -> String {
@@ -50,7 +50,7 @@ pre {{ background: white; border: 1px solid #e5e7eb; padding: .6rem; overflow: a
 .live {{ color: #6b7280; font-size: .8rem; }}
 .state-SUCCESS {{ color: #047857; }} .state-FAILURE, .state-REVOKED {{ color: #b91c1c; }}
 </style></head><body>
-<header><b>Celerity</b><a href="{base}/">Overview</a><a href="{base}/workers">Workers</a><a href="{base}/dead">Dead letters</a>
+<header><b>Celerity</b><a href="{base}/">Overview</a><a href="{base}/tasks">Tasks</a><a href="{base}/workers">Workers</a><a href="{base}/dead">Dead letters</a>
 <form action="{base}/tasks" method="get" style="margin-left:auto"><input name="id" placeholder="task id" size="36"> <button>Find</button></form></header>
 <main><h1>{title}</h1>{body}</main>
 <script>
@@ -135,8 +135,12 @@ pub(crate) async fn overview(State(dash): State<Dashboard>) -> Response {
          }});</script>",
         esc(&dash.config.base)
     );
+    let chart = match throughput_data(&dash, 60).await {
+        Ok(data) => chart(&data),
+        Err(_) => String::new(), // a backend without history: no chart
+    };
     let body = format!(
-        "<div class=\"cards\">{cards}</div><h2>Queues</h2>{}{live}",
+        "<div class=\"cards\">{cards}</div><h2>Queues</h2>{}{chart}{live}",
         table(&["queue", "ready", "scheduled", "in flight", "dead", ""], &rows)
     );
     page(&dash.config.base, "Overview", &body).into_response()
@@ -222,15 +226,89 @@ pub(crate) async fn dead(State(dash): State<Dashboard>) -> Response {
     .into_response()
 }
 
-pub(crate) async fn find_task(State(dash): State<Dashboard>, Query(q): Query<HashMap<String, String>>) -> Redirect {
-    let id: String = q
-        .get("id")
-        .map(|s| s.trim())
-        .unwrap_or_default()
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+/// `/tasks?id=…` finds one task; otherwise the recent tasks, filtered.
+pub(crate) async fn find_task(State(dash): State<Dashboard>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let base = &dash.config.base;
+    if let Some(id) = q.get("id").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let id: String = id.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+        return Redirect::to(&format!("{base}/tasks/{id}")).into_response();
+    }
+    let data = match tasks_data(&dash, &q).await {
+        Ok(d) => d,
+        Err(e) => return error_page(base, &e),
+    };
+    let value = |k: &str| esc(q.get(k).map(String::as_str).unwrap_or(""));
+    let states: String = ["", "PENDING", "STARTED", "PROGRESS", "RETRY", "SUCCESS", "FAILURE", "REVOKED"]
+        .iter()
+        .map(|s| {
+            let selected = if q.get("state").map(String::as_str) == Some(*s) { " selected" } else { "" };
+            format!("<option{selected}>{s}</option>")
+        })
         .collect();
-    Redirect::to(&format!("{}/tasks/{id}", dash.config.base))
+    let form = format!(
+        "<form action=\"{base}/tasks\" method=\"get\">state <select name=\"state\">{states}</select> \
+         task <input name=\"task\" value=\"{}\"> changed in the last <input name=\"since_minutes\" size=\"4\" value=\"{}\"> minutes \
+         <input name=\"limit\" type=\"hidden\" value=\"{}\"><button>Filter</button></form>",
+        value("task"),
+        value("since_minutes"),
+        q.get("limit").map_or_else(|| "50".into(), |l| esc(l)),
+        base = esc(base)
+    );
+    let rows: Vec<String> = data
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|t| {
+            let id = t["id"].as_str().unwrap_or("");
+            let state = t["state"].as_str().unwrap_or("");
+            format!(
+                "<tr><td><a href=\"{0}/tasks/{1}\"><code>{1}</code></a></td><td>{2}</td><td class=\"state-{3}\">{3}</td><td>{4}</td><td>{5}</td><td>{6}</td></tr>",
+                esc(base),
+                esc(id),
+                cell(&t["task"]),
+                esc(state),
+                cell(&t["changed"]),
+                cell(&t["runtime_ms"]),
+                cell(&t["error"])
+            )
+        })
+        .collect();
+    let body = format!("{form}{}", table(&["id", "task", "state", "changed", "run time (ms)", "error"], &rows));
+    page(base, "Tasks", &body).into_response()
+}
+
+/// Finished tasks per minute over the last hour, as SVG bars (green succeeded, red failed).
+fn chart(data: &Value) -> String {
+    let minutes = data.as_array().cloned().unwrap_or_default();
+    let total = |m: &Value| m["succeeded"].as_u64().unwrap_or(0) + m["failed"].as_u64().unwrap_or(0);
+    let top = minutes.iter().map(total).max().unwrap_or(0).max(1) as f64;
+    let (w, h) = (12.0, 90.0);
+    let bars: String = minutes
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let x = i as f64 * w;
+            let ok = m["succeeded"].as_u64().unwrap_or(0) as f64 / top * h;
+            let bad = m["failed"].as_u64().unwrap_or(0) as f64 / top * h;
+            format!(
+                "<g><title>{}: {} succeeded, {} failed</title><rect x=\"{x}\" y=\"{}\" width=\"{}\" height=\"{ok}\" fill=\"#10b981\"/>\
+                 <rect x=\"{x}\" y=\"{}\" width=\"{}\" height=\"{bad}\" fill=\"#ef4444\"/></g>",
+                cell(&m["minute"]),
+                cell(&m["succeeded"]),
+                cell(&m["failed"]),
+                h - ok,
+                w - 2.0,
+                h - ok - bad,
+                w - 2.0
+            )
+        })
+        .collect();
+    format!(
+        "<h2>Finished per minute, last hour</h2><svg id=\"throughput\" width=\"{}\" height=\"{h}\" style=\"background:white;border:1px solid #e5e7eb\">{bars}</svg>\
+         <p class=\"live\">peak {top:.0} per minute</p>",
+        minutes.len() as f64 * w
+    )
 }
 
 pub(crate) async fn task(State(dash): State<Dashboard>, Path(id): Path<String>) -> Response {

@@ -62,6 +62,21 @@ async fn pages_and_api_show_workers_queues_tasks_and_dead_letters() {
     let (status, _) = call(&dash, "GET", "/api/tasks/00000000-0000-4000-8000-000000000000", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
+    // The task list, filtered, and the per-minute counts.
+    let listed = api(&dash, "/api/tasks?state=SUCCESS&task=dash.add&since_minutes=5").await;
+    assert!(listed.as_array().unwrap().iter().any(|t| t["id"] == done.id().as_str()), "{listed}");
+    let none = api(&dash, "/api/tasks?state=FAILURE&task=dash.add").await;
+    assert_eq!(none.as_array().map(Vec::len), Some(0), "{none}");
+    let (status, body) = call(&dash, "GET", "/api/tasks?state=FINISHED", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let minutes = api(&dash, "/api/throughput?minutes=5").await;
+    assert_eq!(minutes.as_array().map(Vec::len), Some(5));
+    assert!(minutes[4]["succeeded"].as_u64() >= Some(1) || minutes[3]["succeeded"].as_u64() >= Some(1), "{minutes}");
+    let (_, page) = call(&dash, "GET", "/tasks?state=SUCCESS", None).await;
+    assert!(page.contains(done.id().as_str()) && page.contains("<option selected>SUCCESS</option>"), "{page}");
+    let (_, page) = call(&dash, "GET", &format!("/tasks?id={}", done.id()), None).await;
+    assert!(page.is_empty(), "a search by id redirects");
+
     // A task nobody runs goes to the dead letters; the dashboard lists it and retries it.
     let unknown = Envelope::new("dash.unknown", vec![0x80], "default");
     app.broker().enqueue(Message::new(unknown.id.clone(), "default", unknown.encode().unwrap())).await.unwrap();
@@ -86,6 +101,7 @@ async fn pages_and_api_show_workers_queues_tasks_and_dead_letters() {
     assert_eq!(default["scheduled"], 1);
     let (_, page) = call(&dash, "GET", "/", None).await;
     assert!(page.contains("workers online") && page.contains("default"), "{page}");
+    assert!(page.contains("<svg id=\"throughput\""), "the throughput chart: {page}");
     let (status, _) = call(&dash, "POST", "/api/queues/default/purge", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "no purge without confirm");
     let (status, body) = call(&dash, "POST", "/api/queues/default/purge?confirm=default", None).await;

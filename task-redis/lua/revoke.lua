@@ -7,9 +7,16 @@
 -- ARGV[3] the task's done channel
 -- ARGV[4] the control channel, or '' not to terminate
 -- ARGV[5] the task id
+-- ARGV[6] now (Unix ms)
+-- KEYS[2] the recent-tasks list; ARGV[7] its cap (a task revoked before it started is
+--         listed now, since it never will be at a start)
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= 'SUCCESS' and state ~= 'FAILURE' and state ~= 'REVOKED' then
-  redis.call('HSET', KEYS[1], 'state', 'REVOKED', 'error', ARGV[2])
+  redis.call('HSET', KEYS[1], 'state', 'REVOKED', 'error', ARGV[2], 'changed_ms', ARGV[6])
+  if redis.call('HEXISTS', KEYS[1], 'started_ms') == 0 then
+    redis.call('LPUSH', KEYS[2], ARGV[5])
+    redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[7]) - 1)
+  end
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
   redis.call('PUBLISH', ARGV[3], 'REVOKED')
 end

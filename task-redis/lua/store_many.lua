@@ -4,16 +4,26 @@
 -- claimed the task; a STARTED write claims it, unless the task was revoked (the revoke
 -- check of every task start, at no extra round trip). Returns one code per write: 1 stored, 0 fenced (another
 -- worker owns the task), -1 a STARTED claim of a revoked task.
--- KEYS[i]  the result hash of write i
--- ARGV     per write: ttl ms, writer ('' for none), claim ('1'/'0'), channel ('' when not
---          final), state, field count n, then n field/value pairs
+-- KEYS[i]    the result hash of write i (i = 1..n)
+-- KEYS[n+1]  the recent-tasks list (ids, newest first; a task may appear more than once)
+-- KEYS[n+2]  this minute's counters hash (succeeded, failed)
+-- ARGV[1]    n, the number of writes; ARGV[2] now (Unix ms); ARGV[3] the recent-tasks cap
+-- ARGV[4..]  per write: ttl ms, writer ('' for none), claim ('1'/'0'), channel ('' when not
+--            final), state, task id, field count f, then f field/value pairs
+-- The recent-tasks index and the counters are written once per call, not per write; a
+-- task is listed when it starts (or ends unstarted), not at every write.
+local n = tonumber(ARGV[1])
+local now = ARGV[2]
 local out = {}
-local a = 1
-for i = 1, #KEYS do
-  local key, ttl, writer, claim, channel, state = KEYS[i], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-  local n = tonumber(ARGV[a + 5])
-  local first = a + 6
-  a = first + 2 * n
+local recent = {}
+local succeeded, failed = 0, 0
+local a = 4
+for i = 1, n do
+  local key, ttl, writer, claim, channel, state, id =
+    KEYS[i], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  local f = tonumber(ARGV[a + 6])
+  local first = a + 7
+  a = first + 2 * f
   local code = 1
   if claim == '1' and redis.call('HGET', key, 'state') == 'REVOKED' then
     code = -1
@@ -24,16 +34,32 @@ for i = 1, #KEYS do
     end
   end
   if code == 1 then
-    if n > 0 then
-      redis.call('HSET', key, 'state', state, unpack(ARGV, first, first + 2 * n - 1))
+    if f > 0 then
+      redis.call('HSET', key, 'state', state, 'changed_ms', now, unpack(ARGV, first, first + 2 * f - 1))
     else
-      redis.call('HSET', key, 'state', state)
+      redis.call('HSET', key, 'state', state, 'changed_ms', now)
     end
     redis.call('PEXPIRE', key, ttl)
     if channel ~= '' then
       redis.call('PUBLISH', channel, state)
     end
+    -- A task enters the list when it starts, or when it ends without starting (revoked,
+    -- dead-lettered); its later writes only change the record the list points to.
+    if claim == '1'
+      or ((state == 'REVOKED' or state == 'FAILURE') and redis.call('HEXISTS', key, 'started_ms') == 0) then
+      recent[#recent + 1] = id
+    end
+    if state == 'SUCCESS' then succeeded = succeeded + 1 elseif state == 'FAILURE' then failed = failed + 1 end
   end
   out[i] = code
+end
+if #recent > 0 then
+  redis.call('LPUSH', KEYS[n + 1], unpack(recent))
+  redis.call('LTRIM', KEYS[n + 1], 0, tonumber(ARGV[3]) - 1)
+end
+if succeeded + failed > 0 then
+  if succeeded > 0 then redis.call('HINCRBY', KEYS[n + 2], 'succeeded', succeeded) end
+  if failed > 0 then redis.call('HINCRBY', KEYS[n + 2], 'failed', failed) end
+  redis.call('EXPIRE', KEYS[n + 2], 7200)
 end
 return out

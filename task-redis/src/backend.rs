@@ -10,7 +10,9 @@ use redis::{PushInfo, PushKind, Value};
 use std::str::FromStr;
 use task_core::broker::BoxFuture;
 
-use task_core::{BackendError, Claim, ErrorKind, ResultBackend, TaskId, TaskMeta, TaskState};
+use task_core::{
+    BackendError, Claim, ErrorKind, MinuteCount, ResultBackend, TaskFilter, TaskHistory, TaskId, TaskMeta, TaskState,
+};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::config::RedisConfig;
@@ -39,9 +41,15 @@ struct Inner {
 #[derive(Debug)]
 struct Write {
     key: String,
-    /// ttl, writer, claim, channel, state, field count, field/value pairs.
+    /// ttl, writer, claim, channel, state, task id, field count, field/value pairs.
     args: Vec<Vec<u8>>,
     reply: oneshot::Sender<Result<i64, (ErrorKind, String)>>,
+}
+
+fn task_core_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The most writes in one script call.
@@ -50,7 +58,12 @@ const MAX_GROUP: usize = 256;
 /// Sends state writes to Redis, one script call at a time, each carrying every write
 /// that arrived meanwhile (group commit): under load, one call serves many tasks; alone,
 /// a write goes at once. The script applies each write's own fencing and revoke rules.
-async fn flush_writes(mut writes: mpsc::UnboundedReceiver<Write>, mut con: ConnectionManager, op_timeout: Duration) {
+async fn flush_writes(
+    mut writes: mpsc::UnboundedReceiver<Write>,
+    mut con: ConnectionManager,
+    op_timeout: Duration,
+    keys: Keys,
+) {
     while let Some(first) = writes.recv().await {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -59,10 +72,13 @@ async fn flush_writes(mut writes: mpsc::UnboundedReceiver<Write>, mut con: Conne
                 Err(_) => break,
             }
         }
+        let now = task_core_now_ms();
         let mut inv = SCRIPTS.store_many.prepare_invoke();
         for write in &group {
             inv.key(&write.key);
         }
+        inv.key(keys.recent()).key(keys.minute(now - now.rem_euclid(60_000)));
+        inv.arg(group.len()).arg(now).arg(task_core::HISTORY_CAP);
         for write in &group {
             for arg in &write.args {
                 inv.arg(arg.as_slice());
@@ -226,7 +242,7 @@ impl RedisBackend {
                 .await
                 .map_err(|e| e.backend(&context()))?;
         let (writes, pending) = mpsc::unbounded_channel();
-        tokio::spawn(flush_writes(pending, conns.main.clone(), config.op_timeout));
+        tokio::spawn(flush_writes(pending, conns.main.clone(), config.op_timeout, Keys::new(&config.namespace)));
         Ok(Self {
             inner: Arc::new(Inner {
                 keys: Keys::new(&config.namespace),
@@ -277,6 +293,7 @@ impl RedisBackend {
         args.push(if state == TaskState::Started { b"1".to_vec() } else { b"0".to_vec() });
         args.push(if state.is_ready() { keys.done_channel(id).into_bytes() } else { Vec::new() });
         args.push(state.as_str().as_bytes().to_vec());
+        args.push(id.as_str().as_bytes().to_vec());
         args.push(pairs.len().to_string().into_bytes());
         for (field, value) in pairs {
             args.push(field.as_bytes().to_vec());
@@ -408,11 +425,14 @@ impl ResultBackend for RedisBackend {
             let keys = &self.inner.keys;
             let mut inv = SCRIPTS.revoke.prepare_invoke();
             inv.key(keys.result(id))
+                .key(keys.recent())
                 .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
                 .arg(reason)
                 .arg(keys.done_channel(id))
                 .arg(if terminate { keys.control_channel() } else { String::new() })
-                .arg(id.as_str());
+                .arg(id.as_str())
+                .arg(task_core_now_ms())
+                .arg(task_core::HISTORY_CAP);
             let mut con = self.con();
             let _: i64 = timed(self.inner.op_timeout, inv.invoke_async(&mut con))
                 .await
@@ -423,5 +443,88 @@ impl ResultBackend for RedisBackend {
 
     fn terminations(&self) -> Option<tokio::sync::broadcast::Receiver<TaskId>> {
         Some(self.inner.subscriber.terminate.subscribe())
+    }
+
+    fn history(&self) -> Option<&dyn TaskHistory> {
+        Some(self)
+    }
+}
+
+/// How many index entries one `recent` call looks at, at most.
+const SCAN_LIMIT: isize = 20_000;
+
+impl TaskHistory for RedisBackend {
+    fn recent<'a>(
+        &'a self,
+        filter: &'a TaskFilter,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<task_core::RecentTask>, BackendError>> {
+        Box::pin(async move {
+            let keys = &self.inner.keys;
+            let mut con = self.con();
+            let mut found = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            let page = 500isize;
+            let mut start = 0isize;
+            while found.len() < limit && start < SCAN_LIMIT {
+                let ids: Vec<String> = timed(
+                    self.inner.op_timeout,
+                    redis::cmd("LRANGE").arg(keys.recent()).arg(start).arg(start + page - 1).query_async(&mut con),
+                )
+                .await
+                .map_err(|e| e.backend("cannot read the recent tasks"))?;
+                if ids.is_empty() {
+                    break;
+                }
+                let mut pipe = redis::pipe();
+                for id in &ids {
+                    pipe.cmd("HGETALL").arg(keys.result(&TaskId::from_str(id).unwrap_or_default()));
+                }
+                let records: Vec<HashMap<String, Vec<u8>>> = timed(self.inner.op_timeout, pipe.query_async(&mut con))
+                    .await
+                    .map_err(|e| e.backend("cannot read the recent tasks"))?;
+                for (id, record) in ids.into_iter().zip(records) {
+                    // Every write stamps the record with the time of the change.
+                    let at =
+                        record.get("changed_ms").and_then(|v| std::str::from_utf8(v).ok()?.parse().ok()).unwrap_or(0);
+                    let (Some(meta), Ok(task_id)) = (parse_meta(record), TaskId::from_str(&id)) else { continue };
+                    if !seen.insert(id) {
+                        continue;
+                    }
+                    // The list is in the order tasks entered it; a record can change later,
+                    // so the time filter is applied to each, and the scan ends at SCAN_LIMIT.
+                    if filter.matches(&meta, at) {
+                        found.push((task_id, at, meta));
+                        if found.len() == limit {
+                            return Ok(found);
+                        }
+                    }
+                }
+                start += page;
+            }
+            Ok(found)
+        })
+    }
+
+    fn throughput(&self, minutes: usize) -> BoxFuture<'_, Result<Vec<MinuteCount>, BackendError>> {
+        Box::pin(async move {
+            let now = task_core_now_ms();
+            let current = now - now.rem_euclid(60_000);
+            let starts: Vec<i64> =
+                (0..minutes).rev().map(|back| current - i64::try_from(back).unwrap_or(0) * 60_000).collect();
+            let mut pipe = redis::pipe();
+            for minute in &starts {
+                pipe.cmd("HMGET").arg(self.inner.keys.minute(*minute)).arg("succeeded").arg("failed");
+            }
+            let mut con = self.con();
+            let counts: Vec<(Option<u64>, Option<u64>)> = timed(self.inner.op_timeout, pipe.query_async(&mut con))
+                .await
+                .map_err(|e| e.backend("cannot read the throughput"))?;
+            Ok(starts
+                .into_iter()
+                .zip(counts)
+                .map(|(m, (s, f))| MinuteCount::new(m, s.unwrap_or(0), f.unwrap_or(0)))
+                .collect())
+        })
     }
 }

@@ -16,6 +16,8 @@
 //! | `NS:lock:recover` | string | short lock held while a dead worker's messages are recovered |
 //! | `NS:rate:TASK` | string | rate limiter: next start time (GCRA), with a TTL |
 //! | `NS:unique:KEY` | string | uniqueness lock: the holding task id, with a TTL |
+//! | `NS:idx:recent` | list | ids of tasks whose record changed, newest first (capped at 100,000 entries) |
+//! | `NS:stats:MINUTE` | hash | tasks succeeded / failed in that minute (kept 2 hours) |
 //! | `NS:result:ID` | hash | state, result, error, progress, worker, retries, timings; with a TTL |
 //! | channel `NS:done:ID` | pub/sub | the final state, published when the task ends |
 //! | channel `NS:control` | pub/sub | `terminate ID`: abort a running task (revoke with terminate) |
@@ -97,6 +99,16 @@ impl Keys {
 
     pub(crate) fn done_channel(&self, id: &TaskId) -> String {
         format!("{}:done:{id}", self.ns)
+    }
+
+    /// Recently changed task ids, newest first (a capped list).
+    pub(crate) fn recent(&self) -> String {
+        format!("{}:idx:recent", self.ns)
+    }
+
+    /// Finished tasks in the minute starting at `minute_ms` (a hash with a TTL).
+    pub(crate) fn minute(&self, minute_ms: i64) -> String {
+        format!("{}:stats:{minute_ms}", self.ns)
     }
 
     /// A rate limiter (GCRA: the next start time, Unix ms).

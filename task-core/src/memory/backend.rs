@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::backend::{Claim, ResultBackend};
+use crate::backend::{Claim, MinuteCount, ResultBackend, TaskFilter, TaskHistory};
 use crate::broker::BoxFuture;
 use crate::error::{BackendError, ErrorKind};
 use crate::id::TaskId;
@@ -45,11 +45,24 @@ struct State {
     records: HashMap<TaskId, (TaskMeta, Instant)>,
     waiters: HashMap<TaskId, Arc<Notify>>,
     last_sweep: Instant,
+    /// Task ids in the order they entered the history, newest at the back.
+    recent: std::collections::VecDeque<(TaskId, i64)>,
+    /// When each record last changed (Unix ms).
+    changed: HashMap<TaskId, i64>,
+    /// Finished tasks per minute (minute start, Unix ms): (succeeded, failed).
+    minutes: std::collections::BTreeMap<i64, (u64, u64)>,
 }
 
 impl Default for State {
     fn default() -> Self {
-        Self { records: HashMap::new(), waiters: HashMap::new(), last_sweep: Instant::now() }
+        Self {
+            records: HashMap::new(),
+            waiters: HashMap::new(),
+            last_sweep: Instant::now(),
+            recent: std::collections::VecDeque::new(),
+            changed: HashMap::new(),
+            minutes: std::collections::BTreeMap::new(),
+        }
     }
 }
 
@@ -83,10 +96,13 @@ impl InMemoryBackend {
     /// Merges `update` (fenced: see [`TaskMeta::fenced_against`]) and wakes waiters on a ready state.
     fn store_now(&self, id: &TaskId, update: TaskMeta, ttl: Duration) -> Result<(), BackendError> {
         let ready = update.state.is_ready();
+        let update_state = update.state;
         let mut state = self.lock();
         let now = Instant::now();
         if now.duration_since(state.last_sweep) >= SWEEP_EVERY {
             state.records.retain(|_, (_, expires)| *expires > now);
+            let State { records, changed, .. } = &mut *state;
+            changed.retain(|id, _| records.contains_key(id));
             state.last_sweep = now;
         }
         let expires = now + ttl;
@@ -106,6 +122,29 @@ impl InMemoryBackend {
             _ => {
                 state.records.insert(id.clone(), (update, expires));
             }
+        }
+        // A task enters the history when it starts, or, if it never starts, when it
+        // ends (revoked, dead-lettered): the same rule as the Redis backend.
+        let now_ms = crate::envelope::now_ms();
+        state.changed.insert(id.clone(), now_ms);
+        let started = state.records.get(id).is_some_and(|(meta, _)| meta.started_ms.is_some());
+        let unstarted_end = matches!(update_state, TaskState::Revoked | TaskState::Failure) && !started;
+        if update_state == TaskState::Started || unstarted_end {
+            state.recent.push_back((id.clone(), now_ms));
+            if state.recent.len() > crate::backend::HISTORY_CAP {
+                state.recent.pop_front();
+            }
+        }
+        if matches!(update_state, TaskState::Success | TaskState::Failure) {
+            let minute = now_ms - now_ms.rem_euclid(60_000);
+            let counts = state.minutes.entry(minute).or_default();
+            if update_state == TaskState::Success {
+                counts.0 += 1;
+            } else {
+                counts.1 += 1;
+            }
+            let old = minute - 2 * 3_600_000;
+            state.minutes.retain(|m, _| *m >= old);
         }
         if ready && let Some(notify) = state.waiters.remove(id) {
             notify.notify_waiters();
@@ -201,6 +240,49 @@ impl ResultBackend for InMemoryBackend {
 
     fn terminations(&self) -> Option<tokio::sync::broadcast::Receiver<TaskId>> {
         Some(self.terminate.subscribe())
+    }
+
+    fn history(&self) -> Option<&dyn TaskHistory> {
+        Some(self)
+    }
+}
+
+impl TaskHistory for InMemoryBackend {
+    fn recent<'a>(
+        &'a self,
+        filter: &'a TaskFilter,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<crate::backend::RecentTask>, BackendError>> {
+        let state = self.lock();
+        let mut seen = std::collections::HashSet::new();
+        let found = state
+            .recent
+            .iter()
+            .rev()
+            .filter(|(id, _)| seen.insert(id.clone()))
+            .filter_map(|(id, entered)| {
+                let at = state.changed.get(id).copied().unwrap_or(*entered);
+                state.live(id).map(|meta| (id.clone(), at, meta.clone()))
+            })
+            .filter(|(_, at, meta)| filter.matches(meta, *at))
+            .take(limit)
+            .collect();
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn throughput(&self, minutes: usize) -> BoxFuture<'_, Result<Vec<MinuteCount>, BackendError>> {
+        let now = crate::envelope::now_ms();
+        let current = now - now.rem_euclid(60_000);
+        let state = self.lock();
+        let counts = (0..minutes)
+            .rev()
+            .map(|back| {
+                let minute = current - i64::try_from(back).unwrap_or(0) * 60_000;
+                let (s, f) = state.minutes.get(&minute).copied().unwrap_or_default();
+                MinuteCount::new(minute, s, f)
+            })
+            .collect();
+        Box::pin(async move { Ok(counts) })
     }
 }
 

@@ -63,7 +63,8 @@ macro_rules! conformance_tests {
             fetch_respects_max_and_queue_order, result_store_merges_fields, result_ttl_expires,
             wait_wakes_on_ready_state, wait_times_out_with_current_state, forget_deletes,
             a_stale_worker_cannot_overwrite_a_result, a_mixed_batch_keeps_priorities_and_delays,
-            workers_announce_themselves_until_they_expire, inspection_peeks_and_handles_dead_letters);
+            workers_announce_themselves_until_they_expire, inspection_peeks_and_handles_dead_letters,
+            history_lists_recent_tasks_and_counts_them_per_minute);
     };
     (@each $setup:path; $($name:ident),* $(,)?) => {
         $(
@@ -446,4 +447,60 @@ pub async fn inspection_peeks_and_handles_dead_letters(h: Harness) {
     assert_eq!(again[0].delivery_count, 1, "a retried dead letter starts afresh");
     assert_eq!(inspect.purge_dead(&q).await.unwrap(), 1);
     assert_eq!(inspect.queue_stats(&q).await.unwrap().dead, 0);
+}
+
+/// The recent-tasks history lists changed tasks newest first, filtered by state, name
+/// and time, and counts finished ones in the current minute.
+pub async fn history_lists_recent_tasks_and_counts_them_per_minute(h: Harness) {
+    use crate::backend::TaskFilter;
+    let history = h.backend.history().expect("the suite needs a task history");
+    let ttl = Duration::from_secs(60);
+    let tag = TaskId::new().to_string();
+    let name = |n: &str| format!("{n}-{tag}");
+    let before = history.throughput(1).await.unwrap()[0];
+    let since = crate::envelope::now_ms();
+    let ids: Vec<TaskId> = (0..4).map(|_| TaskId::new()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let task = if i < 3 { name("alpha") } else { name("beta") };
+        let started = TaskMeta {
+            task: Some(task),
+            worker: Some("w".into()),
+            started_ms: Some(crate::envelope::now_ms()),
+            ..TaskMeta::state(TaskState::Started)
+        };
+        h.backend.store(id, started, ttl).await.unwrap();
+    }
+    let done = |state| TaskMeta { worker: Some("w".into()), ..TaskMeta::state(state) };
+    h.backend.store(&ids[0], done(TaskState::Success), ttl).await.unwrap();
+    h.backend.store(&ids[1], done(TaskState::Failure), ttl).await.unwrap();
+    h.backend.store(&ids[3], done(TaskState::Success), ttl).await.unwrap();
+
+    let mine = |found: Vec<crate::RecentTask>| -> Vec<TaskId> {
+        found.into_iter().filter(|(id, _, _)| ids.contains(id)).map(|(id, _, _)| id).collect()
+    };
+    let all = mine(history.recent(&TaskFilter::new().since_ms(since), 100).await.unwrap());
+    assert_eq!(all.len(), 4, "each task once");
+    assert_eq!(all[0], ids[3], "the last started first");
+    let alpha = mine(history.recent(&TaskFilter::new().task(name("alpha")), 100).await.unwrap());
+    assert_eq!(alpha.len(), 3);
+    let failed =
+        mine(history.recent(&TaskFilter::new().state(TaskState::Failure).task(name("alpha")), 100).await.unwrap());
+    assert_eq!(failed, [ids[1].clone()]);
+    let running =
+        mine(history.recent(&TaskFilter::new().state(TaskState::Started).since_ms(since), 100).await.unwrap());
+    assert_eq!(running, [ids[2].clone()]);
+    let now = history.throughput(1).await.unwrap()[0];
+    if now.minute_ms == before.minute_ms {
+        assert_eq!((now.succeeded - before.succeeded, now.failed - before.failed), (2, 1));
+    } else {
+        assert!(now.succeeded + now.failed <= 3, "a new minute started meanwhile");
+    }
+    // A task revoked before it started is listed too (it will never start).
+    let queued = TaskId::new();
+    h.backend.revoke(&queued, "revoked", false, ttl).await.unwrap();
+    let revoked = history.recent(&TaskFilter::new().state(TaskState::Revoked).since_ms(since), 1000).await.unwrap();
+    assert!(revoked.iter().any(|(id, at, _)| id == &queued && *at >= since), "a revoked queued task is listed");
+    let hour = history.throughput(60).await.unwrap();
+    assert_eq!(hour.len(), 60);
+    assert!(hour.windows(2).all(|w| w[1].minute_ms - w[0].minute_ms == 60_000), "consecutive minutes, oldest first");
 }

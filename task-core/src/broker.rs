@@ -259,6 +259,9 @@ pub struct WorkerInfo {
     pub succeeded: u64,
     /// Tasks that failed for good on it.
     pub failed: u64,
+    /// Its last successful fetch, even an empty one (Unix ms): a worker that is up but
+    /// cannot reach its queues shows here while its heartbeat looks fine.
+    pub last_fetch_ms: i64,
 }
 
 impl WorkerInfo {
@@ -284,6 +287,7 @@ impl WorkerInfo {
             heartbeat_ms: started_ms,
             succeeded: 0,
             failed: 0,
+            last_fetch_ms: started_ms,
         }
     }
 }

@@ -388,3 +388,34 @@ async fn a_per_call_result_ttl_wins_over_the_apps() {
     assert_eq!(long.state().await.unwrap(), TaskState::Success, "kept for the app's day");
     stop(worker).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_cannot_fetch_shows_it_while_its_heartbeat_goes_on() {
+    let (app, broker) = app_with_broker().await;
+    let worker = app.worker().heartbeat_ttl(Duration::from_millis(300)).spawn();
+    let directory = app.broker().directory().unwrap();
+    let now_ms = || chrono::Utc::now().timestamp_millis();
+    // A fetch that delivers a task is recorded...
+    let sent_at = now_ms();
+    add::delay(&app, 1, 1).await.unwrap().get(WAIT).await.unwrap();
+    let start = Instant::now();
+    while directory.workers().await.unwrap().pop().is_none_or(|w| w.last_fetch_ms < sent_at) {
+        assert!(start.elapsed() < WAIT, "the last fetch time never moved");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...and when fetches fail, it stays behind while the heartbeat goes on.
+    let failing_from = now_ms();
+    broker.fail_next(BrokerOp::Fetch, 10_000); // the broker answers heartbeats, not fetches
+    let start = Instant::now();
+    loop {
+        let info = directory.workers().await.unwrap().pop().expect("announced");
+        assert!(info.last_fetch_ms <= failing_from + 100, "no fetch succeeded: {info:?}");
+        if info.heartbeat_ms - info.last_fetch_ms > 1_500 {
+            break; // heartbeat fresh, fetch stale: visible
+        }
+        assert!(start.elapsed() < WAIT, "the last fetch time never fell behind: {info:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    broker.fail_next(BrokerOp::Fetch, 0);
+    stop(worker).await;
+}

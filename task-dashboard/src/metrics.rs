@@ -31,7 +31,11 @@ async fn render(dash: &Dashboard) -> Result<String, Box<dyn std::error::Error + 
     )?;
     let concurrency =
         GaugeVec::new(Opts::new("celerity_worker_concurrency", "Tasks each worker runs at once"), &["worker"])?;
-    for collector in [queue.clone(), tasks.clone(), heartbeat.clone(), concurrency.clone()] {
+    let fetch = GaugeVec::new(
+        Opts::new("celerity_worker_last_fetch_age_seconds", "Time since each worker's last successful fetch"),
+        &["worker"],
+    )?;
+    for collector in [queue.clone(), tasks.clone(), heartbeat.clone(), concurrency.clone(), fetch.clone()] {
         registry.register(Box::new(collector))?;
     }
     registry.register(Box::new(online.clone()))?;
@@ -46,6 +50,7 @@ async fn render(dash: &Dashboard) -> Result<String, Box<dyn std::error::Error + 
         }
         heartbeat.with_label_values(&[id]).set(w["heartbeat_age_ms"].as_f64().unwrap_or(0.0) / 1000.0);
         concurrency.with_label_values(&[id]).set(w["concurrency"].as_f64().unwrap_or(0.0));
+        fetch.with_label_values(&[id]).set(w["last_fetch_age_ms"].as_f64().unwrap_or(0.0) / 1000.0);
     }
     for q in queues_data(dash).await.map_err(|e| e.1)?.as_array().cloned().unwrap_or_default() {
         let name = q["queue"].as_str().unwrap_or("");

@@ -156,6 +156,7 @@ async fn metrics_and_live_updates() {
             assert!(text.contains("# TYPE celerity_queue_messages gauge"), "{text}");
             assert!(text.contains(r#"celerity_queue_messages{queue="default",state="scheduled"} 1"#), "{text}");
             assert!(text.contains("celerity_worker_concurrency{worker="), "{text}");
+            assert!(text.contains("celerity_worker_last_fetch_age_seconds{worker="), "{text}");
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(10), "{text}");

@@ -671,6 +671,8 @@ impl WorkerDirectory for RedisBroker {
                 .arg(info.succeeded)
                 .arg("failed")
                 .arg(info.failed)
+                .arg("last_fetch_ms")
+                .arg(info.last_fetch_ms)
                 .ignore();
             pipe.cmd("PEXPIRE").arg(&key).arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)).ignore();
             let mut con = self.con();
@@ -716,6 +718,7 @@ impl WorkerDirectory for RedisBroker {
                     info.heartbeat_ms = num("heartbeat_ms");
                     info.succeeded = u64::try_from(num("succeeded")).unwrap_or(0);
                     info.failed = u64::try_from(num("failed")).unwrap_or(0);
+                    info.last_fetch_ms = num("last_fetch_ms");
                     info
                 })
                 .collect())

@@ -409,6 +409,7 @@ pub async fn workers_announce_themselves_until_they_expire(h: Harness) {
         1_000,
     );
     info.succeeded = 7;
+    info.last_fetch_ms = 1_500;
     h.broker.heartbeat(&id, Duration::from_millis(400)).await.unwrap();
     directory.announce(&info, Duration::from_millis(400)).await.unwrap();
     let listed = directory.workers().await.unwrap();

@@ -40,6 +40,8 @@ pub(super) struct Counters {
     rate_limited: AtomicU64,
     dead_lettered: AtomicU64,
     pub(super) released: AtomicU64,
+    /// The last successful fetch (Unix ms).
+    pub(super) last_fetch_ms: std::sync::atomic::AtomicI64,
 }
 
 impl Counters {

@@ -101,6 +101,7 @@ where
             fetched = broker.fetch(&id, &queues, room, fetch_wait) => match fetched {
                 Ok(batch) => {
                     fetch_backoff = FETCH_BACKOFF.0;
+                    runner.counters.last_fetch_ms.store(crate::envelope::now_ms(), std::sync::atomic::Ordering::Relaxed);
                     held.extend(batch);
                 }
                 Err(e) => {
@@ -192,6 +193,8 @@ async fn heartbeat(broker: Arc<dyn Broker>, id: ConsumerId, ttl: Duration, mut i
             info.heartbeat_ms = crate::envelope::now_ms();
             info.succeeded = report.succeeded;
             info.failed = report.failed;
+            info.last_fetch_ms =
+                runner.counters.last_fetch_ms.load(std::sync::atomic::Ordering::Relaxed).max(info.started_ms);
             if let Err(e) = directory.announce(&info, ttl).await {
                 warn!(error = %e, "cannot announce this worker");
             }

@@ -34,8 +34,10 @@
 //!   process share one connection.
 //! - **Outages.** Every call is bounded by the operation time-out (5 s by default);
 //!   connections come back by themselves after Redis restarts, and the worker resumes.
-//! - **Cluster-ready layout.** Every key of a queue carries the hash tag `{queue}` and
-//!   every script receives all its keys in `KEYS[]`.
+//! - **Towards Redis Cluster.** Every key of a queue carries the hash tag `{queue}` and
+//!   every script receives all its keys in `KEYS[]`. The grouped result writes
+//!   (`store_many.lua`) touch many tasks' keys in one call, which a cluster client would
+//!   have to split by slot; there is no cluster client yet.
 //!
 //! ## Key layout
 //!

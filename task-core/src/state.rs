@@ -102,6 +102,11 @@ pub struct TaskMeta {
     pub started_ms: Option<i64>,
     /// When it ended (Unix ms).
     pub finished_ms: Option<i64>,
+    /// Its arguments (a MessagePack map keyed by parameter name), kept from its start so
+    /// that it can be shown, searched and sent again.
+    pub args: Option<Vec<u8>>,
+    /// The queue it was taken from.
+    pub queue: Option<String>,
 }
 
 impl TaskMeta {
@@ -124,7 +129,7 @@ impl TaskMeta {
         macro_rules! take {
             ($($f:ident),*) => { $( if update.$f.is_some() { self.$f = update.$f; } )* };
         }
-        take!(task, result, error, progress, worker, retries, started_ms, finished_ms);
+        take!(task, result, error, progress, worker, retries, started_ms, finished_ms, args, queue);
     }
 }
 

@@ -111,6 +111,7 @@ pub(crate) async fn task_data(dash: &Dashboard, id: &str) -> Result<Value, ApiEr
     Ok(json!({
         "id": task_id, "state": meta.state, "task": meta.task, "worker": meta.worker, "retries": meta.retries,
         "result": decode(&meta.result), "progress": decode(&meta.progress), "error": meta.error,
+        "args": decode(&meta.args), "queue": meta.queue,
         "started": meta.started_ms.map(time), "finished": meta.finished_ms.map(time),
         "runtime_ms": meta.started_ms.zip(meta.finished_ms).map(|(s, f)| f - s),
     }))
@@ -138,7 +139,19 @@ pub(crate) async fn tasks_data(dash: &Dashboard, q: &HashMap<String, String>) ->
         filter = filter.since_ms(chrono::Utc::now().timestamp_millis() - minutes * 60_000);
     }
     let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(50).min(1000);
-    let found = history(dash)?.recent(&filter, limit).await?;
+    // Search by an argument value: a substring of the arguments as JSON, over the newest
+    // thousand tasks that pass the other filters.
+    let needle = q.get("args").map(|a| a.trim().to_owned()).filter(|a| !a.is_empty());
+    let found = history(dash)?.recent(&filter, if needle.is_some() { 1000 } else { limit }).await?;
+    let args_json =
+        |meta: &task_core::TaskMeta| meta.args.as_deref().and_then(|b| rmp_serde::from_slice::<Value>(b).ok());
+    let found: Vec<_> = found
+        .into_iter()
+        .filter(|(_, _, meta)| {
+            needle.as_ref().is_none_or(|n| args_json(meta).is_some_and(|a| a.to_string().contains(n.as_str())))
+        })
+        .take(limit)
+        .collect();
     Ok(Value::Array(
         found
             .iter()
@@ -146,7 +159,7 @@ pub(crate) async fn tasks_data(dash: &Dashboard, q: &HashMap<String, String>) ->
                 json!({
                     "id": id, "task": meta.task, "state": meta.state, "worker": meta.worker, "retries": meta.retries,
                     "changed": time(*at), "runtime_ms": meta.started_ms.zip(meta.finished_ms).map(|(s, f)| f - s),
-                    "error": meta.error,
+                    "error": meta.error, "args": args_json(meta),
                 })
             })
             .collect(),
@@ -260,6 +273,25 @@ pub(crate) async fn purge_dead(
     confirmed(&queue, &q)?;
     let purged = inspector(&dash)?.purge_dead(&queue).await?;
     Ok(Json(json!({"queue": queue, "purged": purged})))
+}
+
+/// Sends the task again, with the same arguments, as a new task: `{"id": new, "retry_of": id}`.
+pub(crate) async fn retry(State(dash): State<Dashboard>, Path(id): Path<String>) -> ApiResult {
+    let not_found = || ApiError(StatusCode::NOT_FOUND, format!("no task with id `{id}`"));
+    let task_id: TaskId = id.parse().map_err(|_| not_found())?;
+    let meta = dash.app.backend().get(&task_id).await?.ok_or_else(not_found)?;
+    let (Some(task), Some(args)) = (meta.task, meta.args) else {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("task `{id}` never started here, so its arguments were not kept"),
+        ));
+    };
+    let queue = meta.queue.unwrap_or_else(|| dash.app.default_queue().to_owned());
+    let envelope = Envelope::new(task.clone(), args, queue.clone());
+    let new_id = envelope.id.clone();
+    let payload = envelope.encode().map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    dash.app.broker().enqueue(task_core::broker::Message::new(new_id.clone(), queue, payload)).await?;
+    Ok(Json(json!({"id": new_id, "retry_of": id, "task": task})))
 }
 
 pub(crate) async fn revoke(

@@ -98,6 +98,7 @@ pub fn router(app: App, config: DashboardConfig) -> Router {
         .route("/api/queues/{queue}/dead/retry", post(api::retry_dead))
         .route("/api/queues/{queue}/dead/purge", post(api::purge_dead))
         .route("/api/tasks/{id}/revoke", post(api::revoke))
+        .route("/api/tasks/{id}/retry", post(api::retry))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::check))
         .with_state(state.clone());
     Router::new().route("/healthz", get(api::healthz)).with_state(state).merge(guarded)

@@ -60,6 +60,11 @@ async function act(url, confirmText) {{
   const body = await r.json().catch(() => ({{}}));
   if (!r.ok) alert(body.error || r.statusText); else location.reload();
 }}
+async function again(url) {{
+  const r = await fetch(url, {{ method: "POST" }});
+  const body = await r.json().catch(() => ({{}}));
+  if (!r.ok) alert(body.error || r.statusText); else location.href = url.replace(/\/api\/tasks\/[^/]+\/retry$/, "/tasks/" + body.id);
+}}
 </script></body></html>"#,
         title = esc(title),
         base = esc(base)
@@ -250,9 +255,10 @@ pub(crate) async fn find_task(State(dash): State<Dashboard>, Query(q): Query<Has
         .collect();
     let form = format!(
         "<form action=\"{base}/tasks\" method=\"get\">state <select name=\"state\">{states}</select> \
-         task <input name=\"task\" value=\"{}\"> changed in the last <input name=\"since_minutes\" size=\"4\" value=\"{}\"> minutes \
+         task <input name=\"task\" value=\"{}\"> argument <input name=\"args\" value=\"{}\"> changed in the last <input name=\"since_minutes\" size=\"4\" value=\"{}\"> minutes \
          <input name=\"limit\" type=\"hidden\" value=\"{}\"><button>Filter</button></form>",
         value("task"),
+        value("args"),
         value("since_minutes"),
         q.get("limit").map_or_else(|| "50".into(), |l| esc(l)),
         base = esc(base)
@@ -325,7 +331,7 @@ pub(crate) async fn task(State(dash): State<Dashboard>, Path(id): Path<String>) 
     };
     let state = data["state"].as_str().unwrap_or("");
     let mut rows = String::new();
-    for key in ["task", "worker", "retries", "started", "finished", "runtime_ms", "error"] {
+    for key in ["task", "queue", "worker", "retries", "started", "finished", "runtime_ms", "error"] {
         if !data[key].is_null() {
             rows.push_str(&format!("<tr><th>{key}</th><td>{}</td></tr>", cell(&data[key])));
         }
@@ -341,9 +347,19 @@ pub(crate) async fn task(State(dash): State<Dashboard>, Path(id): Path<String>) 
             esc(&dash.config.base)
         )
     };
+    let retry = if dash.config.read_only || data["args"].is_null() {
+        String::new()
+    } else {
+        format!(
+            "<p><button onclick=\"again('{}/api/tasks/{}/retry')\">run again</button></p>",
+            esc(&dash.config.base),
+            esc(&id)
+        )
+    };
     let body = format!(
-        "<p>State: <b class=\"state-{state}\" id=\"state\">{state}</b></p>{revoke}<table>{rows}</table>\
-         <h2>Result</h2><pre>{}</pre><h2>Progress</h2><pre>{}</pre>",
+        "<p>State: <b class=\"state-{state}\" id=\"state\">{state}</b></p>{revoke}{retry}<table>{rows}</table>\
+         <h2>Arguments</h2><pre id=\"args\">{}</pre><h2>Result</h2><pre>{}</pre><h2>Progress</h2><pre>{}</pre>",
+        pretty(&data["args"]),
         pretty(&data["result"]),
         pretty(&data["progress"]),
         state = esc(state)

@@ -62,6 +62,22 @@ async fn pages_and_api_show_workers_queues_tasks_and_dead_letters() {
     let (status, _) = call(&dash, "GET", "/api/tasks/00000000-0000-4000-8000-000000000000", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
+    // Its arguments are kept: shown, searched, and sent again by "run again".
+    assert_eq!(task["args"], serde_json::json!({"x": 20, "y": 22}), "{task}");
+    assert_eq!(task["queue"], "default");
+    let (_, page) = call(&dash, "GET", &format!("/tasks/{}", done.id()), None).await;
+    assert!(page.contains("id=\"args\"") && page.contains("run again"), "{page}");
+    let found = api(&dash, "/api/tasks?args=%22y%22%3A22").await;
+    assert!(found.as_array().unwrap().iter().any(|t| t["id"] == done.id().as_str()), "search by argument: {found}");
+    let none = api(&dash, "/api/tasks?args=%22y%22%3A23").await;
+    assert!(none.as_array().unwrap().iter().all(|t| t["id"] != done.id().as_str()), "{none}");
+    let (status, body) = call(&dash, "POST", &format!("/api/tasks/{}/retry", done.id()), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let again: Value = serde_json::from_str(&body).unwrap();
+    let new_id: task_core::TaskId = again["id"].as_str().unwrap().parse().unwrap();
+    assert_ne!(&new_id, done.id());
+    assert_eq!(app.result::<i64>(new_id).get(Duration::from_secs(10)).await.unwrap(), 42, "the same task, run again");
+
     // The task list, filtered, and the per-minute counts.
     let listed = api(&dash, "/api/tasks?state=SUCCESS&task=dash.add&since_minutes=5").await;
     assert!(listed.as_array().unwrap().iter().any(|t| t["id"] == done.id().as_str()), "{listed}");
@@ -113,6 +129,8 @@ async fn pages_and_api_show_workers_queues_tasks_and_dead_letters() {
     let (status, _) = call(&dash, "POST", &format!("/api/tasks/{}/revoke", pending.id()), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(pending.state().await.unwrap(), task_core::TaskState::Revoked);
+    let (status, body) = call(&dash, "POST", &format!("/api/tasks/{}/retry", pending.id()), None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "a task that never started has no kept arguments: {body}");
     worker.shutdown().await.unwrap();
 }
 

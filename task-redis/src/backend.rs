@@ -267,7 +267,9 @@ impl RedisBackend {
         let keys = &self.inner.keys;
         let state = update.state;
         let mut pairs: Vec<(&'static str, Vec<u8>)> = Vec::new();
-        for (field, value) in [("task", update.task), ("error", update.error), ("worker", update.worker.clone())] {
+        for (field, value) in
+            [("task", update.task), ("error", update.error), ("worker", update.worker.clone()), ("queue", update.queue)]
+        {
             if let Some(value) = value {
                 pairs.push((field, value.into_bytes()));
             }
@@ -282,7 +284,7 @@ impl RedisBackend {
                 pairs.push((field, value.to_string().into_bytes()));
             }
         }
-        for (field, value) in [("result", update.result), ("progress", update.progress)] {
+        for (field, value) in [("result", update.result), ("progress", update.progress), ("args", update.args)] {
             if let Some(value) = value {
                 pairs.push((field, value));
             }
@@ -340,8 +342,10 @@ fn parse_meta(mut fields: HashMap<String, Vec<u8>>) -> Option<TaskMeta> {
     meta.retries = take_text("retries").and_then(|v| v.parse().ok());
     meta.started_ms = take_text("started_ms").and_then(|v| v.parse().ok());
     meta.finished_ms = take_text("finished_ms").and_then(|v| v.parse().ok());
+    meta.queue = take_text("queue");
     meta.result = fields.remove("result");
     meta.progress = fields.remove("progress");
+    meta.args = fields.remove("args");
     Some(meta)
 }
 

@@ -297,6 +297,8 @@ pub async fn result_store_merges_fields(h: Harness) {
         task: Some("t".into()),
         worker: Some("w1".into()),
         started_ms: Some(5),
+        args: Some(vec![0x81, 0xa1, b'x', 0x01]),
+        queue: Some("q".into()),
         ..TaskMeta::state(TaskState::Started)
     };
     h.backend.store(&id, started, ttl).await.unwrap();
@@ -308,6 +310,7 @@ pub async fn result_store_merges_fields(h: Harness) {
     assert_eq!(meta.worker.as_deref(), Some("w1"));
     assert_eq!(meta.result, Some(vec![0x2a]));
     assert_eq!((meta.started_ms, meta.finished_ms), (Some(5), Some(9)));
+    assert_eq!((meta.args, meta.queue.as_deref()), (Some(vec![0x81, 0xa1, b'x', 0x01]), Some("q")));
 }
 
 /// A record is gone after its TTL.

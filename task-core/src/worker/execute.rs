@@ -355,6 +355,8 @@ impl Runner {
             worker: Some(self.consumer.to_string()),
             retries: Some(envelope.retries),
             started_ms: Some(now_ms()),
+            args: Some(envelope.args.clone()),
+            queue: Some(envelope.queue.clone()),
             ..TaskMeta::state(TaskState::Started)
         };
         let backend = self.app.backend();

@@ -213,8 +213,12 @@ async fn dispatch(
             PushKind::Message => {
                 let Some(channel) = text(push.data.first()) else { continue };
                 if channel == control {
-                    if let Some(id) = text(push.data.get(1)).as_deref().and_then(|m| m.strip_prefix("terminate ")) {
-                        let _ = terminate.send(TaskId::from_str(id).expect("non-empty"));
+                    // Anyone can publish here: a message that is not `terminate <id>` is ignored.
+                    let message = text(push.data.get(1));
+                    if let Some(Ok(id)) =
+                        message.as_deref().and_then(|m| m.strip_prefix("terminate ")).map(TaskId::from_str)
+                    {
+                        let _ = terminate.send(id);
                     }
                     continue;
                 }

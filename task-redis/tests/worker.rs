@@ -237,3 +237,23 @@ async fn a_warning_is_logged_when_redis_may_evict_keys() {
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(text.contains("maxmemory-policy is `allkeys-lru`, not `noeviction`"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_control_channel_breaks_nothing() {
+    let server = RedisServer::start();
+    let config = config(&server);
+    let channel = format!("{}:control", config.namespace_name());
+    let (app, _) = app(config).await;
+    let worker = app.worker().spawn();
+    for junk in ["terminate ", "terminate", "hello", ""] {
+        server.cli(&["PUBLISH", &channel, junk]);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Waiters are still woken (this one waits for the pub/sub message: the task runs
+    // only after its countdown) and workers still run tasks.
+    let later = add::signature(2, 2).countdown(Duration::from_millis(500)).apply_async(&app).await.unwrap();
+    assert_eq!(later.get(Duration::from_secs(5)).await.unwrap(), 4);
+    let long = stepper::delay(&app, 3).await.unwrap();
+    assert_eq!(long.get(WAIT).await.unwrap(), 3);
+    worker.shutdown().await.unwrap();
+}

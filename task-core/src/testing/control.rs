@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::broker::ConsumerId;
-use crate::{App, AppBuilder, Envelope, Error, TaskContext, TaskResult, TaskState, task};
+use crate::{App, AppBuilder, Envelope, Error, TaskContext, TaskError, TaskResult, TaskState, group, task};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -45,7 +45,7 @@ macro_rules! control_tests {
             a_rate_limit_holds_across_workers, unique_calls_return_the_pending_twin,
             routes_send_tasks_to_their_queue, ignore_result_keeps_nothing,
             acks_early_acknowledges_before_running, priority_defaults_come_from_the_attribute,
-            invalid_call_options_are_clear_errors);
+            invalid_call_options_are_clear_errors, groups_return_results_in_order_or_the_first_error);
     };
     (@each $setup:path; $($name:ident),* $(,)?) => {
         $(
@@ -373,4 +373,37 @@ pub async fn invalid_call_options_are_clear_errors(h: AppHarness) {
     assert!(err.to_string().contains("priority must be 0 to 9, got 12"), "{err}");
     let err = add::signature(1, 2).result_ttl(Duration::ZERO).apply_async(&app).await.unwrap_err();
     assert!(err.to_string().contains("result_ttl must be above zero"), "{err}");
+}
+
+#[task(name = "celerity.suite.member", max_retries = 0)]
+async fn member(x: i64, bad: i64) -> TaskResult<i64> {
+    if x == bad {
+        return Err(TaskError::fatal(format!("member {x} failed")));
+    }
+    Ok(x * 2)
+}
+
+/// A group of 1,000 runs in parallel and gives its results in order; a failing member
+/// makes `get` return that member's error.
+pub async fn groups_return_results_in_order_or_the_first_error(h: AppHarness) {
+    let app = h.app().await;
+    let worker = app.worker().concurrency(16).spawn();
+    let all = group((0..1000).map(|i| member::signature(i, -1))).apply_async(&app).await.unwrap();
+    assert_eq!(all.results().len(), 1000);
+    let values = all.get(WAIT).await.unwrap();
+    assert_eq!(values, (0..1000).map(|i| i * 2).collect::<Vec<i64>>());
+    assert_eq!(all.completed_count().await.unwrap(), 1000);
+    assert!(all.ready().await.unwrap());
+
+    let broken = group((0..10).map(|i| member::signature(i, 3))).apply_async(&app).await.unwrap();
+    match broken.get(WAIT).await {
+        Err(Error::TaskFailed { error, .. }) => assert_eq!(error, "member 3 failed"),
+        other => panic!("expected the failing member's error, got {other:?}"),
+    }
+    let start = Instant::now();
+    while broken.completed_count().await.unwrap() < 9 {
+        assert!(start.elapsed() < WAIT, "the other members finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.shutdown().await.unwrap();
 }

@@ -61,6 +61,9 @@ pub struct Envelope {
     /// Acknowledge before running (at most once).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub acks_early: bool,
+    /// Tasks to send when this one ends: on success, or on its final failure.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub callbacks: Vec<Callback>,
     /// 0 (default) to 9; higher runs first.
     #[serde(default)]
     pub priority: u8,
@@ -91,6 +94,7 @@ impl Envelope {
             unique_key: None,
             ignore_result: false,
             acks_early: false,
+            callbacks: Vec::new(),
             priority: 0,
             eta_ms: None,
             sent_ms: now_ms(),
@@ -106,6 +110,37 @@ impl Envelope {
     pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
         codec::decode(bytes, "the task envelope")
     }
+}
+
+/// When a callback is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallbackOn {
+    /// After the task succeeded (its result is stored).
+    Success,
+    /// After the task failed for good (no retry left, a fatal error, a panic, a time limit).
+    Failure,
+}
+
+/// A task to send when another ends (`Signature::on_success` / `on_failure`), prepared
+/// when the first was sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Callback {
+    /// When to send it.
+    pub on: CallbackOn,
+    /// Its task id.
+    pub id: TaskId,
+    /// Its queue.
+    pub queue: String,
+    /// Its priority.
+    pub priority: u8,
+    /// Not before this time (Unix ms), if it was given a countdown or ETA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_ms: Option<i64>,
+    /// Its encoded envelope.
+    #[serde(with = "serde_bytes")]
+    pub envelope: Vec<u8>,
 }
 
 /// Milliseconds since the Unix epoch, now.

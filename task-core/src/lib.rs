@@ -106,7 +106,7 @@ pub use backend::{
 };
 pub use broker::Broker;
 pub use context::TaskContext;
-pub use envelope::{ENVELOPE_VERSION, Envelope};
+pub use envelope::{Callback, CallbackOn, ENVELOPE_VERSION, Envelope};
 pub use error::{BackendError, BoxError, BrokerError, CodecError, Error, ErrorKind, TaskError, TaskResult};
 pub use group::{Group, GroupResult, group};
 pub use id::TaskId;

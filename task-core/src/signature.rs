@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::app::App;
 use crate::broker::{MAX_PRIORITY, Message};
-use crate::envelope::Envelope;
+use crate::envelope::{Callback, CallbackOn, Envelope};
 use crate::error::{CodecError, Error};
 use crate::id::TaskId;
 use crate::private::encode_args;
@@ -58,8 +58,12 @@ pub struct Signature<T> {
     unique_key: Option<String>,
     ignore_result: Option<bool>,
     acks_early: Option<bool>,
+    callbacks: Vec<(CallbackOn, PrepareCallback)>,
     _output: PhantomData<fn() -> T>,
 }
+
+/// Prepares a callback's message when its parent is sent.
+type PrepareCallback = Box<dyn FnOnce(&App) -> Result<Message, Error> + Send>;
 
 /// What sending a signature needs besides the message: its uniqueness lock.
 pub(crate) struct Prepared {
@@ -88,6 +92,7 @@ impl<T> Signature<T> {
             unique_key: None,
             ignore_result: None,
             acks_early: None,
+            callbacks: Vec::new(),
             _output: PhantomData,
         }
     }
@@ -185,6 +190,20 @@ impl<T> Signature<T> {
         self
     }
 
+    /// Sends `next` when this task succeeds (Celery's `link`). `next` is prepared when
+    /// this one is sent; it receives no result (give it what it needs as arguments).
+    pub fn on_success<U: 'static>(mut self, next: Signature<U>) -> Self {
+        self.callbacks.push((CallbackOn::Success, Box::new(move |app: &App| next.prepare(app).map(|p| p.message))));
+        self
+    }
+
+    /// Sends `next` when this task fails for good (Celery's `link_error`): after its last
+    /// retry, a fatal error, a panic or a time limit.
+    pub fn on_failure<U: 'static>(mut self, next: Signature<U>) -> Self {
+        self.callbacks.push((CallbackOn::Failure, Box::new(move |app: &App| next.prepare(app).map(|p| p.message))));
+        self
+    }
+
     /// Uses this id instead of a random one.
     pub fn task_id(mut self, id: TaskId) -> Self {
         self.id = Some(id);
@@ -250,6 +269,17 @@ impl<T> Signature<T> {
         envelope.unique_key = unique.as_ref().map(|(key, _)| key.clone());
         envelope.ignore_result = self.ignore_result.unwrap_or(d.ignore_result);
         envelope.acks_early = self.acks_early.unwrap_or(d.acks_early);
+        for (on, prepare) in self.callbacks {
+            let next = prepare(app)?;
+            envelope.callbacks.push(Callback {
+                on,
+                id: next.id,
+                queue: next.queue,
+                priority: next.priority,
+                eta_ms: next.eta.map(unix_ms),
+                envelope: next.payload,
+            });
+        }
         let payload = envelope.encode()?;
         let message = Message::new(envelope.id, envelope.queue, payload).with_priority(priority).with_eta(self.eta);
         Ok(Prepared { message, unique })

@@ -45,7 +45,8 @@ macro_rules! control_tests {
             a_rate_limit_holds_across_workers, unique_calls_return_the_pending_twin,
             routes_send_tasks_to_their_queue, ignore_result_keeps_nothing,
             acks_early_acknowledges_before_running, priority_defaults_come_from_the_attribute,
-            invalid_call_options_are_clear_errors, groups_return_results_in_order_or_the_first_error);
+            invalid_call_options_are_clear_errors, groups_return_results_in_order_or_the_first_error,
+            callbacks_are_sent_when_the_task_ends);
     };
     (@each $setup:path; $($name:ident),* $(,)?) => {
         $(
@@ -405,5 +406,42 @@ pub async fn groups_return_results_in_order_or_the_first_error(h: AppHarness) {
         assert!(start.elapsed() < WAIT, "the other members finish");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    worker.shutdown().await.unwrap();
+}
+
+static NOTES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+#[task(name = "celerity.suite.note")]
+async fn note(tag: String) -> TaskResult<String> {
+    NOTES.lock().unwrap().push(tag.clone());
+    Ok(tag)
+}
+
+/// `on_success` callbacks are sent after a success, `on_failure` ones after a final
+/// failure (not between retries), each exactly as prepared when the task was sent.
+pub async fn callbacks_are_sent_when_the_task_ends(h: AppHarness) {
+    let app = h.app().await;
+    let worker = app.worker().spawn();
+    let tag = crate::TaskId::new().to_string();
+    let t = |what: &str| format!("{what}-{tag}");
+    let ok = member::signature(1, -1)
+        .on_success(note::signature(t("after-ok")))
+        .on_failure(note::signature(t("after-ok-failed")))
+        .apply_async(&app)
+        .await
+        .unwrap();
+    let bad = member::signature(3, 3)
+        .on_success(note::signature(t("after-bad-ok")))
+        .on_failure(note::signature(t("after-bad-failed")))
+        .on_failure(note::signature(t("after-bad-later")).countdown(Duration::from_millis(300)))
+        .apply_async(&app)
+        .await
+        .unwrap();
+    assert_eq!(ok.get(WAIT).await.unwrap(), 2);
+    assert!(bad.get(WAIT).await.is_err());
+    let seen = |what: &str| NOTES.lock().unwrap().contains(&t(what));
+    eventually("the callbacks run", || seen("after-ok") && seen("after-bad-failed") && seen("after-bad-later")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!seen("after-ok-failed") && !seen("after-bad-ok"), "only the matching callbacks run");
     worker.shutdown().await.unwrap();
 }

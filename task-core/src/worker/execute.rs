@@ -15,7 +15,7 @@ use crate::app::App;
 use crate::backend::Claim;
 use crate::broker::{ConsumerId, Delivery, Message};
 use crate::context::TaskContext;
-use crate::envelope::{Envelope, now_ms};
+use crate::envelope::{CallbackOn, Envelope, now_ms};
 use crate::error::{BackendError, BrokerError, Disposition, ErrorKind, TaskError};
 use crate::id::TaskId;
 use crate::registry::{Invocation, TaskEntry};
@@ -167,6 +167,7 @@ impl Runner {
                     };
                     self.store(&envelope, done).await;
                 }
+                self.send_callbacks(&envelope, CallbackOn::Success).await;
                 self.finish(&delivery, &envelope).await;
                 self.counters.succeeded.fetch_add(1, Ordering::Relaxed);
                 debug!(task = %envelope.task, id = %envelope.id, "task succeeded");
@@ -280,6 +281,7 @@ impl Runner {
                 };
                 self.store(&envelope, failed).await;
             }
+            self.send_callbacks(&envelope, CallbackOn::Failure).await;
             self.finish(&delivery, &envelope).await;
             self.counters.failed.fetch_add(1, Ordering::Relaxed);
             warn!(task = %envelope.task, id = %envelope.id, retries = envelope.retries, error = %message, "task failed");
@@ -298,6 +300,25 @@ impl Runner {
         self.store(envelope, revoked).await;
         self.finish(delivery, envelope).await;
         self.counters.revoked.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sends the callbacks for `on` (before the ack: at least once).
+    async fn send_callbacks(&self, envelope: &Envelope, on: CallbackOn) {
+        for callback in envelope.callbacks.iter().filter(|c| c.on == on) {
+            let eta =
+                callback.eta_ms.map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+            let message = Message::new(callback.id.clone(), callback.queue.clone(), callback.envelope.clone())
+                .with_priority(callback.priority)
+                .with_eta(eta);
+            let broker = self.app.broker();
+            with_tries(
+                &"sending a callback",
+                &Subject(envelope),
+                || broker.enqueue(message.clone()),
+                |_: &BrokerError| false,
+            )
+            .await;
+        }
     }
 
     /// The end of a task's life here: ack (unless acked early) and release its

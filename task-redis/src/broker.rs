@@ -143,6 +143,13 @@ impl RedisBroker {
         Ok(())
     }
 
+    /// The ids of the registered workers (the consumers whose processing lists may hold messages).
+    async fn worker_ids(&self) -> Result<Vec<String>, Failure> {
+        let mut con = self.con();
+        timed(self.limit(), redis::cmd("ZRANGE").arg(self.inner.keys.workers()).arg(0).arg(-1).query_async(&mut con))
+            .await
+    }
+
     async fn all_queues(&self) -> Result<Vec<String>, BrokerError> {
         let mut con = self.con();
         let mut queues: Vec<String> =
@@ -687,10 +694,7 @@ impl WorkerDirectory for RedisBroker {
         Box::pin(async move {
             let keys = &self.inner.keys;
             let mut con = self.con();
-            let ids: Vec<String> =
-                timed(self.limit(), redis::cmd("ZRANGE").arg(keys.workers()).arg(0).arg(-1).query_async(&mut con))
-                    .await
-                    .map_err(|e| e.broker("cannot list workers"))?;
+            let ids = self.worker_ids().await.map_err(|e| e.broker("cannot list workers"))?;
             let mut pipe = redis::pipe();
             for id in &ids {
                 pipe.cmd("HGETALL").arg(keys.worker(id));
@@ -800,13 +804,11 @@ impl Inspect for RedisBroker {
         Box::pin(async move {
             let keys = &self.inner.keys;
             let mut con = self.con();
-            let workers: Vec<String> =
-                timed(self.limit(), redis::cmd("ZRANGE").arg(keys.workers()).arg(0).arg(-1).query_async(&mut con))
-                    .await
-                    .map_err(|e| e.broker("cannot list workers"))?;
+            let workers = self.worker_ids().await.map_err(|e| e.broker("cannot list workers"))?;
+            let ready = keys.ready_all(queue);
             let mut pipe = redis::pipe();
-            for ready in keys.ready_all(queue) {
-                pipe.cmd("LLEN").arg(ready);
+            for list in &ready {
+                pipe.cmd("LLEN").arg(list);
             }
             pipe.cmd("ZCARD").arg(keys.delayed(queue));
             pipe.cmd("LLEN").arg(keys.dead(queue));
@@ -817,10 +819,11 @@ impl Inspect for RedisBroker {
                 .await
                 .map_err(|e| e.broker(&format!("cannot read the depths of `{queue}`")))?;
             let mut stats = QueueStats::default();
-            stats.ready = counts[..10].iter().sum();
-            stats.scheduled = counts[10];
-            stats.dead = counts[11];
-            stats.in_flight = counts[12..].iter().sum();
+            let (ready_counts, rest) = counts.split_at(ready.len());
+            stats.ready = ready_counts.iter().sum();
+            stats.scheduled = rest[0];
+            stats.dead = rest[1];
+            stats.in_flight = rest[2..].iter().sum();
             Ok(stats)
         })
     }
@@ -900,12 +903,7 @@ impl Inspect for RedisBroker {
                     Ok(found.iter().map(|(raw, due)| Peeked::new(strip(raw), Some(*due as i64), None)).collect())
                 }
                 PeekAt::InFlight => {
-                    let workers: Vec<String> = timed(
-                        self.limit(),
-                        redis::cmd("ZRANGE").arg(keys.workers()).arg(0).arg(-1).query_async(&mut con),
-                    )
-                    .await
-                    .map_err(|e| e.broker(&context()))?;
+                    let workers = self.worker_ids().await.map_err(|e| e.broker(&context()))?;
                     let mut found = Vec::new();
                     for worker in workers {
                         let held: Vec<Vec<u8>> = timed(

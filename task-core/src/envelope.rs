@@ -8,6 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::broker::Message;
 use crate::codec;
 use crate::error::CodecError;
 use crate::id::TaskId;
@@ -64,6 +67,12 @@ pub struct Envelope {
     /// Tasks to send when this one ends: on success, or on its final failure.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub callbacks: Vec<Callback>,
+    /// Its place in a chain: the steps after it, which fail with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainLink>,
+    /// Its place in a chord: the join its result goes to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chord: Option<ChordMember>,
     /// 0 (default) to 9; higher runs first.
     #[serde(default)]
     pub priority: u8,
@@ -95,6 +104,8 @@ impl Envelope {
             ignore_result: false,
             acks_early: false,
             callbacks: Vec::new(),
+            chain: None,
+            chord: None,
             priority: 0,
             eta_ms: None,
             sent_ms: now_ms(),
@@ -141,6 +152,73 @@ pub struct Callback {
     /// Its encoded envelope.
     #[serde(with = "serde_bytes")]
     pub envelope: Vec<u8>,
+    /// The parameter that receives this task's result (a chain step), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arg: Option<String>,
+}
+
+impl Callback {
+    /// The callback that sends `message` when its parent ends as `on`.
+    pub(crate) fn from_message(on: CallbackOn, arg: Option<String>, message: Message) -> Self {
+        let eta_ms = message.eta.map(|t| chrono::DateTime::<chrono::Utc>::from(t).timestamp_millis());
+        Self {
+            on,
+            id: message.id,
+            queue: message.queue,
+            priority: message.priority,
+            eta_ms,
+            envelope: message.payload,
+            arg,
+        }
+    }
+
+    /// The message it sends, with `envelope` as the payload.
+    pub(crate) fn message(&self, envelope: Vec<u8>) -> Message {
+        let eta = self.eta_ms.map(|ms| UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+        Message::new(self.id.clone(), self.queue.clone(), envelope).with_priority(self.priority).with_eta(eta)
+    }
+
+    /// The message it sends, with the parent's `result` given as its `arg` when it has one
+    /// (a chain step or a chord callback).
+    pub(crate) fn message_with(&self, result: &[u8]) -> Result<Message, CodecError> {
+        let Some(arg) = &self.arg else { return Ok(self.message(self.envelope.clone())) };
+        let mut next = Envelope::decode(&self.envelope)?;
+        next.args = codec::insert_into_map(&next.args, arg, result)?;
+        Ok(self.message(next.encode()?))
+    }
+}
+
+/// A step of a chain: where it stands, and the steps after it (which fail with it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ChainLink {
+    /// This step's number, from 1.
+    pub step: u32,
+    /// How many steps the chain has.
+    pub steps: u32,
+    /// The ids of the steps after this one, in order (the last is the chain's result).
+    pub rest: Vec<TaskId>,
+}
+
+/// A member of a chord: the join it reports to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ChordMember {
+    /// The chord's id: its callback's task id.
+    pub chord: TaskId,
+    /// The callback's queue (where the join lives, next to the queue it sends to).
+    pub queue: String,
+    /// This member's place, from 0.
+    pub index: u32,
+    /// How many members the chord has.
+    pub size: u32,
+}
+
+impl ChordMember {
+    /// A member's place in the chord `chord` of `size`, whose callback goes to `queue`.
+    pub fn new(chord: TaskId, queue: impl Into<String>, index: u32, size: u32) -> Self {
+        Self { chord, queue: queue.into(), index, size }
+    }
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -53,6 +53,10 @@ impl<T> Group<T> {
         self.members.is_empty()
     }
 
+    pub(crate) fn into_members(self) -> Vec<Signature<T>> {
+        self.members
+    }
+
     /// Sends every member in one batch; returns their handles, in order.
     pub async fn apply_async(self, app: &App) -> Result<GroupResult<T>, Error> {
         Ok(GroupResult { members: app.send_batch(self.members).await? })

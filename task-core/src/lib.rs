@@ -73,6 +73,8 @@ extern crate self as task_core;
 mod app;
 pub mod backend;
 pub mod broker;
+mod chain;
+mod chord;
 mod codec;
 mod context;
 pub mod driver;
@@ -105,8 +107,10 @@ pub use backend::{
     Claim, DEFAULT_RESULT_TTL, HISTORY_CAP, MinuteCount, RecentTask, ResultBackend, TaskFilter, TaskHistory,
 };
 pub use broker::Broker;
+pub use chain::{Chain, Partial};
+pub use chord::{Chord, chord};
 pub use context::TaskContext;
-pub use envelope::{Callback, CallbackOn, ENVELOPE_VERSION, Envelope};
+pub use envelope::{Callback, CallbackOn, ChainLink, ChordMember, ENVELOPE_VERSION, Envelope};
 pub use error::{BackendError, BoxError, BrokerError, CodecError, Error, ErrorKind, TaskError, TaskResult};
 pub use group::{Group, GroupResult, group};
 pub use id::TaskId;

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::app::App;
 use crate::broker::{MAX_PRIORITY, Message};
-use crate::envelope::{Callback, CallbackOn, Envelope};
+use crate::envelope::{Callback, CallbackOn, ChainLink, ChordMember, Envelope};
 use crate::error::{CodecError, Error};
 use crate::id::TaskId;
 use crate::private::encode_args;
@@ -58,8 +58,18 @@ pub struct Signature<T> {
     unique_key: Option<String>,
     ignore_result: Option<bool>,
     acks_early: Option<bool>,
-    callbacks: Vec<(CallbackOn, PrepareCallback)>,
+    callbacks: Vec<Link>,
+    pub(crate) chain: Option<ChainLink>,
+    pub(crate) chord: Option<ChordMember>,
     _output: PhantomData<fn() -> T>,
+}
+
+/// A task sent when another ends: when, into which parameter the result goes (a chain
+/// step), and how its message is prepared when the first task is sent.
+struct Link {
+    on: CallbackOn,
+    arg: Option<&'static str>,
+    prepare: PrepareCallback,
 }
 
 /// Prepares a callback's message when its parent is sent.
@@ -93,8 +103,49 @@ impl<T> Signature<T> {
             ignore_result: None,
             acks_early: None,
             callbacks: Vec::new(),
+            chain: None,
+            chord: None,
             _output: PhantomData,
         }
+    }
+
+    /// The same call, seen as returning `U` (workflows hold steps of different types).
+    pub(crate) fn cast<U>(self) -> Signature<U> {
+        Signature {
+            task: self.task,
+            args: self.args,
+            defaults: self.defaults,
+            id: self.id,
+            queue: self.queue,
+            priority: self.priority,
+            eta: self.eta,
+            expires_at: self.expires_at,
+            max_retries: self.max_retries,
+            time_limit: self.time_limit,
+            soft_time_limit: self.soft_time_limit,
+            result_ttl: self.result_ttl,
+            unique_for: self.unique_for,
+            unique_key: self.unique_key,
+            ignore_result: self.ignore_result,
+            acks_early: self.acks_early,
+            callbacks: self.callbacks,
+            chain: self.chain,
+            chord: self.chord,
+            _output: PhantomData,
+        }
+    }
+
+    /// Its task id, chosen now if it has none yet (workflows name every step up front).
+    pub(crate) fn fix_id(&mut self) -> TaskId {
+        self.id.get_or_insert_with(TaskId::new).clone()
+    }
+
+    /// Sends `next` when this task ends as `on`, with this task's result as `next`'s
+    /// parameter `arg` when given.
+    pub(crate) fn link<U: 'static>(mut self, on: CallbackOn, arg: Option<&'static str>, next: Signature<U>) -> Self {
+        let prepare = Box::new(move |app: &App| next.prepare(app).map(|p| p.message));
+        self.callbacks.push(Link { on, arg, prepare });
+        self
     }
 
     /// The task name.
@@ -192,16 +243,14 @@ impl<T> Signature<T> {
 
     /// Sends `next` when this task succeeds (Celery's `link`). `next` is prepared when
     /// this one is sent; it receives no result (give it what it needs as arguments).
-    pub fn on_success<U: 'static>(mut self, next: Signature<U>) -> Self {
-        self.callbacks.push((CallbackOn::Success, Box::new(move |app: &App| next.prepare(app).map(|p| p.message))));
-        self
+    pub fn on_success<U: 'static>(self, next: Signature<U>) -> Self {
+        self.link(CallbackOn::Success, None, next)
     }
 
     /// Sends `next` when this task fails for good (Celery's `link_error`): after its last
     /// retry, a fatal error, a panic or a time limit.
-    pub fn on_failure<U: 'static>(mut self, next: Signature<U>) -> Self {
-        self.callbacks.push((CallbackOn::Failure, Box::new(move |app: &App| next.prepare(app).map(|p| p.message))));
-        self
+    pub fn on_failure<U: 'static>(self, next: Signature<U>) -> Self {
+        self.link(CallbackOn::Failure, None, next)
     }
 
     /// Uses this id instead of a random one.
@@ -269,16 +318,10 @@ impl<T> Signature<T> {
         envelope.unique_key = unique.as_ref().map(|(key, _)| key.clone());
         envelope.ignore_result = self.ignore_result.unwrap_or(d.ignore_result);
         envelope.acks_early = self.acks_early.unwrap_or(d.acks_early);
-        for (on, prepare) in self.callbacks {
-            let next = prepare(app)?;
-            envelope.callbacks.push(Callback {
-                on,
-                id: next.id,
-                queue: next.queue,
-                priority: next.priority,
-                eta_ms: next.eta.map(unix_ms),
-                envelope: next.payload,
-            });
+        envelope.chain = self.chain;
+        envelope.chord = self.chord;
+        for Link { on, arg, prepare } in self.callbacks {
+            envelope.callbacks.push(Callback::from_message(on, arg.map(str::to_owned), prepare(app)?));
         }
         let payload = envelope.encode()?;
         let message = Message::new(envelope.id, envelope.queue, payload).with_priority(priority).with_eta(self.eta);

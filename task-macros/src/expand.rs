@@ -11,6 +11,7 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Ident, Visibility};
 
@@ -69,6 +70,31 @@ pub(crate) fn hidden(ident: &Ident, what: &str) -> Ident {
     format_ident!("__celerity_{}_{}", ident, what)
 }
 
+/// `name::partial(rest..)` for a task with at least one argument: the call without its
+/// first argument, which a chain step's predecessor or a chord's members provide.
+fn partial(ident: &Ident, vis: &Visibility, model: &Model, krate: &TokenStream, output_ty: &Ident) -> TokenStream {
+    let Some(((first, first_ty), rest)) = model.params.split_first() else { return TokenStream::new() };
+    let partial_fn = hidden(ident, "partial");
+    let rest_ty = hidden(ident, "partial_args");
+    let names: Vec<&Ident> = rest.iter().map(|(name, _)| name).collect();
+    let types: Vec<&syn::Type> = rest.iter().map(|(_, ty)| ty).collect();
+    let key = first.unraw().to_string();
+    let serde_crate = format!("{}::__private::serde", krate.to_string().replace(' ', ""));
+    quote! {
+        #[doc(hidden)]
+        #[allow(non_camel_case_types, missing_docs, unreachable_pub, clippy::all)]
+        #[derive(#krate::__private::serde::Serialize)]
+        #[serde(crate = #serde_crate)]
+        #vis struct #rest_ty { #( pub #names: #types, )* }
+
+        #[doc(hidden)]
+        #[allow(unreachable_pub, clippy::too_many_arguments, clippy::needless_pass_by_value)]
+        #vis fn #partial_fn(#(#names: #types),*) -> #krate::Partial<#first_ty, #output_ty> {
+            #krate::Partial::new(#ident::NAME, #key, &#rest_ty { #(#names),* }, <#ident::Task as #krate::Task>::OPTIONS)
+        }
+    }
+}
+
 fn expand(item: &ItemFn, model: &Model, options: &TaskArgs) -> TokenStream {
     let ItemFn { attrs, vis, sig, body } = item;
     let krate = krate(options);
@@ -78,10 +104,13 @@ fn expand(item: &ItemFn, model: &Model, options: &TaskArgs) -> TokenStream {
     let output_ty = hidden(ident, "output");
     let signature_fn = hidden(ident, "signature");
     let delay_fn = hidden(ident, "delay");
+    let partial_fn = model.params.first().map(|_| hidden(ident, "partial"));
+    let partial_fn = partial_fn.iter();
     let placement = format_ident!("__celerity_task_{}_must_be_declared_at_module_level_not_inside_a_function", ident);
 
     let names: Vec<&Ident> = model.params.iter().map(|(name, _)| name).collect();
     let types: Vec<&syn::Type> = model.params.iter().map(|(_, ty)| ty).collect();
+    let partial = partial(ident, vis, model, &krate, &output_ty);
     let (output, call_result) = match &model.ret {
         Return::Fallible(ty) => (quote!(<#ty as #krate::__private::TaskReturn>::Output), quote!(__celerity_returned)),
         Return::Plain(ty) => {
@@ -198,6 +227,8 @@ fn expand(item: &ItemFn, model: &Model, options: &TaskArgs) -> TokenStream {
             #krate::Signature::new(#ident::NAME, &#args_ty { #(#names),* }, <#ident::Task as #krate::Task>::OPTIONS)
         }
 
+        #partial
+
         #[doc(hidden)]
         #[allow(unreachable_pub, clippy::too_many_arguments)]
         #vis async fn #delay_fn(#app: &#krate::App, #(#names: #types),*)
@@ -230,6 +261,7 @@ fn expand(item: &ItemFn, model: &Model, options: &TaskArgs) -> TokenStream {
             #inner use super::#delay_fn as delay;
             /// The call with options (`countdown`, `queue`, `priority`, …), not yet sent.
             #inner use super::#signature_fn as signature;
+            #(#[doc = "The call without its first argument, which a chain or chord provides: `partial(other args..)`."] #inner use super::#partial_fn as partial;)*
         }
 
         const _: () = {

@@ -2,6 +2,8 @@
 //! lists, delayed work in a zset, heartbeats and recovery. See the crate docs for the
 //! layout and the guarantees.
 
+mod chord;
+
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
@@ -9,10 +11,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::ConnectionManager;
 use task_core::broker::{
-    BoxFuture, Broker, ConsumerId, Coordination, DeadLetter, Delivery, Inspect, Message, PeekAt, Peeked, QueueStats,
-    Receipt, WorkerDirectory, WorkerInfo,
+    BoxFuture, Broker, ChordJoin, ConsumerId, Coordination, DeadLetter, Delivery, Inspect, Message, PeekAt, Peeked,
+    QueueStats, Receipt, WorkerDirectory, WorkerInfo,
 };
-use task_core::{BrokerError, ErrorKind, RateLimit, TaskId};
+use task_core::{BrokerError, ChordMember, ErrorKind, RateLimit, TaskId};
 use tracing::{info, warn};
 
 use crate::config::RedisConfig;
@@ -783,6 +785,33 @@ impl Coordination for RedisBroker {
                 format!("the uniqueness lock `{key}` changes hands too fast to take"),
             ))
         })
+    }
+
+    fn chord_open<'a>(
+        &'a self,
+        chord: &'a TaskId,
+        queue: &'a str,
+        size: u32,
+        callback: &'a [u8],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(self.open_chord(chord, queue, size, callback, ttl))
+    }
+
+    fn chord_join<'a>(
+        &'a self,
+        member: &'a ChordMember,
+        result: &'a [u8],
+    ) -> BoxFuture<'a, Result<ChordJoin, BrokerError>> {
+        Box::pin(self.join_chord(member, result))
+    }
+
+    fn chord_fire<'a>(&'a self, member: &'a ChordMember, message: Message) -> BoxFuture<'a, Result<bool, BrokerError>> {
+        Box::pin(self.fire_chord(member, message))
+    }
+
+    fn chord_fail<'a>(&'a self, member: &'a ChordMember) -> BoxFuture<'a, Result<bool, BrokerError>> {
+        Box::pin(self.fail_chord(member))
     }
 
     fn unlock_unique<'a>(&'a self, key: &'a str, id: &'a TaskId) -> BoxFuture<'a, Result<(), BrokerError>> {

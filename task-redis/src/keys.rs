@@ -10,6 +10,7 @@
 //! | `NS:{Q}:wake` | list | at most one token; idle workers block on it (`BLPOP`) |
 //! | `NS:{Q}:proc:W` | list | messages held by worker `W` (moved here atomically by fetch) |
 //! | `NS:{Q}:dead` | list | dead letters: `at_ms:reason_len:reason` + envelope |
+//! | `NS:{Q}:chord:ID` | hash | a chord's join (size, remaining, callback, closed, `r:<i>` results); `Q` is the callback's queue |
 //! | `NS:queues` | set | the queue names in use |
 //! | `NS:workers` | zset | worker ids, scored by heartbeat deadline (Redis clock, ms) |
 //! | `NS:worker:W` | hash | worker `W`'s host, pid, concurrency, queues, tasks, counts; TTL = heartbeat |
@@ -74,6 +75,11 @@ impl Keys {
 
     pub(crate) fn dead(&self, queue: &str) -> String {
         format!("{}:dead", self.tag(queue))
+    }
+
+    /// A chord's join, beside its callback's queue (one hash slot for the fire script).
+    pub(crate) fn chord(&self, queue: &str, chord: &TaskId) -> String {
+        format!("{}:chord:{chord}", self.tag(queue))
     }
 
     pub(crate) fn queues(&self) -> String {

@@ -21,6 +21,9 @@ pub(crate) struct Scripts {
     pub(crate) rate: Script,
     pub(crate) retry_dead: Script,
     pub(crate) unlock: Script,
+    pub(crate) chord_join: Script,
+    pub(crate) chord_fire: Script,
+    pub(crate) chord_fail: Script,
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -40,4 +43,8 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     rate: Script::new(include_str!("../lua/rate.lua")),
     retry_dead: Script::new(include_str!("../lua/retry_dead.lua")),
     unlock: Script::new(include_str!("../lua/unlock.lua")),
+    chord_join: Script::new(include_str!("../lua/chord_join.lua")),
+    // A guard (close the chord) in front of the enqueue script, like retry.
+    chord_fire: Script::new(concat!(include_str!("../lua/chord_fire_guard.lua"), include_str!("../lua/enqueue.lua"))),
+    chord_fail: Script::new(include_str!("../lua/chord_fail.lua")),
 });

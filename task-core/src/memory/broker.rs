@@ -5,10 +5,10 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
 
 use crate::broker::{
-    BoxFuture, Broker, ConsumerId, Coordination, DeadLetter, Delivery, Inspect, MAX_PRIORITY, Message, PeekAt, Peeked,
-    QueueStats, Receipt, WorkerDirectory, WorkerInfo,
+    BoxFuture, Broker, ChordJoin, ConsumerId, Coordination, DeadLetter, Delivery, Inspect, MAX_PRIORITY, Message,
+    PeekAt, Peeked, QueueStats, Receipt, WorkerDirectory, WorkerInfo,
 };
-use crate::envelope::now_ms;
+use crate::envelope::{ChordMember, now_ms};
 use crate::error::{BrokerError, ErrorKind};
 use crate::id::TaskId;
 use crate::task::RateLimit;
@@ -86,6 +86,16 @@ impl Lanes {
     }
 }
 
+/// One chord's join: the members' results so far, and whether it is closed.
+#[derive(Debug)]
+struct Chord {
+    size: u32,
+    callback: Vec<u8>,
+    results: BTreeMap<u32, Vec<u8>>,
+    closed: bool,
+    until: Instant,
+}
+
 #[derive(Debug, Default)]
 struct State {
     queues: HashMap<String, Lanes>,
@@ -99,6 +109,8 @@ struct State {
     uniques: HashMap<String, (TaskId, Instant)>,
     /// Announced workers and when their record expires.
     directory: HashMap<String, (WorkerInfo, Instant)>,
+    /// Open chord joins, by chord id.
+    chords: HashMap<TaskId, Chord>,
     next_seq: u64,
     faults: HashMap<BrokerOp, usize>,
 }
@@ -517,6 +529,71 @@ impl Coordination for InMemoryBroker {
             state.uniques.remove(key);
         }
         Box::pin(async { Ok(()) })
+    }
+
+    fn chord_open<'a>(
+        &'a self,
+        chord: &'a TaskId,
+        _queue: &'a str,
+        size: u32,
+        callback: &'a [u8],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.chords.retain(|_, c| c.until > now);
+        let join =
+            Chord { size, callback: callback.to_vec(), results: BTreeMap::new(), closed: false, until: now + ttl };
+        state.chords.insert(chord.clone(), join);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn chord_join<'a>(
+        &'a self,
+        member: &'a ChordMember,
+        result: &'a [u8],
+    ) -> BoxFuture<'a, Result<ChordJoin, BrokerError>> {
+        let mut state = self.lock();
+        let join = match state.chords.get_mut(&member.chord) {
+            Some(join) if !join.closed && join.until > Instant::now() => {
+                join.results.entry(member.index).or_insert_with(|| result.to_vec());
+                let size = usize::try_from(join.size).unwrap_or(usize::MAX);
+                if join.results.len() < size {
+                    ChordJoin::Waiting(join.size - u32::try_from(join.results.len()).unwrap_or(0))
+                } else {
+                    ChordJoin::Complete {
+                        callback: join.callback.clone(),
+                        results: join.results.values().cloned().collect(),
+                    }
+                }
+            }
+            _ => ChordJoin::Closed,
+        };
+        Box::pin(async move { Ok(join) })
+    }
+
+    fn chord_fire<'a>(&'a self, member: &'a ChordMember, message: Message) -> BoxFuture<'a, Result<bool, BrokerError>> {
+        let fired = {
+            let mut state = self.lock();
+            match state.chords.get_mut(&member.chord) {
+                Some(join) if !join.closed => {
+                    join.closed = true;
+                    state.add(message);
+                    true
+                }
+                _ => false,
+            }
+        };
+        if fired {
+            self.shared.wake.notify_waiters();
+        }
+        Box::pin(async move { Ok(fired) })
+    }
+
+    fn chord_fail<'a>(&'a self, member: &'a ChordMember) -> BoxFuture<'a, Result<bool, BrokerError>> {
+        let mut state = self.lock();
+        let closed = state.chords.get_mut(&member.chord).is_some_and(|join| !std::mem::replace(&mut join.closed, true));
+        Box::pin(async move { Ok(closed) })
     }
 }
 

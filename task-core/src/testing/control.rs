@@ -30,7 +30,7 @@ pub struct AppHarness {
 }
 
 impl AppHarness {
-    async fn app(&self) -> App {
+    pub(crate) async fn app(&self) -> App {
         self.builder.clone().build().await.expect("app")
     }
 }

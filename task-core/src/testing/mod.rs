@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 #[cfg(feature = "macros")]
 pub mod control;
+pub mod workflow;
 
 use crate::backend::ResultBackend;
 use crate::broker::{Broker, ConsumerId, Delivery, Message};

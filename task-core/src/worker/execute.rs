@@ -13,9 +13,10 @@ use tracing::{debug, error, info, warn};
 
 use crate::app::App;
 use crate::backend::Claim;
+use crate::broker::ChordJoin;
 use crate::broker::{ConsumerId, Delivery, Message};
 use crate::context::TaskContext;
-use crate::envelope::{CallbackOn, Envelope, now_ms};
+use crate::envelope::{Callback, CallbackOn, ChordMember, Envelope, now_ms};
 use crate::error::{BackendError, BrokerError, Disposition, ErrorKind, TaskError};
 use crate::id::TaskId;
 use crate::registry::{Invocation, TaskEntry};
@@ -161,13 +162,16 @@ impl Runner {
                     self.forget(&envelope).await;
                 } else {
                     let done = TaskMeta {
-                        result: Some(result),
+                        result: Some(result.clone()),
                         finished_ms: Some(now_ms()),
                         ..TaskMeta::state(TaskState::Success)
                     };
                     self.store(&envelope, done).await;
                 }
-                self.send_callbacks(&envelope, CallbackOn::Success).await;
+                self.send_callbacks(&envelope, CallbackOn::Success, &result).await;
+                if let Some(member) = &envelope.chord {
+                    self.join_chord(&envelope, member, &result).await;
+                }
                 self.finish(&delivery, &envelope).await;
                 self.counters.succeeded.fetch_add(1, Ordering::Relaxed);
                 debug!(task = %envelope.task, id = %envelope.id, "task succeeded");
@@ -281,7 +285,8 @@ impl Runner {
                 };
                 self.store(&envelope, failed).await;
             }
-            self.send_callbacks(&envelope, CallbackOn::Failure).await;
+            self.send_callbacks(&envelope, CallbackOn::Failure, &[]).await;
+            self.abandon_workflow(&envelope, &format!("failed: {message}")).await;
             self.finish(&delivery, &envelope).await;
             self.counters.failed.fetch_add(1, Ordering::Relaxed);
             warn!(task = %envelope.task, id = %envelope.id, retries = envelope.retries, error = %message, "task failed");
@@ -293,23 +298,29 @@ impl Runner {
         info!(task = %envelope.task, id = %envelope.id, %reason, "task skipped: revoked");
         let revoked = TaskMeta {
             task: Some(envelope.task.clone()),
-            error: Some(reason),
+            error: Some(reason.clone()),
             finished_ms: Some(now_ms()),
             ..TaskMeta::state(TaskState::Revoked)
         };
         self.store(envelope, revoked).await;
+        self.abandon_workflow(envelope, &format!("was revoked ({reason})")).await;
         self.finish(delivery, envelope).await;
         self.counters.revoked.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Sends the callbacks for `on` (before the ack: at least once).
-    async fn send_callbacks(&self, envelope: &Envelope, on: CallbackOn) {
+    /// Sends the callbacks for `on` (before the ack: at least once); a chain's next step
+    /// gets `result` as its first argument.
+    async fn send_callbacks(&self, envelope: &Envelope, on: CallbackOn, result: &[u8]) {
         for callback in envelope.callbacks.iter().filter(|c| c.on == on) {
-            let eta =
-                callback.eta_ms.map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
-            let message = Message::new(callback.id.clone(), callback.queue.clone(), callback.envelope.clone())
-                .with_priority(callback.priority)
-                .with_eta(eta);
+            let message = match callback.message_with(result) {
+                Ok(message) => message,
+                Err(e) => {
+                    let reason = format!("cannot hand the result of {} on: {e}", Subject(envelope));
+                    error!(callback = %callback.id, %reason, "callback not sent");
+                    self.fail_other(envelope, &callback.id, reason).await;
+                    continue;
+                }
+            };
             let broker = self.app.broker();
             with_tries(
                 &"sending a callback",
@@ -319,6 +330,67 @@ impl Runner {
             )
             .await;
         }
+    }
+
+    /// Reports a chord member's result to the join; the member that completes it sends
+    /// the callback with every result.
+    async fn join_chord(&self, envelope: &Envelope, member: &ChordMember, result: &[u8]) {
+        let Some(join) = self.app.broker().coordination() else {
+            return error!(chord = %member.chord, "the broker has no coordination: the chord's callback is not sent");
+        };
+        let what = "reporting to its chord";
+        let joined =
+            with_tries(&what, &Subject(envelope), || join.chord_join(member, result), |_: &BrokerError| false).await;
+        let Some(ChordJoin::Complete { callback, results }) = joined else { return };
+        let message = crate::codec::decode::<Callback>(&callback, "the chord's callback")
+            .and_then(|callback| crate::codec::array_of(&results).and_then(|all| callback.message_with(&all)));
+        match message {
+            Ok(message) => {
+                let fire = || join.chord_fire(member, message.clone());
+                if with_tries(&"sending the chord's callback", &Subject(envelope), fire, |_: &BrokerError| false).await
+                    == Some(true)
+                {
+                    debug!(chord = %member.chord, members = member.size, "chord complete: callback sent");
+                }
+            }
+            Err(e) => {
+                let reason = format!("cannot build the callback of chord {}: {e}", member.chord);
+                error!(%reason, "chord callback not sent");
+                if join.chord_fail(member).await.unwrap_or(false) {
+                    self.fail_other(envelope, &member.chord, reason).await;
+                }
+            }
+        }
+    }
+
+    /// After this task ended without a result (failed for good, revoked, unrunnable):
+    /// the later steps of its chain fail, and its chord fails, naming this task.
+    async fn abandon_workflow(&self, envelope: &Envelope, what: &str) {
+        if let Some(chain) = &envelope.chain {
+            let reason = format!("chain step {} of {} ({}) {what}", chain.step, chain.steps, Subject(envelope));
+            for id in &chain.rest {
+                self.fail_other(envelope, id, reason.clone()).await;
+            }
+        }
+        if let (Some(member), Some(join)) = (&envelope.chord, self.app.broker().coordination()) {
+            let fail = || join.chord_fail(member);
+            if with_tries(&"failing its chord", &Subject(envelope), fail, |_: &BrokerError| false).await == Some(true) {
+                let reason =
+                    format!("chord member {} of {} ({}) {what}", member.index + 1, member.size, Subject(envelope));
+                self.fail_other(envelope, &member.chord, reason).await;
+            }
+        }
+    }
+
+    /// Marks another task (a later chain step, a chord's callback) `FAILURE` for `reason`:
+    /// it will not run, and whoever waits on it learns why.
+    async fn fail_other(&self, envelope: &Envelope, id: &TaskId, reason: String) {
+        let failed =
+            TaskMeta { error: Some(reason), finished_ms: Some(now_ms()), ..TaskMeta::state(TaskState::Failure) };
+        let backend = self.app.backend();
+        let ttl = self.result_ttl(envelope);
+        let op = || backend.store(id, failed.clone(), ttl);
+        with_tries(&"failing the rest of its workflow", &Subject(envelope), op, |_: &BackendError| false).await;
     }
 
     /// The end of a task's life here: ack (unless acked early) and release its
@@ -346,6 +418,7 @@ impl Runner {
                 ..TaskMeta::state(TaskState::Failure)
             };
             self.store(envelope, failed).await;
+            self.abandon_workflow(envelope, &format!("could not run: {reason}")).await;
         }
         let consumer = &self.consumer;
         let subject =

@@ -1,0 +1,100 @@
+//! Chord joins in Redis: one hash per chord beside its callback's queue
+//! (`NS:{Q}:chord:ID`), so the script that closes the join and sends the callback
+//! touches one hash slot.
+
+use std::time::Duration;
+
+use task_core::broker::{ChordJoin, Message};
+use task_core::{BrokerError, ChordMember, ErrorKind, TaskId};
+
+use super::RedisBroker;
+use crate::entry;
+use crate::error::timed;
+use crate::scripts::SCRIPTS;
+
+impl RedisBroker {
+    pub(super) async fn open_chord(
+        &self,
+        chord: &TaskId,
+        queue: &str,
+        size: u32,
+        callback: &[u8],
+        ttl: Duration,
+    ) -> Result<(), BrokerError> {
+        self.remember_queue(queue).await?;
+        let key = self.inner.keys.chord(queue, chord);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HSET")
+            .arg(&key)
+            .arg("size")
+            .arg(size)
+            .arg("remaining")
+            .arg(size)
+            .arg("callback")
+            .arg(callback)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .ignore();
+        let mut con = self.con();
+        let _: () = timed(self.limit(), pipe.query_async(&mut con))
+            .await
+            .map_err(|e| e.broker(&format!("cannot open the join of chord {chord}")))?;
+        Ok(())
+    }
+
+    pub(super) async fn join_chord(&self, member: &ChordMember, result: &[u8]) -> Result<ChordJoin, BrokerError> {
+        let key = self.inner.keys.chord(&member.queue, &member.chord);
+        let mut con = self.con();
+        let context = || format!("cannot report member {} to chord {}", member.index, member.chord);
+        let reply: Vec<Vec<u8>> =
+            timed(self.limit(), SCRIPTS.chord_join.key(key).arg(member.index).arg(result).invoke_async(&mut con))
+                .await
+                .map_err(|e| e.broker(&context()))?;
+        let mut reply = reply.into_iter();
+        let bad =
+            || BrokerError::new(ErrorKind::Other, format!("{}: unexpected reply from the join script", context()));
+        match reply.next().as_deref() {
+            Some(b"closed") => Ok(ChordJoin::Closed),
+            Some(b"waiting") => {
+                let n = reply.next().and_then(|n| String::from_utf8(n).ok()?.parse().ok()).ok_or_else(bad)?;
+                Ok(ChordJoin::Waiting(n))
+            }
+            Some(b"complete") => {
+                let callback = reply.next().ok_or_else(bad)?;
+                Ok(ChordJoin::Complete { callback, results: reply.collect() })
+            }
+            _ => Err(bad()),
+        }
+    }
+
+    pub(super) async fn fire_chord(&self, member: &ChordMember, message: Message) -> Result<bool, BrokerError> {
+        self.remember_queue(&message.queue).await?;
+        let keys = &self.inner.keys;
+        let mut con = self.con();
+        let mut inv = SCRIPTS.chord_fire.prepare_invoke();
+        inv.key(keys.ready(&message.queue, message.priority))
+            .key(keys.delayed(&message.queue))
+            .key(keys.wake(&message.queue))
+            .key(keys.chord(&member.queue, &member.chord))
+            .arg(entry::encode(message.priority, 0, &message.payload))
+            .arg(Self::due(&message));
+        let sent: i64 = timed(self.limit(), inv.invoke_async(&mut con))
+            .await
+            .map_err(|e| e.broker(&format!("cannot send the callback of chord {}", member.chord)))?;
+        Ok(sent == 1)
+    }
+
+    pub(super) async fn fail_chord(&self, member: &ChordMember) -> Result<bool, BrokerError> {
+        let mut con = self.con();
+        let closed: i64 = timed(
+            self.limit(),
+            SCRIPTS.chord_fail.key(self.inner.keys.chord(&member.queue, &member.chord)).invoke_async(&mut con),
+        )
+        .await
+        .map_err(|e| e.broker(&format!("cannot mark chord {} failed", member.chord)))?;
+        Ok(closed == 1)
+    }
+}

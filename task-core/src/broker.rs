@@ -25,6 +25,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
+use crate::beat::ScheduledEntry;
 use crate::envelope::ChordMember;
 use crate::error::BrokerError;
 use crate::id::TaskId;
@@ -355,6 +356,22 @@ pub trait Coordination: Send + Sync {
     /// Closes the chord as failed, so its callback is never sent; true when this call
     /// closed it (false: closed already).
     fn chord_fail<'a>(&'a self, member: &'a ChordMember) -> BoxFuture<'a, Result<bool, BrokerError>>;
+
+    /// Claims tick `tick_ms` (Unix ms) of the periodic entry `entry`: true for the one
+    /// caller that sends it, the first to claim a tick later than the entry's last
+    /// claimed tick (so a tick is sent once, whatever the number of schedulers and
+    /// however far apart their clocks are).
+    fn claim_tick<'a>(&'a self, entry: &'a str, tick_ms: i64) -> BoxFuture<'a, Result<bool, BrokerError>>;
+
+    /// The last tick of `entry` that any scheduler claimed.
+    fn last_tick<'a>(&'a self, entry: &'a str) -> BoxFuture<'a, Result<Option<i64>, BrokerError>>;
+
+    /// Records the entries a scheduler runs, for `celerity schedule` and the dashboard;
+    /// each record lasts until its `expires_ms`.
+    fn announce_schedule<'a>(&'a self, entries: &'a [ScheduledEntry]) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// The periodic entries announced by running schedulers, by name.
+    fn schedules(&self) -> BoxFuture<'_, Result<Vec<ScheduledEntry>, BrokerError>>;
 }
 
 /// Where a chord stands after a member reported ([`Coordination::chord_join`]).

@@ -23,6 +23,12 @@ impl TaskId {
         Self(uuid::Uuid::new_v4().hyphenated().to_string())
     }
 
+    /// The id derived from `name` (UUID v5): the same for the same name in every
+    /// process, as for the run of a periodic tick.
+    pub fn derived(name: &str) -> Self {
+        Self(uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes()).hyphenated().to_string())
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -72,6 +72,7 @@ extern crate self as task_core;
 
 mod app;
 pub mod backend;
+mod beat;
 pub mod broker;
 mod chain;
 mod chord;
@@ -106,6 +107,7 @@ pub use app::{App, AppBuilder, ENV_BROKER_URL, ENV_DEFAULT_QUEUE, ENV_RESULT_BAC
 pub use backend::{
     Claim, DEFAULT_RESULT_TTL, HISTORY_CAP, MinuteCount, RecentTask, ResultBackend, TaskFilter, TaskHistory,
 };
+pub use beat::{Beat, BeatHandle, Missed, Schedule, ScheduledEntry};
 pub use broker::Broker;
 pub use chain::{Chain, Partial};
 pub use chord::{Chord, chord};

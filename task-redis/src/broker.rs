@@ -2,6 +2,7 @@
 //! lists, delayed work in a zset, heartbeats and recovery. See the crate docs for the
 //! layout and the guarantees.
 
+mod beat;
 mod chord;
 
 use std::collections::{HashMap, HashSet};
@@ -14,7 +15,7 @@ use task_core::broker::{
     BoxFuture, Broker, ChordJoin, ConsumerId, Coordination, DeadLetter, Delivery, Inspect, Message, PeekAt, Peeked,
     QueueStats, Receipt, WorkerDirectory, WorkerInfo,
 };
-use task_core::{BrokerError, ChordMember, ErrorKind, RateLimit, TaskId};
+use task_core::{BrokerError, ChordMember, ErrorKind, RateLimit, ScheduledEntry, TaskId};
 use tracing::{info, warn};
 
 use crate::config::RedisConfig;
@@ -812,6 +813,22 @@ impl Coordination for RedisBroker {
 
     fn chord_fail<'a>(&'a self, member: &'a ChordMember) -> BoxFuture<'a, Result<bool, BrokerError>> {
         Box::pin(self.fail_chord(member))
+    }
+
+    fn claim_tick<'a>(&'a self, entry: &'a str, tick_ms: i64) -> BoxFuture<'a, Result<bool, BrokerError>> {
+        Box::pin(self.claim(entry, tick_ms))
+    }
+
+    fn last_tick<'a>(&'a self, entry: &'a str) -> BoxFuture<'a, Result<Option<i64>, BrokerError>> {
+        Box::pin(self.last_claimed(entry))
+    }
+
+    fn announce_schedule<'a>(&'a self, entries: &'a [ScheduledEntry]) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(self.announce_entries(entries))
+    }
+
+    fn schedules(&self) -> BoxFuture<'_, Result<Vec<ScheduledEntry>, BrokerError>> {
+        Box::pin(self.announced_entries())
     }
 
     fn unlock_unique<'a>(&'a self, key: &'a str, id: &'a TaskId) -> BoxFuture<'a, Result<(), BrokerError>> {

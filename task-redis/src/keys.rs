@@ -12,6 +12,8 @@
 //! | `NS:{Q}:dead` | list | dead letters: `at_ms:reason_len:reason` + envelope |
 //! | `NS:{Q}:chord:ID` | hash | a chord's join (size, remaining, callback, closed, `r:<i>` results); `Q` is the callback's queue |
 //! | `NS:queues` | set | the queue names in use |
+//! | `NS:beat:ticks` | hash | periodic entry name -> its last claimed tick (Unix ms) |
+//! | `NS:beat:schedule` | hash | periodic entry name -> the record its scheduler announced |
 //! | `NS:workers` | zset | worker ids, scored by heartbeat deadline (Redis clock, ms) |
 //! | `NS:worker:W` | hash | worker `W`'s host, pid, concurrency, queues, tasks, counts; TTL = heartbeat |
 //! | `NS:lock:recover` | string | short lock held while a dead worker's messages are recovered |
@@ -80,6 +82,16 @@ impl Keys {
     /// A chord's join, beside its callback's queue (one hash slot for the fire script).
     pub(crate) fn chord(&self, queue: &str, chord: &TaskId) -> String {
         format!("{}:chord:{chord}", self.tag(queue))
+    }
+
+    /// The last claimed tick of every periodic entry.
+    pub(crate) fn beat_ticks(&self) -> String {
+        format!("{}:beat:ticks", self.ns)
+    }
+
+    /// The periodic entries the running schedulers announced.
+    pub(crate) fn beat_schedule(&self) -> String {
+        format!("{}:beat:schedule", self.ns)
     }
 
     pub(crate) fn queues(&self) -> String {

@@ -24,6 +24,7 @@ pub(crate) struct Scripts {
     pub(crate) chord_join: Script,
     pub(crate) chord_fire: Script,
     pub(crate) chord_fail: Script,
+    pub(crate) claim_tick: Script,
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -47,4 +48,5 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     // A guard (close the chord) in front of the enqueue script, like retry.
     chord_fire: Script::new(concat!(include_str!("../lua/chord_fire_guard.lua"), include_str!("../lua/enqueue.lua"))),
     chord_fail: Script::new(include_str!("../lua/chord_fail.lua")),
+    claim_tick: Script::new(include_str!("../lua/claim_tick.lua")),
 });

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 
+use crate::beat::ScheduledEntry;
 use crate::broker::{
     BoxFuture, Broker, ChordJoin, ConsumerId, Coordination, DeadLetter, Delivery, Inspect, MAX_PRIORITY, Message,
     PeekAt, Peeked, QueueStats, Receipt, WorkerDirectory, WorkerInfo,
@@ -111,6 +112,10 @@ struct State {
     directory: HashMap<String, (WorkerInfo, Instant)>,
     /// Open chord joins, by chord id.
     chords: HashMap<TaskId, Chord>,
+    /// The last claimed tick of each periodic entry.
+    ticks: HashMap<String, i64>,
+    /// Announced periodic entries, by name.
+    schedule: BTreeMap<String, ScheduledEntry>,
     next_seq: u64,
     faults: HashMap<BrokerOp, usize>,
 }
@@ -594,6 +599,37 @@ impl Coordination for InMemoryBroker {
         let mut state = self.lock();
         let closed = state.chords.get_mut(&member.chord).is_some_and(|join| !std::mem::replace(&mut join.closed, true));
         Box::pin(async move { Ok(closed) })
+    }
+
+    fn claim_tick<'a>(&'a self, entry: &'a str, tick_ms: i64) -> BoxFuture<'a, Result<bool, BrokerError>> {
+        let mut state = self.lock();
+        let last = state.ticks.entry(entry.to_owned()).or_insert(i64::MIN);
+        let claimed = tick_ms > *last;
+        if claimed {
+            *last = tick_ms;
+        }
+        Box::pin(async move { Ok(claimed) })
+    }
+
+    fn last_tick<'a>(&'a self, entry: &'a str) -> BoxFuture<'a, Result<Option<i64>, BrokerError>> {
+        let last = self.lock().ticks.get(entry).copied().filter(|t| *t != i64::MIN);
+        Box::pin(async move { Ok(last) })
+    }
+
+    fn announce_schedule<'a>(&'a self, entries: &'a [ScheduledEntry]) -> BoxFuture<'a, Result<(), BrokerError>> {
+        let mut state = self.lock();
+        for entry in entries {
+            state.schedule.insert(entry.name.clone(), entry.clone());
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    fn schedules(&self) -> BoxFuture<'_, Result<Vec<ScheduledEntry>, BrokerError>> {
+        let now = now_ms();
+        let mut state = self.lock();
+        state.schedule.retain(|_, e| e.expires_ms > now);
+        let entries = state.schedule.values().cloned().collect();
+        Box::pin(async move { Ok(entries) })
     }
 }
 

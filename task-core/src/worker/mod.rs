@@ -9,6 +9,8 @@
 mod execute;
 mod pool;
 
+pub(crate) use pool::hostname;
+
 use std::future::Future;
 use std::time::Duration;
 

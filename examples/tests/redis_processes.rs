@@ -1,14 +1,15 @@
 //! Real worker processes on a real Redis: a worker killed with SIGKILL mid-task, Redis
-//! restarted under 10,000 tasks, a task longer than the recovery timeout, and the
-//! producer/worker example as a user runs it.
+//! restarted under 10,000 tasks, a task longer than the recovery timeout, the
+//! producer/worker example as a user runs it, a chord across processes with one killed,
+//! and three `worker --beat` processes sharing one schedule.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use celerity_example_tasks::journal;
-use task_core::{App, AsyncResult};
+use celerity_example_tasks::{journal, journal_all};
+use task_core::{App, AsyncResult, chord};
 use task_redis::RedisConfig;
 use test_support::{Persistence, RedisServer};
 
@@ -35,6 +36,7 @@ impl Setup {
         cmd.env("CELERITY_BROKER_URL", self.server.url())
             .env("CELERITY_REDIS_NAMESPACE", &self.namespace)
             .env("CELERITY_JOURNAL", &self.journal)
+            .env("CELERITY_DEMO_TICK_SECS", "1")
             .env_remove("CELERITY_RESULT_BACKEND");
         cmd
     }
@@ -236,4 +238,49 @@ async fn garbage_and_unknown_tasks_pushed_with_redis_cli_reach_the_dead_letters_
 fn empty_args() -> Vec<u8> {
     // `{}`: an empty MessagePack map of arguments.
     vec![0x80]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chord_of_a_thousand_survives_a_killed_worker_and_calls_back_once() {
+    let setup = Setup::new(Persistence::None);
+    let app = setup.app().await;
+    let mut doomed = setup.worker(&["-c", "8", "--heartbeat-ttl", "1"]);
+    let others =
+        [setup.worker(&["-c", "8", "--heartbeat-ttl", "1"]), setup.worker(&["-c", "8", "--heartbeat-ttl", "1"])];
+
+    let members = (0..1000).map(|i| journal::signature(format!("m{i}"), 10));
+    let res = chord(members, journal_all::partial()).apply_async(&app).await.unwrap();
+    wait_for_journal(&setup.journal, 200).await;
+    doomed.kill().unwrap(); // SIGKILL, with members in flight
+    doomed.wait().unwrap();
+
+    assert_eq!(res.get(Duration::from_secs(120)).await.unwrap(), 1000, "the callback got every result");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let lines = journal_lines(&setup.journal);
+    let callbacks: Vec<&String> = lines.iter().map(|(tag, _)| tag).filter(|t| t.starts_with("chord:")).collect();
+    assert_eq!(callbacks, ["chord:1000"], "the callback ran once, with 1,000 results");
+    let mut members: Vec<&String> = lines.iter().map(|(tag, _)| tag).filter(|t| t.starts_with('m')).collect();
+    members.sort();
+    members.dedup();
+    assert_eq!(members.len(), 1000, "every member ran");
+    for other in others {
+        stop(other);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_worker_processes_with_beat_send_each_tick_once() {
+    let setup = Setup::new(Persistence::None);
+    let workers: Vec<Child> = (0..3).map(|_| setup.worker(&["-c", "2", "--beat"])).collect();
+    tokio::time::sleep(Duration::from_millis(10_500)).await;
+    for worker in workers {
+        stop(worker);
+    }
+    let ticks: Vec<String> =
+        journal_lines(&setup.journal).into_iter().map(|(tag, _)| tag).filter(|t| t.starts_with("tick:")).collect();
+    let mut unique = ticks.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ticks.len(), "a tick was sent twice: {ticks:?}");
+    assert!((8..=11).contains(&ticks.len()), "10 s of a 1 s schedule on 3 schedulers sent {} ticks", ticks.len());
 }

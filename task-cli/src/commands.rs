@@ -25,6 +25,7 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
         Command::Status => status(&app, json).await,
         Command::Inspect { what } => inspect(&app, what, json).await,
         Command::Queues => queues(&app, json).await,
+        Command::Schedule => schedule(&app, json).await,
         Command::Purge { queue, yes } => purge(&app, &queue, yes, json).await,
         Command::Call { task, args, countdown, queue, priority } => {
             call(&app, &task, &args, countdown, queue, priority, json).await
@@ -210,6 +211,41 @@ async fn queues(app: &App, json: bool) -> Outcome {
         crate::output::json(&Value::Array(values));
     } else {
         table(&["QUEUE", "READY", "SCHEDULED", "IN FLIGHT", "DEAD"], &rows);
+    }
+    Ok(0)
+}
+
+async fn schedule(app: &App, json: bool) -> Outcome {
+    let coordination =
+        app.broker().coordination().ok_or_else(|| format!("the broker {} keeps no schedules", app.broker_url()))?;
+    let entries = coordination.schedules().await?;
+    let when = |ms: Option<i64>| ms.map_or_else(|| "-".to_owned(), time);
+    if json {
+        let values = entries
+            .iter()
+            .map(|e| {
+                json!({"name": e.name, "task": e.task, "schedule": e.schedule, "next": e.next_ms.map(time),
+                       "last": e.last_ms.map(time), "scheduler": e.scheduler})
+            })
+            .collect();
+        crate::output::json(&Value::Array(values));
+    } else if entries.is_empty() {
+        println!("no periodic entries: no scheduler is running (`worker --beat` or `beat`)");
+    } else {
+        let rows: Vec<Vec<String>> = entries
+            .iter()
+            .map(|e| {
+                vec![
+                    e.name.clone(),
+                    e.task.clone(),
+                    e.schedule.clone(),
+                    when(e.next_ms),
+                    when(e.last_ms),
+                    e.scheduler.clone(),
+                ]
+            })
+            .collect();
+        table(&["ENTRY", "TASK", "SCHEDULE", "NEXT", "LAST", "SCHEDULER"], &rows);
     }
     Ok(0)
 }

@@ -43,6 +43,8 @@ pub(crate) enum Command {
     },
     /// Every queue with its ready, scheduled, in-flight and dead messages.
     Queues,
+    /// The periodic entries the running schedulers (`worker --beat`, `beat`) announced.
+    Schedule,
     /// Delete every ready and scheduled message of a queue.
     Purge {
         /// The queue.

@@ -134,6 +134,22 @@ async fn every_command_does_what_its_help_says() {
 
     let (_, stats) = env.json(&["inspect", "stats"]);
     assert_eq!(stats["workers"], 1);
+
+    // schedule: what a running scheduler announced.
+    let (code, none) = env.json(&["schedule"]);
+    assert_eq!((code, none.as_array().map(Vec::len)), (0, Some(0)));
+    let beat =
+        task_core::Beat::new()
+            .entry("cli.every-hour", task_core::Schedule::every(Duration::from_secs(3600)), || add::signature(1, 1));
+    let scheduler = beat.spawn(&app);
+    eventually("`schedule` lists the entry", || env.json(&["schedule"]).1.as_array().is_some_and(|e| e.len() == 1))
+        .await;
+    let (_, entries) = env.json(&["schedule"]);
+    assert_eq!(entries[0]["name"], "cli.every-hour");
+    assert_eq!(entries[0]["task"], "cli.add");
+    assert_eq!(entries[0]["schedule"], "every 1h");
+    assert!(String::from_utf8_lossy(&env.celerity(&["schedule"]).stdout).starts_with("ENTRY"), "a table for people");
+    scheduler.shutdown().await.unwrap();
     worker.shutdown().await.unwrap();
 }
 

@@ -11,12 +11,18 @@
 //!     task_core::cli::run(app).await // `my-bin worker -c 4 -Q default,media`
 //! }
 //! ```
+//!
+//! With periodic tasks, give the program's [`Beat`] to [`run_with_beat`]: then
+//! `my-bin worker --beat` runs a scheduler beside the worker (in every worker process if
+//! you like: each tick is sent once), `my-bin beat` runs the scheduler alone, and
+//! `my-bin schedule` lists the entries.
 
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::app::App;
+use crate::beat::Beat;
 use crate::error::Error;
 
 /// The command line of a Celerity-enabled binary.
@@ -33,6 +39,14 @@ enum Command {
     Worker(WorkerArgs),
     /// List the registered tasks and exit.
     Tasks,
+    /// Run only the periodic scheduler until Ctrl-C or SIGTERM.
+    Beat {
+        /// Log level or filter.
+        #[arg(short = 'l', long, default_value = "info")]
+        loglevel: String,
+    },
+    /// List the periodic entries of this program and exit.
+    Schedule,
 }
 
 /// Options of `worker`.
@@ -60,6 +74,9 @@ pub struct WorkerArgs {
     /// Do not print the start-up banner.
     #[arg(long)]
     pub no_banner: bool,
+    /// Also run the periodic scheduler in this process (any number of processes may).
+    #[arg(long)]
+    pub beat: bool,
 }
 
 /// Parses the process arguments and runs the command on `app`.
@@ -67,8 +84,20 @@ pub async fn run(app: App) -> Result<(), Error> {
     run_with(app, Cli::parse()).await
 }
 
+/// Parses the process arguments and runs the command on `app`, with the program's
+/// periodic entries for `worker --beat`, `beat` and `schedule`.
+pub async fn run_with_beat(app: App, beat: Beat) -> Result<(), Error> {
+    dispatch(app, Cli::parse(), Some(beat)).await
+}
+
 /// Runs an already parsed command line (for tests, or your own `clap` tree).
 pub async fn run_with(app: App, cli: Cli) -> Result<(), Error> {
+    dispatch(app, cli, None).await
+}
+
+async fn dispatch(app: App, cli: Cli, beat: Option<Beat>) -> Result<(), Error> {
+    let no_beat =
+        || Error::Config("this program has no periodic entries: pass its Beat to task_core::cli::run_with_beat".into());
     match cli.command {
         Command::Tasks => {
             for entry in app.registry().entries() {
@@ -76,14 +105,32 @@ pub async fn run_with(app: App, cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
-        Command::Worker(args) => run_worker(app, args).await,
+        Command::Schedule => {
+            for (name, task, schedule) in beat.ok_or_else(no_beat)?.entries() {
+                println!("{name}\t{task}\t{schedule}");
+            }
+            Ok(())
+        }
+        Command::Beat { loglevel } => {
+            init_logs(&loglevel)?;
+            beat.ok_or_else(no_beat)?.run_until(&app, shutdown_signal()).await
+        }
+        Command::Worker(args) => {
+            let beat = if args.beat { Some(beat.ok_or_else(no_beat)?) } else { None };
+            run_worker(app, args, beat).await
+        }
     }
 }
 
-async fn run_worker(app: App, args: WorkerArgs) -> Result<(), Error> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.loglevel)
-        .map_err(|e| Error::Config(format!("--loglevel `{}`: {e}", args.loglevel)))?;
+fn init_logs(loglevel: &str) -> Result<(), Error> {
+    let filter = tracing_subscriber::EnvFilter::try_new(loglevel)
+        .map_err(|e| Error::Config(format!("--loglevel `{loglevel}`: {e}")))?;
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    Ok(())
+}
+
+async fn run_worker(app: App, args: WorkerArgs, beat: Option<Beat>) -> Result<(), Error> {
+    init_logs(&args.loglevel)?;
 
     let mut worker = app.worker().grace_period(Duration::from_secs(args.grace_period));
     if let Some(n) = args.concurrency {
@@ -104,7 +151,11 @@ async fn run_worker(app: App, args: WorkerArgs) -> Result<(), Error> {
     if !args.no_banner {
         println!("{}", banner(&app, worker.id().as_str(), worker.concurrency_limit(), worker.queue_names()));
     }
+    let scheduler = beat.map(|beat| beat.spawn(&app));
     worker.run_until(shutdown_signal()).await?;
+    if let Some(scheduler) = scheduler {
+        scheduler.shutdown().await?;
+    }
     Ok(())
 }
 

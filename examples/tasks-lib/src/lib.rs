@@ -49,3 +49,29 @@ pub async fn journal(tag: String, ms: u64) -> TaskResult<String> {
     }
     Ok(tag)
 }
+
+/// A chord's callback: gets every member's tag, journals `chord:<count>`, returns the count.
+#[task]
+pub async fn journal_all(tags: Vec<String>) -> TaskResult<usize> {
+    journal(format!("chord:{}", tags.len()), 0).await?;
+    Ok(tags.len())
+}
+
+/// A periodic task: journals `tick:<its task id>` (the id is derived from the tick, so a
+/// tick sent twice would show up as two equal lines).
+#[task]
+pub async fn journal_tick(ctx: TaskContext) -> TaskResult<()> {
+    journal(format!("tick:{}", ctx.id()), 0).await?;
+    Ok(())
+}
+
+/// The periodic entries of the demo worker (`demo-worker worker --beat`): `journal_tick`
+/// every `CELERITY_DEMO_TICK_SECS` seconds (default 5).
+pub fn demo_beat() -> task_core::Beat {
+    let secs = std::env::var("CELERITY_DEMO_TICK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    task_core::Beat::new().entry(
+        "demo.tick",
+        task_core::Schedule::every(Duration::from_secs(secs)),
+        journal_tick::signature,
+    )
+}

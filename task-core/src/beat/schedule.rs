@@ -101,6 +101,8 @@ pub(crate) fn utc(ms: i64) -> DateTime<Utc> {
 impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
+            Kind::Every(ms) if ms % 3_600_000 == 0 => write!(f, "every {}h", ms / 3_600_000),
+            Kind::Every(ms) if ms % 60_000 == 0 => write!(f, "every {}m", ms / 60_000),
             Kind::Every(ms) if ms % 1000 == 0 => write!(f, "every {}s", ms / 1000),
             Kind::Every(ms) => write!(f, "every {ms}ms"),
             Kind::Cron { text, tz, .. } => write!(f, "cron `{text}` ({tz})"),
@@ -124,6 +126,9 @@ mod tests {
         assert_eq!(every.last_at_or_before(ms("2026-11-28T10:00:10Z")), Some(ms("2026-11-28T10:00:10Z")));
         assert_eq!(every.last_at_or_before(ms("2026-11-28T10:00:19.999Z")), Some(ms("2026-11-28T10:00:10Z")));
         assert_eq!(Schedule::every(Duration::ZERO).to_string(), "every 1ms");
+        assert_eq!(Schedule::every(Duration::from_secs(90)).to_string(), "every 90s");
+        assert_eq!(Schedule::every(Duration::from_secs(300)).to_string(), "every 5m");
+        assert_eq!(Schedule::every(Duration::from_secs(7200)).to_string(), "every 2h");
     }
 
     #[test]

@@ -65,6 +65,31 @@ pub(crate) async fn workers_data(dash: &Dashboard) -> Result<Value, ApiError> {
     ))
 }
 
+/// The periodic entries that running schedulers announced.
+pub(crate) async fn schedule_data(dash: &Dashboard) -> Result<Value, ApiError> {
+    let coordination = dash
+        .app
+        .broker()
+        .coordination()
+        .ok_or_else(|| ApiError(StatusCode::NOT_IMPLEMENTED, "this broker keeps no schedules".into()))?;
+    let entries = coordination.schedules().await?;
+    Ok(Value::Array(
+        entries
+            .iter()
+            .map(|e| {
+                json!({
+                    "name": e.name, "task": e.task, "schedule": e.schedule, "next": e.next_ms.map(time),
+                    "last": e.last_ms.map(time), "scheduler": e.scheduler,
+                })
+            })
+            .collect(),
+    ))
+}
+
+pub(crate) async fn schedule(State(dash): State<Dashboard>) -> ApiResult {
+    Ok(Json(schedule_data(&dash).await?))
+}
+
 pub(crate) async fn queues_data(dash: &Dashboard) -> Result<Value, ApiError> {
     let inspect = inspector(dash)?;
     let mut out = Vec::new();

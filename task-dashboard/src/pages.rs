@@ -7,7 +7,9 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde_json::Value;
 
 use crate::Dashboard;
-use crate::api::{ApiError, dead_data, overview_data, task_data, tasks_data, throughput_data, workers_data};
+use crate::api::{
+    ApiError, dead_data, overview_data, schedule_data, task_data, tasks_data, throughput_data, workers_data,
+};
 
 /// Escapes text for HTML.
 fn esc(text: &str) -> String {
@@ -50,7 +52,7 @@ pre {{ background: white; border: 1px solid #e5e7eb; padding: .6rem; overflow: a
 .live {{ color: #6b7280; font-size: .8rem; }}
 .state-SUCCESS {{ color: #047857; }} .state-FAILURE, .state-REVOKED {{ color: #b91c1c; }}
 </style></head><body>
-<header><b>Celerity</b><a href="{base}/">Overview</a><a href="{base}/tasks">Tasks</a><a href="{base}/workers">Workers</a><a href="{base}/dead">Dead letters</a>
+<header><b>Celerity</b><a href="{base}/">Overview</a><a href="{base}/tasks">Tasks</a><a href="{base}/workers">Workers</a><a href="{base}/schedule">Periodic</a><a href="{base}/dead">Dead letters</a>
 <form action="{base}/tasks" method="get" style="margin-left:auto"><input name="id" placeholder="task id" size="36"> <button>Find</button></form></header>
 <main><h1>{title}</h1>{body}</main>
 <script>
@@ -182,6 +184,34 @@ pub(crate) async fn workers(State(dash): State<Dashboard>) -> Response {
         &rows,
     );
     page(&dash.config.base, "Workers", &body).into_response()
+}
+
+pub(crate) async fn schedule(State(dash): State<Dashboard>) -> Response {
+    let data = match schedule_data(&dash).await {
+        Ok(d) => d,
+        Err(e) => return error_page(&dash.config.base, &e),
+    };
+    let entries = data.as_array().cloned().unwrap_or_default();
+    let body = if entries.is_empty() {
+        "<p>No periodic entries: no scheduler is running (<code>worker --beat</code> or <code>beat</code>).</p>".into()
+    } else {
+        let rows: Vec<String> = entries
+            .iter()
+            .map(|e| {
+                format!(
+                    "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+                    cell(&e["name"]),
+                    cell(&e["task"]),
+                    cell(&e["schedule"]),
+                    cell(&e["next"]),
+                    cell(&e["last"]),
+                    cell(&e["scheduler"])
+                )
+            })
+            .collect();
+        table(&["entry", "task", "schedule", "next run", "last run", "scheduler"], &rows)
+    };
+    page(&dash.config.base, "Periodic tasks", &body).into_response()
 }
 
 pub(crate) async fn dead(State(dash): State<Dashboard>) -> Response {

@@ -131,6 +131,28 @@ async fn pages_and_api_show_workers_queues_tasks_and_dead_letters() {
     assert_eq!(pending.state().await.unwrap(), task_core::TaskState::Revoked);
     let (status, body) = call(&dash, "POST", &format!("/api/tasks/{}/retry", pending.id()), None).await;
     assert_eq!(status, StatusCode::CONFLICT, "a task that never started has no kept arguments: {body}");
+
+    // Periodic entries, as the running schedulers announce them.
+    let (_, page) = call(&dash, "GET", "/schedule", None).await;
+    assert!(page.contains("no scheduler is running"), "{page}");
+    let beat = task_core::Beat::new().entry(
+        "dash.nightly",
+        task_core::Schedule::cron("0 30 2 * * *").unwrap().in_time_zone("Europe/Paris").unwrap(),
+        || add::signature(1, 2),
+    );
+    let scheduler = beat.spawn(&app);
+    let start = std::time::Instant::now();
+    while api(&dash, "/api/schedule").await.as_array().is_none_or(Vec::is_empty) {
+        assert!(start.elapsed() < Duration::from_secs(10), "the entry is never listed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let entries = api(&dash, "/api/schedule").await;
+    assert_eq!(entries[0]["name"], "dash.nightly");
+    assert_eq!(entries[0]["schedule"], "cron `0 30 2 * * *` (Europe/Paris)");
+    assert!(entries[0]["next"].as_str().unwrap().contains(":30:00"), "{entries}");
+    let (_, page) = call(&dash, "GET", "/schedule", None).await;
+    assert!(page.contains("dash.nightly") && page.contains("Europe/Paris"), "{page}");
+    scheduler.shutdown().await.unwrap();
     worker.shutdown().await.unwrap();
 }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use celerity_example_tasks::{journal, journal_all};
+use celerity_example_tasks::{journal, journal_all, journal_next};
 use task_core::{App, AsyncResult, chord};
 use task_redis::RedisConfig;
 use test_support::{Persistence, RedisServer};
@@ -241,7 +241,7 @@ fn empty_args() -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_chord_of_a_thousand_survives_a_killed_worker_and_calls_back_once() {
+async fn a_chord_of_a_thousand_and_chains_survive_a_killed_worker_and_call_back_once() {
     let setup = Setup::new(Persistence::None);
     let app = setup.app().await;
     let mut doomed = setup.worker(&["-c", "8", "--heartbeat-ttl", "1"]);
@@ -250,6 +250,12 @@ async fn a_chord_of_a_thousand_survives_a_killed_worker_and_calls_back_once() {
 
     let members = (0..1000).map(|i| journal::signature(format!("m{i}"), 10));
     let res = chord(members, journal_all::partial()).apply_async(&app).await.unwrap();
+    let mut chains = Vec::new();
+    for i in 0..300 {
+        chains.push(
+            journal::signature(format!("c{i}"), 10).then(journal_next::partial()).apply_async(&app).await.unwrap(),
+        );
+    }
     wait_for_journal(&setup.journal, 200).await;
     doomed.kill().unwrap(); // SIGKILL, with members in flight
     doomed.wait().unwrap();
@@ -263,6 +269,15 @@ async fn a_chord_of_a_thousand_survives_a_killed_worker_and_calls_back_once() {
     members.sort();
     members.dedup();
     assert_eq!(members.len(), 1000, "every member ran");
+    for chain in &chains {
+        assert!(chain.get(Duration::from_secs(60)).await.unwrap().starts_with("next:c"));
+    }
+    let lines = journal_lines(&setup.journal);
+    let mut seconds: Vec<&String> = lines.iter().map(|(tag, _)| tag).filter(|t| t.starts_with("next:")).collect();
+    assert_eq!(seconds.len(), 300, "each chain's second step ran once");
+    seconds.sort();
+    seconds.dedup();
+    assert_eq!(seconds.len(), 300);
     for other in others {
         stop(other);
     }

@@ -357,6 +357,12 @@ pub trait Coordination: Send + Sync {
     /// closed it (false: closed already).
     fn chord_fail<'a>(&'a self, member: &'a ChordMember) -> BoxFuture<'a, Result<bool, BrokerError>>;
 
+    /// Enqueues `message` unless a message with its id was sent this way within `ttl`,
+    /// in one atomic step; false when it was sent before. How callbacks and chain steps
+    /// (whose ids are fixed when their parent is sent) are sent once, even when their
+    /// parent runs twice (a worker died before acking it).
+    fn enqueue_once(&self, message: Message, ttl: Duration) -> BoxFuture<'_, Result<bool, BrokerError>>;
+
     /// Claims tick `tick_ms` (Unix ms) of the periodic entry `entry`: true for the one
     /// caller that sends it, the first to claim a tick later than the entry's last
     /// claimed tick (so a tick is sent once, whatever the number of schedulers and

@@ -815,6 +815,10 @@ impl Coordination for RedisBroker {
         Box::pin(self.fail_chord(member))
     }
 
+    fn enqueue_once(&self, message: Message, ttl: Duration) -> BoxFuture<'_, Result<bool, BrokerError>> {
+        Box::pin(self.send_once(message, ttl))
+    }
+
     fn claim_tick<'a>(&'a self, entry: &'a str, tick_ms: i64) -> BoxFuture<'a, Result<bool, BrokerError>> {
         Box::pin(self.claim(entry, tick_ms))
     }

@@ -10,6 +10,7 @@
 //! | `NS:{Q}:wake` | list | at most one token; idle workers block on it (`BLPOP`) |
 //! | `NS:{Q}:proc:W` | list | messages held by worker `W` (moved here atomically by fetch) |
 //! | `NS:{Q}:dead` | list | dead letters: `at_ms:reason_len:reason` + envelope |
+//! | `NS:{Q}:sent:ID` | string | marks callback / chain step `ID` as sent (TTL: the parent's result TTL) |
 //! | `NS:{Q}:chord:ID` | hash | a chord's join (size, remaining, callback, closed, `r:<i>` results); `Q` is the callback's queue |
 //! | `NS:queues` | set | the queue names in use |
 //! | `NS:beat:ticks` | hash | periodic entry name -> its last claimed tick (Unix ms) |
@@ -77,6 +78,11 @@ impl Keys {
 
     pub(crate) fn dead(&self, queue: &str) -> String {
         format!("{}:dead", self.tag(queue))
+    }
+
+    /// The marker of a message sent once (a callback, a chain step), beside its queue.
+    pub(crate) fn sent(&self, queue: &str, id: &TaskId) -> String {
+        format!("{}:sent:{id}", self.tag(queue))
     }
 
     /// A chord's join, beside its callback's queue (one hash slot for the fire script).

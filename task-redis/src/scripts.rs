@@ -25,6 +25,7 @@ pub(crate) struct Scripts {
     pub(crate) chord_fire: Script,
     pub(crate) chord_fail: Script,
     pub(crate) claim_tick: Script,
+    pub(crate) enqueue_once: Script,
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -49,4 +50,5 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     chord_fire: Script::new(concat!(include_str!("../lua/chord_fire_guard.lua"), include_str!("../lua/enqueue.lua"))),
     chord_fail: Script::new(include_str!("../lua/chord_fail.lua")),
     claim_tick: Script::new(include_str!("../lua/claim_tick.lua")),
+    enqueue_once: Script::new(concat!(include_str!("../lua/once_guard.lua"), include_str!("../lua/enqueue.lua"))),
 });

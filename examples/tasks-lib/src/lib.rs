@@ -75,3 +75,9 @@ pub fn demo_beat() -> task_core::Beat {
         journal_tick::signature,
     )
 }
+
+/// A chain's second step: journals `next:<what the first step returned>`.
+#[task]
+pub async fn journal_next(previous: String) -> TaskResult<String> {
+    journal(format!("next:{previous}"), 0).await
+}

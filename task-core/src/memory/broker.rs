@@ -112,6 +112,8 @@ struct State {
     directory: HashMap<String, (WorkerInfo, Instant)>,
     /// Open chord joins, by chord id.
     chords: HashMap<TaskId, Chord>,
+    /// Ids sent with `enqueue_once`, until when.
+    sent_once: HashMap<TaskId, Instant>,
     /// The last claimed tick of each periodic entry.
     ticks: HashMap<String, i64>,
     /// Announced periodic entries, by name.
@@ -599,6 +601,28 @@ impl Coordination for InMemoryBroker {
         let mut state = self.lock();
         let closed = state.chords.get_mut(&member.chord).is_some_and(|join| !std::mem::replace(&mut join.closed, true));
         Box::pin(async move { Ok(closed) })
+    }
+
+    fn enqueue_once(&self, message: Message, ttl: Duration) -> BoxFuture<'_, Result<bool, BrokerError>> {
+        let now = Instant::now();
+        let sent = {
+            let mut state = self.lock();
+            if let Err(e) = state.fault(BrokerOp::Enqueue) {
+                return Box::pin(async move { Err(e) });
+            }
+            state.sent_once.retain(|_, until| *until > now);
+            if state.sent_once.contains_key(&message.id) {
+                false
+            } else {
+                state.sent_once.insert(message.id.clone(), now + ttl);
+                state.add(message);
+                true
+            }
+        };
+        if sent {
+            self.shared.wake.notify_waiters();
+        }
+        Box::pin(async move { Ok(sent) })
     }
 
     fn claim_tick<'a>(&'a self, entry: &'a str, tick_ms: i64) -> BoxFuture<'a, Result<bool, BrokerError>> {

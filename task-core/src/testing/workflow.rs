@@ -28,7 +28,7 @@ macro_rules! workflow_tests {
             a_chain_step_may_retry, a_chord_gets_every_result_in_order, a_failed_member_fails_the_chord,
             an_empty_chord_calls_back_at_once, a_redelivered_member_is_counted_once,
             a_tick_is_claimed_once, three_schedulers_send_each_tick_once, missed_ticks_run_once_or_are_skipped,
-            running_schedules_are_listed);
+            running_schedules_are_listed, a_message_is_enqueued_once);
     };
     (@each $setup:path; $($name:ident),* $(,)?) => {
         $(
@@ -366,4 +366,18 @@ pub async fn running_schedules_are_listed(h: AppHarness) {
         .entry("same", Schedule::every(Duration::from_secs(2)), || tick::signature("b".into()));
     let err = twice.run_until(&app, async {}).await.unwrap_err();
     assert!(err.to_string().contains("two periodic entries are named `same`"), "{err}");
+}
+
+/// `enqueue_once`: a callback's id is sent once, however often its parent runs.
+pub async fn a_message_is_enqueued_once(h: AppHarness) {
+    let app = h.app().await;
+    let once = app.broker().coordination().expect("coordination");
+    let queue = format!("once-{}", TaskId::new());
+    let id = TaskId::new();
+    let message = || Message::new(id.clone(), queue.clone(), vec![0x80]);
+    assert!(once.enqueue_once(message(), WAIT).await.unwrap());
+    assert!(!once.enqueue_once(message(), WAIT).await.unwrap(), "sent already");
+    assert!(once.enqueue_once(Message::new(TaskId::new(), queue.clone(), vec![0x80]), WAIT).await.unwrap());
+    let stats = app.broker().inspect().unwrap().queue_stats(&queue).await.unwrap();
+    assert_eq!(stats.ready, 2);
 }

@@ -308,8 +308,9 @@ impl Runner {
         self.counters.revoked.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Sends the callbacks for `on` (before the ack: at least once); a chain's next step
-    /// gets `result` as its first argument.
+    /// Sends the callbacks for `on` (before the ack: at least once; once per callback id
+    /// where the broker has coordination); a chain's next step gets `result` as its first
+    /// argument.
     async fn send_callbacks(&self, envelope: &Envelope, on: CallbackOn, result: &[u8]) {
         for callback in envelope.callbacks.iter().filter(|c| c.on == on) {
             let message = match callback.message_with(result) {
@@ -322,13 +323,19 @@ impl Runner {
                 }
             };
             let broker = self.app.broker();
-            with_tries(
-                &"sending a callback",
-                &Subject(envelope),
-                || broker.enqueue(message.clone()),
-                |_: &BrokerError| false,
-            )
-            .await;
+            let what = "sending a callback";
+            if let Some(once) = broker.coordination() {
+                // Its id was fixed when this task was sent: a second run of this task
+                // (redelivered after its worker died) does not send it again.
+                let ttl = self.result_ttl(envelope);
+                let send = || once.enqueue_once(message.clone(), ttl);
+                if with_tries(&what, &Subject(envelope), send, |_: &BrokerError| false).await == Some(false) {
+                    debug!(callback = %callback.id, "callback sent already (this task ran twice)");
+                }
+            } else {
+                let send = || broker.enqueue(message.clone());
+                with_tries(&what, &Subject(envelope), send, |_: &BrokerError| false).await;
+            }
         }
     }
 

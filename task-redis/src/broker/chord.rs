@@ -1,6 +1,7 @@
-//! Chord joins in Redis: one hash per chord beside its callback's queue
+//! Workflow sends in Redis. Chord joins: one hash per chord beside its callback's queue
 //! (`NS:{Q}:chord:ID`), so the script that closes the join and sends the callback
-//! touches one hash slot.
+//! touches one hash slot. Callbacks and chain steps: sent once, with a marker beside
+//! their queue (`NS:{Q}:sent:ID`) set in the same script as the enqueue.
 
 use std::time::Duration;
 
@@ -84,6 +85,24 @@ impl RedisBroker {
         let sent: i64 = timed(self.limit(), inv.invoke_async(&mut con))
             .await
             .map_err(|e| e.broker(&format!("cannot send the callback of chord {}", member.chord)))?;
+        Ok(sent == 1)
+    }
+
+    pub(super) async fn send_once(&self, message: Message, ttl: Duration) -> Result<bool, BrokerError> {
+        self.remember_queue(&message.queue).await?;
+        let keys = &self.inner.keys;
+        let mut con = self.con();
+        let mut inv = SCRIPTS.enqueue_once.prepare_invoke();
+        inv.key(keys.ready(&message.queue, message.priority))
+            .key(keys.delayed(&message.queue))
+            .key(keys.wake(&message.queue))
+            .key(keys.sent(&message.queue, &message.id))
+            .arg(entry::encode(message.priority, 0, &message.payload))
+            .arg(Self::due(&message))
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+        let sent: i64 = timed(self.limit(), inv.invoke_async(&mut con))
+            .await
+            .map_err(|e| e.broker(&format!("cannot send task {} to `{}`", message.id, message.queue)))?;
         Ok(sent == 1)
     }
 

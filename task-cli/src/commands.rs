@@ -401,7 +401,19 @@ async fn dead(app: &App, action: Dead, json: bool) -> Outcome {
                 table(&["AT", "QUEUE", "TASK", "ID", "REASON"], &rows);
             }
         }
-        Dead::Retry { queue, limit } => {
+        Dead::Retry { id: Some(id), .. } => {
+            let id: task_core::TaskId = id.parse().map_err(|e| format!("`{id}` is not a task id: {e}"))?;
+            if !inspect.retry_dead_task(&id).await? {
+                eprintln!("no dead letter of task {id}");
+                return Ok(4);
+            }
+            if json {
+                crate::output::json(&json!({"retried": 1, "id": id.as_str()}));
+            } else {
+                println!("put the dead letter of task {id} back in its queue");
+            }
+        }
+        Dead::Retry { queue, limit, id: None } => {
             let mut moved = 0;
             for q in queues(queue).await? {
                 moved += inspect.retry_dead(&q, limit).await?;

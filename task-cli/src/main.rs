@@ -128,8 +128,11 @@ pub(crate) enum Dead {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
-    /// Put dead letters back in their queue (oldest first).
+    /// Put dead letters back in their queue (oldest first), or only the one of --id.
     Retry {
+        /// Only the dead letter of this task id.
+        #[arg(long, conflicts_with_all = ["queue", "limit"])]
+        id: Option<String>,
         /// Only this queue (default: every queue).
         #[arg(long)]
         queue: Option<String>,

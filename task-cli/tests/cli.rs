@@ -128,6 +128,12 @@ async fn every_command_does_what_its_help_says() {
     let (code, retried) = env.json(&["dead", "retry"]);
     assert_eq!((code, retried["retried"].as_u64()), (0, Some(1)));
     eventually("buried again", || env.json(&["dead", "list"]).1.as_array().is_some_and(|d| !d.is_empty())).await;
+    let dead_id = env.json(&["dead", "list"]).1[0]["id"].as_str().unwrap().to_owned();
+    let (code, one) = env.json(&["dead", "retry", "--id", &dead_id]);
+    assert_eq!((code, one["retried"].as_u64()), (0, Some(1)), "{one}");
+    let missing = env.celerity(&["dead", "retry", "--id", "00000000-0000-4000-8000-000000000000"]);
+    assert_eq!(missing.status.code(), Some(4), "{}", stderr(&missing));
+    eventually("buried a third time", || env.json(&["dead", "list"]).1.as_array().is_some_and(|d| !d.is_empty())).await;
     assert_eq!(env.celerity(&["dead", "purge"]).status.code(), Some(2));
     let (code, gone) = env.json(&["dead", "purge", "--yes"]);
     assert_eq!((code, gone["purged"].as_u64()), (0, Some(1)));

@@ -442,7 +442,7 @@ pub enum PeekAt {
 }
 
 /// A message in the dead letters.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DeadLetter {
     /// The queue it came from.
@@ -479,4 +479,22 @@ pub trait Inspect: Send + Sync {
     fn retry_dead<'a>(&'a self, queue: &'a str, limit: usize) -> BoxFuture<'a, Result<usize, BrokerError>>;
     /// Deletes the dead letters of `queue`; returns how many.
     fn purge_dead<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<usize, BrokerError>>;
+    /// Puts this one dead letter (as listed by [`dead_letters`](Inspect::dead_letters))
+    /// back in its queue as a new message; false when it is no longer a dead letter
+    /// (retried or purged meanwhile).
+    fn retry_dead_letter<'a>(&'a self, letter: &'a DeadLetter) -> BoxFuture<'a, Result<bool, BrokerError>>;
+
+    /// Puts the dead letter of task `id` back in its queue; false when none of the newest
+    /// 10,000 dead letters is that task (or its envelope does not decode: use
+    /// [`retry_dead`](Inspect::retry_dead) for those).
+    fn retry_dead_task<'a>(&'a self, id: &'a TaskId) -> BoxFuture<'a, Result<bool, BrokerError>> {
+        Box::pin(async move {
+            for letter in self.dead_letters(10_000).await? {
+                if crate::Envelope::decode(&letter.payload).is_ok_and(|e| &e.id == id) {
+                    return self.retry_dead_letter(&letter).await;
+                }
+            }
+            Ok(false)
+        })
+    }
 }

@@ -280,6 +280,16 @@ pub(crate) async fn purge(
     Ok(Json(json!({"queue": queue, "purged": purged})))
 }
 
+/// Puts the dead letter of one task back in its queue.
+pub(crate) async fn retry_dead_task(State(dash): State<Dashboard>, Path(id): Path<String>) -> ApiResult {
+    let task: task_core::TaskId =
+        id.parse().map_err(|e: task_core::Error| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    if !inspector(&dash)?.retry_dead_task(&task).await? {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no dead letter of task {id}")));
+    }
+    Ok(Json(json!({"id": id, "retried": 1})))
+}
+
 pub(crate) async fn retry_dead(
     State(dash): State<Dashboard>,
     Path(queue): Path<String>,

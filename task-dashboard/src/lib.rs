@@ -98,6 +98,7 @@ pub fn router(app: App, config: DashboardConfig) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/api/queues/{queue}/purge", post(api::purge))
         .route("/api/queues/{queue}/dead/retry", post(api::retry_dead))
+        .route("/api/dead/{id}/retry", post(api::retry_dead_task))
         .route("/api/queues/{queue}/dead/purge", post(api::purge_dead))
         .route("/api/tasks/{id}/revoke", post(api::revoke))
         .route("/api/tasks/{id}/retry", post(api::retry))

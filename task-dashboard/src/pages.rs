@@ -242,10 +242,17 @@ pub(crate) async fn dead(State(dash): State<Dashboard>) -> Response {
         .iter()
         .map(|d| {
             let id = d["id"].as_str().unwrap_or("");
+            let base = esc(&dash.config.base);
             let link = if id.is_empty() {
                 String::new()
+            } else if dash.config.read_only {
+                format!("<a href=\"{base}/tasks/{0}\"><code>{0}</code></a>", esc(id))
             } else {
-                format!("<a href=\"{1}/tasks/{0}\"><code>{0}</code></a>", esc(id), esc(&dash.config.base))
+                format!(
+                    "<a href=\"{base}/tasks/{0}\"><code>{0}</code></a> \
+                     <button onclick=\"act('{base}/api/dead/{0}/retry')\">retry</button>",
+                    esc(id)
+                )
             };
             format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{link}</td><td>{}</td></tr>",

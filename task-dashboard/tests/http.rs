@@ -105,6 +105,17 @@ async fn pages_and_api_show_workers_queues_tasks_and_dead_letters() {
     assert!(dead[0]["reason"].as_str().unwrap().starts_with("unknown task `dash.unknown`"), "{dead}");
     let (_, page) = call(&dash, "GET", "/dead", None).await;
     assert!(page.contains("dash.unknown") && page.contains("retry all"), "{page}");
+    let dead_id = dead[0]["id"].as_str().unwrap().to_owned();
+    assert!(page.contains(&format!("/api/dead/{dead_id}/retry")), "a retry button per dead letter: {page}");
+    let (status, body) = call(&dash, "POST", &format!("/api/dead/{dead_id}/retry"), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = call(&dash, "POST", "/api/dead/00000000-0000-4000-8000-000000000000/retry", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no such dead letter");
+    let start = std::time::Instant::now();
+    while api(&dash, "/api/dead").await.as_array().is_none_or(Vec::is_empty) {
+        assert!(start.elapsed() < Duration::from_secs(10), "buried again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (status, body) = call(&dash, "POST", "/api/queues/default/dead/retry", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.contains("\"retried\":1"), "{body}");

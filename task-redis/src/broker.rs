@@ -987,6 +987,24 @@ impl Inspect for RedisBroker {
         })
     }
 
+    fn retry_dead_letter<'a>(&'a self, letter: &'a DeadLetter) -> BoxFuture<'a, Result<bool, BrokerError>> {
+        Box::pin(async move {
+            let keys = &self.inner.keys;
+            let queue = &letter.queue;
+            let mut con = self.con();
+            let mut inv = SCRIPTS.retry_dead_one.prepare_invoke();
+            inv.key(keys.dead(queue))
+                .key(keys.ready(queue, 0))
+                .key(keys.wake(queue))
+                .arg(entry::dead_record(letter.at_ms, &letter.reason, &letter.payload))
+                .arg(&letter.payload);
+            let moved: i64 = timed(self.limit(), inv.invoke_async(&mut con))
+                .await
+                .map_err(|e| e.broker(&format!("cannot retry a dead letter of `{queue}`")))?;
+            Ok(moved == 1)
+        })
+    }
+
     fn purge_dead<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<usize, BrokerError>> {
         Box::pin(async move {
             let key = self.inner.keys.dead(queue);

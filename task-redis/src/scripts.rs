@@ -26,6 +26,7 @@ pub(crate) struct Scripts {
     pub(crate) chord_fail: Script,
     pub(crate) claim_tick: Script,
     pub(crate) enqueue_once: Script,
+    pub(crate) retry_dead_one: Script,
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -50,5 +51,6 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     chord_fire: Script::new(concat!(include_str!("../lua/chord_fire_guard.lua"), include_str!("../lua/enqueue.lua"))),
     chord_fail: Script::new(include_str!("../lua/chord_fail.lua")),
     claim_tick: Script::new(include_str!("../lua/claim_tick.lua")),
+    retry_dead_one: Script::new(include_str!("../lua/retry_dead_one.lua")),
     enqueue_once: Script::new(concat!(include_str!("../lua/once_guard.lua"), include_str!("../lua/enqueue.lua"))),
 });

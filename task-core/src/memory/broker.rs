@@ -733,6 +733,23 @@ impl Inspect for InMemoryBroker {
         Box::pin(async move { Ok(moved) })
     }
 
+    fn retry_dead_letter<'a>(&'a self, letter: &'a DeadLetter) -> BoxFuture<'a, Result<bool, BrokerError>> {
+        let found = {
+            let mut state = self.lock();
+            let at = state.dead.iter().position(|d| d == letter);
+            if let Some(dead) = at.and_then(|at| state.dead.remove(at)) {
+                state.push(Entry { queue: dead.queue, priority: 0, payload: dead.payload, deliveries: 0 }, false);
+                true
+            } else {
+                false
+            }
+        };
+        if found {
+            self.shared.wake.notify_waiters();
+        }
+        Box::pin(async move { Ok(found) })
+    }
+
     fn purge_dead<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<usize, BrokerError>> {
         let mut state = self.lock();
         let before = state.dead.len();

@@ -450,7 +450,21 @@ pub async fn inspection_peeks_and_handles_dead_letters(h: Harness) {
     let again = fetch(&h, &c, std::slice::from_ref(&q), 10, Duration::from_secs(1)).await;
     assert_eq!(again.iter().map(body).collect::<Vec<_>>(), ["d1", "d2"], "oldest dead letters first");
     assert_eq!(again[0].delivery_count, 1, "a retried dead letter starts afresh");
-    assert_eq!(inspect.purge_dead(&q).await.unwrap(), 1);
+
+    // One dead letter alone: picked from the list, retried once.
+    for d in &again {
+        h.broker.dead_letter(&c, d, "again").await.unwrap();
+    }
+    let letters: Vec<_> =
+        inspect.dead_letters(100).await.unwrap().into_iter().filter(|d| d.queue == q && d.reason == "again").collect();
+    let d2 = letters.iter().find(|d| d.payload == b"d2").expect("d2 is a dead letter");
+    assert!(inspect.retry_dead_letter(d2).await.unwrap());
+    assert!(!inspect.retry_dead_letter(d2).await.unwrap(), "retried already");
+    let one = fetch(&h, &c, std::slice::from_ref(&q), 10, Duration::from_secs(1)).await;
+    assert_eq!(one.iter().map(body).collect::<Vec<_>>(), ["d2"]);
+    assert!(!inspect.retry_dead_task(&crate::TaskId::new()).await.unwrap(), "no such dead task");
+    assert_eq!(inspect.queue_stats(&q).await.unwrap().dead, 2);
+    assert_eq!(inspect.purge_dead(&q).await.unwrap(), 2);
     assert_eq!(inspect.queue_stats(&q).await.unwrap().dead, 0);
 }
 

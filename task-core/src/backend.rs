@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::broker::BoxFuture;
 use crate::error::BackendError;
+use crate::events::{Event, TaskStats};
 use crate::id::TaskId;
 use crate::state::TaskMeta;
 
@@ -143,6 +144,14 @@ pub trait TaskHistory: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<RecentTask>, BackendError>>;
     /// The last `minutes` minutes, oldest first (the current one last).
     fn throughput(&self, minutes: usize) -> BoxFuture<'_, Result<Vec<MinuteCount>, BackendError>>;
+    /// Adds an event the store does not make by itself (a dead letter, a worker's
+    /// online / heartbeat / offline) to the event stream.
+    fn record_event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), BackendError>>;
+    /// The newest `limit` events, newest first. State writes add theirs (started,
+    /// progress, retried, succeeded, failed, revoked) as they are stored.
+    fn events(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Event>, BackendError>>;
+    /// Counts by task name and state, and run-time histograms by task name.
+    fn task_stats(&self) -> BoxFuture<'_, Result<TaskStats, BackendError>>;
 }
 
 /// What a worker's claim of a task found.

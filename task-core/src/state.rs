@@ -107,6 +107,8 @@ pub struct TaskMeta {
     pub args: Option<Vec<u8>>,
     /// The queue it was taken from.
     pub queue: Option<String>,
+    /// How long its last run took (ms), once it ended after running.
+    pub runtime_ms: Option<u64>,
 }
 
 impl TaskMeta {
@@ -129,7 +131,7 @@ impl TaskMeta {
         macro_rules! take {
             ($($f:ident),*) => { $( if update.$f.is_some() { self.$f = update.$f; } )* };
         }
-        take!(task, result, error, progress, worker, retries, started_ms, finished_ms, args, queue);
+        take!(task, result, error, progress, worker, retries, started_ms, finished_ms, args, queue, runtime_ms);
     }
 }
 

@@ -86,6 +86,27 @@ pub(crate) async fn schedule_data(dash: &Dashboard) -> Result<Value, ApiError> {
     ))
 }
 
+/// The newest events, newest first.
+pub(crate) async fn events_data(dash: &Dashboard, limit: usize) -> Result<Value, ApiError> {
+    let events = history(dash)?.events(limit).await?;
+    Ok(Value::Array(
+        events
+            .iter()
+            .map(|e| {
+                json!({
+                    "id": e.id, "at": time(e.at_ms), "kind": e.kind.as_str(), "task_id": e.task_id.as_ref().map(TaskId::as_str),
+                    "task": e.task, "worker": e.worker, "detail": e.detail,
+                })
+            })
+            .collect(),
+    ))
+}
+
+pub(crate) async fn events(State(dash): State<Dashboard>, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+    let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100).min(10_000);
+    Ok(Json(events_data(&dash, limit).await?))
+}
+
 pub(crate) async fn schedule(State(dash): State<Dashboard>) -> ApiResult {
     Ok(Json(schedule_data(&dash).await?))
 }
@@ -227,16 +248,19 @@ pub(crate) async fn stream(
 ) -> axum::response::sse::Sse<
     impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
 > {
-    let updates = futures_util::stream::unfold((dash, true), |(dash, first)| async move {
-        if !first {
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        }
-        let data = match overview_data(&dash).await {
-            Ok(data) => data,
-            Err(e) => json!({"error": e.1}),
+    // Every second: the overview, then the newest events.
+    let updates = futures_util::stream::unfold((dash, 0u64), |(dash, n)| async move {
+        let (name, data) = if n % 2 == 0 {
+            if n > 0 {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            ("overview", overview_data(&dash).await)
+        } else {
+            ("events", events_data(&dash, 50).await)
         };
-        let event = axum::response::sse::Event::default().event("overview").data(data.to_string());
-        Some((Ok(event), (dash, false)))
+        let data = data.unwrap_or_else(|e| json!({"error": e.1}));
+        let event = axum::response::sse::Event::default().event(name).data(data.to_string());
+        Some((Ok(event), (dash, n + 1)))
     });
     axum::response::sse::Sse::new(updates).keep_alive(axum::response::sse::KeepAlive::default())
 }

@@ -1,10 +1,13 @@
 //! `/metrics` in the Prometheus text format (the `prometheus` crate), computed on each
-//! scrape from the broker: nothing is held in this process.
+//! scrape from the broker and the result backend's counters: nothing is held in this
+//! process, so a restart of the dashboard loses no count.
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use prometheus::{Encoder, GaugeVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::proto::{Bucket, Histogram, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use task_core::TaskStats;
 
 use crate::Dashboard;
 use crate::api::{queues_data, workers_data};
@@ -58,7 +61,57 @@ async fn render(dash: &Dashboard) -> Result<String, Box<dyn std::error::Error + 
             queue.with_label_values(&[name, state]).set(q[state].as_f64().unwrap_or(0.0));
         }
     }
+    let mut families = registry.gather();
+    if let Some(history) = dash.app.backend().history() {
+        families.extend(task_families(&history.task_stats().await?)?);
+    }
     let mut out = Vec::new();
-    TextEncoder::new().encode(&registry.gather(), &mut out)?;
+    TextEncoder::new().encode(&families, &mut out)?;
     Ok(String::from_utf8(out)?)
+}
+
+/// `celerity_tasks_total{task,state}` and `celerity_task_runtime_seconds{task}`, from
+/// the counters the result backend keeps with every state write.
+fn task_families(stats: &TaskStats) -> Result<Vec<MetricFamily>, prometheus::Error> {
+    let registry = Registry::new();
+    let tasks = IntCounterVec::new(
+        Opts::new("celerity_tasks_total", "Times tasks of each name entered each state"),
+        &["task", "state"],
+    )?;
+    registry.register(Box::new(tasks.clone()))?;
+    for c in &stats.counts {
+        tasks.with_label_values(&[c.task.as_str(), c.state.as_str()]).inc_by(c.count);
+    }
+    let mut families = registry.gather();
+    // A histogram whose buckets were counted elsewhere: built as a family directly.
+    let mut runtime = MetricFamily::default();
+    runtime.set_name("celerity_task_runtime_seconds".into());
+    runtime.set_help("How long tasks of each name ran (successes and final failures)".into());
+    runtime.set_field_type(MetricType::HISTOGRAM);
+    for h in &stats.runtimes {
+        let mut label = LabelPair::default();
+        label.set_name("task".into());
+        label.set_value(h.task.clone());
+        let mut histogram = Histogram::default();
+        histogram.set_sample_count(h.count);
+        histogram.set_sample_sum(h.sum_secs);
+        histogram.set_bucket(
+            h.buckets
+                .iter()
+                .map(|(le, n)| {
+                    let mut bucket = Bucket::default();
+                    bucket.set_upper_bound(*le);
+                    bucket.set_cumulative_count(*n);
+                    bucket
+                })
+                .collect(),
+        );
+        let mut metric = Metric::from_label(vec![label]);
+        metric.set_histogram(histogram);
+        runtime.mut_metric().push(metric);
+    }
+    if !runtime.get_metric().is_empty() {
+        families.push(runtime);
+    }
+    Ok(families)
 }

@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use crate::Dashboard;
 use crate::api::{
-    ApiError, dead_data, overview_data, schedule_data, task_data, tasks_data, throughput_data, workers_data,
+    ApiError, dead_data, events_data, overview_data, schedule_data, task_data, tasks_data, throughput_data,
+    workers_data,
 };
 
 /// Escapes text for HTML.
@@ -52,7 +53,7 @@ pre {{ background: white; border: 1px solid #e5e7eb; padding: .6rem; overflow: a
 .live {{ color: #6b7280; font-size: .8rem; }}
 .state-SUCCESS {{ color: #047857; }} .state-FAILURE, .state-REVOKED {{ color: #b91c1c; }}
 </style></head><body>
-<header><b>Celerity</b><a href="{base}/">Overview</a><a href="{base}/tasks">Tasks</a><a href="{base}/workers">Workers</a><a href="{base}/schedule">Periodic</a><a href="{base}/dead">Dead letters</a>
+<header><b>Celerity</b><a href="{base}/">Overview</a><a href="{base}/tasks">Tasks</a><a href="{base}/workers">Workers</a><a href="{base}/events">Events</a><a href="{base}/schedule">Periodic</a><a href="{base}/dead">Dead letters</a>
 <form action="{base}/tasks" method="get" style="margin-left:auto"><input name="id" placeholder="task id" size="36"> <button>Find</button></form></header>
 <main><h1>{title}</h1>{body}</main>
 <script>
@@ -184,6 +185,47 @@ pub(crate) async fn workers(State(dash): State<Dashboard>) -> Response {
         &rows,
     );
     page(&dash.config.base, "Workers", &body).into_response()
+}
+
+/// The newest events, updated live from the server-sent `events`.
+pub(crate) async fn events(State(dash): State<Dashboard>) -> Response {
+    let data = match events_data(&dash, 200).await {
+        Ok(d) => d,
+        Err(e) => return error_page(&dash.config.base, &e),
+    };
+    let base = esc(&dash.config.base);
+    let rows: Vec<String> = data.as_array().cloned().unwrap_or_default().iter().map(|e| event_row(&base, e)).collect();
+    let live = format!(
+        "<p class=\"live\" id=\"live\">live</p><script>\
+         const esc = (s) => String(s ?? '').replace(/[&<>\"]/g, (c) => ({{'&': '&amp;', '<': '&lt;', '>': '&gt;', '\"': '&quot;'}})[c]);\
+         new EventSource('{base}/api/stream').addEventListener('events', (m) => {{\
+           const list = JSON.parse(m.data); if (!Array.isArray(list)) return;\
+           document.querySelector('#events tbody').innerHTML = list.map((e) => '<tr><td>' + esc(e.at) + '</td><td>' + esc(e.kind)\
+             + '</td><td>' + esc(e.task) + '</td><td>' + (e.task_id ? '<a href=\"{base}/tasks/' + esc(e.task_id) + '\"><code>'\
+             + esc(e.task_id) + '</code></a>' : '') + '</td><td>' + esc(e.worker) + '</td><td>' + esc(e.detail) + '</td></tr>').join('');\
+           document.getElementById('live').textContent = 'live, updated ' + new Date().toLocaleTimeString();\
+         }});</script>"
+    );
+    let body =
+        format!("<div id=\"events\">{}</div>{live}", table(&["at", "event", "task", "id", "worker", "detail"], &rows));
+    page(&dash.config.base, "Events", &body).into_response()
+}
+
+fn event_row(base: &str, e: &Value) -> String {
+    let id = e["task_id"].as_str().unwrap_or("");
+    let link = if id.is_empty() {
+        String::new()
+    } else {
+        format!("<a href=\"{base}/tasks/{0}\"><code>{0}</code></a>", esc(id))
+    };
+    format!(
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{link}</td><td>{}</td><td>{}</td></tr>",
+        cell(&e["at"]),
+        cell(&e["kind"]),
+        cell(&e["task"]),
+        cell(&e["worker"]),
+        cell(&e["detail"])
+    )
 }
 
 pub(crate) async fn schedule(State(dash): State<Dashboard>) -> Response {

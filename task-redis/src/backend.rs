@@ -11,7 +11,8 @@ use std::str::FromStr;
 use task_core::broker::BoxFuture;
 
 use task_core::{
-    BackendError, Claim, ErrorKind, MinuteCount, ResultBackend, TaskFilter, TaskHistory, TaskId, TaskMeta, TaskState,
+    BackendError, Claim, ErrorKind, Event, MinuteCount, ResultBackend, TaskFilter, TaskHistory, TaskId, TaskMeta,
+    TaskState, TaskStats,
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -35,6 +36,7 @@ struct Inner {
     subscriber: Subscriber,
     /// State writes, grouped into script calls by [`flush_writes`].
     writes: mpsc::UnboundedSender<Write>,
+    events_cap: usize,
 }
 
 /// One state write on its way to the `store_many` script.
@@ -63,6 +65,7 @@ async fn flush_writes(
     mut con: ConnectionManager,
     op_timeout: Duration,
     keys: Keys,
+    events_cap: usize,
 ) {
     while let Some(first) = writes.recv().await {
         let mut group = vec![first];
@@ -78,7 +81,8 @@ async fn flush_writes(
             inv.key(&write.key);
         }
         inv.key(keys.recent()).key(keys.minute(now - now.rem_euclid(60_000)));
-        inv.arg(group.len()).arg(now).arg(task_core::HISTORY_CAP);
+        inv.key(keys.events()).key(keys.task_counts()).key(keys.runtimes());
+        inv.arg(group.len()).arg(now).arg(task_core::HISTORY_CAP).arg(events_cap);
         for write in &group {
             for arg in &write.args {
                 inv.arg(arg.as_slice());
@@ -246,7 +250,13 @@ impl RedisBackend {
                 .await
                 .map_err(|e| e.backend(&context()))?;
         let (writes, pending) = mpsc::unbounded_channel();
-        tokio::spawn(flush_writes(pending, conns.main.clone(), config.op_timeout, Keys::new(&config.namespace)));
+        tokio::spawn(flush_writes(
+            pending,
+            conns.main.clone(),
+            config.op_timeout,
+            Keys::new(&config.namespace),
+            config.events_cap,
+        ));
         Ok(Self {
             inner: Arc::new(Inner {
                 keys: Keys::new(&config.namespace),
@@ -254,6 +264,7 @@ impl RedisBackend {
                 conns,
                 subscriber,
                 writes,
+                events_cap: config.events_cap,
             }),
         })
     }
@@ -279,6 +290,7 @@ impl RedisBackend {
             }
         }
         let numbers = [
+            ("runtime_ms", update.runtime_ms.and_then(|ms| i64::try_from(ms).ok())),
             ("retries", update.retries.map(i64::from)),
             ("started_ms", update.started_ms),
             ("finished_ms", update.finished_ms),
@@ -347,6 +359,7 @@ fn parse_meta(mut fields: HashMap<String, Vec<u8>>) -> Option<TaskMeta> {
     meta.started_ms = take_text("started_ms").and_then(|v| v.parse().ok());
     meta.finished_ms = take_text("finished_ms").and_then(|v| v.parse().ok());
     meta.queue = take_text("queue");
+    meta.runtime_ms = take_text("runtime_ms").and_then(|v| v.parse().ok());
     meta.result = fields.remove("result");
     meta.progress = fields.remove("progress");
     meta.args = fields.remove("args");
@@ -462,6 +475,87 @@ impl ResultBackend for RedisBackend {
 const SCAN_LIMIT: isize = 20_000;
 
 impl TaskHistory for RedisBackend {
+    fn record_event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let mut con = self.con();
+            let cap = self.inner.events_cap.max(1);
+            let _: String = timed(
+                self.inner.op_timeout,
+                redis::cmd("XADD")
+                    .arg(self.inner.keys.events())
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(cap)
+                    .arg("*")
+                    .arg("at")
+                    .arg(event.at_ms)
+                    .arg("lines")
+                    .arg(event.to_line())
+                    .query_async(&mut con),
+            )
+            .await
+            .map_err(|e| e.backend(&format!("cannot record a {} event", event.kind)))?;
+            Ok(())
+        })
+    }
+
+    fn events(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Event>, BackendError>> {
+        Box::pin(async move {
+            let mut con = self.con();
+            // An entry holds one line per write of a grouped call: `limit` entries are
+            // at least `limit` events.
+            let entries: Vec<(String, HashMap<String, String>)> = timed(
+                self.inner.op_timeout,
+                redis::cmd("XREVRANGE")
+                    .arg(self.inner.keys.events())
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(limit)
+                    .query_async(&mut con),
+            )
+            .await
+            .map_err(|e| e.backend("cannot read the events"))?;
+            let mut events = Vec::with_capacity(limit);
+            for (entry, fields) in entries {
+                let at = fields.get("at").and_then(|v| v.parse().ok()).unwrap_or(0);
+                let lines = fields.get("lines").map(String::as_str).unwrap_or_default();
+                // Newest first: the lines of an entry backwards.
+                for (i, line) in lines.lines().enumerate().collect::<Vec<_>>().into_iter().rev() {
+                    if let Some(event) = Event::from_line(format!("{entry}/{i}"), at, line) {
+                        events.push(event);
+                    }
+                }
+                if events.len() >= limit {
+                    break;
+                }
+            }
+            events.truncate(limit);
+            Ok(events)
+        })
+    }
+
+    fn task_stats(&self) -> BoxFuture<'_, Result<TaskStats, BackendError>> {
+        Box::pin(async move {
+            let keys = &self.inner.keys;
+            let mut pipe = redis::pipe();
+            pipe.cmd("HGETALL").arg(keys.task_counts()).cmd("HGETALL").arg(keys.runtimes());
+            let mut con = self.con();
+            let (counts, runtimes): (HashMap<String, u64>, HashMap<String, u64>) =
+                timed(self.inner.op_timeout, pipe.query_async(&mut con))
+                    .await
+                    .map_err(|e| e.backend("cannot read the task statistics"))?;
+            let split = |k: &str| k.rsplit_once('\t').map(|(a, b)| (a.to_owned(), b.to_owned()));
+            Ok(TaskStats::from_counters(
+                counts.iter().filter_map(|(k, n)| {
+                    let (task, state) = split(k)?;
+                    Some((task, state.parse().ok()?, *n))
+                }),
+                runtimes.iter().filter_map(|(k, n)| split(k).map(|(task, bucket)| (task, bucket, *n))),
+            ))
+        })
+    }
+
     fn recent<'a>(
         &'a self,
         filter: &'a TaskFilter,

@@ -7,6 +7,9 @@ pub const ENV_NAMESPACE: &str = "CELERITY_REDIS_NAMESPACE";
 /// The variable naming a PEM file of the CA that signed the server's certificate
 /// (`rediss://` with a private CA), read by [`RedisConfig::from_url`].
 pub const ENV_CA_CERT: &str = "CELERITY_REDIS_CA_CERT";
+/// The variable setting [`RedisConfig::events_cap`] (`0` turns the event stream off),
+/// read by [`RedisConfig::from_url`].
+pub const ENV_EVENTS_CAP: &str = "CELERITY_EVENTS_CAP";
 
 /// How to reach Redis and how to lay out and treat what is kept there.
 ///
@@ -26,6 +29,7 @@ pub struct RedisConfig {
     pub(crate) max_deliveries: u32,
     pub(crate) dead_letter_cap: usize,
     pub(crate) ca_cert: Option<std::path::PathBuf>,
+    pub(crate) events_cap: usize,
 }
 
 impl RedisConfig {
@@ -40,6 +44,10 @@ impl RedisConfig {
             max_deliveries: 5,
             dead_letter_cap: 10_000,
             ca_cert: std::env::var_os(ENV_CA_CERT).filter(|p| !p.is_empty()).map(Into::into),
+            events_cap: std::env::var(ENV_EVENTS_CAP)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(task_core::EVENTS_CAP),
         }
     }
 
@@ -79,6 +87,14 @@ impl RedisConfig {
     /// Dead letters kept per queue, newest first (default 10,000).
     pub fn dead_letter_cap(mut self, n: usize) -> Self {
         self.dead_letter_cap = n.max(1);
+        self
+    }
+
+    /// Events the stream `NS:events` keeps, about (default 100,000; trimmed with
+    /// `MAXLEN ~`, and each stream entry holds the events of one grouped write). `0`
+    /// writes no task events (the counts by task name and the run times are still kept).
+    pub fn events_cap(mut self, n: usize) -> Self {
+        self.events_cap = n;
         self
     }
 }

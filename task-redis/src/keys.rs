@@ -21,6 +21,8 @@
 //! | `NS:rate:TASK` | string | rate limiter: next start time (GCRA), with a TTL |
 //! | `NS:unique:KEY` | string | uniqueness lock: the holding task id, with a TTL |
 //! | `NS:idx:recent` | list | ids of tasks whose record changed, newest first (capped at 100,000 entries) |
+//! | `NS:events` | stream | events, one entry per grouped write (`at`, `lines`: `STATE id task worker` per write) or per recorded event; capped (`MAXLEN ~`) |
+//! | `NS:stats:tasks`, `NS:stats:runtime` | hash, hash | counts by `task<TAB>state`; run times by `task<TAB>bucket` (ms bound, `+Inf`, `sum`, `count`) |
 //! | `NS:stats:MINUTE` | hash | tasks succeeded / failed in that minute (kept 2 hours) |
 //! | `NS:result:ID` | hash | state, result, error, progress, worker, retries, timings; with a TTL |
 //! | channel `NS:done:ID` | pub/sub | the final state, published when the task ends |
@@ -98,6 +100,21 @@ impl Keys {
     /// The periodic entries the running schedulers announced.
     pub(crate) fn beat_schedule(&self) -> String {
         format!("{}:beat:schedule", self.ns)
+    }
+
+    /// The event stream.
+    pub(crate) fn events(&self) -> String {
+        format!("{}:events", self.ns)
+    }
+
+    /// Counts by task name and state.
+    pub(crate) fn task_counts(&self) -> String {
+        format!("{}:stats:tasks", self.ns)
+    }
+
+    /// Run-time histograms by task name.
+    pub(crate) fn runtimes(&self) -> String {
+        format!("{}:stats:runtime", self.ns)
     }
 
     pub(crate) fn queues(&self) -> String {

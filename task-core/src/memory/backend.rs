@@ -7,6 +7,7 @@ use tokio::sync::Notify;
 use crate::backend::{Claim, MinuteCount, ResultBackend, TaskFilter, TaskHistory};
 use crate::broker::BoxFuture;
 use crate::error::{BackendError, ErrorKind};
+use crate::events::{EVENTS_CAP, Event, EventKind, TaskStats};
 use crate::id::TaskId;
 use crate::state::{TaskMeta, TaskState};
 
@@ -51,6 +52,13 @@ struct State {
     changed: HashMap<TaskId, i64>,
     /// Finished tasks per minute (minute start, Unix ms): (succeeded, failed).
     minutes: std::collections::BTreeMap<i64, (u64, u64)>,
+    /// The event stream, newest at the back, capped at `EVENTS_CAP`.
+    events: std::collections::VecDeque<Event>,
+    next_event: u64,
+    /// (task name, state) -> count.
+    counts: HashMap<(String, TaskState), u64>,
+    /// (task name, bucket) -> count; buckets are bounds in ms, `+Inf`, `sum`, `count`.
+    runtime: HashMap<(String, String), u64>,
 }
 
 impl Default for State {
@@ -62,6 +70,10 @@ impl Default for State {
             recent: std::collections::VecDeque::new(),
             changed: HashMap::new(),
             minutes: std::collections::BTreeMap::new(),
+            events: std::collections::VecDeque::new(),
+            next_event: 0,
+            counts: HashMap::new(),
+            runtime: HashMap::new(),
         }
     }
 }
@@ -69,6 +81,36 @@ impl Default for State {
 impl State {
     fn live(&self, id: &TaskId) -> Option<&TaskMeta> {
         self.records.get(id).filter(|(_, expires)| *expires > Instant::now()).map(|(meta, _)| meta)
+    }
+
+    fn push_event(&mut self, mut event: Event) {
+        self.next_event += 1;
+        event.id = self.next_event.to_string();
+        self.events.push_back(event);
+        if self.events.len() > EVENTS_CAP {
+            self.events.pop_front();
+        }
+    }
+
+    /// The event, count and run time a stored write adds (the Redis store script's rule).
+    fn account(&mut self, id: &TaskId, update: &TaskMeta) {
+        let Some(kind) = EventKind::of_state(update.state) else { return };
+        let name = self.live(id).and_then(|m| m.task.clone()).unwrap_or_default();
+        let mut event = Event::new(kind);
+        event.task_id = Some(id.clone());
+        event.task = Some(name.clone()).filter(|n| !n.is_empty());
+        event.worker = update.worker.clone();
+        self.push_event(event);
+        if name.is_empty() || kind == EventKind::TaskProgress {
+            return;
+        }
+        *self.counts.entry((name.clone(), update.state)).or_default() += 1;
+        if let Some(ms) = update.runtime_ms {
+            for bucket in [TaskStats::bucket_of(ms), "count".to_owned()] {
+                *self.runtime.entry((name.clone(), bucket)).or_default() += 1;
+            }
+            *self.runtime.entry((name, "sum".to_owned())).or_default() += ms;
+        }
     }
 }
 
@@ -97,6 +139,8 @@ impl InMemoryBackend {
     fn store_now(&self, id: &TaskId, update: TaskMeta, ttl: Duration) -> Result<(), BackendError> {
         let ready = update.state.is_ready();
         let update_state = update.state;
+        let update_for_stats =
+            TaskMeta { worker: update.worker.clone(), runtime_ms: update.runtime_ms, ..TaskMeta::state(update.state) };
         let mut state = self.lock();
         let now = Instant::now();
         if now.duration_since(state.last_sweep) >= SWEEP_EVERY {
@@ -146,6 +190,7 @@ impl InMemoryBackend {
             let old = minute - 2 * 3_600_000;
             state.minutes.retain(|m, _| *m >= old);
         }
+        state.account(id, &update_for_stats);
         if ready && let Some(notify) = state.waiters.remove(id) {
             notify.notify_waiters();
         }
@@ -268,6 +313,25 @@ impl TaskHistory for InMemoryBackend {
             .take(limit)
             .collect();
         Box::pin(async move { Ok(found) })
+    }
+
+    fn record_event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), BackendError>> {
+        self.lock().push_event(event.clone());
+        Box::pin(async { Ok(()) })
+    }
+
+    fn events(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Event>, BackendError>> {
+        let events = self.lock().events.iter().rev().take(limit).cloned().collect();
+        Box::pin(async move { Ok(events) })
+    }
+
+    fn task_stats(&self) -> BoxFuture<'_, Result<TaskStats, BackendError>> {
+        let state = self.lock();
+        let stats = TaskStats::from_counters(
+            state.counts.iter().map(|((task, s), n)| (task.clone(), *s, *n)),
+            state.runtime.iter().map(|((task, bucket), n)| (task.clone(), bucket.clone(), *n)),
+        );
+        Box::pin(async move { Ok(stats) })
     }
 
     fn throughput(&self, minutes: usize) -> BoxFuture<'_, Result<Vec<MinuteCount>, BackendError>> {

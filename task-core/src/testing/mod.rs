@@ -65,7 +65,7 @@ macro_rules! conformance_tests {
             wait_wakes_on_ready_state, wait_times_out_with_current_state, forget_deletes,
             a_stale_worker_cannot_overwrite_a_result, a_mixed_batch_keeps_priorities_and_delays,
             workers_announce_themselves_until_they_expire, inspection_peeks_and_handles_dead_letters,
-            history_lists_recent_tasks_and_counts_them_per_minute);
+            history_lists_recent_tasks_and_counts_them_per_minute, events_and_task_stats_follow_the_writes);
     };
     (@each $setup:path; $($name:ident),* $(,)?) => {
         $(
@@ -522,4 +522,59 @@ pub async fn history_lists_recent_tasks_and_counts_them_per_minute(h: Harness) {
     let hour = history.throughput(60).await.unwrap();
     assert_eq!(hour.len(), 60);
     assert!(hour.windows(2).all(|w| w[1].minute_ms - w[0].minute_ms == 60_000), "consecutive minutes, oldest first");
+}
+
+/// Every state write adds its event (newest first), recorded events join them, and the
+/// counts by task name and state and the run-time histogram follow the final writes.
+pub async fn events_and_task_stats_follow_the_writes(h: Harness) {
+    use crate::events::{Event, EventKind};
+    let history = h.backend.history().expect("the suite needs a task history");
+    let ttl = Duration::from_secs(60);
+    let name = format!("events-{}", TaskId::new());
+    let (a, b) = (TaskId::new(), TaskId::new());
+    let write = |state, runtime_ms| TaskMeta {
+        task: Some(name.clone()),
+        worker: Some("w1".into()),
+        runtime_ms,
+        ..TaskMeta::state(state)
+    };
+    h.backend.store(&a, write(TaskState::Started, None), ttl).await.unwrap();
+    // A progress write names no task: the event takes it from the record.
+    let progress = TaskMeta { progress: Some(vec![0x01]), ..TaskMeta::state(TaskState::Progress) };
+    h.backend.store(&a, progress, ttl).await.unwrap();
+    h.backend.store(&a, write(TaskState::Success, Some(42)), ttl).await.unwrap();
+    h.backend.store(&b, write(TaskState::Started, None), ttl).await.unwrap();
+    h.backend.store(&b, write(TaskState::Failure, Some(70_000)), ttl).await.unwrap();
+    let dead = Event::new(EventKind::TaskDeadLettered).task(&b, &name).worker("w1").detail("unknown task");
+    history.record_event(&dead).await.unwrap();
+
+    let events = history.events(6).await.unwrap();
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::TaskDeadLettered,
+            EventKind::TaskFailed,
+            EventKind::TaskStarted,
+            EventKind::TaskSucceeded,
+            EventKind::TaskProgress,
+            EventKind::TaskStarted
+        ],
+        "newest first: {events:?}"
+    );
+    assert_eq!(events[0].detail.as_deref(), Some("unknown task"));
+    assert_eq!(events[1].task_id.as_ref(), Some(&b));
+    assert!(events.iter().all(|e| e.task.as_deref() == Some(name.as_str())), "{events:?}");
+    assert_eq!(events[3].worker.as_deref(), Some("w1"));
+    assert!(events.windows(2).all(|w| w[0].id != w[1].id), "distinct ids");
+
+    let stats = history.task_stats().await.unwrap();
+    let count = |state| stats.counts.iter().find(|c| c.task == name && c.state == state).map_or(0, |c| c.count);
+    assert_eq!((count(TaskState::Started), count(TaskState::Success), count(TaskState::Failure)), (2, 1, 1));
+    assert_eq!(count(TaskState::Progress), 0, "progress is an event, not a count");
+    let runtime = stats.runtimes.iter().find(|r| r.task == name).expect("a run-time histogram");
+    assert_eq!(runtime.count, 2);
+    assert!((runtime.sum_secs - 70.042).abs() < 1e-9, "{runtime:?}");
+    assert_eq!(runtime.buckets.iter().find(|(le, _)| *le == 0.05).map(|(_, n)| *n), Some(1));
+    assert_eq!(runtime.buckets.last().map(|(_, n)| *n), Some(1), "70 s is past the last bound");
 }

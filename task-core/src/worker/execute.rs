@@ -18,6 +18,7 @@ use crate::broker::{ConsumerId, Delivery, Message};
 use crate::context::TaskContext;
 use crate::envelope::{Callback, CallbackOn, ChordMember, Envelope, now_ms};
 use crate::error::{BackendError, BrokerError, Disposition, ErrorKind, TaskError};
+use crate::events::{Event, EventKind};
 use crate::id::TaskId;
 use crate::registry::{Invocation, TaskEntry};
 use crate::state::{TaskMeta, TaskState};
@@ -153,7 +154,9 @@ impl Runner {
             cancel,
             terminate,
         };
+        let began = tokio::time::Instant::now();
         let outcome = run(invocation, limits).await;
+        let runtime_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&envelope.id);
 
         match outcome {
@@ -164,6 +167,7 @@ impl Runner {
                     let done = TaskMeta {
                         result: Some(result.clone()),
                         finished_ms: Some(now_ms()),
+                        runtime_ms: Some(runtime_ms),
                         ..TaskMeta::state(TaskState::Success)
                     };
                     self.store(&envelope, done).await;
@@ -184,7 +188,7 @@ impl Runner {
             }
             Err(failure) => {
                 let backoff = entry.options().backoff.unwrap_or(Backoff::DEFAULT);
-                self.fail(delivery, envelope, failure, max_retries, backoff).await;
+                self.fail(delivery, envelope, failure, (max_retries, backoff), runtime_ms).await;
             }
         }
     }
@@ -227,7 +231,14 @@ impl Runner {
         }
     }
 
-    async fn fail(&self, delivery: Delivery, envelope: Envelope, failure: Failure, max_retries: u32, backoff: Backoff) {
+    async fn fail(
+        &self,
+        delivery: Delivery,
+        envelope: Envelope,
+        failure: Failure,
+        (max_retries, backoff): (u32, Backoff),
+        runtime_ms: u64,
+    ) {
         let (message, retry_in) = match failure {
             Failure::Task(e) => {
                 let delay = match e.disposition() {
@@ -281,6 +292,7 @@ impl Runner {
                 let failed = TaskMeta {
                     error: Some(message.clone()),
                     finished_ms: Some(now_ms()),
+                    runtime_ms: Some(runtime_ms),
                     ..TaskMeta::state(TaskState::Failure)
                 };
                 self.store(&envelope, failed).await;
@@ -431,12 +443,27 @@ impl Runner {
         let subject =
             envelope.map_or_else(|| format!("a message from queue `{}`", delivery.queue), |e| Subject(e).to_string());
         self.settle("dead-letter", &subject, || self.app.broker().dead_letter(consumer, delivery, &reason)).await;
+        let mut event = Event::new(EventKind::TaskDeadLettered).worker(self.consumer.to_string()).detail(&reason);
+        if let Some(envelope) = envelope {
+            event = event.task(&envelope.id, &envelope.task);
+        }
+        self.record(event).await;
         if let (Some(envelope), Some(coordination)) = (envelope, self.app.broker().coordination())
             && let Some(key) = &envelope.unique_key
         {
             let _ = coordination.unlock_unique(key, &envelope.id).await;
         }
         self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds an event to the stream (dead letters, worker events); a failure is logged,
+    /// never fatal.
+    pub(super) async fn record(&self, event: Event) {
+        if let Some(history) = self.app.backend().history()
+            && let Err(e) = history.record_event(&event).await
+        {
+            debug!(error = %e, kind = %event.kind, "cannot record an event");
+        }
     }
 
     async fn ack(&self, delivery: &Delivery, envelope: &Envelope) {
@@ -470,6 +497,8 @@ impl Runner {
     /// cannot overwrite the one that took it over).
     async fn store(&self, envelope: &Envelope, mut update: TaskMeta) {
         update.worker = Some(self.consumer.to_string());
+        // Every write names its task: the event stream and the counts by task name read it.
+        update.task.get_or_insert_with(|| envelope.task.clone());
         let backend = self.app.backend();
         let ttl = self.result_ttl(envelope);
         let op = || backend.store(&envelope.id, update.clone(), ttl);

@@ -15,6 +15,7 @@ use super::execute::{Counters, Runner};
 use super::{Worker, WorkerReport};
 use crate::broker::{Broker, ConsumerId, Delivery, WorkerInfo};
 use crate::error::Error;
+use crate::events::{Event, EventKind};
 
 /// Back-off after a failed fetch: doubles from the first to the last.
 const FETCH_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
@@ -160,6 +161,9 @@ async fn shutdown(
     if let Err(e) = broker.deregister(id).await {
         error!(error = %e, "cannot deregister; held messages are recovered when this worker's heartbeat expires");
     }
+    let report = runner.counters.report();
+    let detail = format!("succeeded={} failed={}", report.succeeded, report.failed);
+    runner.record(Event::new(EventKind::WorkerOffline).worker(id.to_string()).detail(detail)).await;
     info!(worker = %id, report = ?runner.counters.report(), "worker stopped");
 }
 
@@ -182,14 +186,19 @@ async fn terminate_on_request(mut requests: tokio::sync::broadcast::Receiver<cra
 async fn heartbeat(broker: Arc<dyn Broker>, id: ConsumerId, ttl: Duration, mut info: WorkerInfo, runner: Arc<Runner>) {
     let mut tick = tokio::time::interval(ttl / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut kind = EventKind::WorkerOnline;
     loop {
         tick.tick().await;
         if let Err(e) = broker.heartbeat(&id, ttl).await {
             warn!(error = %e, "heartbeat failed");
             continue;
         }
+        let report = runner.counters.report();
+        let active = runner.running.lock().unwrap_or_else(|p| p.into_inner()).len();
+        let detail = format!("active={active} succeeded={} failed={}", report.succeeded, report.failed);
+        runner.record(Event::new(kind).worker(id.to_string()).detail(detail)).await;
+        kind = EventKind::WorkerHeartbeat;
         if let Some(directory) = broker.directory() {
-            let report = runner.counters.report();
             info.heartbeat_ms = crate::envelope::now_ms();
             info.succeeded = report.succeeded;
             info.failed = report.failed;

@@ -135,7 +135,11 @@ impl TaskContext {
     /// [`AsyncResult::progress`](crate::AsyncResult::progress).
     pub async fn set_progress<M: Serialize + ?Sized>(&self, meta: &M) -> Result<(), Error> {
         let progress = codec::encode(meta, "the progress meta")?;
-        let update = TaskMeta { progress: Some(progress), ..TaskMeta::state(TaskState::Progress) };
+        let update = TaskMeta {
+            progress: Some(progress),
+            task: Some(self.inner.task.clone()),
+            ..TaskMeta::state(TaskState::Progress)
+        };
         self.inner.backend.store(&self.inner.id, update, self.inner.result_ttl).await?;
         Ok(())
     }

@@ -1,9 +1,10 @@
 //! Events and task statistics: what the dashboard's live feed and `/metrics` read.
 //!
-//! Task events are written by the result backend with the state writes themselves (in
-//! Redis, one capped-stream entry per grouped write call, so they cost no round trip);
-//! worker events and dead letters are recorded by the worker. Counts by task name and
-//! state, and run-time histograms, are kept beside them.
+//! Task events come from the result backend's state writes (the Redis backend gathers
+//! the events and counts of its stored writes and sends them every quarter second in one
+//! pipeline: an `XADD` to a capped stream and a few `HINCRBY`s, so they cost the write
+//! path nothing and Redis little); worker events and dead letters are recorded by the
+//! worker. Counts by task name and state, and run-time histograms, are kept beside them.
 
 use std::fmt;
 use std::str::FromStr;

@@ -7,23 +7,17 @@
 -- KEYS[i]    the result hash of write i (i = 1..n)
 -- KEYS[n+1]  the recent-tasks list (ids, newest first; a task may appear more than once)
 -- KEYS[n+2]  this minute's counters hash (succeeded, failed)
--- KEYS[n+3]  the event stream; KEYS[n+4] counts by 'task<TAB>state';
--- KEYS[n+5]  run times by 'task<TAB>bucket' (bound in ms, +Inf, sum, count)
--- ARGV[1]    n, the number of writes; ARGV[2] now (Unix ms); ARGV[3] the recent-tasks cap;
--- ARGV[4]    the event stream's cap (0: no events)
+-- ARGV[1]    n, the number of writes; ARGV[2] now (Unix ms); ARGV[3] the recent-tasks cap
 -- ARGV[4..]  per write: ttl ms, writer ('' for none), claim ('1'/'0'), channel ('' when not
 --            final), state, task id, field count f, then f field/value pairs
--- The recent-tasks index, the counters and the event stream are written once per call,
--- not per write (one stream entry holds a line per write); a task is listed when it
--- starts (or ends unstarted), not at every write.
+-- The recent-tasks index and the counters are written once per call, not per write; a
+-- task is listed when it starts (or ends unstarted), not at every write.
 local n = tonumber(ARGV[1])
 local now = ARGV[2]
 local out = {}
 local recent = {}
 local succeeded, failed = 0, 0
-local events, counts, runtimes = {}, {}, {}
-local bounds = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000}
-local a = 5
+local a = 4
 for i = 1, n do
   local key, ttl, writer, claim, channel, state, id =
     KEYS[i], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
@@ -56,34 +50,9 @@ for i = 1, n do
       recent[#recent + 1] = id
     end
     if state == 'SUCCESS' then succeeded = succeeded + 1 elseif state == 'FAILURE' then failed = failed + 1 end
-    local name, runtime
-    for j = first, first + 2 * f - 1, 2 do
-      if ARGV[j] == 'task' then name = ARGV[j + 1] elseif ARGV[j] == 'runtime_ms' then runtime = tonumber(ARGV[j + 1]) end
-    end
-    name = name or redis.call('HGET', key, 'task') or ''
-    events[#events + 1] = state .. '\t' .. id .. '\t' .. name .. '\t' .. writer
-    if name ~= '' and state ~= 'PROGRESS' then
-      local k = name .. '\t' .. state
-      counts[k] = (counts[k] or 0) + 1
-      if runtime then
-        local bucket = '+Inf'
-        for _, le in ipairs(bounds) do
-          if runtime <= le then bucket = tostring(le) break end
-        end
-        for _, b in ipairs({bucket, 'count'}) do
-          runtimes[name .. '\t' .. b] = (runtimes[name .. '\t' .. b] or 0) + 1
-        end
-        runtimes[name .. '\tsum'] = (runtimes[name .. '\tsum'] or 0) + runtime
-      end
-    end
   end
   out[i] = code
 end
-if #events > 0 and ARGV[4] ~= '0' then
-  redis.call('XADD', KEYS[n + 3], 'MAXLEN', '~', ARGV[4], '*', 'at', now, 'lines', table.concat(events, '\n'))
-end
-for k, v in pairs(counts) do redis.call('HINCRBY', KEYS[n + 4], k, v) end
-for k, v in pairs(runtimes) do redis.call('HINCRBY', KEYS[n + 5], k, v) end
 if #recent > 0 then
   redis.call('LPUSH', KEYS[n + 1], unpack(recent))
   redis.call('LTRIM', KEYS[n + 1], 0, tonumber(ARGV[3]) - 1)

@@ -45,7 +45,122 @@ struct Write {
     key: String,
     /// ttl, writer, claim, channel, state, task id, field count, field/value pairs.
     args: Vec<Vec<u8>>,
+    /// What the write adds to the events and counters once stored.
+    tally: Tally,
     reply: oneshot::Sender<Result<i64, (ErrorKind, String)>>,
+}
+
+/// A stored write as the event stream and the counters see it.
+#[derive(Debug)]
+struct Tally {
+    state: TaskState,
+    id: TaskId,
+    task: String,
+    worker: String,
+    runtime_ms: Option<u64>,
+}
+
+/// Events and counts of stored writes, gathered here and sent to Redis in one pipeline
+/// every [`TALLY_EVERY`] (an `XADD` of all their event lines, and one `HINCRBY` per
+/// task name and state or run-time bucket): the work stays in this process, not in
+/// Redis's single thread. A process that dies loses at most that last interval's events
+/// and counts, never a result.
+#[derive(Debug, Default)]
+struct Tallies {
+    lines: String,
+    by_task: HashMap<String, TaskTally>,
+}
+
+/// One task name's counts since the last send.
+#[derive(Debug, Default)]
+struct TaskTally {
+    /// By state, in the order of `TaskState::ALL`.
+    states: [i64; TaskState::ALL.len()],
+    /// By run-time bucket, in the order of `RUNTIME_BUCKETS_MS`, then `+Inf`.
+    buckets: [i64; task_core::RUNTIME_BUCKETS_MS.len() + 1],
+    sum_ms: i64,
+    count: i64,
+}
+
+/// How often gathered events and counts are sent.
+const TALLY_EVERY: Duration = Duration::from_millis(250);
+
+impl Tallies {
+    fn add(&mut self, t: &Tally) {
+        if task_core::EventKind::of_state(t.state).is_none() {
+            return;
+        }
+        if !self.lines.is_empty() {
+            self.lines.push('\n');
+        }
+        // `Event::to_line`'s layout, written in place (ids, names and worker ids hold no
+        // tab or newline); the state name reads back as the event kind.
+        for (i, part) in [t.state.as_str(), t.id.as_str(), &t.task, &t.worker].into_iter().enumerate() {
+            if i > 0 {
+                self.lines.push('\t');
+            }
+            self.lines.push_str(part);
+        }
+        if t.task.is_empty() || t.state == TaskState::Progress {
+            return;
+        }
+        // Looked up by &str: no allocation for a name seen before.
+        let tally = match self.by_task.get_mut(t.task.as_str()) {
+            Some(tally) => tally,
+            None => self.by_task.entry(t.task.clone()).or_default(),
+        };
+        if let Some(i) = TaskState::ALL.iter().position(|s| *s == t.state) {
+            tally.states[i] += 1;
+        }
+        if let Some(ms) = t.runtime_ms {
+            let bounds = &task_core::RUNTIME_BUCKETS_MS;
+            tally.buckets[bounds.iter().position(|b| ms <= *b).unwrap_or(bounds.len())] += 1;
+            tally.sum_ms += i64::try_from(ms).unwrap_or(i64::MAX);
+            tally.count += 1;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// Sends what was gathered in one pipeline; on failure it is dropped (logged).
+    async fn send(&mut self, con: &mut ConnectionManager, keys: &Keys, events_cap: usize, op_timeout: Duration) {
+        let Tallies { lines, by_task } = std::mem::take(self);
+        let mut pipe = redis::pipe();
+        if events_cap > 0 && !lines.is_empty() {
+            pipe.cmd("XADD")
+                .arg(keys.events())
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(events_cap)
+                .arg("*")
+                .arg("at")
+                .arg(task_core_now_ms())
+                .arg("lines")
+                .arg(lines)
+                .ignore();
+        }
+        let (counts, runtimes) = (keys.task_counts(), keys.runtimes());
+        for (task, tally) in by_task {
+            for (state, n) in TaskState::ALL.iter().zip(tally.states).filter(|(_, n)| *n > 0) {
+                pipe.cmd("HINCRBY").arg(&counts).arg(format!("{task}\t{state}")).arg(n).ignore();
+            }
+            if tally.count == 0 {
+                continue;
+            }
+            let labels = task_core::RUNTIME_BUCKETS_MS.iter().map(u64::to_string).chain(["+Inf".to_owned()]);
+            for (bucket, n) in labels.zip(tally.buckets).filter(|(_, n)| *n > 0) {
+                pipe.cmd("HINCRBY").arg(&runtimes).arg(format!("{task}\t{bucket}")).arg(n).ignore();
+            }
+            pipe.cmd("HINCRBY").arg(&runtimes).arg(format!("{task}\tsum")).arg(tally.sum_ms).ignore();
+            pipe.cmd("HINCRBY").arg(&runtimes).arg(format!("{task}\tcount")).arg(tally.count).ignore();
+        }
+        let sent: Result<(), _> = timed(op_timeout, pipe.query_async(con)).await;
+        if let Err(e) = sent {
+            tracing::warn!(error = %e.backend("Redis"), "events and task counts of the last interval are lost");
+        }
+    }
 }
 
 fn task_core_now_ms() -> i64 {
@@ -67,7 +182,24 @@ async fn flush_writes(
     keys: Keys,
     events_cap: usize,
 ) {
-    while let Some(first) = writes.recv().await {
+    let mut tallies = Tallies::default();
+    let mut tally_due = tokio::time::Instant::now() + TALLY_EVERY;
+    loop {
+        let first = if tallies.is_empty() {
+            writes.recv().await
+        } else {
+            tokio::select! {
+                write = writes.recv() => write,
+                () = tokio::time::sleep_until(tally_due) => {
+                    tallies.send(&mut con, &keys, events_cap, op_timeout).await;
+                    continue;
+                }
+            }
+        };
+        let Some(first) = first else { break };
+        if tallies.is_empty() {
+            tally_due = tokio::time::Instant::now() + TALLY_EVERY;
+        }
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match writes.try_recv() {
@@ -81,8 +213,7 @@ async fn flush_writes(
             inv.key(&write.key);
         }
         inv.key(keys.recent()).key(keys.minute(now - now.rem_euclid(60_000)));
-        inv.key(keys.events()).key(keys.task_counts()).key(keys.runtimes());
-        inv.arg(group.len()).arg(now).arg(task_core::HISTORY_CAP).arg(events_cap);
+        inv.arg(group.len()).arg(now).arg(task_core::HISTORY_CAP);
         for write in &group {
             for arg in &write.args {
                 inv.arg(arg.as_slice());
@@ -92,6 +223,9 @@ async fn flush_writes(
         match stored {
             Ok(codes) if codes.len() == group.len() => {
                 for (write, code) in group.into_iter().zip(codes) {
+                    if code == 1 {
+                        tallies.add(&write.tally);
+                    }
                     let _ = write.reply.send(Ok(code));
                 }
             }
@@ -109,6 +243,9 @@ async fn flush_writes(
                 }
             }
         }
+    }
+    if !tallies.is_empty() {
+        tallies.send(&mut con, &keys, events_cap, op_timeout).await;
     }
 }
 
@@ -281,9 +418,21 @@ impl RedisBackend {
     async fn run_store(&self, id: &TaskId, update: TaskMeta, ttl: Duration) -> Result<i64, BackendError> {
         let keys = &self.inner.keys;
         let state = update.state;
+        let name = update.task.unwrap_or_default();
+        // The name goes to the events and counts with every write; the record keeps it
+        // from the claim (or from an end without a start), so it is not written again.
+        let task = (!matches!(state, TaskState::Success | TaskState::Retry | TaskState::Progress) && !name.is_empty())
+            .then(|| name.clone());
+        let tally = Tally {
+            state,
+            id: id.clone(),
+            task: name,
+            worker: update.worker.clone().unwrap_or_default(),
+            runtime_ms: update.runtime_ms,
+        };
         let mut pairs: Vec<(&'static str, Vec<u8>)> = Vec::new();
         for (field, value) in
-            [("task", update.task), ("error", update.error), ("worker", update.worker.clone()), ("queue", update.queue)]
+            [("task", task), ("error", update.error), ("worker", update.worker.clone()), ("queue", update.queue)]
         {
             if let Some(value) = value {
                 pairs.push((field, value.into_bytes()));
@@ -319,7 +468,7 @@ impl RedisBackend {
         }
         let (reply, answer) = oneshot::channel();
         let context = || format!("cannot store state {state} of task {id}");
-        self.inner.writes.send(Write { key: keys.result(id), args, reply }).map_err(|_| {
+        self.inner.writes.send(Write { key: keys.result(id), args, tally, reply }).map_err(|_| {
             BackendError::new(ErrorKind::Closed, format!("{}: the result backend is shut down", context()))
         })?;
         match answer.await {

@@ -90,8 +90,8 @@ impl RedisConfig {
         self
     }
 
-    /// Events the stream `NS:events` keeps, about (default 100,000; trimmed with
-    /// `MAXLEN ~`, and each stream entry holds the events of one grouped write). `0`
+    /// Stream entries `NS:events` keeps, about (default 100,000; trimmed with `MAXLEN ~`;
+    /// an entry holds the task events of a quarter second of one process's writes). `0`
     /// writes no task events (the counts by task name and the run times are still kept).
     pub fn events_cap(mut self, n: usize) -> Self {
         self.events_cap = n;

@@ -21,7 +21,7 @@
 //! | `NS:rate:TASK` | string | rate limiter: next start time (GCRA), with a TTL |
 //! | `NS:unique:KEY` | string | uniqueness lock: the holding task id, with a TTL |
 //! | `NS:idx:recent` | list | ids of tasks whose record changed, newest first (capped at 100,000 entries) |
-//! | `NS:events` | stream | events, one entry per grouped write (`at`, `lines`: `STATE id task worker` per write) or per recorded event; capped (`MAXLEN ~`) |
+//! | `NS:events` | stream | events: an entry per process every 250 ms of stored writes (`at`, `lines`: `STATE id task worker` per write), or per recorded event; capped (`MAXLEN ~`) |
 //! | `NS:stats:tasks`, `NS:stats:runtime` | hash, hash | counts by `task<TAB>state`; run times by `task<TAB>bucket` (ms bound, `+Inf`, `sum`, `count`) |
 //! | `NS:stats:MINUTE` | hash | tasks succeeded / failed in that minute (kept 2 hours) |
 //! | `NS:result:ID` | hash | state, result, error, progress, worker, retries, timings; with a TTL |

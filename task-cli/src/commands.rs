@@ -83,7 +83,7 @@ fn worker_json(w: &WorkerInfo) -> Value {
     json!({
         "id": w.id, "hostname": w.hostname, "pid": w.pid, "concurrency": w.concurrency, "queues": w.queues,
         "tasks": w.tasks, "started": time(w.started_ms), "heartbeat": time(w.heartbeat_ms),
-        "succeeded": w.succeeded, "failed": w.failed,
+        "succeeded": w.succeeded, "failed": w.failed, "active": w.active,
     })
 }
 
@@ -104,12 +104,13 @@ async fn status(app: &App, json: bool) -> Outcome {
                     w.concurrency.to_string(),
                     w.queues.join(","),
                     age(w.heartbeat_ms),
+                    w.active.to_string(),
                     w.succeeded.to_string(),
                     w.failed.to_string(),
                 ]
             })
             .collect();
-        table(&["WORKER", "HOST", "PID", "CONC", "QUEUES", "HEARTBEAT", "SUCCEEDED", "FAILED"], &rows);
+        table(&["WORKER", "HOST", "PID", "CONC", "QUEUES", "HEARTBEAT", "ACTIVE", "SUCCEEDED", "FAILED"], &rows);
     }
     Ok(0)
 }

@@ -264,6 +264,9 @@ pub struct WorkerInfo {
     /// Its last successful fetch, even an empty one (Unix ms): a worker that is up but
     /// cannot reach its queues shows here while its heartbeat looks fine.
     pub last_fetch_ms: i64,
+    /// Tasks running on it at its last heartbeat.
+    #[serde(default)]
+    pub active: u64,
 }
 
 impl WorkerInfo {
@@ -290,6 +293,7 @@ impl WorkerInfo {
             succeeded: 0,
             failed: 0,
             last_fetch_ms: started_ms,
+            active: 0,
         }
     }
 }

@@ -168,12 +168,13 @@ pub(crate) async fn workers(State(dash): State<Dashboard>) -> Response {
             let age = w["heartbeat_age_ms"].as_i64().unwrap_or(0) as f64 / 1000.0;
             let fetched = w["last_fetch_age_ms"].as_i64().unwrap_or(0) as f64 / 1000.0;
             format!(
-                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{age:.1} s ago</td><td>{fetched:.1} s ago</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{age:.1} s ago</td><td>{fetched:.1} s ago</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 cell(&w["id"]),
                 cell(&w["hostname"]),
                 cell(&w["pid"]),
                 cell(&w["concurrency"]),
                 cell(&w["queues"]),
+                cell(&w["active"]),
                 cell(&w["succeeded"]),
                 cell(&w["failed"]),
                 cell(&w["tasks"])
@@ -181,7 +182,19 @@ pub(crate) async fn workers(State(dash): State<Dashboard>) -> Response {
         })
         .collect();
     let body = table(
-        &["worker", "host", "pid", "concurrency", "queues", "heartbeat", "last fetch", "succeeded", "failed", "tasks"],
+        &[
+            "worker",
+            "host",
+            "pid",
+            "concurrency",
+            "queues",
+            "heartbeat",
+            "last fetch",
+            "in flight",
+            "succeeded",
+            "failed",
+            "tasks",
+        ],
         &rows,
     );
     page(&dash.config.base, "Workers", &body).into_response()

@@ -683,6 +683,8 @@ impl WorkerDirectory for RedisBroker {
                 .arg(info.failed)
                 .arg("last_fetch_ms")
                 .arg(info.last_fetch_ms)
+                .arg("active")
+                .arg(info.active)
                 .ignore();
             pipe.cmd("PEXPIRE").arg(&key).arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)).ignore();
             let mut con = self.con();
@@ -726,6 +728,7 @@ impl WorkerDirectory for RedisBroker {
                     info.succeeded = u64::try_from(num("succeeded")).unwrap_or(0);
                     info.failed = u64::try_from(num("failed")).unwrap_or(0);
                     info.last_fetch_ms = num("last_fetch_ms");
+                    info.active = u64::try_from(num("active")).unwrap_or(0);
                     info
                 })
                 .collect())

@@ -414,6 +414,7 @@ pub async fn workers_announce_themselves_until_they_expire(h: Harness) {
     );
     info.succeeded = 7;
     info.last_fetch_ms = 1_500;
+    info.active = 3;
     h.broker.heartbeat(&id, Duration::from_millis(400)).await.unwrap();
     directory.announce(&info, Duration::from_millis(400)).await.unwrap();
     let listed = directory.workers().await.unwrap();

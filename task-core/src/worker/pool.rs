@@ -195,15 +195,21 @@ async fn heartbeat(broker: Arc<dyn Broker>, id: ConsumerId, ttl: Duration, mut i
         }
         let report = runner.counters.report();
         let active = runner.running.lock().unwrap_or_else(|p| p.into_inner()).len();
-        let detail = format!("active={active} succeeded={} failed={}", report.succeeded, report.failed);
+        let last_fetch = runner.counters.last_fetch_ms.load(std::sync::atomic::Ordering::Relaxed).max(info.started_ms);
+        let detail = format!(
+            "active={active} succeeded={} failed={} last_fetch_ms_ago={}",
+            report.succeeded,
+            report.failed,
+            (crate::envelope::now_ms() - last_fetch).max(0)
+        );
         runner.record(Event::new(kind).worker(id.to_string()).detail(detail)).await;
         kind = EventKind::WorkerHeartbeat;
         if let Some(directory) = broker.directory() {
             info.heartbeat_ms = crate::envelope::now_ms();
             info.succeeded = report.succeeded;
             info.failed = report.failed;
-            info.last_fetch_ms =
-                runner.counters.last_fetch_ms.load(std::sync::atomic::Ordering::Relaxed).max(info.started_ms);
+            info.last_fetch_ms = last_fetch;
+            info.active = u64::try_from(active).unwrap_or(u64::MAX);
             if let Err(e) = directory.announce(&info, ttl).await {
                 warn!(error = %e, "cannot announce this worker");
             }

@@ -45,6 +45,9 @@
 //! | [`AsyncResult`] | `get(timeout)`, `state()`, `ready()`, `progress()`, `forget()` |
 //! | [`Worker`] | `app.worker().concurrency(8).queues([..]).run_until(signal)` |
 //! | [`TaskContext`] | optional first parameter: id, attempt, `set_progress`, `retry` |
+//! | [`group`], [`Chain`], [`chord`] | workflows: in parallel; one after another (`add::signature(1, 2).then(mul::partial(10))`); a group whose results go to one callback |
+//! | [`Beat`], [`Schedule`] | periodic tasks on intervals and cron schedules, any number of schedulers, each tick sent once |
+//! | [`Event`], [`TaskStats`] | the event stream and the counts by task name, state and run time that the dashboard reads |
 //! | [`Broker`], [`ResultBackend`] | the driver traits; [`memory`] is built in, `task-redis` adds `redis://` |
 //!
 //! ## Features
@@ -52,8 +55,8 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `macros` | yes | `#[task]` (from `task-macros`) |
-//! | `cli` | no | [`cli`]: `worker -c N -Q a,b --loglevel L` for your own binaries (clap) |
-//! | `test-util` | no | [`conformance_tests!`]: the broker/backend conformance suite, for driver crates |
+//! | `cli` | no | [`cli`]: `worker -c N -Q a,b --loglevel L [--beat]`, `beat`, `schedule` for your own binaries (clap) |
+//! | `test-util` | no | [`conformance_tests!`], `control_tests!`, `workflow_tests!`: the suites every driver crate runs |
 //!
 //! ## Guarantees
 //!

@@ -159,7 +159,8 @@ pub(crate) async fn task_data(dash: &Dashboard, id: &str) -> Result<Value, ApiEr
         "result": decode(&meta.result), "progress": decode(&meta.progress), "error": meta.error,
         "args": decode(&meta.args), "queue": meta.queue,
         "started": meta.started_ms.map(time), "finished": meta.finished_ms.map(time),
-        "runtime_ms": meta.started_ms.zip(meta.finished_ms).map(|(s, f)| f - s),
+        // The worker's own measure of the run, else the time from start to end.
+        "runtime_ms": meta.runtime_ms.and_then(|ms| i64::try_from(ms).ok()).or(meta.started_ms.zip(meta.finished_ms).map(|(s, f)| f - s)),
     }))
 }
 

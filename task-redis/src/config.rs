@@ -90,9 +90,10 @@ impl RedisConfig {
         self
     }
 
-    /// Stream entries `NS:events` keeps, about (default 100,000; trimmed with `MAXLEN ~`;
-    /// an entry holds the task events of a quarter second of one process's writes). `0`
-    /// writes no task events (the counts by task name and the run times are still kept).
+    /// Events the stream `NS:events` keeps at most, about (default 100,000). An entry holds
+    /// up to 100 events (those of a quarter second of one process's writes), and the
+    /// stream keeps `cap / 100` entries (`MAXLEN ~`): under load about `cap` events, when
+    /// quiet fewer. `0` writes no task events (counts and run times are still kept).
     pub fn events_cap(mut self, n: usize) -> Self {
         self.events_cap = n;
         self

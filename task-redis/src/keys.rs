@@ -22,6 +22,7 @@
 //! | `NS:unique:KEY` | string | uniqueness lock: the holding task id, with a TTL |
 //! | `NS:idx:recent` | list | ids of tasks whose record changed, newest first (capped at 100,000 entries) |
 //! | `NS:events` | stream | events: an entry per process every 250 ms of stored writes (`at`, `lines`: `STATE id task worker` per write), or per recorded event; capped (`MAXLEN ~`) |
+//! | `NS:idx:state:S`, `NS:idx:task:NAME` | list, list | ids that entered state `S` (FAILURE, RETRY); ids of one task name; newest first, capped at 100,000, gone a day after their last entry |
 //! | `NS:stats:tasks`, `NS:stats:runtime` | hash, hash | counts by `task<TAB>state`; run times by `task<TAB>bucket` (ms bound, `+Inf`, `sum`, `count`) |
 //! | `NS:stats:MINUTE` | hash | tasks succeeded / failed in that minute (kept 2 hours) |
 //! | `NS:result:ID` | hash | state, result, error, progress, worker, retries, timings; with a TTL |
@@ -29,7 +30,7 @@
 //! | channel `NS:control` | pub/sub | `terminate ID`: abort a running task (revoke with terminate) |
 
 use task_core::broker::MAX_PRIORITY;
-use task_core::{BrokerError, ErrorKind, TaskId};
+use task_core::{BrokerError, ErrorKind, TaskId, TaskState};
 
 /// Key names under one namespace.
 #[derive(Debug, Clone)]
@@ -145,6 +146,16 @@ impl Keys {
     /// Recently changed task ids, newest first (a capped list).
     pub(crate) fn recent(&self) -> String {
         format!("{}:idx:recent", self.ns)
+    }
+
+    /// Tasks that entered `state`, newest first (capped).
+    pub(crate) fn state_index(&self, state: TaskState) -> String {
+        format!("{}:idx:state:{state}", self.ns)
+    }
+
+    /// Tasks of one name, newest first (capped).
+    pub(crate) fn task_index(&self, task: &str) -> String {
+        format!("{}:idx:task:{task}", self.ns)
     }
 
     /// Finished tasks in the minute starting at `minute_ms` (a hash with a TTL).

@@ -185,11 +185,14 @@ pub(crate) async fn tasks_data(dash: &Dashboard, q: &HashMap<String, String>) ->
     if let Some(minutes) = q.get("since_minutes").and_then(|m| m.parse::<i64>().ok()) {
         filter = filter.since_ms(chrono::Utc::now().timestamp_millis() - minutes * 60_000);
     }
-    let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(50).min(1000);
+    let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(50).clamp(1, 1000);
+    // Pages of `limit`, newest first: page n skips n * limit matches (at most 5,000 deep).
+    let page = q.get("page").and_then(|p| p.parse::<usize>().ok()).unwrap_or(0).min(5000 / limit);
     // Search by an argument value: a substring of the arguments as JSON, over the newest
     // thousand tasks that pass the other filters.
     let needle = q.get("args").map(|a| a.trim().to_owned()).filter(|a| !a.is_empty());
-    let found = history(dash)?.recent(&filter, if needle.is_some() { 1000 } else { limit }).await?;
+    let wanted = if needle.is_some() { 1000 } else { limit * (page + 1) };
+    let found = history(dash)?.recent(&filter, wanted).await?;
     let args_json =
         |meta: &task_core::TaskMeta| meta.args.as_deref().and_then(|b| rmp_serde::from_slice::<Value>(b).ok());
     let found: Vec<_> = found
@@ -197,6 +200,7 @@ pub(crate) async fn tasks_data(dash: &Dashboard, q: &HashMap<String, String>) ->
         .filter(|(_, _, meta)| {
             needle.as_ref().is_none_or(|n| args_json(meta).is_some_and(|a| a.to_string().contains(n.as_str())))
         })
+        .skip(limit * page)
         .take(limit)
         .collect();
     Ok(Value::Array(

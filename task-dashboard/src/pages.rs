@@ -375,7 +375,26 @@ pub(crate) async fn find_task(State(dash): State<Dashboard>, Query(q): Query<Has
             )
         })
         .collect();
-    let body = format!("{form}{}", table(&["id", "task", "state", "changed", "run time (ms)", "error"], &rows));
+    // Newer / older pages, keeping the filters.
+    let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(50).clamp(1, 1000);
+    let current = q.get("page").and_then(|p| p.parse::<usize>().ok()).unwrap_or(0);
+    let link = |n: usize, text: &str| {
+        let mut query: Vec<(&str, String)> =
+            q.iter().filter(|(k, _)| k.as_str() != "page").map(|(k, v)| (k.as_str(), v.clone())).collect();
+        query.sort();
+        query.push(("page", n.to_string()));
+        let query = serde_urlencoded::to_string(&query).unwrap_or_default();
+        format!("<a href=\"{}/tasks?{}\">{text}</a>", esc(base), esc(&query))
+    };
+    let mut pager = Vec::new();
+    if current > 0 {
+        pager.push(link(current - 1, "← newer"));
+    }
+    if rows.len() == limit {
+        pager.push(link(current + 1, "older →"));
+    }
+    let pager = format!("<p>page {} {}</p>", current + 1, pager.join(" "));
+    let body = format!("{form}{}{pager}", table(&["id", "task", "state", "changed", "run time (ms)", "error"], &rows));
     page(base, "Tasks", &body).into_response()
 }
 

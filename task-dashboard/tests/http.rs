@@ -94,6 +94,13 @@ async fn pages_and_api_show_workers_queues_tasks_and_dead_letters() {
     assert_eq!(none.as_array().map(Vec::len), Some(0), "{none}");
     let (status, body) = call(&dash, "GET", "/api/tasks?state=FINISHED", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // Pages: one task per page here, newest first; the list page links the next one.
+    let first = api(&dash, "/api/tasks?task=dash.add&limit=1").await;
+    let second = api(&dash, "/api/tasks?task=dash.add&limit=1&page=1").await;
+    assert_eq!((first.as_array().map(Vec::len), second.as_array().map(Vec::len)), (Some(1), Some(1)));
+    assert_ne!(first[0]["id"], second[0]["id"], "page 2 is the next task: {first} {second}");
+    let (_, page) = call(&dash, "GET", "/tasks?task=dash.add&limit=1", None).await;
+    assert!(page.contains("page=1") && page.contains("older"), "a link to the older page: {page}");
     let minutes = api(&dash, "/api/throughput?minutes=5").await;
     assert_eq!(minutes.as_array().map(Vec::len), Some(5));
     assert!(minutes[4]["succeeded"].as_u64() >= Some(1) || minutes[3]["succeeded"].as_u64() >= Some(1), "{minutes}");

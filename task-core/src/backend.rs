@@ -152,6 +152,9 @@ pub trait TaskHistory: Send + Sync {
     fn events(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Event>, BackendError>>;
     /// Counts by task name and state, and run-time histograms by task name.
     fn task_stats(&self) -> BoxFuture<'_, Result<TaskStats, BackendError>>;
+    /// Workers that stopped (a `worker-offline` event) at or after `since_ms`, newest first:
+    /// `(worker id, when)`. Kept a day.
+    fn workers_offline(&self, since_ms: i64) -> BoxFuture<'_, Result<Vec<(String, i64)>, BackendError>>;
 }
 
 /// What a worker's claim of a task found.

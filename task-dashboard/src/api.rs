@@ -140,8 +140,24 @@ pub(crate) async fn overview_data(dash: &Dashboard) -> Result<Value, ApiError> {
     let workers = workers_data(dash).await?;
     let list = workers.as_array().cloned().unwrap_or_default();
     let sum = |key: &str| list.iter().filter_map(|w| w[key].as_u64()).sum::<u64>();
+    // Workers that stopped in the last hour and have not come back (an id is one run of a
+    // worker: a restarted process is a new worker).
+    let hour_ago = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    let offline = match dash.app.backend().history() {
+        Some(history) => {
+            let online: std::collections::HashSet<&str> = list.iter().filter_map(|w| w["id"].as_str()).collect();
+            let gone = history.workers_offline(hour_ago).await?;
+            gone.iter()
+                .filter(|(id, _)| !online.contains(id.as_str()))
+                .map(|(id, _)| id.as_str())
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        }
+        None => 0,
+    };
     Ok(json!({
         "workers_online": list.len(),
+        "workers_offline": offline,
         "concurrency": sum("concurrency"),
         "succeeded": sum("succeeded"),
         "failed": sum("failed"),

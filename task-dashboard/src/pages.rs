@@ -93,9 +93,9 @@ pub(crate) async fn overview(State(dash): State<Dashboard>) -> Response {
     };
     let card =
         |label: &str, key: &str| format!("<div class=\"card\">{label}<b id=\"{key}\">{}</b></div>", cell(&data[key]));
-    let cards = ["workers online", "concurrency", "succeeded", "failed"]
+    let cards = ["workers online", "offline (last hour)", "concurrency", "succeeded", "failed"]
         .iter()
-        .zip(["workers_online", "concurrency", "succeeded", "failed"])
+        .zip(["workers_online", "workers_offline", "concurrency", "succeeded", "failed"])
         .map(|(l, k)| card(l, k))
         .collect::<String>();
     let actions = !dash.config.read_only;
@@ -135,7 +135,7 @@ pub(crate) async fn overview(State(dash): State<Dashboard>) -> Response {
          const source = new EventSource('{}/api/stream');\
          source.addEventListener('overview', (e) => {{\
            const d = JSON.parse(e.data);\
-           for (const k of ['workers_online', 'concurrency', 'succeeded', 'failed']) {{\
+           for (const k of ['workers_online', 'workers_offline', 'concurrency', 'succeeded', 'failed']) {{\
              const el = document.getElementById(k); if (el) el.textContent = d[k]; }}\
            for (const q of d.queues || []) for (const s of ['ready', 'scheduled', 'in_flight', 'dead']) {{\
              const el = document.getElementById(`q-${{q.queue}}-${{s}}`); if (el) el.textContent = q[s]; }}\

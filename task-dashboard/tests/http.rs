@@ -251,5 +251,10 @@ async fn metrics_and_live_updates() {
     assert!(kinds.contains(&"worker-online"), "{events}");
     let (_, page) = call(&dash, "GET", "/events", None).await;
     assert!(page.contains("task-succeeded") && page.contains("addEventListener('events'"), "{page}");
+    assert_eq!(api(&dash, "/api/overview").await["workers_offline"], 0);
     worker.shutdown().await.unwrap();
+    let overview = api(&dash, "/api/overview").await;
+    assert_eq!((overview["workers_online"].as_u64(), overview["workers_offline"].as_u64()), (Some(0), Some(1)));
+    let (_, page) = call(&dash, "GET", "/", None).await;
+    assert!(page.contains("offline (last hour)"), "{page}");
 }

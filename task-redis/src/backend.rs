@@ -11,8 +11,8 @@ use std::str::FromStr;
 use task_core::broker::BoxFuture;
 
 use task_core::{
-    BackendError, Claim, ErrorKind, Event, MinuteCount, ResultBackend, TaskFilter, TaskHistory, TaskId, TaskMeta,
-    TaskState, TaskStats,
+    BackendError, Claim, ErrorKind, Event, EventKind, MinuteCount, ResultBackend, TaskFilter, TaskHistory, TaskId,
+    TaskMeta, TaskState, TaskStats,
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -104,6 +104,8 @@ fn stream_entries(events: usize) -> usize {
 }
 /// How long an index outlives its last new entry (the default result TTL).
 const INDEX_KEEP_SECS: u64 = 24 * 3600;
+/// A day in milliseconds: how long stopped workers are remembered.
+const DAY_MS: i64 = 24 * 3_600_000;
 
 impl Tallies {
     fn add(&mut self, t: &Tally) {
@@ -679,23 +681,29 @@ impl TaskHistory for RedisBackend {
     fn record_event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
             let mut con = self.con();
-            let cap = stream_entries(self.inner.events_cap);
-            let _: String = timed(
-                self.inner.op_timeout,
-                redis::cmd("XADD")
-                    .arg(self.inner.keys.events())
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(cap)
-                    .arg("*")
-                    .arg("at")
-                    .arg(event.at_ms)
-                    .arg("lines")
-                    .arg(event.to_line())
-                    .query_async(&mut con),
-            )
-            .await
-            .map_err(|e| e.backend(&format!("cannot record a {} event", event.kind)))?;
+            let keys = &self.inner.keys;
+            let mut pipe = redis::pipe();
+            pipe.cmd("XADD")
+                .arg(keys.events())
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(stream_entries(self.inner.events_cap))
+                .arg("*")
+                .arg("at")
+                .arg(event.at_ms)
+                .arg("lines")
+                .arg(event.to_line())
+                .ignore();
+            if let (EventKind::WorkerOffline, Some(worker)) = (event.kind, &event.worker) {
+                // The workers that stopped in the last day, for the overview.
+                let key = keys.workers_offline();
+                pipe.cmd("ZADD").arg(&key).arg(event.at_ms).arg(worker).ignore();
+                pipe.cmd("ZREMRANGEBYSCORE").arg(&key).arg("-inf").arg(event.at_ms - DAY_MS).ignore();
+                pipe.cmd("PEXPIRE").arg(&key).arg(DAY_MS).ignore();
+            }
+            let _: () = timed(self.inner.op_timeout, pipe.query_async(&mut con))
+                .await
+                .map_err(|e| e.backend(&format!("cannot record a {} event", event.kind)))?;
             Ok(())
         })
     }
@@ -733,6 +741,23 @@ impl TaskHistory for RedisBackend {
             }
             events.truncate(limit);
             Ok(events)
+        })
+    }
+
+    fn workers_offline(&self, since_ms: i64) -> BoxFuture<'_, Result<Vec<(String, i64)>, BackendError>> {
+        Box::pin(async move {
+            let mut con = self.con();
+            timed(
+                self.inner.op_timeout,
+                redis::cmd("ZREVRANGEBYSCORE")
+                    .arg(self.inner.keys.workers_offline())
+                    .arg("+inf")
+                    .arg(since_ms)
+                    .arg("WITHSCORES")
+                    .query_async(&mut con),
+            )
+            .await
+            .map_err(|e| e.backend("cannot read the workers that went offline"))
         })
     }
 

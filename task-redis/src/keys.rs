@@ -13,6 +13,7 @@
 //! | `NS:{Q}:sent:ID` | string | marks callback / chain step `ID` as sent (TTL: the parent's result TTL) |
 //! | `NS:{Q}:chord:ID` | hash | a chord's join (size, remaining, callback, closed, `r:<i>` results); `Q` is the callback's queue |
 //! | `NS:queues` | set | the queue names in use |
+//! | `NS:workers:offline` | zset | workers that stopped, by when (Unix ms); the last day |
 //! | `NS:beat:ticks` | hash | periodic entry name -> its last claimed tick (Unix ms) |
 //! | `NS:beat:schedule` | hash | periodic entry name -> the record its scheduler announced |
 //! | `NS:workers` | zset | worker ids, scored by heartbeat deadline (Redis clock, ms) |
@@ -146,6 +147,11 @@ impl Keys {
     /// Recently changed task ids, newest first (a capped list).
     pub(crate) fn recent(&self) -> String {
         format!("{}:idx:recent", self.ns)
+    }
+
+    /// Workers that stopped, scored by when (Unix ms), kept a day.
+    pub(crate) fn workers_offline(&self) -> String {
+        format!("{}:workers:offline", self.ns)
     }
 
     /// Tasks that entered `state`, newest first (capped).

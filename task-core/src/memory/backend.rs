@@ -55,6 +55,8 @@ struct State {
     /// The event stream, newest at the back, capped at `EVENTS_CAP`.
     events: std::collections::VecDeque<Event>,
     next_event: u64,
+    /// Workers that went offline, oldest first, kept a day.
+    offline: std::collections::VecDeque<(String, i64)>,
     /// (task name, state) -> count.
     counts: HashMap<(String, TaskState), u64>,
     /// (task name, bucket) -> count; buckets are bounds in ms, `+Inf`, `sum`, `count`.
@@ -72,6 +74,7 @@ impl Default for State {
             minutes: std::collections::BTreeMap::new(),
             events: std::collections::VecDeque::new(),
             next_event: 0,
+            offline: std::collections::VecDeque::new(),
             counts: HashMap::new(),
             runtime: HashMap::new(),
         }
@@ -84,6 +87,11 @@ impl State {
     }
 
     fn push_event(&mut self, mut event: Event) {
+        if let (EventKind::WorkerOffline, Some(worker)) = (event.kind, &event.worker) {
+            self.offline.push_back((worker.clone(), event.at_ms));
+            let day_ago = event.at_ms - 24 * 3_600_000;
+            self.offline.retain(|(_, at)| *at >= day_ago);
+        }
         self.next_event += 1;
         event.id = self.next_event.to_string();
         self.events.push_back(event);
@@ -323,6 +331,11 @@ impl TaskHistory for InMemoryBackend {
     fn events(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Event>, BackendError>> {
         let events = self.lock().events.iter().rev().take(limit).cloned().collect();
         Box::pin(async move { Ok(events) })
+    }
+
+    fn workers_offline(&self, since_ms: i64) -> BoxFuture<'_, Result<Vec<(String, i64)>, BackendError>> {
+        let gone = self.lock().offline.iter().rev().filter(|(_, at)| *at >= since_ms).cloned().collect();
+        Box::pin(async move { Ok(gone) })
     }
 
     fn task_stats(&self) -> BoxFuture<'_, Result<TaskStats, BackendError>> {

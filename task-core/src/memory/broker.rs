@@ -457,6 +457,9 @@ impl Broker for InMemoryBroker {
         {
             let mut state = self.lock();
             state.consumers.remove(consumer);
+            // A stopped worker leaves the directory at once (as in Redis, where the
+            // directory lists the workers of the heartbeat set).
+            state.directory.remove(consumer.as_str());
             let tokens: Vec<u64> =
                 state.held.iter().filter(|(_, (owner, _))| owner == consumer).map(|(t, _)| *t).collect();
             for token in tokens {

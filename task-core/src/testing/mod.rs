@@ -556,12 +556,19 @@ pub async fn events_and_task_stats_follow_the_writes(h: Harness) {
     h.backend.store(&b, write(TaskState::Failure, Some(70_000)), ttl).await.unwrap();
     let dead = Event::new(EventKind::TaskDeadLettered).task(&b, &name).worker("w1").detail("unknown task");
     history.record_event(&dead).await.unwrap();
+    let gone = format!("worker-{name}");
+    let since = crate::envelope::now_ms() - 1;
+    history.record_event(&Event::new(EventKind::WorkerOffline).worker(gone.clone())).await.unwrap();
+    let offline = history.workers_offline(since).await.unwrap();
+    assert!(offline.iter().any(|(w, at)| w == &gone && *at >= since), "{offline:?}");
+    assert!(history.workers_offline(crate::envelope::now_ms() + 1_000).await.unwrap().is_empty());
 
     // A driver may gather events and counts for a moment before it writes them (Redis:
     // a quarter of a second): wait for them.
     let start = std::time::Instant::now();
     let (events, stats) = loop {
-        let events = history.events(6).await.unwrap();
+        let events: Vec<Event> =
+            history.events(7).await.unwrap().into_iter().filter(|e| e.kind != EventKind::WorkerOffline).collect();
         let stats = history.task_stats().await.unwrap();
         if events.len() == 6 && stats.runtimes.iter().any(|r| r.task == name) {
             break (events, stats);

@@ -96,6 +96,8 @@ struct TaskTally {
 const TALLY_EVERY: Duration = Duration::from_millis(250);
 /// The most events one stream entry holds.
 const LINES_PER_ENTRY: usize = 100;
+/// Event text gathered before it is sent, whatever the interval (about 1,000 events).
+const TALLY_MAX_BYTES: usize = 100 * 1024;
 
 /// The stream's cap in entries for a cap of `events`: at most `events` events in all
 /// (more entries than that only when they hold fewer events each).
@@ -152,6 +154,12 @@ impl Tallies {
 
     fn is_empty(&self) -> bool {
         self.lines.is_empty()
+    }
+
+    /// Gathered enough to send before the interval ends: under load a quarter second
+    /// holds thousands of writes, and what is held (and sent at once) stays small.
+    fn is_full(&self) -> bool {
+        self.lines.len() >= TALLY_MAX_BYTES
     }
 
     /// Sends what was gathered in one pipeline; on failure it is dropped (logged).
@@ -279,6 +287,9 @@ async fn flush_writes(
                         tallies.add(&write.tally);
                     }
                     let _ = write.reply.send(Ok(code));
+                }
+                if tallies.is_full() {
+                    tallies.send(&mut con, &keys, events_cap, op_timeout).await;
                 }
             }
             Ok(codes) => {

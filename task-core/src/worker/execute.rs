@@ -161,17 +161,22 @@ impl Runner {
 
         match outcome {
             Ok(result) => {
+                // A chain's next step or a chord's join takes the result too: a copy only then.
+                let handed_on = (envelope.chord.is_some()
+                    || envelope.callbacks.iter().any(|c| c.on == CallbackOn::Success && c.arg.is_some()))
+                .then(|| result.clone());
                 if envelope.ignore_result {
                     self.forget(&envelope).await;
                 } else {
                     let done = TaskMeta {
-                        result: Some(result.clone()),
+                        result: Some(result),
                         finished_ms: Some(now_ms()),
                         runtime_ms: Some(runtime_ms),
                         ..TaskMeta::state(TaskState::Success)
                     };
                     self.store(&envelope, done).await;
                 }
+                let result = handed_on.unwrap_or_default();
                 self.send_callbacks(&envelope, CallbackOn::Success, &result).await;
                 if let Some(member) = &envelope.chord {
                     self.join_chord(&envelope, member, &result).await;

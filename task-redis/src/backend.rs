@@ -1,6 +1,7 @@
 //! [`RedisBackend`]: one hash per task id, with a TTL; waiting wakes on a pub/sub
 //! message, and every waiter of the process shares one subscriber connection.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,7 +45,7 @@ struct Inner {
 struct Write {
     key: String,
     /// ttl, writer, claim, channel, state, task id, field count, field/value pairs.
-    args: Vec<Vec<u8>>,
+    args: Vec<Cow<'static, [u8]>>,
     /// What the write adds to the events and counters once stored.
     tally: Tally,
     reply: oneshot::Sender<Result<i64, (ErrorKind, String)>>,
@@ -268,18 +269,28 @@ async fn flush_writes(
             }
         }
         let now = task_core_now_ms();
-        let mut inv = SCRIPTS.store_many.prepare_invoke();
+        // EVALSHA built as one command: its arguments go straight into the command's
+        // buffer (a ScriptInvocation would copy each into a vector of its own first).
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(SCRIPTS.store_many.get_hash()).arg(group.len() + 2);
         for write in &group {
-            inv.key(&write.key);
+            cmd.arg(&write.key);
         }
-        inv.key(keys.recent()).key(keys.minute(now - now.rem_euclid(60_000)));
-        inv.arg(group.len()).arg(now).arg(task_core::HISTORY_CAP);
+        cmd.arg(keys.recent()).arg(keys.minute(now - now.rem_euclid(60_000)));
+        cmd.arg(group.len()).arg(now).arg(task_core::HISTORY_CAP);
         for write in &group {
             for arg in &write.args {
-                inv.arg(arg.as_slice());
+                cmd.arg(arg.as_ref());
             }
         }
-        let stored: Result<Vec<i64>, crate::error::Failure> = timed(op_timeout, inv.invoke_async(&mut con)).await;
+        let stored: Result<Vec<i64>, crate::error::Failure> = match timed(op_timeout, cmd.query_async(&mut con)).await {
+            // Redis restarted and forgot the script: load it, then send the same command.
+            Err(e) if e.is_noscript() => match timed(op_timeout, SCRIPTS.store_many.load_async(&mut con)).await {
+                Ok(_) => timed(op_timeout, cmd.query_async(&mut con)).await,
+                Err(e) => Err(e),
+            },
+            other => other,
+        };
         match stored {
             Ok(codes) if codes.len() == group.len() => {
                 for (write, code) in group.into_iter().zip(codes) {
@@ -517,17 +528,18 @@ impl RedisBackend {
                 pairs.push((field, value));
             }
         }
-        let mut args: Vec<Vec<u8>> = Vec::with_capacity(6 + 2 * pairs.len());
-        args.push(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1).to_string().into_bytes());
-        args.push(update.worker.unwrap_or_default().into_bytes());
-        args.push(if state == TaskState::Started { b"1".to_vec() } else { b"0".to_vec() });
-        args.push(if state.is_ready() { keys.done_channel(id).into_bytes() } else { Vec::new() });
-        args.push(state.as_str().as_bytes().to_vec());
-        args.push(id.as_str().as_bytes().to_vec());
-        args.push(pairs.len().to_string().into_bytes());
+        // Constant parts (field names, flags, the state) are borrowed, not copied.
+        let mut args: Vec<Cow<'static, [u8]>> = Vec::with_capacity(7 + 2 * pairs.len());
+        args.push(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1).to_string().into_bytes().into());
+        args.push(update.worker.unwrap_or_default().into_bytes().into());
+        args.push(Cow::Borrowed(if state == TaskState::Started { b"1" } else { b"0" }));
+        args.push(if state.is_ready() { keys.done_channel(id).into_bytes().into() } else { Cow::Borrowed(b"") });
+        args.push(Cow::Borrowed(state.as_str().as_bytes()));
+        args.push(id.as_str().as_bytes().to_vec().into());
+        args.push(pairs.len().to_string().into_bytes().into());
         for (field, value) in pairs {
-            args.push(field.as_bytes().to_vec());
-            args.push(value);
+            args.push(Cow::Borrowed(field.as_bytes()));
+            args.push(value.into());
         }
         let (reply, answer) = oneshot::channel();
         let context = || format!("cannot store state {state} of task {id}");

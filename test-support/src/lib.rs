@@ -115,7 +115,13 @@ impl RedisServer {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(10) {
             if self.ping() {
-                return true;
+                // Another test's server may hold the port (both probed it free at once):
+                // then ours exits, and the answer came from theirs. Only ours will do.
+                if self.answers_as_ours() {
+                    return true;
+                }
+                self.kill();
+                return false;
             }
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(_)) = child.try_wait()
@@ -127,6 +133,13 @@ impl RedisServer {
         }
         self.kill();
         false
+    }
+
+    /// True when the server on the port is the one this value started (by its pid).
+    fn answers_as_ours(&self) -> bool {
+        let Some(pid) = self.child.as_ref().map(std::process::Child::id) else { return false };
+        let info = self.cli(&["INFO", "server"]);
+        info.lines().any(|line| line.trim() == format!("process_id:{pid}"))
     }
 
     fn ping(&self) -> bool {

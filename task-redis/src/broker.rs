@@ -218,9 +218,12 @@ impl RedisBroker {
         }
     }
 
-    fn enqueue_invocation(&self, message: &Message) -> redis::ScriptInvocation<'static> {
+    /// `script` with the keys and arguments of enqueue.lua for `message` (KEYS[1..3],
+    /// ARGV[1..2]): the enqueue script itself, or a guard followed by it (chord fire,
+    /// enqueue once), to which the caller adds the guard's own keys and arguments.
+    fn enqueue_invocation<'s>(&self, script: &'s redis::Script, message: &Message) -> redis::ScriptInvocation<'s> {
         let keys = &self.inner.keys;
-        let mut inv = SCRIPTS.enqueue.prepare_invoke();
+        let mut inv = script.prepare_invoke();
         inv.key(keys.ready(&message.queue, message.priority))
             .key(keys.delayed(&message.queue))
             .key(keys.wake(&message.queue))
@@ -446,9 +449,10 @@ impl Broker for RedisBroker {
             self.remember_queue(&message.queue).await?;
             let mut con = self.con();
             let queue = message.queue.clone();
-            let _: i64 = timed(self.limit(), self.enqueue_invocation(&message).invoke_async(&mut con))
-                .await
-                .map_err(|e| e.broker(&format!("cannot enqueue task {} to `{queue}`", message.id)))?;
+            let _: i64 =
+                timed(self.limit(), self.enqueue_invocation(&SCRIPTS.enqueue, &message).invoke_async(&mut con))
+                    .await
+                    .map_err(|e| e.broker(&format!("cannot enqueue task {} to `{queue}`", message.id)))?;
             Ok(())
         })
     }

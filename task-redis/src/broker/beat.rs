@@ -57,9 +57,7 @@ impl RedisBroker {
             timed(self.limit(), redis::cmd("HGETALL").arg(self.inner.keys.beat_schedule()).query_async(&mut con))
                 .await
                 .map_err(|e| e.broker("cannot read the periodic entries"))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let now = super::now_ms();
         let mut entries: Vec<ScheduledEntry> = records
             .iter()
             .filter_map(|(_, bytes)| ScheduledEntry::decode(bytes).ok())

@@ -9,7 +9,6 @@ use task_core::broker::{ChordJoin, Message};
 use task_core::{BrokerError, ChordMember, ErrorKind, TaskId};
 
 use super::RedisBroker;
-use crate::entry;
 use crate::error::timed;
 use crate::scripts::SCRIPTS;
 
@@ -73,15 +72,9 @@ impl RedisBroker {
 
     pub(super) async fn fire_chord(&self, member: &ChordMember, message: Message) -> Result<bool, BrokerError> {
         self.remember_queue(&message.queue).await?;
-        let keys = &self.inner.keys;
         let mut con = self.con();
-        let mut inv = SCRIPTS.chord_fire.prepare_invoke();
-        inv.key(keys.ready(&message.queue, message.priority))
-            .key(keys.delayed(&message.queue))
-            .key(keys.wake(&message.queue))
-            .key(keys.chord(&member.queue, &member.chord))
-            .arg(entry::encode(message.priority, 0, &message.payload))
-            .arg(Self::due(&message));
+        let mut inv = self.enqueue_invocation(&SCRIPTS.chord_fire, &message);
+        inv.key(self.inner.keys.chord(&member.queue, &member.chord));
         let sent: i64 = timed(self.limit(), inv.invoke_async(&mut con))
             .await
             .map_err(|e| e.broker(&format!("cannot send the callback of chord {}", member.chord)))?;
@@ -90,15 +83,9 @@ impl RedisBroker {
 
     pub(super) async fn send_once(&self, message: Message, ttl: Duration) -> Result<bool, BrokerError> {
         self.remember_queue(&message.queue).await?;
-        let keys = &self.inner.keys;
         let mut con = self.con();
-        let mut inv = SCRIPTS.enqueue_once.prepare_invoke();
-        inv.key(keys.ready(&message.queue, message.priority))
-            .key(keys.delayed(&message.queue))
-            .key(keys.wake(&message.queue))
-            .key(keys.sent(&message.queue, &message.id))
-            .arg(entry::encode(message.priority, 0, &message.payload))
-            .arg(Self::due(&message))
+        let mut inv = self.enqueue_invocation(&SCRIPTS.enqueue_once, &message);
+        inv.key(self.inner.keys.sent(&message.queue, &message.id))
             .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
         let sent: i64 = timed(self.limit(), inv.invoke_async(&mut con))
             .await

@@ -234,6 +234,16 @@ impl InMemoryBroker {
         self.shared.state.lock().unwrap_or_else(|poison| poison.into_inner())
     }
 
+    /// Runs `change` under the lock; when it added a message (returned true), wakes the
+    /// blocked fetches once the lock is released.
+    fn add_then_wake(&self, change: impl FnOnce(&mut State) -> Result<bool, BrokerError>) -> Result<bool, BrokerError> {
+        let added = change(&mut self.lock())?;
+        if added {
+            self.shared.wake.notify_waiters();
+        }
+        Ok(added)
+    }
+
     /// Ready messages in `queue` (due, not held).
     pub fn len(&self, queue: &str) -> usize {
         let mut state = self.lock();
@@ -583,21 +593,17 @@ impl Coordination for InMemoryBroker {
     }
 
     fn chord_fire<'a>(&'a self, member: &'a ChordMember, message: Message) -> BoxFuture<'a, Result<bool, BrokerError>> {
-        let fired = {
-            let mut state = self.lock();
-            match state.chords.get_mut(&member.chord) {
+        let fired = self.add_then_wake(|state| {
+            Ok(match state.chords.get_mut(&member.chord) {
                 Some(join) if !join.closed => {
                     join.closed = true;
                     state.add(message);
                     true
                 }
                 _ => false,
-            }
-        };
-        if fired {
-            self.shared.wake.notify_waiters();
-        }
-        Box::pin(async move { Ok(fired) })
+            })
+        });
+        Box::pin(async move { fired })
     }
 
     fn chord_fail<'a>(&'a self, member: &'a ChordMember) -> BoxFuture<'a, Result<bool, BrokerError>> {
@@ -608,24 +614,17 @@ impl Coordination for InMemoryBroker {
 
     fn enqueue_once(&self, message: Message, ttl: Duration) -> BoxFuture<'_, Result<bool, BrokerError>> {
         let now = Instant::now();
-        let sent = {
-            let mut state = self.lock();
-            if let Err(e) = state.fault(BrokerOp::Enqueue) {
-                return Box::pin(async move { Err(e) });
-            }
+        let sent = self.add_then_wake(|state| {
+            state.fault(BrokerOp::Enqueue)?;
             state.sent_once.retain(|_, until| *until > now);
             if state.sent_once.contains_key(&message.id) {
-                false
-            } else {
-                state.sent_once.insert(message.id.clone(), now + ttl);
-                state.add(message);
-                true
+                return Ok(false);
             }
-        };
-        if sent {
-            self.shared.wake.notify_waiters();
-        }
-        Box::pin(async move { Ok(sent) })
+            state.sent_once.insert(message.id.clone(), now + ttl);
+            state.add(message);
+            Ok(true)
+        });
+        Box::pin(async move { sent })
     }
 
     fn claim_tick<'a>(&'a self, entry: &'a str, tick_ms: i64) -> BoxFuture<'a, Result<bool, BrokerError>> {
@@ -737,20 +736,13 @@ impl Inspect for InMemoryBroker {
     }
 
     fn retry_dead_letter<'a>(&'a self, letter: &'a DeadLetter) -> BoxFuture<'a, Result<bool, BrokerError>> {
-        let found = {
-            let mut state = self.lock();
+        let found = self.add_then_wake(|state| {
             let at = state.dead.iter().position(|d| d == letter);
-            if let Some(dead) = at.and_then(|at| state.dead.remove(at)) {
-                state.push(Entry { queue: dead.queue, priority: 0, payload: dead.payload, deliveries: 0 }, false);
-                true
-            } else {
-                false
-            }
-        };
-        if found {
-            self.shared.wake.notify_waiters();
-        }
-        Box::pin(async move { Ok(found) })
+            let Some(dead) = at.and_then(|at| state.dead.remove(at)) else { return Ok(false) };
+            state.push(Entry { queue: dead.queue, priority: 0, payload: dead.payload, deliveries: 0 }, false);
+            Ok(true)
+        });
+        Box::pin(async move { found })
     }
 
     fn purge_dead<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<usize, BrokerError>> {

@@ -166,15 +166,30 @@ impl Event {
     /// The one-line form drivers store: `kind \t task id \t task \t worker \t detail`
     /// (tabs and newlines in the parts become spaces).
     pub fn to_line(&self) -> String {
-        let clean = |s: Option<&str>| s.unwrap_or("").replace(['\t', '\n'], " ");
-        format!(
-            "{}\t{}\t{}\t{}\t{}",
-            self.kind,
-            clean(self.task_id.as_ref().map(TaskId::as_str)),
-            clean(self.task.as_deref()),
-            clean(self.worker.as_deref()),
-            clean(self.detail.as_deref())
-        )
+        let mut line = String::new();
+        let parts = [
+            self.task_id.as_ref().map(TaskId::as_str),
+            self.task.as_deref(),
+            self.worker.as_deref(),
+            self.detail.as_deref(),
+        ];
+        Self::push_line(&mut line, self.kind.as_str(), parts.map(|p| p.unwrap_or("")));
+        line
+    }
+
+    /// Appends that line to `out` from its parts, without building an `Event` (a driver
+    /// writing an event per stored write): `kind` is a kind's name or a state's name, the
+    /// parts are task id, task name, worker and detail (empty for none).
+    pub fn push_line(out: &mut String, kind: &str, parts: [&str; 4]) {
+        out.push_str(kind);
+        for part in parts {
+            out.push('\t');
+            if part.contains(['\t', '\n']) {
+                out.push_str(&part.replace(['\t', '\n'], " "));
+            } else {
+                out.push_str(part);
+            }
+        }
     }
 
     /// Reads a line written by [`to_line`](Self::to_line) (or by a driver's script, with

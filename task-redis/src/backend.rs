@@ -68,7 +68,13 @@ struct Tally {
 /// and counts, never a result.
 #[derive(Debug, Default)]
 struct Tallies {
-    lines: String,
+    /// Event lines, newline-separated, at most `LINES_PER_ENTRY` per string: each string
+    /// is one stream entry.
+    chunks: Vec<String>,
+    /// Lines in the last chunk.
+    lines_in_last: usize,
+    /// Bytes in all chunks.
+    bytes: usize,
     by_task: HashMap<String, TaskTally>,
     /// Ids for the indices by final state (`NS:idx:state:S`), newest last.
     by_state: HashMap<TaskState, Vec<TaskId>>,
@@ -115,17 +121,22 @@ impl Tallies {
         if task_core::EventKind::of_state(t.state).is_none() {
             return;
         }
-        if !self.lines.is_empty() {
-            self.lines.push('\n');
-        }
-        // `Event::to_line`'s layout, written in place (ids, names and worker ids hold no
-        // tab or newline); the state name reads back as the event kind.
-        for (i, part) in [t.state.as_str(), t.id.as_str(), &t.task, &t.worker].into_iter().enumerate() {
-            if i > 0 {
-                self.lines.push('\t');
+        let chunk = match self.chunks.last_mut() {
+            Some(chunk) if self.lines_in_last < LINES_PER_ENTRY => {
+                chunk.push('\n');
+                self.lines_in_last += 1;
+                chunk
             }
-            self.lines.push_str(part);
-        }
+            _ => {
+                self.chunks.push(String::new());
+                self.lines_in_last = 1;
+                self.chunks.last_mut().expect("just pushed")
+            }
+        };
+        let before = chunk.len();
+        // The state name reads back as the event kind.
+        Event::push_line(chunk, t.state.as_str(), [t.id.as_str(), &t.task, &t.worker, ""]);
+        self.bytes += chunk.len() - before;
         if INDEXED_STATES.contains(&t.state) {
             self.by_state.entry(t.state).or_default().push(t.id.clone());
         }
@@ -154,18 +165,18 @@ impl Tallies {
     }
 
     fn is_empty(&self) -> bool {
-        self.lines.is_empty()
+        self.chunks.is_empty()
     }
 
     /// Gathered enough to send before the interval ends: under load a quarter second
     /// holds thousands of writes, and what is held (and sent at once) stays small.
     fn is_full(&self) -> bool {
-        self.lines.len() >= TALLY_MAX_BYTES
+        self.bytes >= TALLY_MAX_BYTES
     }
 
     /// Sends what was gathered in one pipeline; on failure it is dropped (logged).
     async fn send(&mut self, con: &mut ConnectionManager, keys: &Keys, events_cap: usize, op_timeout: Duration) {
-        let Tallies { lines, by_task, by_state } = std::mem::take(self);
+        let Tallies { chunks, by_task, by_state, .. } = std::mem::take(self);
         let mut pipe = redis::pipe();
         // The indices: capped like the recent-tasks list, and gone a day after the last
         // write (their records expire too; a listing skips ids whose record is gone).
@@ -183,12 +194,11 @@ impl Tallies {
         for (task, tally) in &by_task {
             index(keys.task_index(task), &tally.ids);
         }
-        if events_cap > 0 && !lines.is_empty() {
+        if events_cap > 0 {
             // At most LINES_PER_ENTRY events per stream entry, so that the stream's cap in
             // entries bounds its events (and its memory) whatever the load.
             let at = task_core_now_ms();
-            let all: Vec<&str> = lines.split('\n').collect();
-            for chunk in all.chunks(LINES_PER_ENTRY) {
+            for chunk in chunks {
                 pipe.cmd("XADD")
                     .arg(keys.events())
                     .arg("MAXLEN")
@@ -198,7 +208,7 @@ impl Tallies {
                     .arg("at")
                     .arg(at)
                     .arg("lines")
-                    .arg(chunk.join("\n"))
+                    .arg(chunk)
                     .ignore();
             }
         }
@@ -884,5 +894,40 @@ impl TaskHistory for RedisBackend {
                 .map(|(m, (s, f))| MinuteCount::new(m, s.unwrap_or(0), f.unwrap_or(0)))
                 .collect())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(state: TaskState, task: &str) -> Tally {
+        Tally { state, id: TaskId::new(), task: task.into(), worker: "w1".into(), runtime_ms: Some(7) }
+    }
+
+    #[test]
+    fn tallied_events_fill_stream_entries_of_at_most_a_hundred_lines() {
+        let mut tallies = Tallies::default();
+        for _ in 0..250 {
+            tallies.add(&stored(TaskState::Success, "t"));
+        }
+        tallies.add(&stored(TaskState::Pending, "t")); // no event for PENDING
+        let lines: Vec<usize> = tallies.chunks.iter().map(|c| c.lines().count()).collect();
+        assert_eq!(lines, [100, 100, 50]);
+        assert_eq!(
+            tallies.bytes,
+            tallies.chunks.iter().map(String::len).sum::<usize>() - 247,
+            "the 247 newlines are not counted"
+        );
+        for line in tallies.chunks.iter().flat_map(|c| c.lines()) {
+            let event = Event::from_line(String::new(), 0, line).expect("a line the reader understands");
+            assert_eq!(
+                (event.kind, event.task.as_deref(), event.worker.as_deref()),
+                (EventKind::TaskSucceeded, Some("t"), Some("w1"))
+            );
+        }
+        let tally = &tallies.by_task["t"];
+        assert_eq!((tally.count, tally.sum_ms), (250, 1750));
+        assert_eq!(tally.buckets[1], 250, "7 ms is in the 10 ms bucket");
     }
 }

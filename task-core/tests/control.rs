@@ -1,4 +1,4 @@
-//! The task-control suite on `memory://`.
+//! The task-control and workflow suites on `memory://`.
 
 use task_core::App;
 use task_core::testing::control::AppHarness;
@@ -10,3 +10,4 @@ async fn setup() -> AppHarness {
 }
 
 task_core::control_tests!(setup);
+task_core::workflow_tests!(setup);

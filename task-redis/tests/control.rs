@@ -1,5 +1,6 @@
-//! The task-control suite on Redis: revoke, expiry, rate limits and uniqueness held in
-//! Redis, shared by every worker.
+//! The task-control suite on Redis (revoke, expiry, rate limits and uniqueness held in
+//! Redis, shared by every worker) and the workflow suite (chains; chords joined by a hash
+//! beside the callback's queue; periodic ticks claimed in Redis).
 
 use std::sync::Arc;
 
@@ -15,3 +16,4 @@ async fn setup() -> AppHarness {
 }
 
 task_core::control_tests!(setup);
+task_core::workflow_tests!(setup);

@@ -4,7 +4,7 @@
 //! control suite.
 //!
 //! ```ignore
-//! task_core::workflow_tests!(setup); // setup: async fn() -> AppHarness
+//! task_core::workflow_tests!(setup); // setup: async fn() -> AppHarness, as for control_tests!
 //! ```
 
 use std::sync::Mutex;

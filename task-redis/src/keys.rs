@@ -22,7 +22,7 @@
 //! | `NS:rate:TASK` | string | rate limiter: next start time (GCRA), with a TTL |
 //! | `NS:unique:KEY` | string | uniqueness lock: the holding task id, with a TTL |
 //! | `NS:idx:recent` | list | ids of tasks whose record changed, newest first (capped at 100,000 entries) |
-//! | `NS:events` | stream | events: an entry per process every 250 ms of stored writes (`at`, `lines`: `STATE id task worker` per write), or per recorded event; capped (`MAXLEN ~`) |
+//! | `NS:events` | stream | events: entries of up to 100 (`at`, `lines`: one `Event::push_line` line each — `KIND-or-STATE<TAB>id<TAB>task<TAB>worker<TAB>detail`), sent by each process every 250 ms of stored writes, or one per recorded event; `MAXLEN ~ cap/100` |
 //! | `NS:idx:state:S`, `NS:idx:task:NAME` | list, list | ids that entered state `S` (FAILURE, RETRY); ids of one task name; newest first, capped at 100,000, gone a day after their last entry |
 //! | `NS:stats:tasks`, `NS:stats:runtime` | hash, hash | counts by `task<TAB>state`; run times by `task<TAB>bucket` (ms bound, `+Inf`, `sum`, `count`) |
 //! | `NS:stats:MINUTE` | hash | tasks succeeded / failed in that minute (kept 2 hours) |

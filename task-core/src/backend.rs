@@ -6,7 +6,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::broker::BoxFuture;
+use crate::broker::{BoxFuture, Broker, ConsumerId, Delivery};
 use crate::error::BackendError;
 use crate::events::{Event, TaskStats};
 use crate::id::TaskId;
@@ -39,6 +39,35 @@ pub trait ResultBackend: Send + Sync + fmt::Debug + 'static {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Claim, BackendError>>;
 
+    /// Whether [`store_and_ack`](Self::store_and_ack) stores and acks in one step with
+    /// `broker` (they share a store). Workers then settle a plain success in one
+    /// round trip; otherwise they store, then ack, each with its own tries.
+    fn stores_acks_of(&self, broker: &dyn Broker) -> bool {
+        let _ = broker;
+        false
+    }
+
+    /// Stores `update` (a final state, in the name of `ack.consumer`) and acknowledges
+    /// the delivery the task came from. A backend for which
+    /// [`stores_acks_of`](Self::stores_acks_of) holds does both atomically, and the
+    /// acknowledgement is the fence: when the delivery is no longer the consumer's
+    /// (another worker recovered it), nothing is stored and the error is
+    /// [`ErrorKind::Fenced`](crate::ErrorKind::Fenced). The default stores, then acks.
+    fn store_and_ack<'a>(
+        &'a self,
+        id: &'a TaskId,
+        update: TaskMeta,
+        ttl: Duration,
+        ack: Ack<'a>,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            self.store(id, update, ttl).await?;
+            ack.broker.ack(ack.consumer, ack.delivery).await.map_err(|e| {
+                BackendError::new(e.kind(), format!("stored task {id}, but the ack failed")).with_source(e)
+            })
+        })
+    }
+
     /// Revokes `id`: unless it already ended, its state becomes `REVOKED` with
     /// `reason` (kept for `ttl`, so a worker that dequeues it later skips it). With
     /// `terminate`, the worker running it is told to abort it.
@@ -59,6 +88,17 @@ pub trait ResultBackend: Send + Sync + fmt::Debug + 'static {
     fn history(&self) -> Option<&dyn TaskHistory> {
         None
     }
+}
+
+/// The delivery that [`ResultBackend::store_and_ack`] acknowledges.
+#[derive(Debug, Clone, Copy)]
+pub struct Ack<'a> {
+    /// The broker the delivery came from.
+    pub broker: &'a dyn Broker,
+    /// The worker that holds it.
+    pub consumer: &'a ConsumerId,
+    /// The delivery.
+    pub delivery: &'a Delivery,
 }
 
 /// How many task ids the recent-tasks index keeps, newest first.

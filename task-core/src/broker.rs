@@ -235,6 +235,12 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     fn directory(&self) -> Option<&dyn WorkerDirectory> {
         None
     }
+
+    /// This broker as [`Any`](std::any::Any), for a result backend of the same driver
+    /// to recognise it (see [`ResultBackend::stores_acks_of`](crate::ResultBackend::stores_acks_of)).
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// What a worker says about itself, for `celerity status` and the dashboard.

@@ -109,7 +109,7 @@ mod private;
 
 pub use app::{App, AppBuilder, ENV_BROKER_URL, ENV_DEFAULT_QUEUE, ENV_RESULT_BACKEND, ENV_RESULT_TTL, redact_url};
 pub use backend::{
-    Claim, DEFAULT_RESULT_TTL, HISTORY_CAP, MinuteCount, RecentTask, ResultBackend, TaskFilter, TaskHistory,
+    Ack, Claim, DEFAULT_RESULT_TTL, HISTORY_CAP, MinuteCount, RecentTask, ResultBackend, TaskFilter, TaskHistory,
 };
 pub use beat::{Beat, BeatHandle, Missed, Schedule, ScheduledEntry};
 pub use broker::Broker;

@@ -2,14 +2,19 @@
 -- final states; the backend groups concurrent writes into one call (group commit).
 -- Fenced: a write that names its worker is refused when another worker has since
 -- claimed the task; a STARTED write claims it, unless the task was revoked (the revoke
--- check of every task start, at no extra round trip). Returns one code per write: 1 stored, 0 fenced (another
--- worker owns the task), -1 a STARTED claim of a revoked task.
+-- check of every task start, at no extra round trip). A write may also ack the message
+-- its task came from (its receipt, removed from the worker's processing list): then
+-- that removal is the fence, and the write and the ack happen together or not at all.
+-- Returns one code per write: 1 stored, 0 fenced (another worker owns the task or the
+-- message), -1 a STARTED claim of a revoked task.
 -- KEYS[i]    the result hash of write i (i = 1..n)
 -- KEYS[n+1]  the recent-tasks list (ids, newest first; a task may appear more than once)
 -- KEYS[n+2]  this minute's counters hash (succeeded, failed)
+-- KEYS[n+3..] the processing lists of the writes that ack, in their order
 -- ARGV[1]    n, the number of writes; ARGV[2] now (Unix ms); ARGV[3] the recent-tasks cap
 -- ARGV[4..]  per write: ttl ms, writer ('' for none), claim ('1'/'0'), channel ('' when not
---            final), state, task id, field count f, then f field/value pairs
+--            final), state, task id, receipt to ack ('' for none), field count f, then f
+--            field/value pairs
 -- The recent-tasks index and the counters are written once per call, not per write; a
 -- task is listed when it starts (or ends unstarted), not at every write.
 local n = tonumber(ARGV[1])
@@ -18,14 +23,18 @@ local out = {}
 local recent = {}
 local succeeded, failed = 0, 0
 local a = 4
+local acks = n + 2
 for i = 1, n do
-  local key, ttl, writer, claim, channel, state, id =
-    KEYS[i], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
-  local f = tonumber(ARGV[a + 6])
-  local first = a + 7
+  local key, ttl, writer, claim, channel, state, id, receipt =
+    KEYS[i], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
+  local f = tonumber(ARGV[a + 7])
+  local first = a + 8
   a = first + 2 * f
   local code = 1
-  if claim == '1' and redis.call('HGET', key, 'state') == 'REVOKED' then
+  if receipt ~= '' then
+    acks = acks + 1
+    if redis.call('LREM', KEYS[acks], 1, receipt) == 0 then code = 0 end
+  elseif claim == '1' and redis.call('HGET', key, 'state') == 'REVOKED' then
     code = -1
   elseif writer ~= '' and claim ~= '1' then
     local owner = redis.call('HGET', key, 'worker')

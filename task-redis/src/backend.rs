@@ -12,8 +12,8 @@ use std::str::FromStr;
 use task_core::broker::BoxFuture;
 
 use task_core::{
-    BackendError, Claim, ErrorKind, Event, EventKind, MinuteCount, ResultBackend, TaskFilter, TaskHistory, TaskId,
-    TaskMeta, TaskState, TaskStats,
+    Ack, BackendError, Broker, Claim, ErrorKind, Event, EventKind, MinuteCount, ResultBackend, TaskFilter, TaskHistory,
+    TaskId, TaskMeta, TaskState, TaskStats,
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -31,6 +31,8 @@ pub struct RedisBackend {
 
 #[derive(Debug)]
 struct Inner {
+    /// Where it connects, and its namespace: a broker of the same can be acked here.
+    config: RedisConfig,
     keys: Keys,
     op_timeout: Duration,
     conns: Connections,
@@ -44,7 +46,9 @@ struct Inner {
 #[derive(Debug)]
 struct Write {
     key: String,
-    /// ttl, writer, claim, channel, state, task id, field count, field/value pairs.
+    /// The processing list to ack the write's message in (its receipt is in `args`).
+    ack_key: Option<String>,
+    /// ttl, writer, claim, channel, state, task id, receipt, field count, field/value pairs.
     args: Vec<Cow<'static, [u8]>>,
     /// What the write adds to the events and counters once stored.
     tally: Tally,
@@ -282,11 +286,15 @@ async fn flush_writes(
         // EVALSHA built as one command: its arguments go straight into the command's
         // buffer (a ScriptInvocation would copy each into a vector of its own first).
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(SCRIPTS.store_many.get_hash()).arg(group.len() + 2);
+        let acks = group.iter().filter(|w| w.ack_key.is_some()).count();
+        cmd.arg(SCRIPTS.store_many.get_hash()).arg(group.len() + 2 + acks);
         for write in &group {
             cmd.arg(&write.key);
         }
         cmd.arg(keys.recent()).arg(keys.minute(now - now.rem_euclid(60_000)));
+        for ack_key in group.iter().filter_map(|w| w.ack_key.as_ref()) {
+            cmd.arg(ack_key);
+        }
         cmd.arg(group.len()).arg(now).arg(task_core::HISTORY_CAP);
         for write in &group {
             for arg in &write.args {
@@ -486,6 +494,7 @@ impl RedisBackend {
                 subscriber,
                 writes,
                 events_cap: config.events_cap,
+                config,
             }),
         })
     }
@@ -494,12 +503,18 @@ impl RedisBackend {
         self.inner.conns.main.clone()
     }
 
-    /// Runs the store script: 1 stored, 0 fenced (another worker owns the task), -1 a
-    /// claim of a revoked task.
     /// Runs the store rules for one write: 1 stored, 0 fenced (another worker owns
-    /// the task), -1 a claim of a revoked task. Concurrent writes are grouped into one
-    /// `store_many` script call (see [`flush_writes`]).
-    async fn run_store(&self, id: &TaskId, update: TaskMeta, ttl: Duration) -> Result<i64, BackendError> {
+    /// the task, or no longer holds the message to `ack`), -1 a claim of a revoked
+    /// task. Concurrent writes are grouped into one `store_many` script call (see
+    /// [`flush_writes`]). `ack`: the processing list and receipt of the message to ack
+    /// with the write.
+    async fn run_store(
+        &self,
+        id: &TaskId,
+        update: TaskMeta,
+        ttl: Duration,
+        ack: Option<(String, &[u8])>,
+    ) -> Result<i64, BackendError> {
         let keys = &self.inner.keys;
         let state = update.state;
         let name = update.task.unwrap_or_default();
@@ -546,6 +561,8 @@ impl RedisBackend {
         args.push(if state.is_ready() { keys.done_channel(id).into_bytes().into() } else { Cow::Borrowed(b"") });
         args.push(Cow::Borrowed(state.as_str().as_bytes()));
         args.push(id.as_str().as_bytes().to_vec().into());
+        let (ack_key, receipt) = ack.unzip();
+        args.push(receipt.map_or(Cow::Borrowed(b""), |r| r.to_vec().into()));
         args.push(pairs.len().to_string().into_bytes().into());
         for (field, value) in pairs {
             args.push(Cow::Borrowed(field.as_bytes()));
@@ -553,7 +570,7 @@ impl RedisBackend {
         }
         let (reply, answer) = oneshot::channel();
         let context = || format!("cannot store state {state} of task {id}");
-        self.inner.writes.send(Write { key: keys.result(id), args, tally, reply }).map_err(|_| {
+        self.inner.writes.send(Write { key: keys.result(id), ack_key, args, tally, reply }).map_err(|_| {
             BackendError::new(ErrorKind::Closed, format!("{}: the result backend is shut down", context()))
         })?;
         match answer.await {
@@ -563,6 +580,12 @@ impl RedisBackend {
                 Err(BackendError::new(ErrorKind::Closed, format!("{}: the result backend is shut down", context())))
             }
         }
+    }
+
+    /// `broker`, when it keeps its keys in this backend's Redis and namespace.
+    fn same_store<'b>(&self, broker: &'b dyn Broker) -> Option<&'b crate::RedisBroker> {
+        let broker = broker.as_any()?.downcast_ref::<crate::RedisBroker>()?;
+        broker.shares_store_with(&self.inner.config).then_some(broker)
     }
 
     fn fenced(id: &TaskId, state: TaskState) -> BackendError {
@@ -604,7 +627,7 @@ impl ResultBackend for RedisBackend {
     fn store<'a>(&'a self, id: &'a TaskId, update: TaskMeta, ttl: Duration) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
             let state = update.state;
-            match self.run_store(id, update, ttl).await? {
+            match self.run_store(id, update, ttl, None).await? {
                 0 => Err(Self::fenced(id, state)),
                 _ => Ok(()),
             }
@@ -613,6 +636,42 @@ impl ResultBackend for RedisBackend {
 
     fn get<'a>(&'a self, id: &'a TaskId) -> BoxFuture<'a, Result<Option<TaskMeta>, BackendError>> {
         Box::pin(self.read(id))
+    }
+
+    fn stores_acks_of(&self, broker: &dyn Broker) -> bool {
+        self.same_store(broker).is_some()
+    }
+
+    fn store_and_ack<'a>(
+        &'a self,
+        id: &'a TaskId,
+        update: TaskMeta,
+        ttl: Duration,
+        ack: Ack<'a>,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let state = update.state;
+            let Some(broker) = self.same_store(ack.broker) else {
+                self.store(id, update, ttl).await?;
+                return ack.broker.ack(ack.consumer, ack.delivery).await.map_err(|e| {
+                    BackendError::new(e.kind(), format!("stored task {id}, but the ack failed")).with_source(e)
+                });
+            };
+            let list = self.inner.keys.processing(&ack.delivery.queue, ack.consumer.as_str());
+            let code = self.run_store(id, update, ttl, Some((list, ack.delivery.receipt.as_bytes()))).await?;
+            broker.settled(ack.consumer, ack.delivery);
+            match code {
+                0 => Err(BackendError::new(
+                    ErrorKind::Fenced,
+                    format!(
+                        "state {state} of task {id} and its ack refused: worker {} no longer holds the message (it \
+                         missed its heartbeat and the message was recovered)",
+                        ack.consumer
+                    ),
+                )),
+                _ => Ok(()),
+            }
+        })
     }
 
     fn wait<'a>(&'a self, id: &'a TaskId, timeout: Duration) -> BoxFuture<'a, Result<Option<TaskMeta>, BackendError>> {
@@ -658,7 +717,7 @@ impl ResultBackend for RedisBackend {
     ) -> BoxFuture<'a, Result<Claim, BackendError>> {
         Box::pin(async move {
             let state = update.state;
-            match self.run_store(id, update, ttl).await? {
+            match self.run_store(id, update, ttl, None).await? {
                 -1 => {
                     let reason = self.read(id).await?.and_then(|m| m.error).unwrap_or_else(|| "revoked".into());
                     Ok(Claim::Revoked(reason))

@@ -167,8 +167,14 @@ impl RedisBroker {
         self.inner.handed_out.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether this broker keeps its keys where `config` says (same URL, same namespace):
+    /// a result backend of that configuration can then ack in its own scripts.
+    pub(crate) fn shares_store_with(&self, config: &RedisConfig) -> bool {
+        self.inner.config.url == config.url && self.inner.config.namespace == config.namespace
+    }
+
     /// Forgets a settled (or fenced) delivery.
-    fn settled(&self, consumer: &ConsumerId, delivery: &Delivery) {
+    pub(crate) fn settled(&self, consumer: &ConsumerId, delivery: &Delivery) {
         if let Some(h) = self.handed_out().get_mut(consumer) {
             h.receipts.remove(&receipt_hash(delivery.receipt.as_bytes()));
         }
@@ -656,6 +662,10 @@ impl Broker for RedisBroker {
     }
 
     fn directory(&self) -> Option<&dyn WorkerDirectory> {
+        Some(self)
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
         Some(self)
     }
 }

@@ -98,6 +98,31 @@ async fn tasks_run_end_to_end_on_redis() {
     assert_eq!((stats.ready, stats.scheduled, stats.in_flight), (0, 0, 0));
 }
 
+/// A success is stored and acked in one script only when the backend shares the
+/// broker's Redis and namespace; otherwise the worker stores, then acks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_and_acks_go_together_only_within_one_namespace() {
+    let server = RedisServer::start();
+    let config = config(&server);
+    let broker = RedisBroker::connect(config.clone()).await.unwrap();
+    let same = RedisBackend::connect(config.clone()).await.unwrap();
+    let other = RedisBackend::connect(config.clone().namespace(test_support::namespace())).await.unwrap();
+    use task_core::ResultBackend as _;
+    assert!(same.stores_acks_of(&broker));
+    assert!(!other.stores_acks_of(&broker));
+    assert!(!same.stores_acks_of(&task_core::memory::InMemoryBroker::new()));
+
+    let app = App::builder().broker(Arc::new(broker)).backend(Arc::new(other)).build().await.unwrap();
+    let worker = app.worker().concurrency(4).spawn();
+    let sent = app.send_batch((0..50).map(|i| add::signature(i, 1))).await.unwrap();
+    for (i, r) in sent.iter().enumerate() {
+        assert_eq!(r.get(WAIT).await.unwrap(), i as i64 + 1);
+    }
+    assert_eq!(worker.shutdown().await.unwrap().succeeded, 50);
+    let stats = app.broker().inspect().unwrap().queue_stats("default").await.unwrap();
+    assert_eq!((stats.ready, stats.in_flight), (0, 0), "acked after the separate store");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_are_hashes_with_a_ttl_and_the_documented_layout() {
     let server = RedisServer::start();

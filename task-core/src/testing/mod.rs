@@ -60,7 +60,7 @@ macro_rules! conformance_tests {
             delayed_message_waits_for_its_eta, retry_is_delivered_after_its_delay,
             redelivery_after_a_consumer_dies, dead_letter_after_max_deliveries,
             release_returns_without_counting, explicit_dead_letter_keeps_reason,
-            ack_after_recovery_is_fenced, priorities_highest_first, batch_enqueue_keeps_order,
+            ack_after_recovery_is_fenced, store_and_ack_settles_and_is_fenced, priorities_highest_first, batch_enqueue_keeps_order,
             fetch_respects_max_and_queue_order, result_store_merges_fields, result_ttl_expires,
             wait_wakes_on_ready_state, wait_times_out_with_current_state, forget_deletes,
             a_stale_worker_cannot_overwrite_a_result, a_mixed_batch_keeps_priorities_and_delays,
@@ -246,6 +246,44 @@ pub async fn ack_after_recovery_is_fenced(h: Harness) {
         "a refused retry enqueues nothing"
     );
     h.broker.ack(&live, &new[0]).await.unwrap();
+}
+
+/// `store_and_ack` stores the final state and acks the delivery; once the delivery was
+/// recovered by another worker it is refused as fenced, and a backend that does both
+/// in one step ([`ResultBackend::stores_acks_of`]) then stores nothing either.
+pub async fn store_and_ack_settles_and_is_fenced(h: Harness) {
+    let q = queue("settle");
+    let ttl = Duration::from_secs(60);
+    let done = |worker: &ConsumerId, result: u8| TaskMeta {
+        worker: Some(worker.to_string()),
+        result: Some(vec![result]),
+        ..TaskMeta::state(TaskState::Success)
+    };
+    let (slow, live) = (ConsumerId::new(), ConsumerId::new());
+    h.broker.heartbeat(&live, Duration::from_secs(30)).await.unwrap();
+    h.broker.enqueue(msg(&q, "job")).await.unwrap();
+    let got = fetch(&h, &live, std::slice::from_ref(&q), 1, Duration::from_secs(1)).await;
+    let id = TaskId::new();
+    let ack = crate::Ack { broker: &*h.broker, consumer: &live, delivery: &got[0] };
+    h.backend.store_and_ack(&id, done(&live, 7), ttl, ack).await.unwrap();
+    let meta = h.backend.get(&id).await.unwrap().expect("stored");
+    assert_eq!((meta.state, meta.result), (TaskState::Success, Some(vec![7])));
+    let err = h.broker.ack(&live, &got[0]).await.expect_err("acked already");
+    assert_eq!(err.kind(), crate::ErrorKind::Fenced);
+
+    h.broker.heartbeat(&slow, Duration::from_millis(200)).await.unwrap();
+    h.broker.enqueue(msg(&q, "late")).await.unwrap();
+    let old = fetch(&h, &slow, std::slice::from_ref(&q), 1, Duration::from_secs(1)).await;
+    assert!(recover_soon(&h, &live).await >= 1);
+    let stale = TaskId::new();
+    let ack = crate::Ack { broker: &*h.broker, consumer: &slow, delivery: &old[0] };
+    let err = h.backend.store_and_ack(&stale, done(&slow, 8), ttl, ack).await.expect_err("a stale settle is refused");
+    assert_eq!(err.kind(), crate::ErrorKind::Fenced);
+    if h.backend.stores_acks_of(&*h.broker) {
+        assert!(h.backend.get(&stale).await.unwrap().is_none(), "a refused settle stores nothing");
+    }
+    let again = fetch(&h, &live, &[q], 1, Duration::from_secs(2)).await;
+    assert_eq!(again.iter().map(body).collect::<Vec<_>>(), ["late"], "the recovered message is delivered again");
 }
 
 /// Higher priorities first; FIFO within one priority.

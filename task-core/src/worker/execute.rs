@@ -12,7 +12,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::app::App;
-use crate::backend::Claim;
+use crate::backend::{Ack, Claim};
 use crate::broker::ChordJoin;
 use crate::broker::{ConsumerId, Delivery, Message};
 use crate::context::TaskContext;
@@ -165,6 +165,9 @@ impl Runner {
                 let handed_on = (envelope.chord.is_some()
                     || envelope.callbacks.iter().any(|c| c.on == CallbackOn::Success && c.arg.is_some()))
                 .then(|| result.clone());
+                // Nothing to send on: the result and the ack can go in one step.
+                let alone = handed_on.is_none() && envelope.callbacks.is_empty() && envelope.chord.is_none();
+                let mut acked = false;
                 if envelope.ignore_result {
                     self.forget(&envelope).await;
                 } else {
@@ -174,14 +177,23 @@ impl Runner {
                         runtime_ms: Some(runtime_ms),
                         ..TaskMeta::state(TaskState::Success)
                     };
-                    self.store(&envelope, done).await;
+                    if alone && !envelope.acks_early && self.app.backend().stores_acks_of(&**self.app.broker()) {
+                        self.store_and_ack(&delivery, &envelope, done).await;
+                        acked = true;
+                    } else {
+                        self.store(&envelope, done).await;
+                    }
                 }
                 let result = handed_on.unwrap_or_default();
                 self.send_callbacks(&envelope, CallbackOn::Success, &result).await;
                 if let Some(member) = &envelope.chord {
                     self.join_chord(&envelope, member, &result).await;
                 }
-                self.finish(&delivery, &envelope).await;
+                if acked {
+                    self.unlock_unique(&envelope).await;
+                } else {
+                    self.finish(&delivery, &envelope).await;
+                }
                 self.counters.succeeded.fetch_add(1, Ordering::Relaxed);
                 debug!(task = %envelope.task, id = %envelope.id, "task succeeded");
             }
@@ -423,6 +435,11 @@ impl Runner {
         if !envelope.acks_early {
             self.ack(delivery, envelope).await;
         }
+        self.unlock_unique(envelope).await;
+    }
+
+    /// Releases the task's uniqueness lock, if it has one.
+    async fn unlock_unique(&self, envelope: &Envelope) {
         if let (Some(key), Some(coordination)) = (&envelope.unique_key, self.app.broker().coordination())
             && let Err(e) = coordination.unlock_unique(key, &envelope.id).await
         {
@@ -500,16 +517,36 @@ impl Runner {
 
     /// Stores a state update in this worker's name (so a worker that lost the task
     /// cannot overwrite the one that took it over).
-    async fn store(&self, envelope: &Envelope, mut update: TaskMeta) {
-        update.worker = Some(self.consumer.to_string());
-        // Every write names its task: the event stream and the counts by task name read it.
-        update.task.get_or_insert_with(|| envelope.task.clone());
+    async fn store(&self, envelope: &Envelope, update: TaskMeta) {
+        let update = self.named(envelope, update);
         let backend = self.app.backend();
         let ttl = self.result_ttl(envelope);
         let op = || backend.store(&envelope.id, update.clone(), ttl);
         let what = Storing(update.state);
         let fenced = |e: &BackendError| e.kind() == ErrorKind::Fenced;
         with_tries(&what, &Subject(envelope), op, fenced).await;
+    }
+
+    /// Stores a final state and acks the delivery in one step (the backend can: see
+    /// `ResultBackend::stores_acks_of`). Fenced like an ack.
+    async fn store_and_ack(&self, delivery: &Delivery, envelope: &Envelope, update: TaskMeta) {
+        let update = self.named(envelope, update);
+        let (backend, broker) = (self.app.backend(), self.app.broker());
+        let ack = Ack { broker: &**broker, consumer: &self.consumer, delivery };
+        let ttl = self.result_ttl(envelope);
+        let op = || backend.store_and_ack(&envelope.id, update.clone(), ttl, ack);
+        let what = Storing(update.state);
+        let fenced = |e: &BackendError| e.kind() == ErrorKind::Fenced;
+        with_tries(&what, &Subject(envelope), op, fenced).await;
+    }
+
+    /// `update` in this worker's name (so a worker that lost the task cannot overwrite
+    /// the one that took it over), naming its task: the event stream and the counts by
+    /// task name read it from every write.
+    fn named(&self, envelope: &Envelope, mut update: TaskMeta) -> TaskMeta {
+        update.worker = Some(self.consumer.to_string());
+        update.task.get_or_insert_with(|| envelope.task.clone());
+        update
     }
 
     /// `ignore_result`: nothing is kept once the task ends.

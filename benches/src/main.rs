@@ -29,6 +29,10 @@ struct Args {
     /// Worker concurrency.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Runtime threads of each worker process: 1 is tokio's current-thread runtime (one
+    /// process per core, as Node and prefork Celery run), 0 its multi-thread default.
+    #[arg(long, default_value_t = 1)]
+    worker_threads: usize,
     /// Sequential delay -> get round trips.
     #[arg(long, default_value_t = 2_000)]
     rtt: usize,
@@ -47,12 +51,26 @@ struct Args {
     jsonl: Option<std::path::PathBuf>,
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Tells a worker process how many runtime threads to run.
+const ENV_THREADS: &str = "CELERITY_BENCH_WORKER_THREADS";
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::args().nth(1).as_deref() == Some("worker") {
-        return Ok(task_core::cli::run(App::from_env().await?).await?);
+        let threads: usize = std::env::var(ENV_THREADS).ok().and_then(|t| t.parse().ok()).unwrap_or(0);
+        let mut runtime = match threads {
+            1 => tokio::runtime::Builder::new_current_thread(),
+            _ => tokio::runtime::Builder::new_multi_thread(),
+        };
+        if threads > 1 {
+            runtime.worker_threads(threads);
+        }
+        let worker = async { task_core::cli::run(App::from_env().await?).await };
+        return Ok(runtime.enable_all().build()?.block_on(worker)?);
     }
-    let args = Args::parse();
+    tokio::runtime::Runtime::new()?.block_on(measure(Args::parse()))
+}
+
+async fn measure(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let want = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
     let started = Instant::now();
     let bench = Bench {
@@ -60,13 +78,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         run: std::process::id(),
         n: std::sync::atomic::AtomicUsize::new(0),
         jsonl: args.jsonl.clone(),
+        worker_threads: args.worker_threads,
     };
     println!(
-        "# celerity-bench {} — redis {} — {} CPUs — release={}",
+        "# celerity-bench {} — redis {} — {} CPUs — release={} — worker processes: {}",
         env!("CARGO_PKG_VERSION"),
         task_core::redact_url(&args.redis),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        !cfg!(debug_assertions)
+        !cfg!(debug_assertions),
+        match args.worker_threads {
+            0 => "tokio's multi-thread runtime".to_owned(),
+            1 => "current-thread runtime".to_owned(),
+            n => format!("multi-thread runtime, {n} threads"),
+        }
     );
     if want("enqueue") {
         bench.enqueue(args.enqueue).await?;
@@ -96,6 +120,7 @@ struct Bench {
     run: u32,
     n: std::sync::atomic::AtomicUsize,
     jsonl: Option<std::path::PathBuf>,
+    worker_threads: usize,
 }
 
 /// A namespace of one figure, and its app.
@@ -103,6 +128,7 @@ struct Space {
     ns: String,
     app: App,
     url: String,
+    worker_threads: usize,
 }
 
 fn rate(n: usize, d: Duration) -> String {
@@ -128,7 +154,7 @@ impl Bench {
         let ns = format!("celerity-bench-{}-{}", self.run, self.n.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let config = RedisConfig::from_url(&self.url).namespace(&ns);
         let app = task_redis::app_builder(config).await?.build().await?;
-        Ok(Space { ns, app, url: self.url.clone() })
+        Ok(Space { ns, app, url: self.url.clone(), worker_threads: self.worker_threads })
     }
 
     async fn enqueue(&self, n: usize) -> Result<(), Box<dyn std::error::Error>> {
@@ -332,6 +358,7 @@ impl Space {
             .args(["worker", "-c", &concurrency.to_string(), "--no-banner", "--loglevel", "error"])
             .env("CELERITY_BROKER_URL", &self.url)
             .env("CELERITY_REDIS_NAMESPACE", &self.ns)
+            .env(ENV_THREADS, self.worker_threads.to_string())
             .stdout(Stdio::null())
             .spawn()
             .expect("a worker process");

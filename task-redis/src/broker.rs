@@ -238,16 +238,19 @@ impl RedisBroker {
         inv
     }
 
-    /// Sends a batch in one round trip: one script call per (queue, priority) group,
-    /// each an RPUSH of the due entries and a ZADD of the delayed ones.
+    /// Sends a batch in one round trip of plain commands (no script: a script would copy
+    /// every entry into Lua and back): per (queue, priority) group an RPUSH of the due
+    /// entries and a ZADD of the delayed ones, then per queue one wake token (RPUSH then
+    /// LTRIM to one: at most one token, as the enqueue script keeps it). Each command
+    /// touches one key, so the batch suits Redis Cluster as it is.
     async fn enqueue_many(&self, messages: &[Message]) -> Result<(), Failure> {
         let keys = &self.inner.keys;
         /// The messages of one queue and priority: due now, and delayed (due time, entry).
         struct Group<'m> {
             queue: &'m str,
             priority: u8,
-            now: Vec<Vec<u8>>,
-            later: Vec<(i64, Vec<u8>)>,
+            now: Vec<entry::NewEntry<'m>>,
+            later: Vec<(i64, entry::NewEntry<'m>)>,
         }
         let mut groups: Vec<Group<'_>> = Vec::new();
         for m in messages {
@@ -258,7 +261,7 @@ impl RedisBroker {
                     groups.len() - 1
                 }
             };
-            let entry = entry::encode(m.priority, 0, &m.payload);
+            let entry = entry::NewEntry { priority: m.priority, payload: &m.payload };
             match Self::due(m) {
                 0 => groups[at].now.push(entry),
                 due => groups[at].later.push((due, entry)),
@@ -266,29 +269,22 @@ impl RedisBroker {
         }
         let mut pipe = redis::pipe();
         for Group { queue, priority, now, later } in &groups {
-            pipe.cmd("EVALSHA")
-                .arg(SCRIPTS.enqueue_many.get_hash())
-                .arg(3)
-                .arg(keys.ready(queue, *priority))
-                .arg(keys.delayed(queue))
-                .arg(keys.wake(queue))
-                .arg(now.len())
-                .arg(now);
-            for (due, entry) in later {
-                pipe.arg(*due).arg(entry);
+            if !now.is_empty() {
+                pipe.cmd("RPUSH").arg(keys.ready(queue, *priority)).arg(now).ignore();
             }
-            pipe.ignore();
+            if !later.is_empty() {
+                pipe.cmd("ZADD").arg(keys.delayed(queue)).arg(later).ignore();
+            }
+        }
+        let mut woken: Vec<&str> = groups.iter().map(|g| g.queue).collect();
+        woken.sort_unstable();
+        woken.dedup();
+        for queue in woken {
+            pipe.cmd("RPUSH").arg(keys.wake(queue)).arg(1).ignore();
+            pipe.cmd("LTRIM").arg(keys.wake(queue)).arg(0).arg(0).ignore();
         }
         let mut con = self.con();
-        let sent: Result<(), Failure> = timed(self.limit(), pipe.query_async(&mut con)).await;
-        match sent {
-            // Redis restarted and forgot the script: no command of the pipeline ran.
-            Err(e) if e.is_noscript() => {
-                timed(self.limit(), SCRIPTS.enqueue_many.load_async(&mut con)).await?;
-                timed(self.limit(), pipe.query_async(&mut con)).await
-            }
-            other => other,
-        }
+        timed(self.limit(), pipe.query_async(&mut con)).await
     }
 
     /// One pass of the fetch script over `queues`: the deliveries, and the earliest due

@@ -11,9 +11,34 @@ const HEADER: usize = 4;
 /// Builds an entry.
 pub(crate) fn encode(priority: u8, deliveries: u32, payload: &[u8]) -> Vec<u8> {
     let mut entry = Vec::with_capacity(HEADER + payload.len());
-    entry.extend_from_slice(format!("{}{:03}", priority.min(9), deliveries.min(999)).as_bytes());
+    entry.extend_from_slice(&header(priority, deliveries));
     entry.extend_from_slice(payload);
     entry
+}
+
+/// The header alone.
+fn header(priority: u8, deliveries: u32) -> [u8; HEADER] {
+    let d = deliveries.min(999);
+    // Both are at most one digit each after these bounds, so the casts cannot truncate.
+    let digit = |n: u32| b'0' + u8::try_from(n % 10).unwrap_or(0);
+    [b'0' + priority.min(9), digit(d / 100), digit(d / 10), digit(d)]
+}
+
+/// A new message as an entry, written straight into a command's buffer (no entry of
+/// its own is built first): for batches.
+pub(crate) struct NewEntry<'m> {
+    pub(crate) priority: u8,
+    pub(crate) payload: &'m [u8],
+}
+
+impl redis::ToRedisArgs for NewEntry<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        use std::io::Write as _;
+        let mut arg = out.writer_for_next_arg();
+        // Writing into the command's own buffer cannot fail.
+        let _ = arg.write_all(&header(self.priority, 0));
+        let _ = arg.write_all(self.payload);
+    }
 }
 
 /// Splits an entry: (priority, earlier deliveries, payload).
@@ -55,6 +80,17 @@ mod tests {
         let e = encode(7, 2, b"\x82abc");
         assert_eq!(&e[..4], b"7002");
         assert_eq!(decode(&e), (7, 2, &b"\x82abc"[..]));
+    }
+
+    #[test]
+    fn headers_are_clamped_and_batch_entries_match_single_ones() {
+        assert_eq!(&encode(12, 5000, b"")[..], b"9999");
+        assert_eq!(&encode(0, 40, b"x")[..], b"0040x");
+        let mut cmd = redis::cmd("RPUSH");
+        cmd.arg(NewEntry { priority: 3, payload: b"\x82abc" });
+        let args: Vec<&[u8]> =
+            cmd.args_iter().filter_map(|a| if let redis::Arg::Simple(a) = a { Some(a) } else { None }).collect();
+        assert_eq!(args, [&b"RPUSH"[..], &encode(3, 0, b"\x82abc")[..]]);
     }
 
     #[test]

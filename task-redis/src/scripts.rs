@@ -8,7 +8,6 @@ use redis::Script;
 /// Every script, compiled into the binary.
 pub(crate) struct Scripts {
     pub(crate) enqueue: Script,
-    pub(crate) enqueue_many: Script,
     pub(crate) fetch: Script,
     pub(crate) retry: Script,
     pub(crate) release: Script,
@@ -31,7 +30,6 @@ pub(crate) struct Scripts {
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     enqueue: Script::new(include_str!("../lua/enqueue.lua")),
-    enqueue_many: Script::new(include_str!("../lua/enqueue_many.lua")),
     fetch: Script::new(include_str!("../lua/fetch.lua")),
     // A guard (the fenced ack) in front of the enqueue script: one definition of how a
     // message is added.

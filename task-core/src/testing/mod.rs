@@ -129,17 +129,23 @@ pub async fn fetch_waits_then_returns_empty(h: Harness) {
     assert!(start.elapsed() >= Duration::from_millis(250), "returned after {:?}", start.elapsed());
 }
 
-/// A blocked fetch returns the message enqueued while it waits.
+/// A blocked fetch returns the message enqueued while it waits, alone or in a batch.
 pub async fn blocked_fetch_wakes_on_enqueue(h: Harness) {
     let q = queue("wake");
     let c = ConsumerId::new();
-    let h2 = h.clone();
-    let q2 = q.clone();
-    let waiter = tokio::spawn(async move { fetch(&h2, &c, &[q2], 1, Duration::from_secs(20)).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    h.broker.enqueue(msg(&q, "late")).await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(10), waiter).await.expect("woken").unwrap();
-    assert_eq!(got.iter().map(body).collect::<Vec<_>>(), ["late"]);
+    for batch in [false, true] {
+        let (h2, q2, c2) = (h.clone(), q.clone(), c.clone());
+        let waiter = tokio::spawn(async move { fetch(&h2, &c2, &[q2], 2, Duration::from_secs(20)).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if batch {
+            h.broker.enqueue_batch(vec![msg(&q, "b1"), msg(&q, "b2")]).await.unwrap();
+        } else {
+            h.broker.enqueue(msg(&q, "late")).await.unwrap();
+        }
+        let got = tokio::time::timeout(Duration::from_secs(10), waiter).await.expect("woken").unwrap();
+        let want: &[&str] = if batch { &["b1", "b2"] } else { &["late"] };
+        assert_eq!(got.iter().map(body).collect::<Vec<_>>(), want);
+    }
 }
 
 /// A message with an eta is not delivered before it, and is after.

@@ -14,6 +14,17 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T, what: &str) -> Result<Vec
     rmp_serde::to_vec_named(value).map_err(|e| CodecError::encode(what, e))
 }
 
+/// Encodes `value` into a buffer made with room for `capacity` bytes.
+pub(crate) fn encode_with_capacity<T: Serialize + ?Sized>(
+    value: &T,
+    capacity: usize,
+    what: &str,
+) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::with_capacity(capacity);
+    rmp_serde::encode::write_named(&mut out, value).map_err(|e| CodecError::encode(what, e))?;
+    Ok(out)
+}
+
 /// Decodes MessagePack into `T`; the message never chooses the type.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, CodecError> {
     rmp_serde::from_slice(bytes).map_err(|e| CodecError::decode(what, e))

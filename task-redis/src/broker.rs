@@ -270,7 +270,11 @@ impl RedisBroker {
         let mut pipe = redis::pipe();
         for Group { queue, priority, now, later } in &groups {
             if !now.is_empty() {
-                pipe.cmd("RPUSH").arg(keys.ready(queue, *priority)).arg(now).ignore();
+                // Sized up front: a thousand entries would otherwise regrow it a dozen times.
+                let bytes = now.iter().map(|e| e.payload.len() + 16).sum::<usize>() + 64;
+                let mut rpush = redis::Cmd::with_capacity(now.len() + 2, bytes);
+                rpush.arg("RPUSH").arg(keys.ready(queue, *priority)).arg(now);
+                pipe.add_command(rpush).ignore();
             }
             if !later.is_empty() {
                 pipe.cmd("ZADD").arg(keys.delayed(queue)).arg(later).ignore();

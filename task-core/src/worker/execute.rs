@@ -575,17 +575,19 @@ async fn run(invocation: Invocation, limits: Limits) -> Result<Vec<u8>, Failure>
         Invocation::Blocking(body) => tokio::task::spawn_blocking(body),
     });
     let started = tokio::time::Instant::now();
+    // A limit's timer exists only when the task has that limit: most have none, and a
+    // timer costs a slot in the timer wheel, set and cleared, per task.
     let far = started + Duration::from_secs(100 * 365 * 24 * 3600);
-    let hard_at = hard.map_or(far, |d| started + d);
-    let mut soft_at = soft.map_or(far, |d| started + d);
+    let hard_at = hard.map(|d| started + d);
+    let mut soft_at = soft.map(|d| started + d);
     let joined = loop {
         tokio::select! {
             joined = &mut handle.0 => break joined,
-            () = tokio::time::sleep_until(soft_at) => {
+            () = tokio::time::sleep_until(soft_at.unwrap_or(far)), if soft_at.is_some() => {
                 let _ = cancel.send(true);
-                soft_at = far;
+                soft_at = None;
             }
-            () = tokio::time::sleep_until(hard_at) => {
+            () = tokio::time::sleep_until(hard_at.unwrap_or(far)), if hard_at.is_some() => {
                 // An async task stops at its next await; a blocking one cannot be
                 // stopped: its thread runs on, detached, and its result is dropped.
                 return Err(Failure::TimeLimit(hard.unwrap_or_default()));

@@ -1,7 +1,6 @@
 //! [`RedisBackend`]: one hash per task id, with a TTL; waiting wakes on a pub/sub
 //! message, and every waiter of the process shares one subscriber connection.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,8 +47,9 @@ struct Write {
     key: String,
     /// The processing list to ack the write's message in (its receipt is in `args`).
     ack_key: Option<String>,
-    /// ttl, writer, claim, channel, state, task id, receipt, field count, field/value pairs.
-    args: Vec<Cow<'static, [u8]>>,
+    /// ttl, writer, claim, channel, state, task id, receipt, field count, field/value
+    /// pairs: arguments only, no command name.
+    args: redis::Cmd,
     /// What the write adds to the events and counters once stored.
     tally: Tally,
     reply: oneshot::Sender<Result<i64, (ErrorKind, String)>>,
@@ -285,7 +285,15 @@ async fn flush_writes(
         let now = task_core_now_ms();
         // EVALSHA built as one command: its arguments go straight into the command's
         // buffer (a ScriptInvocation would copy each into a vector of its own first).
-        let mut cmd = redis::cmd("EVALSHA");
+        // Sized up front: a group of a hundred writes would otherwise regrow it often.
+        let size = |w: &Write| {
+            w.args.args_iter().map(|a| if let redis::Arg::Simple(a) = a { a.len() } else { 0 }).sum::<usize>()
+        };
+        let bytes: usize =
+            group.iter().map(|w| w.key.len() + w.ack_key.as_ref().map_or(0, String::len) + size(w)).sum();
+        let count: usize = group.iter().map(|w| 2 + w.args.args_iter().len()).sum();
+        let mut cmd = redis::Cmd::with_capacity(count + 8, bytes + 256);
+        cmd.arg("EVALSHA");
         let acks = group.iter().filter(|w| w.ack_key.is_some()).count();
         cmd.arg(SCRIPTS.store_many.get_hash()).arg(group.len() + 2 + acks);
         for write in &group {
@@ -297,8 +305,10 @@ async fn flush_writes(
         }
         cmd.arg(group.len()).arg(now).arg(task_core::HISTORY_CAP);
         for write in &group {
-            for arg in &write.args {
-                cmd.arg(arg.as_ref());
+            for arg in write.args.args_iter() {
+                if let redis::Arg::Simple(arg) = arg {
+                    cmd.arg(arg);
+                }
             }
         }
         let stored: Result<Vec<i64>, crate::error::Failure> = match timed(op_timeout, cmd.query_async(&mut con)).await {
@@ -529,44 +539,49 @@ impl RedisBackend {
             worker: update.worker.clone().unwrap_or_default(),
             runtime_ms: update.runtime_ms,
         };
-        let mut pairs: Vec<(&'static str, Vec<u8>)> = Vec::new();
-        for (field, value) in
-            [("task", task), ("error", update.error), ("worker", update.worker.clone()), ("queue", update.queue)]
-        {
-            if let Some(value) = value {
-                pairs.push((field, value.into_bytes()));
-            }
-        }
+        let texts =
+            [("task", task), ("error", update.error), ("worker", update.worker.clone()), ("queue", update.queue)];
         let numbers = [
             ("runtime_ms", update.runtime_ms.and_then(|ms| i64::try_from(ms).ok())),
             ("retries", update.retries.map(i64::from)),
             ("started_ms", update.started_ms),
             ("finished_ms", update.finished_ms),
         ];
+        let blobs = [("result", update.result), ("progress", update.progress), ("args", update.args)];
+        let fields = texts.iter().filter(|(_, v)| v.is_some()).count()
+            + numbers.iter().filter(|(_, v)| v.is_some()).count()
+            + blobs.iter().filter(|(_, v)| v.is_some()).count();
+        let (ack_key, receipt) = ack.unzip();
+        let channel = state.is_ready().then(|| keys.done_channel(id));
+        let bytes = texts.iter().filter_map(|(_, v)| v.as_ref().map(String::len)).sum::<usize>()
+            + blobs.iter().filter_map(|(_, v)| v.as_ref().map(Vec::len)).sum::<usize>()
+            + receipt.map_or(0, <[u8]>::len)
+            + 256;
+        // All of the write's arguments in one buffer (a Cmd without a command name):
+        // numbers are written in place, nothing is allocated per argument.
+        let mut args = redis::Cmd::with_capacity(8 + 2 * fields, bytes);
+        args.arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .arg(update.worker.as_deref().unwrap_or_default())
+            .arg(if state == TaskState::Started { "1" } else { "0" })
+            .arg(channel.as_deref().unwrap_or_default())
+            .arg(state.as_str())
+            .arg(id.as_str())
+            .arg(receipt.unwrap_or_default())
+            .arg(fields);
+        for (field, value) in texts {
+            if let Some(value) = value {
+                args.arg(field).arg(value);
+            }
+        }
         for (field, value) in numbers {
             if let Some(value) = value {
-                pairs.push((field, value.to_string().into_bytes()));
+                args.arg(field).arg(value);
             }
         }
-        for (field, value) in [("result", update.result), ("progress", update.progress), ("args", update.args)] {
+        for (field, value) in blobs {
             if let Some(value) = value {
-                pairs.push((field, value));
+                args.arg(field).arg(value);
             }
-        }
-        // Constant parts (field names, flags, the state) are borrowed, not copied.
-        let mut args: Vec<Cow<'static, [u8]>> = Vec::with_capacity(7 + 2 * pairs.len());
-        args.push(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1).to_string().into_bytes().into());
-        args.push(update.worker.unwrap_or_default().into_bytes().into());
-        args.push(Cow::Borrowed(if state == TaskState::Started { b"1" } else { b"0" }));
-        args.push(if state.is_ready() { keys.done_channel(id).into_bytes().into() } else { Cow::Borrowed(b"") });
-        args.push(Cow::Borrowed(state.as_str().as_bytes()));
-        args.push(id.as_str().as_bytes().to_vec().into());
-        let (ack_key, receipt) = ack.unzip();
-        args.push(receipt.map_or(Cow::Borrowed(b""), |r| r.to_vec().into()));
-        args.push(pairs.len().to_string().into_bytes().into());
-        for (field, value) in pairs {
-            args.push(Cow::Borrowed(field.as_bytes()));
-            args.push(value.into());
         }
         let (reply, answer) = oneshot::channel();
         let context = || format!("cannot store state {state} of task {id}");

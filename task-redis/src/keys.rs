@@ -136,12 +136,13 @@ impl Keys {
         format!("{}:lock:recover", self.ns)
     }
 
+    /// Built at its exact length: two of these per state write.
     pub(crate) fn result(&self, id: &TaskId) -> String {
-        format!("{}:result:{id}", self.ns)
+        [self.ns.as_str(), ":result:", id.as_str()].concat()
     }
 
     pub(crate) fn done_channel(&self, id: &TaskId) -> String {
-        format!("{}:done:{id}", self.ns)
+        [self.ns.as_str(), ":done:", id.as_str()].concat()
     }
 
     /// Recently changed task ids, newest first (a capped list).

@@ -99,7 +99,7 @@ impl Runner {
             Ok(envelope) => envelope,
             Err(e) => {
                 let reason = format!("undecodable message in queue `{}`: {e}", delivery.queue);
-                return self.bury(&delivery, None, reason).await;
+                return Box::pin(self.bury(&delivery, None, reason)).await;
             }
         };
         let Some(entry) = self.app.registry().get(&envelope.task) else {
@@ -109,12 +109,14 @@ impl Runner {
                 self.consumer,
                 self.app.registry().len()
             );
-            return self.bury(&delivery, Some(&envelope), reason).await;
+            return Box::pin(self.bury(&delivery, Some(&envelope), reason)).await;
         };
         if envelope.expires_ms.is_some_and(|at| now_ms() > at) {
-            return self.skip(&delivery, &envelope, "expired".into()).await;
+            return Box::pin(self.skip(&delivery, &envelope, "expired".into())).await;
         }
-        if self.defer_for_rate_limit(&delivery, &envelope, entry).await {
+        if entry.options().rate_limit.is_some()
+            && Box::pin(self.defer_for_rate_limit(&delivery, &envelope, entry)).await
+        {
             return;
         }
 
@@ -135,11 +137,11 @@ impl Runner {
             Ok(invocation) => invocation,
             Err(e) => {
                 let reason = format!("arguments do not fit task `{}`: {e}", envelope.task);
-                return self.bury(&delivery, Some(&envelope), reason).await;
+                return Box::pin(self.bury(&delivery, Some(&envelope), reason)).await;
             }
         };
         if let Some(Claim::Revoked(reason)) = self.claim(&envelope).await {
-            return self.skip(&delivery, &envelope, reason).await;
+            return Box::pin(self.skip(&delivery, &envelope, reason)).await;
         }
         if envelope.acks_early {
             self.ack(&delivery, &envelope).await;
@@ -185,9 +187,11 @@ impl Runner {
                     }
                 }
                 let result = handed_on.unwrap_or_default();
-                self.send_callbacks(&envelope, CallbackOn::Success, &result).await;
+                if !envelope.callbacks.is_empty() {
+                    Box::pin(self.send_callbacks(&envelope, CallbackOn::Success, &result)).await;
+                }
                 if let Some(member) = &envelope.chord {
-                    self.join_chord(&envelope, member, &result).await;
+                    Box::pin(self.join_chord(&envelope, member, &result)).await;
                 }
                 if acked {
                     self.unlock_unique(&envelope).await;
@@ -205,7 +209,7 @@ impl Runner {
             }
             Err(failure) => {
                 let backoff = entry.options().backoff.unwrap_or(Backoff::DEFAULT);
-                self.fail(delivery, envelope, failure, (max_retries, backoff), runtime_ms).await;
+                Box::pin(self.fail(delivery, envelope, failure, (max_retries, backoff), runtime_ms)).await;
             }
         }
     }

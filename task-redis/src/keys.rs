@@ -56,7 +56,12 @@ impl Keys {
     }
 
     fn tag(&self, queue: &str) -> String {
-        format!("{}:{{{queue}}}", self.ns)
+        self.in_queue(queue, "")
+    }
+
+    /// `NS:{queue}` + `rest`, built at its exact length (some are built per task).
+    fn in_queue(&self, queue: &str, rest: &str) -> String {
+        [self.ns.as_str(), ":{", queue, "}", rest].concat()
     }
 
     pub(crate) fn ready(&self, queue: &str, priority: u8) -> String {
@@ -69,15 +74,15 @@ impl Keys {
     }
 
     pub(crate) fn delayed(&self, queue: &str) -> String {
-        format!("{}:delayed", self.tag(queue))
+        self.in_queue(queue, ":delayed")
     }
 
     pub(crate) fn wake(&self, queue: &str) -> String {
-        format!("{}:wake", self.tag(queue))
+        self.in_queue(queue, ":wake")
     }
 
     pub(crate) fn processing(&self, queue: &str, worker: &str) -> String {
-        format!("{}:proc:{worker}", self.tag(queue))
+        [self.ns.as_str(), ":{", queue, "}:proc:", worker].concat()
     }
 
     pub(crate) fn dead(&self, queue: &str) -> String {

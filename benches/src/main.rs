@@ -96,8 +96,10 @@ async fn measure(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         bench.enqueue(args.enqueue).await?;
     }
     if want("drain") {
-        bench.drain(args.drain, 1, args.concurrency).await?;
-        bench.drain(args.drain, 2, args.concurrency).await?;
+        for track_started in [true, false] {
+            bench.drain(args.drain, 1, args.concurrency, track_started).await?;
+            bench.drain(args.drain, 2, args.concurrency, track_started).await?;
+        }
     }
     if want("rtt") {
         bench.rtt(args.rtt, args.concurrency).await?;
@@ -207,15 +209,26 @@ impl Bench {
         Ok(())
     }
 
-    async fn drain(&self, n: usize, processes: usize, concurrency: usize) -> Result<(), Box<dyn std::error::Error>> {
+    /// Drains `n` no-op tasks; `track_started`: whether workers store STARTED (the
+    /// default) or only the end, as Celery does by default.
+    async fn drain(
+        &self,
+        n: usize,
+        processes: usize,
+        concurrency: usize,
+        track_started: bool,
+    ) -> Result<(), Box<dyn std::error::Error>> {
         let s = self.space().await?;
         s.fill(n).await?;
-        let workers: Vec<WorkerProcess> = (0..processes).map(|_| s.worker(concurrency)).collect();
+        let workers: Vec<WorkerProcess> =
+            (0..processes).map(|_| s.worker_tracking(concurrency, track_started)).collect();
         let (first, last) = s.watch_drain(n, n).await?;
         let d = last - first;
         println!(
-            "drain: {} ({n} no-op tasks, results stored, {processes} worker process{} × concurrency {concurrency}, from first dequeue to last ack)",
+            "drain{}: {} ({n} no-op tasks, results stored, {}, {processes} worker process{} × concurrency {concurrency}, from first dequeue to last ack)",
+            if track_started { "" } else { " (track_started off)" },
             rate(n, d),
+            if track_started { "STARTED stored" } else { "STARTED not stored, as Celery's default" },
             if processes == 1 { "" } else { "es" }
         );
         self.record(
@@ -224,6 +237,7 @@ impl Bench {
                 ("n", n as f64),
                 ("workers", processes as f64),
                 ("conc", concurrency as f64),
+                ("track_started", f64::from(u8::from(track_started))),
                 ("rate", n as f64 / d.as_secs_f64()),
             ],
         );
@@ -354,11 +368,17 @@ impl Space {
     }
 
     fn worker(&self, concurrency: usize) -> WorkerProcess {
+        self.worker_tracking(concurrency, true)
+    }
+
+    /// A worker process; `track_started` false sets `CELERITY_TRACK_STARTED=0`.
+    fn worker_tracking(&self, concurrency: usize, track_started: bool) -> WorkerProcess {
         let child = Command::new(std::env::current_exe().expect("own path"))
             .args(["worker", "-c", &concurrency.to_string(), "--no-banner", "--loglevel", "error"])
             .env("CELERITY_BROKER_URL", &self.url)
             .env("CELERITY_REDIS_NAMESPACE", &self.ns)
             .env(ENV_THREADS, self.worker_threads.to_string())
+            .env(task_core::ENV_TRACK_STARTED, if track_started { "1" } else { "0" })
             .stdout(Stdio::null())
             .spawn()
             .expect("a worker process");

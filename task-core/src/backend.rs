@@ -39,6 +39,16 @@ pub trait ResultBackend: Send + Sync + fmt::Debug + 'static {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Claim, BackendError>>;
 
+    /// Why `id` was revoked, if it was: the start check of a task whose `STARTED` is
+    /// not stored (see [`AppBuilder::track_started`](crate::AppBuilder::track_started)),
+    /// where [`claim`](Self::claim) would report it. The default reads the record.
+    fn revoked<'a>(&'a self, id: &'a TaskId) -> BoxFuture<'a, Result<Option<String>, BackendError>> {
+        Box::pin(async move {
+            let meta = self.get(id).await?.filter(|m| m.state == crate::TaskState::Revoked);
+            Ok(meta.map(|m| m.error.unwrap_or_else(|| "revoked".into())))
+        })
+    }
+
     /// Whether [`store_and_ack`](Self::store_and_ack) stores and acks in one step with
     /// `broker` (they share a store). Workers then settle a plain success in one
     /// round trip; otherwise they store, then ack, each with its own tries.

@@ -107,7 +107,10 @@ pub mod __private {
 }
 mod private;
 
-pub use app::{App, AppBuilder, ENV_BROKER_URL, ENV_DEFAULT_QUEUE, ENV_RESULT_BACKEND, ENV_RESULT_TTL, redact_url};
+pub use app::{
+    App, AppBuilder, ENV_BROKER_URL, ENV_DEFAULT_QUEUE, ENV_RESULT_BACKEND, ENV_RESULT_TTL, ENV_TRACK_STARTED,
+    redact_url,
+};
 pub use backend::{
     Ack, Claim, DEFAULT_RESULT_TTL, HISTORY_CAP, MinuteCount, RecentTask, ResultBackend, TaskFilter, TaskHistory,
 };

@@ -61,6 +61,8 @@ pub struct TaskOptions {
     pub ignore_result: bool,
     /// Acknowledge before running (at most once): a task lost with its worker is not run again.
     pub acks_early: bool,
+    /// Store `STARTED` when the task starts (else the app's setting, on by default).
+    pub track_started: Option<bool>,
 }
 
 impl TaskOptions {
@@ -79,6 +81,7 @@ impl TaskOptions {
             unique_for: None,
             ignore_result: false,
             acks_early: false,
+            track_started: None,
         }
     }
 
@@ -151,6 +154,13 @@ impl TaskOptions {
     /// Acknowledges before running (at most once).
     pub const fn acks_early(mut self, yes: bool) -> Self {
         self.acks_early = yes;
+        self
+    }
+
+    /// Stores `STARTED` when the task starts, or not (see
+    /// [`AppBuilder::track_started`](crate::AppBuilder::track_started)).
+    pub const fn track_started(mut self, yes: bool) -> Self {
+        self.track_started = Some(yes);
         self
     }
 }

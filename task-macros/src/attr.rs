@@ -22,13 +22,14 @@ pub(crate) struct TaskArgs {
     pub(crate) unique_for: Option<LitInt>,
     pub(crate) ignore_result: Option<LitBool>,
     pub(crate) acks_early: Option<LitBool>,
+    pub(crate) track_started: Option<LitBool>,
     pub(crate) retry_backoff: Option<LitInt>,
     pub(crate) retry_backoff_max: Option<LitInt>,
     pub(crate) retry_jitter: Option<LitBool>,
     pub(crate) krate: Option<syn::Path>,
 }
 
-const KNOWN: &str = "name, queue, priority, max_retries, retry_backoff, retry_backoff_max, retry_jitter, time_limit, soft_time_limit, expires, rate_limit, unique_for, ignore_result, acks_early, result_ttl, crate";
+const KNOWN: &str = "name, queue, priority, max_retries, retry_backoff, retry_backoff_max, retry_jitter, time_limit, soft_time_limit, expires, rate_limit, unique_for, ignore_result, acks_early, track_started, result_ttl, crate";
 
 impl TaskArgs {
     /// Parses every option, collecting every error (one per mistake).
@@ -75,6 +76,9 @@ impl TaskArgs {
                     boolean(&nv.value, "ignore_result").and_then(|v| set(&mut args.ignore_result, v, &nv.path))
                 }
                 "acks_early" => boolean(&nv.value, "acks_early").and_then(|v| set(&mut args.acks_early, v, &nv.path)),
+                "track_started" => {
+                    boolean(&nv.value, "track_started").and_then(|v| set(&mut args.track_started, v, &nv.path))
+                }
                 "retry_jitter" => {
                     boolean(&nv.value, "retry_jitter").and_then(|v| set(&mut args.retry_jitter, v, &nv.path))
                 }
@@ -248,7 +252,7 @@ mod tests {
             errs,
             [
                 "`queue` specified more than once",
-                "unknown option `retries`; options are: name, queue, priority, max_retries, retry_backoff, retry_backoff_max, retry_jitter, time_limit, soft_time_limit, expires, rate_limit, unique_for, ignore_result, acks_early, result_ttl, crate",
+                "unknown option `retries`; options are: name, queue, priority, max_retries, retry_backoff, retry_backoff_max, retry_jitter, time_limit, soft_time_limit, expires, rate_limit, unique_for, ignore_result, acks_early, track_started, result_ttl, crate",
                 "`max_retries` takes a number of retries, like `max_retries = 5`",
                 "`time_limit` must be at least 1",
                 "`name` cannot be empty",

@@ -154,6 +154,9 @@ fn expand(item: &ItemFn, model: &Model, options: &TaskArgs) -> TokenStream {
     if let Some(b) = &options.acks_early {
         task_options.extend(quote!(.acks_early(#b)));
     }
+    if let Some(b) = &options.track_started {
+        task_options.extend(quote!(.track_started(#b)));
+    }
     if options.retry_backoff.is_some() || options.retry_backoff_max.is_some() || options.retry_jitter.is_some() {
         let default = quote!(#krate::Backoff::DEFAULT);
         let base = options

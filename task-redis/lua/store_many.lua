@@ -14,7 +14,8 @@
 -- ARGV[1]    n, the number of writes; ARGV[2] now (Unix ms); ARGV[3] the recent-tasks cap
 -- ARGV[4..]  per write: ttl ms, writer ('' for none), claim ('1'/'0'), channel ('' when not
 --            final), state, task id, receipt to ack ('' for none), field count f, then f
---            field/value pairs
+--            field/value pairs. claim '1': a STARTED write (revoke check, listed); '2': the
+--            first write of a run whose start is not tracked (listed); '0': neither.
 -- The recent-tasks index and the counters are written once per call, not per write; a
 -- task is listed when it starts (or ends unstarted), not at every write.
 local n = tonumber(ARGV[1])
@@ -54,7 +55,7 @@ for i = 1, n do
     end
     -- A task enters the list when it starts, or when it ends without starting (revoked,
     -- dead-lettered); its later writes only change the record the list points to.
-    if claim == '1'
+    if claim ~= '0'
       or ((state == 'REVOKED' or state == 'FAILURE') and redis.call('HEXISTS', key, 'started_ms') == 0) then
       recent[#recent + 1] = id
     end

@@ -63,6 +63,8 @@ struct Tally {
     task: String,
     worker: String,
     runtime_ms: Option<u64>,
+    /// The write starts the task's record (it is listed).
+    starts: bool,
 }
 
 /// Events and counts of stored writes, gathered here and sent to Redis in one pipeline
@@ -157,7 +159,7 @@ impl Tallies {
         }
         // At its start, or at an end that may come without a start (a task that failed
         // after starting is listed twice: listings skip the second).
-        if matches!(t.state, TaskState::Started | TaskState::Failure | TaskState::Revoked) {
+        if t.starts || matches!(t.state, TaskState::Failure | TaskState::Revoked) {
             tally.ids.push(t.id.clone());
         }
         if let Some(ms) = t.runtime_ms {
@@ -530,14 +532,19 @@ impl RedisBackend {
         let name = update.task.unwrap_or_default();
         // The name goes to the events and counts with every write; the record keeps it
         // from the claim (or from an end without a start), so it is not written again.
-        let task = (!matches!(state, TaskState::Success | TaskState::Retry | TaskState::Progress) && !name.is_empty())
-            .then(|| name.clone());
+        // A write with the arguments starts the task's record (STARTED, or the first write
+        // of a run whose start is not tracked): it is listed, and names the task.
+        let starts = state == TaskState::Started || update.args.is_some();
+        let task = ((starts || !matches!(state, TaskState::Success | TaskState::Retry | TaskState::Progress))
+            && !name.is_empty())
+        .then(|| name.clone());
         let tally = Tally {
             state,
             id: id.clone(),
             task: name,
             worker: update.worker.clone().unwrap_or_default(),
             runtime_ms: update.runtime_ms,
+            starts,
         };
         let texts =
             [("task", task), ("error", update.error), ("worker", update.worker.clone()), ("queue", update.queue)];
@@ -562,7 +569,11 @@ impl RedisBackend {
         let mut args = redis::Cmd::with_capacity(8 + 2 * fields, bytes);
         args.arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
             .arg(update.worker.as_deref().unwrap_or_default())
-            .arg(if state == TaskState::Started { "1" } else { "0" })
+            .arg(match (state, starts) {
+                (TaskState::Started, _) => "1",
+                (_, true) => "2",
+                _ => "0",
+            })
             .arg(channel.as_deref().unwrap_or_default())
             .arg(state.as_str())
             .arg(id.as_str())
@@ -651,6 +662,20 @@ impl ResultBackend for RedisBackend {
 
     fn get<'a>(&'a self, id: &'a TaskId) -> BoxFuture<'a, Result<Option<TaskMeta>, BackendError>> {
         Box::pin(self.read(id))
+    }
+
+    fn revoked<'a>(&'a self, id: &'a TaskId) -> BoxFuture<'a, Result<Option<String>, BackendError>> {
+        Box::pin(async move {
+            let mut con = self.con();
+            let (state, error): (Option<String>, Option<String>) = timed(
+                self.inner.op_timeout,
+                redis::cmd("HMGET").arg(self.inner.keys.result(id)).arg("state").arg("error").query_async(&mut con),
+            )
+            .await
+            .map_err(|e| e.backend(&format!("cannot check whether task {id} was revoked")))?;
+            Ok((state.as_deref() == Some(TaskState::Revoked.as_str()))
+                .then(|| error.unwrap_or_else(|| "revoked".into())))
+        })
     }
 
     fn stores_acks_of(&self, broker: &dyn Broker) -> bool {
@@ -976,7 +1001,14 @@ mod tests {
     use super::*;
 
     fn stored(state: TaskState, task: &str) -> Tally {
-        Tally { state, id: TaskId::new(), task: task.into(), worker: "w1".into(), runtime_ms: Some(7) }
+        Tally {
+            state,
+            id: TaskId::new(),
+            task: task.into(),
+            worker: "w1".into(),
+            runtime_ms: Some(7),
+            starts: state == TaskState::Started,
+        }
     }
 
     #[test]

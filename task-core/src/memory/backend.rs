@@ -147,6 +147,9 @@ impl InMemoryBackend {
     fn store_now(&self, id: &TaskId, update: TaskMeta, ttl: Duration) -> Result<(), BackendError> {
         let ready = update.state.is_ready();
         let update_state = update.state;
+        // A write with the task's arguments is its start (STARTED, or the first write of
+        // a run whose start is not tracked).
+        let starts = update.args.is_some();
         let update_for_stats =
             TaskMeta { worker: update.worker.clone(), runtime_ms: update.runtime_ms, ..TaskMeta::state(update.state) };
         let mut state = self.lock();
@@ -175,13 +178,14 @@ impl InMemoryBackend {
                 state.records.insert(id.clone(), (update, expires));
             }
         }
-        // A task enters the history when it starts, or, if it never starts, when it
-        // ends (revoked, dead-lettered): the same rule as the Redis backend.
+        // A task enters the history when it starts (a write with its arguments), or, if
+        // it never starts, when it ends (revoked, dead-lettered): the same rule as the
+        // Redis backend.
         let now_ms = crate::envelope::now_ms();
         state.changed.insert(id.clone(), now_ms);
         let started = state.records.get(id).is_some_and(|(meta, _)| meta.started_ms.is_some());
         let unstarted_end = matches!(update_state, TaskState::Revoked | TaskState::Failure) && !started;
-        if update_state == TaskState::Started || unstarted_end {
+        if update_state == TaskState::Started || starts || unstarted_end {
             state.recent.push_back((id.clone(), now_ms));
             if state.recent.len() > crate::backend::HISTORY_CAP {
                 state.recent.pop_front();

@@ -46,7 +46,7 @@ macro_rules! control_tests {
             routes_send_tasks_to_their_queue, ignore_result_keeps_nothing,
             acks_early_acknowledges_before_running, priority_defaults_come_from_the_attribute,
             invalid_call_options_are_clear_errors, groups_return_results_in_order_or_the_first_error,
-            callbacks_are_sent_when_the_task_ends);
+            callbacks_are_sent_when_the_task_ends, untracked_tasks_end_in_one_write);
     };
     (@each $setup:path; $($name:ident),* $(,)?) => {
         $(
@@ -444,4 +444,71 @@ pub async fn callbacks_are_sent_when_the_task_ends(h: AppHarness) {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!seen("after-ok-failed") && !seen("after-bad-ok"), "only the matching callbacks run");
     worker.shutdown().await.unwrap();
+}
+
+static UNTRACKED_RUNNING: AtomicBool = AtomicBool::new(false);
+static UNTRACKED_RELEASE: AtomicBool = AtomicBool::new(false);
+static UNTRACKED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[task(name = "celerity.suite.untracked")]
+async fn untracked(label: String) -> TaskResult<String> {
+    UNTRACKED_RUNS.fetch_add(1, Ordering::SeqCst);
+    UNTRACKED_RUNNING.store(true, Ordering::SeqCst);
+    while !UNTRACKED_RELEASE.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(label.to_uppercase())
+}
+
+#[task(name = "celerity.suite.tracked", track_started = true)]
+async fn tracked() -> TaskResult<u8> {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok(1)
+}
+
+/// With `track_started(false)` a task goes from `PENDING` to its end in one write that
+/// carries its arguments (and lists it); a revoked one is still skipped, and
+/// `#[task(track_started = true)]` brings `STARTED` back for one task.
+pub async fn untracked_tasks_end_in_one_write(h: AppHarness) {
+    let app = h.builder.clone().track_started(false).build().await.expect("app");
+    assert!(!app.track_started());
+    let doomed = untracked::delay(&app, "never".into()).await.unwrap();
+    doomed.revoke(false).await.unwrap();
+    UNTRACKED_RELEASE.store(false, Ordering::SeqCst);
+    let worker = app.worker().concurrency(2).spawn();
+    let pending = untracked::delay(&app, "late".into()).await.unwrap();
+    eventually("the task runs", || UNTRACKED_RUNNING.load(Ordering::SeqCst)).await;
+    assert_eq!(pending.state().await.unwrap(), TaskState::Pending, "no STARTED write");
+    UNTRACKED_RELEASE.store(true, Ordering::SeqCst);
+    assert_eq!(pending.get(WAIT).await.unwrap(), "LATE");
+    let meta = pending.info().await.unwrap().expect("stored");
+    assert_eq!(meta.task.as_deref(), Some("celerity.suite.untracked"));
+    assert_eq!(meta.queue.as_deref(), Some("default"));
+    assert!(meta.args.is_some() && meta.started_ms.is_some() && meta.worker.is_some(), "{meta:?}");
+    assert_eq!(meta.retries, Some(0));
+    if let Some(history) = app.backend().history() {
+        let listed = crate::TaskFilter::new().task("celerity.suite.untracked");
+        let found = |rows: &[crate::RecentTask], id: &crate::TaskId| rows.iter().any(|(i, _, _)| i == id);
+        let start = Instant::now();
+        loop {
+            let rows = history.recent(&listed, 100).await.unwrap();
+            if found(&rows, pending.id()) {
+                break;
+            }
+            assert!(start.elapsed() < WAIT, "the task is listed in the history");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    let marked = tracked::delay(&app).await.unwrap();
+    let start = Instant::now();
+    while marked.state().await.unwrap() != TaskState::Started {
+        assert!(start.elapsed() < WAIT, "#[task(track_started = true)] stores STARTED");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(marked.get(WAIT).await.unwrap(), 1);
+    let report = worker.shutdown().await.unwrap();
+    assert_eq!((report.revoked, report.succeeded), (1, 2));
+    assert_eq!(UNTRACKED_RUNS.load(Ordering::SeqCst), 1, "the revoked task never ran");
+    assert_eq!(doomed.state().await.unwrap(), TaskState::Revoked);
 }

@@ -71,6 +71,28 @@ pub(super) struct Runner {
     pub(super) running: Mutex<HashMap<TaskId, oneshot::Sender<()>>>,
 }
 
+/// What the failure path needs to know about the run.
+struct Run {
+    max_retries: u32,
+    backoff: Backoff,
+    runtime_ms: u64,
+    /// When the run started, if its start was not stored (`track_started` off).
+    untracked_start: Option<i64>,
+}
+
+/// `update` with what the `STARTED` write stores (task, queue, arguments, attempt,
+/// start time), when the run's start was not stored: its first write says it instead.
+fn with_start(envelope: &Envelope, untracked_start: Option<i64>, mut update: TaskMeta) -> TaskMeta {
+    if let Some(started_ms) = untracked_start {
+        update.task.get_or_insert_with(|| envelope.task.clone());
+        update.queue.get_or_insert_with(|| envelope.queue.clone());
+        update.args.get_or_insert_with(|| envelope.args.clone());
+        update.retries.get_or_insert(envelope.retries);
+        update.started_ms.get_or_insert(started_ms);
+    }
+    update
+}
+
 /// How a run ended badly.
 enum Failure {
     Task(TaskError),
@@ -140,7 +162,19 @@ impl Runner {
                 return Box::pin(self.bury(&delivery, Some(&envelope), reason)).await;
             }
         };
-        if let Some(Claim::Revoked(reason)) = self.claim(&envelope).await {
+        // Tracked: the STARTED write claims the task and refuses a revoked one. Not
+        // tracked: a read checks for a revoke, and the run's first write says the rest.
+        let tracked = entry.options().track_started.unwrap_or_else(|| self.app.track_started());
+        let untracked_start = (!tracked).then(now_ms);
+        let revoked = if tracked {
+            match self.claim(&envelope).await {
+                Some(Claim::Revoked(reason)) => Some(reason),
+                _ => None,
+            }
+        } else {
+            self.revoked(&envelope).await
+        };
+        if let Some(reason) = revoked {
             return Box::pin(self.skip(&delivery, &envelope, reason)).await;
         }
         if envelope.acks_early {
@@ -179,6 +213,7 @@ impl Runner {
                         runtime_ms: Some(runtime_ms),
                         ..TaskMeta::state(TaskState::Success)
                     };
+                    let done = with_start(&envelope, untracked_start, done);
                     if alone && !envelope.acks_early && self.app.backend().stores_acks_of(&**self.app.broker()) {
                         self.store_and_ack(&delivery, &envelope, done).await;
                         acked = true;
@@ -209,7 +244,8 @@ impl Runner {
             }
             Err(failure) => {
                 let backoff = entry.options().backoff.unwrap_or(Backoff::DEFAULT);
-                Box::pin(self.fail(delivery, envelope, failure, (max_retries, backoff), runtime_ms)).await;
+                let run = Run { max_retries, backoff, runtime_ms, untracked_start };
+                Box::pin(self.fail(delivery, envelope, failure, run)).await;
             }
         }
     }
@@ -257,8 +293,7 @@ impl Runner {
         delivery: Delivery,
         envelope: Envelope,
         failure: Failure,
-        (max_retries, backoff): (u32, Backoff),
-        runtime_ms: u64,
+        Run { max_retries, backoff, runtime_ms, untracked_start }: Run,
     ) {
         let (message, retry_in) = match failure {
             Failure::Task(e) => {
@@ -291,6 +326,7 @@ impl Runner {
                     retries: Some(next.retries),
                     ..TaskMeta::state(TaskState::Retry)
                 };
+                let retry = with_start(&envelope, untracked_start, retry);
                 self.store(&envelope, retry).await;
             }
             let msg = Message::new(next.id.clone(), delivery.queue.clone(), payload)
@@ -316,6 +352,7 @@ impl Runner {
                     runtime_ms: Some(runtime_ms),
                     ..TaskMeta::state(TaskState::Failure)
                 };
+                let failed = with_start(&envelope, untracked_start, failed);
                 self.store(&envelope, failed).await;
             }
             self.send_callbacks(&envelope, CallbackOn::Failure, &[]).await;
@@ -517,6 +554,13 @@ impl Runner {
         let ttl = self.result_ttl(envelope);
         let op = || backend.claim(&envelope.id, started.clone(), ttl);
         with_tries(&"claiming", &Subject(envelope), op, |_: &BackendError| false).await
+    }
+
+    /// Why the task was revoked, if it was: the start check when `STARTED` is not stored.
+    async fn revoked(&self, envelope: &Envelope) -> Option<String> {
+        let backend = self.app.backend();
+        let op = || backend.revoked(&envelope.id);
+        with_tries(&"checking for a revoke", &Subject(envelope), op, |_: &BackendError| false).await.flatten()
     }
 
     /// Stores a state update in this worker's name (so a worker that lost the task

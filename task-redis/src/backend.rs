@@ -363,6 +363,34 @@ struct Subscriber {
     waiters: Arc<Waiters>,
     /// `terminate ID` requests from the control channel, for workers.
     terminate: tokio::sync::broadcast::Sender<TaskId>,
+    /// Revoked ids, kept up to date by the control channel's `revoke` messages.
+    revocations: Arc<Mutex<Revocations>>,
+}
+
+/// The revoked task ids this process knows of, each with until when its revoke holds
+/// (Unix ms): how a worker that does not store STARTED checks for a revoke without a
+/// round trip per task. Loaded from `NS:revoked` at the first check and again after
+/// the subscriber's connection was lost (messages may have been missed meanwhile); in
+/// between, every revoke arrives as a `revoke UNTIL ID` message on the control channel.
+#[derive(Debug, Default)]
+struct Revocations {
+    until: HashMap<TaskId, i64>,
+    loaded: bool,
+}
+
+impl Revocations {
+    /// Adds revokes, and now and then forgets those that no longer hold.
+    fn add(&mut self, revoked: impl IntoIterator<Item = (TaskId, i64)>) {
+        self.until.extend(revoked);
+        if self.until.len() % 1024 == 0 {
+            let now = task_core_now_ms();
+            self.until.retain(|_, until| *until > now);
+        }
+    }
+
+    fn holds(&self, id: &TaskId) -> bool {
+        self.until.get(id).is_some_and(|until| *until > task_core_now_ms())
+    }
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -416,10 +444,11 @@ impl Subscriber {
         let con = timed(op_timeout, client.get_connection_manager_with_config(config)).await?;
         let waiters: Arc<Waiters> = Arc::default();
         let terminate = tokio::sync::broadcast::channel(1024).0;
-        tokio::spawn(dispatch(rx, Arc::downgrade(&waiters), control.clone(), terminate.clone()));
+        let revocations: Arc<Mutex<Revocations>> = Arc::default();
+        tokio::spawn(dispatch(rx, Arc::downgrade(&waiters), control.clone(), terminate.clone(), revocations.clone()));
         let mut sub = con.clone();
         timed(op_timeout, sub.subscribe(control)).await?;
-        Ok(Self { con, waiters, terminate })
+        Ok(Self { con, waiters, terminate, revocations })
     }
 
     async fn watch(&self, channel: String, op_timeout: Duration) -> Result<Watch, crate::error::Failure> {
@@ -445,6 +474,7 @@ async fn dispatch(
     waiters: std::sync::Weak<Waiters>,
     control: String,
     terminate: tokio::sync::broadcast::Sender<TaskId>,
+    revocations: Arc<Mutex<Revocations>>,
 ) {
     let text = |v: Option<&Value>| match v {
         Some(Value::BulkString(bytes)) => Some(String::from_utf8_lossy(bytes).into_owned()),
@@ -458,8 +488,15 @@ async fn dispatch(
             PushKind::Message => {
                 let Some(channel) = text(push.data.first()) else { continue };
                 if channel == control {
-                    // Anyone can publish here: a message that is not `terminate <id>` is ignored.
+                    // Anyone can publish here: a message that is not `terminate <id>` or
+                    // `revoke <until> <id>` is ignored.
                     let message = text(push.data.get(1));
+                    let revoke =
+                        message.as_deref().and_then(|m| m.strip_prefix("revoke ")).and_then(|m| m.split_once(' '));
+                    if let Some((Ok(until), Ok(id))) = revoke.map(|(u, id)| (u.parse::<i64>(), TaskId::from_str(id))) {
+                        revocations.lock().unwrap_or_else(|p| p.into_inner()).add([(id, until)]);
+                        continue;
+                    }
                     if let Some(Ok(id)) =
                         message.as_deref().and_then(|m| m.strip_prefix("terminate ")).map(TaskId::from_str)
                     {
@@ -475,6 +512,7 @@ async fn dispatch(
                 for (notify, _) in waiters.values() {
                     notify.notify_waiters();
                 }
+                revocations.lock().unwrap_or_else(|p| p.into_inner()).loaded = false;
             }
             _ => {}
         }
@@ -608,6 +646,24 @@ impl RedisBackend {
         }
     }
 
+    /// Reads the revokes that hold now (`NS:revoked`) into this process's set.
+    async fn load_revocations(&self) -> Result<(), BackendError> {
+        let mut con = self.con();
+        let now = task_core_now_ms();
+        let mut read = redis::cmd("ZRANGEBYSCORE");
+        read.arg(self.inner.keys.revoked()).arg(now).arg("+inf").arg("WITHSCORES");
+        // Scores are read as doubles (RESP3 sends them so); they are whole milliseconds.
+        let held: Vec<(String, f64)> = timed(self.inner.op_timeout, read.query_async(&mut con))
+            .await
+            .map_err(|e| e.backend("cannot read the revoked tasks"))?;
+        let mut revocations = self.inner.subscriber.revocations.lock().unwrap_or_else(|p| p.into_inner());
+        #[allow(clippy::cast_possible_truncation)]
+        let held = held.into_iter().filter_map(|(id, until)| Some((TaskId::from_str(&id).ok()?, until as i64)));
+        revocations.add(held);
+        revocations.loaded = true;
+        Ok(())
+    }
+
     /// `broker`, when it keeps its keys in this backend's Redis and namespace.
     fn same_store<'b>(&self, broker: &'b dyn Broker) -> Option<&'b crate::RedisBroker> {
         let broker = broker.as_any()?.downcast_ref::<crate::RedisBroker>()?;
@@ -666,6 +722,15 @@ impl ResultBackend for RedisBackend {
 
     fn revoked<'a>(&'a self, id: &'a TaskId) -> BoxFuture<'a, Result<Option<String>, BackendError>> {
         Box::pin(async move {
+            let revocations = &self.inner.subscriber.revocations;
+            let loaded = revocations.lock().unwrap_or_else(|p| p.into_inner()).loaded;
+            if !loaded {
+                self.load_revocations().await?;
+            }
+            if !revocations.lock().unwrap_or_else(|p| p.into_inner()).holds(id) {
+                return Ok(None);
+            }
+            // Revoked: the reason is in its record.
             let mut con = self.con();
             let (state, error): (Option<String>, Option<String>) = timed(
                 self.inner.op_timeout,
@@ -780,13 +845,15 @@ impl ResultBackend for RedisBackend {
             let mut inv = SCRIPTS.revoke.prepare_invoke();
             inv.key(keys.result(id))
                 .key(keys.recent())
+                .key(keys.revoked())
                 .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
                 .arg(reason)
                 .arg(keys.done_channel(id))
-                .arg(if terminate { keys.control_channel() } else { String::new() })
+                .arg(keys.control_channel())
                 .arg(id.as_str())
                 .arg(task_core_now_ms())
-                .arg(task_core::HISTORY_CAP);
+                .arg(task_core::HISTORY_CAP)
+                .arg(if terminate { "1" } else { "0" });
             let mut con = self.con();
             let _: i64 = timed(self.inner.op_timeout, inv.invoke_async(&mut con))
                 .await

@@ -186,6 +186,11 @@ impl Keys {
     }
 
     /// Worker control messages (`terminate ID`).
+    /// Revoked task ids, scored by until when the revoke holds (Unix ms).
+    pub(crate) fn revoked(&self) -> String {
+        format!("{}:revoked", self.ns)
+    }
+
     pub(crate) fn control_channel(&self) -> String {
         format!("{}:control", self.ns)
     }

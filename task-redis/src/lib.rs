@@ -54,6 +54,7 @@
 //! | `NS:workers` | zset | worker ids by heartbeat deadline (Redis clock, ms) |
 //! | `NS:lock:recover` | string | held while a dead worker's messages are recovered |
 //! | `NS:result:ID` | hash | state, result, error, progress, worker, retries, timings; TTL |
+//! | `NS:revoked` | zset | revoked task ids, scored by until when the revoke holds (Unix ms) |
 //! | channel `NS:done:ID` | pub/sub | the final state, when the task ends |
 //!
 //! A list entry is a 4-byte ASCII header — the priority digit and a 3-digit count of

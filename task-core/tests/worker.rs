@@ -318,6 +318,24 @@ async fn shutdown_gives_back_unstarted_messages_and_lets_running_ones_finish() {
     assert_eq!(done, 2);
 }
 
+/// With a prefetch above the concurrency, held messages start as slots free up, even
+/// once the queue is empty: they never wait on a fetch that blocks for new work (5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_messages_start_when_a_slot_frees_not_after_a_blocked_fetch() {
+    let (app, broker) = app_with_broker().await;
+    let results = app.send_batch((0..10).map(|_| sleeps::signature(20))).await.unwrap();
+    let worker = app.worker().concurrency(2).prefetch(8).spawn();
+    let started = std::time::Instant::now();
+    for r in &results {
+        r.get(WAIT).await.unwrap();
+    }
+    // Ten 20 ms tasks two at a time take ~0.1 s; a held message left behind a blocked
+    // fetch would wait for its 5 s.
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert_eq!(stop(worker).await.succeeded, 10);
+    assert_eq!(broker.in_flight(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_grace_period_running_tasks_are_aborted_and_requeued() {
     let (app, broker) = app_with_broker().await;

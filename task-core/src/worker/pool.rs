@@ -83,7 +83,9 @@ where
         }
         let in_hand = concurrency - slots.available_permits() + held.len();
         let room = prefetch.saturating_sub(in_hand);
-        if room == 0 {
+        // Held messages wait for a slot, not for a fetch: a fetch may block (the queue
+        // is empty) while slots free up, and would leave them waiting that long.
+        if room == 0 || !held.is_empty() {
             tokio::select! {
                 biased;
                 () = &mut signal => break 'fetching,

@@ -33,6 +33,10 @@ struct Args {
     /// process per core, as Node and prefork Celery run), 0 its multi-thread default.
     #[arg(long, default_value_t = 1)]
     worker_threads: usize,
+    /// Messages each worker process holds at once, as a multiple of its concurrency: 4 is
+    /// Celery's default (`worker_prefetch_multiplier`); Celerity's own default is 1.
+    #[arg(long, default_value_t = 4)]
+    prefetch_multiplier: usize,
     /// Sequential delay -> get round trips.
     #[arg(long, default_value_t = 2_000)]
     rtt: usize,
@@ -79,9 +83,10 @@ async fn measure(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         n: std::sync::atomic::AtomicUsize::new(0),
         jsonl: args.jsonl.clone(),
         worker_threads: args.worker_threads,
+        prefetch_multiplier: args.prefetch_multiplier.max(1),
     };
     println!(
-        "# celerity-bench {} — redis {} — {} CPUs — release={} — worker processes: {}",
+        "# celerity-bench {} — redis {} — {} CPUs — release={} — worker processes: {}, prefetch {}× the concurrency",
         env!("CARGO_PKG_VERSION"),
         task_core::redact_url(&args.redis),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -90,7 +95,8 @@ async fn measure(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             0 => "tokio's multi-thread runtime".to_owned(),
             1 => "current-thread runtime".to_owned(),
             n => format!("multi-thread runtime, {n} threads"),
-        }
+        },
+        args.prefetch_multiplier.max(1)
     );
     if want("enqueue") {
         bench.enqueue(args.enqueue).await?;
@@ -123,6 +129,7 @@ struct Bench {
     n: std::sync::atomic::AtomicUsize,
     jsonl: Option<std::path::PathBuf>,
     worker_threads: usize,
+    prefetch_multiplier: usize,
 }
 
 /// A namespace of one figure, and its app.
@@ -131,6 +138,7 @@ struct Space {
     app: App,
     url: String,
     worker_threads: usize,
+    prefetch_multiplier: usize,
 }
 
 fn rate(n: usize, d: Duration) -> String {
@@ -156,7 +164,13 @@ impl Bench {
         let ns = format!("celerity-bench-{}-{}", self.run, self.n.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let config = RedisConfig::from_url(&self.url).namespace(&ns);
         let app = task_redis::app_builder(config).await?.build().await?;
-        Ok(Space { ns, app, url: self.url.clone(), worker_threads: self.worker_threads })
+        Ok(Space {
+            ns,
+            app,
+            url: self.url.clone(),
+            worker_threads: self.worker_threads,
+            prefetch_multiplier: self.prefetch_multiplier,
+        })
     }
 
     async fn enqueue(&self, n: usize) -> Result<(), Box<dyn std::error::Error>> {
@@ -375,6 +389,7 @@ impl Space {
     fn worker_tracking(&self, concurrency: usize, track_started: bool) -> WorkerProcess {
         let child = Command::new(std::env::current_exe().expect("own path"))
             .args(["worker", "-c", &concurrency.to_string(), "--no-banner", "--loglevel", "error"])
+            .args(["--prefetch", &(concurrency * self.prefetch_multiplier).to_string()])
             .env("CELERITY_BROKER_URL", &self.url)
             .env("CELERITY_REDIS_NAMESPACE", &self.ns)
             .env(ENV_THREADS, self.worker_threads.to_string())

@@ -261,7 +261,17 @@ async fn flush_writes(
 ) {
     let mut tallies = Tallies::default();
     let mut tally_due = tokio::time::Instant::now() + TALLY_EVERY;
+    // Groups in flight at once: the next group is sent while Redis runs the previous
+    // one. Each task awaits a write before its next, so its writes stay in order.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(GROUPS_IN_FLIGHT));
+    let (stored_tx, mut stored_rx) = mpsc::unbounded_channel::<Vec<Tally>>();
     loop {
+        while let Ok(stored) = stored_rx.try_recv() {
+            stored.iter().for_each(|t| tallies.add(t));
+        }
+        if tallies.is_full() {
+            tallies.send(&mut con, &keys, events_cap, op_timeout).await;
+        }
         let first = if tallies.is_empty() {
             writes.recv().await
         } else {
@@ -313,24 +323,51 @@ async fn flush_writes(
                 }
             }
         }
-        let stored: Result<Vec<i64>, crate::error::Failure> = match timed(op_timeout, cmd.query_async(&mut con)).await {
-            // Redis restarted and forgot the script: load it, then send the same command.
-            Err(e) if e.is_noscript() => match timed(op_timeout, SCRIPTS.store_many.load_async(&mut con)).await {
-                Ok(_) => timed(op_timeout, cmd.query_async(&mut con)).await,
-                Err(e) => Err(e),
-            },
-            other => other,
-        };
+        let permit = in_flight.clone().acquire_owned().await.expect("never closed");
+        let (mut con, stored_tx) = (con.clone(), stored_tx.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let stored = store_group(&mut con, &cmd, op_timeout, group).await;
+            let _ = stored_tx.send(stored);
+        });
+    }
+    let _ = in_flight.acquire_many(u32::try_from(GROUPS_IN_FLIGHT).unwrap_or(u32::MAX)).await;
+    while let Ok(stored) = stored_rx.try_recv() {
+        stored.iter().for_each(|t| tallies.add(t));
+    }
+    if !tallies.is_empty() {
+        tallies.send(&mut con, &keys, events_cap, op_timeout).await;
+    }
+}
+
+/// How many grouped write calls may be on their way to Redis at once.
+const GROUPS_IN_FLIGHT: usize = 3;
+
+/// Runs one group's `store_many` call and answers each write; returns the tallies of
+/// the writes that were stored.
+async fn store_group(
+    con: &mut ConnectionManager,
+    cmd: &redis::Cmd,
+    op_timeout: Duration,
+    group: Vec<Write>,
+) -> Vec<Tally> {
+    let stored: Result<Vec<i64>, crate::error::Failure> = match timed(op_timeout, cmd.query_async(con)).await {
+        // Redis restarted and forgot the script: load it, then send the same command.
+        Err(e) if e.is_noscript() => match timed(op_timeout, SCRIPTS.store_many.load_async(con)).await {
+            Ok(_) => timed(op_timeout, cmd.query_async(con)).await,
+            Err(e) => Err(e),
+        },
+        other => other,
+    };
+    let mut tallies = Vec::new();
+    {
         match stored {
             Ok(codes) if codes.len() == group.len() => {
                 for (write, code) in group.into_iter().zip(codes) {
                     if code == 1 {
-                        tallies.add(&write.tally);
+                        tallies.push(write.tally);
                     }
                     let _ = write.reply.send(Ok(code));
-                }
-                if tallies.is_full() {
-                    tallies.send(&mut con, &keys, events_cap, op_timeout).await;
                 }
             }
             Ok(codes) => {
@@ -348,9 +385,7 @@ async fn flush_writes(
             }
         }
     }
-    if !tallies.is_empty() {
-        tallies.send(&mut con, &keys, events_cap, op_timeout).await;
-    }
+    tallies
 }
 
 /// The waiters of each channel: a shared wake-up and how many wait on it.

@@ -266,27 +266,26 @@ async fn flush_writes(
     let in_flight = Arc::new(tokio::sync::Semaphore::new(GROUPS_IN_FLIGHT));
     let (stored_tx, mut stored_rx) = mpsc::unbounded_channel::<Vec<Tally>>();
     loop {
-        while let Ok(stored) = stored_rx.try_recv() {
-            stored.iter().for_each(|t| tallies.add(t));
-        }
-        if tallies.is_full() {
-            tallies.send(&mut con, &keys, events_cap, op_timeout).await;
-        }
-        let first = if tallies.is_empty() {
-            writes.recv().await
-        } else {
-            tokio::select! {
-                write = writes.recv() => write,
-                () = tokio::time::sleep_until(tally_due) => {
-                    tallies.send(&mut con, &keys, events_cap, op_timeout).await;
-                    continue;
+        let first = tokio::select! {
+            write = writes.recv() => write,
+            // The stored writes of a call that came back: tallied (and sent within
+            // TALLY_EVERY even if no other write comes).
+            Some(stored) = stored_rx.recv() => {
+                if tallies.is_empty() {
+                    tally_due = tokio::time::Instant::now() + TALLY_EVERY;
                 }
+                stored.iter().for_each(|t| tallies.add(t));
+                if tallies.is_full() {
+                    tallies.send(&mut con, &keys, events_cap, op_timeout).await;
+                }
+                continue;
+            }
+            () = tokio::time::sleep_until(tally_due), if !tallies.is_empty() => {
+                tallies.send(&mut con, &keys, events_cap, op_timeout).await;
+                continue;
             }
         };
         let Some(first) = first else { break };
-        if tallies.is_empty() {
-            tally_due = tokio::time::Instant::now() + TALLY_EVERY;
-        }
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match writes.try_recv() {

@@ -65,7 +65,8 @@ macro_rules! conformance_tests {
             wait_wakes_on_ready_state, wait_times_out_with_current_state, forget_deletes,
             a_stale_worker_cannot_overwrite_a_result, a_mixed_batch_keeps_priorities_and_delays,
             workers_announce_themselves_until_they_expire, inspection_peeks_and_handles_dead_letters,
-            history_lists_recent_tasks_and_counts_them_per_minute, events_and_task_stats_follow_the_writes);
+            history_lists_recent_tasks_and_counts_them_per_minute, events_and_task_stats_follow_the_writes,
+            a_lone_write_is_counted);
     };
     (@each $setup:path; $($name:ident),* $(,)?) => {
         $(
@@ -575,6 +576,25 @@ pub async fn history_lists_recent_tasks_and_counts_them_per_minute(h: Harness) {
     let hour = history.throughput(60).await.unwrap();
     assert_eq!(hour.len(), 60);
     assert!(hour.windows(2).all(|w| w[1].minute_ms - w[0].minute_ms == 60_000), "consecutive minutes, oldest first");
+}
+
+/// One write after a quiet spell, with nothing after it, still reaches the events and
+/// the counts (a driver that gathers them must send them without waiting for a next).
+pub async fn a_lone_write_is_counted(h: Harness) {
+    let history = h.backend.history().expect("the suite needs a task history");
+    let name = format!("lone-{}", TaskId::new());
+    let write = TaskMeta { task: Some(name.clone()), worker: Some("w1".into()), ..TaskMeta::state(TaskState::Started) };
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    h.backend.store(&TaskId::new(), write, Duration::from_secs(60)).await.unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let stats = history.task_stats().await.unwrap();
+        if stats.counts.iter().any(|c| c.task == name) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "the lone write was never counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Every state write adds its event (newest first), recorded events join them, and the

@@ -18,14 +18,16 @@
 //! - **At least once, never twice on a live worker.** Fetch moves messages into a
 //!   processing list owned by the worker in one Lua script (no pop-then-write gap).
 //!   A message leaves it only when acked after the task finished and its result was
-//!   stored. Workers heartbeat into a zset scored by Redis's own clock; when one stops,
+//!   stored; a task with nothing to send on stores its result and acks in one script
+//!   (`store_many.lua`), both or neither. Workers heartbeat into a zset scored by Redis's own clock; when one stops,
 //!   any live worker (under a short lock) returns its messages to the front of their
 //!   queues. A long task on a live worker is never redelivered. After 5 deliveries
 //!   (configurable) a message goes to the queue's dead letters with the reason.
 //! - **Fencing.** Ack, retry, release and dead-letter remove the message from the
 //!   worker's own processing list and fail (`ErrorKind::Fenced`) when it is no longer
 //!   there. Results name their worker: once another worker has started a recovered
-//!   task, the old worker's late result is refused.
+//!   task, the old worker's late result is refused; a result written with its ack is
+//!   refused when the ack is.
 //! - **No polling.** An idle worker blocks in `BLPOP` on its queues' wake lists; a
 //!   producer pushes a token when it adds work, and a fetch that leaves work behind
 //!   passes the token on. Delayed messages (countdown, ETA, retry back-off) wait in a

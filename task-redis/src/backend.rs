@@ -326,8 +326,7 @@ async fn flush_writes(
         let (mut con, stored_tx) = (con.clone(), stored_tx.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            let stored = store_group(&mut con, &cmd, op_timeout, group).await;
-            let _ = stored_tx.send(stored);
+            store_group(&mut con, &cmd, op_timeout, group, &stored_tx).await;
         });
     }
     let _ = in_flight.acquire_many(u32::try_from(GROUPS_IN_FLIGHT).unwrap_or(u32::MAX)).await;
@@ -342,14 +341,17 @@ async fn flush_writes(
 /// How many grouped write calls may be on their way to Redis at once.
 const GROUPS_IN_FLIGHT: usize = 3;
 
-/// Runs one group's `store_many` call and answers each write; returns the tallies of
-/// the writes that were stored.
+/// Runs one group's `store_many` call and answers each write. The tallies of the
+/// stored writes go to `tallied` before any writer hears back: a writer's next write
+/// may be in a later group, whose tallies must not overtake these (the event stream
+/// keeps each task's order).
 async fn store_group(
     con: &mut ConnectionManager,
     cmd: &redis::Cmd,
     op_timeout: Duration,
     group: Vec<Write>,
-) -> Vec<Tally> {
+    tallied: &mpsc::UnboundedSender<Vec<Tally>>,
+) {
     let stored: Result<Vec<i64>, crate::error::Failure> = match timed(op_timeout, cmd.query_async(con)).await {
         // Redis restarted and forgot the script: load it, then send the same command.
         Err(e) if e.is_noscript() => match timed(op_timeout, SCRIPTS.store_many.load_async(con)).await {
@@ -358,33 +360,32 @@ async fn store_group(
         },
         other => other,
     };
-    let mut tallies = Vec::new();
-    {
-        match stored {
-            Ok(codes) if codes.len() == group.len() => {
-                for (write, code) in group.into_iter().zip(codes) {
-                    if code == 1 {
-                        tallies.push(write.tally);
-                    }
-                    let _ = write.reply.send(Ok(code));
-                }
+    match stored {
+        Ok(codes) if codes.len() == group.len() => {
+            let (tallies, replies): (Vec<_>, Vec<_>) = group
+                .into_iter()
+                .zip(codes)
+                .map(|(write, code)| ((code == 1).then_some(write.tally), (write.reply, code)))
+                .unzip();
+            let _ = tallied.send(tallies.into_iter().flatten().collect());
+            for (reply, code) in replies {
+                let _ = reply.send(Ok(code));
             }
-            Ok(codes) => {
-                let text = format!("the store script answered {} codes for {} writes", codes.len(), group.len());
-                for write in group {
-                    let _ = write.reply.send(Err((ErrorKind::Protocol, text.clone())));
-                }
+        }
+        Ok(codes) => {
+            let text = format!("the store script answered {} codes for {} writes", codes.len(), group.len());
+            for write in group {
+                let _ = write.reply.send(Err((ErrorKind::Protocol, text.clone())));
             }
-            Err(e) => {
-                let kind = e.kind();
-                let text = e.backend("Redis").to_string();
-                for write in group {
-                    let _ = write.reply.send(Err((kind, text.clone())));
-                }
+        }
+        Err(e) => {
+            let kind = e.kind();
+            let text = e.backend("Redis").to_string();
+            for write in group {
+                let _ = write.reply.send(Err((kind, text.clone())));
             }
         }
     }
-    tallies
 }
 
 /// The waiters of each channel: a shared wake-up and how many wait on it.

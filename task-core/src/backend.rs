@@ -43,10 +43,7 @@ pub trait ResultBackend: Send + Sync + fmt::Debug + 'static {
     /// not stored (see [`AppBuilder::track_started`](crate::AppBuilder::track_started)),
     /// where [`claim`](Self::claim) would report it. The default reads the record.
     fn revoked<'a>(&'a self, id: &'a TaskId) -> BoxFuture<'a, Result<Option<String>, BackendError>> {
-        Box::pin(async move {
-            let meta = self.get(id).await?.filter(|m| m.state == crate::TaskState::Revoked);
-            Ok(meta.map(|m| m.error.unwrap_or_else(|| "revoked".into())))
-        })
+        Box::pin(revoked_by_record(self, id))
     }
 
     /// Whether [`store_and_ack`](Self::store_and_ack) stores and acks in one step with
@@ -70,12 +67,7 @@ pub trait ResultBackend: Send + Sync + fmt::Debug + 'static {
         ttl: Duration,
         ack: Ack<'a>,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
-        Box::pin(async move {
-            self.store(id, update, ttl).await?;
-            ack.broker.ack(ack.consumer, ack.delivery).await.map_err(|e| {
-                BackendError::new(e.kind(), format!("stored task {id}, but the ack failed")).with_source(e)
-            })
-        })
+        Box::pin(store_then_ack(self, id, update, ttl, ack))
     }
 
     /// Revokes `id`: unless it already ended, its state becomes `REVOKED` with
@@ -98,6 +90,32 @@ pub trait ResultBackend: Send + Sync + fmt::Debug + 'static {
     fn history(&self) -> Option<&dyn TaskHistory> {
         None
     }
+}
+
+/// [`ResultBackend::revoked`] from the task's record: the default, and what a driver
+/// with a faster check of its own reads once that check says "revoked".
+pub async fn revoked_by_record<B: ResultBackend + ?Sized>(
+    backend: &B,
+    id: &TaskId,
+) -> Result<Option<String>, BackendError> {
+    let meta = backend.get(id).await?.filter(|m| m.state == crate::TaskState::Revoked);
+    Ok(meta.map(|m| m.error.unwrap_or_else(|| "revoked".into())))
+}
+
+/// [`ResultBackend::store_and_ack`] in two steps, store then ack: the default, and what
+/// a driver does when the broker is not one it can ack for.
+pub async fn store_then_ack<B: ResultBackend + ?Sized>(
+    backend: &B,
+    id: &TaskId,
+    update: TaskMeta,
+    ttl: Duration,
+    ack: Ack<'_>,
+) -> Result<(), BackendError> {
+    backend.store(id, update, ttl).await?;
+    ack.broker
+        .ack(ack.consumer, ack.delivery)
+        .await
+        .map_err(|e| BackendError::new(e.kind(), format!("stored task {id}, but the ack failed")).with_source(e))
 }
 
 /// The delivery that [`ResultBackend::store_and_ack`] acknowledges.

@@ -11,7 +11,7 @@ use crate::error::CodecError;
 /// Encodes `value` as MessagePack with fields by name (maps, not arrays), so that
 /// arguments read as `{"x": 1, "y": 2}` in the CLI and the dashboard.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T, what: &str) -> Result<Vec<u8>, CodecError> {
-    rmp_serde::to_vec_named(value).map_err(|e| CodecError::encode(what, e))
+    encode_with_capacity(value, 0, what)
 }
 
 /// Encodes `value` into a buffer made with room for `capacity` bytes.

@@ -766,15 +766,7 @@ impl ResultBackend for RedisBackend {
                 return Ok(None);
             }
             // Revoked: the reason is in its record.
-            let mut con = self.con();
-            let (state, error): (Option<String>, Option<String>) = timed(
-                self.inner.op_timeout,
-                redis::cmd("HMGET").arg(self.inner.keys.result(id)).arg("state").arg("error").query_async(&mut con),
-            )
-            .await
-            .map_err(|e| e.backend(&format!("cannot check whether task {id} was revoked")))?;
-            Ok((state.as_deref() == Some(TaskState::Revoked.as_str()))
-                .then(|| error.unwrap_or_else(|| "revoked".into())))
+            task_core::backend::revoked_by_record(self, id).await
         })
     }
 
@@ -792,10 +784,7 @@ impl ResultBackend for RedisBackend {
         Box::pin(async move {
             let state = update.state;
             let Some(broker) = self.same_store(ack.broker) else {
-                self.store(id, update, ttl).await?;
-                return ack.broker.ack(ack.consumer, ack.delivery).await.map_err(|e| {
-                    BackendError::new(e.kind(), format!("stored task {id}, but the ack failed")).with_source(e)
-                });
+                return task_core::backend::store_then_ack(self, id, update, ttl, ack).await;
             };
             let list = self.inner.keys.processing(&ack.delivery.queue, ack.consumer.as_str());
             let code = self.run_store(id, update, ttl, Some((list, ack.delivery.receipt.as_bytes()))).await?;

@@ -56,12 +56,16 @@ impl Keys {
     }
 
     fn tag(&self, queue: &str) -> String {
-        self.in_queue(queue, "")
+        self.in_queue(queue, &[])
     }
 
-    /// `NS:{queue}` + `rest`, built at its exact length (some are built per task).
-    fn in_queue(&self, queue: &str, rest: &str) -> String {
-        [self.ns.as_str(), ":{", queue, "}", rest].concat()
+    /// `NS:{queue}` followed by `rest`, built at its exact length (some are built per
+    /// task).
+    fn in_queue(&self, queue: &str, rest: &[&str]) -> String {
+        let parts = [self.ns.as_str(), ":{", queue, "}"].into_iter().chain(rest.iter().copied());
+        let mut key = String::with_capacity(parts.clone().map(str::len).sum());
+        parts.for_each(|part| key.push_str(part));
+        key
     }
 
     pub(crate) fn ready(&self, queue: &str, priority: u8) -> String {
@@ -74,15 +78,15 @@ impl Keys {
     }
 
     pub(crate) fn delayed(&self, queue: &str) -> String {
-        self.in_queue(queue, ":delayed")
+        self.in_queue(queue, &[":delayed"])
     }
 
     pub(crate) fn wake(&self, queue: &str) -> String {
-        self.in_queue(queue, ":wake")
+        self.in_queue(queue, &[":wake"])
     }
 
     pub(crate) fn processing(&self, queue: &str, worker: &str) -> String {
-        [self.ns.as_str(), ":{", queue, "}:proc:", worker].concat()
+        self.in_queue(queue, &[":proc:", worker])
     }
 
     pub(crate) fn dead(&self, queue: &str) -> String {

@@ -566,23 +566,25 @@ impl Runner {
     /// Stores a state update in this worker's name (so a worker that lost the task
     /// cannot overwrite the one that took it over).
     async fn store(&self, envelope: &Envelope, update: TaskMeta) {
-        let update = self.named(envelope, update);
-        let backend = self.app.backend();
-        let ttl = self.result_ttl(envelope);
-        let op = || backend.store(&envelope.id, update.clone(), ttl);
-        let what = Storing(update.state);
-        let fenced = |e: &BackendError| e.kind() == ErrorKind::Fenced;
-        with_tries(&what, &Subject(envelope), op, fenced).await;
+        self.store_acking(envelope, update, None).await;
     }
 
     /// Stores a final state and acks the delivery in one step (the backend can: see
     /// `ResultBackend::stores_acks_of`). Fenced like an ack.
     async fn store_and_ack(&self, delivery: &Delivery, envelope: &Envelope, update: TaskMeta) {
+        self.store_acking(envelope, update, Some(delivery)).await;
+    }
+
+    /// [`store`](Self::store), and with `ack` also the ack of that delivery.
+    async fn store_acking(&self, envelope: &Envelope, update: TaskMeta, ack: Option<&Delivery>) {
         let update = self.named(envelope, update);
         let (backend, broker) = (self.app.backend(), self.app.broker());
-        let ack = Ack { broker: &**broker, consumer: &self.consumer, delivery };
+        let ack = ack.map(|delivery| Ack { broker: &**broker, consumer: &self.consumer, delivery });
         let ttl = self.result_ttl(envelope);
-        let op = || backend.store_and_ack(&envelope.id, update.clone(), ttl, ack);
+        let op = || match ack {
+            Some(ack) => backend.store_and_ack(&envelope.id, update.clone(), ttl, ack),
+            None => backend.store(&envelope.id, update.clone(), ttl),
+        };
         let what = Storing(update.state);
         let fenced = |e: &BackendError| e.kind() == ErrorKind::Fenced;
         with_tries(&what, &Subject(envelope), op, fenced).await;

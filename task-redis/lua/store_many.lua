@@ -13,11 +13,16 @@
 -- KEYS[n+3..] the processing lists of the writes that ack, in their order
 -- ARGV[1]    n, the number of writes; ARGV[2] now (Unix ms); ARGV[3] the recent-tasks cap
 -- ARGV[4..]  per write: ttl ms, writer ('' for none), claim ('1'/'0'), channel ('' when not
---            final), state, task id, receipt to ack ('' for none), field count f, then f
---            field/value pairs. claim '1': a STARTED write (revoke check, listed); '2': the
---            first write of a run whose start is not tracked (listed); '0': neither.
+--            final), state, task id, receipt to ack ('' for none), shape s, then its fields:
+--            s = 0: a field count f and f field/value pairs; s > 0: the values of the fields
+--            of shape s, in its order (the common writes: their field names are written into
+--            this script, not sent with every write). claim '1': a STARTED write (revoke
+--            check, listed); '2': the first write of a run whose start is not tracked
+--            (listed); '0': neither.
 -- The recent-tasks index and the counters are written once per call, not per write; a
 -- task is listed when it starts (or ends unstarted), not at every write.
+-- @shapes: SHAPE_LEN and store_shaped(shape, key, state, now, first), written here from
+-- the shapes in the Rust source (task_redis::backend::WRITE_SHAPES) when the script loads.
 local n = tonumber(ARGV[1])
 local now = ARGV[2]
 local out = {}
@@ -28,13 +33,19 @@ local acks = n + 2
 for i = 1, n do
   local key, ttl, writer, claim, channel, state, id, receipt =
     KEYS[i], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
-  local f = tonumber(ARGV[a + 7])
-  local first = a + 8
-  a = first + 2 * f
+  local shape = tonumber(ARGV[a + 7])
+  local first, f = a + 8, 0
+  if shape == 0 then
+    f = tonumber(ARGV[first])
+    first = first + 1
+    a = first + 2 * f
+  else
+    a = first + SHAPE_LEN[shape]
+  end
   local code = 1
   if receipt ~= '' then
     acks = acks + 1
-    if redis.call('LREM', KEYS[acks], 1, receipt) == 0 then code = 0 end
+    if redis.call('LREM', KEYS[acks], '1', receipt) == 0 then code = 0 end
   elseif claim == '1' and redis.call('HGET', key, 'state') == 'REVOKED' then
     code = -1
   elseif writer ~= '' and claim ~= '1' then
@@ -44,7 +55,9 @@ for i = 1, n do
     end
   end
   if code == 1 then
-    if f > 0 then
+    if shape > 0 then
+      store_shaped(shape, key, state, now, first)
+    elseif f > 0 then
       redis.call('HSET', key, 'state', state, 'changed_ms', now, unpack(ARGV, first, first + 2 * f - 1))
     else
       redis.call('HSET', key, 'state', state, 'changed_ms', now)

@@ -41,14 +41,29 @@ struct Inner {
     events_cap: usize,
 }
 
+/// The field sets of the common writes, each field in the order `run_store` writes
+/// them. A write with exactly one of these sets sends its values only: `store_many.lua`
+/// names them (its `store_shaped`, written from this list when the script loads). The
+/// names cost Redis more than their bytes: each argument is one more Lua string per write.
+/// Any other set goes as field/value pairs.
+pub(crate) const WRITE_SHAPES: [&[&str]; 3] = [
+    // The first and only write of a run whose start is not stored (success).
+    &["task", "worker", "queue", "runtime_ms", "retries", "started_ms", "finished_ms", "result", "args"],
+    // STARTED: the claim.
+    &["task", "worker", "queue", "retries", "started_ms", "args"],
+    // SUCCESS after a stored start.
+    &["worker", "runtime_ms", "finished_ms", "result"],
+];
+
 /// One state write on its way to the `store_many` script.
 #[derive(Debug)]
 struct Write {
     key: String,
     /// The processing list to ack the write's message in (its receipt is in `args`).
     ack_key: Option<String>,
-    /// ttl, writer, claim, channel, state, task id, receipt, field count, field/value
-    /// pairs: arguments only, no command name.
+    /// ttl, writer, claim, channel, state, task id, receipt, shape, then the values of
+    /// the shape's fields or (shape 0) a field count and field/value pairs: arguments
+    /// only, no command name.
     args: redis::Cmd,
     /// What the write adds to the events and counters once stored.
     tally: Tally,
@@ -628,9 +643,13 @@ impl RedisBackend {
             ("finished_ms", update.finished_ms),
         ];
         let blobs = [("result", update.result), ("progress", update.progress), ("args", update.args)];
-        let fields = texts.iter().filter(|(_, v)| v.is_some()).count()
-            + numbers.iter().filter(|(_, v)| v.is_some()).count()
-            + blobs.iter().filter(|(_, v)| v.is_some()).count();
+        let present = (texts.iter().filter(|(_, v)| v.is_some()).map(|(f, _)| *f))
+            .chain(numbers.iter().filter(|(_, v)| v.is_some()).map(|(f, _)| *f))
+            .chain(blobs.iter().filter(|(_, v)| v.is_some()).map(|(f, _)| *f));
+        let fields = present.clone().count();
+        let shape = WRITE_SHAPES.iter().position(|shape| shape.iter().copied().eq(present.clone()));
+        // A shaped write sends values only; any other, field/value pairs.
+        let named = shape.is_none();
         let (ack_key, receipt) = ack.unzip();
         let channel = state.is_ready().then(|| keys.done_channel(id));
         let bytes = texts.iter().filter_map(|(_, v)| v.as_ref().map(String::len)).sum::<usize>()
@@ -651,20 +670,32 @@ impl RedisBackend {
             .arg(state.as_str())
             .arg(id.as_str())
             .arg(receipt.unwrap_or_default())
-            .arg(fields);
+            .arg(shape.map_or(0, |i| i + 1));
+        if named {
+            args.arg(fields);
+        }
         for (field, value) in texts {
             if let Some(value) = value {
-                args.arg(field).arg(value);
+                if named {
+                    args.arg(field);
+                }
+                args.arg(value);
             }
         }
         for (field, value) in numbers {
             if let Some(value) = value {
-                args.arg(field).arg(value);
+                if named {
+                    args.arg(field);
+                }
+                args.arg(value);
             }
         }
         for (field, value) in blobs {
             if let Some(value) = value {
-                args.arg(field).arg(value);
+                if named {
+                    args.arg(field);
+                }
+                args.arg(value);
             }
         }
         let (reply, answer) = oneshot::channel();

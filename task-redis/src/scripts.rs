@@ -39,7 +39,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     recover: Script::new(include_str!("../lua/recover.lua")),
     heartbeat: Script::new(include_str!("../lua/heartbeat.lua")),
     dead_workers: Script::new(include_str!("../lua/dead_workers.lua")),
-    store_many: Script::new(include_str!("../lua/store_many.lua")),
+    store_many: Script::new(&store_many()),
     revoke: Script::new(include_str!("../lua/revoke.lua")),
     rate: Script::new(include_str!("../lua/rate.lua")),
     retry_dead: Script::new(include_str!("../lua/retry_dead.lua")),
@@ -52,3 +52,42 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     retry_dead_one: Script::new(include_str!("../lua/retry_dead_one.lua")),
     enqueue_once: Script::new(concat!(include_str!("../lua/once_guard.lua"), include_str!("../lua/enqueue.lua"))),
 });
+
+/// `store_many.lua` with its shaped writes (`crate::backend::WRITE_SHAPES`) written in
+/// at its `-- @shapes` line: one `HSET` per shape that names the fields itself.
+fn store_many() -> String {
+    let shapes = crate::backend::WRITE_SHAPES;
+    let lens: Vec<String> = shapes.iter().map(|shape| shape.len().to_string()).collect();
+    let mut lua =
+        format!("local SHAPE_LEN = {{{}}}\nlocal function store_shaped(shape, key, state, now, i)\n", lens.join(", "));
+    for (n, shape) in shapes.iter().enumerate() {
+        let fields: Vec<String> =
+            shape.iter().enumerate().map(|(j, field)| format!("'{field}', ARGV[i + {j}]")).collect();
+        let branch = if n == 0 { "if" } else { "elseif" };
+        lua += &format!(
+            "  {branch} shape == {} then\n    redis.call('HSET', key, 'state', state, 'changed_ms', now, {})\n",
+            n + 1,
+            fields.join(", ")
+        );
+    }
+    lua += "  end\nend\n";
+    let source = include_str!("../lua/store_many.lua");
+    let marker = source.find("-- @shapes").expect("store_many.lua has its -- @shapes line");
+    format!("{}{lua}{}", &source[..marker], &source[marker..])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn store_many_names_the_fields_of_every_shape() {
+        let lua = super::store_many();
+        assert!(lua.contains("local SHAPE_LEN = {9, 6, 4}\n"), "{lua}");
+        assert!(
+            lua.contains(
+                "  elseif shape == 3 then\n    redis.call('HSET', key, 'state', state, 'changed_ms', now, \
+                 'worker', ARGV[i + 0], 'runtime_ms', ARGV[i + 1], 'finished_ms', ARGV[i + 2], 'result', ARGV[i + 3])\n"
+            ),
+            "{lua}"
+        );
+    }
+}

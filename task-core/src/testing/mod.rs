@@ -61,7 +61,7 @@ macro_rules! conformance_tests {
             redelivery_after_a_consumer_dies, dead_letter_after_max_deliveries,
             release_returns_without_counting, explicit_dead_letter_keeps_reason,
             ack_after_recovery_is_fenced, store_and_ack_settles_and_is_fenced, priorities_highest_first, batch_enqueue_keeps_order,
-            fetch_respects_max_and_queue_order, result_store_merges_fields, result_ttl_expires,
+            fetch_respects_max_and_queue_order, result_store_merges_fields, result_store_keeps_every_field, result_ttl_expires,
             wait_wakes_on_ready_state, wait_times_out_with_current_state, forget_deletes,
             a_stale_worker_cannot_overwrite_a_result, a_mixed_batch_keeps_priorities_and_delays,
             workers_announce_themselves_until_they_expire, inspection_peeks_and_handles_dead_letters,
@@ -357,6 +357,64 @@ pub async fn result_store_merges_fields(h: Harness) {
     assert_eq!(meta.result, Some(vec![0x2a]));
     assert_eq!((meta.started_ms, meta.finished_ms), (Some(5), Some(9)));
     assert_eq!((meta.args, meta.queue.as_deref()), (Some(vec![0x81, 0xa1, b'x', 0x01]), Some("q")));
+}
+
+/// Every field a write carries reads back, for the writes a worker makes (a backend may
+/// send those in a compact form of their own) and for others.
+pub async fn result_store_keeps_every_field(h: Harness) {
+    let ttl = Duration::from_secs(60);
+    let start = TaskMeta {
+        task: Some("t".into()),
+        worker: Some("w1".into()),
+        queue: Some("q".into()),
+        retries: Some(2),
+        started_ms: Some(5),
+        args: Some(vec![0x91, 0x01]),
+        ..TaskMeta::state(TaskState::Started)
+    };
+    let success = TaskMeta {
+        worker: Some("w1".into()),
+        runtime_ms: Some(3),
+        finished_ms: Some(9),
+        result: Some(vec![0x2a]),
+        ..TaskMeta::state(TaskState::Success)
+    };
+    // A run whose start was not stored: one write with all of it.
+    let untracked = TaskMeta { state: TaskState::Success, ..merged(&start, &success) };
+    let failure = TaskMeta {
+        error: Some("boom".into()),
+        progress: Some(vec![0x0a]),
+        ..TaskMeta { state: TaskState::Failure, ..merged(&start, &success) }
+    };
+    for writes in [vec![start.clone(), success.clone()], vec![untracked], vec![failure], vec![start, success]] {
+        let id = TaskId::new();
+        for write in &writes {
+            h.backend.store(&id, write.clone(), ttl).await.unwrap();
+        }
+        let expected = writes.iter().skip(1).fold(writes[0].clone(), |all, w| merged(&all, w));
+        let meta = h.backend.get(&id).await.unwrap().expect("stored");
+        assert_eq!(meta, expected, "after {writes:?}");
+    }
+}
+
+/// `base` with the fields `update` sets, in `update`'s state.
+fn merged(base: &TaskMeta, update: &TaskMeta) -> TaskMeta {
+    let u = update.clone();
+    let b = base.clone();
+    TaskMeta {
+        state: u.state,
+        task: u.task.or(b.task),
+        error: u.error.or(b.error),
+        worker: u.worker.or(b.worker),
+        queue: u.queue.or(b.queue),
+        runtime_ms: u.runtime_ms.or(b.runtime_ms),
+        retries: u.retries.or(b.retries),
+        started_ms: u.started_ms.or(b.started_ms),
+        finished_ms: u.finished_ms.or(b.finished_ms),
+        result: u.result.or(b.result),
+        progress: u.progress.or(b.progress),
+        args: u.args.or(b.args),
+    }
 }
 
 /// A record is gone after its TTL.

@@ -517,6 +517,27 @@ impl Subscriber {
     }
 }
 
+/// A command on the control channel (`NS:control`), as `revoke.lua` and
+/// [`RedisBackend::revoke`] publish them.
+#[derive(Debug, PartialEq)]
+enum Control {
+    /// `revoke <until_ms> <id>`: do not start `id` before `until_ms` (Unix ms).
+    Revoke { id: TaskId, until_ms: i64 },
+    /// `terminate <id>`: abort `id` where it runs.
+    Terminate(TaskId),
+}
+
+impl Control {
+    /// The command `message` is, `None` for anything else.
+    fn parse(message: &str) -> Option<Self> {
+        if let Some(rest) = message.strip_prefix("revoke ") {
+            let (until, id) = rest.split_once(' ')?;
+            return Some(Self::Revoke { id: TaskId::from_str(id).ok()?, until_ms: until.parse().ok()? });
+        }
+        Some(Self::Terminate(TaskId::from_str(message.strip_prefix("terminate ")?).ok()?))
+    }
+}
+
 /// Wakes the waiters of each message's channel; on a lost connection, wakes everyone
 /// so they read the state again (a message may have been missed meanwhile).
 async fn dispatch(
@@ -538,19 +559,17 @@ async fn dispatch(
             PushKind::Message => {
                 let Some(channel) = text(push.data.first()) else { continue };
                 if channel == control {
-                    // Anyone can publish here: a message that is not `terminate <id>` or
-                    // `revoke <until> <id>` is ignored.
-                    let message = text(push.data.get(1));
-                    let revoke =
-                        message.as_deref().and_then(|m| m.strip_prefix("revoke ")).and_then(|m| m.split_once(' '));
-                    if let Some((Ok(until), Ok(id))) = revoke.map(|(u, id)| (u.parse::<i64>(), TaskId::from_str(id))) {
-                        revocations.lock().unwrap_or_else(|p| p.into_inner()).add([(id, until)]);
-                        continue;
-                    }
-                    if let Some(Ok(id)) =
-                        message.as_deref().and_then(|m| m.strip_prefix("terminate ")).map(TaskId::from_str)
-                    {
-                        let _ = terminate.send(id);
+                    match text(push.data.get(1)).as_deref().and_then(Control::parse) {
+                        Some(Control::Revoke { id, until_ms }) => {
+                            revocations.lock().unwrap_or_else(|p| p.into_inner()).add([(id, until_ms)]);
+                        }
+                        Some(Control::Terminate(id)) => {
+                            let _ = terminate.send(id);
+                        }
+                        // Anyone can publish here: anything else is ignored.
+                        None => {
+                            tracing::debug!(channel, "ignored a message on the control channel that is not a command");
+                        }
                     }
                     continue;
                 }
@@ -1121,6 +1140,33 @@ impl TaskHistory for RedisBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_commands_parse_and_anything_else_is_none() {
+        let id = TaskId::new();
+        let revoke = |id: &TaskId| Some(Control::Revoke { id: id.clone(), until_ms: 1_700_000_000_000 });
+        assert_eq!(Control::parse(&format!("revoke 1700000000000 {id}")), revoke(&id));
+        assert_eq!(Control::parse(&format!("terminate {id}")), Some(Control::Terminate(id.clone())));
+        // A task id of the caller's choosing may hold spaces: the rest of the line is the id.
+        let custom = TaskId::from_str("report for 2026-11").unwrap();
+        assert_eq!(Control::parse("revoke 1700000000000 report for 2026-11"), revoke(&custom));
+        for garbage in [
+            String::new(),
+            "revoke".into(),
+            "revoke ".into(),
+            format!("revoke {id}"),
+            format!("revoke soon {id}"),
+            "revoke 1700000000000 ".into(),
+            "revoke 1700000000000  ".into(),
+            "terminate".into(),
+            "terminate ".into(),
+            format!("TERMINATE {id}"),
+            format!("kill {id}"),
+            "\u{0}\u{ff}".into(),
+        ] {
+            assert_eq!(Control::parse(&garbage), None, "{garbage:?}");
+        }
+    }
 
     fn stored(state: TaskState, task: &str) -> Tally {
         Tally {

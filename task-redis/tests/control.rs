@@ -17,3 +17,42 @@ async fn setup() -> AppHarness {
 
 task_core::control_tests!(setup);
 task_core::workflow_tests!(setup);
+
+/// Anyone can publish on the control channel: what is not a command is ignored, and the
+/// commands after it still arrive (the revoke a worker checks from memory, the terminate
+/// it aborts a running task on).
+#[tokio::test]
+async fn garbage_on_the_control_channel_is_ignored_and_commands_still_arrive() {
+    use std::time::{Duration, Instant};
+    use task_core::{ResultBackend, TaskId};
+
+    let server = RedisServer::start();
+    let namespace = test_support::namespace();
+    let config = RedisConfig::from_url(server.url()).namespace(namespace.clone());
+    let backend = task_redis::RedisBackend::connect(config).await.expect("backend");
+    let mut terminations = backend.terminations().expect("the Redis backend relays terminations");
+    // The revokes held in memory, loaded now: later ones come by the channel only.
+    assert_eq!(backend.revoked(&TaskId::new()).await.unwrap(), None);
+
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let id = TaskId::new();
+    let kill = format!("kill {id}");
+    let garbage: [&[u8]; 6] = [b"", b"revoke", b"revoke soon x", b"terminate", b"\xff\xfe\x00", kill.as_bytes()];
+    for message in garbage {
+        let _: i64 =
+            redis::cmd("PUBLISH").arg(format!("{namespace}:control")).arg(message).query_async(&mut con).await.unwrap();
+    }
+    backend.revoke(&id, "not needed", true, Duration::from_secs(60)).await.unwrap();
+
+    let terminated = tokio::time::timeout(Duration::from_secs(5), terminations.recv()).await;
+    assert_eq!(terminated.expect("the terminate arrives").unwrap(), id);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match backend.revoked(&id).await.unwrap() {
+            Some(reason) => break assert_eq!(reason, "not needed"),
+            None if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+            None => panic!("the revoke after the garbage never reached the in-memory set"),
+        }
+    }
+}

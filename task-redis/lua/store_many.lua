@@ -21,8 +21,8 @@
 --            (listed); '0': neither.
 -- The recent-tasks index and the counters are written once per call, not per write; a
 -- task is listed when it starts (or ends unstarted), not at every write.
--- @shapes: SHAPE_LEN and store_shaped(shape, key, state, now, first), written here from
--- the shapes in the Rust source (task_redis::backend::WRITE_SHAPES) when the script loads.
+-- Written in after the next line when the script loads, from backend.rs's WRITE_SHAPES:
+-- @shapes: SHAPE_LEN and store_shaped(shape, key, state, now, first)
 local n = tonumber(ARGV[1])
 local now = ARGV[2]
 local out = {}

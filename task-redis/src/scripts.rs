@@ -54,7 +54,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 });
 
 /// `store_many.lua` with its shaped writes (`crate::backend::WRITE_SHAPES`) written in
-/// at its `-- @shapes` line: one `HSET` per shape that names the fields itself.
+/// after its `-- @shapes` line: one `HSET` per shape that names the fields itself.
 fn store_many() -> String {
     let shapes = crate::backend::WRITE_SHAPES;
     let lens: Vec<String> = shapes.iter().map(|shape| shape.len().to_string()).collect();
@@ -73,7 +73,8 @@ fn store_many() -> String {
     lua += "  end\nend\n";
     let source = include_str!("../lua/store_many.lua");
     let marker = source.find("-- @shapes").expect("store_many.lua has its -- @shapes line");
-    format!("{}{lua}{}", &source[..marker], &source[marker..])
+    let at = marker + source[marker..].find('\n').map_or(source.len() - marker, |end| end + 1);
+    format!("{}{lua}{}", &source[..at], &source[at..])
 }
 
 #[cfg(test)]
@@ -82,6 +83,7 @@ mod tests {
     fn store_many_names_the_fields_of_every_shape() {
         let lua = super::store_many();
         assert!(lua.contains("local SHAPE_LEN = {9, 6, 4}\n"), "{lua}");
+        assert!(lua.find("-- @shapes") < lua.find("local SHAPE_LEN"), "written in after its marker line");
         assert!(
             lua.contains(
                 "  elseif shape == 3 then\n    redis.call('HSET', key, 'state', state, 'changed_ms', now, \

@@ -20,14 +20,29 @@ pub(crate) fn encode_with_capacity<T: Serialize + ?Sized>(
     capacity: usize,
     what: &str,
 ) -> Result<Vec<u8>, CodecError> {
+    encode_named(value, capacity, || what.to_owned())
+}
+
+/// [`encode_with_capacity`], with the name of what is encoded written only when it
+/// fails: for what runs once per task with a name made for it.
+pub(crate) fn encode_named<T: Serialize + ?Sized>(
+    value: &T,
+    capacity: usize,
+    what: impl FnOnce() -> String,
+) -> Result<Vec<u8>, CodecError> {
     let mut out = Vec::with_capacity(capacity);
-    rmp_serde::encode::write_named(&mut out, value).map_err(|e| CodecError::encode(what, e))?;
+    rmp_serde::encode::write_named(&mut out, value).map_err(|e| CodecError::encode(what(), e))?;
     Ok(out)
 }
 
 /// Decodes MessagePack into `T`; the message never chooses the type.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, CodecError> {
-    rmp_serde::from_slice(bytes).map_err(|e| CodecError::decode(what, e))
+    decode_named(bytes, || what.to_owned())
+}
+
+/// [`decode`], with the name of what is decoded written only when it fails.
+pub(crate) fn decode_named<T: DeserializeOwned>(bytes: &[u8], what: impl FnOnce() -> String) -> Result<T, CodecError> {
+    rmp_serde::from_slice(bytes).map_err(|e| CodecError::decode(what(), e))
 }
 
 /// Adds `key: value` to the encoded argument map `map`, where `value` is already

@@ -19,14 +19,19 @@ macro_rules! __submit_task {
 }
 pub use crate::__submit_task as submit_task;
 
-/// Decodes a task's arguments from the envelope.
+/// Decodes a task's arguments from the envelope. (The error's text is only written when
+/// there is an error: this runs once per task.)
 pub fn decode_args<A: DeserializeOwned>(task: &str, bytes: &[u8]) -> Result<A, CodecError> {
-    codec::decode(bytes, &format!("the arguments of task `{task}`"))
+    codec::decode_named(bytes, || args_of(task))
 }
 
 /// Encodes a task's arguments for the envelope.
 pub fn encode_args<A: Serialize>(task: &str, args: &A) -> Result<Vec<u8>, CodecError> {
-    codec::encode(args, &format!("the arguments of task `{task}`"))
+    codec::encode_named(args, 0, || args_of(task))
+}
+
+fn args_of(task: &str) -> String {
+    format!("the arguments of task `{task}`")
 }
 
 /// The return types a task may have: `TaskResult<T>`, or `Result<T, E>` with

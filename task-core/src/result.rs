@@ -97,7 +97,7 @@ impl<T: DeserializeOwned> AsyncResult<T> {
         match meta.state {
             TaskState::Success => {
                 let bytes = meta.result.as_deref().unwrap_or(&[0xc0]); // nil: a unit result
-                Ok(codec::decode(bytes, &format!("the result of task `{}`", task()))?)
+                Ok(codec::decode_named(bytes, || format!("the result of task `{}`", task()))?)
             }
             TaskState::Failure => Err(Error::TaskFailed {
                 id: self.id.clone(),

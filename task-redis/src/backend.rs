@@ -653,8 +653,7 @@ impl RedisBackend {
             runtime_ms: update.runtime_ms,
             starts,
         };
-        let texts =
-            [("task", task), ("error", update.error), ("worker", update.worker.clone()), ("queue", update.queue)];
+        let texts = [("task", task), ("error", update.error), ("worker", update.worker), ("queue", update.queue)];
         let numbers = [
             ("runtime_ms", update.runtime_ms.and_then(|ms| i64::try_from(ms).ok())),
             ("retries", update.retries.map(i64::from)),
@@ -679,7 +678,7 @@ impl RedisBackend {
         // numbers are written in place, nothing is allocated per argument.
         let mut args = redis::Cmd::with_capacity(8 + 2 * fields, bytes);
         args.arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
-            .arg(update.worker.as_deref().unwrap_or_default())
+            .arg(tally.worker.as_str())
             .arg(match (state, starts) {
                 (TaskState::Started, _) => "1",
                 (_, true) => "2",

@@ -150,7 +150,7 @@ impl Runner {
             delivery.queue.clone(),
             envelope.retries,
             max_retries,
-            Some(self.consumer.to_string()),
+            Some(self.consumer.as_str().to_owned()),
             self.app.backend().clone(),
             self.result_ttl(&envelope),
             cancelled,
@@ -543,7 +543,7 @@ impl Runner {
     async fn claim(&self, envelope: &Envelope) -> Option<Claim> {
         let started = TaskMeta {
             task: Some(envelope.task.clone()),
-            worker: Some(self.consumer.to_string()),
+            worker: Some(self.consumer.as_str().to_owned()),
             retries: Some(envelope.retries),
             started_ms: Some(now_ms()),
             args: Some(envelope.args.clone()),
@@ -594,7 +594,7 @@ impl Runner {
     /// the one that took it over), naming its task: the event stream and the counts by
     /// task name read it from every write.
     fn named(&self, envelope: &Envelope, mut update: TaskMeta) -> TaskMeta {
-        update.worker = Some(self.consumer.to_string());
+        update.worker = Some(self.consumer.as_str().to_owned());
         update.task.get_or_insert_with(|| envelope.task.clone());
         update
     }

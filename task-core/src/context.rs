@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -46,7 +47,16 @@ struct Inner {
     backend: Arc<dyn ResultBackend>,
     result_ttl: Duration,
     /// Raised at the soft time limit, or when the task is revoked with terminate.
-    cancel: tokio::sync::watch::Receiver<bool>,
+    cancel: CancelSignal,
+}
+
+/// A run's cancel signal: raised at most once, read by the task any number of times.
+/// It lives in the context itself: nothing to allocate per run, and nothing to notify
+/// when a run ends without it (a watch channel did both, for every task).
+#[derive(Default)]
+struct CancelSignal {
+    raised: AtomicBool,
+    notify: tokio::sync::Notify,
 }
 
 impl TaskContext {
@@ -60,9 +70,16 @@ impl TaskContext {
         worker: Option<String>,
         backend: Arc<dyn ResultBackend>,
         result_ttl: Duration,
-        cancel: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
+        let cancel = CancelSignal::default();
         Self { inner: Arc::new(Inner { id, task, queue, retries, max_retries, worker, backend, result_ttl, cancel }) }
+    }
+
+    /// Asks the task to stop: [`is_cancelled`](Self::is_cancelled) turns true and
+    /// [`cancelled`](Self::cancelled) completes. For the worker running it.
+    pub(crate) fn cancel(&self) {
+        self.inner.cancel.raised.store(true, Ordering::Release);
+        self.inner.cancel.notify.notify_waiters();
     }
 
     /// A context for calling a task function directly, outside a worker (tests, scripts):
@@ -77,7 +94,6 @@ impl TaskContext {
             None,
             Arc::new(InMemoryBackend::new()),
             DEFAULT_RESULT_TTL,
-            tokio::sync::watch::channel(false).1,
         )
     }
 
@@ -119,15 +135,22 @@ impl TaskContext {
     /// True once the task is asked to stop: its soft time limit passed, or it was
     /// revoked with terminate. A long task checks it between steps and cleans up.
     pub fn is_cancelled(&self) -> bool {
-        *self.inner.cancel.borrow()
+        self.inner.cancel.raised.load(Ordering::Acquire)
     }
 
     /// Completes when the task is asked to stop (see [`is_cancelled`](Self::is_cancelled));
     /// never, outside a worker. Use it in a `tokio::select!` against the work.
     pub async fn cancelled(&self) {
-        let mut cancel = self.inner.cancel.clone();
-        if cancel.wait_for(|c| *c).await.is_err() {
-            std::future::pending::<()>().await;
+        let signal = &self.inner.cancel;
+        loop {
+            // Listening before the check: a raise between the two still wakes it.
+            let notified = signal.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -158,5 +181,29 @@ impl fmt::Debug for TaskContext {
             .field("task", &self.inner.task)
             .field("attempt", &self.attempt())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_cancel_signal_reaches_waiters_before_and_after_it_is_raised() {
+        let ctx = TaskContext::detached("t");
+        assert!(!ctx.is_cancelled());
+        // Never raised (as outside a worker): the wait does not end.
+        assert!(tokio::time::timeout(Duration::from_millis(50), ctx.cancelled()).await.is_err());
+
+        let waiting = tokio::spawn({
+            let ctx = ctx.clone();
+            async move { ctx.cancelled().await }
+        });
+        tokio::task::yield_now().await;
+        ctx.cancel();
+        tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("a waiter wakes").unwrap();
+        assert!(ctx.is_cancelled());
+        // Raised already: a new wait ends at once.
+        tokio::time::timeout(Duration::from_secs(5), ctx.cancelled()).await.expect("ends at once");
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
 use crate::app::App;
@@ -105,7 +105,8 @@ enum Failure {
 struct Limits {
     hard: Option<Duration>,
     soft: Option<Duration>,
-    cancel: watch::Sender<bool>,
+    /// The run's context, to raise its cancel signal.
+    cancel: TaskContext,
     terminate: oneshot::Receiver<()>,
 }
 
@@ -143,7 +144,6 @@ impl Runner {
         }
 
         let max_retries = envelope.max_retries.or(entry.options().max_retries).unwrap_or(DEFAULT_MAX_RETRIES);
-        let (cancel, cancelled) = watch::channel(false);
         let ctx = TaskContext::new(
             envelope.id.clone(),
             envelope.task.clone(),
@@ -153,8 +153,8 @@ impl Runner {
             Some(self.consumer.as_str().to_owned()),
             self.app.backend().clone(),
             self.result_ttl(&envelope),
-            cancelled,
         );
+        let cancel = ctx.clone();
         let invocation = match entry.invoke(ctx, &envelope.args) {
             Ok(invocation) => invocation,
             Err(e) => {
@@ -634,7 +634,7 @@ async fn run(invocation: Invocation, limits: Limits) -> Result<Vec<u8>, Failure>
         tokio::select! {
             joined = &mut handle.0 => break joined,
             () = tokio::time::sleep_until(soft_at.unwrap_or(far)), if soft_at.is_some() => {
-                let _ = cancel.send(true);
+                cancel.cancel();
                 soft_at = None;
             }
             () = tokio::time::sleep_until(hard_at.unwrap_or(far)), if hard_at.is_some() => {
@@ -643,7 +643,7 @@ async fn run(invocation: Invocation, limits: Limits) -> Result<Vec<u8>, Failure>
                 return Err(Failure::TimeLimit(hard.unwrap_or_default()));
             }
             Ok(()) = &mut terminate => {
-                let _ = cancel.send(true);
+                cancel.cancel();
                 return Err(Failure::Terminated);
             }
         }

@@ -55,6 +55,28 @@ pub(crate) const WRITE_SHAPES: [&[&str]; 3] = [
     &["worker", "runtime_ms", "finished_ms", "result"],
 ];
 
+/// The names of the fields of a write that are set, in order.
+fn set_fields<'a, T>(fields: &'a [(&'static str, Option<T>)]) -> impl Iterator<Item = &'static str> + Clone + 'a {
+    fields.iter().filter(|(_, value)| value.is_some()).map(|(field, _)| *field)
+}
+
+/// Appends a write's fields that are set: their values, each after its name when the
+/// write is `named` (not one of [`WRITE_SHAPES`]).
+fn push_fields<T: redis::ToRedisArgs>(
+    args: &mut redis::Cmd,
+    named: bool,
+    fields: impl IntoIterator<Item = (&'static str, Option<T>)>,
+) {
+    for (field, value) in fields {
+        if let Some(value) = value {
+            if named {
+                args.arg(field);
+            }
+            args.arg(value);
+        }
+    }
+}
+
 /// One state write on its way to the `store_many` script.
 #[derive(Debug)]
 struct Write {
@@ -661,11 +683,10 @@ impl RedisBackend {
             ("finished_ms", update.finished_ms),
         ];
         let blobs = [("result", update.result), ("progress", update.progress), ("args", update.args)];
-        let present = (texts.iter().filter(|(_, v)| v.is_some()).map(|(f, _)| *f))
-            .chain(numbers.iter().filter(|(_, v)| v.is_some()).map(|(f, _)| *f))
-            .chain(blobs.iter().filter(|(_, v)| v.is_some()).map(|(f, _)| *f));
-        let fields = present.clone().count();
-        let shape = WRITE_SHAPES.iter().position(|shape| shape.iter().copied().eq(present.clone()));
+        let (fields, shape) = {
+            let present = set_fields(&texts).chain(set_fields(&numbers)).chain(set_fields(&blobs));
+            (present.clone().count(), WRITE_SHAPES.iter().position(|shape| shape.iter().copied().eq(present.clone())))
+        };
         // A shaped write sends values only; any other, field/value pairs.
         let named = shape.is_none();
         let (ack_key, receipt) = ack.unzip();
@@ -692,30 +713,9 @@ impl RedisBackend {
         if named {
             args.arg(fields);
         }
-        for (field, value) in texts {
-            if let Some(value) = value {
-                if named {
-                    args.arg(field);
-                }
-                args.arg(value);
-            }
-        }
-        for (field, value) in numbers {
-            if let Some(value) = value {
-                if named {
-                    args.arg(field);
-                }
-                args.arg(value);
-            }
-        }
-        for (field, value) in blobs {
-            if let Some(value) = value {
-                if named {
-                    args.arg(field);
-                }
-                args.arg(value);
-            }
-        }
+        push_fields(&mut args, named, texts);
+        push_fields(&mut args, named, numbers);
+        push_fields(&mut args, named, blobs);
         let (reply, answer) = oneshot::channel();
         let context = || format!("cannot store state {state} of task {id}");
         self.inner.writes.send(Write { key: keys.result(id), ack_key, args, tally, reply }).map_err(|_| {

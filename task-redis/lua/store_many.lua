@@ -12,8 +12,9 @@
 -- KEYS[n+2]  this minute's counters hash (succeeded, failed)
 -- KEYS[n+3..] the processing lists of the writes that ack, in their order
 -- ARGV[1]    n, the number of writes; ARGV[2] now (Unix ms); ARGV[3] the recent-tasks cap
--- ARGV[4..]  per write: ttl ms, writer ('' for none), claim ('1'/'0'), channel ('' when not
---            final), state, task id, receipt to ack ('' for none), shape s, then its fields:
+-- ARGV[4..]  per write: ttl ms, writer ('' for none, and for a write that acks: the ack is its
+--            fence), claim ('1'/'0'), channel ('' when not final), state, task id, receipt to
+--            ack ('' for none), shape s, then its fields:
 --            s = 0: a field count f and f field/value pairs; s > 0: the values of the fields
 --            of shape s, in its order (the common writes: their field names are written into
 --            this script, not sent with every write). claim '1': a STARTED write (revoke
@@ -21,8 +22,12 @@
 --            (listed); '0': neither.
 -- The recent-tasks index and the counters are written once per call, not per write; a
 -- task is listed when it starts (or ends unstarted), not at every write.
--- Written in after the next line when the script loads, from backend.rs's WRITE_SHAPES:
--- @shapes: SHAPE_LEN and store_shaped(shape, key, state, now, first)
+-- SHAPE_OF reads a shape argument by table lookup (tonumber is strtod: ~1,000 instructions
+-- a write). Written in after the next line when the script loads, from backend.rs's
+-- WRITE_SHAPES:
+-- @shapes: SHAPE_OF, SHAPE_LEN and store_shaped(shape, key, state, now, first)
+-- redis.call read once: a global table lookup less per command.
+local call = redis.call
 local n = tonumber(ARGV[1])
 local now = ARGV[2]
 local out = {}
@@ -33,7 +38,7 @@ local acks = n + 2
 for i = 1, n do
   local key, ttl, writer, claim, channel, state, id, receipt =
     KEYS[i], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
-  local shape = tonumber(ARGV[a + 7])
+  local shape = SHAPE_OF[ARGV[a + 7]]
   local first, f = a + 8, 0
   if shape == 0 then
     f = tonumber(ARGV[first])
@@ -45,11 +50,11 @@ for i = 1, n do
   local code = 1
   if receipt ~= '' then
     acks = acks + 1
-    if redis.call('LREM', KEYS[acks], '1', receipt) == 0 then code = 0 end
-  elseif claim == '1' and redis.call('HGET', key, 'state') == 'REVOKED' then
+    if call('LREM', KEYS[acks], '1', receipt) == 0 then code = 0 end
+  elseif claim == '1' and call('HGET', key, 'state') == 'REVOKED' then
     code = -1
   elseif writer ~= '' and claim ~= '1' then
-    local owner = redis.call('HGET', key, 'worker')
+    local owner = call('HGET', key, 'worker')
     if owner and owner ~= writer then
       code = 0
     end
@@ -58,18 +63,18 @@ for i = 1, n do
     if shape > 0 then
       store_shaped(shape, key, state, now, first)
     elseif f > 0 then
-      redis.call('HSET', key, 'state', state, 'changed_ms', now, unpack(ARGV, first, first + 2 * f - 1))
+      call('HSET', key, 'state', state, 'changed_ms', now, unpack(ARGV, first, first + 2 * f - 1))
     else
-      redis.call('HSET', key, 'state', state, 'changed_ms', now)
+      call('HSET', key, 'state', state, 'changed_ms', now)
     end
-    redis.call('PEXPIRE', key, ttl)
+    call('PEXPIRE', key, ttl)
     if channel ~= '' then
-      redis.call('PUBLISH', channel, state)
+      call('PUBLISH', channel, state)
     end
     -- A task enters the list when it starts, or when it ends without starting (revoked,
     -- dead-lettered); its later writes only change the record the list points to.
     if claim ~= '0'
-      or ((state == 'REVOKED' or state == 'FAILURE') and redis.call('HEXISTS', key, 'started_ms') == 0) then
+      or ((state == 'REVOKED' or state == 'FAILURE') and call('HEXISTS', key, 'started_ms') == 0) then
       recent[#recent + 1] = id
     end
     if state == 'SUCCESS' then succeeded = succeeded + 1 elseif state == 'FAILURE' then failed = failed + 1 end
@@ -77,12 +82,12 @@ for i = 1, n do
   out[i] = code
 end
 if #recent > 0 then
-  redis.call('LPUSH', KEYS[n + 1], unpack(recent))
-  redis.call('LTRIM', KEYS[n + 1], 0, tonumber(ARGV[3]) - 1)
+  call('LPUSH', KEYS[n + 1], unpack(recent))
+  call('LTRIM', KEYS[n + 1], 0, tonumber(ARGV[3]) - 1)
 end
 if succeeded + failed > 0 then
-  if succeeded > 0 then redis.call('HINCRBY', KEYS[n + 2], 'succeeded', succeeded) end
-  if failed > 0 then redis.call('HINCRBY', KEYS[n + 2], 'failed', failed) end
-  redis.call('EXPIRE', KEYS[n + 2], 7200)
+  if succeeded > 0 then call('HINCRBY', KEYS[n + 2], 'succeeded', succeeded) end
+  if failed > 0 then call('HINCRBY', KEYS[n + 2], 'failed', failed) end
+  call('EXPIRE', KEYS[n + 2], 7200)
 end
 return out

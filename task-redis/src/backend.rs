@@ -698,8 +698,10 @@ impl RedisBackend {
         // All of the write's arguments in one buffer (a Cmd without a command name):
         // numbers are written in place, nothing is allocated per argument.
         let mut args = redis::Cmd::with_capacity(8 + 2 * fields, bytes);
+        // A write that acks is fenced by its ack, not by the record's owner: no writer
+        // (one long string less for Lua to take in).
         args.arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
-            .arg(tally.worker.as_str())
+            .arg(if receipt.is_some() { "" } else { tally.worker.as_str() })
             .arg(match (state, starts) {
                 (TaskState::Started, _) => "1",
                 (_, true) => "2",

@@ -1,7 +1,6 @@
 //! Runs one delivery and settles it: decode, look up, check expiry and rate limit,
 //! claim (which refuses revoked tasks), run under the time limits, store, ack.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +23,8 @@ use crate::registry::{Invocation, TaskEntry};
 use crate::state::{TaskMeta, TaskState};
 use crate::task::{Backoff, DEFAULT_MAX_RETRIES};
 use crate::worker::WorkerReport;
+
+use super::body::Body;
 
 /// How long a store or a settlement (ack, retry, dead-letter) is tried before giving
 /// up: long enough to ride out a restart or failover of the broker. After that the
@@ -615,31 +616,28 @@ impl Runner {
     }
 }
 
-/// Runs the task body in its own tokio task (so a panic is caught as a `JoinError`):
-/// raises the cancel signal at the soft limit, aborts at the hard limit or on a
-/// terminate request.
+/// Runs the task body (see [`Body`]: an async one in place, panics caught): raises the
+/// cancel signal at the soft limit, stops the body at the hard limit or on a terminate
+/// request.
 async fn run(invocation: Invocation, limits: Limits) -> Result<Vec<u8>, Failure> {
     let Limits { hard, soft, cancel, mut terminate } = limits;
-    let mut handle = AbortOnDrop(match invocation {
-        Invocation::Async(future) => tokio::spawn(future),
-        Invocation::Blocking(body) => tokio::task::spawn_blocking(body),
-    });
+    let mut body = Body::start(invocation);
     let started = tokio::time::Instant::now();
     // A limit's timer exists only when the task has that limit: most have none, and a
     // timer costs a slot in the timer wheel, set and cleared, per task.
     let far = started + Duration::from_secs(100 * 365 * 24 * 3600);
     let hard_at = hard.map(|d| started + d);
     let mut soft_at = soft.map(|d| started + d);
-    let joined = loop {
+    let ended = loop {
         tokio::select! {
-            joined = &mut handle.0 => break joined,
+            ended = &mut body => break ended,
             () = tokio::time::sleep_until(soft_at.unwrap_or(far)), if soft_at.is_some() => {
                 cancel.cancel();
                 soft_at = None;
             }
             () = tokio::time::sleep_until(hard_at.unwrap_or(far)), if hard_at.is_some() => {
-                // An async task stops at its next await; a blocking one cannot be
-                // stopped: its thread runs on, detached, and its result is dropped.
+                // The body is dropped: an async one stops where it awaits; a blocking
+                // one cannot be stopped: its thread runs on, and its result is dropped.
                 return Err(Failure::TimeLimit(hard.unwrap_or_default()));
             }
             Ok(()) = &mut terminate => {
@@ -648,11 +646,10 @@ async fn run(invocation: Invocation, limits: Limits) -> Result<Vec<u8>, Failure>
             }
         }
     };
-    match joined {
+    match ended {
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(e)) => Err(Failure::Task(e)),
-        Err(join) if join.is_panic() => Err(Failure::Panic(panic_text(join.into_panic()))),
-        Err(join) => Err(Failure::Panic(format!("task was cancelled: {join}"))),
+        Err(panic) => Err(Failure::Panic(panic)),
     }
 }
 
@@ -705,36 +702,5 @@ struct Storing(TaskState);
 impl std::fmt::Display for Storing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "storing state {}", self.0)
-    }
-}
-
-/// Aborts the task body when its runner goes away (time limit, or the pool aborting
-/// runners at the end of the grace period), so no body outlives its message.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-fn panic_text(payload: Box<dyn Any + Send>) -> String {
-    match payload.downcast::<String>() {
-        Ok(text) => *text,
-        Err(payload) => {
-            payload.downcast_ref::<&str>().map_or_else(|| "(non-text panic payload)".into(), |s| (*s).to_owned())
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn panic_text_reads_str_and_string_payloads() {
-        assert_eq!(panic_text(Box::new("static")), "static");
-        assert_eq!(panic_text(Box::new(String::from("owned"))), "owned");
-        assert_eq!(panic_text(Box::new(7u8)), "(non-text panic payload)");
     }
 }

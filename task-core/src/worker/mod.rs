@@ -6,6 +6,7 @@
 //! - `execute` runs one delivery and settles it: result stored, then ack; retry
 //!   with back-off; dead letters for what cannot run.
 
+mod body;
 mod execute;
 mod pool;
 

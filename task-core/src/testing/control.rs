@@ -41,7 +41,8 @@ macro_rules! control_tests {
     ($setup:path) => {
         $crate::control_tests!(@each $setup;
             expired_tasks_are_revoked_not_run, revoked_tasks_stay_revoked_for_workers_started_later,
-            revoke_with_terminate_stops_a_running_task, the_soft_time_limit_asks_the_task_to_stop,
+            revoke_with_terminate_stops_a_running_task, a_terminated_run_is_recorded_whole,
+            the_soft_time_limit_asks_the_task_to_stop,
             a_rate_limit_holds_across_workers, unique_calls_return_the_pending_twin,
             routes_send_tasks_to_their_queue, ignore_result_keeps_nothing,
             acks_early_acknowledges_before_running, priority_defaults_come_from_the_attribute,
@@ -156,6 +157,39 @@ pub async fn revoke_with_terminate_stops_a_running_task(h: AppHarness) {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(ENDLESS_TICKS.load(Ordering::SeqCst), ticks, "the body was stopped");
     assert_eq!(running.state().await.unwrap(), TaskState::Revoked);
+    let meta = running.info().await.unwrap().expect("stored");
+    assert!(meta.started_ms.is_some() && meta.finished_ms.is_some() && meta.runtime_ms.is_some(), "{meta:?}");
+}
+
+static ENDLESS_UNTRACKED_TICKS: AtomicUsize = AtomicUsize::new(0);
+
+#[task(name = "celerity.suite.endless_untracked", track_started = false)]
+async fn endless_untracked(label: String) -> TaskResult<()> {
+    loop {
+        ENDLESS_UNTRACKED_TICKS.fetch_add(label.len(), Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A terminated run's record holds the run like any other end (task, queue, arguments,
+/// worker, start, end, run time), also when its start was not stored (`track_started`
+/// off): the worker adds what `revoke` could not know.
+pub async fn a_terminated_run_is_recorded_whole(h: AppHarness) {
+    let app = h.app().await;
+    let worker = app.worker().spawn();
+    let running = endless_untracked::delay(&app, "lean".into()).await.unwrap();
+    eventually("the task runs", || ENDLESS_UNTRACKED_TICKS.load(Ordering::SeqCst) > 0).await;
+    assert_eq!(running.state().await.unwrap(), TaskState::Pending, "its start is not stored");
+    running.revoke(true).await.unwrap();
+    assert!(matches!(running.get(WAIT).await, Err(Error::TaskRevoked { reason, .. }) if reason == "terminated"));
+    let report = worker.shutdown().await.unwrap();
+    assert_eq!(report.revoked, 1);
+    let meta = running.info().await.unwrap().expect("stored");
+    assert_eq!((meta.state, meta.error.as_deref()), (TaskState::Revoked, Some("terminated")));
+    assert_eq!(meta.task.as_deref(), Some("celerity.suite.endless_untracked"));
+    assert_eq!(meta.queue.as_deref(), Some("default"));
+    assert!(meta.args.is_some() && meta.worker.is_some(), "{meta:?}");
+    assert!(meta.started_ms.is_some() && meta.finished_ms.is_some() && meta.runtime_ms.is_some(), "{meta:?}");
 }
 
 #[task(name = "celerity.suite.polite", time_limit = 20)]

@@ -238,7 +238,17 @@ impl Runner {
                 debug!(task = %envelope.task, id = %envelope.id, "task succeeded");
             }
             Err(Failure::Terminated) => {
-                // revoke() already stored REVOKED ("terminated"): just let go.
+                // revoke() stored REVOKED ("terminated") and woke the waiters. The run's
+                // end is added (and its start, when that was not stored): the record is
+                // as complete as any other end, and the events and counts see it.
+                if !envelope.ignore_result {
+                    let end = TaskMeta {
+                        finished_ms: Some(now_ms()),
+                        runtime_ms: Some(runtime_ms),
+                        ..TaskMeta::state(TaskState::Revoked)
+                    };
+                    self.store(&envelope, with_start(&envelope, untracked_start, end)).await;
+                }
                 self.finish(&delivery, &envelope).await;
                 self.counters.revoked.fetch_add(1, Ordering::Relaxed);
                 info!(task = %envelope.task, id = %envelope.id, "task terminated");

@@ -465,7 +465,13 @@ impl Broker for RedisBroker {
 
     fn enqueue_batch(&self, messages: Vec<Message>) -> BoxFuture<'_, Result<(), BrokerError>> {
         Box::pin(async move {
-            let queues: HashSet<&str> = messages.iter().map(|m| m.queue.as_str()).collect();
+            // A batch names few queues (most often one): a scan beats hashing every message.
+            let mut queues: Vec<&str> = Vec::new();
+            for m in &messages {
+                if !queues.contains(&m.queue.as_str()) {
+                    queues.push(&m.queue);
+                }
+            }
             for queue in queues {
                 self.remember_queue(queue).await?;
             }

@@ -1,9 +1,14 @@
 //! Task ids: random UUIDs in their hyphenated text form, as Celery's.
+//!
+//! An id is shared text (`Arc<str>`): a task's id is copied into its result handle, its
+//! context, the worker's books and every state write, and a clone is a count, not an
+//! allocation.
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The id of one task run (one `delay`). Printable, and parsable back with `parse`.
 ///
@@ -13,9 +18,8 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(id, again);
 /// assert_eq!(id.as_str().len(), 36);
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct TaskId(String);
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(Arc<str>);
 
 impl TaskId {
     /// A new random id (UUID v4).
@@ -28,7 +32,7 @@ impl TaskId {
     /// The hyphenated text, written straight into a string of its exact length.
     fn from_uuid(id: uuid::Uuid) -> Self {
         let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        Self(id.hyphenated().encode_lower(&mut text).to_owned())
+        Self(Arc::from(&*id.hyphenated().encode_lower(&mut text)))
     }
 
     /// The id derived from `name` (UUID v5): the same for the same name in every
@@ -70,7 +74,35 @@ impl FromStr for TaskId {
         if s.trim().is_empty() {
             return Err(crate::Error::Config("a task id cannot be empty".into()));
         }
-        Ok(Self(s.to_owned()))
+        Ok(Self(Arc::from(s)))
+    }
+}
+
+/// As a string.
+impl Serialize for TaskId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+/// From a string, in one allocation (serde's own `Arc<str>` goes through a `Box<str>`
+/// first). Any string is taken, as before: records and envelopes of custom ids stay
+/// readable.
+impl<'de> Deserialize<'de> for TaskId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = TaskId;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a task id (a string)")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<TaskId, E> {
+                Ok(TaskId(Arc::from(s)))
+            }
+        }
+        deserializer.deserialize_str(Text)
     }
 }
 
@@ -86,7 +118,7 @@ mod tests {
 
     #[test]
     fn new_ids_are_distinct_random_uuids() {
-        let ids: std::collections::HashSet<String> = (0..10_000).map(|_| TaskId::new().0).collect();
+        let ids: std::collections::HashSet<String> = (0..10_000).map(|_| TaskId::new().to_string()).collect();
         assert_eq!(ids.len(), 10_000);
         for id in ids.iter().take(100) {
             let parsed = uuid::Uuid::parse_str(id).expect("a UUID");
@@ -94,6 +126,18 @@ mod tests {
             assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122, "{id}");
             assert_eq!(id, &parsed.hyphenated().to_string(), "lower-case and hyphenated");
         }
+    }
+
+    #[test]
+    fn ids_are_strings_on_the_wire() {
+        let id: TaskId = "custom id".parse().unwrap();
+        let bytes = rmp_serde::to_vec(&id).unwrap();
+        assert_eq!(bytes, rmp_serde::to_vec("custom id").unwrap());
+        assert_eq!(rmp_serde::from_slice::<TaskId>(&bytes).unwrap(), id);
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, "\"custom id\"");
+        assert_eq!(serde_json::from_str::<TaskId>(&json).unwrap(), id);
+        assert!(rmp_serde::from_slice::<TaskId>(&rmp_serde::to_vec(&7u8).unwrap()).is_err());
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::oneshot;
@@ -118,7 +118,7 @@ impl Runner {
         stop.is_some_and(|stop| stop.send(()).is_ok())
     }
 
-    pub(super) async fn handle(self: Arc<Self>, delivery: Delivery) {
+    pub(super) async fn handle(&self, delivery: Delivery) {
         let envelope = match Envelope::decode(&delivery.payload) {
             Ok(envelope) => envelope,
             Err(e) => {

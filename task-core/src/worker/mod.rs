@@ -8,6 +8,7 @@
 
 mod body;
 mod execute;
+mod inbox;
 mod pool;
 
 pub(crate) use pool::hostname;

@@ -1,19 +1,18 @@
-//! The fetch loop: holds at most `prefetch` messages, runs at most `concurrency` at
-//! once, heartbeats and recovers dead peers, and shuts down gracefully.
+//! The fetch loop: holds at most `prefetch` messages (in the [`Inbox`], run by
+//! `concurrency` slots), heartbeats and recovers dead peers, and shuts down gracefully.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use super::execute::{Counters, Runner};
+use super::inbox::{Inbox, slot};
 use super::{Worker, WorkerReport};
-use crate::broker::{Broker, ConsumerId, Delivery, WorkerInfo};
+use crate::broker::{Broker, ConsumerId, WorkerInfo};
 use crate::error::Error;
 use crate::events::{Event, EventKind};
 
@@ -59,42 +58,30 @@ where
     let heart = tokio::spawn(heartbeat(broker.clone(), id.clone(), heartbeat_ttl, info, runner.clone()));
     let terminator =
         app.backend().terminations().map(|requests| tokio::spawn(terminate_on_request(requests, runner.clone())));
-    let slots = Arc::new(Semaphore::new(concurrency));
-    let mut running = JoinSet::new();
-    let mut held: VecDeque<Delivery> = VecDeque::new();
+    // `concurrency` slots take the fetched messages from the inbox, one run at a time.
+    let inbox = Arc::new(Inbox::default());
+    let mut slots = JoinSet::new();
+    for _ in 0..concurrency {
+        slots.spawn(slot(inbox.clone(), runner.clone()));
+    }
     let mut fetch_backoff = FETCH_BACKOFF.0;
     tokio::pin!(signal);
 
-    let start = |running: &mut JoinSet<()>, delivery: Delivery, permit| {
-        let runner = runner.clone();
-        running.spawn(async move {
-            let _slot = permit;
-            runner.handle(delivery).await;
-        });
-    };
-
     'fetching: loop {
-        while running.try_join_next().is_some() {}
-        while !held.is_empty() {
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                break;
-            };
-            start(&mut running, held.pop_front().expect("not empty"), permit);
+        // A slot ends only by a panic in the worker's own code (a task's panic is
+        // caught and stored): another takes its place.
+        while let Some(ended) = slots.try_join_next() {
+            error!(error = ?ended.err(), "a worker slot failed; its message is recovered when this worker stops");
+            slots.spawn(slot(inbox.clone(), runner.clone()));
         }
-        let in_hand = concurrency - slots.available_permits() + held.len();
-        let room = prefetch.saturating_sub(in_hand);
-        // Held messages wait for a slot, not for a fetch: a fetch may block (the queue
-        // is empty) while slots free up, and would leave them waiting that long.
-        if room == 0 || !held.is_empty() {
+        let room = prefetch.saturating_sub(inbox.busy() + inbox.queued());
+        // Fetched messages wait for a slot, not for a fetch: a fetch may block (the
+        // queue is empty) while slots free up, and would leave them waiting that long.
+        if room == 0 || inbox.queued() > 0 {
             tokio::select! {
                 biased;
                 () = &mut signal => break 'fetching,
-                permit = slots.clone().acquire_owned() => {
-                    let permit = permit.expect("the semaphore is never closed");
-                    if let Some(delivery) = held.pop_front() {
-                        start(&mut running, delivery, permit);
-                    }
-                }
+                () = inbox.changed() => {}
             }
             continue;
         }
@@ -105,7 +92,7 @@ where
                 Ok(batch) => {
                     fetch_backoff = FETCH_BACKOFF.0;
                     runner.counters.last_fetch_ms.store(crate::envelope::now_ms(), std::sync::atomic::Ordering::Relaxed);
-                    held.extend(batch);
+                    inbox.push(batch);
                 }
                 Err(e) => {
                     warn!(error = %e, retry_in = ?fetch_backoff, "fetch failed; retrying");
@@ -120,7 +107,7 @@ where
         }
     }
 
-    shutdown(&*broker, &id, &runner, held, &slots, concurrency, &mut running, grace_period).await;
+    shutdown(&*broker, &id, &runner, &inbox, &mut slots, grace_period).await;
     heart.abort();
     if let Some(terminator) = terminator {
         terminator.abort();
@@ -128,19 +115,17 @@ where
     Ok(runner.counters.report())
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn shutdown(
     broker: &dyn Broker,
     id: &ConsumerId,
     runner: &Runner,
-    held: VecDeque<Delivery>,
-    slots: &Arc<Semaphore>,
-    concurrency: usize,
-    running: &mut JoinSet<()>,
+    inbox: &Inbox,
+    slots: &mut JoinSet<()>,
     grace: Duration,
 ) {
-    let busy = concurrency - slots.available_permits();
-    info!(worker = %id, unstarted = held.len(), running = busy, ?grace, "shutting down");
+    // The slots stop after the run each is in; what none started goes back.
+    let held = inbox.close();
+    info!(worker = %id, unstarted = held.len(), running = inbox.busy(), ?grace, "shutting down");
     for delivery in held {
         match broker.release(id, &delivery).await {
             Ok(()) => {
@@ -151,15 +136,14 @@ async fn shutdown(
             }
         }
     }
-    let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
-    if tokio::time::timeout(grace, slots.acquire_many(all)).await.is_err() {
+    if tokio::time::timeout(grace, async { while slots.join_next().await.is_some() {} }).await.is_err() {
         warn!(
-            still_running = running.len(),
+            still_running = inbox.busy(),
             "grace period over: aborting running tasks; their messages go back to the queue"
         );
-        running.abort_all();
+        slots.abort_all();
     }
-    while running.join_next().await.is_some() {}
+    while slots.join_next().await.is_some() {}
     if let Err(e) = broker.deregister(id).await {
         error!(error = %e, "cannot deregister; held messages are recovered when this worker's heartbeat expires");
     }

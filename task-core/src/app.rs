@@ -303,7 +303,7 @@ impl AppBuilder {
     /// when a task starts: on by default. Off, as Celery's default `track_started`, a
     /// task goes from `PENDING` to its end in one write, which carries its arguments;
     /// running tasks are not listed as `STARTED` and the revoke check at the start is a
-    /// read. About a third less work per task in Redis. `#[task(track_started = ..)]`
+    /// read. About a quarter less work per task in Redis. `#[task(track_started = ..)]`
     /// decides per task.
     pub fn track_started(mut self, yes: bool) -> Self {
         self.track_started = Some(yes);

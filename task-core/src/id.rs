@@ -101,6 +101,12 @@ impl<'de> Deserialize<'de> for TaskId {
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<TaskId, E> {
                 Ok(TaskId(Arc::from(s)))
             }
+
+            // As `String` does: UTF-8 bytes are text too (MessagePack `bin`).
+            fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<TaskId, E> {
+                let s = std::str::from_utf8(b).map_err(|_| E::invalid_value(serde::de::Unexpected::Bytes(b), &self))?;
+                self.visit_str(s)
+            }
         }
         deserializer.deserialize_str(Text)
     }
@@ -138,6 +144,10 @@ mod tests {
         assert_eq!(json, "\"custom id\"");
         assert_eq!(serde_json::from_str::<TaskId>(&json).unwrap(), id);
         assert!(rmp_serde::from_slice::<TaskId>(&rmp_serde::to_vec(&7u8).unwrap()).is_err());
+        let bin = rmp_serde::to_vec(&serde_bytes::Bytes::new(b"custom id")).unwrap();
+        assert_eq!(rmp_serde::from_slice::<TaskId>(&bin).unwrap(), id, "UTF-8 bytes, as String takes them");
+        let bad = rmp_serde::to_vec(&serde_bytes::Bytes::new(&[0xff, 0xfe])).unwrap();
+        assert!(rmp_serde::from_slice::<TaskId>(&bad).is_err());
     }
 
     #[test]

@@ -94,6 +94,13 @@ fn with_start(envelope: &Envelope, untracked_start: Option<i64>, mut update: Tas
     update
 }
 
+/// The write that ends a run in `state`: when, after how long, and (see [`with_start`])
+/// its start when that was not stored. The caller adds the result or the error.
+fn run_end(envelope: &Envelope, state: TaskState, runtime_ms: u64, untracked_start: Option<i64>) -> TaskMeta {
+    let end = TaskMeta { finished_ms: Some(now_ms()), runtime_ms: Some(runtime_ms), ..TaskMeta::state(state) };
+    with_start(envelope, untracked_start, end)
+}
+
 /// How a run ended badly.
 enum Failure {
     Task(TaskError),
@@ -210,11 +217,8 @@ impl Runner {
                 } else {
                     let done = TaskMeta {
                         result: Some(result),
-                        finished_ms: Some(now_ms()),
-                        runtime_ms: Some(runtime_ms),
-                        ..TaskMeta::state(TaskState::Success)
+                        ..run_end(&envelope, TaskState::Success, runtime_ms, untracked_start)
                     };
-                    let done = with_start(&envelope, untracked_start, done);
                     if alone && !envelope.acks_early && self.app.backend().stores_acks_of(&**self.app.broker()) {
                         self.store_and_ack(&delivery, &envelope, done).await;
                         acked = true;
@@ -242,12 +246,8 @@ impl Runner {
                 // end is added (and its start, when that was not stored): the record is
                 // as complete as any other end, and the events and counts see it.
                 if !envelope.ignore_result {
-                    let end = TaskMeta {
-                        finished_ms: Some(now_ms()),
-                        runtime_ms: Some(runtime_ms),
-                        ..TaskMeta::state(TaskState::Revoked)
-                    };
-                    self.store(&envelope, with_start(&envelope, untracked_start, end)).await;
+                    let end = run_end(&envelope, TaskState::Revoked, runtime_ms, untracked_start);
+                    self.store(&envelope, end).await;
                 }
                 self.finish(&delivery, &envelope).await;
                 self.counters.revoked.fetch_add(1, Ordering::Relaxed);
@@ -359,11 +359,8 @@ impl Runner {
             } else {
                 let failed = TaskMeta {
                     error: Some(message.clone()),
-                    finished_ms: Some(now_ms()),
-                    runtime_ms: Some(runtime_ms),
-                    ..TaskMeta::state(TaskState::Failure)
+                    ..run_end(&envelope, TaskState::Failure, runtime_ms, untracked_start)
                 };
-                let failed = with_start(&envelope, untracked_start, failed);
                 self.store(&envelope, failed).await;
             }
             self.send_callbacks(&envelope, CallbackOn::Failure, &[]).await;

@@ -1,35 +1,63 @@
-//! `#[task(name = "..", queue = "..", max_retries = N, time_limit = N, crate = path)]`.
+//! The options of `#[task(..)]`, each declared once, in the table below.
+//!
+//! A row gives the `TaskArgs` field that holds the option and its type, the key, the
+//! kind of value it takes (which reads and checks the literal, and writes it out as an
+//! expression) and what it sets in the generated code. The `TaskArgs` struct, the
+//! parse with its duplicate and unknown-key errors (which list the keys in table order)
+//! and the `TaskOptions` initialiser that `expand` writes all come from the rows, so a
+//! new option is one row here plus what it does at run time in task-core. Checks that
+//! involve two options (a soft limit below the hard one) follow the table.
+
+mod kind;
+mod table;
 
 use proc_macro2::TokenStream;
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{Expr, ExprLit, Lit, LitBool, LitInt, LitStr, Meta, Token};
+use syn::{LitBool, LitInt, LitStr, Meta, Token};
 
-/// The options given to `#[task(..)]`.
-#[derive(Default)]
-pub(crate) struct TaskArgs {
-    pub(crate) name: Option<LitStr>,
-    pub(crate) queue: Option<LitStr>,
-    pub(crate) max_retries: Option<LitInt>,
-    pub(crate) time_limit: Option<LitInt>,
-    pub(crate) result_ttl: Option<LitInt>,
-    pub(crate) priority: Option<LitInt>,
-    pub(crate) soft_time_limit: Option<LitInt>,
-    pub(crate) expires: Option<LitInt>,
+use kind::{flag, int, path, rate, secs, string};
+use table::{Sets, options};
+
+options! {
+    /// The registered name (else the `module_path!()` of the task's module), written as `NAME`.
+    name: LitStr = "name", string() => Sets::Macro,
+    /// The default queue.
+    queue: LitStr = "queue", string() => Sets::Method("queue"),
+    /// The default priority, higher first.
+    priority: LitInt = "priority", int::<u8>("a priority from 0 to 9, like `priority = 7`").at_most(9)
+        => Sets::Method("priority"),
+    /// Retries after a retryable error.
+    max_retries: LitInt = "max_retries", int::<u32>("a number of retries, like `max_retries = 5`")
+        => Sets::Method("max_retries"),
+    /// The first retry's delay ceiling in seconds, doubling with each retry.
+    retry_backoff: LitInt = "retry_backoff", secs(30) => Sets::Field("backoff", "Backoff", "base"),
+    /// The largest retry delay in seconds.
+    retry_backoff_max: LitInt = "retry_backoff_max", secs(30) => Sets::Field("backoff", "Backoff", "max"),
+    /// Full jitter on retry delays.
+    retry_jitter: LitBool = "retry_jitter", flag() => Sets::Field("backoff", "Backoff", "jitter"),
+    /// Hard time limit in seconds.
+    time_limit: LitInt = "time_limit", secs(30) => Sets::Method("time_limit"),
+    /// Soft time limit in seconds, below `time_limit`.
+    soft_time_limit: LitInt = "soft_time_limit", secs(30) => Sets::Method("soft_time_limit"),
+    /// Seconds after sending past which a task not started is revoked.
+    expires: LitInt = "expires", secs(30) => Sets::Method("expires"),
     /// The rate: (count, seconds per period), checked at compile time.
-    pub(crate) rate_limit: Option<(u32, u64)>,
-    pub(crate) unique_for: Option<LitInt>,
-    pub(crate) ignore_result: Option<LitBool>,
-    pub(crate) acks_early: Option<LitBool>,
-    pub(crate) track_started: Option<LitBool>,
-    pub(crate) retry_backoff: Option<LitInt>,
-    pub(crate) retry_backoff_max: Option<LitInt>,
-    pub(crate) retry_jitter: Option<LitBool>,
-    pub(crate) krate: Option<syn::Path>,
+    rate_limit: (u32, u64) = "rate_limit", rate() => Sets::Method("rate_limit"),
+    /// Seconds during which a call with the same arguments is not sent again.
+    unique_for: LitInt = "unique_for", secs(30) => Sets::Method("unique_for"),
+    /// Keep no state or result once the task ends.
+    ignore_result: LitBool = "ignore_result", flag() => Sets::Method("ignore_result"),
+    /// Acknowledge before running (at most once).
+    acks_early: LitBool = "acks_early", flag() => Sets::Method("acks_early"),
+    /// Store `STARTED` when the task starts.
+    track_started: LitBool = "track_started", flag() => Sets::Method("track_started"),
+    /// Seconds the result is kept.
+    result_ttl: LitInt = "result_ttl", secs(3600) => Sets::Method("result_ttl"),
+    /// The path of task-core in the generated code (else `::task_core`).
+    krate: syn::Path = "crate", path() => Sets::Macro,
 }
-
-const KNOWN: &str = "name, queue, priority, max_retries, retry_backoff, retry_backoff_max, retry_jitter, time_limit, soft_time_limit, expires, rate_limit, unique_for, ignore_result, acks_early, track_started, result_ttl, crate";
 
 impl TaskArgs {
     /// Parses every option, collecting every error (one per mistake).
@@ -40,115 +68,39 @@ impl TaskArgs {
             Ok(metas) => metas,
             Err(e) => return (args, Some(e)),
         };
+        let known = || KEYS.join(", ");
         for meta in metas {
             let Meta::NameValue(nv) = &meta else {
-                errors.push(syn::Error::new(meta.span(), format!("expected `option = value`; options are: {KNOWN}")));
+                let message = format!("expected `option = value`; options are: {}", known());
+                errors.push(syn::Error::new(meta.span(), message));
                 continue;
             };
             let key = nv.path.get_ident().map(ToString::to_string).unwrap_or_default();
-            let result = match key.as_str() {
-                "name" => non_empty_str(&nv.value, "name").and_then(|v| set(&mut args.name, v, &nv.path)),
-                "queue" => non_empty_str(&nv.value, "queue").and_then(|v| set(&mut args.queue, v, &nv.path)),
-                "max_retries" => int::<u32>(&nv.value, "max_retries", "a number of retries, like `max_retries = 5`")
-                    .and_then(|v| set(&mut args.max_retries, v, &nv.path)),
-                "time_limit" => int::<u64>(&nv.value, "time_limit", "a number of seconds, like `time_limit = 30`")
-                    .and_then(|v| positive(v, "time_limit"))
-                    .and_then(|v| set(&mut args.time_limit, v, &nv.path)),
-                "result_ttl" => int::<u64>(&nv.value, "result_ttl", "a number of seconds, like `result_ttl = 3600`")
-                    .and_then(|v| positive(v, "result_ttl"))
-                    .and_then(|v| set(&mut args.result_ttl, v, &nv.path)),
-                "priority" => int::<u8>(&nv.value, "priority", "a priority from 0 to 9, like `priority = 7`")
-                    .and_then(|v| at_most(v, 9, "priority"))
-                    .and_then(|v| set(&mut args.priority, v, &nv.path)),
-                "soft_time_limit" => {
-                    secs(&nv.value, "soft_time_limit").and_then(|v| set(&mut args.soft_time_limit, v, &nv.path))
-                }
-                "expires" => secs(&nv.value, "expires").and_then(|v| set(&mut args.expires, v, &nv.path)),
-                "unique_for" => secs(&nv.value, "unique_for").and_then(|v| set(&mut args.unique_for, v, &nv.path)),
-                "retry_backoff" => {
-                    secs(&nv.value, "retry_backoff").and_then(|v| set(&mut args.retry_backoff, v, &nv.path))
-                }
-                "retry_backoff_max" => {
-                    secs(&nv.value, "retry_backoff_max").and_then(|v| set(&mut args.retry_backoff_max, v, &nv.path))
-                }
-                "rate_limit" => rate(&nv.value).and_then(|v| set(&mut args.rate_limit, v, &nv.path)),
-                "ignore_result" => {
-                    boolean(&nv.value, "ignore_result").and_then(|v| set(&mut args.ignore_result, v, &nv.path))
-                }
-                "acks_early" => boolean(&nv.value, "acks_early").and_then(|v| set(&mut args.acks_early, v, &nv.path)),
-                "track_started" => {
-                    boolean(&nv.value, "track_started").and_then(|v| set(&mut args.track_started, v, &nv.path))
-                }
-                "retry_jitter" => {
-                    boolean(&nv.value, "retry_jitter").and_then(|v| set(&mut args.retry_jitter, v, &nv.path))
-                }
-                "crate" => crate_path(&nv.value).and_then(|v| set(&mut args.krate, v, &nv.path)),
-                _ => Err(syn::Error::new(
-                    nv.path.span(),
-                    format!(
-                        "unknown option `{}`; options are: {KNOWN}",
-                        quote::ToTokens::to_token_stream(&nv.path).to_string().replace(' ', "")
-                    ),
-                )),
-            };
+            let result = args.read(&key, nv).unwrap_or_else(|| {
+                let path = quote::ToTokens::to_token_stream(&nv.path).to_string().replace(' ', "");
+                Err(syn::Error::new(nv.path.span(), format!("unknown option `{path}`; options are: {}", known())))
+            });
             if let Err(e) = result {
                 errors.push(e);
             }
         }
-        if let (Some(soft), Some(hard)) = (&args.soft_time_limit, &args.time_limit)
+        args.check_pairs(&mut errors);
+        (args, errors.0)
+    }
+
+    /// The checks that involve two options, once each has been read.
+    fn check_pairs(&self, errors: &mut Errors) {
+        if let (Some(soft), Some(hard)) = (&self.soft_time_limit, &self.time_limit)
             && soft.base10_parse::<u64>().ok() >= hard.base10_parse::<u64>().ok()
         {
             errors.push(syn::Error::new(soft.span(), "`soft_time_limit` must be below `time_limit`"));
         }
-        if let (Some(base), Some(max)) = (&args.retry_backoff, &args.retry_backoff_max)
+        if let (Some(base), Some(max)) = (&self.retry_backoff, &self.retry_backoff_max)
             && base.base10_parse::<u64>().ok() > max.base10_parse::<u64>().ok()
         {
             errors.push(syn::Error::new(max.span(), "`retry_backoff_max` must be at least `retry_backoff`"));
         }
-        (args, errors.0)
     }
-}
-
-fn secs(value: &Expr, key: &str) -> syn::Result<LitInt> {
-    int::<u64>(value, key, &format!("a number of seconds, like `{key} = 30`")).and_then(|v| positive(v, key))
-}
-
-fn at_most(value: LitInt, max: u64, key: &str) -> syn::Result<LitInt> {
-    if value.base10_parse::<u64>()? > max {
-        return Err(syn::Error::new(value.span(), format!("`{key}` must be at most {max}")));
-    }
-    Ok(value)
-}
-
-fn boolean(value: &Expr, key: &str) -> syn::Result<LitBool> {
-    match lit(value) {
-        Some(Lit::Bool(b)) => Ok(b.clone()),
-        _ => Err(syn::Error::new(value.span(), format!("`{key}` takes `true` or `false`"))),
-    }
-}
-
-/// `"100/s"`, `"30/m"`, `"500/h"` → (count, seconds per period).
-fn rate(value: &Expr) -> syn::Result<(u32, u64)> {
-    let text = non_empty_str(value, "rate_limit")?;
-    let bad = || {
-        syn::Error::new(
-            text.span(),
-            "`rate_limit` is written N/s, N/m or N/h, with N above 0, like `rate_limit = \"100/s\"`",
-        )
-    };
-    let raw = text.value();
-    let (count, unit) = raw.split_once('/').ok_or_else(bad)?;
-    let count: u32 = count.trim().parse().map_err(|_| bad())?;
-    let per = match unit.trim() {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => return Err(bad()),
-    };
-    if count == 0 {
-        return Err(bad());
-    }
-    Ok((count, per))
 }
 
 /// Collects errors (serde's `Ctxt` habit).
@@ -161,63 +113,6 @@ impl Errors {
             Some(all) => all.combine(error),
             None => self.0 = Some(error),
         }
-    }
-}
-
-fn set<T>(slot: &mut Option<T>, value: T, path: &syn::Path) -> syn::Result<()> {
-    if slot.is_some() {
-        let key = path.get_ident().map(ToString::to_string).unwrap_or_default();
-        return Err(syn::Error::new(path.span(), format!("`{key}` specified more than once")));
-    }
-    *slot = Some(value);
-    Ok(())
-}
-
-fn lit(value: &Expr) -> Option<&Lit> {
-    match value {
-        Expr::Lit(ExprLit { lit, .. }) => Some(lit),
-        Expr::Group(g) => lit(&g.expr),
-        _ => None,
-    }
-}
-
-fn non_empty_str(value: &Expr, key: &str) -> syn::Result<LitStr> {
-    match lit(value) {
-        Some(Lit::Str(s)) if s.value().trim().is_empty() => {
-            Err(syn::Error::new(s.span(), format!("`{key}` cannot be empty")))
-        }
-        Some(Lit::Str(s)) => Ok(s.clone()),
-        _ => Err(syn::Error::new(value.span(), format!("`{key}` takes a string, like `{key} = \"emails\"`"))),
-    }
-}
-
-fn int<T: std::str::FromStr>(value: &Expr, key: &str, example: &str) -> syn::Result<LitInt>
-where
-    T::Err: std::fmt::Display,
-{
-    match lit(value) {
-        Some(Lit::Int(i)) => {
-            i.base10_parse::<T>().map_err(|e| syn::Error::new(i.span(), format!("`{key}` is out of range: {e}")))?;
-            Ok(i.clone())
-        }
-        _ => Err(syn::Error::new(value.span(), format!("`{key}` takes {example}"))),
-    }
-}
-
-fn positive(value: LitInt, key: &str) -> syn::Result<LitInt> {
-    if value.base10_parse::<u64>()? == 0 {
-        return Err(syn::Error::new(value.span(), format!("`{key}` must be at least 1")));
-    }
-    Ok(value)
-}
-
-fn crate_path(value: &Expr) -> syn::Result<syn::Path> {
-    match value {
-        Expr::Path(p) => Ok(p.path.clone()),
-        _ => match lit(value) {
-            Some(Lit::Str(s)) => s.parse(),
-            _ => Err(syn::Error::new(value.span(), "`crate` takes a path, like `crate = my_app::task_core`")),
-        },
     }
 }
 
@@ -287,6 +182,36 @@ mod tests {
                 "`soft_time_limit` must be below `time_limit`",
             ]
         );
+    }
+
+    fn initialiser(tokens: TokenStream) -> String {
+        let (args, err) = TaskArgs::parse(tokens);
+        assert!(err.is_none(), "{err:?}");
+        args.task_options(&quote!(::task_core)).to_string()
+    }
+
+    #[test]
+    fn initialiser_has_one_call_per_option_in_table_order() {
+        assert_eq!(initialiser(quote!(name = "a.b", crate = ::task_core)), ":: task_core :: TaskOptions :: new ()");
+        assert_eq!(
+            initialiser(quote!(time_limit = 9, queue = "q", rate_limit = "30/m", acks_early = true)),
+            ":: task_core :: TaskOptions :: new () . queue (\"q\") \
+             . time_limit (:: core :: time :: Duration :: from_secs (9)) \
+             . rate_limit (:: task_core :: RateLimit :: new (30u32 , :: core :: time :: Duration :: from_secs (60u64))) \
+             . acks_early (true)"
+        );
+    }
+
+    #[test]
+    fn backoff_options_make_one_call_with_defaults_for_the_rest() {
+        assert_eq!(
+            initialiser(quote!(retry_jitter = false, max_retries = 2)),
+            ":: task_core :: TaskOptions :: new () . max_retries (2) \
+             . backoff (:: task_core :: Backoff { base : :: task_core :: Backoff :: DEFAULT . base , \
+             max : :: task_core :: Backoff :: DEFAULT . max , jitter : false })"
+        );
+        let errs = errors(quote!(retry_backoff = 10, retry_backoff_max = 5));
+        assert_eq!(errs, ["`retry_backoff_max` must be at least `retry_backoff`"]);
     }
 
     #[test]

@@ -127,55 +127,7 @@ fn expand(item: &ItemFn, model: &Model, options: &TaskArgs) -> TokenStream {
         Some(name) => quote!(#name),
         None => quote!(::core::module_path!()),
     };
-    let mut task_options = quote!(#krate::TaskOptions::new());
-    if let Some(queue) = &options.queue {
-        task_options.extend(quote!(.queue(#queue)));
-    }
-    if let Some(n) = &options.max_retries {
-        task_options.extend(quote!(.max_retries(#n)));
-    }
-    let secs_opt = |name: &str, lit: &Option<syn::LitInt>| {
-        let method = format_ident!("{}", name);
-        lit.as_ref().map(|secs| quote!(.#method(::core::time::Duration::from_secs(#secs))))
-    };
-    task_options.extend(secs_opt("soft_time_limit", &options.soft_time_limit));
-    task_options.extend(secs_opt("expires", &options.expires));
-    task_options.extend(secs_opt("unique_for", &options.unique_for));
-    if let Some(p) = &options.priority {
-        task_options.extend(quote!(.priority(#p)));
-    }
-    if let Some((count, per)) = options.rate_limit {
-        task_options
-            .extend(quote!(.rate_limit(#krate::RateLimit::new(#count, ::core::time::Duration::from_secs(#per)))));
-    }
-    if let Some(b) = &options.ignore_result {
-        task_options.extend(quote!(.ignore_result(#b)));
-    }
-    if let Some(b) = &options.acks_early {
-        task_options.extend(quote!(.acks_early(#b)));
-    }
-    if let Some(b) = &options.track_started {
-        task_options.extend(quote!(.track_started(#b)));
-    }
-    if options.retry_backoff.is_some() || options.retry_backoff_max.is_some() || options.retry_jitter.is_some() {
-        let default = quote!(#krate::Backoff::DEFAULT);
-        let base = options
-            .retry_backoff
-            .as_ref()
-            .map_or(quote!(#default.base), |s| quote!(::core::time::Duration::from_secs(#s)));
-        let max = options
-            .retry_backoff_max
-            .as_ref()
-            .map_or(quote!(#default.max), |s| quote!(::core::time::Duration::from_secs(#s)));
-        let jitter = options.retry_jitter.as_ref().map_or(quote!(#default.jitter), |b| quote!(#b));
-        task_options.extend(quote!(.backoff(#krate::Backoff { base: #base, max: #max, jitter: #jitter })));
-    }
-    if let Some(secs) = &options.result_ttl {
-        task_options.extend(quote!(.result_ttl(::core::time::Duration::from_secs(#secs))));
-    }
-    if let Some(secs) = &options.time_limit {
-        task_options.extend(quote!(.time_limit(::core::time::Duration::from_secs(#secs))));
-    }
+    let task_options = options.task_options(&krate);
 
     // Locals of generated code use mixed-site hygiene so no parameter name can clash.
     let app = Ident::new("app", Span::mixed_site());

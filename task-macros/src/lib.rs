@@ -2,10 +2,10 @@
 //! generated code refers to `::task_core` (or the path given with `crate = ..`).
 //!
 //! The pipeline is parse → validate → expand, in `proc_macro2` below this file so
-//! each step is unit-testable: [`attr`] reads the options, [`input`] reads and checks
-//! the signature (the body stays opaque tokens), [`expand`] writes the code, and
-//! [`fallback`] keeps the user's function (and as much of the API as it can) when
-//! there is an error, so one mistake gives one error.
+//! each step is unit-testable: `attr` reads the options (declared once, in one table),
+//! `input` reads and checks the signature (the body stays opaque tokens), `expand`
+//! writes the code, and `fallback` keeps the user's function (and as much of the API
+//! as it can) when there is an error, so one mistake gives one error.
 
 mod attr;
 mod expand;

@@ -4,7 +4,8 @@ use std::error::Error;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
-use task_core::broker::{Inspect, Message, PeekAt, WorkerDirectory, WorkerInfo};
+use task_core::broker::Message;
+use task_core::capability::{Inspect, PeekAt, WorkerDirectory, WorkerInfo};
 use task_core::{App, Envelope, TaskId, TaskMeta, TaskState};
 
 use crate::output::{age, table, time};
@@ -217,9 +218,9 @@ async fn queues(app: &App, json: bool) -> Outcome {
 }
 
 async fn schedule(app: &App, json: bool) -> Outcome {
-    let coordination =
-        app.broker().coordination().ok_or_else(|| format!("the broker {} keeps no schedules", app.broker_url()))?;
-    let entries = coordination.schedules().await?;
+    let ticks =
+        app.broker().tick_store().ok_or_else(|| format!("the broker {} keeps no schedules", app.broker_url()))?;
+    let entries = ticks.schedules().await?;
     let when = |ms: Option<i64>| ms.map_or_else(|| "-".to_owned(), time);
     if json {
         let values = entries
@@ -287,7 +288,7 @@ async fn call(
         return Err(format!("--priority must be 0 to 9, not {priority}").into());
     }
     let queue = queue.unwrap_or_else(|| app.default_queue().to_owned());
-    let mut envelope = Envelope::new(task, rmp_serde::to_vec_named(&value)?, queue.clone());
+    let mut envelope = Envelope::new(task, task_core::codec::encode(&value, "the arguments")?, queue.clone());
     envelope.priority = priority;
     let eta = match countdown {
         Some(secs) => {
@@ -318,7 +319,7 @@ async fn call(
 }
 
 fn meta_json(id: &TaskId, meta: &TaskMeta) -> Value {
-    let decode = |bytes: &Option<Vec<u8>>| bytes.as_deref().and_then(|b| rmp_serde::from_slice::<Value>(b).ok());
+    let decode = |bytes: &Option<Vec<u8>>| bytes.as_deref().and_then(|b| task_core::codec::decode::<Value>(b, "a stored value").ok());
     json!({
         "id": id, "state": meta.state, "task": meta.task, "worker": meta.worker, "retries": meta.retries,
         "result": decode(&meta.result), "progress": decode(&meta.progress), "error": meta.error,

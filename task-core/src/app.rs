@@ -8,14 +8,12 @@ use std::time::Duration;
 use crate::backend::{DEFAULT_RESULT_TTL, ResultBackend};
 use crate::broker::Broker;
 use crate::driver;
+use crate::envelope::Envelope;
 use crate::error::Error;
 use crate::id::TaskId;
 use crate::memory::{InMemoryBackend, InMemoryBroker};
 use crate::registry::Registry;
-use crate::result::AsyncResult;
-use crate::signature::Signature;
-use crate::task::{DEFAULT_QUEUE, Task};
-use crate::worker::Worker;
+use crate::task::DEFAULT_QUEUE;
 
 /// The broker URL variable read by [`App::from_env`].
 pub const ENV_BROKER_URL: &str = "CELERITY_BROKER_URL";
@@ -196,16 +194,6 @@ impl App {
         self.inner.routes.iter().find(|(pattern, _)| glob_match(pattern, name)).map(|(_, queue)| queue.as_str())
     }
 
-    /// A worker pool for this app (configure it, then `run_until`).
-    pub fn worker(&self) -> Worker {
-        Worker::new(self.clone())
-    }
-
-    /// The result handle of an earlier task, by id (from a web request, say).
-    pub fn result<T>(&self, id: TaskId) -> AsyncResult<T> {
-        AsyncResult::new(id, self.clone())
-    }
-
     /// Revokes task `id`, durably: it ends `REVOKED` and a worker that dequeues it,
     /// even one started later, skips it (for as long as results are kept). A task that
     /// already ended is left as it is. With `terminate`, the worker running it aborts
@@ -217,9 +205,9 @@ impl App {
         Ok(self.backend().revoke(id, reason, terminate, self.result_ttl()).await?)
     }
 
-    /// Sends task `T` with its arguments struct: `app.send::<add::Task>(add::Args { x: 1, y: 2 })`.
-    pub async fn send<T: Task>(&self, args: T::Args) -> Result<AsyncResult<T::Output>, Error> {
-        Signature::<T::Output>::new(T::NAME, &args, T::OPTIONS).apply_async(self).await
+    /// How long the result of the task `envelope` is kept: its own TTL, else the app's.
+    pub(crate) fn ttl_of(&self, envelope: &Envelope) -> Duration {
+        envelope.result_ttl_ms.map_or_else(|| self.result_ttl(), Duration::from_millis)
     }
 }
 

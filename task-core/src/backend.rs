@@ -6,11 +6,11 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::broker::{BoxFuture, Broker, ConsumerId, Delivery};
+use crate::capability::{SettleAtomically, TaskHistory, Terminations};
 use crate::error::BackendError;
-use crate::events::{Event, TaskStats};
+use crate::future::BoxFuture;
 use crate::id::TaskId;
-use crate::state::TaskMeta;
+use crate::state::{TaskMeta, TaskState};
 
 /// How long results are kept when nothing else says: one day, as Celery.
 pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -46,30 +46,6 @@ pub trait ResultBackend: Send + Sync + fmt::Debug + 'static {
         Box::pin(revoked_by_record(self, id))
     }
 
-    /// Whether [`store_and_ack`](Self::store_and_ack) stores and acks in one step with
-    /// `broker` (they share a store). Workers then settle a plain success in one
-    /// round trip; otherwise they store, then ack, each with its own tries.
-    fn stores_acks_of(&self, broker: &dyn Broker) -> bool {
-        let _ = broker;
-        false
-    }
-
-    /// Stores `update` (a final state, in the name of `ack.consumer`) and acknowledges
-    /// the delivery the task came from. A backend for which
-    /// [`stores_acks_of`](Self::stores_acks_of) holds does both atomically, and the
-    /// acknowledgement is the fence: when the delivery is no longer the consumer's
-    /// (another worker recovered it), nothing is stored and the error is
-    /// [`ErrorKind::Fenced`](crate::ErrorKind::Fenced). The default stores, then acks.
-    fn store_and_ack<'a>(
-        &'a self,
-        id: &'a TaskId,
-        update: TaskMeta,
-        ttl: Duration,
-        ack: Ack<'a>,
-    ) -> BoxFuture<'a, Result<(), BackendError>> {
-        Box::pin(store_then_ack(self, id, update, ttl, ack))
-    }
-
     /// Revokes `id`: unless it already ended, its state becomes `REVOKED` with
     /// `reason` (kept for `ttl`, so a worker that dequeues it later skips it). With
     /// `terminate`, the worker running it is told to abort it.
@@ -81,13 +57,19 @@ pub trait ResultBackend: Send + Sync + fmt::Debug + 'static {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), BackendError>>;
 
-    /// Requests to terminate running tasks, for workers to listen to.
-    fn terminations(&self) -> Option<tokio::sync::broadcast::Receiver<TaskId>> {
+    /// Terminate requests relayed to the workers that run the tasks, when offered.
+    fn terminations(&self) -> Option<&dyn Terminations> {
         None
     }
 
-    /// The recent tasks and per-minute counts, when the backend keeps them.
+    /// The recent tasks, per-minute counts and events, when the backend keeps them.
     fn history(&self) -> Option<&dyn TaskHistory> {
+        None
+    }
+
+    /// A final state stored and its delivery acked in one step, when the backend shares
+    /// the broker's store (see [`capability::pair`](crate::capability::pair)).
+    fn settle_atomically(&self) -> Option<&dyn SettleAtomically> {
         None
     }
 }
@@ -98,131 +80,8 @@ pub async fn revoked_by_record<B: ResultBackend + ?Sized>(
     backend: &B,
     id: &TaskId,
 ) -> Result<Option<String>, BackendError> {
-    let meta = backend.get(id).await?.filter(|m| m.state == crate::TaskState::Revoked);
+    let meta = backend.get(id).await?.filter(|m| m.state == TaskState::Revoked);
     Ok(meta.map(|m| m.error.unwrap_or_else(|| "revoked".into())))
-}
-
-/// [`ResultBackend::store_and_ack`] in two steps, store then ack: the default, and what
-/// a driver does when the broker is not one it can ack for.
-pub async fn store_then_ack<B: ResultBackend + ?Sized>(
-    backend: &B,
-    id: &TaskId,
-    update: TaskMeta,
-    ttl: Duration,
-    ack: Ack<'_>,
-) -> Result<(), BackendError> {
-    backend.store(id, update, ttl).await?;
-    ack.broker
-        .ack(ack.consumer, ack.delivery)
-        .await
-        .map_err(|e| BackendError::new(e.kind(), format!("stored task {id}, but the ack failed")).with_source(e))
-}
-
-/// The delivery that [`ResultBackend::store_and_ack`] acknowledges.
-#[derive(Debug, Clone, Copy)]
-pub struct Ack<'a> {
-    /// The broker the delivery came from.
-    pub broker: &'a dyn Broker,
-    /// The worker that holds it.
-    pub consumer: &'a ConsumerId,
-    /// The delivery.
-    pub delivery: &'a Delivery,
-}
-
-/// How many task ids the recent-tasks index keeps, newest first.
-pub const HISTORY_CAP: usize = 100_000;
-
-/// Which recent tasks to list.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct TaskFilter {
-    /// Only tasks in this state.
-    pub state: Option<crate::TaskState>,
-    /// Only this task name.
-    pub task: Option<String>,
-    /// Only tasks whose record changed at or after this time (Unix ms).
-    pub since_ms: Option<i64>,
-}
-
-impl TaskFilter {
-    /// Every recent task.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Only tasks in `state`.
-    pub fn state(mut self, state: crate::TaskState) -> Self {
-        self.state = Some(state);
-        self
-    }
-
-    /// Only tasks named `task`.
-    pub fn task(mut self, task: impl Into<String>) -> Self {
-        self.task = Some(task.into());
-        self
-    }
-
-    /// Only tasks changed at or after `ms` (Unix ms).
-    pub fn since_ms(mut self, ms: i64) -> Self {
-        self.since_ms = Some(ms);
-        self
-    }
-
-    /// True when `meta`, changed at `at_ms`, passes.
-    pub fn matches(&self, meta: &TaskMeta, at_ms: i64) -> bool {
-        self.state.is_none_or(|s| s == meta.state)
-            && self.task.as_deref().is_none_or(|t| meta.task.as_deref() == Some(t))
-            && self.since_ms.is_none_or(|since| at_ms >= since)
-    }
-}
-
-/// Finished tasks in one minute.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct MinuteCount {
-    /// The minute's start (Unix ms).
-    pub minute_ms: i64,
-    /// Tasks that ended `SUCCESS` in it.
-    pub succeeded: u64,
-    /// Tasks that ended `FAILURE` in it.
-    pub failed: u64,
-}
-
-impl MinuteCount {
-    /// For backend authors.
-    pub fn new(minute_ms: i64, succeeded: u64, failed: u64) -> Self {
-        Self { minute_ms, succeeded, failed }
-    }
-}
-
-/// A recent task: its id, when its record last changed (Unix ms), and the record.
-pub type RecentTask = (TaskId, i64, TaskMeta);
-
-/// What the dashboard lists: the tasks that started lately, or ended without starting
-/// (bounded by [`HISTORY_CAP`]; records past their TTL drop out), and finished tasks
-/// per minute.
-pub trait TaskHistory: Send + Sync {
-    /// Up to `limit` tasks that pass `filter`, newest first by when they entered the
-    /// history (their start, or their end if they never started), each with when its
-    /// record last changed.
-    fn recent<'a>(
-        &'a self,
-        filter: &'a TaskFilter,
-        limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<RecentTask>, BackendError>>;
-    /// The last `minutes` minutes, oldest first (the current one last).
-    fn throughput(&self, minutes: usize) -> BoxFuture<'_, Result<Vec<MinuteCount>, BackendError>>;
-    /// Adds an event the store does not make by itself (a dead letter, a worker's
-    /// online / heartbeat / offline) to the event stream.
-    fn record_event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), BackendError>>;
-    /// The newest `limit` events, newest first. State writes add theirs (started,
-    /// progress, retried, succeeded, failed, revoked) as they are stored.
-    fn events(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Event>, BackendError>>;
-    /// Counts by task name and state, and run-time histograms by task name.
-    fn task_stats(&self) -> BoxFuture<'_, Result<TaskStats, BackendError>>;
-    /// Workers that stopped (a `worker-offline` event) at or after `since_ms`, newest first:
-    /// `(worker id, when)`. Kept a day.
-    fn workers_offline(&self, since_ms: i64) -> BoxFuture<'_, Result<Vec<(String, i64)>, BackendError>>;
 }
 
 /// What a worker's claim of a task found.

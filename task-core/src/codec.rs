@@ -1,7 +1,8 @@
 //! The one place that knows the wire format (rmp-serde and rmp): named-field
 //! MessagePack for envelopes, arguments, results and progress, and the two byte-level
 //! edits workflows need (a result spliced into the next task's arguments). Swap the
-//! wire format here and nowhere else.
+//! wire format here and nowhere else: the CLI and the dashboard read and write
+//! arguments and results through [`encode`] and [`decode`] too.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -10,7 +11,7 @@ use crate::error::CodecError;
 
 /// Encodes `value` as MessagePack with fields by name (maps, not arrays), so that
 /// arguments read as `{"x": 1, "y": 2}` in the CLI and the dashboard.
-pub(crate) fn encode<T: Serialize + ?Sized>(value: &T, what: &str) -> Result<Vec<u8>, CodecError> {
+pub fn encode<T: Serialize + ?Sized>(value: &T, what: &str) -> Result<Vec<u8>, CodecError> {
     encode_with_capacity(value, 0, what)
 }
 
@@ -36,7 +37,7 @@ pub(crate) fn encode_named<T: Serialize + ?Sized>(
 }
 
 /// Decodes MessagePack into `T`; the message never chooses the type.
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, CodecError> {
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, CodecError> {
     decode_named(bytes, || what.to_owned())
 }
 
@@ -70,6 +71,23 @@ pub(crate) fn array_of(values: &[Vec<u8>]) -> Result<Vec<u8>, CodecError> {
         out.extend_from_slice(value);
     }
     Ok(out)
+}
+
+#[doc(hidden)]
+/// Decodes a task's arguments from the envelope. (The error's text is only written when
+/// there is an error: this runs once per task.)
+pub fn decode_args<A: DeserializeOwned>(task: &str, bytes: &[u8]) -> Result<A, CodecError> {
+    decode_named(bytes, || args_of(task))
+}
+
+#[doc(hidden)]
+/// Encodes a task's arguments for the envelope.
+pub fn encode_args<A: Serialize>(task: &str, args: &A) -> Result<Vec<u8>, CodecError> {
+    encode_named(args, 0, || args_of(task))
+}
+
+fn args_of(task: &str) -> String {
+    format!("the arguments of task `{task}`")
 }
 
 #[cfg(test)]

@@ -7,8 +7,9 @@
 use std::sync::Arc;
 
 use crate::backend::ResultBackend;
-use crate::broker::{BoxFuture, Broker};
+use crate::broker::Broker;
 use crate::error::Error;
+use crate::future::BoxFuture;
 use crate::memory::{InMemoryBackend, InMemoryBroker};
 
 /// Connects a broker from a URL.

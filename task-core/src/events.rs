@@ -135,7 +135,7 @@ impl Event {
     pub fn new(kind: EventKind) -> Self {
         Self {
             id: String::new(),
-            at_ms: crate::envelope::now_ms(),
+            at_ms: crate::time::now_ms(),
             kind,
             task_id: None,
             task: None,

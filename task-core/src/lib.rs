@@ -48,7 +48,7 @@
 //! | [`group`], [`Chain`], [`chord`] | workflows: in parallel; one after another (`add::signature(1, 2).then(mul::partial(10))`); a group whose results go to one callback |
 //! | [`Beat`], [`Schedule`] | periodic tasks on intervals and cron schedules, any number of schedulers, each tick sent once |
 //! | [`Event`], [`TaskStats`] | the event stream and the counts by task name, state and run time that the dashboard reads |
-//! | [`Broker`], [`ResultBackend`] | the driver traits; [`memory`] is built in, `task-redis` adds `redis://` |
+//! | [`Broker`], [`ResultBackend`], [`capability`] | the driver traits and the optional capabilities; [`memory`] is built in, `task-redis` adds `redis://` |
 //!
 //! ## Features
 //!
@@ -56,7 +56,6 @@
 //! |---|---|---|
 //! | `macros` | yes | `#[task]` (from `task-macros`) |
 //! | `cli` | no | [`cli`]: `worker -c N -Q a,b --loglevel L [--beat]`, `beat`, `schedule` for your own binaries (clap) |
-//! | `test-util` | no | [`conformance_tests!`], `control_tests!`, `workflow_tests!`: the suites every driver crate runs |
 //!
 //! ## Guarantees
 //!
@@ -68,38 +67,44 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-// Lets `#[task]` (whose code names `::task_core`) be used inside this crate: the
-// control suite in `testing` defines tasks.
-#[cfg(feature = "test-util")]
-extern crate self as task_core;
-
-mod app;
-pub mod backend;
-mod beat;
-pub mod broker;
-mod chain;
-mod chord;
-mod codec;
-mod context;
-pub mod driver;
-mod envelope;
+// The layers, bottom to top; a module imports only from its own layer and those below
+// (`tests/layers.rs` fails on an upward import, and on a circle of modules).
+//
+// foundation: ids, errors, states, task options, codec, time, futures.
+pub mod codec;
 mod error;
-mod events;
-mod group;
+mod future;
+mod host;
 mod id;
-pub mod memory;
-mod registry;
-mod result;
-mod signature;
 mod state;
 mod task;
+pub mod time;
+// wire: what crosses the broker.
+mod envelope;
+mod events;
+mod link;
+mod message;
+mod scheduled;
+// contracts: what a driver implements.
+pub mod backend;
+pub mod broker;
+pub mod capability;
+// drivers: the embedded one, and the registry of URL schemes.
+pub mod driver;
+pub mod memory;
+// runtime: what producers and workers share.
+mod app;
+mod context;
+mod registry;
+mod tries;
+// features: the client API, workflows, the worker, periodic tasks.
+mod beat;
+mod client;
 mod worker;
-
+mod workflow;
+// edges: the worker command for user binaries, what `#[task]` expands against.
 #[cfg(feature = "cli")]
 pub mod cli;
-#[cfg(feature = "test-util")]
-pub mod testing;
-
 #[doc(hidden)]
 pub mod __private {
     //! What `#[task]` generates code against. Not a stable API.
@@ -111,25 +116,24 @@ pub use app::{
     App, AppBuilder, ENV_BROKER_URL, ENV_DEFAULT_QUEUE, ENV_RESULT_BACKEND, ENV_RESULT_TTL, ENV_TRACK_STARTED,
     redact_url,
 };
-pub use backend::{
-    Ack, Claim, DEFAULT_RESULT_TTL, HISTORY_CAP, MinuteCount, RecentTask, ResultBackend, TaskFilter, TaskHistory,
-};
-pub use beat::{Beat, BeatHandle, Missed, Schedule, ScheduledEntry};
+pub use backend::{Claim, DEFAULT_RESULT_TTL, ResultBackend};
+pub use beat::{Beat, BeatHandle, Missed, Schedule};
 pub use broker::Broker;
-pub use chain::{Chain, Partial};
-pub use chord::{Chord, chord};
+pub use capability::{HISTORY_CAP, MinuteCount, RecentTask, TaskFilter, TaskHistory};
+pub use client::{AsyncResult, Signature};
 pub use context::TaskContext;
-pub use envelope::{Callback, CallbackOn, ChainLink, ChordMember, ENVELOPE_VERSION, Envelope};
+pub use envelope::{ENVELOPE_VERSION, Envelope};
 pub use error::{BackendError, BoxError, BrokerError, CodecError, Error, ErrorKind, TaskError, TaskResult};
 pub use events::{EVENTS_CAP, Event, EventKind, RUNTIME_BUCKETS_MS, RuntimeHistogram, TaskCount, TaskStats};
-pub use group::{Group, GroupResult, group};
-pub use id::TaskId;
+pub use future::BoxFuture;
+pub use id::{ConsumerId, TaskId};
+pub use link::{Callback, CallbackOn, ChainLink, ChordMember};
 pub use registry::{Invocation, Registry, TaskEntry, TaskFn};
-pub use result::AsyncResult;
-pub use signature::Signature;
+pub use scheduled::ScheduledEntry;
 pub use state::{TaskMeta, TaskState};
 pub use task::{Backoff, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE, RateLimit, Task, TaskOptions};
 pub use worker::{DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_TTL, Worker, WorkerHandle, WorkerReport};
+pub use workflow::{Chain, Chord, Group, GroupResult, Partial, chord, group};
 
 /// Makes a module-level `fn` or `async fn` a task. See the [crate docs](crate) and
 /// the README for the options (`name`, `queue`, `max_retries`, `time_limit`, `crate`).

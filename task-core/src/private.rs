@@ -3,13 +3,14 @@
 pub use inventory;
 pub use serde;
 
+pub use crate::codec::{decode_args, encode_args};
 pub use crate::registry::{Invocation, TaskEntry};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec;
-use crate::error::{CodecError, TaskError, TaskResult};
+use crate::error::{TaskError, TaskResult};
 
 /// Submits a `TaskEntry` to the link-time registry.
 #[macro_export]
@@ -18,21 +19,6 @@ macro_rules! __submit_task {
     ($($entry:tt)*) => { $crate::__private::inventory::submit! { $($entry)* } };
 }
 pub use crate::__submit_task as submit_task;
-
-/// Decodes a task's arguments from the envelope. (The error's text is only written when
-/// there is an error: this runs once per task.)
-pub fn decode_args<A: DeserializeOwned>(task: &str, bytes: &[u8]) -> Result<A, CodecError> {
-    codec::decode_named(bytes, || args_of(task))
-}
-
-/// Encodes a task's arguments for the envelope.
-pub fn encode_args<A: Serialize>(task: &str, args: &A) -> Result<Vec<u8>, CodecError> {
-    codec::encode_named(args, 0, || args_of(task))
-}
-
-fn args_of(task: &str) -> String {
-    format!("the arguments of task `{task}`")
-}
 
 /// The return types a task may have: `TaskResult<T>`, or `Result<T, E>` with
 /// `E: Into<TaskError>`. (A plain `T` is wrapped in `Ok` by the macro.)

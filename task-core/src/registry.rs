@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use crate::broker::BoxFuture;
 use crate::context::TaskContext;
 use crate::error::{CodecError, Error, TaskResult};
+use crate::future::BoxFuture;
 use crate::task::TaskOptions;
 
 /// A task run ready to go: the arguments are decoded, the body not yet run.

@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use task_core::broker::{Inspect, WorkerDirectory};
+use task_core::capability::{Inspect, WorkerDirectory};
 use task_core::{Envelope, TaskId};
 
 use crate::Dashboard;
@@ -67,12 +67,12 @@ pub(crate) async fn workers_data(dash: &Dashboard) -> Result<Value, ApiError> {
 
 /// The periodic entries that running schedulers announced.
 pub(crate) async fn schedule_data(dash: &Dashboard) -> Result<Value, ApiError> {
-    let coordination = dash
+    let ticks = dash
         .app
         .broker()
-        .coordination()
+        .tick_store()
         .ok_or_else(|| ApiError(StatusCode::NOT_IMPLEMENTED, "this broker keeps no schedules".into()))?;
-    let entries = coordination.schedules().await?;
+    let entries = ticks.schedules().await?;
     Ok(Value::Array(
         entries
             .iter()
@@ -169,7 +169,7 @@ pub(crate) async fn task_data(dash: &Dashboard, id: &str) -> Result<Value, ApiEr
     let not_found = || ApiError(StatusCode::NOT_FOUND, format!("no task with id `{id}`"));
     let task_id: TaskId = id.parse().map_err(|_| not_found())?;
     let meta = dash.app.backend().get(&task_id).await?.ok_or_else(not_found)?;
-    let decode = |bytes: &Option<Vec<u8>>| bytes.as_deref().and_then(|b| rmp_serde::from_slice::<Value>(b).ok());
+    let decode = |bytes: &Option<Vec<u8>>| bytes.as_deref().and_then(|b| task_core::codec::decode::<Value>(b, "a stored value").ok());
     Ok(json!({
         "id": task_id, "state": meta.state, "task": meta.task, "worker": meta.worker, "retries": meta.retries,
         "result": decode(&meta.result), "progress": decode(&meta.progress), "error": meta.error,
@@ -210,7 +210,7 @@ pub(crate) async fn tasks_data(dash: &Dashboard, q: &HashMap<String, String>) ->
     let wanted = if needle.is_some() { 1000 } else { limit * (page + 1) };
     let found = history(dash)?.recent(&filter, wanted).await?;
     let args_json =
-        |meta: &task_core::TaskMeta| meta.args.as_deref().and_then(|b| rmp_serde::from_slice::<Value>(b).ok());
+        |meta: &task_core::TaskMeta| meta.args.as_deref().and_then(|b| task_core::codec::decode::<Value>(b, "a stored value").ok());
     let found: Vec<_> = found
         .into_iter()
         .filter(|(_, _, meta)| {

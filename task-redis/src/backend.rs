@@ -8,10 +8,11 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, Value};
 use std::str::FromStr;
-use task_core::broker::BoxFuture;
-
+use task_core::broker::{ConsumerId, Delivery};
+use task_core::capability::{Listeners, Listening, OnTerminate, SettleAtomically, Terminations};
+use task_core::time::now_ms;
 use task_core::{
-    Ack, BackendError, Broker, Claim, ErrorKind, Event, EventKind, MinuteCount, ResultBackend, TaskFilter, TaskHistory,
+    BackendError, BoxFuture, Claim, ErrorKind, Event, EventKind, MinuteCount, ResultBackend, TaskFilter, TaskHistory,
     TaskId, TaskMeta, TaskState, TaskStats,
 };
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -30,8 +31,8 @@ pub struct RedisBackend {
 
 #[derive(Debug)]
 struct Inner {
-    /// Where it connects, and its namespace: a broker of the same can be acked here.
-    config: RedisConfig,
+    /// Where the keys live, for [`SettleAtomically::store_id`].
+    store_id: String,
     keys: Keys,
     op_timeout: Duration,
     conns: Connections,
@@ -240,7 +241,7 @@ impl Tallies {
         if events_cap > 0 {
             // At most LINES_PER_ENTRY events per stream entry, so that the stream's cap in
             // entries bounds its events (and its memory) whatever the load.
-            let at = task_core_now_ms();
+            let at = now_ms();
             for chunk in chunks {
                 pipe.cmd("XADD")
                     .arg(keys.events())
@@ -275,12 +276,6 @@ impl Tallies {
             tracing::warn!(error = %e.backend("Redis"), "events and task counts of the last interval are lost");
         }
     }
-}
-
-fn task_core_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The most writes in one script call.
@@ -330,7 +325,7 @@ async fn flush_writes(
                 Err(_) => break,
             }
         }
-        let now = task_core_now_ms();
+        let now = now_ms();
         // EVALSHA built as one command: its arguments go straight into the command's
         // buffer (a ScriptInvocation would copy each into a vector of its own first).
         // Sized up front: a group of a hundred writes would otherwise regrow it often.
@@ -434,7 +429,7 @@ struct Subscriber {
     con: ConnectionManager,
     waiters: Arc<Waiters>,
     /// `terminate ID` requests from the control channel, for workers.
-    terminate: tokio::sync::broadcast::Sender<TaskId>,
+    terminate: Listeners,
     /// Revoked ids, kept up to date by the control channel's `revoke` messages.
     revocations: Arc<Mutex<Revocations>>,
 }
@@ -455,13 +450,13 @@ impl Revocations {
     fn add(&mut self, revoked: impl IntoIterator<Item = (TaskId, i64)>) {
         self.until.extend(revoked);
         if self.until.len() % 1024 == 0 {
-            let now = task_core_now_ms();
+            let now = now_ms();
             self.until.retain(|_, until| *until > now);
         }
     }
 
     fn holds(&self, id: &TaskId) -> bool {
-        self.until.get(id).is_some_and(|until| *until > task_core_now_ms())
+        self.until.get(id).is_some_and(|until| *until > now_ms())
     }
 }
 
@@ -515,7 +510,7 @@ impl Subscriber {
         let config = manager_config(op_timeout, false).set_push_sender(tx).set_automatic_resubscription();
         let con = timed(op_timeout, client.get_connection_manager_with_config(config)).await?;
         let waiters: Arc<Waiters> = Arc::default();
-        let terminate = tokio::sync::broadcast::channel(1024).0;
+        let terminate = Listeners::default();
         let revocations: Arc<Mutex<Revocations>> = Arc::default();
         tokio::spawn(dispatch(rx, Arc::downgrade(&waiters), control.clone(), terminate.clone(), revocations.clone()));
         let mut sub = con.clone();
@@ -566,7 +561,7 @@ async fn dispatch(
     mut rx: mpsc::UnboundedReceiver<PushInfo>,
     waiters: std::sync::Weak<Waiters>,
     control: String,
-    terminate: tokio::sync::broadcast::Sender<TaskId>,
+    terminate: Listeners,
     revocations: Arc<Mutex<Revocations>>,
 ) {
     let text = |v: Option<&Value>| match v {
@@ -586,7 +581,7 @@ async fn dispatch(
                             revocations.lock().unwrap_or_else(|p| p.into_inner()).add([(id, until_ms)]);
                         }
                         Some(Control::Terminate(id)) => {
-                            let _ = terminate.send(id);
+                            terminate.notify(&id);
                         }
                         // Anyone can publish here: anything else is ignored.
                         None => {
@@ -630,12 +625,12 @@ impl RedisBackend {
         Ok(Self {
             inner: Arc::new(Inner {
                 keys: Keys::new(&config.namespace),
+                store_id: config.store_id(),
                 op_timeout: config.op_timeout,
                 conns,
                 subscriber,
                 writes,
                 events_cap: config.events_cap,
-                config,
             }),
         })
     }
@@ -735,7 +730,7 @@ impl RedisBackend {
     /// Reads the revokes that hold now (`NS:revoked`) into this process's set.
     async fn load_revocations(&self) -> Result<(), BackendError> {
         let mut con = self.con();
-        let now = task_core_now_ms();
+        let now = now_ms();
         let mut read = redis::cmd("ZRANGEBYSCORE");
         read.arg(self.inner.keys.revoked()).arg(now).arg("+inf").arg("WITHSCORES");
         // Scores are read as doubles (RESP3 sends them so); they are whole milliseconds.
@@ -748,12 +743,6 @@ impl RedisBackend {
         revocations.add(held);
         revocations.loaded = true;
         Ok(())
-    }
-
-    /// `broker`, when it keeps its keys in this backend's Redis and namespace.
-    fn same_store<'b>(&self, broker: &'b dyn Broker) -> Option<&'b crate::RedisBroker> {
-        let broker = broker.as_any()?.downcast_ref::<crate::RedisBroker>()?;
-        broker.shares_store_with(&self.inner.config).then_some(broker)
     }
 
     fn fenced(id: &TaskId, state: TaskState) -> BackendError {
@@ -818,39 +807,6 @@ impl ResultBackend for RedisBackend {
             }
             // Revoked: the reason is in its record.
             task_core::backend::revoked_by_record(self, id).await
-        })
-    }
-
-    fn stores_acks_of(&self, broker: &dyn Broker) -> bool {
-        self.same_store(broker).is_some()
-    }
-
-    fn store_and_ack<'a>(
-        &'a self,
-        id: &'a TaskId,
-        update: TaskMeta,
-        ttl: Duration,
-        ack: Ack<'a>,
-    ) -> BoxFuture<'a, Result<(), BackendError>> {
-        Box::pin(async move {
-            let state = update.state;
-            let Some(broker) = self.same_store(ack.broker) else {
-                return task_core::backend::store_then_ack(self, id, update, ttl, ack).await;
-            };
-            let list = self.inner.keys.processing(&ack.delivery.queue, ack.consumer.as_str());
-            let code = self.run_store(id, update, ttl, Some((list, ack.delivery.receipt.as_bytes()))).await?;
-            broker.settled(ack.consumer, ack.delivery);
-            match code {
-                0 => Err(BackendError::new(
-                    ErrorKind::Fenced,
-                    format!(
-                        "state {state} of task {id} and its ack refused: worker {} no longer holds the message (it \
-                         missed its heartbeat and the message was recovered)",
-                        ack.consumer
-                    ),
-                )),
-                _ => Ok(()),
-            }
         })
     }
 
@@ -926,7 +882,7 @@ impl ResultBackend for RedisBackend {
                 .arg(keys.done_channel(id))
                 .arg(keys.control_channel())
                 .arg(id.as_str())
-                .arg(task_core_now_ms())
+                .arg(now_ms())
                 .arg(task_core::HISTORY_CAP)
                 .arg(if terminate { "1" } else { "0" });
             let mut con = self.con();
@@ -937,12 +893,55 @@ impl ResultBackend for RedisBackend {
         })
     }
 
-    fn terminations(&self) -> Option<tokio::sync::broadcast::Receiver<TaskId>> {
-        Some(self.inner.subscriber.terminate.subscribe())
+    fn terminations(&self) -> Option<&dyn Terminations> {
+        Some(self)
+    }
+
+    fn settle_atomically(&self) -> Option<&dyn SettleAtomically> {
+        Some(self)
     }
 
     fn history(&self) -> Option<&dyn TaskHistory> {
         Some(self)
+    }
+}
+
+impl Terminations for RedisBackend {
+    fn listen(&self, on_request: OnTerminate) -> Listening {
+        self.inner.subscriber.terminate.add(on_request)
+    }
+}
+
+impl SettleAtomically for RedisBackend {
+    fn store_id(&self) -> &str {
+        &self.inner.store_id
+    }
+
+    /// One `store_many` call writes the record and removes the message from the
+    /// consumer's processing list; the removal is the fence: when the message is no
+    /// longer there (recovered by another worker), nothing is written.
+    fn settle<'a>(
+        &'a self,
+        id: &'a TaskId,
+        update: TaskMeta,
+        ttl: Duration,
+        consumer: &'a ConsumerId,
+        delivery: &'a Delivery,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let state = update.state;
+            let list = self.inner.keys.processing(&delivery.queue, consumer.as_str());
+            match self.run_store(id, update, ttl, Some((list, delivery.receipt.as_bytes()))).await? {
+                0 => Err(BackendError::new(
+                    ErrorKind::Fenced,
+                    format!(
+                        "state {state} of task {id} and its ack refused: worker {consumer} no longer holds the message \
+                         (it missed its heartbeat and the message was recovered)"
+                    ),
+                )),
+                _ => Ok(()),
+            }
+        })
     }
 }
 
@@ -1117,7 +1116,7 @@ impl TaskHistory for RedisBackend {
 
     fn throughput(&self, minutes: usize) -> BoxFuture<'_, Result<Vec<MinuteCount>, BackendError>> {
         Box::pin(async move {
-            let now = task_core_now_ms();
+            let now = now_ms();
             let current = now - now.rem_euclid(60_000);
             let starts: Vec<i64> =
                 (0..minutes).rev().map(|back| current - i64::try_from(back).unwrap_or(0) * 60_000).collect();

@@ -64,6 +64,13 @@ impl RedisConfig {
         self
     }
 
+    /// The name of the store these settings address: one Redis (its URL without the
+    /// password) and one namespace. A broker and a backend of equal names share their
+    /// keys, so a result can be stored with its ack in one script.
+    pub(crate) fn store_id(&self) -> String {
+        format!("{} namespace={}", task_core::redact_url(&self.url), self.namespace)
+    }
+
     /// The namespace in use.
     pub fn namespace_name(&self) -> &str {
         &self.namespace

@@ -96,11 +96,11 @@ pub async fn app_builder(config: RedisConfig) -> Result<task_core::AppBuilder, E
     Ok(task_core::App::builder().broker(Arc::new(broker)).backend(Arc::new(backend)))
 }
 
-fn connect_broker(url: String) -> task_core::broker::BoxFuture<'static, Result<Arc<dyn Broker>, Error>> {
+fn connect_broker(url: String) -> task_core::BoxFuture<'static, Result<Arc<dyn Broker>, Error>> {
     Box::pin(async move { Ok(Arc::new(RedisBroker::connect(RedisConfig::from_url(url)).await?) as Arc<dyn Broker>) })
 }
 
-fn connect_backend(url: String) -> task_core::broker::BoxFuture<'static, Result<Arc<dyn ResultBackend>, Error>> {
+fn connect_backend(url: String) -> task_core::BoxFuture<'static, Result<Arc<dyn ResultBackend>, Error>> {
     Box::pin(
         async move { Ok(Arc::new(RedisBackend::connect(RedisConfig::from_url(url)).await?) as Arc<dyn ResultBackend>) },
     )

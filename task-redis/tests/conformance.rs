@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use task_core::testing::{Harness, SUITE_MAX_DELIVERIES};
 use task_redis::{RedisBackend, RedisBroker, RedisConfig};
+use task_suites::conformance::{Harness, SUITE_MAX_DELIVERIES};
 use test_support::RedisServer;
 
 async fn setup() -> Harness {
@@ -15,4 +15,4 @@ async fn setup() -> Harness {
     Harness::new(Arc::new(broker), Arc::new(backend)).keep_alive(server)
 }
 
-task_core::conformance_tests!(setup);
+task_suites::conformance_tests!(setup);

@@ -107,10 +107,12 @@ async fn results_and_acks_go_together_only_within_one_namespace() {
     let broker = RedisBroker::connect(config.clone()).await.unwrap();
     let same = RedisBackend::connect(config.clone()).await.unwrap();
     let other = RedisBackend::connect(config.clone().namespace(test_support::namespace())).await.unwrap();
-    use task_core::ResultBackend as _;
-    assert!(same.stores_acks_of(&broker));
-    assert!(!other.stores_acks_of(&broker));
-    assert!(!same.stores_acks_of(&task_core::memory::InMemoryBroker::new()));
+    use task_core::capability::pair;
+    use task_core::{Broker as _, ResultBackend as _};
+    let memory = task_core::memory::InMemoryBroker::new();
+    assert!(pair(broker.shared_store(), same.settle_atomically()).is_some());
+    assert!(pair(broker.shared_store(), other.settle_atomically()).is_none());
+    assert!(pair(memory.shared_store(), same.settle_atomically()).is_none());
 
     let app = App::builder().broker(Arc::new(broker)).backend(Arc::new(other)).build().await.unwrap();
     let worker = app.worker().concurrency(4).spawn();

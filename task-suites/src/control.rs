@@ -1,11 +1,10 @@
-//! The task-control suite (feature `test-util`): expiry, revoke, terminate, soft time
-//! limits, rate limits, unique tasks, routes, `ignore_result`, `acks_early` and
-//! priorities, end to end through real workers. Run once on `memory://` in
-//! `task-core` and once on Redis in `task-redis`.
+//! The task-control suite: expiry, revoke, terminate, soft time limits, rate limits,
+//! unique tasks, routes, `ignore_result`, `acks_early` and priorities, end to end
+//! through real workers. Run on `memory://` and on Redis.
 //!
 //! ```ignore
-//! async fn setup() -> task_core::testing::control::AppHarness { /* an AppBuilder on a fresh broker */ }
-//! task_core::control_tests!(setup);
+//! async fn setup() -> task_suites::control::AppHarness { /* an AppBuilder on a fresh broker */ }
+//! task_suites::control_tests!(setup);
 //! ```
 //!
 //! Every test has its own tasks (and counters), so the tests may run in parallel in one
@@ -15,8 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::broker::ConsumerId;
-use crate::{App, AppBuilder, Envelope, Error, TaskContext, TaskError, TaskResult, TaskState, group, task};
+use task_core::broker::ConsumerId;
+use task_core::{App, AppBuilder, Envelope, Error, TaskContext, TaskError, TaskResult, TaskState, group, task};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -53,7 +52,7 @@ macro_rules! control_tests {
         $(
             #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                $crate::testing::control::$name($setup().await).await;
+                $crate::control::$name($setup().await).await;
             }
         )*
     };
@@ -456,7 +455,7 @@ async fn note(tag: String) -> TaskResult<String> {
 pub async fn callbacks_are_sent_when_the_task_ends(h: AppHarness) {
     let app = h.app().await;
     let worker = app.worker().spawn();
-    let tag = crate::TaskId::new().to_string();
+    let tag = task_core::TaskId::new().to_string();
     let t = |what: &str| format!("{what}-{tag}");
     let ok = member::signature(1, -1)
         .on_success(note::signature(t("after-ok")))
@@ -521,8 +520,8 @@ pub async fn untracked_tasks_end_in_one_write(h: AppHarness) {
     assert!(meta.args.is_some() && meta.started_ms.is_some() && meta.worker.is_some(), "{meta:?}");
     assert_eq!(meta.retries, Some(0));
     if let Some(history) = app.backend().history() {
-        let listed = crate::TaskFilter::new().task("celerity.suite.untracked");
-        let found = |rows: &[crate::RecentTask], id: &crate::TaskId| rows.iter().any(|(i, _, _)| i == id);
+        let listed = task_core::TaskFilter::new().task("celerity.suite.untracked");
+        let found = |rows: &[task_core::RecentTask], id: &task_core::TaskId| rows.iter().any(|(i, _, _)| i == id);
         let start = Instant::now();
         loop {
             let rows = history.recent(&listed, 100).await.unwrap();

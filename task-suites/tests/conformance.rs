@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use task_core::memory::{InMemoryBackend, InMemoryBroker};
-use task_core::testing::{Harness, SUITE_MAX_DELIVERIES};
+use task_suites::conformance::{Harness, SUITE_MAX_DELIVERIES};
 
 async fn setup() -> Harness {
     Harness::new(Arc::new(InMemoryBroker::with_max_deliveries(SUITE_MAX_DELIVERIES)), Arc::new(InMemoryBackend::new()))
 }
 
-task_core::conformance_tests!(setup);
+task_suites::conformance_tests!(setup);

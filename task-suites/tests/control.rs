@@ -1,7 +1,7 @@
-//! The task-control and workflow suites on `memory://`.
+//! The task-control, workflow and beat suites on `memory://`.
 
 use task_core::App;
-use task_core::testing::control::AppHarness;
+use task_suites::control::AppHarness;
 
 async fn setup() -> AppHarness {
     let memory = App::memory();
@@ -9,5 +9,6 @@ async fn setup() -> AppHarness {
     AppHarness { builder, keep_alive: None }
 }
 
-task_core::control_tests!(setup);
-task_core::workflow_tests!(setup);
+task_suites::control_tests!(setup);
+task_suites::workflow_tests!(setup);
+task_suites::beat_tests!(setup);

@@ -3,7 +3,7 @@
 //!
 //! Every tick is a fixed time that all schedulers compute alike; the broker keeps the
 //! last claimed tick of each entry and lets a scheduler claim a tick only if it is
-//! later ([`Coordination::claim_tick`]: one compare-and-set in Redis). So with three
+//! later ([`TickStore::claim_tick`]: one compare-and-set in Redis). So with three
 //! schedulers (one per worker process, say) each tick is sent once, and a scheduler
 //! whose clock lags cannot send a tick again. The task id of a tick's run is derived
 //! from the entry and the tick, so it is the same whichever scheduler sent it.
@@ -14,7 +14,7 @@
 //! latest due tick. If a scheduler dies between claiming a tick and sending it, that
 //! tick is lost (at most once per tick, never twice).
 //!
-//! [`Coordination::claim_tick`]: crate::broker::Coordination::claim_tick
+//! [`TickStore::claim_tick`]: crate::capability::TickStore::claim_tick
 
 mod schedule;
 
@@ -23,19 +23,18 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
 pub use schedule::Schedule;
 
 use crate::app::App;
-use crate::broker::Coordination;
-use crate::codec;
-use crate::envelope::now_ms;
-use crate::error::{BrokerError, CodecError, Error};
+use crate::capability::TickStore;
+use crate::client::Signature;
+use crate::error::{BrokerError, Error};
 use crate::id::TaskId;
-use crate::signature::Signature;
+use crate::scheduled::ScheduledEntry;
+use crate::time::now_ms;
 
 /// How often a scheduler records its entries for the CLI and the dashboard.
 const ANNOUNCE_EVERY: Duration = Duration::from_secs(10);
@@ -134,11 +133,11 @@ impl Beat {
         BeatHandle { stop, task }
     }
 
-    /// Runs the scheduler until `shutdown` completes. Needs a broker with coordination
+    /// Runs the scheduler until `shutdown` completes. Needs a broker that keeps ticks
     /// (memory and Redis have it); entry names must be unique.
     pub async fn run_until(self, app: &App, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-        let join = app.broker().coordination().ok_or_else(|| {
-            Error::Config(format!("periodic tasks need a broker with coordination; {} has none", app.broker_url()))
+        let join = app.broker().tick_store().ok_or_else(|| {
+            Error::Config(format!("periodic tasks need a broker that claims ticks; {} does not", app.broker_url()))
         })?;
         let mut names = HashSet::new();
         if let Some(twice) = self.entries.iter().find(|e| !names.insert(e.name.as_str())) {
@@ -146,7 +145,7 @@ impl Beat {
         }
         let scheduler = format!(
             "{}:{}:{}",
-            crate::worker::hostname(),
+            crate::host::hostname(),
             std::process::id(),
             TaskId::new().as_str().get(..8).unwrap_or_default()
         );
@@ -188,7 +187,7 @@ impl Beat {
 /// One running scheduler.
 struct Run<'a> {
     app: &'a App,
-    join: &'a dyn Coordination,
+    join: &'a dyn TickStore,
     scheduler: String,
     entries: &'a [Entry],
 }
@@ -255,38 +254,6 @@ impl Run<'_> {
         if let Err(e) = self.join.announce_schedule(&records).await {
             warn!(error = %e, "cannot record the periodic entries");
         }
-    }
-}
-
-/// A periodic entry as a running scheduler announced it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct ScheduledEntry {
-    /// The entry's name.
-    pub name: String,
-    /// The task it sends.
-    pub task: String,
-    /// The schedule, as text (`every 10s`, ``cron `0 30 2 * * *` (Europe/Paris)``).
-    pub schedule: String,
-    /// Its next tick (Unix ms) when announced.
-    pub next_ms: Option<i64>,
-    /// Its last claimed tick (Unix ms), by any scheduler.
-    pub last_ms: Option<i64>,
-    /// The scheduler that announced it (`host:pid:id`).
-    pub scheduler: String,
-    /// When the record lapses unless announced again (Unix ms).
-    pub expires_ms: i64,
-}
-
-impl ScheduledEntry {
-    /// Encodes for storage (MessagePack).
-    pub fn encode(&self) -> Result<Vec<u8>, CodecError> {
-        codec::encode(self, "a periodic entry")
-    }
-
-    /// Decodes what [`encode`](Self::encode) made.
-    pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
-        codec::decode(bytes, "a periodic entry")
     }
 }
 

@@ -23,6 +23,13 @@ pub struct AsyncResult<T> {
     _output: PhantomData<fn() -> T>,
 }
 
+impl App {
+    /// The result handle of an earlier task, by id (from a web request, say).
+    pub fn result<T>(&self, id: TaskId) -> AsyncResult<T> {
+        AsyncResult::new(id, self.clone())
+    }
+}
+
 impl<T> Clone for AsyncResult<T> {
     fn clone(&self) -> Self {
         Self::new(self.id.clone(), self.app.clone())

@@ -7,13 +7,14 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::app::App;
-use crate::broker::{MAX_PRIORITY, Message};
-use crate::envelope::{Callback, CallbackOn, ChainLink, ChordMember, Envelope};
+use crate::client::AsyncResult;
+use crate::codec::encode_args;
+use crate::envelope::Envelope;
 use crate::error::{CodecError, Error};
 use crate::id::TaskId;
-use crate::private::encode_args;
-use crate::result::AsyncResult;
-use crate::task::TaskOptions;
+use crate::link::{Callback, CallbackOn, ChainLink, ChordMember};
+use crate::message::{MAX_PRIORITY, Message};
+use crate::task::{Task, TaskOptions};
 
 /// A typed task call: `add::signature(1, 2)` is a `Signature<i64>`.
 ///
@@ -347,6 +348,11 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 impl App {
+    /// Sends task `T` with its arguments struct: `app.send::<add::Task>(add::Args { x: 1, y: 2 })`.
+    pub async fn send<T: Task>(&self, args: T::Args) -> Result<AsyncResult<T::Output>, Error> {
+        Signature::<T::Output>::new(T::NAME, &args, T::OPTIONS).apply_async(self).await
+    }
+
     /// Sends many signatures in one broker call (a pipelined batch on Redis); returns
     /// their result handles in order.
     pub async fn send_batch<T>(
@@ -362,9 +368,9 @@ impl App {
         let mut messages = Vec::with_capacity(prepared.len());
         for Prepared { message, unique } in prepared {
             if let Some((key, window)) = unique {
-                let lock = self.broker().coordination().ok_or_else(|| {
+                let lock = self.broker().unique_locks().ok_or_else(|| {
                     Error::Config(format!(
-                        "unique tasks need a broker with coordination; {} has none",
+                        "unique tasks need a broker that keeps uniqueness locks; {} does not",
                         self.broker_url()
                     ))
                 })?;

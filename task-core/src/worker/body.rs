@@ -16,8 +16,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::broker::BoxFuture;
 use crate::error::TaskResult;
+use crate::future::BoxFuture;
 use crate::registry::Invocation;
 
 /// A started task body; resolves to its result, or to the text of its panic.

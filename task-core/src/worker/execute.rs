@@ -1,5 +1,6 @@
-//! Runs one delivery and settles it: decode, look up, check expiry and rate limit,
-//! claim (which refuses revoked tasks), run under the time limits, store, ack.
+//! Carries out the worker's decisions (`decide.rs`) for one delivery: decode, admit,
+//! claim (which refuses revoked tasks), run under the time limits, then the plan for
+//! the run's end: the record, the workflow's links, the ack, a retry, the dead letters.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -11,27 +12,24 @@ use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
 use crate::app::App;
-use crate::backend::{Ack, Claim};
-use crate::broker::ChordJoin;
-use crate::broker::{ConsumerId, Delivery, Message};
+use crate::backend::Claim;
+use crate::capability::pair;
 use crate::context::TaskContext;
-use crate::envelope::{Callback, CallbackOn, ChordMember, Envelope, now_ms};
-use crate::error::{BackendError, BrokerError, Disposition, ErrorKind, TaskError};
+use crate::envelope::Envelope;
+use crate::error::{BackendError, BrokerError, ErrorKind};
 use crate::events::{Event, EventKind};
-use crate::id::TaskId;
+use crate::id::{ConsumerId, TaskId};
+use crate::message::{Delivery, Message};
 use crate::registry::{Invocation, TaskEntry};
 use crate::state::{TaskMeta, TaskState};
-use crate::task::{Backoff, DEFAULT_MAX_RETRIES};
+use crate::task::{Backoff, DEFAULT_MAX_RETRIES, RateLimit};
+use crate::time::{now_ms, to_ms};
+use crate::tries::{Storing, Subject, never, with_tries};
 use crate::worker::WorkerReport;
+use crate::workflow::Links;
 
 use super::body::Body;
-
-/// How long a store or a settlement (ack, retry, dead-letter) is tried before giving
-/// up: long enough to ride out a restart or failover of the broker. After that the
-/// message stays held, and is recovered if this worker stops.
-const SETTLE_PATIENCE: Duration = Duration::from_secs(60);
-/// The longest pause between two tries.
-const SETTLE_MAX_PAUSE: Duration = Duration::from_secs(2);
+use super::decide::{self, Admission, Failure, Plan, Record, Release, Verdict};
 
 /// Counters shared by the pool and its runners.
 #[derive(Debug, Default)]
@@ -70,15 +68,9 @@ pub(super) struct Runner {
     pub(super) counters: Counters,
     /// Running tasks that a revoke with terminate can stop.
     pub(super) running: Mutex<HashMap<TaskId, oneshot::Sender<()>>>,
-}
-
-/// What the failure path needs to know about the run.
-struct Run {
-    max_retries: u32,
-    backoff: Backoff,
-    runtime_ms: u64,
-    /// When the run started, if its start was not stored (`track_started` off).
-    untracked_start: Option<i64>,
+    /// The backend stores a final state and acks in one step (it shares the broker's
+    /// store): see [`capability::pair`](crate::capability::pair).
+    atomic_settle: bool,
 }
 
 /// `update` with what the `STARTED` write stores (task, queue, arguments, attempt,
@@ -101,14 +93,6 @@ fn run_end(envelope: &Envelope, state: TaskState, runtime_ms: u64, untracked_sta
     with_start(envelope, untracked_start, end)
 }
 
-/// How a run ended badly.
-enum Failure {
-    Task(TaskError),
-    Panic(String),
-    TimeLimit(Duration),
-    Terminated,
-}
-
 /// The limits and signals of one run.
 struct Limits {
     hard: Option<Duration>,
@@ -118,12 +102,31 @@ struct Limits {
     terminate: oneshot::Receiver<()>,
 }
 
+/// What the end of a run needs besides the envelope.
+struct Ended {
+    /// The encoded result, on success.
+    result: Vec<u8>,
+    runtime_ms: u64,
+    /// When the run started, if its start was not stored (`track_started` off).
+    untracked_start: Option<i64>,
+}
+
 impl Runner {
+    /// A runner for `app`, in the name of `consumer`.
+    pub(super) fn new(app: App, consumer: ConsumerId) -> Self {
+        let atomic_settle = pair(app.broker().shared_store(), app.backend().settle_atomically()).is_some();
+        Self { app, consumer, counters: Counters::default(), running: Mutex::default(), atomic_settle }
+    }
+
     /// Stops a running task (revoke with terminate); false if it does not run here.
     pub(super) fn terminate(&self, id: &TaskId) -> bool {
         let stop = self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         stop.is_some_and(|stop| stop.send(()).is_ok())
     }
+
+    // The rare paths (dead letters, skips, rate limits, failures, workflows) are boxed
+    // where they are awaited: their futures would otherwise be part of every run's
+    // future, which is allocated per delivery and twice as large with them inline.
 
     pub(super) async fn handle(&self, delivery: Delivery) {
         let envelope = match Envelope::decode(&delivery.payload) {
@@ -133,23 +136,28 @@ impl Runner {
                 return Box::pin(self.bury(&delivery, None, reason)).await;
             }
         };
-        let Some(entry) = self.app.registry().get(&envelope.task) else {
-            let reason = format!(
-                "unknown task `{}`: it is not registered in worker {} ({} tasks registered)",
-                envelope.task,
-                self.consumer,
-                self.app.registry().len()
-            );
-            return Box::pin(self.bury(&delivery, Some(&envelope), reason)).await;
-        };
-        if envelope.expires_ms.is_some_and(|at| now_ms() > at) {
-            return Box::pin(self.skip(&delivery, &envelope, "expired".into())).await;
+        let entry = self.app.registry().get(&envelope.task);
+        match decide::admit(&envelope, entry.map(TaskEntry::options), now_ms()) {
+            Admission::Run => {}
+            Admission::Unknown => {
+                let reason = format!(
+                    "unknown task `{}`: it is not registered in worker {} ({} tasks registered)",
+                    envelope.task,
+                    self.consumer,
+                    self.app.registry().len()
+                );
+                return Box::pin(self.bury(&delivery, Some(&envelope), reason)).await;
+            }
+            Admission::Expired => return Box::pin(self.skip(&delivery, &envelope, "expired".into())).await,
+            Admission::Reserve(limit) => {
+                if Box::pin(self.defer_for_rate_limit(&delivery, &envelope, entry.map_or("", TaskEntry::name), limit))
+                    .await
+                {
+                    return;
+                }
+            }
         }
-        if entry.options().rate_limit.is_some()
-            && Box::pin(self.defer_for_rate_limit(&delivery, &envelope, entry)).await
-        {
-            return;
-        }
+        let Some(entry) = entry else { return };
 
         let max_retries = envelope.max_retries.or(entry.options().max_retries).unwrap_or(DEFAULT_MAX_RETRIES);
         let ctx = TaskContext::new(
@@ -160,7 +168,7 @@ impl Runner {
             max_retries,
             Some(self.consumer.as_str().to_owned()),
             self.app.backend().clone(),
-            self.result_ttl(&envelope),
+            self.app.ttl_of(&envelope),
         );
         let cancel = ctx.clone();
         let invocation = match entry.invoke(ctx, &envelope.args) {
@@ -203,73 +211,134 @@ impl Runner {
         let runtime_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&envelope.id);
 
-        match outcome {
-            Ok(result) => {
-                // A chain's next step or a chord's join takes the result too: a copy only then.
-                let handed_on = (envelope.chord.is_some()
-                    || envelope.callbacks.iter().any(|c| c.on == CallbackOn::Success && c.arg.is_some()))
-                .then(|| result.clone());
-                // Nothing to send on: the result and the ack can go in one step.
-                let alone = handed_on.is_none() && envelope.callbacks.is_empty() && envelope.chord.is_none();
-                let mut acked = false;
-                if envelope.ignore_result {
-                    self.forget(&envelope).await;
-                } else {
-                    let done = TaskMeta {
-                        result: Some(result),
-                        ..run_end(&envelope, TaskState::Success, runtime_ms, untracked_start)
-                    };
-                    if alone && !envelope.acks_early && self.app.backend().stores_acks_of(&**self.app.broker()) {
-                        self.store_and_ack(&delivery, &envelope, done).await;
-                        acked = true;
-                    } else {
-                        self.store(&envelope, done).await;
+        let backoff = entry.options().backoff.unwrap_or(Backoff::DEFAULT);
+        let verdict = decide::verdict(outcome.as_ref().map(|_| ()), envelope.retries, max_retries, &backoff);
+        let plan = decide::plan(&envelope, &verdict, self.atomic_settle);
+        let ended = Ended { result: outcome.unwrap_or_default(), runtime_ms, untracked_start };
+        self.conclude(&delivery, &envelope, &verdict, &plan, ended).await;
+    }
+
+    /// Carries out `plan` for a run that ended in `verdict`: the record, the callbacks,
+    /// the chord, the rest of the workflow, then the release of the delivery.
+    async fn conclude(&self, delivery: &Delivery, envelope: &Envelope, verdict: &Verdict, plan: &Plan, ended: Ended) {
+        let Ended { result, runtime_ms, untracked_start } = ended;
+        // A retry first needs its next message: if it cannot be made, nothing else happens.
+        let next = match verdict {
+            Verdict::Retry { delay, .. } => match self.next_try(delivery, envelope, *delay) {
+                Ok(next) => Some(next),
+                Err(reason) => return Box::pin(self.bury(delivery, Some(envelope), reason)).await,
+            },
+            _ => None,
+        };
+        // A chain's next step or a chord's join takes the result too: a copy only then.
+        let handed_on = if plan.hand_on { result.clone() } else { Vec::new() };
+        match plan.record {
+            Record::Store(state) => {
+                let update = match verdict {
+                    Verdict::Succeeded => {
+                        TaskMeta { result: Some(result), ..run_end(envelope, state, runtime_ms, untracked_start) }
                     }
-                }
-                let result = handed_on.unwrap_or_default();
-                if !envelope.callbacks.is_empty() {
-                    Box::pin(self.send_callbacks(&envelope, CallbackOn::Success, &result)).await;
-                }
-                if let Some(member) = &envelope.chord {
-                    Box::pin(self.join_chord(&envelope, member, &result)).await;
-                }
-                if acked {
-                    self.unlock_unique(&envelope).await;
-                } else {
-                    self.finish(&delivery, &envelope).await;
-                }
+                    Verdict::Terminated => run_end(envelope, state, runtime_ms, untracked_start),
+                    Verdict::Retry { error, .. } => {
+                        let retry = TaskMeta {
+                            error: Some(error.clone()),
+                            retries: Some(envelope.retries + 1),
+                            ..TaskMeta::state(state)
+                        };
+                        with_start(envelope, untracked_start, retry)
+                    }
+                    Verdict::Failed { error } => {
+                        TaskMeta { error: Some(error.clone()), ..run_end(envelope, state, runtime_ms, untracked_start) }
+                    }
+                };
+                let acking = (plan.release == Release::WithRecord).then_some(delivery);
+                self.store_acking(envelope, update, acking).await;
+            }
+            Record::Forget => self.forget(envelope).await,
+            Record::Keep => {}
+        }
+        let links = Links::new(&self.app, envelope);
+        if let Some(on) = plan.callbacks {
+            Box::pin(links.send_callbacks(on, &handed_on)).await;
+        }
+        if plan.join_chord
+            && let Some(member) = &envelope.chord
+        {
+            Box::pin(links.join_chord(member, &handed_on)).await;
+        }
+        if plan.abandon
+            && let Verdict::Failed { error } = verdict
+        {
+            Box::pin(links.abandon(&format!("failed: {error}"))).await;
+        }
+        match (plan.release, next) {
+            (Release::Ack, _) => self.finish(delivery, envelope).await,
+            (Release::WithRecord | Release::AckedEarly, _) => self.unlock_unique(envelope).await,
+            (Release::Retry, Some(message)) => {
+                let consumer = &self.consumer;
+                self.settle("retry", &Subject(envelope), || {
+                    self.app.broker().retry(consumer, delivery, message.clone())
+                })
+                .await;
+            }
+            (Release::Resend, Some(message)) => {
+                // Acked already: the retry is a new message.
+                self.settle("retry", &Subject(envelope), || self.app.broker().enqueue(message.clone())).await;
+            }
+            (Release::Retry | Release::Resend, None) => unreachable!("a retry's plan comes with its message"),
+        }
+        self.count(envelope, verdict);
+    }
+
+    /// The message of the next try, due after `delay`.
+    fn next_try(&self, delivery: &Delivery, envelope: &Envelope, delay: Duration) -> Result<Message, String> {
+        let mut next = envelope.clone();
+        next.retries += 1;
+        next.rate_slot_ms = None;
+        let eta = SystemTime::now() + delay;
+        next.eta_ms = Some(to_ms(eta));
+        let payload = next.encode().map_err(|e| format!("cannot re-encode for a retry: {e}"))?;
+        Ok(Message::new(next.id, delivery.queue.clone(), payload).with_priority(delivery.priority).with_eta(Some(eta)))
+    }
+
+    /// Counts and logs the end of a run.
+    fn count(&self, envelope: &Envelope, verdict: &Verdict) {
+        let (task, id) = (&envelope.task, &envelope.id);
+        match verdict {
+            Verdict::Succeeded => {
                 self.counters.succeeded.fetch_add(1, Ordering::Relaxed);
-                debug!(task = %envelope.task, id = %envelope.id, "task succeeded");
+                debug!(task = %task, id = %id, "task succeeded");
             }
-            Err(Failure::Terminated) => {
-                // revoke() stored REVOKED ("terminated") and woke the waiters. The run's
-                // end is added (and its start, when that was not stored): the record is
-                // as complete as any other end, and the events and counts see it.
-                if !envelope.ignore_result {
-                    let end = run_end(&envelope, TaskState::Revoked, runtime_ms, untracked_start);
-                    self.store(&envelope, end).await;
-                }
-                self.finish(&delivery, &envelope).await;
+            Verdict::Terminated => {
                 self.counters.revoked.fetch_add(1, Ordering::Relaxed);
-                info!(task = %envelope.task, id = %envelope.id, "task terminated");
+                info!(task = %task, id = %id, "task terminated");
             }
-            Err(failure) => {
-                let backoff = entry.options().backoff.unwrap_or(Backoff::DEFAULT);
-                let run = Run { max_retries, backoff, runtime_ms, untracked_start };
-                Box::pin(self.fail(delivery, envelope, failure, run)).await;
+            Verdict::Retry { error, delay } => {
+                self.counters.retried.fetch_add(1, Ordering::Relaxed);
+                info!(task = %task, id = %id, retry = envelope.retries + 1, retry_in = ?delay, error = %error, "task failed; retrying");
+            }
+            Verdict::Failed { error } => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                warn!(task = %task, id = %id, retries = envelope.retries, error = %error, "task failed");
             }
         }
     }
 
     /// Over its rate limit, a task goes back to the delayed set for the slot it
-    /// reserved (its envelope remembers the slot, so it does not ask again).
-    async fn defer_for_rate_limit(&self, delivery: &Delivery, envelope: &Envelope, entry: &TaskEntry) -> bool {
-        let (Some(limit), None) = (entry.options().rate_limit, envelope.rate_slot_ms) else { return false };
-        let Some(coordination) = self.app.broker().coordination() else {
-            warn!(task = %envelope.task, "the broker has no coordination: the rate limit is not applied");
+    /// reserved (its envelope remembers the slot, so it does not ask again). False when
+    /// it may start now.
+    async fn defer_for_rate_limit(
+        &self,
+        delivery: &Delivery,
+        envelope: &Envelope,
+        key: &str,
+        limit: RateLimit,
+    ) -> bool {
+        let Some(limiter) = self.app.broker().rate_limits() else {
+            warn!(task = %envelope.task, "the broker keeps no rate limits: the rate limit is not applied");
             return false;
         };
-        let slot = match coordination.reserve_rate(entry.name(), limit).await {
+        let slot = match limiter.reserve_rate(key, limit).await {
             Ok(None) => return false,
             Ok(Some(slot)) => slot,
             Err(e) => {
@@ -278,7 +347,7 @@ impl Runner {
             }
         };
         let mut next = envelope.clone();
-        next.rate_slot_ms = Some(chrono::DateTime::<chrono::Utc>::from(slot).timestamp_millis());
+        next.rate_slot_ms = Some(to_ms(slot));
         match next.encode() {
             Ok(payload) => {
                 let msg = Message::new(next.id.clone(), delivery.queue.clone(), payload)
@@ -299,78 +368,6 @@ impl Runner {
         }
     }
 
-    async fn fail(
-        &self,
-        delivery: Delivery,
-        envelope: Envelope,
-        failure: Failure,
-        Run { max_retries, backoff, runtime_ms, untracked_start }: Run,
-    ) {
-        let (message, retry_in) = match failure {
-            Failure::Task(e) => {
-                let delay = match e.disposition() {
-                    Disposition::Fatal => None,
-                    Disposition::Retryable => Some(backoff.delay(envelope.retries)),
-                    Disposition::RetryIn(delay) => Some(delay),
-                };
-                (e.message().to_owned(), delay.filter(|_| envelope.retries < max_retries))
-            }
-            Failure::Panic(text) => (format!("task panicked: {text}"), None),
-            Failure::TimeLimit(limit) => (format!("time limit exceeded ({limit:?})"), None),
-            Failure::Terminated => unreachable!("handled by the caller"),
-        };
-        if let Some(delay) = retry_in {
-            let mut next = envelope.clone();
-            next.retries += 1;
-            next.rate_slot_ms = None;
-            let eta = SystemTime::now() + delay;
-            next.eta_ms = Some(chrono::DateTime::<chrono::Utc>::from(eta).timestamp_millis());
-            let payload = match next.encode() {
-                Ok(payload) => payload,
-                Err(e) => {
-                    return self.bury(&delivery, Some(&envelope), format!("cannot re-encode for a retry: {e}")).await;
-                }
-            };
-            if !envelope.ignore_result {
-                let retry = TaskMeta {
-                    error: Some(message.clone()),
-                    retries: Some(next.retries),
-                    ..TaskMeta::state(TaskState::Retry)
-                };
-                let retry = with_start(&envelope, untracked_start, retry);
-                self.store(&envelope, retry).await;
-            }
-            let msg = Message::new(next.id.clone(), delivery.queue.clone(), payload)
-                .with_priority(delivery.priority)
-                .with_eta(Some(eta));
-            let consumer = &self.consumer;
-            if envelope.acks_early {
-                // Acked already: the retry is a new message.
-                self.settle("retry", &Subject(&envelope), || self.app.broker().enqueue(msg.clone())).await;
-            } else {
-                self.settle("retry", &Subject(&envelope), || self.app.broker().retry(consumer, &delivery, msg.clone()))
-                    .await;
-            }
-            self.counters.retried.fetch_add(1, Ordering::Relaxed);
-            info!(task = %envelope.task, id = %envelope.id, retry = next.retries, of = max_retries, retry_in = ?delay, error = %message, "task failed; retrying");
-        } else {
-            if envelope.ignore_result {
-                self.forget(&envelope).await;
-            } else {
-                let failed = TaskMeta {
-                    error: Some(message.clone()),
-                    ..run_end(&envelope, TaskState::Failure, runtime_ms, untracked_start)
-                };
-                self.store(&envelope, failed).await;
-            }
-            self.send_callbacks(&envelope, CallbackOn::Failure, &[]).await;
-            self.abandon_workflow(&envelope, &format!("failed: {message}")).await;
-            self.finish(&delivery, &envelope).await;
-            self.counters.failed.fetch_add(1, Ordering::Relaxed);
-            warn!(task = %envelope.task, id = %envelope.id, retries = envelope.retries, error = %message, "task failed");
-        }
-    }
-
     /// Ends a task that will not run (revoked, expired): `REVOKED` with the reason, acked.
     async fn skip(&self, delivery: &Delivery, envelope: &Envelope, reason: String) {
         info!(task = %envelope.task, id = %envelope.id, %reason, "task skipped: revoked");
@@ -381,101 +378,9 @@ impl Runner {
             ..TaskMeta::state(TaskState::Revoked)
         };
         self.store(envelope, revoked).await;
-        self.abandon_workflow(envelope, &format!("was revoked ({reason})")).await;
+        Links::new(&self.app, envelope).abandon(&format!("was revoked ({reason})")).await;
         self.finish(delivery, envelope).await;
         self.counters.revoked.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Sends the callbacks for `on` (before the ack: at least once; once per callback id
-    /// where the broker has coordination); a chain's next step gets `result` as its first
-    /// argument.
-    async fn send_callbacks(&self, envelope: &Envelope, on: CallbackOn, result: &[u8]) {
-        for callback in envelope.callbacks.iter().filter(|c| c.on == on) {
-            let message = match callback.message_with(result) {
-                Ok(message) => message,
-                Err(e) => {
-                    let reason = format!("cannot hand the result of {} on: {e}", Subject(envelope));
-                    error!(callback = %callback.id, %reason, "callback not sent");
-                    self.fail_other(envelope, &callback.id, reason).await;
-                    continue;
-                }
-            };
-            let broker = self.app.broker();
-            let what = "sending a callback";
-            if let Some(once) = broker.coordination() {
-                // Its id was fixed when this task was sent: a second run of this task
-                // (redelivered after its worker died) does not send it again.
-                let ttl = self.result_ttl(envelope);
-                let send = || once.enqueue_once(message.clone(), ttl);
-                if with_tries(&what, &Subject(envelope), send, |_: &BrokerError| false).await == Some(false) {
-                    debug!(callback = %callback.id, "callback sent already (this task ran twice)");
-                }
-            } else {
-                let send = || broker.enqueue(message.clone());
-                with_tries(&what, &Subject(envelope), send, |_: &BrokerError| false).await;
-            }
-        }
-    }
-
-    /// Reports a chord member's result to the join; the member that completes it sends
-    /// the callback with every result.
-    async fn join_chord(&self, envelope: &Envelope, member: &ChordMember, result: &[u8]) {
-        let Some(join) = self.app.broker().coordination() else {
-            return error!(chord = %member.chord, "the broker has no coordination: the chord's callback is not sent");
-        };
-        let what = "reporting to its chord";
-        let joined =
-            with_tries(&what, &Subject(envelope), || join.chord_join(member, result), |_: &BrokerError| false).await;
-        let Some(ChordJoin::Complete { callback, results }) = joined else { return };
-        let message = crate::codec::decode::<Callback>(&callback, "the chord's callback")
-            .and_then(|callback| crate::codec::array_of(&results).and_then(|all| callback.message_with(&all)));
-        match message {
-            Ok(message) => {
-                let fire = || join.chord_fire(member, message.clone());
-                if with_tries(&"sending the chord's callback", &Subject(envelope), fire, |_: &BrokerError| false).await
-                    == Some(true)
-                {
-                    debug!(chord = %member.chord, members = member.size, "chord complete: callback sent");
-                }
-            }
-            Err(e) => {
-                let reason = format!("cannot build the callback of chord {}: {e}", member.chord);
-                error!(%reason, "chord callback not sent");
-                if join.chord_fail(member).await.unwrap_or(false) {
-                    self.fail_other(envelope, &member.chord, reason).await;
-                }
-            }
-        }
-    }
-
-    /// After this task ended without a result (failed for good, revoked, unrunnable):
-    /// the later steps of its chain fail, and its chord fails, naming this task.
-    async fn abandon_workflow(&self, envelope: &Envelope, what: &str) {
-        if let Some(chain) = &envelope.chain {
-            let reason = format!("chain step {} of {} ({}) {what}", chain.step, chain.steps, Subject(envelope));
-            for id in &chain.rest {
-                self.fail_other(envelope, id, reason.clone()).await;
-            }
-        }
-        if let (Some(member), Some(join)) = (&envelope.chord, self.app.broker().coordination()) {
-            let fail = || join.chord_fail(member);
-            if with_tries(&"failing its chord", &Subject(envelope), fail, |_: &BrokerError| false).await == Some(true) {
-                let reason =
-                    format!("chord member {} of {} ({}) {what}", member.index + 1, member.size, Subject(envelope));
-                self.fail_other(envelope, &member.chord, reason).await;
-            }
-        }
-    }
-
-    /// Marks another task (a later chain step, a chord's callback) `FAILURE` for `reason`:
-    /// it will not run, and whoever waits on it learns why.
-    async fn fail_other(&self, envelope: &Envelope, id: &TaskId, reason: String) {
-        let failed =
-            TaskMeta { error: Some(reason), finished_ms: Some(now_ms()), ..TaskMeta::state(TaskState::Failure) };
-        let backend = self.app.backend();
-        let ttl = self.result_ttl(envelope);
-        let op = || backend.store(id, failed.clone(), ttl);
-        with_tries(&"failing the rest of its workflow", &Subject(envelope), op, |_: &BackendError| false).await;
     }
 
     /// The end of a task's life here: ack (unless acked early) and release its
@@ -489,8 +394,8 @@ impl Runner {
 
     /// Releases the task's uniqueness lock, if it has one.
     async fn unlock_unique(&self, envelope: &Envelope) {
-        if let (Some(key), Some(coordination)) = (&envelope.unique_key, self.app.broker().coordination())
-            && let Err(e) = coordination.unlock_unique(key, &envelope.id).await
+        if let (Some(key), Some(locks)) = (&envelope.unique_key, self.app.broker().unique_locks())
+            && let Err(e) = locks.unlock_unique(key, &envelope.id).await
         {
             warn!(task = %envelope.task, id = %envelope.id, error = %e, "cannot release the uniqueness lock; it expires by itself");
         }
@@ -508,7 +413,7 @@ impl Runner {
                 ..TaskMeta::state(TaskState::Failure)
             };
             self.store(envelope, failed).await;
-            self.abandon_workflow(envelope, &format!("could not run: {reason}")).await;
+            Links::new(&self.app, envelope).abandon(&format!("could not run: {reason}")).await;
         }
         let consumer = &self.consumer;
         let subject =
@@ -519,10 +424,10 @@ impl Runner {
             event = event.task(&envelope.id, &envelope.task);
         }
         self.record(event).await;
-        if let (Some(envelope), Some(coordination)) = (envelope, self.app.broker().coordination())
+        if let (Some(envelope), Some(locks)) = (envelope, self.app.broker().unique_locks())
             && let Some(key) = &envelope.unique_key
         {
-            let _ = coordination.unlock_unique(key, &envelope.id).await;
+            let _ = locks.unlock_unique(key, &envelope.id).await;
         }
         self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
     }
@@ -542,11 +447,6 @@ impl Runner {
         self.settle("ack", &Subject(envelope), || self.app.broker().ack(consumer, delivery)).await;
     }
 
-    /// How long this task's result is kept: its own TTL, else the app's.
-    fn result_ttl(&self, envelope: &Envelope) -> Duration {
-        envelope.result_ttl_ms.map_or_else(|| self.app.result_ttl(), Duration::from_millis)
-    }
-
     /// Claims the task (`STARTED`, in this worker's name) unless it was revoked.
     async fn claim(&self, envelope: &Envelope) -> Option<Claim> {
         let started = TaskMeta {
@@ -559,16 +459,16 @@ impl Runner {
             ..TaskMeta::state(TaskState::Started)
         };
         let backend = self.app.backend();
-        let ttl = self.result_ttl(envelope);
+        let ttl = self.app.ttl_of(envelope);
         let op = || backend.claim(&envelope.id, started.clone(), ttl);
-        with_tries(&"claiming", &Subject(envelope), op, |_: &BackendError| false).await
+        with_tries(&"claiming", &Subject(envelope), op, never).await
     }
 
     /// Why the task was revoked, if it was: the start check when `STARTED` is not stored.
     async fn revoked(&self, envelope: &Envelope) -> Option<String> {
         let backend = self.app.backend();
         let op = || backend.revoked(&envelope.id);
-        with_tries(&"checking for a revoke", &Subject(envelope), op, |_: &BackendError| false).await.flatten()
+        with_tries(&"checking for a revoke", &Subject(envelope), op, never).await.flatten()
     }
 
     /// Stores a state update in this worker's name (so a worker that lost the task
@@ -577,25 +477,30 @@ impl Runner {
         self.store_acking(envelope, update, None).await;
     }
 
-    /// Stores a final state and acks the delivery in one step (the backend can: see
-    /// `ResultBackend::stores_acks_of`). Fenced like an ack.
-    async fn store_and_ack(&self, delivery: &Delivery, envelope: &Envelope, update: TaskMeta) {
-        self.store_acking(envelope, update, Some(delivery)).await;
-    }
-
-    /// [`store`](Self::store), and with `ack` also the ack of that delivery.
+    /// [`store`](Self::store), and with `ack` also the ack of that delivery, in one
+    /// atomic step (only when [`Runner::atomic_settle`] holds). Fenced like an ack.
     async fn store_acking(&self, envelope: &Envelope, update: TaskMeta, ack: Option<&Delivery>) {
         let update = self.named(envelope, update);
-        let (backend, broker) = (self.app.backend(), self.app.broker());
-        let ack = ack.map(|delivery| Ack { broker: &**broker, consumer: &self.consumer, delivery });
-        let ttl = self.result_ttl(envelope);
-        let op = || match ack {
-            Some(ack) => backend.store_and_ack(&envelope.id, update.clone(), ttl, ack),
-            None => backend.store(&envelope.id, update.clone(), ttl),
-        };
+        let backend = self.app.backend();
+        let ttl = self.app.ttl_of(envelope);
         let what = Storing(update.state);
         let fenced = |e: &BackendError| e.kind() == ErrorKind::Fenced;
-        with_tries(&what, &Subject(envelope), op, fenced).await;
+        let pair = ack.and_then(|delivery| {
+            let (store, settle) = pair(self.app.broker().shared_store(), backend.settle_atomically())?;
+            Some((store, settle, delivery))
+        });
+        match pair {
+            Some((store, settle, delivery)) => {
+                let op = || settle.settle(&envelope.id, update.clone(), ttl, &self.consumer, delivery);
+                with_tries(&what, &Subject(envelope), op, fenced).await;
+                // Acked (or fenced) by the write: the broker forgets the delivery.
+                store.settled(&self.consumer, delivery);
+            }
+            None => {
+                let op = || backend.store(&envelope.id, update.clone(), ttl);
+                with_tries(&what, &Subject(envelope), op, fenced).await;
+            }
+        }
     }
 
     /// `update` in this worker's name (so a worker that lost the task cannot overwrite
@@ -610,7 +515,7 @@ impl Runner {
     /// `ignore_result`: nothing is kept once the task ends.
     async fn forget(&self, envelope: &Envelope) {
         let backend = self.app.backend();
-        with_tries(&"forgetting", &Subject(envelope), || backend.forget(&envelope.id), |_: &BackendError| false).await;
+        with_tries(&"forgetting", &Subject(envelope), || backend.forget(&envelope.id), never).await;
     }
 
     /// Runs a broker settlement (ack, retry, dead-letter) with a few tries. A fenced
@@ -657,57 +562,5 @@ async fn run(invocation: Invocation, limits: Limits) -> Result<Vec<u8>, Failure>
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(e)) => Err(Failure::Task(e)),
         Err(panic) => Err(Failure::Panic(panic)),
-    }
-}
-
-/// Runs `op` until it succeeds or [`SETTLE_PATIENCE`] has passed, with growing pauses,
-/// logging failures. An error for which `refused` holds ends the tries at once.
-async fn with_tries<T, E, F>(
-    what: &(dyn std::fmt::Display + Sync),
-    subject: &(dyn std::fmt::Display + Sync),
-    op: impl Fn() -> F,
-    refused: impl Fn(&E) -> bool,
-) -> Option<T>
-where
-    E: std::fmt::Display,
-    F: Future<Output = Result<T, E>>,
-{
-    let started = tokio::time::Instant::now();
-    let mut pause = Duration::from_millis(50);
-    for attempt in 1u32.. {
-        match op().await {
-            Ok(value) => return Some(value),
-            Err(e) if refused(&e) => {
-                warn!(error = %e, "{what} of {subject} refused: the message was recovered by another worker");
-                return None;
-            }
-            Err(e) if started.elapsed() >= SETTLE_PATIENCE => {
-                error!(error = %e, "{what} of {subject} failed for {SETTLE_PATIENCE:?} ({attempt} tries); giving up");
-                return None;
-            }
-            Err(e) if attempt == 1 => warn!(error = %e, "{what} of {subject} failed; trying again"),
-            Err(e) => tracing::debug!(error = %e, attempt, "{what} of {subject} failed again"),
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(SETTLE_MAX_PAUSE);
-    }
-    None
-}
-
-/// How a task is named in logs, "task `name` [id]": formatted only when logged.
-struct Subject<'a>(&'a Envelope);
-
-impl std::fmt::Display for Subject<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "task `{}` [{}]", self.0.task, self.0.id)
-    }
-}
-
-/// "storing state X", formatted only when logged.
-struct Storing(TaskState);
-
-impl std::fmt::Display for Storing {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "storing state {}", self.0)
     }
 }

@@ -1,17 +1,18 @@
 //! The worker pool: fetch → decode → look up → run → store → ack.
 //!
 //! - [`Worker`] is the builder (`app.worker().concurrency(8).queues(["a"])`).
-//! - `pool` is the fetch loop: batches up to the prefetch, a semaphore of
-//!   `concurrency` slots, heartbeats and recovery, graceful shutdown.
-//! - `execute` runs one delivery and settles it: result stored, then ack; retry
-//!   with back-off; dead letters for what cannot run.
+//! - `pool` is the fetch loop: batches up to the prefetch, heartbeats and recovery,
+//!   graceful shutdown; `inbox` holds what was fetched for the `concurrency` slots.
+//! - `decide` holds the decisions as pure functions: may a delivery run, what does a
+//!   run's end mean, and what is to be done about it.
+//! - `execute` carries them out for one delivery: claim, run (`body`: the task's
+//!   future, panics caught), store, hand on to a workflow, ack, retry or dead-letter.
 
 mod body;
+mod decide;
 mod execute;
 mod inbox;
 mod pool;
-
-pub(crate) use pool::hostname;
 
 use std::future::Future;
 use std::time::Duration;
@@ -71,6 +72,13 @@ pub struct WorkerReport {
     pub dead_lettered: u64,
     /// Unstarted messages given back to the broker at shutdown.
     pub released: u64,
+}
+
+impl App {
+    /// A worker pool for this app (configure it, then `run_until`).
+    pub fn worker(&self) -> Worker {
+        Worker::new(self.clone())
+    }
 }
 
 impl Worker {

@@ -2,17 +2,18 @@
 //! `concurrency` slots), heartbeats and recovers dead peers, and shuts down gracefully.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
-use super::execute::{Counters, Runner};
+use super::execute::Runner;
 use super::inbox::{Inbox, slot};
 use super::{Worker, WorkerReport};
-use crate::broker::{Broker, ConsumerId, WorkerInfo};
+use crate::broker::{Broker, ConsumerId};
+use crate::capability::WorkerInfo;
 use crate::error::Error;
 use crate::events::{Event, EventKind};
 
@@ -40,24 +41,19 @@ where
         info!(task = entry.name(), kind = if entry.is_blocking() { "sync" } else { "async" }, "registered task");
     }
 
-    let runner = Arc::new(Runner {
-        app: app.clone(),
-        consumer: id.clone(),
-        counters: Counters::default(),
-        running: Mutex::default(),
-    });
+    let runner = Arc::new(Runner::new(app.clone(), id.clone()));
     let info = WorkerInfo::new(
         id.to_string(),
-        hostname(),
+        crate::host::hostname(),
         std::process::id(),
         concurrency,
         queues.clone(),
         app.registry().names().map(str::to_owned).collect(),
-        crate::envelope::now_ms(),
+        crate::time::now_ms(),
     );
     let heart = tokio::spawn(heartbeat(broker.clone(), id.clone(), heartbeat_ttl, info, runner.clone()));
     let terminator =
-        app.backend().terminations().map(|requests| tokio::spawn(terminate_on_request(requests, runner.clone())));
+        app.backend().terminations().map(|requests| requests.listen(terminate_on_request(Arc::downgrade(&runner))));
     // `concurrency` slots take the fetched messages from the inbox, one run at a time.
     let inbox = Arc::new(Inbox::default());
     let mut slots = JoinSet::new();
@@ -91,7 +87,7 @@ where
             fetched = broker.fetch(&id, &queues, room, fetch_wait) => match fetched {
                 Ok(batch) => {
                     fetch_backoff = FETCH_BACKOFF.0;
-                    runner.counters.last_fetch_ms.store(crate::envelope::now_ms(), std::sync::atomic::Ordering::Relaxed);
+                    runner.counters.last_fetch_ms.store(crate::time::now_ms(), std::sync::atomic::Ordering::Relaxed);
                     inbox.push(batch);
                 }
                 Err(e) => {
@@ -109,9 +105,8 @@ where
 
     shutdown(&*broker, &id, &runner, &inbox, &mut slots, grace_period).await;
     heart.abort();
-    if let Some(terminator) = terminator {
-        terminator.abort();
-    }
+    // No more terminate requests for this worker.
+    drop(terminator);
     Ok(runner.counters.report())
 }
 
@@ -154,18 +149,12 @@ async fn shutdown(
 }
 
 /// Aborts the tasks that a revoke with terminate names, if they run here.
-async fn terminate_on_request(mut requests: tokio::sync::broadcast::Receiver<crate::TaskId>, runner: Arc<Runner>) {
-    loop {
-        match requests.recv().await {
-            Ok(id) => {
-                if runner.terminate(&id) {
-                    info!(id = %id, "terminating a revoked task");
-                }
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => warn!(missed = n, "missed terminate requests"),
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+fn terminate_on_request(runner: std::sync::Weak<Runner>) -> crate::capability::OnTerminate {
+    Box::new(move |id| {
+        if runner.upgrade().is_some_and(|runner| runner.terminate(id)) {
+            info!(id = %id, "terminating a revoked task");
         }
-    }
+    })
 }
 
 /// Keeps this worker alive in the broker and returns dead peers' messages.
@@ -186,12 +175,12 @@ async fn heartbeat(broker: Arc<dyn Broker>, id: ConsumerId, ttl: Duration, mut i
             "active={active} succeeded={} failed={} last_fetch_ms_ago={}",
             report.succeeded,
             report.failed,
-            (crate::envelope::now_ms() - last_fetch).max(0)
+            (crate::time::now_ms() - last_fetch).max(0)
         );
         runner.record(Event::new(kind).worker(id.to_string()).detail(detail)).await;
         kind = EventKind::WorkerHeartbeat;
         if let Some(directory) = broker.directory() {
-            info.heartbeat_ms = crate::envelope::now_ms();
+            info.heartbeat_ms = crate::time::now_ms();
             info.succeeded = report.succeeded;
             info.failed = report.failed;
             info.last_fetch_ms = last_fetch;
@@ -206,14 +195,4 @@ async fn heartbeat(broker: Arc<dyn Broker>, id: ConsumerId, ttl: Duration, mut i
             Err(e) => warn!(error = %e, "recovery failed"),
         }
     }
-}
-
-/// This machine's name (Linux: the kernel's hostname; else `HOSTNAME`, else "unknown").
-pub(crate) fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown".into())
 }

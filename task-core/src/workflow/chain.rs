@@ -15,11 +15,11 @@ use std::marker::PhantomData;
 use serde::Serialize;
 
 use crate::app::App;
-use crate::envelope::{CallbackOn, ChainLink};
+use crate::client::AsyncResult;
+use crate::client::Signature;
 use crate::error::Error;
 use crate::id::TaskId;
-use crate::result::AsyncResult;
-use crate::signature::Signature;
+use crate::link::{CallbackOn, ChainLink};
 use crate::task::TaskOptions;
 
 /// A call of a task whose first argument (of type `A`) is still missing: it will be the

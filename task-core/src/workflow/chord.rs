@@ -14,13 +14,13 @@
 use std::marker::PhantomData;
 
 use crate::app::App;
-use crate::chain::Partial;
+use crate::client::AsyncResult;
+use crate::client::Signature;
 use crate::codec;
-use crate::envelope::{Callback, CallbackOn, ChordMember};
 use crate::error::Error;
-use crate::group::Group;
-use crate::result::AsyncResult;
-use crate::signature::Signature;
+use crate::link::{Callback, CallbackOn, ChordMember};
+use crate::workflow::Group;
+use crate::workflow::Partial;
 
 /// A group plus a callback that receives the members' results as a `Vec<T>`, in member
 /// order, once every member has succeeded.
@@ -76,7 +76,7 @@ impl<T, U> Chord<T, U> {
     }
 
     /// Opens the join, sends the members in one batch; returns the handle to the
-    /// callback's result. Needs a broker with coordination (memory and Redis have it).
+    /// callback's result. Needs a broker that keeps chord joins (memory and Redis do).
     pub async fn apply_async(self, app: &App) -> Result<AsyncResult<U>, Error> {
         let Self { members, callback, .. } = self;
         let (mut sig, arg) = callback.into_parts();
@@ -90,8 +90,8 @@ impl<T, U> Chord<T, U> {
             return Ok(AsyncResult::new(id, app.clone()));
         }
         let size = u32::try_from(members.len()).map_err(|_| Error::Config("a chord of over 2^32 members".into()))?;
-        let join = app.broker().coordination().ok_or_else(|| {
-            Error::Config(format!("a chord needs a broker with coordination; {} has none", app.broker_url()))
+        let join = app.broker().chord_store().ok_or_else(|| {
+            Error::Config(format!("a chord needs a broker that keeps chord joins; {} does not", app.broker_url()))
         })?;
         join.chord_open(&id, &queue, size, &codec::encode(&callback, "the chord's callback")?, app.result_ttl())
             .await?;

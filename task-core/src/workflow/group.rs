@@ -6,10 +6,10 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::app::App;
+use crate::client::AsyncResult;
+use crate::client::Signature;
 use crate::error::Error;
 use crate::id::TaskId;
-use crate::result::AsyncResult;
-use crate::signature::Signature;
 use crate::state::TaskState;
 
 /// Calls of one task, sent together (one broker round trip) and run in parallel.

@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use task_core::broker::{ChordJoin, Message};
+use task_core::broker::Message;
+use task_core::capability::ChordJoin;
 use task_core::{BrokerError, ChordMember, ErrorKind, TaskId};
 
 use super::RedisBroker;

@@ -1,13 +1,19 @@
+//! The in-memory result backend: records, waits and revokes here; the history it keeps
+//! beside them (recent tasks, counts, events) in `history`.
+
+mod history;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::backend::{Claim, MinuteCount, ResultBackend, TaskFilter, TaskHistory};
-use crate::broker::BoxFuture;
+use crate::backend::{Claim, ResultBackend};
+use crate::capability::{HISTORY_CAP, Listeners, MinuteCount, TaskFilter, TaskHistory, Terminations};
 use crate::error::{BackendError, ErrorKind};
 use crate::events::{EVENTS_CAP, Event, EventKind, TaskStats};
+use crate::future::BoxFuture;
 use crate::id::TaskId;
 use crate::state::{TaskMeta, TaskState};
 
@@ -29,17 +35,12 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// assert_eq!(meta.state, TaskState::Success);
 /// # Ok::<_, task_core::BackendError>(()) }).unwrap();
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct InMemoryBackend {
     shared: Arc<Mutex<State>>,
-    terminate: tokio::sync::broadcast::Sender<TaskId>,
+    terminate: Listeners,
 }
 
-impl Default for InMemoryBackend {
-    fn default() -> Self {
-        Self { shared: Arc::default(), terminate: tokio::sync::broadcast::channel(1024).0 }
-    }
-}
 
 #[derive(Debug)]
 struct State {
@@ -181,13 +182,13 @@ impl InMemoryBackend {
         // A task enters the history when it starts (a write with its arguments), or, if
         // it never starts, when it ends (revoked, dead-lettered): the same rule as the
         // Redis backend.
-        let now_ms = crate::envelope::now_ms();
+        let now_ms = crate::time::now_ms();
         state.changed.insert(id.clone(), now_ms);
         let started = state.records.get(id).is_some_and(|(meta, _)| meta.started_ms.is_some());
         let unstarted_end = matches!(update_state, TaskState::Revoked | TaskState::Failure) && !started;
         if update_state == TaskState::Started || starts || unstarted_end {
             state.recent.push_back((id.clone(), now_ms));
-            if state.recent.len() > crate::backend::HISTORY_CAP {
+            if state.recent.len() > HISTORY_CAP {
                 state.recent.pop_front();
             }
         }
@@ -290,13 +291,13 @@ impl ResultBackend for InMemoryBackend {
             self.store_now(id, TaskMeta { error: Some(reason.to_owned()), ..TaskMeta::state(TaskState::Revoked) }, ttl)
         };
         if terminate {
-            let _ = self.terminate.send(id.clone());
+            self.terminate.notify(id);
         }
         Box::pin(async move { result })
     }
 
-    fn terminations(&self) -> Option<tokio::sync::broadcast::Receiver<TaskId>> {
-        Some(self.terminate.subscribe())
+    fn terminations(&self) -> Option<&dyn Terminations> {
+        Some(self)
     }
 
     fn history(&self) -> Option<&dyn TaskHistory> {
@@ -304,66 +305,9 @@ impl ResultBackend for InMemoryBackend {
     }
 }
 
-impl TaskHistory for InMemoryBackend {
-    fn recent<'a>(
-        &'a self,
-        filter: &'a TaskFilter,
-        limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<crate::backend::RecentTask>, BackendError>> {
-        let state = self.lock();
-        let mut seen = std::collections::HashSet::new();
-        let found = state
-            .recent
-            .iter()
-            .rev()
-            .filter(|(id, _)| seen.insert(id.clone()))
-            .filter_map(|(id, entered)| {
-                let at = state.changed.get(id).copied().unwrap_or(*entered);
-                state.live(id).map(|meta| (id.clone(), at, meta.clone()))
-            })
-            .filter(|(_, at, meta)| filter.matches(meta, *at))
-            .take(limit)
-            .collect();
-        Box::pin(async move { Ok(found) })
-    }
-
-    fn record_event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), BackendError>> {
-        self.lock().push_event(event.clone());
-        Box::pin(async { Ok(()) })
-    }
-
-    fn events(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Event>, BackendError>> {
-        let events = self.lock().events.iter().rev().take(limit).cloned().collect();
-        Box::pin(async move { Ok(events) })
-    }
-
-    fn workers_offline(&self, since_ms: i64) -> BoxFuture<'_, Result<Vec<(String, i64)>, BackendError>> {
-        let gone = self.lock().offline.iter().rev().filter(|(_, at)| *at >= since_ms).cloned().collect();
-        Box::pin(async move { Ok(gone) })
-    }
-
-    fn task_stats(&self) -> BoxFuture<'_, Result<TaskStats, BackendError>> {
-        let state = self.lock();
-        let stats = TaskStats::from_counters(
-            state.counts.iter().map(|((task, s), n)| (task.clone(), *s, *n)),
-            state.runtime.iter().map(|((task, bucket), n)| (task.clone(), bucket.clone(), *n)),
-        );
-        Box::pin(async move { Ok(stats) })
-    }
-
-    fn throughput(&self, minutes: usize) -> BoxFuture<'_, Result<Vec<MinuteCount>, BackendError>> {
-        let now = crate::envelope::now_ms();
-        let current = now - now.rem_euclid(60_000);
-        let state = self.lock();
-        let counts = (0..minutes)
-            .rev()
-            .map(|back| {
-                let minute = current - i64::try_from(back).unwrap_or(0) * 60_000;
-                let (s, f) = state.minutes.get(&minute).copied().unwrap_or_default();
-                MinuteCount::new(minute, s, f)
-            })
-            .collect();
-        Box::pin(async move { Ok(counts) })
+impl Terminations for InMemoryBackend {
+    fn listen(&self, on_request: crate::capability::OnTerminate) -> crate::capability::Listening {
+        self.terminate.add(on_request)
     }
 }
 

@@ -1,0 +1,355 @@
+//! The worker's decisions, as data: whether a delivery may run ([`admit`]), what a run's
+//! end means ([`verdict`]), and what to do about it ([`plan`]). Pure functions of the
+//! envelope, the task's options and the outcome, tested case by case below; the
+//! runner (`execute.rs`) only carries them out, in the order a [`Plan`] gives.
+
+use std::time::Duration;
+
+use crate::envelope::Envelope;
+use crate::error::{Disposition, TaskError};
+use crate::link::CallbackOn;
+use crate::state::TaskState;
+use crate::task::{Backoff, RateLimit, TaskOptions};
+
+/// Whether a decoded delivery may run (before its claim, which may still find a revoke).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Admission {
+    /// Not a task of this worker: to the dead letters.
+    Unknown,
+    /// Past its `expires`: ends `REVOKED` ("expired") without running.
+    Expired,
+    /// Rate-limited and without a reserved slot: reserve one first.
+    Reserve(RateLimit),
+    /// Run it.
+    Run,
+}
+
+/// Admission of `envelope`, whose task is registered with `options` (`None`: unknown),
+/// at `now_ms`.
+pub(super) fn admit(envelope: &Envelope, options: Option<&TaskOptions>, now_ms: i64) -> Admission {
+    let Some(options) = options else { return Admission::Unknown };
+    if envelope.expires_ms.is_some_and(|at| now_ms > at) {
+        return Admission::Expired;
+    }
+    match (options.rate_limit, envelope.rate_slot_ms) {
+        (Some(limit), None) => Admission::Reserve(limit),
+        _ => Admission::Run,
+    }
+}
+
+/// How a run ended badly.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// The task returned an error.
+    Task(TaskError),
+    /// The task panicked (the panic's text).
+    Panic(String),
+    /// The hard time limit passed.
+    TimeLimit(Duration),
+    /// A revoke with terminate stopped it.
+    Terminated,
+}
+
+/// What a run's end means for the task.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Verdict {
+    /// It succeeded.
+    Succeeded,
+    /// It was stopped by a revoke (already stored `REVOKED` by the revoke).
+    Terminated,
+    /// It failed and runs again after `delay`.
+    Retry {
+        /// The error's text.
+        error: String,
+        /// When the next try is due.
+        delay: Duration,
+    },
+    /// It failed for good.
+    Failed {
+        /// The error's text.
+        error: String,
+    },
+}
+
+/// The verdict on a run that ended in `outcome`, on try `retries` (0 the first) of at
+/// most `max_retries` retries spaced by `backoff`. Only a task's own error is retried,
+/// and a fatal one never; a panic or a time limit fails for good.
+pub(super) fn verdict(outcome: Result<(), &Failure>, retries: u32, max_retries: u32, backoff: &Backoff) -> Verdict {
+    let failure = match outcome {
+        Ok(()) => return Verdict::Succeeded,
+        Err(failure) => failure,
+    };
+    let (error, delay) = match failure {
+        Failure::Task(e) => {
+            let delay = match e.disposition() {
+                Disposition::Fatal => None,
+                Disposition::Retryable => Some(backoff.delay(retries)),
+                Disposition::RetryIn(delay) => Some(delay),
+            };
+            (e.message().to_owned(), delay.filter(|_| retries < max_retries))
+        }
+        Failure::Panic(text) => (format!("task panicked: {text}"), None),
+        Failure::TimeLimit(limit) => (format!("time limit exceeded ({limit:?})"), None),
+        Failure::Terminated => return Verdict::Terminated,
+    };
+    match delay {
+        Some(delay) => Verdict::Retry { error, delay },
+        None => Verdict::Failed { error },
+    }
+}
+
+/// What becomes of the task's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Record {
+    /// The end of the run is stored in this state.
+    Store(TaskState),
+    /// `ignore_result`: the record is deleted.
+    Forget,
+    /// Left as it is (`ignore_result` on a terminated run: the revoke wrote it).
+    Keep,
+}
+
+/// How the delivery leaves this worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Release {
+    /// Acked by the record's write itself, in one atomic step (the backend shares the
+    /// broker's store); the uniqueness lock is released after.
+    WithRecord,
+    /// Acked after everything else; the uniqueness lock released.
+    Ack,
+    /// Acked before the run (`acks_early`): only the uniqueness lock is released.
+    AckedEarly,
+    /// Acked and re-sent for the next try in one step (`Broker::retry`); the lock stays.
+    Retry,
+    /// Acked before the run, so the next try is a new message; the lock stays.
+    Resend,
+}
+
+/// What to do after a run, in this order: the record, the callbacks, the chord, the
+/// abandonment of the rest of the workflow, the release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Plan {
+    /// The record.
+    pub(super) record: Record,
+    /// The callbacks to send (those registered for this end).
+    pub(super) callbacks: Option<CallbackOn>,
+    /// A chain step or a chord's join takes the result: keep a copy for them.
+    pub(super) hand_on: bool,
+    /// Report the result to the task's chord.
+    pub(super) join_chord: bool,
+    /// Fail the later chain steps and the chord: the task ended without a result.
+    pub(super) abandon: bool,
+    /// How the delivery leaves.
+    pub(super) release: Release,
+}
+
+/// The plan for `verdict` on `envelope`; `atomic_settle` when the backend can store the
+/// final record and ack in one step.
+pub(super) fn plan(envelope: &Envelope, verdict: &Verdict, atomic_settle: bool) -> Plan {
+    let acked = if envelope.acks_early { Release::AckedEarly } else { Release::Ack };
+    let record = |state| if envelope.ignore_result { Record::Forget } else { Record::Store(state) };
+    match verdict {
+        Verdict::Succeeded => {
+            let hand_on = envelope.chord.is_some()
+                || envelope.callbacks.iter().any(|c| c.on == CallbackOn::Success && c.arg.is_some());
+            // Nothing is sent on: the result and the ack can go in one step.
+            let alone = envelope.callbacks.is_empty() && envelope.chord.is_none();
+            let record = record(TaskState::Success);
+            let one_step = alone && atomic_settle && !envelope.acks_early && record != Record::Forget;
+            Plan {
+                record,
+                callbacks: (!envelope.callbacks.is_empty()).then_some(CallbackOn::Success),
+                hand_on,
+                join_chord: envelope.chord.is_some(),
+                abandon: false,
+                release: if one_step { Release::WithRecord } else { acked },
+            }
+        }
+        Verdict::Terminated => Plan {
+            record: if envelope.ignore_result { Record::Keep } else { Record::Store(TaskState::Revoked) },
+            callbacks: None,
+            hand_on: false,
+            join_chord: false,
+            abandon: false,
+            release: acked,
+        },
+        Verdict::Retry { .. } => Plan {
+            record: if envelope.ignore_result { Record::Keep } else { Record::Store(TaskState::Retry) },
+            callbacks: None,
+            hand_on: false,
+            join_chord: false,
+            abandon: false,
+            release: if envelope.acks_early { Release::Resend } else { Release::Retry },
+        },
+        Verdict::Failed { .. } => Plan {
+            record: record(TaskState::Failure),
+            callbacks: Some(CallbackOn::Failure),
+            hand_on: false,
+            join_chord: false,
+            abandon: true,
+            release: acked,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::TaskId;
+    use crate::link::{Callback, ChordMember};
+    use crate::message::Message;
+
+    fn envelope() -> Envelope {
+        Envelope::new("t", vec![0x80], "default")
+    }
+
+    fn callback(on: CallbackOn, arg: Option<&str>) -> Callback {
+        let message = Message::new(TaskId::new(), "default", vec![]);
+        Callback::from_message(on, arg.map(str::to_owned), message)
+    }
+
+    const NO_BACKOFF: Backoff = Backoff { base: Duration::from_secs(1), max: Duration::from_secs(1), jitter: false };
+
+    #[test]
+    fn unknown_expired_rate_limited_or_run() {
+        let options = TaskOptions::new();
+        let e = envelope();
+        assert_eq!(admit(&e, None, 0), Admission::Unknown);
+        assert_eq!(admit(&e, Some(&options), 0), Admission::Run);
+
+        let mut expiring = envelope();
+        expiring.expires_ms = Some(1_000);
+        assert_eq!(admit(&expiring, Some(&options), 1_000), Admission::Run, "due at the instant, not past it");
+        assert_eq!(admit(&expiring, Some(&options), 1_001), Admission::Expired);
+
+        let limit: RateLimit = "10/s".parse().unwrap();
+        let limited = TaskOptions { rate_limit: Some(limit), ..TaskOptions::new() };
+        assert_eq!(admit(&e, Some(&limited), 0), Admission::Reserve(limit));
+        let mut reserved = envelope();
+        reserved.rate_slot_ms = Some(5);
+        assert_eq!(admit(&reserved, Some(&limited), 0), Admission::Run, "a reserved slot is not asked for again");
+    }
+
+    #[test]
+    fn only_a_task_error_with_retries_left_is_retried() {
+        assert_eq!(verdict(Ok(()), 0, 3, &NO_BACKOFF), Verdict::Succeeded);
+        let retryable = Failure::Task(TaskError::new("flaky"));
+        assert_eq!(
+            verdict(Err(&retryable), 2, 3, &NO_BACKOFF),
+            Verdict::Retry { error: "flaky".into(), delay: Duration::from_secs(1) }
+        );
+        assert_eq!(verdict(Err(&retryable), 3, 3, &NO_BACKOFF), Verdict::Failed { error: "flaky".into() });
+        let fatal = Failure::Task(TaskError::fatal("bad input"));
+        assert_eq!(verdict(Err(&fatal), 0, 3, &NO_BACKOFF), Verdict::Failed { error: "bad input".into() });
+        let asked = Failure::Task(TaskError::retry_in("later", Duration::from_millis(250)));
+        assert_eq!(
+            verdict(Err(&asked), 0, 3, &NO_BACKOFF),
+            Verdict::Retry { error: "later".into(), delay: Duration::from_millis(250) }
+        );
+        assert_eq!(verdict(Err(&asked), 0, 0, &NO_BACKOFF), Verdict::Failed { error: "later".into() });
+        let panic = Failure::Panic("boom".into());
+        assert_eq!(verdict(Err(&panic), 0, 3, &NO_BACKOFF), Verdict::Failed { error: "task panicked: boom".into() });
+        let slow = Failure::TimeLimit(Duration::from_secs(2));
+        assert_eq!(
+            verdict(Err(&slow), 0, 3, &NO_BACKOFF),
+            Verdict::Failed { error: "time limit exceeded (2s)".into() }
+        );
+        assert_eq!(verdict(Err(&Failure::Terminated), 0, 3, &NO_BACKOFF), Verdict::Terminated);
+    }
+
+    #[test]
+    fn a_plain_success_settles_in_one_step_when_the_store_allows() {
+        let e = envelope();
+        let one = plan(&e, &Verdict::Succeeded, true);
+        assert_eq!(
+            one,
+            Plan {
+                record: Record::Store(TaskState::Success),
+                callbacks: None,
+                hand_on: false,
+                join_chord: false,
+                abandon: false,
+                release: Release::WithRecord,
+            }
+        );
+        assert_eq!(plan(&e, &Verdict::Succeeded, false).release, Release::Ack);
+    }
+
+    #[test]
+    fn a_success_with_links_acks_after_sending_them() {
+        let mut e = envelope();
+        e.callbacks.push(callback(CallbackOn::Success, None));
+        let p = plan(&e, &Verdict::Succeeded, true);
+        assert_eq!((p.callbacks, p.hand_on, p.release), (Some(CallbackOn::Success), false, Release::Ack));
+
+        let mut step = envelope();
+        step.callbacks.push(callback(CallbackOn::Success, Some("x")));
+        assert!(plan(&step, &Verdict::Succeeded, true).hand_on, "a chain step takes the result");
+
+        let mut failure_only = envelope();
+        failure_only.callbacks.push(callback(CallbackOn::Failure, Some("x")));
+        let p = plan(&failure_only, &Verdict::Succeeded, true);
+        assert!(!p.hand_on, "no copy for a callback that is not sent");
+        assert_eq!(p.release, Release::Ack, "the callback list is read after the record");
+
+        let mut member = envelope();
+        member.chord = Some(ChordMember::new(TaskId::new(), "default", 0, 2));
+        let p = plan(&member, &Verdict::Succeeded, true);
+        assert!(p.hand_on && p.join_chord);
+        assert_eq!((p.callbacks, p.release), (None, Release::Ack));
+    }
+
+    #[test]
+    fn ignore_result_and_acks_early_change_the_record_and_the_release() {
+        let mut ignored = envelope();
+        ignored.ignore_result = true;
+        let p = plan(&ignored, &Verdict::Succeeded, true);
+        assert_eq!((p.record, p.release), (Record::Forget, Release::Ack));
+        assert_eq!(plan(&ignored, &Verdict::Terminated, true).record, Record::Keep);
+        assert_eq!(plan(&ignored, &Verdict::Failed { error: "x".into() }, true).record, Record::Forget);
+
+        let mut early = envelope();
+        early.acks_early = true;
+        assert_eq!(plan(&early, &Verdict::Succeeded, true).release, Release::AckedEarly);
+        assert_eq!(plan(&early, &Verdict::Terminated, true).release, Release::AckedEarly);
+        assert_eq!(plan(&early, &Verdict::Failed { error: "x".into() }, true).release, Release::AckedEarly);
+    }
+
+    #[test]
+    fn a_retry_keeps_the_message_and_its_lock() {
+        let retry = Verdict::Retry { error: "x".into(), delay: Duration::from_secs(1) };
+        let p = plan(&envelope(), &retry, true);
+        assert_eq!(
+            p,
+            Plan {
+                record: Record::Store(TaskState::Retry),
+                callbacks: None,
+                hand_on: false,
+                join_chord: false,
+                abandon: false,
+                release: Release::Retry,
+            }
+        );
+        let mut early = envelope();
+        early.acks_early = true;
+        assert_eq!(plan(&early, &retry, true).release, Release::Resend);
+    }
+
+    #[test]
+    fn a_final_failure_sends_the_failure_callbacks_and_abandons_the_workflow() {
+        let p = plan(&envelope(), &Verdict::Failed { error: "x".into() }, true);
+        assert_eq!(
+            p,
+            Plan {
+                record: Record::Store(TaskState::Failure),
+                callbacks: Some(CallbackOn::Failure),
+                hand_on: false,
+                join_chord: false,
+                abandon: true,
+                release: Release::Ack,
+            }
+        );
+        let t = plan(&envelope(), &Verdict::Terminated, true);
+        assert_eq!((t.record, t.abandon, t.release), (Record::Store(TaskState::Revoked), false, Release::Ack));
+    }
+}

@@ -1,0 +1,173 @@
+//! Inspection and administration of the Redis queues.
+
+use super::*;
+
+impl Inspect for RedisBroker {
+    fn queue_stats<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<QueueStats, BrokerError>> {
+        Box::pin(async move {
+            let keys = &self.inner.keys;
+            let mut con = self.con();
+            let workers = self.worker_ids().await.map_err(|e| e.broker("cannot list workers"))?;
+            let ready = keys.ready_all(queue);
+            let mut pipe = redis::pipe();
+            for list in &ready {
+                pipe.cmd("LLEN").arg(list);
+            }
+            pipe.cmd("ZCARD").arg(keys.delayed(queue));
+            pipe.cmd("LLEN").arg(keys.dead(queue));
+            for worker in &workers {
+                pipe.cmd("LLEN").arg(keys.processing(queue, worker));
+            }
+            let counts: Vec<usize> = timed(self.limit(), pipe.query_async(&mut con))
+                .await
+                .map_err(|e| e.broker(&format!("cannot read the depths of `{queue}`")))?;
+            let mut stats = QueueStats::default();
+            let (ready_counts, rest) = counts.split_at(ready.len());
+            stats.ready = ready_counts.iter().sum();
+            stats.scheduled = rest[0];
+            stats.dead = rest[1];
+            stats.in_flight = rest[2..].iter().sum();
+            Ok(stats)
+        })
+    }
+
+    fn queues(&self) -> BoxFuture<'_, Result<Vec<String>, BrokerError>> {
+        Box::pin(self.all_queues())
+    }
+
+    fn dead_letters(&self, limit: usize) -> BoxFuture<'_, Result<Vec<DeadLetter>, BrokerError>> {
+        Box::pin(async move {
+            let mut all = Vec::new();
+            let mut con = self.con();
+            for queue in self.all_queues().await? {
+                let records: Vec<Vec<u8>> = timed(
+                    self.limit(),
+                    redis::cmd("LRANGE")
+                        .arg(self.inner.keys.dead(&queue))
+                        .arg(0)
+                        .arg(isize::try_from(limit).unwrap_or(isize::MAX) - 1)
+                        .query_async(&mut con),
+                )
+                .await
+                .map_err(|e| e.broker(&format!("cannot read the dead letters of `{queue}`")))?;
+                all.extend(
+                    records
+                        .iter()
+                        .filter_map(|r| entry::parse_dead_record(r))
+                        .map(|(at, reason, payload)| DeadLetter::new(queue.clone(), reason, payload, at)),
+                );
+            }
+            all.sort_by_key(|d| std::cmp::Reverse(d.at_ms));
+            all.truncate(limit);
+            Ok(all)
+        })
+    }
+
+    fn purge<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<usize, BrokerError>> {
+        Box::pin(async move {
+            let keys = &self.inner.keys;
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for ready in keys.ready_all(queue) {
+                pipe.cmd("LLEN").arg(&ready);
+                pipe.cmd("DEL").arg(&ready).ignore();
+            }
+            pipe.cmd("ZCARD").arg(keys.delayed(queue));
+            pipe.cmd("DEL").arg(keys.delayed(queue)).ignore();
+            let mut con = self.con();
+            let counts: Vec<usize> = timed(self.limit(), pipe.query_async(&mut con))
+                .await
+                .map_err(|e| e.broker(&format!("cannot purge `{queue}`")))?;
+            Ok(counts.iter().sum())
+        })
+    }
+
+    fn peek<'a>(&'a self, queue: &'a str, at: PeekAt, limit: usize) -> BoxFuture<'a, Result<Vec<Peeked>, BrokerError>> {
+        Box::pin(async move {
+            let keys = &self.inner.keys;
+            let mut con = self.con();
+            let last = isize::try_from(limit).unwrap_or(isize::MAX) - 1;
+            let context = || format!("cannot look into `{queue}`");
+            let strip = |raw: &[u8]| entry::decode(raw).2.to_vec();
+            match at {
+                PeekAt::Scheduled => {
+                    let found: Vec<(Vec<u8>, f64)> = timed(
+                        self.limit(),
+                        redis::cmd("ZRANGE")
+                            .arg(keys.delayed(queue))
+                            .arg(0)
+                            .arg(last)
+                            .arg("WITHSCORES")
+                            .query_async(&mut con),
+                    )
+                    .await
+                    .map_err(|e| e.broker(&context()))?;
+                    #[allow(clippy::cast_possible_truncation)]
+                    Ok(found.iter().map(|(raw, due)| Peeked::new(strip(raw), Some(*due as i64), None)).collect())
+                }
+                PeekAt::InFlight => {
+                    let workers = self.worker_ids().await.map_err(|e| e.broker(&context()))?;
+                    let mut found = Vec::new();
+                    for worker in workers {
+                        let held: Vec<Vec<u8>> = timed(
+                            self.limit(),
+                            redis::cmd("LRANGE")
+                                .arg(keys.processing(queue, &worker))
+                                .arg(0)
+                                .arg(last)
+                                .query_async(&mut con),
+                        )
+                        .await
+                        .map_err(|e| e.broker(&context()))?;
+                        found.extend(held.iter().map(|raw| Peeked::new(strip(raw), None, Some(worker.clone()))));
+                    }
+                    found.truncate(limit);
+                    Ok(found)
+                }
+            }
+        })
+    }
+
+    fn retry_dead<'a>(&'a self, queue: &'a str, limit: usize) -> BoxFuture<'a, Result<usize, BrokerError>> {
+        Box::pin(async move {
+            let keys = &self.inner.keys;
+            let mut con = self.con();
+            let mut inv = SCRIPTS.retry_dead.prepare_invoke();
+            inv.key(keys.dead(queue)).key(keys.ready(queue, 0)).key(keys.wake(queue)).arg(limit);
+            timed(self.limit(), inv.invoke_async(&mut con))
+                .await
+                .map_err(|e| e.broker(&format!("cannot retry the dead letters of `{queue}`")))
+        })
+    }
+
+    fn retry_dead_letter<'a>(&'a self, letter: &'a DeadLetter) -> BoxFuture<'a, Result<bool, BrokerError>> {
+        Box::pin(async move {
+            let keys = &self.inner.keys;
+            let queue = &letter.queue;
+            let mut con = self.con();
+            let mut inv = SCRIPTS.retry_dead_one.prepare_invoke();
+            inv.key(keys.dead(queue))
+                .key(keys.ready(queue, 0))
+                .key(keys.wake(queue))
+                .arg(entry::dead_record(letter.at_ms, &letter.reason, &letter.payload))
+                .arg(&letter.payload);
+            let moved: i64 = timed(self.limit(), inv.invoke_async(&mut con))
+                .await
+                .map_err(|e| e.broker(&format!("cannot retry a dead letter of `{queue}`")))?;
+            Ok(moved == 1)
+        })
+    }
+
+    fn purge_dead<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<usize, BrokerError>> {
+        Box::pin(async move {
+            let key = self.inner.keys.dead(queue);
+            let mut pipe = redis::pipe();
+            pipe.atomic().cmd("LLEN").arg(&key).cmd("DEL").arg(&key).ignore();
+            let mut con = self.con();
+            let (removed,): (usize,) = timed(self.limit(), pipe.query_async(&mut con))
+                .await
+                .map_err(|e| e.broker(&format!("cannot purge the dead letters of `{queue}`")))?;
+            Ok(removed)
+        })
+    }
+}

@@ -1,0 +1,246 @@
+//! The queues: [`Broker`] for Redis (enqueue, reliable fetch, acks, retries, recovery).
+
+use super::*;
+
+impl Broker for RedisBroker {
+    fn enqueue(&self, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            self.remember_queue(&message.queue).await?;
+            let mut con = self.con();
+            let queue = message.queue.clone();
+            let _: i64 =
+                timed(self.limit(), self.enqueue_invocation(&SCRIPTS.enqueue, &message).invoke_async(&mut con))
+                    .await
+                    .map_err(|e| e.broker(&format!("cannot enqueue task {} to `{queue}`", message.id)))?;
+            Ok(())
+        })
+    }
+
+    fn enqueue_batch(&self, messages: Vec<Message>) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            // A batch names few queues (most often one): a scan beats hashing every message.
+            let mut queues: Vec<&str> = Vec::new();
+            for m in &messages {
+                if !queues.contains(&m.queue.as_str()) {
+                    queues.push(&m.queue);
+                }
+            }
+            for queue in queues {
+                self.remember_queue(queue).await?;
+            }
+            for chunk in messages.chunks(1000) {
+                self.enqueue_many(chunk)
+                    .await
+                    .map_err(|e| e.broker(&format!("cannot enqueue a batch of {} tasks", chunk.len())))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        consumer: &'a ConsumerId,
+        queues: &'a [String],
+        max: usize,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Delivery>, BrokerError>> {
+        Box::pin(async move {
+            for queue in queues {
+                self.remember_queue(queue).await?;
+            }
+            let unsure = self.handed_out().get(consumer).is_some_and(|h| h.unsure);
+            if unsure {
+                self.reconcile(consumer, queues).await.map_err(|e| e.broker("cannot check the processing lists"))?;
+            }
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                let (batch, next_due) = match self.fetch_once(consumer, queues, max.max(1)).await {
+                    Ok(fetched) => fetched,
+                    Err(e) => {
+                        self.handed_out().entry(consumer.clone()).or_default().unsure = true;
+                        return Err(e.broker("cannot fetch"));
+                    }
+                };
+                if !batch.is_empty() {
+                    let mut handed_out = self.handed_out();
+                    let mine = handed_out.entry(consumer.clone()).or_default();
+                    mine.receipts.extend(batch.iter().map(|d| receipt_hash(d.receipt.as_bytes())));
+                    return Ok(batch);
+                }
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    return Ok(batch);
+                }
+                let until_due = next_due.map(|due| Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0)));
+                let block = until_due.map_or(left, |d| d.min(left)).max(Duration::from_millis(10));
+                self.block(queues, block).await.map_err(|e| e.broker("cannot wait for messages"))?;
+            }
+        })
+    }
+
+    fn ack<'a>(&'a self, consumer: &'a ConsumerId, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let mut con = self.con();
+            let key = self.inner.keys.processing(&delivery.queue, consumer.as_str());
+            let removed: i64 = timed(
+                self.limit(),
+                redis::cmd("LREM").arg(key).arg(1).arg(delivery.receipt.as_bytes()).query_async(&mut con),
+            )
+            .await
+            .map_err(|e| e.broker("cannot ack"))?;
+            self.settled(consumer, delivery);
+            if removed == 0 {
+                return Err(fenced(consumer, "ack"));
+            }
+            Ok(())
+        })
+    }
+
+    fn retry<'a>(
+        &'a self,
+        consumer: &'a ConsumerId,
+        delivery: &'a Delivery,
+        retry: Message,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let keys = &self.inner.keys;
+            if retry.queue != delivery.queue {
+                // Another queue is another hash slot: enqueue, then ack (at least once).
+                self.enqueue(retry).await?;
+                return self.ack(consumer, delivery).await;
+            }
+            let due = Self::due(&retry).to_string().into_bytes();
+            self.settle(
+                &SCRIPTS.retry,
+                vec![
+                    keys.ready(&retry.queue, retry.priority),
+                    keys.delayed(&retry.queue),
+                    keys.wake(&retry.queue),
+                    keys.processing(&delivery.queue, consumer.as_str()),
+                ],
+                vec![entry::encode(retry.priority, 0, &retry.payload), due, delivery.receipt.as_bytes().to_vec()],
+                "retry",
+                consumer,
+                delivery,
+            )
+            .await
+        })
+    }
+
+    fn release<'a>(
+        &'a self,
+        consumer: &'a ConsumerId,
+        delivery: &'a Delivery,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let keys = &self.inner.keys;
+            self.settle(
+                &SCRIPTS.release,
+                vec![
+                    keys.processing(&delivery.queue, consumer.as_str()),
+                    keys.ready(&delivery.queue, delivery.priority),
+                    keys.wake(&delivery.queue),
+                ],
+                vec![delivery.receipt.as_bytes().to_vec()],
+                "release",
+                consumer,
+                delivery,
+            )
+            .await
+        })
+    }
+
+    fn dead_letter<'a>(
+        &'a self,
+        consumer: &'a ConsumerId,
+        delivery: &'a Delivery,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let keys = &self.inner.keys;
+            self.settle(
+                &SCRIPTS.bury,
+                vec![keys.processing(&delivery.queue, consumer.as_str()), keys.dead(&delivery.queue)],
+                vec![
+                    delivery.receipt.as_bytes().to_vec(),
+                    entry::dead_record(now_ms(), reason, &delivery.payload),
+                    self.inner.config.dead_letter_cap.to_string().into_bytes(),
+                ],
+                "dead-letter",
+                consumer,
+                delivery,
+            )
+            .await
+        })
+    }
+
+    fn heartbeat<'a>(&'a self, consumer: &'a ConsumerId, ttl: Duration) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let mut con = self.con();
+            let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+            let _: i64 = timed(
+                self.limit(),
+                SCRIPTS
+                    .heartbeat
+                    .key(self.inner.keys.workers())
+                    .arg(consumer.as_str())
+                    .arg(ttl_ms)
+                    .invoke_async(&mut con),
+            )
+            .await
+            .map_err(|e| e.broker("cannot send the heartbeat"))?;
+            Ok(())
+        })
+    }
+
+    fn recover(&self) -> BoxFuture<'_, Result<usize, BrokerError>> {
+        Box::pin(self.recover_dead())
+    }
+
+    fn deregister<'a>(&'a self, consumer: &'a ConsumerId) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            self.drain_worker(consumer.as_str(), false).await?;
+            self.handed_out().remove(consumer);
+            let mut con = self.con();
+            let _: () = timed(
+                self.limit(),
+                redis::cmd("ZREM").arg(self.inner.keys.workers()).arg(consumer.as_str()).query_async(&mut con),
+            )
+            .await
+            .map_err(|e| e.broker("cannot deregister"))?;
+            Ok(())
+        })
+    }
+
+    fn inspect(&self) -> Option<&dyn Inspect> {
+        Some(self)
+    }
+
+    fn rate_limits(&self) -> Option<&dyn RateLimits> {
+        Some(self)
+    }
+
+    fn unique_locks(&self) -> Option<&dyn UniqueLocks> {
+        Some(self)
+    }
+
+    fn send_once(&self) -> Option<&dyn SendOnce> {
+        Some(self)
+    }
+
+    fn chord_store(&self) -> Option<&dyn ChordStore> {
+        Some(self)
+    }
+
+    fn tick_store(&self) -> Option<&dyn TickStore> {
+        Some(self)
+    }
+
+    fn directory(&self) -> Option<&dyn WorkerDirectory> {
+        Some(self)
+    }
+
+    fn shared_store(&self) -> Option<&dyn SharedStore> {
+        Some(self)
+    }
+}

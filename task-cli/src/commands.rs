@@ -319,7 +319,9 @@ async fn call(
 }
 
 fn meta_json(id: &TaskId, meta: &TaskMeta) -> Value {
-    let decode = |bytes: &Option<Vec<u8>>| bytes.as_deref().and_then(|b| task_core::codec::decode::<Value>(b, "a stored value").ok());
+    let decode = |bytes: &Option<Vec<u8>>| {
+        bytes.as_deref().and_then(|b| task_core::codec::decode::<Value>(b, "a stored value").ok())
+    };
     json!({
         "id": id, "state": meta.state, "task": meta.task, "worker": meta.worker, "retries": meta.retries,
         "result": decode(&meta.result), "progress": decode(&meta.progress), "error": meta.error,

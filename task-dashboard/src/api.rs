@@ -169,7 +169,9 @@ pub(crate) async fn task_data(dash: &Dashboard, id: &str) -> Result<Value, ApiEr
     let not_found = || ApiError(StatusCode::NOT_FOUND, format!("no task with id `{id}`"));
     let task_id: TaskId = id.parse().map_err(|_| not_found())?;
     let meta = dash.app.backend().get(&task_id).await?.ok_or_else(not_found)?;
-    let decode = |bytes: &Option<Vec<u8>>| bytes.as_deref().and_then(|b| task_core::codec::decode::<Value>(b, "a stored value").ok());
+    let decode = |bytes: &Option<Vec<u8>>| {
+        bytes.as_deref().and_then(|b| task_core::codec::decode::<Value>(b, "a stored value").ok())
+    };
     Ok(json!({
         "id": task_id, "state": meta.state, "task": meta.task, "worker": meta.worker, "retries": meta.retries,
         "result": decode(&meta.result), "progress": decode(&meta.progress), "error": meta.error,
@@ -209,8 +211,9 @@ pub(crate) async fn tasks_data(dash: &Dashboard, q: &HashMap<String, String>) ->
     let needle = q.get("args").map(|a| a.trim().to_owned()).filter(|a| !a.is_empty());
     let wanted = if needle.is_some() { 1000 } else { limit * (page + 1) };
     let found = history(dash)?.recent(&filter, wanted).await?;
-    let args_json =
-        |meta: &task_core::TaskMeta| meta.args.as_deref().and_then(|b| task_core::codec::decode::<Value>(b, "a stored value").ok());
+    let args_json = |meta: &task_core::TaskMeta| {
+        meta.args.as_deref().and_then(|b| task_core::codec::decode::<Value>(b, "a stored value").ok())
+    };
     let found: Vec<_> = found
         .into_iter()
         .filter(|(_, _, meta)| {

@@ -41,7 +41,6 @@ pub struct InMemoryBackend {
     terminate: Listeners,
 }
 
-
 #[derive(Debug)]
 struct State {
     records: HashMap<TaskId, (TaskMeta, Instant)>,

@@ -57,6 +57,18 @@
 //! | `macros` | yes | `#[task]` (from `task-macros`) |
 //! | `cli` | no | [`cli`]: `worker -c N -Q a,b --loglevel L [--beat]`, `beat`, `schedule` for your own binaries (clap) |
 //!
+//! ## Inside: layers
+//!
+//! Each module imports only from its own layer and those below (`tests/layers.rs`
+//! checks it): **foundation** (ids, errors, states, task options, [`codec`], [`time`],
+//! [`BoxFuture`]) → **wire** ([`broker::Message`] and deliveries, [`Envelope`] and its
+//! workflow links, [`Event`], [`ScheduledEntry`]) → **contracts** ([`Broker`],
+//! [`ResultBackend`], one [`capability`] per optional power) → **drivers** ([`memory`],
+//! [`driver`]) → **runtime** ([`Registry`], [`TaskContext`], [`App`]) → **features** (the
+//! client API, workflows, the worker, periodic tasks) → **edges** (`cli`, what `#[task]`
+//! expands against). The suites every driver passes live in the unpublished
+//! `task-suites` crate, so their test tasks are never linked into a user's binary.
+//!
 //! ## Guarantees
 //!
 //! Delivery is at least once: a message is held for its worker until the task ends

@@ -1,10 +1,9 @@
 //! A task body in flight, as the runner awaits it.
 //!
 //! An `async fn` body is polled in place, inside its runner's own tokio task, with its
-//! panics caught around each poll. Spawning it as a tokio task of its own (to catch a
-//! panic as a `JoinError`) cost a spawn, a join handle and one more wake-up and poll of
-//! the runner per run: 7% of a worker's instructions for a no-op task. A plain `fn`
-//! body runs on the blocking pool, as before.
+//! panics caught around each poll: a tokio task of its own (to catch a panic as a
+//! `JoinError`) would cost a spawn, a join handle and one more wake-up of the runner per
+//! run. A plain `fn` body runs on the blocking pool.
 //!
 //! Either way, dropping the body stops it where it can be stopped: an async body at its
 //! current await (it is simply dropped), a blocking body only if it has not started

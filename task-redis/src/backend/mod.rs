@@ -1,0 +1,310 @@
+//! [`RedisBackend`]: one hash per task id, with a TTL; waiting wakes on a pub/sub
+//! message, and every waiter of the process shares one subscriber connection.
+//!
+//! The records and the [`ResultBackend`] impl are here; beside them, one file per
+//! concern: `writes` (state writes grouped into `store_many` calls), `tallies` (events
+//! and counts gathered per interval), `subscriber` (completion and control channels),
+//! `history` ([`TaskHistory`]: recent tasks, throughput, events, counts).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{PushInfo, PushKind, Value};
+use std::str::FromStr;
+use task_core::broker::{ConsumerId, Delivery};
+use task_core::capability::{Listeners, Listening, OnTerminate, SettleAtomically, Terminations};
+use task_core::time::now_ms;
+use task_core::{
+    BackendError, BoxFuture, Claim, ErrorKind, Event, EventKind, MinuteCount, ResultBackend, TaskFilter, TaskHistory,
+    TaskId, TaskMeta, TaskState, TaskStats,
+};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::config::RedisConfig;
+use crate::conn::{Connections, manager_config};
+use crate::error::timed;
+use crate::keys::Keys;
+use crate::scripts::SCRIPTS;
+
+/// The Redis result backend. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RedisBackend {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Where the keys live, for [`SettleAtomically::store_id`].
+    store_id: String,
+    keys: Keys,
+    op_timeout: Duration,
+    conns: Connections,
+    subscriber: Subscriber,
+    /// State writes, grouped into script calls by [`flush_writes`].
+    writes: mpsc::UnboundedSender<Write>,
+    events_cap: usize,
+}
+
+mod history;
+mod subscriber;
+mod tallies;
+mod writes;
+
+use subscriber::Subscriber;
+use tallies::{Tallies, Tally};
+pub(crate) use writes::WRITE_SHAPES;
+use writes::{Write, flush_writes};
+
+impl RedisBackend {
+    /// Connects (within the configured operation time-out).
+    pub async fn connect(config: RedisConfig) -> Result<Self, BackendError> {
+        let context = || format!("cannot connect the result backend to {}", task_core::redact_url(&config.url));
+        let conns = Connections::open(&config).await.map_err(|e| e.backend(&context()))?;
+        let subscriber =
+            Subscriber::open(conns.client(), config.op_timeout, Keys::new(&config.namespace).control_channel())
+                .await
+                .map_err(|e| e.backend(&context()))?;
+        let (writes, pending) = mpsc::unbounded_channel();
+        tokio::spawn(flush_writes(
+            pending,
+            conns.main.clone(),
+            config.op_timeout,
+            Keys::new(&config.namespace),
+            config.events_cap,
+        ));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                keys: Keys::new(&config.namespace),
+                store_id: config.store_id(),
+                op_timeout: config.op_timeout,
+                conns,
+                subscriber,
+                writes,
+                events_cap: config.events_cap,
+            }),
+        })
+    }
+
+    fn con(&self) -> ConnectionManager {
+        self.inner.conns.main.clone()
+    }
+
+    /// Reads the revokes that hold now (`NS:revoked`) into this process's set.
+    async fn load_revocations(&self) -> Result<(), BackendError> {
+        let mut con = self.con();
+        let now = now_ms();
+        let mut read = redis::cmd("ZRANGEBYSCORE");
+        read.arg(self.inner.keys.revoked()).arg(now).arg("+inf").arg("WITHSCORES");
+        // Scores are read as doubles (RESP3 sends them so); they are whole milliseconds.
+        let held: Vec<(String, f64)> = timed(self.inner.op_timeout, read.query_async(&mut con))
+            .await
+            .map_err(|e| e.backend("cannot read the revoked tasks"))?;
+        let mut revocations = self.inner.subscriber.revocations.lock().unwrap_or_else(|p| p.into_inner());
+        #[allow(clippy::cast_possible_truncation)]
+        let held = held.into_iter().filter_map(|(id, until)| Some((TaskId::from_str(&id).ok()?, until as i64)));
+        revocations.add(held);
+        revocations.loaded = true;
+        Ok(())
+    }
+
+    fn fenced(id: &TaskId, state: TaskState) -> BackendError {
+        BackendError::new(
+            ErrorKind::Fenced,
+            format!("state {state} of task {id} refused: another worker has taken the task over"),
+        )
+    }
+
+    async fn read(&self, id: &TaskId) -> Result<Option<TaskMeta>, BackendError> {
+        let mut con = self.con();
+        let fields: HashMap<String, Vec<u8>> =
+            timed(self.inner.op_timeout, redis::cmd("HGETALL").arg(self.inner.keys.result(id)).query_async(&mut con))
+                .await
+                .map_err(|e| e.backend(&format!("cannot read the result of task {id}")))?;
+        Ok(parse_meta(fields))
+    }
+}
+
+fn parse_meta(mut fields: HashMap<String, Vec<u8>>) -> Option<TaskMeta> {
+    let state: TaskState = String::from_utf8(fields.remove("state")?).ok()?.parse().ok()?;
+    let mut take_text = |k: &str| fields.remove(k).map(|v| String::from_utf8_lossy(&v).into_owned());
+    let mut meta = TaskMeta::state(state);
+    meta.task = take_text("task");
+    meta.error = take_text("error");
+    meta.worker = take_text("worker");
+    meta.retries = take_text("retries").and_then(|v| v.parse().ok());
+    meta.started_ms = take_text("started_ms").and_then(|v| v.parse().ok());
+    meta.finished_ms = take_text("finished_ms").and_then(|v| v.parse().ok());
+    meta.queue = take_text("queue");
+    meta.runtime_ms = take_text("runtime_ms").and_then(|v| v.parse().ok());
+    meta.result = fields.remove("result");
+    meta.progress = fields.remove("progress");
+    meta.args = fields.remove("args");
+    Some(meta)
+}
+
+impl ResultBackend for RedisBackend {
+    fn store<'a>(&'a self, id: &'a TaskId, update: TaskMeta, ttl: Duration) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let state = update.state;
+            match self.run_store(id, update, ttl, None).await? {
+                0 => Err(Self::fenced(id, state)),
+                _ => Ok(()),
+            }
+        })
+    }
+
+    fn get<'a>(&'a self, id: &'a TaskId) -> BoxFuture<'a, Result<Option<TaskMeta>, BackendError>> {
+        Box::pin(self.read(id))
+    }
+
+    fn revoked<'a>(&'a self, id: &'a TaskId) -> BoxFuture<'a, Result<Option<String>, BackendError>> {
+        Box::pin(async move {
+            let revocations = &self.inner.subscriber.revocations;
+            let loaded = revocations.lock().unwrap_or_else(|p| p.into_inner()).loaded;
+            if !loaded {
+                self.load_revocations().await?;
+            }
+            if !revocations.lock().unwrap_or_else(|p| p.into_inner()).holds(id) {
+                return Ok(None);
+            }
+            // Revoked: the reason is in its record.
+            task_core::backend::revoked_by_record(self, id).await
+        })
+    }
+
+    fn wait<'a>(&'a self, id: &'a TaskId, timeout: Duration) -> BoxFuture<'a, Result<Option<TaskMeta>, BackendError>> {
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + timeout;
+            let watch = self
+                .inner
+                .subscriber
+                .watch(self.inner.keys.done_channel(id), self.inner.op_timeout)
+                .await
+                .map_err(|e| e.backend(&format!("cannot subscribe to the completion of task {id}")))?;
+            loop {
+                let notified = watch.notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let meta = self.read(id).await?;
+                if meta.as_ref().is_some_and(|m| m.state.is_ready()) {
+                    return Ok(meta);
+                }
+                if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                    return Ok(meta);
+                }
+            }
+        })
+    }
+
+    fn forget<'a>(&'a self, id: &'a TaskId) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let mut con = self.con();
+            let _: () =
+                timed(self.inner.op_timeout, redis::cmd("DEL").arg(self.inner.keys.result(id)).query_async(&mut con))
+                    .await
+                    .map_err(|e| e.backend(&format!("cannot forget task {id}")))?;
+            Ok(())
+        })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        id: &'a TaskId,
+        update: TaskMeta,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Claim, BackendError>> {
+        Box::pin(async move {
+            let state = update.state;
+            match self.run_store(id, update, ttl, None).await? {
+                -1 => {
+                    let reason = self.read(id).await?.and_then(|m| m.error).unwrap_or_else(|| "revoked".into());
+                    Ok(Claim::Revoked(reason))
+                }
+                0 => Err(Self::fenced(id, state)),
+                _ => Ok(Claim::Claimed),
+            }
+        })
+    }
+
+    fn revoke<'a>(
+        &'a self,
+        id: &'a TaskId,
+        reason: &'a str,
+        terminate: bool,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let keys = &self.inner.keys;
+            let mut inv = SCRIPTS.revoke.prepare_invoke();
+            inv.key(keys.result(id))
+                .key(keys.recent())
+                .key(keys.revoked())
+                .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+                .arg(reason)
+                .arg(keys.done_channel(id))
+                .arg(keys.control_channel())
+                .arg(id.as_str())
+                .arg(now_ms())
+                .arg(task_core::HISTORY_CAP)
+                .arg(if terminate { "1" } else { "0" });
+            let mut con = self.con();
+            let _: i64 = timed(self.inner.op_timeout, inv.invoke_async(&mut con))
+                .await
+                .map_err(|e| e.backend(&format!("cannot revoke task {id}")))?;
+            Ok(())
+        })
+    }
+
+    fn terminations(&self) -> Option<&dyn Terminations> {
+        Some(self)
+    }
+
+    fn settle_atomically(&self) -> Option<&dyn SettleAtomically> {
+        Some(self)
+    }
+
+    fn history(&self) -> Option<&dyn TaskHistory> {
+        Some(self)
+    }
+}
+
+impl Terminations for RedisBackend {
+    fn listen(&self, on_request: OnTerminate) -> Listening {
+        self.inner.subscriber.terminate.add(on_request)
+    }
+}
+
+impl SettleAtomically for RedisBackend {
+    fn store_id(&self) -> &str {
+        &self.inner.store_id
+    }
+
+    /// One `store_many` call writes the record and removes the message from the
+    /// consumer's processing list; the removal is the fence: when the message is no
+    /// longer there (recovered by another worker), nothing is written.
+    fn settle<'a>(
+        &'a self,
+        id: &'a TaskId,
+        update: TaskMeta,
+        ttl: Duration,
+        consumer: &'a ConsumerId,
+        delivery: &'a Delivery,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let state = update.state;
+            let list = self.inner.keys.processing(&delivery.queue, consumer.as_str());
+            match self.run_store(id, update, ttl, Some((list, delivery.receipt.as_bytes()))).await? {
+                0 => Err(BackendError::new(
+                    ErrorKind::Fenced,
+                    format!(
+                        "state {state} of task {id} and its ack refused: worker {consumer} no longer holds the message \
+                         (it missed its heartbeat and the message was recovered)"
+                    ),
+                )),
+                _ => Ok(()),
+            }
+        })
+    }
+}

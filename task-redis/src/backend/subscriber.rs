@@ -1,0 +1,221 @@
+//! The one subscriber connection of a process: completion channels for waiters, and
+//! the control channel (revokes, terminate requests).
+
+use super::*;
+
+/// The waiters of each channel: a shared wake-up and how many wait on it.
+type Waiters = Mutex<HashMap<String, (Arc<Notify>, usize)>>;
+
+/// One RESP3 connection subscribed to the `done` channels of the tasks being waited
+/// for, in this process. A channel is subscribed while it has waiters.
+pub(super) struct Subscriber {
+    pub(super) con: ConnectionManager,
+    pub(super) waiters: Arc<Waiters>,
+    /// `terminate ID` requests from the control channel, for workers.
+    pub(super) terminate: Listeners,
+    /// Revoked ids, kept up to date by the control channel's `revoke` messages.
+    pub(super) revocations: Arc<Mutex<Revocations>>,
+}
+
+/// The revoked task ids this process knows of, each with until when its revoke holds
+/// (Unix ms): how a worker that does not store STARTED checks for a revoke without a
+/// round trip per task. Loaded from `NS:revoked` at the first check and again after
+/// the subscriber's connection was lost (messages may have been missed meanwhile); in
+/// between, every revoke arrives as a `revoke UNTIL ID` message on the control channel.
+#[derive(Debug, Default)]
+pub(super) struct Revocations {
+    pub(super) until: HashMap<TaskId, i64>,
+    pub(super) loaded: bool,
+}
+
+impl Revocations {
+    /// Adds revokes, and now and then forgets those that no longer hold.
+    pub(super) fn add(&mut self, revoked: impl IntoIterator<Item = (TaskId, i64)>) {
+        self.until.extend(revoked);
+        if self.until.len() % 1024 == 0 {
+            let now = now_ms();
+            self.until.retain(|_, until| *until > now);
+        }
+    }
+
+    pub(super) fn holds(&self, id: &TaskId) -> bool {
+        self.until.get(id).is_some_and(|until| *until > now_ms())
+    }
+}
+
+impl std::fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriber").finish_non_exhaustive()
+    }
+}
+
+/// A registration for one channel; unsubscribes when the last one is dropped.
+pub(super) struct Watch {
+    pub(super) channel: String,
+    pub(super) notify: Arc<Notify>,
+    pub(super) waiters: Arc<Waiters>,
+    pub(super) con: ConnectionManager,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        let last = match waiters.get_mut(&self.channel) {
+            Some((_, refs)) => {
+                *refs -= 1;
+                *refs == 0
+            }
+            None => false,
+        };
+        if last {
+            waiters.remove(&self.channel);
+            let mut con = self.con.clone();
+            let channel = std::mem::take(&mut self.channel);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = con.unsubscribe(channel).await;
+                });
+            }
+        }
+    }
+}
+
+impl Subscriber {
+    pub(super) async fn open(
+        client: &redis::Client,
+        op_timeout: Duration,
+        control: String,
+    ) -> Result<Self, crate::error::Failure> {
+        let info = client.get_connection_info().clone();
+        let resp3 = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(resp3))?;
+        let (tx, rx) = mpsc::unbounded_channel::<PushInfo>();
+        let config = manager_config(op_timeout, false).set_push_sender(tx).set_automatic_resubscription();
+        let con = timed(op_timeout, client.get_connection_manager_with_config(config)).await?;
+        let waiters: Arc<Waiters> = Arc::default();
+        let terminate = Listeners::default();
+        let revocations: Arc<Mutex<Revocations>> = Arc::default();
+        tokio::spawn(dispatch(rx, Arc::downgrade(&waiters), control.clone(), terminate.clone(), revocations.clone()));
+        let mut sub = con.clone();
+        timed(op_timeout, sub.subscribe(control)).await?;
+        Ok(Self { con, waiters, terminate, revocations })
+    }
+
+    pub(super) async fn watch(&self, channel: String, op_timeout: Duration) -> Result<Watch, crate::error::Failure> {
+        let (notify, first) = {
+            let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+            let slot = waiters.entry(channel.clone()).or_insert_with(|| (Arc::new(Notify::new()), 0));
+            slot.1 += 1;
+            (slot.0.clone(), slot.1 == 1)
+        };
+        let watch = Watch { channel: channel.clone(), notify, waiters: self.waiters.clone(), con: self.con.clone() };
+        if first {
+            let mut con = self.con.clone();
+            timed(op_timeout, con.subscribe(channel)).await?;
+        }
+        Ok(watch)
+    }
+}
+
+/// A command on the control channel (`NS:control`), as `revoke.lua` and
+/// [`RedisBackend::revoke`] publish them.
+#[derive(Debug, PartialEq)]
+pub(super) enum Control {
+    /// `revoke <until_ms> <id>`: do not start `id` before `until_ms` (Unix ms).
+    Revoke { id: TaskId, until_ms: i64 },
+    /// `terminate <id>`: abort `id` where it runs.
+    Terminate(TaskId),
+}
+
+impl Control {
+    /// The command `message` is, `None` for anything else.
+    pub(super) fn parse(message: &str) -> Option<Self> {
+        if let Some(rest) = message.strip_prefix("revoke ") {
+            let (until, id) = rest.split_once(' ')?;
+            return Some(Self::Revoke { id: TaskId::from_str(id).ok()?, until_ms: until.parse().ok()? });
+        }
+        Some(Self::Terminate(TaskId::from_str(message.strip_prefix("terminate ")?).ok()?))
+    }
+}
+
+/// Wakes the waiters of each message's channel; on a lost connection, wakes everyone
+/// so they read the state again (a message may have been missed meanwhile).
+pub(super) async fn dispatch(
+    mut rx: mpsc::UnboundedReceiver<PushInfo>,
+    waiters: std::sync::Weak<Waiters>,
+    control: String,
+    terminate: Listeners,
+    revocations: Arc<Mutex<Revocations>>,
+) {
+    let text = |v: Option<&Value>| match v {
+        Some(Value::BulkString(bytes)) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        Some(Value::SimpleString(s)) => Some(s.clone()),
+        _ => None,
+    };
+    while let Some(push) = rx.recv().await {
+        let Some(waiters) = waiters.upgrade() else { return };
+        let waiters = waiters.lock().unwrap_or_else(|p| p.into_inner());
+        match push.kind {
+            PushKind::Message => {
+                let Some(channel) = text(push.data.first()) else { continue };
+                if channel == control {
+                    match text(push.data.get(1)).as_deref().and_then(Control::parse) {
+                        Some(Control::Revoke { id, until_ms }) => {
+                            revocations.lock().unwrap_or_else(|p| p.into_inner()).add([(id, until_ms)]);
+                        }
+                        Some(Control::Terminate(id)) => {
+                            terminate.notify(&id);
+                        }
+                        // Anyone can publish here: anything else is ignored.
+                        None => {
+                            tracing::debug!(channel, "ignored a message on the control channel that is not a command");
+                        }
+                    }
+                    continue;
+                }
+                if let Some((notify, _)) = waiters.get(&channel) {
+                    notify.notify_waiters();
+                }
+            }
+            PushKind::Disconnection => {
+                for (notify, _) in waiters.values() {
+                    notify.notify_waiters();
+                }
+                revocations.lock().unwrap_or_else(|p| p.into_inner()).loaded = false;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_commands_parse_and_anything_else_is_none() {
+        let id = TaskId::new();
+        let revoke = |id: &TaskId| Some(Control::Revoke { id: id.clone(), until_ms: 1_700_000_000_000 });
+        assert_eq!(Control::parse(&format!("revoke 1700000000000 {id}")), revoke(&id));
+        assert_eq!(Control::parse(&format!("terminate {id}")), Some(Control::Terminate(id.clone())));
+        // A task id of the caller's choosing may hold spaces: the rest of the line is the id.
+        let custom = TaskId::from_str("report for 2026-11").unwrap();
+        assert_eq!(Control::parse("revoke 1700000000000 report for 2026-11"), revoke(&custom));
+        for garbage in [
+            String::new(),
+            "revoke".into(),
+            "revoke ".into(),
+            format!("revoke {id}"),
+            format!("revoke soon {id}"),
+            "revoke 1700000000000 ".into(),
+            "revoke 1700000000000  ".into(),
+            "terminate".into(),
+            "terminate ".into(),
+            format!("TERMINATE {id}"),
+            format!("kill {id}"),
+            "\u{0}\u{ff}".into(),
+        ] {
+            assert_eq!(Control::parse(&garbage), None, "{garbage:?}");
+        }
+    }
+}

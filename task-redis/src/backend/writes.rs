@@ -1,0 +1,288 @@
+//! State writes: grouped into `store_many` script calls (group commit), each write
+//! sending only its values when its fields are one of the common shapes.
+
+use super::tallies::TALLY_EVERY;
+use super::*;
+
+/// The field sets of the common writes, each field in the order `run_store` writes
+/// them. A write with exactly one of these sets sends its values only: `store_many.lua`
+/// names them (its `store_shaped`, written from this list when the script loads). The
+/// names cost Redis more than their bytes: each argument is one more Lua string per write.
+/// Any other set goes as field/value pairs.
+pub(crate) const WRITE_SHAPES: [&[&str]; 3] = [
+    // The first and only write of a run whose start is not stored (success).
+    &["task", "worker", "queue", "runtime_ms", "retries", "started_ms", "finished_ms", "result", "args"],
+    // STARTED: the claim.
+    &["task", "worker", "queue", "retries", "started_ms", "args"],
+    // SUCCESS after a stored start.
+    &["worker", "runtime_ms", "finished_ms", "result"],
+];
+
+/// The names of the fields of a write that are set, in order.
+fn set_fields<'a, T>(fields: &'a [(&'static str, Option<T>)]) -> impl Iterator<Item = &'static str> + Clone + 'a {
+    fields.iter().filter(|(_, value)| value.is_some()).map(|(field, _)| *field)
+}
+
+/// Appends a write's fields that are set: their values, each after its name when the
+/// write is `named` (not one of [`WRITE_SHAPES`]).
+fn push_fields<T: redis::ToRedisArgs>(
+    args: &mut redis::Cmd,
+    named: bool,
+    fields: impl IntoIterator<Item = (&'static str, Option<T>)>,
+) {
+    for (field, value) in fields {
+        if let Some(value) = value {
+            if named {
+                args.arg(field);
+            }
+            args.arg(value);
+        }
+    }
+}
+
+/// One state write on its way to the `store_many` script.
+#[derive(Debug)]
+pub(super) struct Write {
+    pub(super) key: String,
+    /// The processing list to ack the write's message in (its receipt is in `args`).
+    pub(super) ack_key: Option<String>,
+    /// ttl, writer, claim, channel, state, task id, receipt, shape, then the values of
+    /// the shape's fields or (shape 0) a field count and field/value pairs: arguments
+    /// only, no command name.
+    pub(super) args: redis::Cmd,
+    /// What the write adds to the events and counters once stored.
+    pub(super) tally: Tally,
+    pub(super) reply: oneshot::Sender<Result<i64, (ErrorKind, String)>>,
+}
+
+/// The most writes in one script call.
+const MAX_GROUP: usize = 256;
+
+/// Sends state writes to Redis, one script call at a time, each carrying every write
+/// that arrived meanwhile (group commit): under load, one call serves many tasks; alone,
+/// a write goes at once. The script applies each write's own fencing and revoke rules.
+pub(super) async fn flush_writes(
+    mut writes: mpsc::UnboundedReceiver<Write>,
+    mut con: ConnectionManager,
+    op_timeout: Duration,
+    keys: Keys,
+    events_cap: usize,
+) {
+    let mut tallies = Tallies::default();
+    let mut tally_due = tokio::time::Instant::now() + TALLY_EVERY;
+    // Groups in flight at once: the next group is sent while Redis runs the previous
+    // one. Each task awaits a write before its next, so its writes stay in order.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(GROUPS_IN_FLIGHT));
+    let (stored_tx, mut stored_rx) = mpsc::unbounded_channel::<Vec<Tally>>();
+    loop {
+        let first = tokio::select! {
+            write = writes.recv() => write,
+            // The stored writes of a call that came back: tallied (and sent within
+            // TALLY_EVERY even if no other write comes).
+            Some(stored) = stored_rx.recv() => {
+                if tallies.is_empty() {
+                    tally_due = tokio::time::Instant::now() + TALLY_EVERY;
+                }
+                stored.iter().for_each(|t| tallies.add(t));
+                if tallies.is_full() {
+                    tallies.send(&mut con, &keys, events_cap, op_timeout).await;
+                }
+                continue;
+            }
+            () = tokio::time::sleep_until(tally_due), if !tallies.is_empty() => {
+                tallies.send(&mut con, &keys, events_cap, op_timeout).await;
+                continue;
+            }
+        };
+        let Some(first) = first else { break };
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match writes.try_recv() {
+                Ok(write) => group.push(write),
+                Err(_) => break,
+            }
+        }
+        let now = now_ms();
+        // EVALSHA built as one command: its arguments go straight into the command's
+        // buffer (a ScriptInvocation would copy each into a vector of its own first).
+        // Sized up front: a group of a hundred writes would otherwise regrow it often.
+        let size = |w: &Write| {
+            w.args.args_iter().map(|a| if let redis::Arg::Simple(a) = a { a.len() } else { 0 }).sum::<usize>()
+        };
+        let bytes: usize =
+            group.iter().map(|w| w.key.len() + w.ack_key.as_ref().map_or(0, String::len) + size(w)).sum();
+        let count: usize = group.iter().map(|w| 2 + w.args.args_iter().len()).sum();
+        let mut cmd = redis::Cmd::with_capacity(count + 8, bytes + 256);
+        cmd.arg("EVALSHA");
+        let acks = group.iter().filter(|w| w.ack_key.is_some()).count();
+        cmd.arg(SCRIPTS.store_many.get_hash()).arg(group.len() + 2 + acks);
+        for write in &group {
+            cmd.arg(&write.key);
+        }
+        cmd.arg(keys.recent()).arg(keys.minute(now - now.rem_euclid(60_000)));
+        for ack_key in group.iter().filter_map(|w| w.ack_key.as_ref()) {
+            cmd.arg(ack_key);
+        }
+        cmd.arg(group.len()).arg(now).arg(task_core::HISTORY_CAP);
+        for write in &group {
+            for arg in write.args.args_iter() {
+                if let redis::Arg::Simple(arg) = arg {
+                    cmd.arg(arg);
+                }
+            }
+        }
+        let permit = in_flight.clone().acquire_owned().await.expect("never closed");
+        let (mut con, stored_tx) = (con.clone(), stored_tx.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            store_group(&mut con, &cmd, op_timeout, group, &stored_tx).await;
+        });
+    }
+    let _ = in_flight.acquire_many(u32::try_from(GROUPS_IN_FLIGHT).unwrap_or(u32::MAX)).await;
+    while let Ok(stored) = stored_rx.try_recv() {
+        stored.iter().for_each(|t| tallies.add(t));
+    }
+    if !tallies.is_empty() {
+        tallies.send(&mut con, &keys, events_cap, op_timeout).await;
+    }
+}
+
+/// How many grouped write calls may be on their way to Redis at once.
+const GROUPS_IN_FLIGHT: usize = 3;
+
+/// Runs one group's `store_many` call and answers each write. The tallies of the
+/// stored writes go to `tallied` before any writer hears back: a writer's next write
+/// may be in a later group, whose tallies must not overtake these (the event stream
+/// keeps each task's order).
+async fn store_group(
+    con: &mut ConnectionManager,
+    cmd: &redis::Cmd,
+    op_timeout: Duration,
+    group: Vec<Write>,
+    tallied: &mpsc::UnboundedSender<Vec<Tally>>,
+) {
+    let stored: Result<Vec<i64>, crate::error::Failure> = match timed(op_timeout, cmd.query_async(con)).await {
+        // Redis restarted and forgot the script: load it, then send the same command.
+        Err(e) if e.is_noscript() => match timed(op_timeout, SCRIPTS.store_many.load_async(con)).await {
+            Ok(_) => timed(op_timeout, cmd.query_async(con)).await,
+            Err(e) => Err(e),
+        },
+        other => other,
+    };
+    match stored {
+        Ok(codes) if codes.len() == group.len() => {
+            let (tallies, replies): (Vec<_>, Vec<_>) = group
+                .into_iter()
+                .zip(codes)
+                .map(|(write, code)| ((code == 1).then_some(write.tally), (write.reply, code)))
+                .unzip();
+            let _ = tallied.send(tallies.into_iter().flatten().collect());
+            for (reply, code) in replies {
+                let _ = reply.send(Ok(code));
+            }
+        }
+        Ok(codes) => {
+            let text = format!("the store script answered {} codes for {} writes", codes.len(), group.len());
+            for write in group {
+                let _ = write.reply.send(Err((ErrorKind::Protocol, text.clone())));
+            }
+        }
+        Err(e) => {
+            let kind = e.kind();
+            let text = e.backend("Redis").to_string();
+            for write in group {
+                let _ = write.reply.send(Err((kind, text.clone())));
+            }
+        }
+    }
+}
+
+impl RedisBackend {
+    /// Runs the store rules for one write: 1 stored, 0 fenced (another worker owns
+    /// the task, or no longer holds the message to `ack`), -1 a claim of a revoked
+    /// task. Concurrent writes are grouped into one `store_many` script call (see
+    /// [`flush_writes`]). `ack`: the processing list and receipt of the message to ack
+    /// with the write.
+    pub(super) async fn run_store(
+        &self,
+        id: &TaskId,
+        update: TaskMeta,
+        ttl: Duration,
+        ack: Option<(String, &[u8])>,
+    ) -> Result<i64, BackendError> {
+        let keys = &self.inner.keys;
+        let state = update.state;
+        let name = update.task.unwrap_or_default();
+        // The name goes to the events and counts with every write; the record keeps it
+        // from the claim (or from an end without a start), so it is not written again.
+        // A write with the arguments starts the task's record (STARTED, or the first write
+        // of a run whose start is not tracked): it is listed, and names the task.
+        let starts = state == TaskState::Started || update.args.is_some();
+        let task = ((starts || !matches!(state, TaskState::Success | TaskState::Retry | TaskState::Progress))
+            && !name.is_empty())
+        .then(|| name.clone());
+        let tally = Tally {
+            state,
+            id: id.clone(),
+            task: name,
+            worker: update.worker.clone().unwrap_or_default(),
+            runtime_ms: update.runtime_ms,
+            starts,
+        };
+        let texts = [("task", task), ("error", update.error), ("worker", update.worker), ("queue", update.queue)];
+        let numbers = [
+            ("runtime_ms", update.runtime_ms.and_then(|ms| i64::try_from(ms).ok())),
+            ("retries", update.retries.map(i64::from)),
+            ("started_ms", update.started_ms),
+            ("finished_ms", update.finished_ms),
+        ];
+        let blobs = [("result", update.result), ("progress", update.progress), ("args", update.args)];
+        let (fields, shape) = {
+            let present = set_fields(&texts).chain(set_fields(&numbers)).chain(set_fields(&blobs));
+            (present.clone().count(), WRITE_SHAPES.iter().position(|shape| shape.iter().copied().eq(present.clone())))
+        };
+        // A shaped write sends values only; any other, field/value pairs.
+        let named = shape.is_none();
+        let (ack_key, receipt) = ack.unzip();
+        let channel = state.is_ready().then(|| keys.done_channel(id));
+        let bytes = texts.iter().filter_map(|(_, v)| v.as_ref().map(String::len)).sum::<usize>()
+            + blobs.iter().filter_map(|(_, v)| v.as_ref().map(Vec::len)).sum::<usize>()
+            + receipt.map_or(0, <[u8]>::len)
+            + 256;
+        // All of the write's arguments in one buffer (a Cmd without a command name):
+        // numbers are written in place, nothing is allocated per argument.
+        let mut args = redis::Cmd::with_capacity(8 + 2 * fields, bytes);
+        // A write that acks is fenced by its ack, not by the record's owner: no writer
+        // (one long string less for Lua to take in).
+        args.arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .arg(if receipt.is_some() { "" } else { tally.worker.as_str() })
+            .arg(match (state, starts) {
+                (TaskState::Started, _) => "1",
+                (_, true) => "2",
+                _ => "0",
+            })
+            .arg(channel.as_deref().unwrap_or_default())
+            .arg(state.as_str())
+            .arg(id.as_str())
+            .arg(receipt.unwrap_or_default())
+            .arg(shape.map_or(0, |i| i + 1));
+        if named {
+            args.arg(fields);
+        }
+        push_fields(&mut args, named, texts);
+        push_fields(&mut args, named, numbers);
+        push_fields(&mut args, named, blobs);
+        let (reply, answer) = oneshot::channel();
+        let context = || format!("cannot store state {state} of task {id}");
+        self.inner.writes.send(Write { key: keys.result(id), ack_key, args, tally, reply }).map_err(|_| {
+            BackendError::new(ErrorKind::Closed, format!("{}: the result backend is shut down", context()))
+        })?;
+        match answer.await {
+            Ok(Ok(code)) => Ok(code),
+            Ok(Err((kind, text))) => Err(BackendError::new(kind, format!("{}: {text}", context()))),
+            Err(_) => {
+                Err(BackendError::new(ErrorKind::Closed, format!("{}: the result backend is shut down", context())))
+            }
+        }
+    }
+}

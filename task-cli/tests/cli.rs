@@ -177,3 +177,42 @@ fn help_and_errors_are_clear() {
     assert_eq!(down.status.code(), Some(2));
     assert!(stderr(&down).contains("cannot connect the broker"), "{}", stderr(&down));
 }
+
+/// The first minute: every reading command works on a Redis no worker has ever used, and
+/// again once the last worker has stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_works_before_the_first_worker_and_after_the_last() {
+    let env = Env { server: RedisServer::start(), namespace: test_support::namespace() };
+    let reads: [&[&str]; 9] = [
+        &["status"],
+        &["inspect", "active"],
+        &["inspect", "scheduled"],
+        &["inspect", "registered"],
+        &["inspect", "stats"],
+        &["queues"],
+        &["schedule"],
+        &["dead", "list"],
+        &["dead", "retry"],
+    ];
+    let check = |when: &str| {
+        for args in reads {
+            for json in [false, true] {
+                let mut all = if json { vec!["--json"] } else { vec![] };
+                all.extend_from_slice(args);
+                let out = env.celerity(&all);
+                assert_eq!(out.status.code(), Some(0), "`celerity {}` {when}: {}", all.join(" "), stderr(&out));
+            }
+        }
+        let (_, workers) = env.json(&["status"]);
+        assert_eq!(workers.as_array().map(Vec::len), Some(0), "no live worker {when}: {workers}");
+    };
+    check("before any worker started");
+
+    let config = RedisConfig::from_url(env.server.url()).namespace(&env.namespace);
+    let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
+    let worker = app.worker().concurrency(1).spawn();
+    eventually("the worker shows in `status`", || env.json(&["status"]).1.as_array().is_some_and(|w| w.len() == 1))
+        .await;
+    worker.shutdown().await.unwrap();
+    check("after the last worker stopped");
+}

@@ -70,3 +70,16 @@ pub(crate) async fn timed<T>(limit: Duration, call: impl Future<Output = redis::
         Err(_) => Err(Failure::TimedOut(limit)),
     }
 }
+
+/// Runs `pipe` within `limit`. A pipeline with no command is not sent (Redis would
+/// answer "empty command"): its answer is the empty one, as for a list of no keys.
+pub(crate) async fn timed_pipe<T: redis::FromRedisValue + Default>(
+    limit: Duration,
+    pipe: &redis::Pipeline,
+    con: &mut redis::aio::ConnectionManager,
+) -> Result<T, Failure> {
+    if pipe.is_empty() {
+        return Ok(T::default());
+    }
+    timed(limit, pipe.query_async(con)).await
+}

@@ -33,7 +33,7 @@ impl TaskHistory for RedisBackend {
                 pipe.cmd("ZREMRANGEBYSCORE").arg(&key).arg("-inf").arg(event.at_ms - DAY_MS).ignore();
                 pipe.cmd("PEXPIRE").arg(&key).arg(DAY_MS).ignore();
             }
-            let _: () = timed(self.inner.op_timeout, pipe.query_async(&mut con))
+            let _: () = timed_pipe(self.inner.op_timeout, &pipe, &mut con)
                 .await
                 .map_err(|e| e.backend(&format!("cannot record a {} event", event.kind)))?;
             Ok(())
@@ -100,7 +100,7 @@ impl TaskHistory for RedisBackend {
             pipe.cmd("HGETALL").arg(keys.task_counts()).cmd("HGETALL").arg(keys.runtimes());
             let mut con = self.con();
             let (counts, runtimes): (HashMap<String, u64>, HashMap<String, u64>) =
-                timed(self.inner.op_timeout, pipe.query_async(&mut con))
+                timed_pipe(self.inner.op_timeout, &pipe, &mut con)
                     .await
                     .map_err(|e| e.backend("cannot read the task statistics"))?;
             let split = |k: &str| k.rsplit_once('\t').map(|(a, b)| (a.to_owned(), b.to_owned()));
@@ -147,7 +147,7 @@ impl TaskHistory for RedisBackend {
                 for id in &ids {
                     pipe.cmd("HGETALL").arg(keys.result(&TaskId::from_str(id).unwrap_or_default()));
                 }
-                let records: Vec<HashMap<String, Vec<u8>>> = timed(self.inner.op_timeout, pipe.query_async(&mut con))
+                let records: Vec<HashMap<String, Vec<u8>>> = timed_pipe(self.inner.op_timeout, &pipe, &mut con)
                     .await
                     .map_err(|e| e.backend("cannot read the recent tasks"))?;
                 for (id, record) in ids.into_iter().zip(records) {
@@ -184,7 +184,7 @@ impl TaskHistory for RedisBackend {
                 pipe.cmd("HMGET").arg(self.inner.keys.minute(*minute)).arg("succeeded").arg("failed");
             }
             let mut con = self.con();
-            let counts: Vec<(Option<u64>, Option<u64>)> = timed(self.inner.op_timeout, pipe.query_async(&mut con))
+            let counts: Vec<(Option<u64>, Option<u64>)> = timed_pipe(self.inner.op_timeout, &pipe, &mut con)
                 .await
                 .map_err(|e| e.backend("cannot read the throughput"))?;
             Ok(starts

@@ -24,7 +24,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::config::RedisConfig;
 use crate::conn::{Connections, manager_config};
-use crate::error::timed;
+use crate::error::{timed, timed_pipe};
 use crate::keys::Keys;
 use crate::scripts::SCRIPTS;
 

@@ -187,7 +187,7 @@ impl Tallies {
             pipe.cmd("HINCRBY").arg(&runtimes).arg(format!("{task}\tsum")).arg(tally.sum_ms).ignore();
             pipe.cmd("HINCRBY").arg(&runtimes).arg(format!("{task}\tcount")).arg(tally.count).ignore();
         }
-        let sent: Result<(), _> = timed(op_timeout, pipe.query_async(con)).await;
+        let sent: Result<(), _> = timed_pipe(op_timeout, &pipe, con).await;
         if let Err(e) = sent {
             tracing::warn!(error = %e.backend("Redis"), "events and task counts of the last interval are lost");
         }

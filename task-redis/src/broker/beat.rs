@@ -5,7 +5,7 @@
 use task_core::{BrokerError, ScheduledEntry};
 
 use super::RedisBroker;
-use crate::error::timed;
+use crate::error::{timed, timed_pipe};
 use crate::scripts::SCRIPTS;
 
 /// The schedule hash outlives its last announcement by this much (records carry their
@@ -45,7 +45,7 @@ impl RedisBroker {
         let mut pipe = redis::pipe();
         pipe.add_command(hset).ignore().cmd("PEXPIRE").arg(&key).arg(SCHEDULE_KEEP_MS).ignore();
         let mut con = self.con();
-        let _: () = timed(self.limit(), pipe.query_async(&mut con))
+        let _: () = timed_pipe(self.limit(), &pipe, &mut con)
             .await
             .map_err(|e| e.broker("cannot record the periodic entries"))?;
         Ok(())

@@ -10,7 +10,7 @@ use task_core::capability::ChordJoin;
 use task_core::{BrokerError, ChordMember, ErrorKind, TaskId};
 
 use super::RedisBroker;
-use crate::error::timed;
+use crate::error::{timed, timed_pipe};
 use crate::scripts::SCRIPTS;
 
 impl RedisBroker {
@@ -40,7 +40,7 @@ impl RedisBroker {
             .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
             .ignore();
         let mut con = self.con();
-        let _: () = timed(self.limit(), pipe.query_async(&mut con))
+        let _: () = timed_pipe(self.limit(), &pipe, &mut con)
             .await
             .map_err(|e| e.broker(&format!("cannot open the join of chord {chord}")))?;
         Ok(())

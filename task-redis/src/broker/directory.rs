@@ -34,9 +34,8 @@ impl WorkerDirectory for RedisBroker {
                 .ignore();
             pipe.cmd("PEXPIRE").arg(&key).arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)).ignore();
             let mut con = self.con();
-            let _: () = timed(self.limit(), pipe.query_async(&mut con))
-                .await
-                .map_err(|e| e.broker("cannot announce the worker"))?;
+            let _: () =
+                timed_pipe(self.limit(), &pipe, &mut con).await.map_err(|e| e.broker("cannot announce the worker"))?;
             Ok(())
         })
     }
@@ -51,7 +50,7 @@ impl WorkerDirectory for RedisBroker {
                 pipe.cmd("HGETALL").arg(keys.worker(id));
             }
             let records: Vec<HashMap<String, String>> =
-                timed(self.limit(), pipe.query_async(&mut con)).await.map_err(|e| e.broker("cannot read workers"))?;
+                timed_pipe(self.limit(), &pipe, &mut con).await.map_err(|e| e.broker("cannot read workers"))?;
             let lines = |v: Option<&String>| {
                 v.map(|s| s.split('\n').filter(|l| !l.is_empty()).map(str::to_owned).collect()).unwrap_or_default()
             };

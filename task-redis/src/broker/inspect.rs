@@ -18,7 +18,7 @@ impl Inspect for RedisBroker {
             for worker in &workers {
                 pipe.cmd("LLEN").arg(keys.processing(queue, worker));
             }
-            let counts: Vec<usize> = timed(self.limit(), pipe.query_async(&mut con))
+            let counts: Vec<usize> = timed_pipe(self.limit(), &pipe, &mut con)
                 .await
                 .map_err(|e| e.broker(&format!("cannot read the depths of `{queue}`")))?;
             let mut stats = QueueStats::default();
@@ -75,7 +75,7 @@ impl Inspect for RedisBroker {
             pipe.cmd("ZCARD").arg(keys.delayed(queue));
             pipe.cmd("DEL").arg(keys.delayed(queue)).ignore();
             let mut con = self.con();
-            let counts: Vec<usize> = timed(self.limit(), pipe.query_async(&mut con))
+            let counts: Vec<usize> = timed_pipe(self.limit(), &pipe, &mut con)
                 .await
                 .map_err(|e| e.broker(&format!("cannot purge `{queue}`")))?;
             Ok(counts.iter().sum())
@@ -164,7 +164,7 @@ impl Inspect for RedisBroker {
             let mut pipe = redis::pipe();
             pipe.atomic().cmd("LLEN").arg(&key).cmd("DEL").arg(&key).ignore();
             let mut con = self.con();
-            let (removed,): (usize,) = timed(self.limit(), pipe.query_async(&mut con))
+            let (removed,): (usize,) = timed_pipe(self.limit(), &pipe, &mut con)
                 .await
                 .map_err(|e| e.broker(&format!("cannot purge the dead letters of `{queue}`")))?;
             Ok(removed)

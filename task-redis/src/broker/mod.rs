@@ -29,7 +29,7 @@ use tracing::{info, warn};
 use crate::config::RedisConfig;
 use crate::conn::Connections;
 use crate::entry;
-use crate::error::{Failure, timed};
+use crate::error::{Failure, timed, timed_pipe};
 use crate::keys::Keys;
 use crate::scripts::SCRIPTS;
 
@@ -285,7 +285,7 @@ impl RedisBroker {
             pipe.cmd("LTRIM").arg(keys.wake(queue)).arg(0).arg(0).ignore();
         }
         let mut con = self.con();
-        timed(self.limit(), pipe.query_async(&mut con)).await
+        timed_pipe(self.limit(), &pipe, &mut con).await
     }
 
     /// One pass of the fetch script over `queues`: the deliveries, and the earliest due

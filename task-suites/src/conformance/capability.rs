@@ -246,3 +246,36 @@ pub async fn events_and_task_stats_follow_the_writes(h: Harness) {
     assert_eq!(runtime.buckets.iter().find(|(le, _)| *le == 0.05).map(|(_, n)| *n), Some(1));
     assert_eq!(runtime.buckets.last().map(|(_, n)| *n), Some(1), "70 s is past the last bound");
 }
+
+/// The first minute: a store no worker ever used answers every question with nothing
+/// (no error), and so does it once the last worker is gone.
+pub async fn a_fresh_store_answers_every_question(h: Harness) {
+    let q = queue("fresh");
+    if let Some(directory) = h.broker.directory() {
+        assert!(directory.workers().await.expect("workers of a fresh store").is_empty());
+    }
+    if let Some(inspect) = h.broker.inspect() {
+        assert_eq!(inspect.queue_stats(&q).await.expect("depths of an unknown queue"), Default::default());
+        assert!(!inspect.queues().await.expect("queues of a fresh store").contains(&q));
+        inspect.dead_letters(100).await.expect("dead letters of a fresh store");
+        for at in [task_core::capability::PeekAt::Scheduled, task_core::capability::PeekAt::InFlight] {
+            assert!(inspect.peek(&q, at, 10).await.expect("peek an unknown queue").is_empty());
+        }
+        assert_eq!(inspect.purge(&q).await.expect("purge an unknown queue"), 0);
+        assert_eq!(inspect.retry_dead(&q, 10).await.expect("retry the dead of an unknown queue"), 0);
+        assert_eq!(inspect.purge_dead(&q).await.expect("purge the dead of an unknown queue"), 0);
+    }
+    if let Some(ticks) = h.broker.tick_store() {
+        ticks.schedules().await.expect("schedules of a fresh store");
+    }
+    if let Some(history) = h.backend.history() {
+        let filter = task_core::capability::TaskFilter::new().task(format!("never-{q}"));
+        assert!(history.recent(&filter, 10).await.expect("recent tasks of a fresh store").is_empty());
+        let minutes = history.throughput(5).await.expect("throughput of a fresh store");
+        assert_eq!(minutes.len(), 5);
+        history.events(10).await.expect("events of a fresh store");
+        history.task_stats().await.expect("counts of a fresh store");
+        history.workers_offline(0).await.expect("stopped workers of a fresh store");
+    }
+    assert!(h.backend.get(&TaskId::new()).await.expect("an unknown record").is_none());
+}

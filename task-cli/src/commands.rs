@@ -1,7 +1,7 @@
 //! What each command does, on the broker and backend of `--broker`.
 
 use std::error::Error;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use task_core::broker::Message;
@@ -292,11 +292,11 @@ async fn call(
     envelope.priority = priority;
     let eta = match countdown {
         Some(secs) => {
-            Some(SystemTime::now() + Duration::try_from_secs_f64(secs).map_err(|e| format!("--countdown: {e}"))?)
+            Some(task_core::time::after(Duration::try_from_secs_f64(secs).map_err(|e| format!("--countdown: {e}"))?))
         }
         None => None,
     };
-    envelope.eta_ms = eta.map(|t| chrono::DateTime::<chrono::Utc>::from(t).timestamp_millis());
+    envelope.eta_ms = eta.map(task_core::time::to_ms);
     let id = envelope.id.clone();
     let message = Message::new(id.clone(), queue.clone(), envelope.encode()?).with_priority(priority).with_eta(eta);
     app.broker().enqueue(message).await?;

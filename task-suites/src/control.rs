@@ -46,7 +46,8 @@ macro_rules! control_tests {
             routes_send_tasks_to_their_queue, ignore_result_keeps_nothing,
             acks_early_acknowledges_before_running, priority_defaults_come_from_the_attribute,
             invalid_call_options_are_clear_errors, groups_return_results_in_order_or_the_first_error,
-            callbacks_are_sent_when_the_task_ends, untracked_tasks_end_in_one_write);
+            callbacks_are_sent_when_the_task_ends, untracked_tasks_end_in_one_write,
+            huge_durations_saturate_and_never_panic);
     };
     (@each $setup:path; $($name:ident),* $(,)?) => {
         $(
@@ -561,4 +562,35 @@ pub async fn untracked_tasks_end_in_one_write(h: AppHarness) {
     assert_eq!((report.revoked, report.succeeded), (2, 2));
     assert_eq!(UNTRACKED_RUNS.load(Ordering::SeqCst), 1, "the revoked tasks never ran");
     assert_eq!(doomed.state().await.unwrap(), TaskState::Revoked);
+}
+
+#[task(name = "celerity.suite.never_again", max_retries = 1)]
+async fn never_again(ctx: TaskContext) -> TaskResult<()> {
+    Err(ctx.retry(Duration::MAX))
+}
+
+/// `Duration::MAX` (or any huge value) as a wait, a countdown, an expiry or a retry's
+/// delay means "very far", and never overflows a clock: nothing panics, the worker (whose
+/// slot ran the retry) goes on with the next task.
+pub async fn huge_durations_saturate_and_never_panic(h: AppHarness) {
+    let app = h.app().await;
+    let worker = app.worker().concurrency(1).spawn();
+    let sum = add::delay(&app, 2, 3).await.unwrap();
+    assert_eq!(sum.get(Duration::MAX).await.unwrap(), 5, "a wait of Duration::MAX ends when the task does");
+    assert_eq!(
+        group(vec![add::signature(1, 1)]).apply_async(&app).await.unwrap().get(Duration::MAX).await.unwrap(),
+        [2]
+    );
+
+    let far = add::signature(1, 2).countdown(Duration::MAX).expires(Duration::MAX).apply_async(&app).await.unwrap();
+    let retried = never_again::delay(&app).await.unwrap();
+    let start = Instant::now();
+    while retried.state().await.unwrap() != TaskState::Retry {
+        assert!(start.elapsed() < WAIT, "the retry requested for Duration::MAX is stored");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(far.state().await.unwrap(), TaskState::Pending, "a countdown of Duration::MAX waits");
+    let next = add::delay(&app, 4, 4).await.unwrap();
+    assert_eq!(next.get(WAIT).await.unwrap(), 8, "the worker goes on after a retry far ahead");
+    worker.shutdown().await.unwrap();
 }

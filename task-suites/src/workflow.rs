@@ -25,7 +25,7 @@ macro_rules! workflow_tests {
             a_chain_hands_each_result_to_the_next_step, a_failed_step_stops_the_chain_and_is_named,
             a_chain_step_may_retry, a_chord_gets_every_result_in_order, a_failed_member_fails_the_chord,
             an_empty_chord_calls_back_at_once, a_redelivered_member_is_counted_once,
-            a_message_is_enqueued_once);
+            a_message_is_enqueued_once, a_terminated_step_stops_the_chain_and_is_named);
     };
     (@each $setup:path; $($name:ident),* $(,)?) => {
         $(
@@ -256,4 +256,38 @@ pub async fn a_message_is_enqueued_once(h: AppHarness) {
     assert!(once.enqueue_once(Message::new(TaskId::new(), queue.clone(), vec![0x80]), WAIT).await.unwrap());
     let stats = app.broker().inspect().unwrap().queue_stats(&queue).await.unwrap();
     assert_eq!(stats.ready, 2);
+}
+
+static STUCK: Mutex<Option<TaskId>> = Mutex::new(None);
+
+#[task(name = "celerity.workflow.stuck")]
+async fn stuck(ctx: TaskContext, x: i64) -> TaskResult<i64> {
+    *STUCK.lock().unwrap() = Some(ctx.id().clone());
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    Ok(x)
+}
+
+/// A step stopped by `revoke(.., terminate)` stops the chain as a failed one does: the
+/// later steps fail, naming it, and whoever waits on the chain learns why at once.
+pub async fn a_terminated_step_stops_the_chain_and_is_named(h: AppHarness) {
+    let app = h.app().await;
+    let worker = app.worker().spawn();
+    let res = stuck::signature(1).then(after_break::partial()).apply_async(&app).await.unwrap();
+    let start = std::time::Instant::now();
+    let first = loop {
+        if let Some(id) = STUCK.lock().unwrap().clone() {
+            break id;
+        }
+        assert!(start.elapsed() < WAIT, "the first step never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    app.revoke(&first, true).await.unwrap();
+    match res.get(WAIT).await {
+        Err(Error::TaskFailed { error, .. }) => {
+            assert!(error.starts_with("chain step 1 of 2 (task `celerity.workflow.stuck`"), "{error}");
+            assert!(error.ends_with("was terminated"), "{error}");
+        }
+        other => panic!("expected the chain to fail, got {other:?}"),
+    }
+    worker.shutdown().await.unwrap();
 }

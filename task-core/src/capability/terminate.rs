@@ -3,9 +3,13 @@
 //!
 //! A plain callback, not a channel of one runtime: the worker registers what to do with
 //! an id, and the backend calls it for every request until the [`Listening`] guard drops.
-//! [`Listeners`] is the list a driver keeps.
+//! [`Listeners`] is the list a driver keeps: it calls each listener with no lock held
+//! (a listener may add or drop listeners) and catches a listener's panic, so one bad
+//! listener stops neither the driver's task that relays the requests nor the others.
+//! A listener may still be called once just after its guard dropped.
 
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -27,31 +31,42 @@ pub struct Listeners {
     inner: Arc<ListenersInner>,
 }
 
+/// A listener as kept: shared, so that it is called with no lock held.
+type Listener = Arc<dyn Fn(&TaskId) + Send + Sync>;
+
 #[derive(Default)]
 struct ListenersInner {
     next: AtomicU64,
-    each: Mutex<Vec<(u64, OnTerminate)>>,
+    each: Mutex<Vec<(u64, Listener)>>,
 }
 
 impl Listeners {
     /// Adds `on_request`, called by [`notify`](Self::notify) until the guard drops.
     pub fn add(&self, on_request: OnTerminate) -> Listening {
         let key = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        self.inner.each.lock().unwrap_or_else(PoisonError::into_inner).push((key, on_request));
+        self.inner.each.lock().unwrap_or_else(PoisonError::into_inner).push((key, Arc::from(on_request)));
         let weak = Arc::downgrade(&self.inner);
         Listening {
             remove: Some(Box::new(move || {
                 if let Some(inner) = weak.upgrade() {
-                    inner.each.lock().unwrap_or_else(PoisonError::into_inner).retain(|(k, _)| *k != key);
+                    let mut each = inner.each.lock().unwrap_or_else(PoisonError::into_inner);
+                    let removed = each.iter().position(|(k, _)| *k == key).map(|at| each.remove(at));
+                    drop(each);
+                    // Dropped here, with no lock held: its captures may drop listeners too.
+                    drop(removed);
                 }
             })),
         }
     }
 
-    /// Calls every listener with `id`.
+    /// Calls every listener with `id`; a listener's panic is caught and logged.
     pub fn notify(&self, id: &TaskId) {
-        for (_, on_request) in self.inner.each.lock().unwrap_or_else(PoisonError::into_inner).iter() {
-            on_request(id);
+        let each: Vec<_> =
+            self.inner.each.lock().unwrap_or_else(PoisonError::into_inner).iter().map(|(_, f)| f.clone()).collect();
+        for on_request in each {
+            if catch_unwind(AssertUnwindSafe(|| on_request(id))).is_err() {
+                tracing::error!(%id, "a terminate listener panicked");
+            }
         }
     }
 
@@ -112,5 +127,22 @@ mod tests {
         assert!(listeners.is_empty());
         listeners.notify(&TaskId::new());
         assert_eq!(heard.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_listener_may_drop_listeners_and_a_panicking_one_stops_no_other() {
+        let listeners = Listeners::default();
+        let heard = Arc::new(AtomicUsize::new(0));
+        // A listener that, called, drops another listener's guard (and so takes the lock).
+        let held = Arc::new(Mutex::new(Some(listeners.add(Box::new(|_| {})))));
+        let _dropper = listeners.add(Box::new(move |_| drop(held.lock().unwrap().take())));
+        let _panicker = listeners.add(Box::new(|_| panic!("a bad listener")));
+        let counter = heard.clone();
+        let _counter = listeners.add(Box::new(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }));
+        listeners.notify(&TaskId::new());
+        assert_eq!(heard.load(Ordering::SeqCst), 1, "the listener after the panicking one is called");
+        assert_eq!(listeners.len(), 3, "the dropped guard removed its listener");
     }
 }

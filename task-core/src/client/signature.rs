@@ -169,7 +169,7 @@ impl<T> Signature<T> {
 
     /// Runs no sooner than `delay` from now.
     pub fn countdown(mut self, delay: Duration) -> Self {
-        self.eta = Some(SystemTime::now() + delay);
+        self.eta = Some(crate::time::after(delay));
         self
     }
 
@@ -181,7 +181,7 @@ impl<T> Signature<T> {
 
     /// Not run if not started within `after` from now: it ends `REVOKED`, "expired".
     pub fn expires(mut self, after: Duration) -> Self {
-        self.expires_at = Some(SystemTime::now() + after);
+        self.expires_at = Some(crate::time::after(after));
         self
     }
 
@@ -307,16 +307,19 @@ impl<T> Signature<T> {
             envelope.id = id;
         }
         let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let unix_ms = |t: SystemTime| chrono::DateTime::<chrono::Utc>::from(t).timestamp_millis();
+        let unix_ms = crate::time::to_ms;
         // The envelope's send time, read once more only when an expiry is relative to it.
-        let sent = || SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(envelope.sent_ms).unwrap_or(0));
+        let sent = || crate::time::from_ms(envelope.sent_ms);
         envelope.priority = priority;
         envelope.max_retries = self.max_retries;
         envelope.time_limit_ms = self.time_limit.map(millis);
         envelope.soft_time_limit_ms = self.soft_time_limit.map(millis);
         envelope.result_ttl_ms = self.result_ttl.or(d.result_ttl).map(millis);
         envelope.eta_ms = self.eta.map(unix_ms);
-        envelope.expires_ms = self.expires_at.or_else(|| d.expires.map(|after| sent() + after)).map(unix_ms);
+        envelope.expires_ms = self
+            .expires_at
+            .or_else(|| d.expires.map(|after| sent().checked_add(after.min(crate::time::FAR)).unwrap_or_else(sent)))
+            .map(unix_ms);
         envelope.unique_key = unique.as_ref().map(|(key, _)| key.clone());
         envelope.ignore_result = self.ignore_result.unwrap_or(d.ignore_result);
         envelope.acks_early = self.acks_early.unwrap_or(d.acks_early);

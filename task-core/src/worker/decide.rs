@@ -137,7 +137,8 @@ pub(super) struct Plan {
     pub(super) hand_on: bool,
     /// Report the result to the task's chord.
     pub(super) join_chord: bool,
-    /// Fail the later chain steps and the chord: the task ended without a result.
+    /// Fail the later chain steps and the chord: the task ended without a result
+    /// (failed for good, or terminated).
     pub(super) abandon: bool,
     /// How the delivery leaves.
     pub(super) release: Release,
@@ -170,7 +171,8 @@ pub(super) fn plan(envelope: &Envelope, verdict: &Verdict, atomic_settle: bool) 
             callbacks: None,
             hand_on: false,
             join_chord: false,
-            abandon: false,
+            // Stopped without a result: the rest of its chain and its chord cannot run.
+            abandon: true,
             release: acked,
         },
         Verdict::Retry { .. } => Plan {
@@ -336,7 +338,7 @@ mod tests {
     }
 
     #[test]
-    fn a_final_failure_sends_the_failure_callbacks_and_abandons_the_workflow() {
+    fn a_final_failure_or_a_terminate_abandons_the_workflow() {
         let p = plan(&envelope(), &Verdict::Failed { error: "x".into() }, true);
         assert_eq!(
             p,
@@ -350,6 +352,6 @@ mod tests {
             }
         );
         let t = plan(&envelope(), &Verdict::Terminated, true);
-        assert_eq!((t.record, t.abandon, t.release), (Record::Store(TaskState::Revoked), false, Release::Ack));
+        assert_eq!((t.record, t.abandon, t.release), (Record::Store(TaskState::Revoked), true, Release::Ack));
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
@@ -157,7 +157,10 @@ impl Runner {
                 }
             }
         }
-        let Some(entry) = entry else { return };
+        let Some(entry) = entry else {
+            let reason = format!("task `{}` was admitted but is not registered", envelope.task);
+            return Box::pin(self.bury(&delivery, Some(&envelope), reason)).await;
+        };
 
         let max_retries = envelope.max_retries.or(entry.options().max_retries).unwrap_or(DEFAULT_MAX_RETRIES);
         let ctx = TaskContext::new(
@@ -215,12 +218,20 @@ impl Runner {
         let verdict = decide::verdict(outcome.as_ref().map(|_| ()), envelope.retries, max_retries, &backoff);
         let plan = decide::plan(&envelope, &verdict, self.atomic_settle);
         let ended = Ended { result: outcome.unwrap_or_default(), runtime_ms, untracked_start };
-        self.conclude(&delivery, &envelope, &verdict, &plan, ended).await;
+        self.conclude(&delivery, &envelope, &verdict, &plan, ended, max_retries).await;
     }
 
     /// Carries out `plan` for a run that ended in `verdict`: the record, the callbacks,
     /// the chord, the rest of the workflow, then the release of the delivery.
-    async fn conclude(&self, delivery: &Delivery, envelope: &Envelope, verdict: &Verdict, plan: &Plan, ended: Ended) {
+    async fn conclude(
+        &self,
+        delivery: &Delivery,
+        envelope: &Envelope,
+        verdict: &Verdict,
+        plan: &Plan,
+        ended: Ended,
+        max_retries: u32,
+    ) {
         let Ended { result, runtime_ms, untracked_start } = ended;
         // A retry first needs its next message: if it cannot be made, nothing else happens.
         let next = match verdict {
@@ -258,7 +269,9 @@ impl Runner {
             Record::Keep => {}
         }
         let links = Links::new(&self.app, envelope);
-        if let Some(on) = plan.callbacks {
+        if let Some(on) = plan.callbacks
+            && envelope.callbacks.iter().any(|c| c.on == on)
+        {
             Box::pin(links.send_callbacks(on, &handed_on)).await;
         }
         if plan.join_chord
@@ -266,10 +279,12 @@ impl Runner {
         {
             Box::pin(links.join_chord(member, &handed_on)).await;
         }
-        if plan.abandon
-            && let Verdict::Failed { error } = verdict
-        {
-            Box::pin(links.abandon(&format!("failed: {error}"))).await;
+        if plan.abandon && (envelope.chain.is_some() || envelope.chord.is_some()) {
+            let what = match verdict {
+                Verdict::Failed { error } => format!("failed: {error}"),
+                _ => "was terminated".to_owned(),
+            };
+            Box::pin(links.abandon(&what)).await;
         }
         match (plan.release, next) {
             (Release::Ack, _) => self.finish(delivery, envelope).await,
@@ -287,7 +302,7 @@ impl Runner {
             }
             (Release::Retry | Release::Resend, None) => unreachable!("a retry's plan comes with its message"),
         }
-        self.count(envelope, verdict);
+        self.count(envelope, verdict, max_retries);
     }
 
     /// The message of the next try, due after `delay`.
@@ -295,14 +310,14 @@ impl Runner {
         let mut next = envelope.clone();
         next.retries += 1;
         next.rate_slot_ms = None;
-        let eta = SystemTime::now() + delay;
+        let eta = crate::time::after(delay);
         next.eta_ms = Some(to_ms(eta));
         let payload = next.encode().map_err(|e| format!("cannot re-encode for a retry: {e}"))?;
         Ok(Message::new(next.id, delivery.queue.clone(), payload).with_priority(delivery.priority).with_eta(Some(eta)))
     }
 
     /// Counts and logs the end of a run.
-    fn count(&self, envelope: &Envelope, verdict: &Verdict) {
+    fn count(&self, envelope: &Envelope, verdict: &Verdict, max_retries: u32) {
         let (task, id) = (&envelope.task, &envelope.id);
         match verdict {
             Verdict::Succeeded => {
@@ -315,7 +330,7 @@ impl Runner {
             }
             Verdict::Retry { error, delay } => {
                 self.counters.retried.fetch_add(1, Ordering::Relaxed);
-                info!(task = %task, id = %id, retry = envelope.retries + 1, retry_in = ?delay, error = %error, "task failed; retrying");
+                info!(task = %task, id = %id, retry = envelope.retries + 1, of = max_retries, retry_in = ?delay, error = %error, "task failed; retrying");
             }
             Verdict::Failed { error } => {
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -379,7 +394,9 @@ impl Runner {
         };
         self.store(envelope, revoked).await;
         Links::new(&self.app, envelope).abandon(&format!("was revoked ({reason})")).await;
-        self.finish(delivery, envelope).await;
+        // Skipped before it ran, so not acked yet even with `acks_early`.
+        self.ack(delivery, envelope).await;
+        self.unlock_unique(envelope).await;
         self.counters.revoked.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -491,14 +508,25 @@ impl Runner {
         });
         match pair {
             Some((store, settle, delivery)) => {
-                let op = || settle.settle(&envelope.id, update.clone(), ttl, &self.consumer, delivery);
+                let op = || async {
+                    let settled = settle.settle(&envelope.id, update.clone(), ttl, &self.consumer, delivery).await;
+                    // Acked, or refused as fenced: either way the delivery is no longer
+                    // this worker's, and the broker forgets it. Given up on, it stays held.
+                    if settled.as_ref().is_ok() || settled.as_ref().is_err_and(fenced) {
+                        store.settled(&self.consumer, delivery);
+                    }
+                    settled
+                };
                 with_tries(&what, &Subject(envelope), op, fenced).await;
-                // Acked (or fenced) by the write: the broker forgets the delivery.
-                store.settled(&self.consumer, delivery);
             }
             None => {
                 let op = || backend.store(&envelope.id, update.clone(), ttl);
                 with_tries(&what, &Subject(envelope), op, fenced).await;
+                if let Some(delivery) = ack {
+                    // Planned as one step, but the store is not shared (any more): the ack
+                    // follows the write, as for every other end.
+                    self.ack(delivery, envelope).await;
+                }
             }
         }
     }
@@ -537,9 +565,10 @@ async fn run(invocation: Invocation, limits: Limits) -> Result<Vec<u8>, Failure>
     let started = tokio::time::Instant::now();
     // A limit's timer exists only when the task has that limit: most have none, and a
     // timer costs a slot in the timer wheel, set and cleared, per task.
-    let far = started + Duration::from_secs(100 * 365 * 24 * 3600);
-    let hard_at = hard.map(|d| started + d);
-    let mut soft_at = soft.map(|d| started + d);
+    let at = |limit: Duration| started.checked_add(limit.min(crate::time::FAR)).unwrap_or(started);
+    let far = at(crate::time::FAR);
+    let hard_at = hard.map(at);
+    let mut soft_at = soft.map(at);
     let ended = loop {
         tokio::select! {
             ended = &mut body => break ended,

@@ -106,7 +106,7 @@ impl<T: DeserializeOwned> GroupResult<T> {
     /// Waits up to `timeout` in all and returns every result, in the members' order; the
     /// first member (in that order) that failed or was revoked gives its error instead.
     pub async fn get(&self, timeout: Duration) -> Result<Vec<T>, Error> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = crate::time::deadline(timeout);
         let mut values = Vec::with_capacity(self.members.len());
         for member in &self.members {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());

@@ -176,7 +176,7 @@ impl ResultBackend for RedisBackend {
 
     fn wait<'a>(&'a self, id: &'a TaskId, timeout: Duration) -> BoxFuture<'a, Result<Option<TaskMeta>, BackendError>> {
         Box::pin(async move {
-            let deadline = tokio::time::Instant::now() + timeout;
+            let deadline = task_core::time::deadline(timeout);
             let watch = self
                 .inner
                 .subscriber

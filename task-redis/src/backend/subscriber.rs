@@ -154,10 +154,10 @@ pub(super) async fn dispatch(
     };
     while let Some(push) = rx.recv().await {
         let Some(waiters) = waiters.upgrade() else { return };
-        let waiters = waiters.lock().unwrap_or_else(|p| p.into_inner());
         match push.kind {
             PushKind::Message => {
                 let Some(channel) = text(push.data.first()) else { continue };
+                // Control commands run the listeners' code: without the waiters' lock.
                 if channel == control {
                     match text(push.data.get(1)).as_deref().and_then(Control::parse) {
                         Some(Control::Revoke { id, until_ms }) => {
@@ -173,11 +173,12 @@ pub(super) async fn dispatch(
                     }
                     continue;
                 }
-                if let Some((notify, _)) = waiters.get(&channel) {
+                if let Some((notify, _)) = waiters.lock().unwrap_or_else(|p| p.into_inner()).get(&channel) {
                     notify.notify_waiters();
                 }
             }
             PushKind::Disconnection => {
+                let waiters = waiters.lock().unwrap_or_else(|p| p.into_inner());
                 for (notify, _) in waiters.values() {
                     notify.notify_waiters();
                 }

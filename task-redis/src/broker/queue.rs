@@ -52,7 +52,7 @@ impl Broker for RedisBroker {
             if unsure {
                 self.reconcile(consumer, queues).await.map_err(|e| e.broker("cannot check the processing lists"))?;
             }
-            let deadline = tokio::time::Instant::now() + wait;
+            let deadline = task_core::time::deadline(wait);
             loop {
                 let (batch, next_due) = match self.fetch_once(consumer, queues, max.max(1)).await {
                     Ok(fetched) => fetched,

@@ -228,7 +228,7 @@ impl ResultBackend for InMemoryBackend {
 
     fn wait<'a>(&'a self, id: &'a TaskId, timeout: Duration) -> BoxFuture<'a, Result<Option<TaskMeta>, BackendError>> {
         Box::pin(async move {
-            let deadline = tokio::time::Instant::now() + timeout;
+            let deadline = crate::time::deadline(timeout);
             loop {
                 let notify = {
                     let mut state = self.lock();

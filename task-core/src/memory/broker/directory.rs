@@ -4,7 +4,7 @@ use super::*;
 
 impl WorkerDirectory for InMemoryBroker {
     fn announce<'a>(&'a self, info: &'a WorkerInfo, ttl: Duration) -> BoxFuture<'a, Result<(), BrokerError>> {
-        self.lock().directory.insert(info.id.clone(), (info.clone(), Instant::now() + ttl));
+        self.lock().directory.insert(info.id.clone(), (info.clone(), crate::time::std_deadline(ttl)));
         Box::pin(async { Ok(()) })
     }
 

@@ -40,7 +40,7 @@ impl Inspect for InMemoryBroker {
 
     fn peek<'a>(&'a self, queue: &'a str, at: PeekAt, limit: usize) -> BoxFuture<'a, Result<Vec<Peeked>, BrokerError>> {
         let state = self.lock();
-        let unix_ms = |t: SystemTime| chrono::DateTime::<chrono::Utc>::from(t).timestamp_millis();
+        let unix_ms = crate::time::to_ms;
         let found: Vec<Peeked> = match at {
             PeekAt::Scheduled => state
                 .delayed

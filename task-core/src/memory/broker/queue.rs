@@ -21,7 +21,7 @@ impl Broker for InMemoryBroker {
         wait: Duration,
     ) -> BoxFuture<'a, Result<Vec<Delivery>, BrokerError>> {
         Box::pin(async move {
-            let deadline = tokio::time::Instant::now() + wait;
+            let deadline = crate::time::deadline(wait);
             loop {
                 let notified = self.shared.wake.notified();
                 tokio::pin!(notified);
@@ -33,7 +33,7 @@ impl Broker for InMemoryBroker {
                 let mut until = deadline;
                 if let Some(due) = next_due {
                     let in_ = due.duration_since(SystemTime::now()).unwrap_or_default();
-                    until = until.min(tokio::time::Instant::now() + in_);
+                    until = until.min(crate::time::deadline(in_));
                 }
                 if tokio::time::Instant::now() >= deadline {
                     return Ok(Vec::new());
@@ -103,7 +103,7 @@ impl Broker for InMemoryBroker {
     }
 
     fn heartbeat<'a>(&'a self, consumer: &'a ConsumerId, ttl: Duration) -> BoxFuture<'a, Result<(), BrokerError>> {
-        self.lock().consumers.insert(consumer.clone(), Instant::now() + ttl);
+        self.lock().consumers.insert(consumer.clone(), crate::time::std_deadline(ttl));
         Box::pin(async { Ok(()) })
     }
 

@@ -4,7 +4,8 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 
 use crate::config::RedisConfig;
 use crate::error::{Failure, timed};
@@ -43,7 +44,7 @@ pub(crate) struct Connections {
     client: redis::Client,
     op_timeout: Duration,
     /// For ordinary commands: shared, pipelined.
-    pub(crate) main: ConnectionManager,
+    pub(crate) main: Conn,
     /// For `BLPOP`: taken for the wait, given back after.
     idle_blocking: Mutex<Vec<ConnectionManager>>,
 }
@@ -69,7 +70,7 @@ impl Connections {
         let client = client(config)?;
         let main =
             timed(op_timeout, client.get_connection_manager_with_config(manager_config(op_timeout, false))).await?;
-        Ok(Self { client, op_timeout, main, idle_blocking: Mutex::new(Vec::new()) })
+        Ok(Self { client, op_timeout, main: Conn(main), idle_blocking: Mutex::new(Vec::new()) })
     }
 
     pub(crate) fn client(&self) -> &redis::Client {
@@ -96,5 +97,61 @@ impl Connections {
         if idle.len() < 8 {
             idle.push(con);
         }
+    }
+}
+
+/// A shared connection that sends a command again, once, when its connection was found
+/// closed: a connection idle while Redis restarted (or failed over, or was killed by
+/// `CLIENT KILL`) learns so only from its next command, which fails with "broken pipe",
+/// or with the "connection refused" of a reconnect the manager tried while Redis was
+/// still down. The manager reconnects on that failure; sent again, the command goes out
+/// on the new connection, and fails only if Redis is still away.
+///
+/// A command in flight when the connection closed may have run: sent again, it may run
+/// twice. Every command the drivers send may (delivery is at least once; writes are
+/// fenced), but a fetch, whose lost reply the broker reconciles itself, goes out once
+/// ([`Conn::once`]).
+#[derive(Clone)]
+pub(crate) struct Conn(ConnectionManager);
+
+impl Conn {
+    /// The manager itself, for a call that must not be sent twice (a fetch, whose lost
+    /// reply the broker reconciles on its own).
+    pub(crate) fn once(&self) -> ConnectionManager {
+        self.0.clone()
+    }
+}
+
+/// True when a command failed because its connection was closed or could not be made.
+fn closed_before_sending(e: &RedisError) -> bool {
+    e.is_connection_dropped()
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            match self.0.req_packed_command(cmd).await {
+                Err(e) if closed_before_sending(&e) => self.0.req_packed_command(cmd).await,
+                answered => answered,
+            }
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            match self.0.req_packed_commands(pipeline, offset, count).await {
+                Err(e) if closed_before_sending(&e) => self.0.req_packed_commands(pipeline, offset, count).await,
+                answered => answered,
+            }
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
     }
 }

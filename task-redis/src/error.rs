@@ -76,7 +76,7 @@ pub(crate) async fn timed<T>(limit: Duration, call: impl Future<Output = redis::
 pub(crate) async fn timed_pipe<T: redis::FromRedisValue + Default>(
     limit: Duration,
     pipe: &redis::Pipeline,
-    con: &mut redis::aio::ConnectionManager,
+    con: &mut crate::conn::Conn,
 ) -> Result<T, Failure> {
     if pipe.is_empty() {
         return Ok(T::default());

@@ -23,7 +23,7 @@ use task_core::{
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::config::RedisConfig;
-use crate::conn::{Connections, manager_config};
+use crate::conn::{Conn, Connections, manager_config};
 use crate::error::{timed, timed_pipe};
 use crate::keys::Keys;
 use crate::scripts::SCRIPTS;
@@ -87,7 +87,7 @@ impl RedisBackend {
         })
     }
 
-    fn con(&self) -> ConnectionManager {
+    fn con(&self) -> Conn {
         self.inner.conns.main.clone()
     }
 

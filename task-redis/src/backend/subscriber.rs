@@ -95,7 +95,15 @@ impl Subscriber {
         let waiters: Arc<Waiters> = Arc::default();
         let terminate = Listeners::default();
         let revocations: Arc<Mutex<Revocations>> = Arc::default();
-        tokio::spawn(dispatch(rx, Arc::downgrade(&waiters), control.clone(), terminate.clone(), revocations.clone()));
+        let keeper = Keeper { con: con.clone(), op_timeout, busy: Arc::default() };
+        tokio::spawn(dispatch(
+            rx,
+            Arc::downgrade(&waiters),
+            control.clone(),
+            terminate.clone(),
+            revocations.clone(),
+            keeper,
+        ));
         let mut sub = con.clone();
         timed(op_timeout, sub.subscribe(control)).await?;
         Ok(Self { con, waiters, terminate, revocations })
@@ -114,6 +122,44 @@ impl Subscriber {
             timed(op_timeout, con.subscribe(channel)).await?;
         }
         Ok(watch)
+    }
+}
+
+/// Brings the subscriber's connection back after it was lost. The connection manager
+/// reconnects only when a command fails on it, and tries once: a subscriber sends no
+/// commands of its own, so when Redis is still down at that try, it would stay
+/// disconnected, deaf to completions and to the control channel. The keeper pings
+/// until a ping is answered, with growing pauses; the manager then resubscribes every
+/// channel by itself.
+#[derive(Clone)]
+pub(super) struct Keeper {
+    con: ConnectionManager,
+    op_timeout: Duration,
+    /// A reconnect loop runs.
+    busy: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Keeper {
+    pub(super) fn reconnect(&self) {
+        use std::sync::atomic::Ordering;
+        if self.busy.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let Keeper { mut con, op_timeout, busy } = self.clone();
+        tokio::spawn(async move {
+            let mut pause = Duration::from_millis(100);
+            loop {
+                tokio::time::sleep(pause).await;
+                let pong: Result<String, _> = timed(op_timeout, redis::cmd("PING").query_async(&mut con)).await;
+                match pong {
+                    Ok(_) => break,
+                    Err(e) => tracing::debug!(error = ?e, "the subscriber is still disconnected"),
+                }
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            busy.store(false, Ordering::SeqCst);
+            tracing::info!("the subscriber reconnected");
+        });
     }
 }
 
@@ -146,6 +192,7 @@ pub(super) async fn dispatch(
     control: String,
     terminate: Listeners,
     revocations: Arc<Mutex<Revocations>>,
+    keeper: Keeper,
 ) {
     let text = |v: Option<&Value>| match v {
         Some(Value::BulkString(bytes)) => Some(String::from_utf8_lossy(bytes).into_owned()),
@@ -183,6 +230,8 @@ pub(super) async fn dispatch(
                     notify.notify_waiters();
                 }
                 revocations.lock().unwrap_or_else(|p| p.into_inner()).loaded = false;
+                drop(waiters);
+                keeper.reconnect();
             }
             _ => {}
         }

@@ -129,13 +129,7 @@ impl Tallies {
     }
 
     /// Sends what was gathered in one pipeline; on failure it is dropped (logged).
-    pub(super) async fn send(
-        &mut self,
-        con: &mut ConnectionManager,
-        keys: &Keys,
-        events_cap: usize,
-        op_timeout: Duration,
-    ) {
+    pub(super) async fn send(&mut self, con: &mut Conn, keys: &Keys, events_cap: usize, op_timeout: Duration) {
         let Tallies { chunks, by_task, by_state, .. } = std::mem::take(self);
         let mut pipe = redis::pipe();
         // The indices: capped like the recent-tasks list, and gone a day after the last

@@ -63,7 +63,7 @@ const MAX_GROUP: usize = 256;
 /// a write goes at once. The script applies each write's own fencing and revoke rules.
 pub(super) async fn flush_writes(
     mut writes: mpsc::UnboundedReceiver<Write>,
-    mut con: ConnectionManager,
+    mut con: Conn,
     op_timeout: Duration,
     keys: Keys,
     events_cap: usize,
@@ -155,7 +155,7 @@ const GROUPS_IN_FLIGHT: usize = 3;
 /// may be in a later group, whose tallies must not overtake these (the event stream
 /// keeps each task's order).
 async fn store_group(
-    con: &mut ConnectionManager,
+    con: &mut Conn,
     cmd: &redis::Cmd,
     op_timeout: Duration,
     group: Vec<Write>,

@@ -16,7 +16,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::ConnectionManager;
+use crate::conn::Conn;
 use task_core::broker::{Broker, ConsumerId, Delivery, Message, Receipt};
 use task_core::capability::{
     ChordJoin, ChordStore, DeadLetter, Inspect, PeekAt, Peeked, QueueStats, RateLimits, SendOnce, SharedStore,
@@ -113,7 +113,7 @@ impl RedisBroker {
         &self.inner.config
     }
 
-    fn con(&self) -> ConnectionManager {
+    fn con(&self) -> Conn {
         self.inner.conns.main.clone()
     }
 
@@ -299,7 +299,9 @@ impl RedisBroker {
         let keys = &self.inner.keys;
         let mut out = Vec::new();
         let mut next_due: Option<i64> = None;
-        let mut con = self.con();
+        // Sent once only: a fetch whose reply was lost has moved messages this worker
+        // never saw; the caller marks the consumer unsure and reconciles instead.
+        let mut con = self.inner.conns.main.once();
         for queue in queues {
             if out.len() >= max {
                 break;

@@ -135,6 +135,21 @@ impl TaskMeta {
     }
 }
 
+impl TaskState {
+    /// Whether a write of `update` may land on a record in state `self` (the rule the
+    /// drivers hold, `store_many.lua` for Redis): a revoke is final, so over `REVOKED`
+    /// only `REVOKED` lands (a terminated run adding its end); and a finished run takes
+    /// no late progress, so `PROGRESS` does not land on `SUCCESS` or `FAILURE`. A new run
+    /// of a finished task (a redelivery) may still claim it and end it again.
+    pub fn admits(self, update: TaskState) -> bool {
+        match self {
+            TaskState::Revoked => update == TaskState::Revoked,
+            TaskState::Success | TaskState::Failure => update != TaskState::Progress,
+            _ => true,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +161,19 @@ mod tests {
         }
         assert!("DONE".parse::<TaskState>().is_err());
         assert!(TaskState::Revoked.is_ready() && !TaskState::Retry.is_ready());
+    }
+
+    #[test]
+    fn a_revoke_is_final_and_a_finished_run_takes_no_late_progress() {
+        use TaskState::*;
+        for update in TaskState::ALL {
+            assert_eq!(Revoked.admits(update), update == Revoked, "{update} over REVOKED");
+            assert_eq!(Success.admits(update), update != Progress, "{update} over SUCCESS");
+            assert_eq!(Failure.admits(update), update != Progress, "{update} over FAILURE");
+            for open in [Pending, Received, Started, Progress, Retry] {
+                assert!(open.admits(update), "{update} over {open}");
+            }
+        }
     }
 
     #[test]

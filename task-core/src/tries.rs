@@ -36,7 +36,7 @@ where
         match op().await {
             Ok(value) => return Some(value),
             Err(e) if refused(&e) => {
-                warn!(error = %e, "{what} of {subject} refused: the message was recovered by another worker");
+                warn!(error = %e, "{what} of {subject} refused");
                 return None;
             }
             Err(e) if started.elapsed() >= PATIENCE => {

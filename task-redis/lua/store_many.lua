@@ -5,8 +5,11 @@
 -- check of every task start, at no extra round trip). A write may also ack the message
 -- its task came from (its receipt, removed from the worker's processing list): then
 -- that removal is the fence, and the write and the ack happen together or not at all.
--- Returns one code per write: 1 stored, 0 fenced (another worker owns the task or the
--- message), -1 a STARTED claim of a revoked task.
+-- Final: over REVOKED only REVOKED lands, and no PROGRESS lands on SUCCESS or FAILURE
+-- (`admits`), so a revoke is never overwritten by the run it revoked and `ready()` never
+-- goes back. Returns one code per write: 1 stored, 0 fenced (another worker owns the
+-- task or the message), -1 refused as final (for a STARTED claim: the task was revoked;
+-- for a write that acks, the ack is done all the same).
 -- KEYS[i]    the result hash of write i (i = 1..n)
 -- KEYS[n+1]  the recent-tasks list (ids, newest first; a task may appear more than once)
 -- KEYS[n+2]  this minute's counters hash (succeeded, failed)
@@ -28,6 +31,12 @@
 -- @shapes: SHAPE_OF, SHAPE_LEN and store_shaped(shape, key, state, now, first)
 -- redis.call read once: a global table lookup less per command.
 local call = redis.call
+-- Whether `update` may land on a record in state `current`: TaskState::admits in Rust.
+local function admits(current, update)
+  if current == 'REVOKED' then return update == 'REVOKED' end
+  if current == 'SUCCESS' or current == 'FAILURE' then return update ~= 'PROGRESS' end
+  return true
+end
 local n = tonumber(ARGV[1])
 local now = ARGV[2]
 local out = {}
@@ -47,18 +56,23 @@ for i = 1, n do
   else
     a = first + SHAPE_LEN[shape]
   end
+  -- 1: stored; 0: fenced (the ack or the owner says another worker has the task);
+  -- -1: refused, the record is final (a revoke; a late progress of an ended run).
   local code = 1
+  local current
   if receipt ~= '' then
     acks = acks + 1
-    if call('LREM', KEYS[acks], '1', receipt) == 0 then code = 0 end
-  elseif claim == '1' and call('HGET', key, 'state') == 'REVOKED' then
-    code = -1
+    if call('LREM', KEYS[acks], '1', receipt) == 0 then code = 0 else current = call('HGET', key, 'state') end
   elseif writer ~= '' and claim ~= '1' then
-    local owner = call('HGET', key, 'worker')
+    local owner
+    owner, current = unpack(call('HMGET', key, 'worker', 'state'))
     if owner and owner ~= writer then
       code = 0
     end
+  else
+    current = call('HGET', key, 'state')
   end
+  if code == 1 and current and not admits(current, state) then code = -1 end
   if code == 1 then
     if shape > 0 then
       store_shaped(shape, key, state, now, first)

@@ -47,7 +47,7 @@ macro_rules! control_tests {
             acks_early_acknowledges_before_running, priority_defaults_come_from_the_attribute,
             invalid_call_options_are_clear_errors, groups_return_results_in_order_or_the_first_error,
             callbacks_are_sent_when_the_task_ends, untracked_tasks_end_in_one_write,
-            huge_durations_saturate_and_never_panic);
+            huge_durations_saturate_and_never_panic, a_revoke_is_final_for_the_run_it_revoked);
     };
     (@each $setup:path; $($name:ident),* $(,)?) => {
         $(
@@ -593,4 +593,48 @@ pub async fn huge_durations_saturate_and_never_panic(h: AppHarness) {
     let next = add::delay(&app, 4, 4).await.unwrap();
     assert_eq!(next.get(WAIT).await.unwrap(), 8, "the worker goes on after a retry far ahead");
     worker.shutdown().await.unwrap();
+}
+
+static PERSISTENT_GO: AtomicBool = AtomicBool::new(false);
+static PERSISTENT_LATE: Mutex<Option<Result<(), String>>> = Mutex::new(None);
+
+#[task(name = "celerity.suite.persistent")]
+async fn persistent(ctx: TaskContext) -> TaskResult<u32> {
+    ctx.set_progress(&1u32).await.map_err(TaskError::new)?;
+    while !PERSISTENT_GO.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let late = ctx.set_progress(&2u32).await.map_err(|e| e.to_string());
+    *PERSISTENT_LATE.lock().unwrap() = Some(late);
+    Ok(7)
+}
+
+/// A revoke without terminate lets the running task finish, but its record stays
+/// REVOKED: the run's later progress is refused (the task sees the error) and its
+/// success does not land; `ready()` never goes back to false.
+pub async fn a_revoke_is_final_for_the_run_it_revoked(h: AppHarness) {
+    let app = h.app().await;
+    let worker = app.worker().concurrency(1).spawn();
+    let res = persistent::delay(&app).await.unwrap();
+    let start = Instant::now();
+    while res.state().await.unwrap() != TaskState::Progress {
+        assert!(start.elapsed() < WAIT, "the task never reported progress");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    app.revoke(res.id(), false).await.unwrap();
+    assert!(matches!(res.get(WAIT).await, Err(Error::TaskRevoked { .. })), "get() says revoked");
+    assert!(res.ready().await.unwrap());
+    PERSISTENT_GO.store(true, Ordering::SeqCst);
+    let start = Instant::now();
+    while PERSISTENT_LATE.lock().unwrap().is_none() {
+        assert!(start.elapsed() < WAIT, "the task never went on");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let late = PERSISTENT_LATE.lock().unwrap().clone().unwrap();
+    assert!(late.is_err_and(|e| e.contains("refused")), "a late progress is refused");
+    let report = worker.shutdown().await.unwrap();
+    assert_eq!(report.succeeded, 1, "the run ended: {report:?}");
+    assert!(report.refused >= 1, "the refused write is counted: {report:?}");
+    assert_eq!(res.state().await.unwrap(), TaskState::Revoked, "the success did not land");
+    assert!(res.ready().await.unwrap());
 }

@@ -40,6 +40,7 @@ pub(super) struct Counters {
     revoked: AtomicU64,
     rate_limited: AtomicU64,
     dead_lettered: AtomicU64,
+    refused: AtomicU64,
     pub(super) released: AtomicU64,
     /// The last successful fetch (Unix ms).
     pub(super) last_fetch_ms: std::sync::atomic::AtomicI64,
@@ -55,6 +56,7 @@ impl Counters {
             revoked: get(&self.revoked),
             rate_limited: get(&self.rate_limited),
             dead_lettered: get(&self.dead_lettered),
+            refused: get(&self.refused),
             released: get(&self.released),
         }
     }
@@ -501,7 +503,12 @@ impl Runner {
         let backend = self.app.backend();
         let ttl = self.app.ttl_of(envelope);
         let what = Storing(update.state);
-        let fenced = |e: &BackendError| e.kind() == ErrorKind::Fenced;
+        let refused = std::sync::atomic::AtomicBool::new(false);
+        let fenced = |e: &BackendError| {
+            let fenced = e.kind() == ErrorKind::Fenced;
+            refused.fetch_or(fenced, Ordering::Relaxed);
+            fenced
+        };
         let pair = ack.and_then(|delivery| {
             let (store, settle) = pair(self.app.broker().shared_store(), backend.settle_atomically())?;
             Some((store, settle, delivery))
@@ -528,6 +535,9 @@ impl Runner {
                     self.ack(delivery, envelope).await;
                 }
             }
+        }
+        if refused.load(Ordering::Relaxed) {
+            self.counters.refused.fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -72,6 +72,9 @@ pub struct WorkerReport {
     pub dead_lettered: u64,
     /// Unstarted messages given back to the broker at shutdown.
     pub released: u64,
+    /// State writes refused: fenced (another worker took the task over), or over a final
+    /// state (the task was revoked while it ran).
+    pub refused: u64,
 }
 
 impl App {

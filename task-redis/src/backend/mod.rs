@@ -109,6 +109,15 @@ impl RedisBackend {
         Ok(())
     }
 
+    /// A write refused because the record's state is final ([`TaskState::admits`]):
+    /// like a fenced one, it is not tried again.
+    fn final_already(id: &TaskId, state: TaskState) -> BackendError {
+        BackendError::new(
+            ErrorKind::Fenced,
+            format!("state {state} of task {id} refused: the task was revoked or has ended, and that is final"),
+        )
+    }
+
     fn fenced(id: &TaskId, state: TaskState) -> BackendError {
         BackendError::new(
             ErrorKind::Fenced,
@@ -150,6 +159,7 @@ impl ResultBackend for RedisBackend {
             let state = update.state;
             match self.run_store(id, update, ttl, None).await? {
                 0 => Err(Self::fenced(id, state)),
+                -1 => Err(Self::final_already(id, state)),
                 _ => Ok(()),
             }
         })
@@ -303,6 +313,8 @@ impl SettleAtomically for RedisBackend {
                          (it missed its heartbeat and the message was recovered)"
                     ),
                 )),
+                // Acked; the record keeps its final state.
+                -1 => Err(Self::final_already(id, state)),
                 _ => Ok(()),
             }
         })

@@ -170,6 +170,9 @@ impl InMemoryBackend {
                 );
                 return Err(error);
             }
+            Some((meta, at)) if *at > now && !meta.state.admits(update.state) => {
+                return Err(refused_as_final(id, meta.state, update.state));
+            }
             Some((meta, at)) if *at > now => {
                 meta.merge(update);
                 *at = expires;
@@ -302,6 +305,15 @@ impl ResultBackend for InMemoryBackend {
     fn history(&self) -> Option<&dyn TaskHistory> {
         Some(self)
     }
+}
+
+/// The error of a write refused because the record is final (see [`TaskState::admits`]):
+/// like a fenced write, it is not tried again.
+pub(crate) fn refused_as_final(id: &TaskId, current: TaskState, update: TaskState) -> BackendError {
+    BackendError::new(
+        ErrorKind::Fenced,
+        format!("state {update} of task {id} refused: it is {current} already, and that is final"),
+    )
 }
 
 impl Terminations for InMemoryBackend {

@@ -437,3 +437,21 @@ async fn a_worker_that_cannot_fetch_shows_it_while_its_heartbeat_goes_on() {
     broker.fail_next(BrokerOp::Fetch, 0);
     stop(worker).await;
 }
+
+#[task(unique_for = 600)]
+async fn once_a_while(key: String) -> TaskResult<String> {
+    Ok(key)
+}
+
+/// A unique call whose enqueue fails gives its lock back: the next call is sent (and
+/// runs), instead of finding a phantom twin that was never queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_send_releases_its_uniqueness_lock() {
+    let (app, broker) = app_with_broker().await;
+    broker.fail_next(BrokerOp::Enqueue, 1);
+    assert!(once_a_while::delay(&app, "k".into()).await.is_err(), "the enqueue fails");
+    let worker = app.worker().spawn();
+    let sent = once_a_while::delay(&app, "k".into()).await.expect("the next call is sent");
+    assert_eq!(sent.get(WAIT).await.expect("and runs: it is no phantom twin"), "k");
+    stop(worker).await;
+}

@@ -369,6 +369,7 @@ impl App {
     async fn send_prepared<T>(&self, prepared: Vec<Prepared>) -> Result<Vec<AsyncResult<T>>, Error> {
         let mut ids = Vec::with_capacity(prepared.len());
         let mut messages = Vec::with_capacity(prepared.len());
+        let mut taken: Vec<(String, TaskId)> = Vec::new();
         for Prepared { message, unique } in prepared {
             if let Some((key, window)) = unique {
                 let lock = self.broker().unique_locks().ok_or_else(|| {
@@ -377,20 +378,43 @@ impl App {
                         self.broker_url()
                     ))
                 })?;
-                if let Some(twin) = lock.lock_unique(&key, &message.id, window).await? {
-                    ids.push(twin);
-                    continue;
+                match lock.lock_unique(&key, &message.id, window).await {
+                    Ok(Some(twin)) => {
+                        ids.push(twin);
+                        continue;
+                    }
+                    Ok(None) => taken.push((key, message.id.clone())),
+                    Err(e) => {
+                        self.release_unique(&taken).await;
+                        return Err(e.into());
+                    }
                 }
             }
             ids.push(message.id.clone());
             messages.push(message);
         }
-        match messages.len() {
-            0 => {}
-            1 => self.broker().enqueue(messages.pop().expect("one")).await?,
-            _ => self.broker().enqueue_batch(messages).await?,
+        let sent = match messages.len() {
+            0 => Ok(()),
+            1 => self.broker().enqueue(messages.pop().expect("one")).await,
+            _ => self.broker().enqueue_batch(messages).await,
+        };
+        if let Err(e) = sent {
+            // Nothing was queued for these locks: a later call must not find a twin.
+            self.release_unique(&taken).await;
+            return Err(e.into());
         }
         Ok(ids.into_iter().map(|id| AsyncResult::new(id, self.clone())).collect())
+    }
+
+    /// Gives back the uniqueness locks of a send that failed (best effort: a lock that
+    /// cannot be released now expires with its window).
+    async fn release_unique(&self, taken: &[(String, TaskId)]) {
+        let Some(locks) = self.broker().unique_locks() else { return };
+        for (key, id) in taken {
+            if let Err(e) = locks.unlock_unique(key, id).await {
+                tracing::warn!(%key, error = %e, "cannot release the uniqueness lock of a failed send; it expires by itself");
+            }
+        }
     }
 }
 

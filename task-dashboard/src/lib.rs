@@ -81,6 +81,7 @@ pub fn router(app: App, config: DashboardConfig) -> Router {
     let state = Dashboard { app, config };
     let guarded = Router::new()
         .route("/", get(pages::overview))
+        .route("/assets/dashboard.js", get(pages::script))
         .route("/workers", get(pages::workers))
         .route("/dead", get(pages::dead))
         .route("/schedule", get(pages::schedule))
@@ -106,5 +107,9 @@ pub fn router(app: App, config: DashboardConfig) -> Router {
         .route("/api/tasks/{id}/retry", post(api::retry))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::check))
         .with_state(state.clone());
-    Router::new().route("/healthz", get(api::healthz)).with_state(state).merge(guarded)
+    Router::new()
+        .route("/healthz", get(api::healthz))
+        .with_state(state)
+        .merge(guarded)
+        .layer(axum::middleware::from_fn(auth::secure_headers))
 }

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
 use crate::Dashboard;
@@ -12,9 +13,32 @@ use crate::api::{
     workers_data,
 };
 
-/// Escapes text for HTML.
+/// Escapes text for HTML (text and quoted attribute values alike).
 fn esc(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+/// What a URL path segment or query value may hold as it is; everything else is
+/// percent-encoded, `.` too (so that `..` stays a name, not a step up).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_');
+
+/// `text` as one URL path segment (or query value): a queue named `a/../b?x` stays one
+/// name. The result still goes through [`esc`] when it lands in an attribute.
+fn seg(text: &str) -> String {
+    utf8_percent_encode(text, SEGMENT).to_string()
+}
+
+/// A button that posts to `url` (after `confirm`, if any): its data as attributes, read
+/// by `dashboard.js`, never as inline code.
+fn action(label: &str, url: &str, confirm: Option<&str>, class: &str) -> String {
+    let confirm = confirm.map(|c| format!(" data-confirm=\"{}\"", esc(c))).unwrap_or_default();
+    let class = if class.is_empty() { String::new() } else { format!(" class=\"{class}\"") };
+    format!("<button{class} data-post=\"{}\"{confirm}>{}</button>", esc(url), esc(label))
+}
+
+/// A link to a task's page.
+fn task_link(base: &str, id: &str) -> String {
+    format!("<a href=\"{}/tasks/{}\"><code>{}</code></a>", esc(base), esc(&seg(id)), esc(id))
 }
 
 /// A JSON value as text for a cell.
@@ -52,23 +76,11 @@ code, pre {{ font-family: ui-monospace, monospace; font-size: .85rem; }}
 pre {{ background: white; border: 1px solid #e5e7eb; padding: .6rem; overflow: auto; }}
 .live {{ color: #6b7280; font-size: .8rem; }}
 .state-SUCCESS {{ color: #047857; }} .state-FAILURE, .state-REVOKED {{ color: #b91c1c; }}
-</style></head><body>
+</style></head><body data-base="{base}">
 <header><b>Celerity</b><a href="{base}/">Overview</a><a href="{base}/tasks">Tasks</a><a href="{base}/workers">Workers</a><a href="{base}/events">Events</a><a href="{base}/schedule">Periodic</a><a href="{base}/dead">Dead letters</a>
 <form action="{base}/tasks" method="get" style="margin-left:auto"><input name="id" placeholder="task id" size="36"> <button>Find</button></form></header>
 <main><h1>{title}</h1>{body}</main>
-<script>
-async function act(url, confirmText) {{
-  if (confirmText && !confirm(confirmText)) return;
-  const r = await fetch(url, {{ method: "POST" }});
-  const body = await r.json().catch(() => ({{}}));
-  if (!r.ok) alert(body.error || r.statusText); else location.reload();
-}}
-async function again(url) {{
-  const r = await fetch(url, {{ method: "POST" }});
-  const body = await r.json().catch(() => ({{}}));
-  if (!r.ok) alert(body.error || r.statusText); else location.href = url.replace(/\/api\/tasks\/[^/]+\/retry$/, "/tasks/" + body.id);
-}}
-</script></body></html>"#,
+<script src="{base}/assets/dashboard.js" defer></script></body></html>"#,
         title = esc(title),
         base = esc(base)
     ))
@@ -86,13 +98,20 @@ fn table(headers: &[&str], rows: &[String]) -> String {
     format!("<table><tr>{head}</tr>{}</table>", rows.join(""))
 }
 
+/// The script every page loads (see `dashboard.js`).
+pub(crate) async fn script() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("dashboard.js"))
+        .into_response()
+}
+
 pub(crate) async fn overview(State(dash): State<Dashboard>) -> Response {
     let data = match overview_data(&dash).await {
         Ok(d) => d,
         Err(e) => return error_page(&dash.config.base, &e),
     };
-    let card =
-        |label: &str, key: &str| format!("<div class=\"card\">{label}<b id=\"{key}\">{}</b></div>", cell(&data[key]));
+    let card = |label: &str, key: &str| {
+        format!("<div class=\"card\">{label}<b id=\"{key}\" data-key=\"{key}\">{}</b></div>", cell(&data[key]))
+    };
     let cards = ["workers online", "offline (last hour)", "concurrency", "succeeded", "failed"]
         .iter()
         .zip(["workers_online", "workers_offline", "concurrency", "succeeded", "failed"])
@@ -107,42 +126,28 @@ pub(crate) async fn overview(State(dash): State<Dashboard>) -> Response {
         .map(|q| {
             let name = q["queue"].as_str().unwrap_or("");
             let buttons = if actions {
-                format!(
-                    "<button class=\"danger\" onclick=\"act('{1}/api/queues/{0}/purge?confirm={0}', 'Delete every ready and scheduled message of {0}?')\">purge</button>",
-                    esc(name),
-                    esc(&dash.config.base)
-                )
+                let url = format!("{}/api/queues/{}/purge?confirm={}", dash.config.base, seg(name), seg(name));
+                let ask = format!("Delete every ready and scheduled message of {name}?");
+                action("purge", &url, Some(&ask), "danger")
             } else {
                 String::new()
             };
-            let id = |state: &str| format!("q-{}-{state}", esc(name));
+            let at = |state: &str| format!("data-queue=\"{}\" data-state=\"{state}\"", esc(name));
             format!(
-                "<tr><td>{}</td><td id=\"{}\">{}</td><td id=\"{}\">{}</td><td id=\"{}\">{}</td><td id=\"{}\">{}</td><td>{buttons}</td></tr>",
+                "<tr><td>{}</td><td {}>{}</td><td {}>{}</td><td {}>{}</td><td {}>{}</td><td>{buttons}</td></tr>",
                 esc(name),
-                id("ready"),
+                at("ready"),
                 cell(&q["ready"]),
-                id("scheduled"),
+                at("scheduled"),
                 cell(&q["scheduled"]),
-                id("in_flight"),
+                at("in_flight"),
                 cell(&q["in_flight"]),
-                id("dead"),
+                at("dead"),
                 cell(&q["dead"])
             )
         })
         .collect();
-    let live = format!(
-        "<p class=\"live\" id=\"live\">live</p><script>\
-         const source = new EventSource('{}/api/stream');\
-         source.addEventListener('overview', (e) => {{\
-           const d = JSON.parse(e.data);\
-           for (const k of ['workers_online', 'workers_offline', 'concurrency', 'succeeded', 'failed']) {{\
-             const el = document.getElementById(k); if (el) el.textContent = d[k]; }}\
-           for (const q of d.queues || []) for (const s of ['ready', 'scheduled', 'in_flight', 'dead']) {{\
-             const el = document.getElementById(`q-${{q.queue}}-${{s}}`); if (el) el.textContent = q[s]; }}\
-           document.getElementById('live').textContent = 'live, updated ' + new Date().toLocaleTimeString();\
-         }});</script>",
-        esc(&dash.config.base)
-    );
+    let live = live(&dash.config.base);
     let chart = match throughput_data(&dash, 60).await {
         Ok(data) => chart(&data),
         Err(_) => String::new(), // a backend without history: no chart
@@ -206,31 +211,22 @@ pub(crate) async fn events(State(dash): State<Dashboard>) -> Response {
         Ok(d) => d,
         Err(e) => return error_page(&dash.config.base, &e),
     };
-    let base = esc(&dash.config.base);
-    let rows: Vec<String> = data.as_array().cloned().unwrap_or_default().iter().map(|e| event_row(&base, e)).collect();
-    let live = format!(
-        "<p class=\"live\" id=\"live\">live</p><script>\
-         const esc = (s) => String(s ?? '').replace(/[&<>\"]/g, (c) => ({{'&': '&amp;', '<': '&lt;', '>': '&gt;', '\"': '&quot;'}})[c]);\
-         new EventSource('{base}/api/stream').addEventListener('events', (m) => {{\
-           const list = JSON.parse(m.data); if (!Array.isArray(list)) return;\
-           document.querySelector('#events tbody').innerHTML = list.map((e) => '<tr><td>' + esc(e.at) + '</td><td>' + esc(e.kind)\
-             + '</td><td>' + esc(e.task) + '</td><td>' + (e.task_id ? '<a href=\"{base}/tasks/' + esc(e.task_id) + '\"><code>'\
-             + esc(e.task_id) + '</code></a>' : '') + '</td><td>' + esc(e.worker) + '</td><td>' + esc(e.detail) + '</td></tr>').join('');\
-           document.getElementById('live').textContent = 'live, updated ' + new Date().toLocaleTimeString();\
-         }});</script>"
-    );
+    let base = &dash.config.base;
+    let rows: Vec<String> = data.as_array().cloned().unwrap_or_default().iter().map(|e| event_row(base, e)).collect();
+    let live = live(&dash.config.base);
     let body =
         format!("<div id=\"events\">{}</div>{live}", table(&["at", "event", "task", "id", "worker", "detail"], &rows));
     page(&dash.config.base, "Events", &body).into_response()
 }
 
+/// The "live" line; `dashboard.js` subscribes to the stream it names.
+fn live(base: &str) -> String {
+    format!("<p class=\"live\" id=\"live\" data-stream=\"{}/api/stream\">live</p>", esc(base))
+}
+
 fn event_row(base: &str, e: &Value) -> String {
     let id = e["task_id"].as_str().unwrap_or("");
-    let link = if id.is_empty() {
-        String::new()
-    } else {
-        format!("<a href=\"{base}/tasks/{0}\"><code>{0}</code></a>", esc(id))
-    };
+    let link = if id.is_empty() { String::new() } else { task_link(base, id) };
     format!(
         "<tr><td>{}</td><td>{}</td><td>{}</td><td>{link}</td><td>{}</td><td>{}</td></tr>",
         cell(&e["at"]),
@@ -284,12 +280,11 @@ pub(crate) async fn dead(State(dash): State<Dashboard>) -> Response {
         queues
             .iter()
             .map(|q| {
-                format!(
-                    "<p>{0}: <button onclick=\"act('{1}/api/queues/{0}/dead/retry')\">retry all</button> \
-                     <button class=\"danger\" onclick=\"act('{1}/api/queues/{0}/dead/purge?confirm={0}', 'Delete the dead letters of {0}?')\">purge</button></p>",
-                    esc(q),
-                    esc(&dash.config.base)
-                )
+                let base = &dash.config.base;
+                let retry = action("retry all", &format!("{base}/api/queues/{}/dead/retry", seg(q)), None, "");
+                let purge_url = format!("{base}/api/queues/{}/dead/purge?confirm={}", seg(q), seg(q));
+                let purge = action("purge", &purge_url, Some(&format!("Delete the dead letters of {q}?")), "danger");
+                format!("<p>{}: {retry} {purge}</p>", esc(q))
             })
             .collect()
     };
@@ -297,17 +292,14 @@ pub(crate) async fn dead(State(dash): State<Dashboard>) -> Response {
         .iter()
         .map(|d| {
             let id = d["id"].as_str().unwrap_or("");
-            let base = esc(&dash.config.base);
+            let base = &dash.config.base;
             let link = if id.is_empty() {
                 String::new()
             } else if dash.config.read_only {
-                format!("<a href=\"{base}/tasks/{0}\"><code>{0}</code></a>", esc(id))
+                task_link(base, id)
             } else {
-                format!(
-                    "<a href=\"{base}/tasks/{0}\"><code>{0}</code></a> \
-                     <button onclick=\"act('{base}/api/dead/{0}/retry')\">retry</button>",
-                    esc(id)
-                )
+                let retry = action("retry", &format!("{base}/api/dead/{}/retry", seg(id)), None, "");
+                format!("{} {retry}", task_link(base, id))
             };
             format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{link}</td><td>{}</td></tr>",
@@ -330,8 +322,7 @@ pub(crate) async fn dead(State(dash): State<Dashboard>) -> Response {
 pub(crate) async fn find_task(State(dash): State<Dashboard>, Query(q): Query<HashMap<String, String>>) -> Response {
     let base = &dash.config.base;
     if let Some(id) = q.get("id").map(|s| s.trim()).filter(|s| !s.is_empty()) {
-        let id: String = id.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
-        return Redirect::to(&format!("{base}/tasks/{id}")).into_response();
+        return Redirect::to(&format!("{base}/tasks/{}", seg(id))).into_response();
     }
     let data = match tasks_data(&dash, &q).await {
         Ok(d) => d,
@@ -364,9 +355,8 @@ pub(crate) async fn find_task(State(dash): State<Dashboard>, Query(q): Query<Has
             let id = t["id"].as_str().unwrap_or("");
             let state = t["state"].as_str().unwrap_or("");
             format!(
-                "<tr><td><a href=\"{0}/tasks/{1}\"><code>{1}</code></a></td><td>{2}</td><td class=\"state-{3}\">{3}</td><td>{4}</td><td>{5}</td><td>{6}</td></tr>",
-                esc(base),
-                esc(id),
+                "<tr><td>{0}</td><td>{1}</td><td class=\"state-{2}\">{2}</td><td>{3}</td><td>{4}</td><td>{5}</td></tr>",
+                task_link(base, id),
                 cell(&t["task"]),
                 esc(state),
                 cell(&t["changed"]),
@@ -451,21 +441,17 @@ pub(crate) async fn task(State(dash): State<Dashboard>, Path(id): Path<String>) 
     let revoke = if dash.config.read_only || matches!(state, "SUCCESS" | "FAILURE" | "REVOKED") {
         String::new()
     } else {
-        format!(
-            "<p><button onclick=\"act('{1}/api/tasks/{0}/revoke')\">revoke</button> \
-             <button class=\"danger\" onclick=\"act('{1}/api/tasks/{0}/revoke?terminate=true', 'Abort the running task?')\">terminate</button></p>",
-            esc(&id),
-            esc(&dash.config.base)
-        )
+        let url = format!("{}/api/tasks/{}/revoke", dash.config.base, seg(&id));
+        let revoke = action("revoke", &url, None, "");
+        let terminate =
+            action("terminate", &format!("{url}?terminate=true"), Some("Abort the running task?"), "danger");
+        format!("<p>{revoke} {terminate}</p>")
     };
     let retry = if dash.config.read_only || data["args"].is_null() {
         String::new()
     } else {
-        format!(
-            "<p><button onclick=\"again('{}/api/tasks/{}/retry')\">run again</button></p>",
-            esc(&dash.config.base),
-            esc(&id)
-        )
+        let url = format!("{}/api/tasks/{}/retry", dash.config.base, seg(&id));
+        format!("<p>{}</p>", action("run again", &url, None, "").replacen("<button", "<button data-then=\"task\"", 1))
     };
     let body = format!(
         "<p>State: <b class=\"state-{state}\" id=\"state\">{state}</b></p>{revoke}{retry}<table>{rows}</table>\

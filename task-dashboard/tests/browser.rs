@@ -26,6 +26,14 @@ async fn a_person_watches_tasks_run_and_revokes_one() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(axum::serve(listener, router(app.clone(), DashboardConfig::default())).into_future());
     let pending = step::signature(0).countdown(Duration::from_secs(600)).apply_async(&app).await.unwrap();
+    // A dead letter whose queue and task id are made to run script if pasted as code.
+    let hostile_queue = "q'\"><img src=x onerror=alert('queue')>";
+    let hostile_id = "x',alert(1),'";
+    let mut envelope = task_core::Envelope::new("nobody.home", vec![0x80], hostile_queue);
+    envelope.id = hostile_id.parse().unwrap();
+    let message = task_core::broker::Message::new(envelope.id.clone(), hostile_queue, envelope.encode().unwrap());
+    app.broker().enqueue(message).await.unwrap();
+    let buries = app.worker().queues([hostile_queue]).spawn();
 
     // Tasks keep coming while the page is open.
     let producer = {
@@ -43,6 +51,7 @@ async fn a_person_watches_tasks_run_and_revokes_one() {
         .arg(&base)
         .arg(pending.id().as_str())
         .arg(&shots)
+        .arg(hostile_id)
         .env("PLAYWRIGHT_FROM", playwright.join("package.json"))
         .output()
         .await
@@ -56,6 +65,10 @@ async fn a_person_watches_tasks_run_and_revokes_one() {
     assert_eq!(seen["pending"], "PENDING", "{seen}");
     assert_eq!(seen["state"], "REVOKED", "{seen}");
     assert_eq!(pending.state().await.unwrap(), task_core::TaskState::Revoked);
+    assert_eq!(seen["dialogs"], serde_json::json!([]), "the hostile data ran script: {seen}");
+    assert_eq!(seen["deadShown"], true, "the hostile task id is shown as text: {seen}");
+    assert_eq!(seen["title"], format!("Task {hostile_id}"), "{seen}");
+    buries.shutdown().await.unwrap();
     for shot in ["overview", "task"] {
         let file = shots.with_file_name(format!("dashboard-{shot}.png"));
         assert!(std::fs::metadata(&file).map(|m| m.len() > 1000).unwrap_or(false), "{}", file.display());

@@ -236,7 +236,11 @@ async fn metrics_and_live_updates() {
     let text = String::from_utf8_lossy(&second);
     assert!(text.starts_with("event: events"), "then the newest events: {text}");
     let (_, page) = call(&dash, "GET", "/", None).await;
-    assert!(page.contains("new EventSource('/api/stream')") && page.contains("id=\"q-default-scheduled\""), "{page}");
+    assert!(
+        page.contains("data-stream=\"/api/stream\"")
+            && page.contains("data-queue=\"default\" data-state=\"scheduled\""),
+        "{page}"
+    );
 
     // Tasks by name and state, run times, and the events they made.
     add::delay(&app, 2, 3).await.unwrap().get(Duration::from_secs(5)).await.unwrap();
@@ -250,11 +254,105 @@ async fn metrics_and_live_updates() {
     assert!(kinds.starts_with(&["task-succeeded", "task-started"]), "{events}");
     assert!(kinds.contains(&"worker-online"), "{events}");
     let (_, page) = call(&dash, "GET", "/events", None).await;
-    assert!(page.contains("task-succeeded") && page.contains("addEventListener('events'"), "{page}");
+    assert!(page.contains("task-succeeded") && page.contains("data-stream=\"/api/stream\""), "{page}");
+    let (_, script) = call(&dash, "GET", "/assets/dashboard.js", None).await;
+    assert!(script.contains("addEventListener(\"events\""), "the events page is updated live: {script}");
     assert_eq!(api(&dash, "/api/overview").await["workers_offline"], 0);
     worker.shutdown().await.unwrap();
     let overview = api(&dash, "/api/overview").await;
     assert_eq!((overview["workers_online"].as_u64(), overview["workers_offline"].as_u64()), (Some(0), Some(1)));
     let (_, page) = call(&dash, "GET", "/", None).await;
     assert!(page.contains("offline (last hour)"), "{page}");
+}
+
+/// The data of a hostile user (a queue named with quotes and a script tag, a task id
+/// that closes a JavaScript string) is text on every page, never code; the actions
+/// still reach exactly that queue and task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_and_ids_are_data_never_script() {
+    use std::str::FromStr;
+    let app = App::memory();
+    let dash = router(app.clone(), DashboardConfig::default());
+    let queue = "q'\"><script>alert(1)</script>/../x?y#z";
+    let id = "x',alert(1),'<img src=x onerror=alert(2)>";
+    let mut envelope = Envelope::new("nobody.home", vec![0x80], queue);
+    envelope.id = task_core::TaskId::from_str(id).unwrap();
+    let message = Message::new(envelope.id.clone(), queue, envelope.encode().unwrap());
+    app.broker().enqueue(message).await.unwrap();
+    let worker = app.worker().queues([queue]).spawn();
+    until_dead_letters(&dash).await;
+    let encoded = |s: &str| s.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
+    let task_page = format!("/tasks/{}", encoded(id));
+    for uri in ["/", "/dead", "/events", "/tasks", "/workers", task_page.as_str()] {
+        let (status, body) = call(&dash, "GET", uri, None).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+        assert!(!body.contains(queue) && !body.contains(id), "{uri} holds the data unescaped: {body}");
+        assert!(!body.contains("<script>alert") && !body.contains("<img src=x"), "{uri} runs the data: {body}");
+        assert!(!body.contains("onclick"), "{uri} has an inline handler: {body}");
+        assert_eq!(body.matches("<script").count(), 1, "{uri}: the asset is the only script");
+    }
+    // The purge button names exactly this queue, and posting it purges that queue.
+    let (_, dead) = call(&dash, "GET", "/dead", None).await;
+    let purge = dead
+        .split("data-post=\"")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap().replace("&amp;", "&"))
+        .find(|url| url.contains("/dead/purge"))
+        .expect("a purge button");
+    let (status, body) = call(&dash, "POST", &purge, None).await;
+    assert_eq!(status, StatusCode::OK, "{purge}: {body}");
+    assert!(body.contains("\"purged\":1"), "{body}");
+    worker.shutdown().await.unwrap();
+}
+
+/// Every response says scripts come from the dashboard only; an action posted from
+/// another site is refused; oversized and malformed ids and names are 4xx, never 500.
+#[tokio::test]
+async fn cross_site_posts_are_refused_and_bad_input_is_a_client_error() {
+    let dash = router(App::memory(), DashboardConfig::default());
+    let response = dash.clone().oneshot(Request::builder().uri("/").body(Body::empty()).unwrap()).await.unwrap();
+    let csp = response.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    let scripts = csp.split(';').find(|d| d.trim().starts_with("script-src")).unwrap();
+    assert_eq!(scripts.trim(), "script-src 'self'", "{csp}");
+    for (name, value) in [("origin", "https://evil.example"), ("sec-fetch-site", "cross-site")] {
+        let request = Request::builder()
+            .method("POST")
+            .uri("/api/queues/default/purge?confirm=default")
+            .header("host", "127.0.0.1:5555")
+            .header(name, value)
+            .body(Body::empty())
+            .unwrap();
+        let response = dash.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{name}: {value}");
+    }
+    let same = Request::builder()
+        .method("POST")
+        .uri("/api/queues/default/purge?confirm=default")
+        .header("host", "127.0.0.1:5555")
+        .header("origin", "http://127.0.0.1:5555")
+        .header("sec-fetch-site", "same-origin")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(dash.clone().oneshot(same).await.unwrap().status(), StatusCode::OK);
+
+    // As long as a URI may be (the http crate's limit is 64 KiB; servers answer 414 past it).
+    let huge = "a".repeat(60 * 1024);
+    for (method, uri) in [
+        ("GET", format!("/api/tasks/{huge}")),
+        ("GET", format!("/tasks/{huge}")),
+        ("GET", "/api/tasks/%FF%FE".to_owned()),
+        ("GET", "/tasks/%FF".to_owned()),
+        ("POST", "/api/queues/%FF/purge?confirm=x".to_owned()),
+        ("POST", format!("/api/dead/{huge}/retry")),
+        ("GET", format!("/api/tasks?task={huge}&state=NOPE")),
+    ] {
+        let (status, body) = call(&dash, method, &uri, None).await;
+        assert!(
+            status.is_client_error() || status.is_success(),
+            "{method} {}: {status} {body}",
+            &uri[..40.min(uri.len())]
+        );
+    }
+    let (_, page) = call(&dash, "GET", "/assets/dashboard.js", None).await;
+    assert!(page.contains("data-post"), "the script is served");
 }

@@ -216,8 +216,15 @@ async fn metrics_and_live_updates() {
         if text.contains("celerity_workers_online 1") {
             assert!(text.contains("# TYPE celerity_queue_messages gauge"), "{text}");
             assert!(text.contains(r#"celerity_queue_messages{queue="default",state="scheduled"} 1"#), "{text}");
-            assert!(text.contains("celerity_worker_concurrency{worker="), "{text}");
-            assert!(text.contains("celerity_worker_last_fetch_age_seconds{worker="), "{text}");
+            let id = worker.id().as_str();
+            assert!(text.contains(&format!("celerity_worker_concurrency{{worker=\"{id}\"}} 5")), "{text}");
+            let fetch_age = format!("celerity_worker_last_fetch_age_seconds{{worker=\"{id}\"}} ");
+            let age: f64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix(fetch_age.as_str()))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no last-fetch age of the worker: {text}"));
+            assert!((0.0..10.0).contains(&age), "a worker that fetches now is seconds from its last fetch: {age}");
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(10), "{text}");

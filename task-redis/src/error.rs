@@ -7,16 +7,19 @@ use std::time::Duration;
 use task_core::{BackendError, BrokerError, ErrorKind};
 
 /// Why a Redis call failed.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Failure {
     Redis(redis::RedisError),
     TimedOut(Duration),
+    /// The connection's own task is gone (the backend was dropped).
+    Closed,
 }
 
 impl Failure {
     pub(crate) fn kind(&self) -> ErrorKind {
         match self {
             Self::TimedOut(_) => ErrorKind::Timeout,
+            Self::Closed => ErrorKind::Closed,
             Self::Redis(e) if e.is_timeout() => ErrorKind::Timeout,
             Self::Redis(e) if e.is_connection_refusal() || e.is_connection_dropped() || e.is_io_error() => {
                 ErrorKind::Connection
@@ -29,6 +32,7 @@ impl Failure {
         let kind = self.kind();
         match self {
             Self::TimedOut(limit) => (kind, format!("{context}: no answer from Redis within {limit:?}"), None),
+            Self::Closed => (kind, format!("{context}: the connection's task has stopped"), None),
             Self::Redis(e) => (kind, context.to_owned(), Some(e)),
         }
     }

@@ -145,3 +145,32 @@ async fn every_connection_killed_heals_by_itself() {
     eventually("the worker listens on the control channel again", || control_listeners(&server, &namespace) >= 1).await;
     worker.shutdown().await.unwrap();
 }
+
+/// A short wait that times out, then a long one at once on the same task: the second
+/// hears the completion (the first's unsubscribe must not cancel the second's subscribe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_right_after_a_timed_out_one_hears_the_completion() {
+    let server = RedisServer::start();
+    let namespace = test_support::namespace();
+    let app = app(&server, &namespace).await;
+    let workers = self::app(&server, &namespace).await;
+    let worker = workers.worker().concurrency(16).spawn();
+    let mut waits = Vec::new();
+    for i in 0..64 {
+        let app = app.clone();
+        waits.push(tokio::spawn(async move {
+            let res = add::signature(i, 1).countdown(Duration::from_millis(300)).apply_async(&app).await.unwrap();
+            for _ in 0..20 {
+                assert!(res.get(Duration::from_millis(1)).await.is_err(), "not done yet");
+            }
+            let started = Instant::now();
+            let value = res.get(Duration::from_secs(5)).await;
+            (value.ok(), started.elapsed())
+        }));
+    }
+    for (i, wait) in waits.into_iter().enumerate() {
+        let (value, took) = wait.await.unwrap();
+        assert_eq!(value, Some(i as i64 + 1), "wait {i} missed the completion (waited {took:?})");
+    }
+    worker.shutdown().await.unwrap();
+}

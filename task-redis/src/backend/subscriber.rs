@@ -2,6 +2,7 @@
 //! the control channel (revokes, terminate requests).
 
 use super::*;
+use crate::error::Failure;
 
 /// The waiters of each channel: a shared wake-up and how many wait on it.
 type Waiters = Mutex<HashMap<String, (Arc<Notify>, usize)>>;
@@ -9,8 +10,9 @@ type Waiters = Mutex<HashMap<String, (Arc<Notify>, usize)>>;
 /// One RESP3 connection subscribed to the `done` channels of the tasks being waited
 /// for, in this process. A channel is subscribed while it has waiters.
 pub(super) struct Subscriber {
-    pub(super) con: ConnectionManager,
     pub(super) waiters: Arc<Waiters>,
+    /// Subscription changes, carried out in order by [`subscriptions`].
+    pub(super) changes: mpsc::UnboundedSender<Change>,
     /// `terminate ID` requests from the control channel, for workers.
     pub(super) terminate: Listeners,
     /// Revoked ids, kept up to date by the control channel's `revoke` messages.
@@ -54,38 +56,97 @@ pub(super) struct Watch {
     pub(super) channel: String,
     pub(super) notify: Arc<Notify>,
     pub(super) waiters: Arc<Waiters>,
-    pub(super) con: ConnectionManager,
+    pub(super) changes: mpsc::UnboundedSender<Change>,
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
         let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-        let last = match waiters.get_mut(&self.channel) {
-            Some((_, refs)) => {
-                *refs -= 1;
-                *refs == 0
+        if let Some((_, refs)) = waiters.get_mut(&self.channel) {
+            *refs -= 1;
+            if *refs == 0 {
+                waiters.remove(&self.channel);
             }
-            None => false,
+        }
+        drop(waiters);
+        let _ = self.changes.send(Change::Unwatch(std::mem::take(&mut self.channel)));
+    }
+}
+
+/// A change of the subscriptions, as a waiter asks for it.
+pub(super) enum Change {
+    /// One more waiter of the channel; answered once it is subscribed.
+    Watch(String, oneshot::Sender<Result<(), Failure>>),
+    /// One waiter less.
+    Unwatch(String),
+}
+
+/// Carries out the subscription changes in the order they were asked for, so that the
+/// unsubscribe of a channel's last waiter can never overtake (and cancel) the subscribe
+/// of its next one. Changes that arrived meanwhile go together: one SUBSCRIBE and one
+/// UNSUBSCRIBE for all their channels, and a channel left and watched again in between
+/// is not touched at all.
+async fn subscriptions(mut con: ConnectionManager, mut changes: mpsc::UnboundedReceiver<Change>, op_timeout: Duration) {
+    let mut refs: HashMap<String, usize> = HashMap::new();
+    let mut batch = Vec::new();
+    while changes.recv_many(&mut batch, 1024).await > 0 {
+        let subscribed_before: HashMap<String, bool> =
+            batch.iter().map(|c| c.channel()).map(|ch| (ch.to_owned(), refs.contains_key(ch))).collect();
+        let mut answers = Vec::new();
+        for change in batch.drain(..) {
+            match change {
+                Change::Watch(channel, answer) => {
+                    *refs.entry(channel).or_default() += 1;
+                    answers.push(answer);
+                }
+                Change::Unwatch(channel) => {
+                    if let Some(n) = refs.get_mut(&channel) {
+                        *n -= 1;
+                        if *n == 0 {
+                            refs.remove(&channel);
+                        }
+                    }
+                }
+            }
+        }
+        let (mut subscribe, mut unsubscribe) = (Vec::new(), Vec::new());
+        for (channel, before) in subscribed_before {
+            match (before, refs.contains_key(&channel)) {
+                (false, true) => subscribe.push(channel),
+                (true, false) => unsubscribe.push(channel),
+                _ => {}
+            }
+        }
+        if !unsubscribe.is_empty() {
+            let _ = timed(op_timeout, con.unsubscribe(&unsubscribe)).await;
+        }
+        let subscribed = if subscribe.is_empty() {
+            Ok(())
+        } else {
+            let done = timed(op_timeout, con.subscribe(&subscribe)).await;
+            if done.is_err() {
+                // Not subscribed: the waiters hear the error and drop their watches,
+                // whose unwatches follow in order.
+                tracing::debug!(channels = subscribe.len(), "cannot subscribe to completion channels");
+            }
+            done
         };
-        if last {
-            waiters.remove(&self.channel);
-            let mut con = self.con.clone();
-            let channel = std::mem::take(&mut self.channel);
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    let _ = con.unsubscribe(channel).await;
-                });
-            }
+        for answer in answers {
+            let _ = answer.send(subscribed.clone());
+        }
+    }
+}
+
+impl Change {
+    fn channel(&self) -> &str {
+        match self {
+            Change::Watch(channel, _) | Change::Unwatch(channel) => channel,
         }
     }
 }
 
 impl Subscriber {
-    pub(super) async fn open(
-        client: &redis::Client,
-        op_timeout: Duration,
-        control: String,
-    ) -> Result<Self, crate::error::Failure> {
+    pub(super) async fn open(client: &redis::Client, op_timeout: Duration, control: String) -> Result<Self, Failure> {
         let info = client.get_connection_info().clone();
         let resp3 = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
         let client = redis::Client::open(info.set_redis_settings(resp3))?;
@@ -106,20 +167,26 @@ impl Subscriber {
         ));
         let mut sub = con.clone();
         timed(op_timeout, sub.subscribe(control)).await?;
-        Ok(Self { con, waiters, terminate, revocations })
+        let (changes, asked) = mpsc::unbounded_channel();
+        tokio::spawn(subscriptions(con, asked, op_timeout));
+        Ok(Self { waiters, changes, terminate, revocations })
     }
 
-    pub(super) async fn watch(&self, channel: String, op_timeout: Duration) -> Result<Watch, crate::error::Failure> {
-        let (notify, first) = {
+    pub(super) async fn watch(&self, channel: String, op_timeout: Duration) -> Result<Watch, Failure> {
+        let notify = {
             let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
             let slot = waiters.entry(channel.clone()).or_insert_with(|| (Arc::new(Notify::new()), 0));
             slot.1 += 1;
-            (slot.0.clone(), slot.1 == 1)
+            slot.0.clone()
         };
-        let watch = Watch { channel: channel.clone(), notify, waiters: self.waiters.clone(), con: self.con.clone() };
-        if first {
-            let mut con = self.con.clone();
-            timed(op_timeout, con.subscribe(channel)).await?;
+        let watch =
+            Watch { channel: channel.clone(), notify, waiters: self.waiters.clone(), changes: self.changes.clone() };
+        let (answer, answered) = oneshot::channel();
+        self.changes.send(Change::Watch(channel, answer)).map_err(|_| Failure::Closed)?;
+        match tokio::time::timeout(op_timeout, answered).await {
+            Ok(Ok(subscribed)) => subscribed?,
+            Ok(Err(_)) => return Err(Failure::Closed),
+            Err(_) => return Err(Failure::TimedOut(op_timeout)),
         }
         Ok(watch)
     }

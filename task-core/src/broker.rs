@@ -21,7 +21,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::capability::{
-    ChordStore, Inspect, RateLimits, SendOnce, SharedStore, TickStore, UniqueLocks, WorkerDirectory,
+    ChordStore, DeadLetter, Inspect, RateLimits, SendOnce, SharedStore, TickStore, UniqueLocks, WorkerDirectory,
 };
 use crate::error::BrokerError;
 use crate::future::BoxFuture;
@@ -86,8 +86,9 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     fn heartbeat<'a>(&'a self, consumer: &'a ConsumerId, ttl: Duration) -> BoxFuture<'a, Result<(), BrokerError>>;
 
     /// Returns the messages held by consumers whose heartbeat expired to their queues
-    /// (or to the dead letters past the delivery limit); returns how many moved.
-    fn recover(&self) -> BoxFuture<'_, Result<usize, BrokerError>>;
+    /// (or to the dead letters past the delivery limit); says how many moved and which
+    /// went to the dead letters, so that the caller can end their tasks.
+    fn recover(&self) -> BoxFuture<'_, Result<Recovery, BrokerError>>;
 
     /// A clean stop of `consumer`: releases whatever it still holds, forgets it.
     fn deregister<'a>(&'a self, consumer: &'a ConsumerId) -> BoxFuture<'a, Result<(), BrokerError>>;
@@ -131,5 +132,23 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// deliveries there (see [`SettleAtomically`](crate::capability::SettleAtomically)).
     fn shared_store(&self) -> Option<&dyn SharedStore> {
         None
+    }
+}
+
+/// What [`Broker::recover`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Recovery {
+    /// Messages moved: back to their queues, or to the dead letters.
+    pub moved: usize,
+    /// The messages of them that went to the dead letters (delivered too many times),
+    /// as they were buried: their tasks never ended, and the caller ends them.
+    pub buried: Vec<DeadLetter>,
+}
+
+impl Recovery {
+    /// For driver authors.
+    pub fn new(moved: usize, buried: Vec<DeadLetter>) -> Self {
+        Self { moved, buried }
     }
 }

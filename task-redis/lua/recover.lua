@@ -1,6 +1,7 @@
 -- Empties a worker's processing list for one queue: each message goes back to the
 -- front of its ready list, or, when counted deliveries reach the limit, to the dead
--- letters with the reason. Returns how many messages moved.
+-- letters with the reason. Returns how many messages moved, then the reason and the
+-- payload of each one buried (so the caller can end their tasks).
 -- KEYS[1..10] ready lists, priority 9 first, down to priority 0
 -- KEYS[11]    the worker's processing list
 -- KEYS[12]    dead-letter list
@@ -14,6 +15,7 @@ local counted = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local moved = 0
+local buried = {}
 while true do
   -- From the tail, pushing to the head: the original order is kept.
   local entry = redis.call('RPOP', KEYS[11])
@@ -31,6 +33,8 @@ while true do
       .. '); last worker ' .. ARGV[3] .. ' stopped heartbeating'
     redis.call('LPUSH', KEYS[12], now .. ':' .. #reason .. ':' .. reason .. payload)
     redis.call('LTRIM', KEYS[12], 0, tonumber(ARGV[4]) - 1)
+    buried[#buried + 1] = reason
+    buried[#buried + 1] = payload
   else
     redis.call('LPUSH', KEYS[10 - priority], string.format('%d%03d', priority, math.min(deliveries, 999)) .. payload)
   end
@@ -39,4 +43,4 @@ end
 if moved > 0 and redis.call('LLEN', KEYS[13]) == 0 then
   redis.call('RPUSH', KEYS[13], '1')
 end
-return moved
+return {moved, unpack(buried)}

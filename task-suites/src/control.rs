@@ -47,7 +47,8 @@ macro_rules! control_tests {
             acks_early_acknowledges_before_running, priority_defaults_come_from_the_attribute,
             invalid_call_options_are_clear_errors, groups_return_results_in_order_or_the_first_error,
             callbacks_are_sent_when_the_task_ends, untracked_tasks_end_in_one_write,
-            huge_durations_saturate_and_never_panic, a_revoke_is_final_for_the_run_it_revoked);
+            huge_durations_saturate_and_never_panic, a_revoke_is_final_for_the_run_it_revoked,
+            a_message_whose_workers_all_die_ends_its_task);
     };
     (@each $setup:path; $($name:ident),* $(,)?) => {
         $(
@@ -637,4 +638,66 @@ pub async fn a_revoke_is_final_for_the_run_it_revoked(h: AppHarness) {
     assert!(report.refused >= 1, "the refused write is counted: {report:?}");
     assert_eq!(res.state().await.unwrap(), TaskState::Revoked, "the success did not land");
     assert!(res.ready().await.unwrap());
+}
+
+#[task(name = "celerity.suite.deadly", unique_for = 600)]
+async fn deadly(key: String) -> TaskResult<String> {
+    Ok(key)
+}
+
+#[task(name = "celerity.suite.after_deadly")]
+async fn after_deadly(key: String) -> TaskResult<String> {
+    Ok(key)
+}
+
+/// A message whose every worker dies while holding it goes to the dead letters at
+/// recovery, and its task ends there too: `FAILURE` with the reason (a waiter learns
+/// it at once), the rest of its chain failed, its uniqueness lock given back.
+pub async fn a_message_whose_workers_all_die_ends_its_task(h: AppHarness) {
+    let app = h.app().await;
+    let queue = format!("deadly-{}", &task_core::TaskId::new().as_str()[..8]);
+    let key = queue.clone();
+    let chain = deadly::signature(key.clone()).queue(&queue).then(after_deadly::partial());
+    let last = chain.apply_async(&app).await.unwrap();
+    // A worker on another queue: it runs recovery for every queue, and never takes ours.
+    let recoverer = app.worker().queues(["elsewhere"]).heartbeat_ttl(Duration::from_millis(300)).spawn();
+    let queues = [queue.clone()];
+    let start = Instant::now();
+    let mut deliveries = 0;
+    'delivering: loop {
+        // A worker that takes the message and dies: alive while it waits for it (its
+        // heartbeat renewed), then silent.
+        let dying = ConsumerId::new();
+        let waiting = Instant::now();
+        loop {
+            app.broker().heartbeat(&dying, Duration::from_millis(150)).await.unwrap();
+            let got = app.broker().fetch(&dying, &queues, 1, Duration::from_millis(50)).await.unwrap();
+            if !got.is_empty() {
+                break;
+            }
+            if waiting.elapsed() > Duration::from_secs(3) {
+                break 'delivering; // not back in 3 s: buried
+            }
+        }
+        deliveries += 1;
+        assert!(start.elapsed() < WAIT, "the message came back {deliveries} times and was never buried");
+    }
+    assert!(deliveries >= 2, "delivered {deliveries} times");
+    match last.get(WAIT).await {
+        Err(Error::TaskFailed { error, .. }) => {
+            assert!(error.contains("chain step 1 of 2") && error.contains("delivered"), "{error}")
+        }
+        other => panic!("the chain's last step should fail, naming the first: {other:?}"),
+    }
+    let inspect = app.broker().inspect().unwrap();
+    let letters = inspect.dead_letters(1000).await.unwrap();
+    let letter = letters.iter().find(|d| d.queue == queue).expect("the message is a dead letter");
+    let first = Envelope::decode(&letter.payload).unwrap().id;
+    let record = app.backend().get(&first).await.unwrap().expect("the first step has a record");
+    assert_eq!(record.state, TaskState::Failure, "{record:?}");
+    assert!(record.error.as_deref().is_some_and(|e| e.contains("delivered")), "{record:?}");
+    // Its lock is free: the same call is sent again, not answered with the dead twin.
+    let again = deadly::signature(key).queue(&queue).apply_async(&app).await.unwrap();
+    assert_ne!(again.id(), &first, "the uniqueness lock of the buried task was given back");
+    recoverer.shutdown().await.unwrap();
 }

@@ -13,7 +13,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::app::App;
 use crate::backend::Claim;
-use crate::capability::pair;
+use crate::capability::{DeadLetter, pair};
 use crate::context::TaskContext;
 use crate::envelope::Envelope;
 use crate::error::{BackendError, BrokerError, ErrorKind};
@@ -420,35 +420,61 @@ impl Runner {
         }
     }
 
-    /// Dead-letters a message that cannot run; marks the task `FAILURE` when its id is known,
-    /// so a caller waiting on it learns why.
+    /// Dead-letters a message that cannot run; ends its task when its id is known
+    /// ([`end_unrunnable`](Self::end_unrunnable)), so a caller waiting on it learns why.
     async fn bury(&self, delivery: &Delivery, envelope: Option<&Envelope>, reason: String) {
         error!(queue = %delivery.queue, %reason, "message sent to the dead letters");
         if let Some(envelope) = envelope {
-            let failed = TaskMeta {
-                task: Some(envelope.task.clone()),
-                error: Some(reason.clone()),
-                finished_ms: Some(now_ms()),
-                ..TaskMeta::state(TaskState::Failure)
-            };
-            self.store(envelope, failed).await;
-            Links::new(&self.app, envelope).abandon(&format!("could not run: {reason}")).await;
+            self.end_unrunnable(envelope, &reason).await;
         }
         let consumer = &self.consumer;
         let subject =
             envelope.map_or_else(|| format!("a message from queue `{}`", delivery.queue), |e| Subject(e).to_string());
         self.settle("dead-letter", &subject, || self.app.broker().dead_letter(consumer, delivery, &reason)).await;
-        let mut event = Event::new(EventKind::TaskDeadLettered).worker(self.consumer.to_string()).detail(&reason);
+        self.buried(envelope, &reason).await;
+        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A message that recovery sent to the dead letters (delivered too many times, its
+    /// workers died running it): its task never ended, and ends now as one that could
+    /// not run. A payload that does not decode names no task: only the event is left.
+    pub(super) async fn end_buried(&self, letter: &DeadLetter) {
+        let envelope = Envelope::decode(&letter.payload).ok();
+        error!(queue = %letter.queue, reason = %letter.reason, "a message went to the dead letters at recovery");
+        if let Some(envelope) = &envelope {
+            self.end_unrunnable(envelope, &letter.reason).await;
+        }
+        self.buried(envelope.as_ref(), &letter.reason).await;
+    }
+
+    /// Ends the task of a buried message: `FAILURE` with the reason, and the rest of its
+    /// workflow failed. Written in no worker's name: the record may still be another's
+    /// (a dead worker's `STARTED`), and no run of this task is left to fence against.
+    async fn end_unrunnable(&self, envelope: &Envelope, reason: &str) {
+        let failed = TaskMeta {
+            task: Some(envelope.task.clone()),
+            error: Some(reason.to_owned()),
+            finished_ms: Some(now_ms()),
+            ..TaskMeta::state(TaskState::Failure)
+        };
+        let backend = self.app.backend();
+        let ttl = self.app.ttl_of(envelope);
+        let fenced = |e: &BackendError| e.kind() == ErrorKind::Fenced;
+        let op = || backend.store(&envelope.id, failed.clone(), ttl);
+        with_tries(&Storing(TaskState::Failure), &Subject(envelope), op, fenced).await;
+        Links::new(&self.app, envelope).abandon(&format!("could not run: {reason}")).await;
+    }
+
+    /// The event of a burial, and the release of the task's uniqueness lock.
+    async fn buried(&self, envelope: Option<&Envelope>, reason: &str) {
+        let mut event = Event::new(EventKind::TaskDeadLettered).worker(self.consumer.to_string()).detail(reason);
         if let Some(envelope) = envelope {
             event = event.task(&envelope.id, &envelope.task);
         }
         self.record(event).await;
-        if let (Some(envelope), Some(locks)) = (envelope, self.app.broker().unique_locks())
-            && let Some(key) = &envelope.unique_key
-        {
-            let _ = locks.unlock_unique(key, &envelope.id).await;
+        if let Some(envelope) = envelope {
+            self.unlock_unique(envelope).await;
         }
-        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Adds an event to the stream (dead letters, worker events); a failure is logged,

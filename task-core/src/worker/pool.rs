@@ -190,8 +190,14 @@ async fn heartbeat(broker: Arc<dyn Broker>, id: ConsumerId, ttl: Duration, mut i
             }
         }
         match broker.recover().await {
-            Ok(0) => {}
-            Ok(n) => info!(recovered = n, "returned messages of a dead worker to their queues"),
+            Ok(recovery) => {
+                if recovery.moved > 0 {
+                    info!(recovered = recovery.moved, "returned messages of a dead worker to their queues");
+                }
+                for letter in &recovery.buried {
+                    runner.end_buried(letter).await;
+                }
+            }
             Err(e) => warn!(error = %e, "recovery failed"),
         }
     }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::conn::Conn;
-use task_core::broker::{Broker, ConsumerId, Delivery, Message, Receipt};
+use task_core::broker::{Broker, ConsumerId, Delivery, Message, Receipt, Recovery};
 use task_core::capability::{
     ChordJoin, ChordStore, DeadLetter, Inspect, PeekAt, Peeked, QueueStats, RateLimits, SendOnce, SharedStore,
     TickStore, UniqueLocks, WorkerDirectory, WorkerInfo,
@@ -75,6 +75,19 @@ fn receipt_hash(receipt: &[u8]) -> u64 {
 /// `t` in Unix ms, the scores of the delayed set (never below the epoch).
 fn ms(t: SystemTime) -> i64 {
     to_ms(t).max(0)
+}
+
+/// `recover.lua`'s reply: how many moved, then (reason, payload) of each buried.
+fn parse_recovered(reply: Vec<redis::Value>, queue: &str) -> (usize, Vec<DeadLetter>) {
+    let mut values = reply.into_iter();
+    let moved = values.next().and_then(|v| redis::from_redis_value::<usize>(v).ok()).unwrap_or(0);
+    let mut buried = Vec::new();
+    while let (Some(reason), Some(payload)) = (values.next(), values.next()) {
+        let reason = redis::from_redis_value::<String>(reason).unwrap_or_default();
+        let payload = redis::from_redis_value::<Vec<u8>>(payload).unwrap_or_default();
+        buried.push(DeadLetter::new(queue.to_owned(), reason, payload, now_ms()));
+    }
+    (moved, buried)
 }
 
 fn fenced(consumer: &ConsumerId, what: &str) -> BrokerError {
@@ -380,9 +393,11 @@ impl RedisBroker {
 
     /// Empties `worker`'s processing lists back into their queues; `counted` when the
     /// worker died (the delivery counts toward the limit).
-    async fn drain_worker(&self, worker: &str, counted: bool) -> Result<usize, BrokerError> {
+    /// Empties the processing lists of `worker`; how many moved, and those buried.
+    async fn drain_worker(&self, worker: &str, counted: bool) -> Result<Recovery, BrokerError> {
         let keys = &self.inner.keys;
         let mut moved = 0usize;
+        let mut buried = Vec::new();
         let mut con = self.con();
         for queue in self.all_queues().await? {
             let mut inv = SCRIPTS.recover.prepare_invoke();
@@ -396,15 +411,17 @@ impl RedisBroker {
                 .arg(i32::from(counted))
                 .arg(worker)
                 .arg(self.inner.config.dead_letter_cap);
-            let n: usize = timed(self.limit(), inv.invoke_async(&mut con))
+            let reply: Vec<redis::Value> = timed(self.limit(), inv.invoke_async(&mut con))
                 .await
                 .map_err(|e| e.broker(&format!("cannot recover the messages of worker {worker} in queue `{queue}`")))?;
+            let (n, letters) = parse_recovered(reply, &queue);
             moved += n;
+            buried.extend(letters);
         }
-        Ok(moved)
+        Ok(Recovery::new(moved, buried))
     }
 
-    async fn recover_dead(&self) -> Result<usize, BrokerError> {
+    async fn recover_dead(&self) -> Result<Recovery, BrokerError> {
         let keys = &self.inner.keys;
         let mut con = self.con();
         let token = uuid::Uuid::new_v4().to_string();
@@ -421,25 +438,27 @@ impl RedisBroker {
         .await
         .map_err(|e| e.broker("cannot take the recovery lock"))?;
         if locked.is_none() {
-            return Ok(0); // another worker is recovering
+            return Ok(Recovery::default()); // another worker is recovering
         }
         let result = async {
             let dead: Vec<String> =
                 timed(self.limit(), SCRIPTS.dead_workers.key(keys.workers()).invoke_async(&mut con))
                     .await
                     .map_err(|e| e.broker("cannot list dead workers"))?;
-            let mut moved = 0;
+            let mut all = Recovery::default();
             for worker in dead {
-                let n = self.drain_worker(&worker, true).await?;
+                let recovery = self.drain_worker(&worker, true).await?;
+                let n = recovery.moved;
+                all.moved += n;
+                all.buried.extend(recovery.buried);
                 if n > 0 {
                     warn!(worker, messages = n, "worker stopped heartbeating; its messages went back to their queues");
                 }
-                moved += n;
                 let _: Result<(), _> =
                     timed(self.limit(), redis::cmd("ZREM").arg(keys.workers()).arg(&worker).query_async(&mut con))
                         .await;
             }
-            Ok(moved)
+            Ok(all)
         }
         .await;
         let _: Result<i64, _> =

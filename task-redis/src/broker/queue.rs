@@ -193,7 +193,7 @@ impl Broker for RedisBroker {
         })
     }
 
-    fn recover(&self) -> BoxFuture<'_, Result<usize, BrokerError>> {
+    fn recover(&self) -> BoxFuture<'_, Result<Recovery, BrokerError>> {
         Box::pin(self.recover_dead())
     }
 

@@ -99,13 +99,13 @@ pub(super) async fn fetch(h: &Harness, c: &ConsumerId, queues: &[String], max: u
 }
 
 /// Recovers until something moves or 10 s pass, heartbeating `live` meanwhile.
-pub(super) async fn recover_soon(h: &Harness, live: &ConsumerId) -> usize {
+pub(super) async fn recover_soon(h: &Harness, live: &ConsumerId) -> task_core::broker::Recovery {
     let start = Instant::now();
     loop {
         h.broker.heartbeat(live, Duration::from_secs(30)).await.expect("heartbeat");
-        let moved = h.broker.recover().await.expect("recover");
-        if moved > 0 || start.elapsed() > Duration::from_secs(10) {
-            return moved;
+        let recovery = h.broker.recover().await.expect("recover");
+        if recovery.moved > 0 || start.elapsed() > Duration::from_secs(10) {
+            return recovery;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -77,7 +77,7 @@ pub async fn redelivery_after_a_consumer_dies(h: Harness) {
     h.broker.heartbeat(&dead, Duration::from_millis(200)).await.unwrap();
     h.broker.enqueue(msg(&q, "job")).await.unwrap();
     assert_eq!(fetch(&h, &dead, std::slice::from_ref(&q), 1, Duration::from_secs(1)).await.len(), 1);
-    assert!(recover_soon(&h, &live).await >= 1);
+    assert!(recover_soon(&h, &live).await.moved >= 1);
     let got = fetch(&h, &live, &[q], 1, Duration::from_secs(2)).await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].delivery_count, 2);
@@ -88,12 +88,19 @@ pub async fn redelivery_after_a_consumer_dies(h: Harness) {
 pub async fn dead_letter_after_max_deliveries(h: Harness) {
     let q = queue("limit");
     h.broker.enqueue(msg(&q, "poison")).await.unwrap();
+    let mut buried = Vec::new();
     for _ in 0..SUITE_MAX_DELIVERIES {
         let dying = ConsumerId::new();
         h.broker.heartbeat(&dying, Duration::from_millis(200)).await.unwrap();
         assert_eq!(fetch(&h, &dying, std::slice::from_ref(&q), 1, Duration::from_secs(2)).await.len(), 1);
-        assert!(recover_soon(&h, &ConsumerId::new()).await >= 1);
+        let recovery = recover_soon(&h, &ConsumerId::new()).await;
+        assert!(recovery.moved >= 1);
+        buried.extend(recovery.buried.into_iter().filter(|d| d.queue == q));
     }
+    // The recovery that buried it says so, for the caller to end its task.
+    assert_eq!(buried.len(), 1, "{buried:?}");
+    assert_eq!(buried[0].payload, b"poison");
+    assert!(buried[0].reason.contains("delivered"), "reason: {}", buried[0].reason);
     assert!(fetch(&h, &ConsumerId::new(), std::slice::from_ref(&q), 1, Duration::from_millis(200)).await.is_empty());
     let inspect = h.broker.inspect().expect("the suite needs Inspect");
     let dead = inspect.dead_letters(1000).await.unwrap();
@@ -135,7 +142,7 @@ pub async fn ack_after_recovery_is_fenced(h: Harness) {
     h.broker.heartbeat(&slow, Duration::from_millis(200)).await.unwrap();
     h.broker.enqueue(msg(&q, "job")).await.unwrap();
     let old = fetch(&h, &slow, std::slice::from_ref(&q), 1, Duration::from_secs(1)).await;
-    assert!(recover_soon(&h, &live).await >= 1);
+    assert!(recover_soon(&h, &live).await.moved >= 1);
     let new = fetch(&h, &live, std::slice::from_ref(&q), 1, Duration::from_secs(2)).await;
     let err = h.broker.ack(&slow, &old[0]).await.expect_err("a stale ack must be refused");
     assert_eq!(err.kind(), task_core::ErrorKind::Fenced);

@@ -51,7 +51,7 @@ pub async fn store_and_ack_settles_and_is_fenced(h: Harness) {
     h.broker.heartbeat(&slow, Duration::from_millis(200)).await.unwrap();
     h.broker.enqueue(msg(&q, "late")).await.unwrap();
     let old = fetch(&h, &slow, std::slice::from_ref(&q), 1, Duration::from_secs(1)).await;
-    assert!(recover_soon(&h, &live).await >= 1);
+    assert!(recover_soon(&h, &live).await.moved >= 1);
     let stale = TaskId::new();
     let err = settle(&h, &stale, done(&slow, 8), ttl, &slow, &old[0]).await.expect_err("a stale settle is refused");
     assert_eq!(err, task_core::ErrorKind::Fenced);

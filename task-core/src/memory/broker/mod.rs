@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Recovery};
 use crate::capability::{
     ChordJoin, ChordStore, DeadLetter, Inspect, PeekAt, Peeked, QueueStats, RateLimits, SendOnce, TickStore,
     UniqueLocks, WorkerDirectory, WorkerInfo,
@@ -177,11 +177,14 @@ impl State {
         }
     }
 
-    fn bury(&mut self, entry: Entry, reason: String) {
+    /// Adds a dead letter (the oldest goes past the cap) and returns it.
+    fn bury(&mut self, entry: Entry, reason: String) -> DeadLetter {
         if self.dead.len() == DEAD_LETTER_CAP {
             self.dead.pop_front();
         }
-        self.dead.push_back(DeadLetter::new(entry.queue, reason, entry.payload, now_ms()));
+        let letter = DeadLetter::new(entry.queue, reason, entry.payload, now_ms());
+        self.dead.push_back(letter.clone());
+        letter
     }
 
     fn fault(&mut self, op: BrokerOp) -> Result<(), BrokerError> {
@@ -334,13 +337,13 @@ impl InMemoryBroker {
         if out.is_empty() { Ok(Err(state.delayed.keys().next().map(|k| k.0))) } else { Ok(Ok(out)) }
     }
 
-    fn recover_now(&self) -> usize {
+    fn recover_now(&self) -> Recovery {
         let mut state = self.lock();
         let now = Instant::now();
         let dead: Vec<ConsumerId> =
             state.consumers.iter().filter(|(_, deadline)| **deadline <= now).map(|(c, _)| c.clone()).collect();
         if dead.is_empty() {
-            return 0;
+            return Recovery::default();
         }
         for consumer in &dead {
             state.consumers.remove(consumer);
@@ -348,6 +351,7 @@ impl InMemoryBroker {
         let tokens: Vec<u64> =
             state.held.iter().filter(|(_, (owner, _))| dead.contains(owner)).map(|(t, _)| *t).collect();
         let moved = tokens.len();
+        let mut buried = Vec::new();
         for token in tokens {
             let (owner, entry) = state.held.remove(&token).expect("token listed above");
             if entry.deliveries >= self.shared.max_deliveries {
@@ -355,14 +359,14 @@ impl InMemoryBroker {
                     "delivered {} times without an ack (limit {}); last consumer {owner} stopped heartbeating",
                     entry.deliveries, self.shared.max_deliveries
                 );
-                state.bury(entry, reason);
+                buried.push(state.bury(entry, reason));
             } else {
                 state.push(entry, true);
             }
         }
         drop(state);
         self.shared.wake.notify_waiters();
-        moved
+        Recovery::new(moved, buried)
     }
 }
 

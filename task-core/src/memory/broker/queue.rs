@@ -97,7 +97,7 @@ impl Broker for InMemoryBroker {
             let mut state = self.lock();
             let entry = state.take_held(consumer, delivery)?;
             state.bury(entry, reason.to_owned());
-            Ok(())
+            Ok::<(), BrokerError>(())
         })();
         Box::pin(async move { result })
     }
@@ -107,9 +107,9 @@ impl Broker for InMemoryBroker {
         Box::pin(async { Ok(()) })
     }
 
-    fn recover(&self) -> BoxFuture<'_, Result<usize, BrokerError>> {
-        let moved = self.recover_now();
-        Box::pin(async move { Ok(moved) })
+    fn recover(&self) -> BoxFuture<'_, Result<Recovery, BrokerError>> {
+        let recovery = self.recover_now();
+        Box::pin(async move { Ok(recovery) })
     }
 
     fn deregister<'a>(&'a self, consumer: &'a ConsumerId) -> BoxFuture<'a, Result<(), BrokerError>> {

@@ -685,7 +685,7 @@ pub async fn a_message_whose_workers_all_die_ends_its_task(h: AppHarness) {
     assert!(deliveries >= 2, "delivered {deliveries} times");
     match last.get(WAIT).await {
         Err(Error::TaskFailed { error, .. }) => {
-            assert!(error.contains("chain step 1 of 2") && error.contains("delivered"), "{error}")
+            assert!(error.contains("chain step 1 of 2") && error.contains("delivered"), "{error}");
         }
         other => panic!("the chain's last step should fail, naming the first: {other:?}"),
     }

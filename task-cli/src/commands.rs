@@ -84,7 +84,8 @@ fn worker_json(w: &WorkerInfo) -> Value {
     json!({
         "id": w.id, "hostname": w.hostname, "pid": w.pid, "concurrency": w.concurrency, "queues": w.queues,
         "tasks": w.tasks, "started": time(w.started_ms), "heartbeat": time(w.heartbeat_ms),
-        "succeeded": w.succeeded, "failed": w.failed, "active": w.active,
+        "succeeded": w.succeeded, "failed": w.failed, "active": w.active, "saturated": w.saturated,
+        "last_fetch": time(w.last_fetch_ms),
     })
 }
 

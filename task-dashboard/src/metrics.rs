@@ -38,7 +38,16 @@ async fn render(dash: &Dashboard) -> Result<String, Box<dyn std::error::Error + 
         Opts::new("celerity_worker_last_fetch_age_seconds", "Time since each worker's last successful fetch"),
         &["worker"],
     )?;
-    for collector in [queue.clone(), tasks.clone(), heartbeat.clone(), concurrency.clone(), fetch.clone()] {
+    let saturated = GaugeVec::new(
+        Opts::new(
+            "celerity_worker_saturated",
+            "1 while a worker does not fetch because every slot is taken: its last fetch ages, and that is fine",
+        ),
+        &["worker"],
+    )?;
+    for collector in
+        [queue.clone(), tasks.clone(), heartbeat.clone(), concurrency.clone(), fetch.clone(), saturated.clone()]
+    {
         registry.register(Box::new(collector))?;
     }
     registry.register(Box::new(online.clone()))?;
@@ -54,6 +63,7 @@ async fn render(dash: &Dashboard) -> Result<String, Box<dyn std::error::Error + 
         heartbeat.with_label_values(&[id]).set(w["heartbeat_age_ms"].as_f64().unwrap_or(0.0) / 1000.0);
         concurrency.with_label_values(&[id]).set(w["concurrency"].as_f64().unwrap_or(0.0));
         fetch.with_label_values(&[id]).set(w["last_fetch_age_ms"].as_f64().unwrap_or(0.0) / 1000.0);
+        saturated.with_label_values(&[id]).set(if w["saturated"] == true { 1.0 } else { 0.0 });
     }
     for q in queues_data(dash).await.map_err(|e| e.1)?.as_array().cloned().unwrap_or_default() {
         let name = q["queue"].as_str().unwrap_or("");

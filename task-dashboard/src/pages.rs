@@ -172,8 +172,14 @@ pub(crate) async fn workers(State(dash): State<Dashboard>) -> Response {
         .map(|w| {
             let age = w["heartbeat_age_ms"].as_i64().unwrap_or(0) as f64 / 1000.0;
             let fetched = w["last_fetch_age_ms"].as_i64().unwrap_or(0) as f64 / 1000.0;
+            // A busy worker does not fetch: its last fetch ages without anything wrong.
+            let fetched = if w["saturated"] == true {
+                format!("busy: every slot taken ({fetched:.1} s ago)")
+            } else {
+                format!("{fetched:.1} s ago")
+            };
             format!(
-                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{age:.1} s ago</td><td>{fetched:.1} s ago</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{age:.1} s ago</td><td>{fetched}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 cell(&w["id"]),
                 cell(&w["hostname"]),
                 cell(&w["pid"]),

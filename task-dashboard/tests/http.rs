@@ -218,6 +218,10 @@ async fn metrics_and_live_updates() {
             assert!(text.contains(r#"celerity_queue_messages{queue="default",state="scheduled"} 1"#), "{text}");
             let id = worker.id().as_str();
             assert!(text.contains(&format!("celerity_worker_concurrency{{worker=\"{id}\"}} 5")), "{text}");
+            assert!(
+                text.contains(&format!("celerity_worker_saturated{{worker=\"{id}\"}} 0")),
+                "an idle worker: {text}"
+            );
             let fetch_age = format!("celerity_worker_last_fetch_age_seconds{{worker=\"{id}\"}} ");
             let age: f64 = text
                 .lines()

@@ -48,7 +48,7 @@ macro_rules! control_tests {
             invalid_call_options_are_clear_errors, groups_return_results_in_order_or_the_first_error,
             callbacks_are_sent_when_the_task_ends, untracked_tasks_end_in_one_write,
             huge_durations_saturate_and_never_panic, a_revoke_is_final_for_the_run_it_revoked,
-            a_message_whose_workers_all_die_ends_its_task);
+            a_message_whose_workers_all_die_ends_its_task, a_busy_worker_says_so);
     };
     (@each $setup:path; $($name:ident),* $(,)?) => {
         $(
@@ -700,4 +700,46 @@ pub async fn a_message_whose_workers_all_die_ends_its_task(h: AppHarness) {
     let again = deadly::signature(key).queue(&queue).apply_async(&app).await.unwrap();
     assert_ne!(again.id(), &first, "the uniqueness lock of the buried task was given back");
     recoverer.shutdown().await.unwrap();
+}
+
+static HOLDING: AtomicBool = AtomicBool::new(false);
+static RELEASE: AtomicBool = AtomicBool::new(false);
+
+#[task(name = "celerity.suite.holding")]
+async fn holding() -> TaskResult<()> {
+    HOLDING.store(true, Ordering::SeqCst);
+    while !RELEASE.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+/// A worker whose every slot is taken does not fetch, so its last fetch ages: it says
+/// it is saturated, apart from a worker that cannot reach its queues; and stops saying
+/// so once a slot is free.
+pub async fn a_busy_worker_says_so(h: AppHarness) {
+    let app = h.app().await;
+    let worker = app.worker().concurrency(1).prefetch(1).heartbeat_ttl(Duration::from_millis(300)).spawn();
+    let directory = app.broker().directory().expect("the suite needs a worker directory");
+    let mine = |workers: Vec<task_core::capability::WorkerInfo>, id: &ConsumerId| {
+        workers.into_iter().find(|w| w.id == id.as_str())
+    };
+    let busy = holding::delay(&app).await.unwrap();
+    let start = Instant::now();
+    loop {
+        let me = mine(directory.workers().await.unwrap(), worker.id());
+        if HOLDING.load(Ordering::SeqCst) && me.as_ref().is_some_and(|w| w.saturated) {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "the busy worker never said it is saturated: {me:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    RELEASE.store(true, Ordering::SeqCst);
+    busy.get(WAIT).await.unwrap();
+    let start = Instant::now();
+    while mine(directory.workers().await.unwrap(), worker.id()).is_some_and(|w| w.saturated) {
+        assert!(start.elapsed() < WAIT, "the worker still says it is saturated with a free slot");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.shutdown().await.unwrap();
 }

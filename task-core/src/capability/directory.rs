@@ -36,6 +36,10 @@ pub struct WorkerInfo {
     /// Tasks running on it at its last heartbeat.
     #[serde(default)]
     pub active: u64,
+    /// Every slot was taken and the prefetch full at its last heartbeat: it does not
+    /// fetch because it is busy, so an old `last_fetch_ms` is no sign of trouble.
+    #[serde(default)]
+    pub saturated: bool,
 }
 
 impl WorkerInfo {
@@ -63,6 +67,7 @@ impl WorkerInfo {
             failed: 0,
             last_fetch_ms: started_ms,
             active: 0,
+            saturated: false,
         }
     }
 }

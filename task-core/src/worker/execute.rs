@@ -44,6 +44,8 @@ pub(super) struct Counters {
     pub(super) released: AtomicU64,
     /// The last successful fetch (Unix ms).
     pub(super) last_fetch_ms: std::sync::atomic::AtomicI64,
+    /// Not fetching because every slot is taken and the prefetch is full.
+    pub(super) saturated: std::sync::atomic::AtomicBool,
 }
 
 impl Counters {

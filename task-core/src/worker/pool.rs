@@ -73,7 +73,9 @@ where
         let room = prefetch.saturating_sub(inbox.busy() + inbox.queued());
         // Fetched messages wait for a slot, not for a fetch: a fetch may block (the
         // queue is empty) while slots free up, and would leave them waiting that long.
-        if room == 0 || inbox.queued() > 0 {
+        let saturated = room == 0 || inbox.queued() > 0;
+        runner.counters.saturated.store(saturated, std::sync::atomic::Ordering::Relaxed);
+        if saturated {
             tokio::select! {
                 biased;
                 () = &mut signal => break 'fetching,
@@ -185,6 +187,7 @@ async fn heartbeat(broker: Arc<dyn Broker>, id: ConsumerId, ttl: Duration, mut i
             info.failed = report.failed;
             info.last_fetch_ms = last_fetch;
             info.active = u64::try_from(active).unwrap_or(u64::MAX);
+            info.saturated = runner.counters.saturated.load(std::sync::atomic::Ordering::Relaxed);
             if let Err(e) = directory.announce(&info, ttl).await {
                 warn!(error = %e, "cannot announce this worker");
             }

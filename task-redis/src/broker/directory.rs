@@ -31,6 +31,8 @@ impl WorkerDirectory for RedisBroker {
                 .arg(info.last_fetch_ms)
                 .arg("active")
                 .arg(info.active)
+                .arg("saturated")
+                .arg(u8::from(info.saturated))
                 .ignore();
             pipe.cmd("PEXPIRE").arg(&key).arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)).ignore();
             let mut con = self.con();
@@ -74,6 +76,7 @@ impl WorkerDirectory for RedisBroker {
                     info.failed = u64::try_from(num("failed")).unwrap_or(0);
                     info.last_fetch_ms = num("last_fetch_ms");
                     info.active = u64::try_from(num("active")).unwrap_or(0);
+                    info.saturated = num("saturated") == 1;
                     info
                 })
                 .collect())

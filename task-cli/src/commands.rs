@@ -272,6 +272,27 @@ async fn purge(app: &App, queue: &str, yes: bool, json: bool) -> Outcome {
     Ok(0)
 }
 
+/// Where `call` sends `task` when `--queue` names none: the queue the live workers
+/// that run it send it to (the task's own, else their routes), else this app's route,
+/// else the default queue, as a program that links the task would.
+async fn queue_of(app: &App, task: &str) -> String {
+    let advertised = match app.broker().directory() {
+        Some(directory) => directory.workers().await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let mut queues: Vec<String> = advertised.into_iter().filter_map(|w| w.task_queues.get(task).cloned()).collect();
+    queues.sort();
+    queues.dedup();
+    if queues.len() > 1 {
+        eprintln!(
+            "warning: the live workers send `{task}` to different queues ({}); using `{}`",
+            queues.join(", "),
+            queues[0]
+        );
+    }
+    queues.into_iter().next().unwrap_or_else(|| app.queue_of(task, None).to_owned())
+}
+
 async fn call(
     app: &App,
     task: &str,
@@ -288,7 +309,10 @@ async fn call(
     if priority > 9 {
         return Err(format!("--priority must be 0 to 9, not {priority}").into());
     }
-    let queue = queue.unwrap_or_else(|| app.default_queue().to_owned());
+    let queue = match queue {
+        Some(queue) => queue,
+        None => queue_of(app, task).await,
+    };
     let mut envelope = Envelope::new(task, task_core::codec::encode(&value, "the arguments")?, queue.clone());
     envelope.priority = priority;
     let eta = match countdown {

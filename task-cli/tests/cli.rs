@@ -216,3 +216,31 @@ async fn every_command_works_before_the_first_worker_and_after_the_last() {
     worker.shutdown().await.unwrap();
     check("after the last worker stopped");
 }
+
+#[task(name = "cli.media", queue = "media")]
+async fn media(name: String) -> TaskResult<String> {
+    Ok(name)
+}
+
+/// `celerity call` without `--queue` sends a task where a program that links it would:
+/// its own queue (`#[task(queue = "media")]`), as the live workers that run it say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_without_a_queue_sends_a_task_to_its_own() {
+    let env = Env { server: RedisServer::start(), namespace: test_support::namespace() };
+    let config = RedisConfig::from_url(env.server.url()).namespace(&env.namespace);
+    let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
+    let worker = app.worker().queues(["default", "media"]).spawn();
+    eventually("the worker shows in `status`", || env.json(&["status"]).1.as_array().is_some_and(|w| w.len() == 1))
+        .await;
+    let (code, sent) = env.json(&["call", "cli.media", "--args", r#"{"name": "cat.png"}"#]);
+    assert_eq!((code, sent["queue"].as_str()), (0, Some("media")), "{sent}");
+    let id = sent["id"].as_str().unwrap().to_owned();
+    let (code, done) = env.json(&["result", &id, "--wait", "10"]);
+    assert_eq!((code, done["result"].as_str()), (0, Some("cat.png")), "{done}");
+    // An explicit --queue still wins; an unknown task goes to the default queue.
+    let (_, sent) = env.json(&["call", "cli.media", "--queue", "default", "--args", r#"{"name": "x"}"#]);
+    assert_eq!(sent["queue"], "default");
+    let (_, sent) = env.json(&["call", "nobody.knows"]);
+    assert_eq!(sent["queue"], "default");
+    worker.shutdown().await.unwrap();
+}

@@ -123,6 +123,12 @@ impl Envelope {
     pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
         codec::decode(bytes, "the task envelope")
     }
+
+    /// The priority an encoded envelope names (0 when it does not decode): what a dead
+    /// letter is given back with.
+    pub fn priority_in(bytes: &[u8]) -> u8 {
+        Self::decode(bytes).map_or(0, |e| e.priority.min(crate::message::MAX_PRIORITY))
+    }
 }
 
 impl Callback {

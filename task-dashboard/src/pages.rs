@@ -319,7 +319,11 @@ pub(crate) async fn dead(State(dash): State<Dashboard>) -> Response {
     page(
         &dash.config.base,
         "Dead letters",
-        &format!("{actions}{}", table(&["at", "queue", "task", "id", "reason"], &rows)),
+        &format!(
+            "{actions}{}<p class=\"live\">Each queue keeps its newest dead letters up to a cap (10,000 by \
+             default): past it the oldest is dropped, and the worker logs a warning.</p>",
+            table(&["at", "queue", "task", "id", "reason"], &rows)
+        ),
     )
     .into_response()
 }

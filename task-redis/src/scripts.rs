@@ -18,7 +18,6 @@ pub(crate) struct Scripts {
     pub(crate) store_many: Script,
     pub(crate) revoke: Script,
     pub(crate) rate: Script,
-    pub(crate) retry_dead: Script,
     pub(crate) unlock: Script,
     pub(crate) chord_join: Script,
     pub(crate) chord_fire: Script,
@@ -42,7 +41,6 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     store_many: Script::new(&store_many()),
     revoke: Script::new(include_str!("../lua/revoke.lua")),
     rate: Script::new(include_str!("../lua/rate.lua")),
-    retry_dead: Script::new(include_str!("../lua/retry_dead.lua")),
     unlock: Script::new(include_str!("../lua/unlock.lua")),
     chord_join: Script::new(include_str!("../lua/chord_join.lua")),
     // A guard (close the chord) in front of the enqueue script, like retry.

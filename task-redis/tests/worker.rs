@@ -284,3 +284,39 @@ async fn garbage_on_the_control_channel_breaks_nothing() {
     assert_eq!(long.get(WAIT).await.unwrap(), 3);
     worker.shutdown().await.unwrap();
 }
+
+/// The dead letters of a queue past their cap: the oldest is dropped, and a warning
+/// says so (it was silent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_past_their_cap_are_dropped_with_a_warning() {
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let server = RedisServer::start();
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let broker = RedisBroker::connect(config(&server).dead_letter_cap(2)).await.unwrap();
+    let me = ConsumerId::new();
+    broker.heartbeat(&me, Duration::from_secs(30)).await.unwrap();
+    for i in 0..3 {
+        broker.enqueue(Message::new(TaskId::new(), "capped", format!("m{i}").into_bytes())).await.unwrap();
+        let got = broker.fetch(&me, &["capped".into()], 1, Duration::from_secs(1)).await.unwrap();
+        broker.dead_letter(&me, &got[0], "no").await.unwrap();
+    }
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(text.matches("dead letters are at their cap").count(), 1, "{text}");
+    use task_core::Broker as _;
+    let kept = broker.inspect().unwrap().dead_letters(10).await.unwrap();
+    let bodies: Vec<&[u8]> = kept.iter().map(|d| d.payload.as_slice()).collect();
+    assert_eq!(bodies, [b"m2".as_slice(), b"m1"], "the newest two are kept");
+}

@@ -36,6 +36,11 @@ pub struct WorkerInfo {
     /// Tasks running on it at its last heartbeat.
     #[serde(default)]
     pub active: u64,
+    /// The queue a call of each of its tasks goes to when the call names none (the
+    /// task's own, else its app's route, else the default queue), by task name: where
+    /// `celerity call` sends a task it does not know.
+    #[serde(default)]
+    pub task_queues: std::collections::BTreeMap<String, String>,
     /// Every slot was taken and the prefetch full at its last heartbeat: it does not
     /// fetch because it is busy, so an old `last_fetch_ms` is no sign of trouble.
     #[serde(default)]
@@ -67,6 +72,7 @@ impl WorkerInfo {
             failed: 0,
             last_fetch_ms: started_ms,
             active: 0,
+            task_queues: std::collections::BTreeMap::new(),
             saturated: false,
         }
     }

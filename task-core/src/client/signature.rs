@@ -283,11 +283,7 @@ impl<T> Signature<T> {
         {
             return Err(invalid(format!("soft_time_limit ({soft:?}) must be below time_limit ({hard:?})")));
         }
-        let queue = self
-            .queue
-            .or_else(|| d.queue.map(str::to_owned))
-            .or_else(|| app.route(task).map(str::to_owned))
-            .unwrap_or_else(|| app.default_queue().to_owned());
+        let queue = self.queue.unwrap_or_else(|| app.queue_of(task, d.queue).to_owned());
         if queue.trim().is_empty() {
             return Err(invalid("the queue name cannot be empty".into()));
         }
@@ -351,6 +347,13 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 impl App {
+    /// The queue a call of task `name` goes to when the call names none: the task's own
+    /// (`#[task(queue = ..)]`, given as `own`), else the app's route for the name, else
+    /// the default queue.
+    pub fn queue_of<'a>(&'a self, name: &str, own: Option<&'a str>) -> &'a str {
+        own.or_else(|| self.route(name)).unwrap_or_else(|| self.default_queue())
+    }
+
     /// Sends task `T` with its arguments struct: `app.send::<add::Task>(add::Args { x: 1, y: 2 })`.
     pub async fn send<T: Task>(&self, args: T::Args) -> Result<AsyncResult<T::Output>, Error> {
         Signature::<T::Output>::new(T::NAME, &args, T::OPTIONS).apply_async(self).await

@@ -51,6 +51,15 @@ where
         app.registry().names().map(str::to_owned).collect(),
         crate::time::now_ms(),
     );
+    let mut info = info;
+    info.task_queues = app
+        .registry()
+        .names()
+        .filter_map(|name| {
+            let own = app.registry().get(name)?.options().queue;
+            Some((name.to_owned(), app.queue_of(name, own).to_owned()))
+        })
+        .collect();
     let heart = tokio::spawn(heartbeat(broker.clone(), id.clone(), heartbeat_ttl, info, runner.clone()));
     let terminator =
         app.backend().terminations().map(|requests| requests.listen(terminate_on_request(Arc::downgrade(&runner))));

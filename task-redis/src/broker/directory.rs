@@ -33,6 +33,8 @@ impl WorkerDirectory for RedisBroker {
                 .arg(info.active)
                 .arg("saturated")
                 .arg(u8::from(info.saturated))
+                .arg("task_queues")
+                .arg(info.task_queues.iter().map(|(task, queue)| format!("{task}\t{queue}\n")).collect::<String>())
                 .ignore();
             pipe.cmd("PEXPIRE").arg(&key).arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)).ignore();
             let mut con = self.con();
@@ -77,6 +79,16 @@ impl WorkerDirectory for RedisBroker {
                     info.last_fetch_ms = num("last_fetch_ms");
                     info.active = u64::try_from(num("active")).unwrap_or(0);
                     info.saturated = num("saturated") == 1;
+                    info.task_queues = r
+                        .get("task_queues")
+                        .map(|lines| {
+                            lines
+                                .lines()
+                                .filter_map(|l| l.split_once('\t'))
+                                .map(|(t, q)| (t.to_owned(), q.to_owned()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
                     info
                 })
                 .collect())

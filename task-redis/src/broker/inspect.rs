@@ -129,14 +129,35 @@ impl Inspect for RedisBroker {
     }
 
     fn retry_dead<'a>(&'a self, queue: &'a str, limit: usize) -> BoxFuture<'a, Result<usize, BrokerError>> {
+        // Oldest first, each as `retry_dead_letter` does it (exact, at its priority): a
+        // letter is never lost, and one that does not parse (pushed by hand) stays.
         Box::pin(async move {
-            let keys = &self.inner.keys;
+            let dead = self.inner.keys.dead(queue);
             let mut con = self.con();
-            let mut inv = SCRIPTS.retry_dead.prepare_invoke();
-            inv.key(keys.dead(queue)).key(keys.ready(queue, 0)).key(keys.wake(queue)).arg(limit);
-            timed(self.limit(), inv.invoke_async(&mut con))
-                .await
-                .map_err(|e| e.broker(&format!("cannot retry the dead letters of `{queue}`")))
+            let mut moved = 0;
+            while moved < limit {
+                let chunk = isize::try_from((limit - moved).min(256)).unwrap_or(256);
+                let records: Vec<Vec<u8>> =
+                    timed(self.limit(), redis::cmd("LRANGE").arg(&dead).arg(-chunk).arg(-1).query_async(&mut con))
+                        .await
+                        .map_err(|e| e.broker(&format!("cannot read the dead letters of `{queue}`")))?;
+                let mut progressed = false;
+                for record in records.iter().rev() {
+                    let Some((at_ms, reason, payload)) = entry::parse_dead_record(record) else { continue };
+                    let letter = DeadLetter::new(queue.to_owned(), reason, payload, at_ms);
+                    if self.retry_dead_letter(&letter).await? {
+                        moved += 1;
+                        progressed = true;
+                        if moved == limit {
+                            break;
+                        }
+                    }
+                }
+                if !progressed {
+                    break;
+                }
+            }
+            Ok(moved)
         })
     }
 
@@ -146,11 +167,12 @@ impl Inspect for RedisBroker {
             let queue = &letter.queue;
             let mut con = self.con();
             let mut inv = SCRIPTS.retry_dead_one.prepare_invoke();
+            let priority = task_core::Envelope::priority_in(&letter.payload);
             inv.key(keys.dead(queue))
-                .key(keys.ready(queue, 0))
+                .key(keys.ready(queue, priority))
                 .key(keys.wake(queue))
                 .arg(entry::dead_record(letter.at_ms, &letter.reason, &letter.payload))
-                .arg(&letter.payload);
+                .arg(entry::encode(priority, 0, &letter.payload));
             let moved: i64 = timed(self.limit(), inv.invoke_async(&mut con))
                 .await
                 .map_err(|e| e.broker(&format!("cannot retry a dead letter of `{queue}`")))?;

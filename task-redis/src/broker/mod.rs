@@ -373,7 +373,7 @@ impl RedisBroker {
         what: &str,
         consumer: &ConsumerId,
         delivery: &Delivery,
-    ) -> Result<(), BrokerError> {
+    ) -> Result<i64, BrokerError> {
         let mut inv = script.prepare_invoke();
         for k in keys {
             inv.key(k);
@@ -388,11 +388,9 @@ impl RedisBroker {
         if done == 0 {
             return Err(fenced(consumer, what));
         }
-        Ok(())
+        Ok(done)
     }
 
-    /// Empties `worker`'s processing lists back into their queues; `counted` when the
-    /// worker died (the delivery counts toward the limit).
     /// Empties the processing lists of `worker`; how many moved, and those buried.
     async fn drain_worker(&self, worker: &str, counted: bool) -> Result<Recovery, BrokerError> {
         let keys = &self.inner.keys;

@@ -124,6 +124,7 @@ impl Broker for RedisBroker {
                 delivery,
             )
             .await
+            .map(drop)
         })
     }
 
@@ -147,6 +148,7 @@ impl Broker for RedisBroker {
                 delivery,
             )
             .await
+            .map(drop)
         })
     }
 
@@ -158,19 +160,28 @@ impl Broker for RedisBroker {
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
             let keys = &self.inner.keys;
-            self.settle(
-                &SCRIPTS.bury,
-                vec![keys.processing(&delivery.queue, consumer.as_str()), keys.dead(&delivery.queue)],
-                vec![
-                    delivery.receipt.as_bytes().to_vec(),
-                    entry::dead_record(now_ms(), reason, &delivery.payload),
-                    self.inner.config.dead_letter_cap.to_string().into_bytes(),
-                ],
-                "dead-letter",
-                consumer,
-                delivery,
-            )
-            .await
+            let code = self
+                .settle(
+                    &SCRIPTS.bury,
+                    vec![keys.processing(&delivery.queue, consumer.as_str()), keys.dead(&delivery.queue)],
+                    vec![
+                        delivery.receipt.as_bytes().to_vec(),
+                        entry::dead_record(now_ms(), reason, &delivery.payload),
+                        self.inner.config.dead_letter_cap.to_string().into_bytes(),
+                    ],
+                    "dead-letter",
+                    consumer,
+                    delivery,
+                )
+                .await?;
+            if code == 2 {
+                warn!(
+                    queue = %delivery.queue,
+                    cap = self.inner.config.dead_letter_cap,
+                    "the queue's dead letters are at their cap: the oldest was dropped"
+                );
+            }
+            Ok(())
         })
     }
 

@@ -279,3 +279,28 @@ pub async fn a_fresh_store_answers_every_question(h: Harness) {
     }
     assert!(h.backend.get(&TaskId::new()).await.expect("an unknown record").is_none());
 }
+
+/// A dead letter given back (all of a queue's, or one) keeps the priority its envelope
+/// names: an urgent task that failed is urgent when retried.
+pub async fn a_retried_dead_letter_keeps_its_priority(h: Harness) {
+    let q = queue("dead-priority");
+    let inspect = h.broker.inspect().expect("the suite needs Inspect");
+    let c = ConsumerId::new();
+    h.broker.heartbeat(&c, Duration::from_secs(30)).await.unwrap();
+    for priority in [7u8, 3] {
+        let mut envelope = task_core::Envelope::new("t", vec![0x80], &q);
+        envelope.priority = priority;
+        let message = Message::new(envelope.id.clone(), &q, envelope.encode().unwrap()).with_priority(priority);
+        h.broker.enqueue(message).await.unwrap();
+        let got = fetch(&h, &c, std::slice::from_ref(&q), 1, Duration::from_secs(1)).await;
+        h.broker.dead_letter(&c, &got[0], "buried for the test").await.unwrap();
+    }
+    // One of them alone, then the rest.
+    let letters = inspect.dead_letters(100).await.unwrap();
+    let seven = letters.iter().find(|d| d.queue == q && task_core::Envelope::priority_in(&d.payload) == 7).unwrap();
+    assert!(inspect.retry_dead_letter(seven).await.unwrap());
+    assert_eq!(inspect.retry_dead(&q, 10).await.unwrap(), 1);
+    let got = fetch(&h, &c, std::slice::from_ref(&q), 10, Duration::from_secs(1)).await;
+    let priorities: Vec<u8> = got.iter().map(|d| d.priority).collect();
+    assert_eq!(priorities, [7, 3], "each back at its own priority, highest first");
+}

@@ -1,6 +1,7 @@
 //! Inspection and administration of the in-memory broker.
 
 use super::*;
+use crate::envelope::Envelope;
 
 impl Inspect for InMemoryBroker {
     fn queue_stats<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<QueueStats, BrokerError>> {
@@ -70,7 +71,8 @@ impl Inspect for InMemoryBroker {
             state.dead = keep;
             let moved = again.len();
             for dead in again {
-                state.push(Entry { queue: dead.queue, priority: 0, payload: dead.payload, deliveries: 0 }, false);
+                let priority = Envelope::priority_in(&dead.payload);
+                state.push(Entry { queue: dead.queue, priority, payload: dead.payload, deliveries: 0 }, false);
             }
             moved
         };
@@ -82,7 +84,8 @@ impl Inspect for InMemoryBroker {
         let found = self.add_then_wake(|state| {
             let at = state.dead.iter().position(|d| d == letter);
             let Some(dead) = at.and_then(|at| state.dead.remove(at)) else { return Ok(false) };
-            state.push(Entry { queue: dead.queue, priority: 0, payload: dead.payload, deliveries: 0 }, false);
+            let priority = Envelope::priority_in(&dead.payload);
+            state.push(Entry { queue: dead.queue, priority, payload: dead.payload, deliveries: 0 }, false);
             Ok(true)
         });
         Box::pin(async move { found })

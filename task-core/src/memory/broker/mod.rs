@@ -181,6 +181,7 @@ impl State {
     fn bury(&mut self, entry: Entry, reason: String) -> DeadLetter {
         if self.dead.len() == DEAD_LETTER_CAP {
             self.dead.pop_front();
+            tracing::warn!(cap = DEAD_LETTER_CAP, "the dead letters are at their cap: the oldest was dropped");
         }
         let letter = DeadLetter::new(entry.queue, reason, entry.payload, now_ms());
         self.dead.push_back(letter.clone());

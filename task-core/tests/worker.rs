@@ -455,3 +455,33 @@ async fn a_failed_send_releases_its_uniqueness_lock() {
     assert_eq!(sent.get(WAIT).await.expect("and runs: it is no phantom twin"), "k");
     stop(worker).await;
 }
+
+static STUBBORN_STARTS: AtomicUsize = AtomicUsize::new(0);
+
+#[task]
+fn stubborn() -> TaskResult<()> {
+    STUBBORN_STARTS.fetch_add(1, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(3));
+    Ok(())
+}
+
+/// A plain `fn` task still running when the grace period ends cannot be stopped: its
+/// message is not given back for a second copy to run beside the first; the task ends
+/// FAILURE, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_that_outlives_the_grace_period_is_not_run_twice() {
+    let app = app();
+    let worker = app.worker().grace_period(Duration::from_millis(100)).spawn();
+    let res = stubborn::delay(&app).await.unwrap();
+    eventually(|| STUBBORN_STARTS.load(Ordering::SeqCst) == 1).await;
+    let report = stop(worker).await;
+    assert_eq!(report.failed, 1, "{report:?}");
+    let next = app.worker().spawn();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(STUBBORN_STARTS.load(Ordering::SeqCst), 1, "a second copy ran beside the first");
+    match res.get(WAIT).await {
+        Err(Error::TaskFailed { error, .. }) => assert!(error.contains("cannot stop"), "{error}"),
+        other => panic!("expected FAILURE, got {other:?}"),
+    }
+    stop(next).await;
+}

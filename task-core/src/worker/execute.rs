@@ -72,6 +72,10 @@ pub(super) struct Runner {
     pub(super) counters: Counters,
     /// Running tasks that a revoke with terminate can stop.
     pub(super) running: Mutex<HashMap<TaskId, oneshot::Sender<()>>>,
+    /// The deliveries of running `fn` (blocking) tasks: a thread cannot be stopped, so
+    /// one still running when the worker stops must not be run again elsewhere
+    /// ([`Runner::settle_stranded`]).
+    blocking: Mutex<HashMap<TaskId, (Delivery, Envelope)>>,
     /// The backend stores a final state and acks in one step (it shares the broker's
     /// store): see [`capability::pair`](crate::capability::pair).
     atomic_settle: bool,
@@ -119,7 +123,14 @@ impl Runner {
     /// A runner for `app`, in the name of `consumer`.
     pub(super) fn new(app: App, consumer: ConsumerId) -> Self {
         let atomic_settle = pair(app.broker().shared_store(), app.backend().settle_atomically()).is_some();
-        Self { app, consumer, counters: Counters::default(), running: Mutex::default(), atomic_settle }
+        Self {
+            app,
+            consumer,
+            counters: Counters::default(),
+            running: Mutex::default(),
+            blocking: Mutex::default(),
+            atomic_settle,
+        }
     }
 
     /// Stops a running task (revoke with terminate); false if it does not run here.
@@ -213,10 +224,17 @@ impl Runner {
             cancel,
             terminate,
         };
+        if entry.is_blocking() {
+            let held = (delivery.clone(), envelope.clone());
+            self.blocking.lock().unwrap_or_else(|p| p.into_inner()).insert(envelope.id.clone(), held);
+        }
         let began = tokio::time::Instant::now();
         let outcome = run(invocation, limits).await;
         let runtime_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&envelope.id);
+        if entry.is_blocking() {
+            self.blocking.lock().unwrap_or_else(|p| p.into_inner()).remove(&envelope.id);
+        }
 
         let backoff = entry.options().backoff.unwrap_or(Backoff::DEFAULT);
         let verdict = decide::verdict(outcome.as_ref().map(|_| ()), envelope.retries, max_retries, &backoff);
@@ -476,6 +494,27 @@ impl Runner {
         self.record(event).await;
         if let Some(envelope) = envelope {
             self.unlock_unique(envelope).await;
+        }
+    }
+
+    /// After the grace period, with the runs aborted: the `fn` tasks whose threads may
+    /// still run. Their messages are not given back (another worker would run a second
+    /// copy beside the first): each ends `FAILURE`, saying why, and is acked.
+    pub(super) async fn settle_stranded(&self) {
+        let stranded: Vec<(Delivery, Envelope)> =
+            self.blocking.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, held)| held).collect();
+        for (delivery, envelope) in stranded {
+            let reason = "the worker stopped while the task ran on a thread it cannot stop (a plain `fn` task): \
+                          not run again, since the thread may still be running it";
+            warn!(task = %envelope.task, id = %envelope.id, "{reason}");
+            let failed = TaskMeta {
+                error: Some(reason.to_owned()),
+                finished_ms: Some(now_ms()),
+                ..TaskMeta::state(TaskState::Failure)
+            };
+            self.store(&envelope, failed).await;
+            self.finish(&delivery, &envelope).await;
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -145,11 +145,12 @@ async fn shutdown(
     if tokio::time::timeout(grace, async { while slots.join_next().await.is_some() {} }).await.is_err() {
         warn!(
             still_running = inbox.busy(),
-            "grace period over: aborting running tasks; their messages go back to the queue"
+            "grace period over: aborting running tasks; their messages go back to the queue, but those of plain `fn` tasks end FAILURE (their threads cannot be stopped)"
         );
         slots.abort_all();
     }
     while slots.join_next().await.is_some() {}
+    runner.settle_stranded().await;
     if let Err(e) = broker.deregister(id).await {
         error!(error = %e, "cannot deregister; held messages are recovered when this worker's heartbeat expires");
     }

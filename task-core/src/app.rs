@@ -26,6 +26,14 @@ pub const ENV_RESULT_TTL: &str = "CELERITY_RESULT_TTL";
 /// Whether workers store `STARTED` when a task starts (`1`/`true`, the default, or
 /// `0`/`false`); see [`AppBuilder::track_started`].
 pub const ENV_TRACK_STARTED: &str = "CELERITY_TRACK_STARTED";
+/// The largest message and result (bytes) read by [`App::from_env`]; see
+/// [`AppBuilder::max_message_size`].
+pub const ENV_MAX_MESSAGE_SIZE: &str = "CELERITY_MAX_MESSAGE_SIZE";
+
+/// The largest encoded task or result when nothing else says: 16 MiB, as brokers cap
+/// their messages. Past it, a send is refused, a fetched message goes to the dead
+/// letters and a result ends its task `FAILURE`.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 
 /// A URL with its password (and user) replaced by `***`, for logs and banners.
 ///
@@ -75,6 +83,7 @@ struct Inner {
     result_ttl: Duration,
     routes: Vec<(String, String)>,
     track_started: bool,
+    max_message_size: usize,
 }
 
 impl App {
@@ -90,6 +99,7 @@ impl App {
                 default_queue: DEFAULT_QUEUE.into(),
                 result_ttl: DEFAULT_RESULT_TTL,
                 track_started: true,
+                max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
                 routes: Vec::new(),
             }),
         }
@@ -104,6 +114,7 @@ impl App {
     /// | `CELERITY_DEFAULT_QUEUE` | queue of tasks that name none | `default` |
     /// | `CELERITY_RESULT_TTL` | seconds results are kept | 86400 |
     /// | `CELERITY_TRACK_STARTED` | store `STARTED` when a task starts (`1`/`0`) | `1` |
+    /// | `CELERITY_MAX_MESSAGE_SIZE` | the largest task or result, in bytes | 16 MiB |
     pub async fn from_env() -> Result<App, Error> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let mut builder = App::builder();
@@ -124,6 +135,12 @@ impl App {
         }
         if let Some(track) = var(ENV_TRACK_STARTED) {
             builder = builder.track_started(flag(ENV_TRACK_STARTED, &track)?);
+        }
+        if let Some(size) = var(ENV_MAX_MESSAGE_SIZE) {
+            let bytes = size.parse().ok().filter(|b| *b > 0).ok_or_else(|| {
+                Error::Config(format!("{ENV_MAX_MESSAGE_SIZE}=`{size}` is not a positive number of bytes"))
+            })?;
+            builder = builder.max_message_size(bytes);
         }
         builder.build().await
     }
@@ -167,6 +184,11 @@ impl App {
     /// otherwise (see [`AppBuilder::track_started`]).
     pub fn track_started(&self) -> bool {
         self.inner.track_started
+    }
+
+    /// The largest encoded task or result, in bytes (see [`AppBuilder::max_message_size`]).
+    pub fn max_message_size(&self) -> usize {
+        self.inner.max_message_size
     }
 
     /// How long results are kept.
@@ -233,6 +255,7 @@ pub struct AppBuilder {
     result_ttl: Option<Duration>,
     routes: Vec<(String, String)>,
     track_started: Option<bool>,
+    max_message_size: Option<usize>,
 }
 
 impl fmt::Debug for AppBuilder {
@@ -298,6 +321,15 @@ impl AppBuilder {
         self
     }
 
+    /// The largest encoded task (its envelope, arguments included) or result, in bytes:
+    /// [`DEFAULT_MAX_MESSAGE_SIZE`] unless set. A larger send is refused with
+    /// [`Error::TooLarge`] and nothing is sent; a larger message fetched (sent by another
+    /// program) goes to the dead letters; a larger result ends its task `FAILURE`.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = Some(bytes.max(1));
+        self
+    }
+
     /// Routes tasks whose name matches `pattern` (`*`, `?`) to `queue`, like Celery's
     /// `task_routes`. The first matching route wins; a queue given per call or in
     /// `#[task(queue = ..)]` wins over every route.
@@ -333,6 +365,7 @@ impl AppBuilder {
                 result_ttl: self.result_ttl.unwrap_or(DEFAULT_RESULT_TTL),
                 routes: self.routes,
                 track_started: self.track_started.unwrap_or(true),
+                max_message_size: self.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
             }),
         })
     }

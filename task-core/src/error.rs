@@ -75,6 +75,18 @@ pub enum Error {
         /// The last state seen.
         state: crate::TaskState,
     },
+    /// A task's message would be larger than the app allows
+    /// ([`AppBuilder::max_message_size`](crate::AppBuilder::max_message_size)): nothing
+    /// was sent.
+    #[error("task {task}: its message is {size} bytes, over the limit of {limit} bytes; nothing was sent")]
+    TooLarge {
+        /// The task name.
+        task: String,
+        /// The encoded message's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// Two registered tasks share a name; the worker refuses to start.
     #[error("{0}")]
     DuplicateTasks(String),

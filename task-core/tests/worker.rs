@@ -485,3 +485,52 @@ async fn a_thread_that_outlives_the_grace_period_is_not_run_twice() {
     }
     stop(next).await;
 }
+
+#[task]
+async fn echo(text: String) -> TaskResult<String> {
+    Ok(text)
+}
+
+#[task]
+async fn inflate(n: usize) -> TaskResult<String> {
+    Ok("x".repeat(n))
+}
+
+/// Sizes: a send over the limit is refused and sends nothing; a message over the limit
+/// (from a producer with a larger one) goes to the dead letters and the worker goes on;
+/// a result over the limit ends its task FAILURE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_and_results_over_the_size_limit_are_clear_errors() {
+    let huge = "x".repeat(task_core::DEFAULT_MAX_MESSAGE_SIZE + 1);
+    let (app, broker) = app_with_broker().await;
+    match echo::delay(&app, huge).await {
+        Err(Error::TooLarge { task, size, limit }) => {
+            assert!(task.ends_with("echo") && size > limit && limit == task_core::DEFAULT_MAX_MESSAGE_SIZE);
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert_eq!(broker.len("default"), 0, "nothing was sent");
+
+    // A worker with a small limit, fed by a producer with the default one.
+    let small = App::builder()
+        .broker(app.broker().clone())
+        .backend(app.backend().clone())
+        .max_message_size(4096)
+        .build()
+        .await
+        .unwrap();
+    let worker = small.worker().spawn();
+    let big = echo::delay(&app, "y".repeat(8192)).await.unwrap();
+    match big.get(WAIT).await {
+        Err(Error::TaskFailed { error, .. }) => assert!(error.contains("over the limit of 4096 bytes"), "{error}"),
+        other => panic!("expected FAILURE, got {other:?}"),
+    }
+    assert!(broker.dead_letters().iter().any(|d| d.reason.contains("over the limit")), "a dead letter");
+    let fat = inflate::delay(&app, 10_000).await.unwrap();
+    match fat.get(WAIT).await {
+        Err(Error::TaskFailed { error, .. }) => assert!(error.contains("the result is"), "{error}"),
+        other => panic!("expected FAILURE, got {other:?}"),
+    }
+    assert_eq!(echo::delay(&app, "small".into()).await.unwrap().get(WAIT).await.unwrap(), "small", "it goes on");
+    stop(worker).await;
+}

@@ -325,6 +325,10 @@ impl<T> Signature<T> {
             envelope.callbacks.push(Callback::from_message(on, arg.map(str::to_owned), prepare(app)?));
         }
         let payload = envelope.encode()?;
+        let limit = app.max_message_size();
+        if payload.len() > limit {
+            return Err(Error::TooLarge { task: envelope.task, size: payload.len(), limit });
+        }
         let message = Message::new(envelope.id, envelope.queue, payload).with_priority(priority).with_eta(self.eta);
         Ok(Prepared { message, unique })
     }

@@ -98,6 +98,16 @@ pub(super) fn verdict(outcome: Result<(), &Failure>, retries: u32, max_retries: 
     }
 }
 
+/// A result larger than the app's limit cannot be stored: the run fails for good.
+pub(super) fn oversized(result: &[u8], limit: usize) -> Option<Failure> {
+    (result.len() > limit).then(|| {
+        Failure::Task(TaskError::fatal(format!(
+            "the result is {} bytes, over the limit of {limit} bytes (AppBuilder::max_message_size)",
+            result.len()
+        )))
+    })
+}
+
 /// What becomes of the task's record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Record {
@@ -257,6 +267,18 @@ mod tests {
             Verdict::Failed { error: "time limit exceeded (2s)".into() }
         );
         assert_eq!(verdict(Err(&Failure::Terminated), 0, 3, &NO_BACKOFF), Verdict::Terminated);
+    }
+
+    #[test]
+    fn a_result_over_the_limit_fails_for_good() {
+        assert!(oversized(&[0; 10], 10).is_none());
+        let failure = oversized(&[0; 11], 10).expect("over the limit");
+        assert_eq!(
+            verdict(Err(&failure), 0, 3, &NO_BACKOFF),
+            Verdict::Failed {
+                error: "the result is 11 bytes, over the limit of 10 bytes (AppBuilder::max_message_size)".into()
+            }
+        );
     }
 
     #[test]

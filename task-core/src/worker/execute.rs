@@ -144,6 +144,16 @@ impl Runner {
     // future, which is allocated per delivery and twice as large with them inline.
 
     pub(super) async fn handle(&self, delivery: Delivery) {
+        let limit = self.app.max_message_size();
+        if delivery.payload.len() > limit {
+            let reason = format!(
+                "message of {} bytes in queue `{}`, over the limit of {limit} bytes (AppBuilder::max_message_size)",
+                delivery.payload.len(),
+                delivery.queue
+            );
+            let envelope = Envelope::decode(&delivery.payload).ok();
+            return Box::pin(self.bury(&delivery, envelope.as_ref(), reason)).await;
+        }
         let envelope = match Envelope::decode(&delivery.payload) {
             Ok(envelope) => envelope,
             Err(e) => {
@@ -229,7 +239,10 @@ impl Runner {
             self.blocking.lock().unwrap_or_else(|p| p.into_inner()).insert(envelope.id.clone(), held);
         }
         let began = tokio::time::Instant::now();
-        let outcome = run(invocation, limits).await;
+        let outcome = match run(invocation, limits).await {
+            Ok(result) => decide::oversized(&result, limit).map_or(Ok(result), Err),
+            failed => failed,
+        };
         let runtime_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&envelope.id);
         if entry.is_blocking() {

@@ -13,9 +13,15 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[11], '-inf', now, 'LIMIT', 0, 1000)
 for _, entry in ipairs(due) do
-  -- An entry without a valid header (pushed by hand) is served at priority 0.
+  -- The header (entry.rs): 0xC1, the priority digit, 3 digits of deliveries; or the
+  -- 4 digits of earlier releases before an envelope (a MessagePack map). An entry with
+  -- neither (pushed by hand) is served at priority 0.
   local priority = 0
-  if string.match(entry, '^%d%d%d%d') then priority = tonumber(string.sub(entry, 1, 1)) end
+  if string.match(entry, '^\193%d%d%d%d') then
+    priority = tonumber(string.sub(entry, 2, 2))
+  elseif string.match(entry, '^%d%d%d%d[\128-\143\222\223]') then
+    priority = tonumber(string.sub(entry, 1, 1))
+  end
   redis.call('RPUSH', KEYS[10 - priority], entry)
   redis.call('ZREM', KEYS[11], entry)
 end

@@ -20,10 +20,16 @@ while true do
   -- From the tail, pushing to the head: the original order is kept.
   local entry = redis.call('RPOP', KEYS[11])
   if not entry then break end
-  -- Header: priority digit + 3-digit count of earlier deliveries. An entry without one
-  -- (pushed by hand) counts as priority 0, never delivered, all payload.
+  -- Header (entry.rs): 0xC1, the priority digit, a 3-digit count of earlier
+  -- deliveries; or the 4 digits of earlier releases before an envelope (a MessagePack
+  -- map). An entry with neither (pushed by hand) counts as priority 0, never delivered,
+  -- all payload.
   local priority, deliveries, payload = 0, counted, entry
-  if string.match(entry, '^%d%d%d%d') then
+  if string.match(entry, '^\193%d%d%d%d') then
+    priority = tonumber(string.sub(entry, 2, 2))
+    deliveries = tonumber(string.sub(entry, 3, 5)) + counted
+    payload = string.sub(entry, 6)
+  elseif string.match(entry, '^%d%d%d%d[\128-\143\222\223]') then
     priority = tonumber(string.sub(entry, 1, 1))
     deliveries = tonumber(string.sub(entry, 2, 4)) + counted
     payload = string.sub(entry, 5)
@@ -36,7 +42,7 @@ while true do
     buried[#buried + 1] = reason
     buried[#buried + 1] = payload
   else
-    redis.call('LPUSH', KEYS[10 - priority], string.format('%d%03d', priority, math.min(deliveries, 999)) .. payload)
+    redis.call('LPUSH', KEYS[10 - priority], string.format('\193%d%03d', priority, math.min(deliveries, 999)) .. payload)
   end
   moved = moved + 1
 end

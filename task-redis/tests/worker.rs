@@ -320,3 +320,31 @@ async fn dead_letters_past_their_cap_are_dropped_with_a_warning() {
     let bodies: Vec<&[u8]> = kept.iter().map(|d| d.payload.as_slice()).collect();
     assert_eq!(bodies, [b"m2".as_slice(), b"m1"], "the newest two are kept");
 }
+
+/// A payload pushed by hand that starts with digits (text, JSON, a date) is all
+/// payload: it reaches the dead letters whole, nothing of it taken for a header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_pushed_payload_starting_with_digits_is_kept_whole() {
+    let server = RedisServer::start();
+    let config = config(&server);
+    let ns = config.namespace_name().to_owned();
+    let (app, broker) = app(config).await;
+    let worker = app.worker().spawn();
+    let ready = format!("{ns}:{{default}}:ready:0");
+    server.cli(&["RPUSH", &ready, "2024-11-30 nightly report"]);
+    // A wake token, as a producer pushes with its message.
+    server.cli(&["RPUSH", &format!("{ns}:{{default}}:wake"), "1"]);
+    use task_core::Broker as _;
+    let inspect = broker.inspect().unwrap();
+    let start = Instant::now();
+    let dead = loop {
+        let dead = inspect.dead_letters(10).await.unwrap();
+        if !dead.is_empty() || start.elapsed() > WAIT {
+            break dead;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].payload, b"2024-11-30 nightly report", "the whole payload");
+    worker.shutdown().await.unwrap();
+}

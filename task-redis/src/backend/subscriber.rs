@@ -335,4 +335,19 @@ mod tests {
             assert_eq!(Control::parse(&garbage), None, "{garbage:?}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_control_messages_never_panic(message in "\\PC{0,120}") {
+            let _ = Control::parse(&message);
+        }
+
+        #[test]
+        fn control_commands_round_trip(until_ms in proptest::prelude::any::<i64>(), id in "[^\\s]\\PC{0,59}") {
+            let id = TaskId::from_str(&id).unwrap();
+            let revoke = Control::parse(&format!("revoke {until_ms} {id}"));
+            proptest::prop_assert_eq!(revoke, Some(Control::Revoke { id: id.clone(), until_ms }));
+            proptest::prop_assert_eq!(Control::parse(&format!("terminate {id}")), Some(Control::Terminate(id)));
+        }
+    }
 }

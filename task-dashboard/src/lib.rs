@@ -74,11 +74,13 @@ impl DashboardConfig {
 pub(crate) struct Dashboard {
     pub(crate) app: App,
     pub(crate) config: DashboardConfig,
+    /// Sessions opened by logins, and the failed logins.
+    pub(crate) sessions: std::sync::Arc<auth::Sessions>,
 }
 
 /// The dashboard's routes: pages, `/api/…`, and `/healthz` (never behind auth).
 pub fn router(app: App, config: DashboardConfig) -> Router {
-    let state = Dashboard { app, config };
+    let state = Dashboard { app, config, sessions: std::sync::Arc::default() };
     let guarded = Router::new()
         .route("/", get(pages::overview))
         .route("/assets/dashboard.js", get(pages::script))
@@ -109,6 +111,8 @@ pub fn router(app: App, config: DashboardConfig) -> Router {
         .with_state(state.clone());
     Router::new()
         .route("/healthz", get(api::healthz))
+        .route("/login", get(pages::login_form).post(pages::login))
+        .route("/logout", post(pages::logout))
         .with_state(state)
         .merge(guarded)
         .layer(axum::middleware::from_fn(auth::secure_headers))

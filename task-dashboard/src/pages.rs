@@ -24,7 +24,7 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_');
 
 /// `text` as one URL path segment (or query value): a queue named `a/../b?x` stays one
 /// name. The result still goes through [`esc`] when it lands in an attribute.
-fn seg(text: &str) -> String {
+pub(crate) fn seg(text: &str) -> String {
     utf8_percent_encode(text, SEGMENT).to_string()
 }
 
@@ -472,4 +472,93 @@ pub(crate) async fn task(State(dash): State<Dashboard>, Path(id): Path<String>) 
         state = esc(state)
     );
     page(&dash.config.base, &format!("Task {id}"), &body).into_response()
+}
+
+/// Where a login goes on to: a path of this dashboard only (never another site).
+fn next_of(base: &str, next: Option<&String>) -> String {
+    match next {
+        Some(next) if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') => next.clone(),
+        _ => format!("{base}/"),
+    }
+}
+
+/// The login form: for a browser, which cannot send a bearer token itself.
+pub(crate) async fn login_form(State(dash): State<Dashboard>, Query(q): Query<HashMap<String, String>>) -> Response {
+    login_page(&dash, &next_of(&dash.config.base, q.get("next")), None, axum::http::StatusCode::OK)
+}
+
+fn login_page(dash: &Dashboard, next: &str, error: Option<&str>, status: axum::http::StatusCode) -> Response {
+    let base = &dash.config.base;
+    let user = if dash.config.basic.is_some() {
+        "<p><label>user <input name=\"user\" autocomplete=\"username\"></label></p>"
+    } else {
+        ""
+    };
+    let error = error.map(|e| format!("<p class=\"state-FAILURE\">{}</p>", esc(e))).unwrap_or_default();
+    let body = format!(
+        "{error}<form action=\"{}/login\" method=\"post\">{user}<p><label>{} <input name=\"password\" type=\"password\" \
+         autocomplete=\"current-password\" autofocus></label></p><input type=\"hidden\" name=\"next\" value=\"{}\">\
+         <p><button>Log in</button></p></form>",
+        esc(base),
+        if dash.config.token.is_some() { "token or password" } else { "password" },
+        esc(next)
+    );
+    (status, page(base, "Log in", &body)).into_response()
+}
+
+/// Checks a login (in constant time, five failures a minute at most) and opens a
+/// session: an `HttpOnly; SameSite=Strict` cookie, so that no script and no other site
+/// can use it.
+pub(crate) async fn login(
+    State(dash): State<Dashboard>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    use axum::http::StatusCode;
+    if let Some(why) = crate::auth::cross_site(&headers) {
+        return (StatusCode::FORBIDDEN, why).into_response();
+    }
+    let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let next = next_of(&dash.config.base, form.get("next"));
+    if !dash.config.is_protected() {
+        return Redirect::to(&next).into_response();
+    }
+    if !dash.sessions.may_try() {
+        let text = "too many failed logins: wait a minute and try again";
+        return login_page(&dash, &next, Some(text), StatusCode::TOO_MANY_REQUESTS);
+    }
+    let (user, password) =
+        (form.get("user").map_or("", String::as_str), form.get("password").map_or("", String::as_str));
+    if !crate::auth::credentials_match(&dash.config, user, password) {
+        dash.sessions.failed();
+        return login_page(&dash, &next, Some("wrong credentials"), StatusCode::UNAUTHORIZED);
+    }
+    let id = dash.sessions.open();
+    let path = if dash.config.base.is_empty() { "/" } else { dash.config.base.as_str() };
+    let cookie = format!(
+        "{}={id}; HttpOnly; SameSite=Strict; Path={path}; Max-Age={}",
+        crate::auth::SESSION_COOKIE,
+        crate::auth::SESSION_TTL.as_secs()
+    );
+    let mut response = Redirect::to(&next).into_response();
+    if let Ok(value) = axum::http::HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(axum::http::header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// Closes the session of the request's cookie.
+pub(crate) async fn logout(State(dash): State<Dashboard>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(why) = crate::auth::cross_site(&headers) {
+        return (axum::http::StatusCode::FORBIDDEN, why).into_response();
+    }
+    if let Some(id) = crate::auth::session_of(&headers) {
+        dash.sessions.close(&id);
+    }
+    let expired = format!("{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0", crate::auth::SESSION_COOKIE);
+    let mut response = axum::Json(serde_json::json!({"logged_out": true})).into_response();
+    if let Ok(value) = axum::http::HeaderValue::from_str(&expired) {
+        response.headers_mut().insert(axum::http::header::SET_COOKIE, value);
+    }
+    response
 }

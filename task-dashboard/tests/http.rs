@@ -367,3 +367,69 @@ async fn cross_site_posts_are_refused_and_bad_input_is_a_client_error() {
     let (_, page) = call(&dash, "GET", "/assets/dashboard.js", None).await;
     assert!(page.contains("data-post"), "the script is served");
 }
+
+/// A browser logs in with the token through a form (it cannot send a bearer header
+/// itself): a session cookie no script can read; five wrong tries a minute at most.
+#[tokio::test]
+async fn a_browser_logs_in_with_a_form_and_a_session_cookie() {
+    let dash = router(App::memory(), DashboardConfig::default().token("s3cret"));
+    let send = |method: &str, uri: &str, cookie: Option<&str>, form: Option<&str>| {
+        let mut request = Request::builder().method(method).uri(uri).header("host", "127.0.0.1:5555");
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        let body = match form {
+            Some(form) => {
+                request = request.header("content-type", "application/x-www-form-urlencoded");
+                Body::from(form.to_owned())
+            }
+            None => Body::empty(),
+        };
+        dash.clone().oneshot(request.body(body).unwrap())
+    };
+    // A page without a session goes to the login form; the API answers 401.
+    let response = send("GET", "/dead?x=1", None, None).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()["location"], "/login?next=%2Fdead%3Fx%3D1");
+    assert_eq!(send("GET", "/api/queues", None, None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let (status, form) = call(&dash, "GET", "/login?next=%2Fdead", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(form.contains("type=\"password\"") && form.contains("value=\"/dead\""), "{form}");
+
+    // A right login: a cookie, and the way back (only ever to a path of the dashboard).
+    let response = send("POST", "/login", None, Some("password=s3cret&next=%2Fdead")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()["location"], "/dead");
+    let cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let session = cookie.split(';').next().unwrap().to_owned();
+    assert_eq!(send("GET", "/dead", Some(&session), None).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(send("GET", "/api/queues", Some(&session), None).await.unwrap().status(), StatusCode::OK);
+    let elsewhere =
+        send("POST", "/login", None, Some("password=s3cret&next=https%3A%2F%2Fevil.example")).await.unwrap();
+    assert_eq!(elsewhere.headers()["location"], "/", "no redirect to another site");
+    assert_eq!(send("GET", "/", Some("celerity_session=forged"), None).await.unwrap().status(), StatusCode::SEE_OTHER);
+
+    // Logging out closes the session.
+    assert_eq!(send("POST", "/logout", Some(&session), None).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(send("GET", "/api/queues", Some(&session), None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+
+    // Wrong tries: refused, and the sixth in a minute is refused even with the token.
+    for _ in 0..5 {
+        let wrong = send("POST", "/login", None, Some("password=guess")).await.unwrap();
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    }
+    let limited = send("POST", "/login", None, Some("password=s3cret")).await.unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.headers().get("set-cookie").is_none());
+    // A login posted from another site is refused.
+    let request = Request::builder()
+        .method("POST")
+        .uri("/login")
+        .header("origin", "https://evil.example")
+        .header("host", "127.0.0.1:5555")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from("password=s3cret"))
+        .unwrap();
+    assert_eq!(dash.clone().oneshot(request).await.unwrap().status(), StatusCode::FORBIDDEN);
+}

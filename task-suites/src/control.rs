@@ -48,7 +48,8 @@ macro_rules! control_tests {
             invalid_call_options_are_clear_errors, groups_return_results_in_order_or_the_first_error,
             callbacks_are_sent_when_the_task_ends, untracked_tasks_end_in_one_write,
             huge_durations_saturate_and_never_panic, a_revoke_is_final_for_the_run_it_revoked,
-            a_message_whose_workers_all_die_ends_its_task, a_busy_worker_says_so);
+            a_message_whose_workers_all_die_ends_its_task, a_busy_worker_says_so,
+            purging_a_queue_gives_back_its_tasks_uniqueness_locks);
     };
     (@each $setup:path; $($name:ident),* $(,)?) => {
         $(
@@ -742,4 +743,27 @@ pub async fn a_busy_worker_says_so(h: AppHarness) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     worker.shutdown().await.unwrap();
+}
+
+/// A purged task will never run: its uniqueness lock goes with it, so the same call
+/// made after the purge is sent, not answered with the purged twin.
+pub async fn purging_a_queue_gives_back_its_tasks_uniqueness_locks(h: AppHarness) {
+    let app = h.app().await;
+    let queue = format!("purged-{}", &task_core::TaskId::new().as_str()[..8]);
+    let key = queue.clone();
+    let ready = deadly::signature(key.clone()).queue(&queue).apply_async(&app).await.unwrap();
+    let later = deadly::signature(format!("{key}-later"))
+        .queue(&queue)
+        .countdown(Duration::from_secs(600))
+        .apply_async(&app)
+        .await
+        .unwrap();
+    let twin = deadly::signature(key.clone()).queue(&queue).apply_async(&app).await.unwrap();
+    assert_eq!(twin.id(), ready.id(), "a pending twin answers before the purge");
+    let purged = app.broker().inspect().unwrap().purge(&queue).await.unwrap();
+    assert_eq!(purged, 2);
+    let again = deadly::signature(key).queue(&queue).apply_async(&app).await.unwrap();
+    assert_ne!(again.id(), ready.id(), "the lock of the purged ready task was given back");
+    let again_later = deadly::signature(format!("{}-later", queue)).queue(&queue).apply_async(&app).await.unwrap();
+    assert_ne!(again_later.id(), later.id(), "and that of the purged scheduled task");
 }

@@ -66,6 +66,9 @@ impl Inspect for RedisBroker {
     fn purge<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<usize, BrokerError>> {
         Box::pin(async move {
             let keys = &self.inner.keys;
+            // The uniqueness locks of the tasks about to go: read first (a purge reads
+            // what it deletes anyway), released after, each only if that task holds it.
+            let locks = self.unique_locks_in(queue).await?;
             let mut pipe = redis::pipe();
             pipe.atomic();
             for ready in keys.ready_all(queue) {
@@ -78,6 +81,9 @@ impl Inspect for RedisBroker {
             let counts: Vec<usize> = timed_pipe(self.limit(), &pipe, &mut con)
                 .await
                 .map_err(|e| e.broker(&format!("cannot purge `{queue}`")))?;
+            for (key, id) in locks {
+                self.unlock_unique(&key, &id).await?;
+            }
             Ok(counts.iter().sum())
         })
     }
@@ -191,5 +197,29 @@ impl Inspect for RedisBroker {
                 .map_err(|e| e.broker(&format!("cannot purge the dead letters of `{queue}`")))?;
             Ok(removed)
         })
+    }
+}
+
+impl RedisBroker {
+    /// The uniqueness locks (key, task id) of the ready and delayed messages of `queue`.
+    async fn unique_locks_in(&self, queue: &str) -> Result<Vec<(String, TaskId)>, BrokerError> {
+        let keys = &self.inner.keys;
+        let mut pipe = redis::pipe();
+        for ready in keys.ready_all(queue) {
+            pipe.cmd("LRANGE").arg(ready).arg(0).arg(-1);
+        }
+        pipe.cmd("ZRANGE").arg(keys.delayed(queue)).arg(0).arg(-1);
+        let mut con = self.con();
+        let lists: Vec<Vec<Vec<u8>>> = timed_pipe(self.limit(), &pipe, &mut con)
+            .await
+            .map_err(|e| e.broker(&format!("cannot read `{queue}` before purging it")))?;
+        Ok(lists
+            .iter()
+            .flatten()
+            .filter_map(|raw| {
+                let envelope = task_core::Envelope::decode(entry::decode(raw).2).ok()?;
+                Some((envelope.unique_key?, envelope.id))
+            })
+            .collect())
     }
 }

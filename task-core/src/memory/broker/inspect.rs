@@ -32,10 +32,23 @@ impl Inspect for InMemoryBroker {
 
     fn purge<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<usize, BrokerError>> {
         let mut state = self.lock();
-        let mut removed = state.queues.remove(queue).map_or(0, |l| l.len());
-        let before = state.delayed.len();
-        state.delayed.retain(|_, e| e.queue != queue);
-        removed += before - state.delayed.len();
+        let mut purged: Vec<Entry> =
+            state.queues.remove(queue).map(|l| l.0.into_iter().flatten().collect()).unwrap_or_default();
+        let delayed = std::mem::take(&mut state.delayed);
+        for (at, entry) in delayed {
+            if entry.queue == queue {
+                purged.push(entry);
+            } else {
+                state.delayed.insert(at, entry);
+            }
+        }
+        // A purged task will not run: its uniqueness lock goes with it.
+        for (key, id) in purged.iter().filter_map(|e| unique_lock_of(&e.payload)) {
+            if state.uniques.get(&key).is_some_and(|(holder, _)| *holder == id) {
+                state.uniques.remove(&key);
+            }
+        }
+        let removed = purged.len();
         Box::pin(async move { Ok(removed) })
     }
 
@@ -98,4 +111,10 @@ impl Inspect for InMemoryBroker {
         let removed = before - state.dead.len();
         Box::pin(async move { Ok(removed) })
     }
+}
+
+/// The uniqueness lock an encoded envelope holds: (key, task id).
+pub(crate) fn unique_lock_of(payload: &[u8]) -> Option<(String, TaskId)> {
+    let envelope = Envelope::decode(payload).ok()?;
+    Some((envelope.unique_key?, envelope.id))
 }

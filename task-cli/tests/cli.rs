@@ -244,3 +244,47 @@ async fn call_without_a_queue_sends_a_task_to_its_own() {
     assert_eq!(sent["queue"], "default");
     worker.shutdown().await.unwrap();
 }
+
+/// Hostile names and ids on the command line: a clear answer with the usual exit codes,
+/// never a panic (exit 101), and JSON that stays JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_and_ids_get_clear_answers() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env { server: RedisServer::start(), namespace: test_support::namespace() };
+    let huge = "x".repeat(100 * 1024);
+    let hostile = ["q'\"<script>alert(1)</script>", "../../etc/passwd", "a b\tc\nd", huge.as_str(), "{}[]%00"];
+    for name in hostile {
+        for args in [
+            vec!["result", name],
+            vec!["revoke", name],
+            vec!["purge", name, "--yes"],
+            vec!["dead", "retry", "--id", name],
+            vec!["dead", "purge", "--queue", name, "--yes"],
+            vec!["call", name, "--args", "{}"],
+            vec!["call", "t", "--queue", name, "--args", "{}"],
+            vec!["call", "t", "--args", name],
+        ] {
+            for json in [false, true] {
+                let mut all = if json { vec!["--json"] } else { vec![] };
+                all.extend_from_slice(&args);
+                let out = env.celerity(&all);
+                let code = out.status.code();
+                let shown = &all.join(" ")[..all.join(" ").len().min(80)];
+                assert!(matches!(code, Some(0 | 1 | 2 | 4)), "`celerity {shown}`: exit {code:?}: {}", stderr(&out));
+                if json && code == Some(0) {
+                    let text = String::from_utf8_lossy(&out.stdout);
+                    assert!(serde_json::from_str::<Value>(text.trim()).is_ok(), "`{shown}` printed no JSON: {text}");
+                }
+            }
+        }
+    }
+    // Bytes that are not UTF-8, as a shell may pass them.
+    let out = Command::new(env!("CARGO_BIN_EXE_celerity"))
+        .arg("result")
+        .arg(std::ffi::OsStr::from_bytes(b"\xff\xfe"))
+        .env("CELERITY_BROKER_URL", env.server.url())
+        .env("CELERITY_REDIS_NAMESPACE", &env.namespace)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

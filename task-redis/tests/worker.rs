@@ -51,6 +51,33 @@ async fn stepper(ctx: TaskContext, n: u32) -> TaskResult<u32> {
     Ok(n)
 }
 
+/// The log lines of this thread's tests, as text.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Sends this thread's logs here until the guard drops.
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let writer = self.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
 fn config(server: &RedisServer) -> RedisConfig {
     RedisConfig::from_url(server.url()).namespace(test_support::namespace())
 }
@@ -243,25 +270,12 @@ async fn with_redis_down_calls_fail_clearly_within_the_operation_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warning_is_logged_when_redis_may_evict_keys() {
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let server = RedisServer::start();
     server.cli(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
     let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = logs.capture();
     RedisBroker::connect(config(&server)).await.unwrap();
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     assert!(text.contains("maxmemory-policy is `allkeys-lru`, not `noeviction`"), "{text}");
 }
 
@@ -289,22 +303,9 @@ async fn garbage_on_the_control_channel_breaks_nothing() {
 /// says so (it was silent).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_past_their_cap_are_dropped_with_a_warning() {
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let server = RedisServer::start();
     let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = logs.capture();
     let broker = RedisBroker::connect(config(&server).dead_letter_cap(2)).await.unwrap();
     let me = ConsumerId::new();
     broker.heartbeat(&me, Duration::from_secs(30)).await.unwrap();
@@ -313,7 +314,7 @@ async fn dead_letters_past_their_cap_are_dropped_with_a_warning() {
         let got = broker.fetch(&me, &["capped".into()], 1, Duration::from_secs(1)).await.unwrap();
         broker.dead_letter(&me, &got[0], "no").await.unwrap();
     }
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     assert_eq!(text.matches("dead letters are at their cap").count(), 1, "{text}");
     use task_core::Broker as _;
     let kept = broker.inspect().unwrap().dead_letters(10).await.unwrap();

@@ -156,7 +156,7 @@ impl Subscriber {
         let waiters: Arc<Waiters> = Arc::default();
         let terminate = Listeners::default();
         let revocations: Arc<Mutex<Revocations>> = Arc::default();
-        let keeper = Keeper { con: con.clone(), op_timeout, busy: Arc::default() };
+        let keeper = Keeper { con: con.clone(), op_timeout, busy: Arc::default(), alive: Arc::downgrade(&waiters) };
         tokio::spawn(dispatch(
             rx,
             Arc::downgrade(&waiters),
@@ -204,6 +204,8 @@ pub(super) struct Keeper {
     op_timeout: Duration,
     /// A reconnect loop runs.
     busy: Arc<std::sync::atomic::AtomicBool>,
+    /// Gone when the backend is: the loop stops trying then.
+    alive: std::sync::Weak<Waiters>,
 }
 
 impl Keeper {
@@ -212,11 +214,14 @@ impl Keeper {
         if self.busy.swap(true, Ordering::SeqCst) {
             return;
         }
-        let Keeper { mut con, op_timeout, busy } = self.clone();
+        let Keeper { mut con, op_timeout, busy, alive } = self.clone();
         tokio::spawn(async move {
             let mut pause = Duration::from_millis(100);
             loop {
                 tokio::time::sleep(pause).await;
+                if alive.strong_count() == 0 {
+                    return;
+                }
                 let pong: Result<String, _> = timed(op_timeout, redis::cmd("PING").query_async(&mut con)).await;
                 match pong {
                     Ok(_) => break,

@@ -161,6 +161,20 @@ impl Runner {
                 return Box::pin(self.bury(&delivery, None, reason)).await;
             }
         };
+        // One span per run, for the service's own subscriber: every event of the run
+        // (and of the task's code) is inside it.
+        let span = tracing::info_span!(
+            "task",
+            task = %envelope.task,
+            id = %envelope.id,
+            attempt = envelope.retries + 1,
+            queue = %delivery.queue,
+        );
+        tracing::Instrument::instrument(self.run_envelope(delivery, envelope, limit), span).await;
+    }
+
+    /// [`handle`](Self::handle) of a decoded delivery.
+    async fn run_envelope(&self, delivery: Delivery, envelope: Envelope, limit: usize) {
         let entry = self.app.registry().get(&envelope.task);
         match decide::admit(&envelope, entry.map(TaskEntry::options), now_ms()) {
             Admission::Run => {}

@@ -10,14 +10,17 @@ use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 
+/// A span's or an event's fields, as text.
+type FieldList = Vec<(String, String)>;
+
 /// Every `task` span opened, as its fields; and the spans that events were in.
 #[derive(Clone, Default)]
 struct Seen {
-    spans: Arc<Mutex<Vec<Vec<(String, String)>>>>,
+    spans: Arc<Mutex<Vec<FieldList>>>,
     events_in_task: Arc<Mutex<Vec<String>>>,
 }
 
-struct Fields(Vec<(String, String)>);
+struct Fields(FieldList);
 
 impl Visit for Fields {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {

@@ -84,6 +84,16 @@ struct Inner {
     routes: Vec<(String, String)>,
     track_started: bool,
     max_message_size: usize,
+    /// Runs what was sent, in place, before the send returns (eager mode).
+    eager: Option<Arc<dyn RunInPlace>>,
+}
+
+/// What an app in eager mode calls after each send: runs everything queued, in place.
+/// Defined here, carried out by the worker (`AppBuilder::eager`), so that sending needs
+/// no worker of its own.
+pub(crate) trait RunInPlace: Send + Sync {
+    /// Runs every queued task of `app` (and what they send) to its end.
+    fn run<'a>(&'a self, app: &'a App) -> crate::future::BoxFuture<'a, ()>;
 }
 
 impl App {
@@ -100,6 +110,7 @@ impl App {
                 result_ttl: DEFAULT_RESULT_TTL,
                 track_started: true,
                 max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+                eager: None,
                 routes: Vec::new(),
             }),
         }
@@ -186,6 +197,18 @@ impl App {
         self.inner.track_started
     }
 
+    /// True in eager mode ([`AppBuilder::eager`]): tasks run where they are sent.
+    pub fn is_eager(&self) -> bool {
+        self.inner.eager.is_some()
+    }
+
+    /// Runs what was queued, in place, when the app is eager.
+    pub(crate) async fn run_in_place(&self) {
+        if let Some(eager) = &self.inner.eager {
+            eager.run(self).await;
+        }
+    }
+
     /// The largest encoded task or result, in bytes (see [`AppBuilder::max_message_size`]).
     pub fn max_message_size(&self) -> usize {
         self.inner.max_message_size
@@ -256,6 +279,7 @@ pub struct AppBuilder {
     routes: Vec<(String, String)>,
     track_started: Option<bool>,
     max_message_size: Option<usize>,
+    pub(crate) eager: Option<Arc<dyn RunInPlace>>,
 }
 
 impl fmt::Debug for AppBuilder {
@@ -343,6 +367,8 @@ impl AppBuilder {
         let broker_url = self.broker_url.unwrap_or_else(|| "memory://".into());
         let backend_url = self.backend_url.unwrap_or_else(|| broker_url.clone());
         let broker = match self.broker {
+            // Eager: sent tasks run in place, through a private queue.
+            _ if self.eager.is_some() => Arc::new(InMemoryBroker::new()),
             Some(broker) => broker,
             None => driver::connect_broker(&broker_url).await?,
         };
@@ -366,6 +392,7 @@ impl AppBuilder {
                 routes: self.routes,
                 track_started: self.track_started.unwrap_or(true),
                 max_message_size: self.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
+                eager: self.eager,
             }),
         })
     }

@@ -377,7 +377,11 @@ impl App {
         let mut ids = Vec::with_capacity(prepared.len());
         let mut messages = Vec::with_capacity(prepared.len());
         let mut taken: Vec<(String, TaskId)> = Vec::new();
-        for Prepared { message, unique } in prepared {
+        for Prepared { mut message, unique } in prepared {
+            if self.is_eager() {
+                // Eager: a countdown or an ETA is not waited for (as Celery's eager mode).
+                message.eta = None;
+            }
             if let Some((key, window)) = unique {
                 let lock = self.broker().unique_locks().ok_or_else(|| {
                     Error::Config(format!(
@@ -410,6 +414,8 @@ impl App {
             self.release_unique(&taken).await;
             return Err(e.into());
         }
+        // Boxed: eager mode runs tasks here, which may send more (a future of its own).
+        Box::pin(self.run_in_place()).await;
         Ok(ids.into_iter().map(|id| AsyncResult::new(id, self.clone())).collect())
     }
 

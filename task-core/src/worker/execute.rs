@@ -188,6 +188,7 @@ impl Runner {
                 return Box::pin(self.bury(&delivery, Some(&envelope), reason)).await;
             }
             Admission::Expired => return Box::pin(self.skip(&delivery, &envelope, "expired".into())).await,
+            Admission::Reserve(_) if self.app.is_eager() => {}
             Admission::Reserve(limit) => {
                 if Box::pin(self.defer_for_rate_limit(&delivery, &envelope, entry.map_or("", TaskEntry::name), limit))
                     .await
@@ -356,6 +357,8 @@ impl Runner {
 
     /// The message of the next try, due after `delay`.
     fn next_try(&self, delivery: &Delivery, envelope: &Envelope, delay: Duration) -> Result<Message, String> {
+        // Eager mode runs the next try at once.
+        let delay = if self.app.is_eager() { Duration::ZERO } else { delay };
         let mut next = envelope.clone();
         next.retries += 1;
         next.rate_slot_ms = None;

@@ -10,6 +10,7 @@
 
 mod body;
 mod decide;
+mod eager;
 mod execute;
 mod inbox;
 mod pool;

@@ -82,7 +82,7 @@ fn directory(app: &App) -> Result<&dyn WorkerDirectory, Box<dyn Error>> {
 
 fn worker_json(w: &WorkerInfo) -> Value {
     json!({
-        "id": w.id, "hostname": w.hostname, "pid": w.pid, "concurrency": w.concurrency, "queues": w.queues,
+        "id": w.id, "name": w.name, "hostname": w.hostname, "pid": w.pid, "concurrency": w.concurrency, "queues": w.queues,
         "tasks": w.tasks, "started": time(w.started_ms), "heartbeat": time(w.heartbeat_ms),
         "succeeded": w.succeeded, "failed": w.failed, "active": w.active, "saturated": w.saturated,
         "last_fetch": time(w.last_fetch_ms),
@@ -101,6 +101,7 @@ async fn status(app: &App, json: bool) -> Outcome {
             .map(|w| {
                 vec![
                     w.id.clone(),
+                    w.name.clone(),
                     w.hostname.clone(),
                     w.pid.to_string(),
                     w.concurrency.to_string(),
@@ -112,7 +113,10 @@ async fn status(app: &App, json: bool) -> Outcome {
                 ]
             })
             .collect();
-        table(&["WORKER", "HOST", "PID", "CONC", "QUEUES", "HEARTBEAT", "ACTIVE", "SUCCEEDED", "FAILED"], &rows);
+        table(
+            &["WORKER", "NAME", "HOST", "PID", "CONC", "QUEUES", "HEARTBEAT", "ACTIVE", "SUCCEEDED", "FAILED"],
+            &rows,
+        );
     }
     Ok(0)
 }

@@ -71,6 +71,9 @@ pub struct WorkerArgs {
     /// messages are recovered by the others.
     #[arg(long)]
     pub heartbeat_ttl: Option<f64>,
+    /// This worker's name for people (`%h` host, `%n` its first label, `%d` the domain).
+    #[arg(short = 'n', long, default_value = crate::worker::DEFAULT_NODE_NAME)]
+    pub name: String,
     /// Do not print the start-up banner.
     #[arg(long)]
     pub no_banner: bool,
@@ -139,6 +142,7 @@ async fn run_worker(app: App, args: WorkerArgs, beat: Option<Beat>) -> Result<()
     if let Some(n) = args.prefetch {
         worker = worker.prefetch(n);
     }
+    worker = worker.name(&args.name);
     if let Some(secs) = args.heartbeat_ttl {
         let ttl =
             Duration::try_from_secs_f64(secs).map_err(|e| Error::Config(format!("--heartbeat-ttl `{secs}`: {e}")))?;

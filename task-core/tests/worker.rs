@@ -534,3 +534,25 @@ async fn messages_and_results_over_the_size_limit_are_clear_errors() {
     assert_eq!(echo::delay(&app, "small".into()).await.unwrap().get(WAIT).await.unwrap(), "small", "it goes on");
     stop(worker).await;
 }
+
+/// A worker's name for people, with its host expanded, is in the directory beside its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_is_named_for_people() {
+    let app = app();
+    let worker = app.worker().name("billing-%n@%h").spawn();
+    let directory = app.broker().directory().unwrap();
+    let start = std::time::Instant::now();
+    let me = loop {
+        let workers = directory.workers().await.unwrap();
+        if let Some(me) = workers.into_iter().find(|w| w.id == worker.id().as_str()) {
+            break me;
+        }
+        assert!(start.elapsed() < WAIT, "the worker never announced itself");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let host = &me.hostname;
+    let first = host.split('.').next().unwrap();
+    assert_eq!(me.name, format!("billing-{first}@{host}"));
+    assert_ne!(me.name, me.id, "the id stays a UUID");
+    stop(worker).await;
+}

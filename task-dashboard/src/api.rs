@@ -58,7 +58,7 @@ pub(crate) async fn workers_data(dash: &Dashboard) -> Result<Value, ApiError> {
                 json!({
                     "id": w.id, "hostname": w.hostname, "pid": w.pid, "concurrency": w.concurrency,
                     "queues": w.queues, "tasks": w.tasks, "started": time(w.started_ms),
-                    "heartbeat_age_ms": (now - w.heartbeat_ms).max(0), "last_fetch_age_ms": (now - w.last_fetch_ms).max(0), "saturated": w.saturated, "succeeded": w.succeeded, "failed": w.failed, "active": w.active,
+                    "heartbeat_age_ms": (now - w.heartbeat_ms).max(0), "last_fetch_age_ms": (now - w.last_fetch_ms).max(0), "saturated": w.saturated, "name": w.name, "succeeded": w.succeeded, "failed": w.failed, "active": w.active,
                 })
             })
             .collect(),

@@ -179,8 +179,9 @@ pub(crate) async fn workers(State(dash): State<Dashboard>) -> Response {
                 format!("{fetched:.1} s ago")
             };
             format!(
-                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{age:.1} s ago</td><td>{fetched}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{age:.1} s ago</td><td>{fetched}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 cell(&w["id"]),
+                cell(&w["name"]),
                 cell(&w["hostname"]),
                 cell(&w["pid"]),
                 cell(&w["concurrency"]),
@@ -195,6 +196,7 @@ pub(crate) async fn workers(State(dash): State<Dashboard>) -> Response {
     let body = table(
         &[
             "worker",
+            "name",
             "host",
             "pid",
             "concurrency",

@@ -14,6 +14,10 @@ pub struct WorkerInfo {
     pub id: String,
     /// The machine it runs on.
     pub hostname: String,
+    /// Its name for people (`-n`, `Worker::name`: `celery@host` by default); empty from
+    /// a worker of an earlier release.
+    #[serde(default)]
+    pub name: String,
     /// Its process id.
     pub pid: u32,
     /// How many tasks it runs at once.
@@ -62,6 +66,7 @@ impl WorkerInfo {
         Self {
             id,
             hostname,
+            name: String::new(),
             pid,
             concurrency,
             queues,

@@ -22,6 +22,49 @@ use crate::app::App;
 use crate::broker::ConsumerId;
 use crate::error::Error;
 
+/// A worker's name when nothing else says: `celery@` and the host name.
+pub const DEFAULT_NODE_NAME: &str = "celery@%h";
+
+/// `pattern` with `%h` (host), `%n` (its first label), `%d` (its domain) and `%%`
+/// expanded for `host`; anything else is kept as written.
+pub(crate) fn node_name(pattern: &str, host: &str) -> String {
+    let (first, domain) = host.split_once('.').unwrap_or((host, ""));
+    let mut out = String::with_capacity(pattern.len() + host.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('h') => out.push_str(host),
+            Some('n') => out.push_str(first),
+            Some('d') => out.push_str(domain),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::node_name;
+
+    #[test]
+    fn node_names_expand_the_host_as_celery_does() {
+        assert_eq!(node_name("celery@%h", "box.example.org"), "celery@box.example.org");
+        assert_eq!(node_name("w1@%n", "box.example.org"), "w1@box");
+        assert_eq!(node_name("%n-%d", "box.example.org"), "box-example.org");
+        assert_eq!(node_name("%d", "box"), "");
+        assert_eq!(node_name("100%% %x %", "h"), "100% %x %");
+    }
+}
+
 /// How long a worker's heartbeat lives when nothing else says.
 pub const DEFAULT_HEARTBEAT_TTL: Duration = Duration::from_secs(10);
 /// How long running tasks may finish after shutdown begins, when nothing else says.
@@ -53,6 +96,7 @@ pub struct Worker {
     pub(crate) grace_period: Duration,
     pub(crate) heartbeat_ttl: Duration,
     pub(crate) fetch_wait: Duration,
+    pub(crate) name: String,
 }
 
 /// What a worker did, returned when it stops.
@@ -97,7 +141,21 @@ impl Worker {
             grace_period: DEFAULT_GRACE_PERIOD,
             heartbeat_ttl: DEFAULT_HEARTBEAT_TTL,
             fetch_wait: Duration::from_secs(5),
+            name: node_name(DEFAULT_NODE_NAME, &crate::host::hostname()),
         }
+    }
+
+    /// The name people see for this worker in `celerity status` and the dashboard
+    /// (its id stays a UUID): `%h` is the host name, `%n` its first label, `%d` the
+    /// rest (the domain), `%%` a `%`. Default `celery@%h`, as Celery's.
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = node_name(name, &crate::host::hostname());
+        self
+    }
+
+    /// The name given with [`name`](Self::name), expanded.
+    pub fn node_name(&self) -> &str {
+        &self.name
     }
 
     /// At most `n` tasks run at once (default: the number of CPUs; at least 1).

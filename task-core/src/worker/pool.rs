@@ -24,7 +24,7 @@ pub(super) async fn run<F>(worker: Worker, signal: F) -> Result<WorkerReport, Er
 where
     F: Future<Output = ()> + Send,
 {
-    let Worker { app, id, concurrency, prefetch, queues, grace_period, heartbeat_ttl, fetch_wait } = worker;
+    let Worker { app, id, concurrency, prefetch, queues, grace_period, heartbeat_ttl, fetch_wait, name } = worker;
     app.registry().check()?;
     if queues.is_empty() || queues.iter().any(|q| q.trim().is_empty()) {
         return Err(Error::Config(format!(
@@ -36,7 +36,7 @@ where
     broker.heartbeat(&id, heartbeat_ttl).await?;
 
     let (broker_url, backend_url) = (crate::redact_url(app.broker_url()), crate::redact_url(app.backend_url()));
-    info!(worker = %id, broker = broker_url, backend = backend_url, concurrency, ?queues, "celerity worker ready");
+    info!(worker = %id, %name, broker = broker_url, backend = backend_url, concurrency, ?queues, "celerity worker ready");
     for entry in app.registry().entries() {
         info!(task = entry.name(), kind = if entry.is_blocking() { "sync" } else { "async" }, "registered task");
     }
@@ -52,6 +52,7 @@ where
         crate::time::now_ms(),
     );
     let mut info = info;
+    info.name = name;
     info.task_queues = app
         .registry()
         .names()

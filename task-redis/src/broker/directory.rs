@@ -11,6 +11,8 @@ impl WorkerDirectory for RedisBroker {
                 .arg(&key)
                 .arg("hostname")
                 .arg(&info.hostname)
+                .arg("name")
+                .arg(&info.name)
                 .arg("pid")
                 .arg(info.pid)
                 .arg("concurrency")
@@ -79,6 +81,7 @@ impl WorkerDirectory for RedisBroker {
                     info.last_fetch_ms = num("last_fetch_ms");
                     info.active = u64::try_from(num("active")).unwrap_or(0);
                     info.saturated = num("saturated") == 1;
+                    info.name = r.get("name").cloned().unwrap_or_default();
                     info.task_queues = r
                         .get("task_queues")
                         .map(|lines| {

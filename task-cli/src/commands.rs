@@ -28,6 +28,8 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
         Command::Queues => queues(&app, json).await,
         Command::Schedule => schedule(&app, json).await,
         Command::Purge { queue, yes } => purge(&app, &queue, yes, json).await,
+        Command::Pause { queue } => pause(&app, &queue, true, json).await,
+        Command::Resume { queue } => pause(&app, &queue, false, json).await,
         Command::Call { task, args, countdown, queue, priority } => {
             call(&app, &task, &args, countdown, queue, priority, json).await
         }
@@ -205,19 +207,41 @@ async fn queues(app: &App, json: bool) -> Outcome {
     let mut values = Vec::new();
     for queue in inspect.queues().await? {
         let s = inspect.queue_stats(&queue).await?;
-        values.push(json!({"queue": queue, "ready": s.ready, "scheduled": s.scheduled, "in_flight": s.in_flight, "dead": s.dead}));
+        values.push(json!({
+            "queue": queue, "ready": s.ready, "scheduled": s.scheduled, "in_flight": s.in_flight, "dead": s.dead,
+            "paused": s.paused,
+        }));
         rows.push(vec![
             queue,
             s.ready.to_string(),
             s.scheduled.to_string(),
             s.in_flight.to_string(),
             s.dead.to_string(),
+            if s.paused { "paused" } else { "" }.to_owned(),
         ]);
     }
     if json {
         crate::output::json(&Value::Array(values));
     } else {
-        table(&["QUEUE", "READY", "SCHEDULED", "IN FLIGHT", "DEAD"], &rows);
+        table(&["QUEUE", "READY", "SCHEDULED", "IN FLIGHT", "DEAD", "PAUSED"], &rows);
+    }
+    Ok(0)
+}
+
+async fn pause(app: &App, queue: &str, paused: bool, json: bool) -> Outcome {
+    let pausing =
+        app.broker().pausing().ok_or_else(|| format!("the broker {} cannot pause queues", app.broker_url()))?;
+    if paused {
+        pausing.pause(queue).await?;
+    } else {
+        pausing.resume(queue).await?;
+    }
+    if json {
+        crate::output::json(&json!({"queue": queue, "paused": paused}));
+    } else if paused {
+        println!("paused `{queue}`: producers may still send, no worker takes from it until `celerity resume {queue}`");
+    } else {
+        println!("resumed `{queue}`");
     }
     Ok(0)
 }

@@ -45,6 +45,16 @@ pub(crate) enum Command {
     Queues,
     /// The periodic entries the running schedulers (`worker --beat`, `beat`) announced.
     Schedule,
+    /// Pause a queue: producers may still send, no worker takes from it until `resume`.
+    Pause {
+        /// The queue.
+        queue: String,
+    },
+    /// Resume a paused queue.
+    Resume {
+        /// The queue.
+        queue: String,
+    },
     /// Delete every ready and scheduled message of a queue.
     Purge {
         /// The queue.

@@ -288,3 +288,31 @@ async fn hostile_names_and_ids_get_clear_answers() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// `celerity pause` holds a queue's messages under a live worker (sends go on), `queues`
+/// says so, and `celerity resume` lets the worker run them: nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_queue_waits_for_resume_with_nothing_lost() {
+    let env = Env { server: RedisServer::start(), namespace: test_support::namespace() };
+    let config = RedisConfig::from_url(env.server.url()).namespace(&env.namespace);
+    let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
+    let worker = app.worker().spawn();
+    let (code, paused) = env.json(&["pause", "default"]);
+    assert_eq!((code, paused["paused"].as_bool()), (0, Some(true)), "{paused}");
+    let sent: Vec<_> = futures_sent(&app, 20).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (_, queues) = env.json(&["queues"]);
+    let default = queues.as_array().unwrap().iter().find(|q| q["queue"] == "default").unwrap().clone();
+    assert_eq!((default["paused"].as_bool(), default["ready"].as_u64()), (Some(true), Some(20)), "{default}");
+    let table = String::from_utf8_lossy(&env.celerity(&["queues"]).stdout).into_owned();
+    assert!(table.contains("PAUSED") && table.contains("paused"), "{table}");
+    assert_eq!(env.json(&["resume", "default"]).0, 0);
+    for (i, r) in sent.iter().enumerate() {
+        assert_eq!(r.get(Duration::from_secs(10)).await.unwrap(), i as i64 + 1, "nothing lost");
+    }
+    worker.shutdown().await.unwrap();
+}
+
+async fn futures_sent(app: &task_core::App, n: i64) -> Vec<task_core::AsyncResult<i64>> {
+    app.send_batch((0..n).map(|i| add::signature(i, 1))).await.unwrap()
+}

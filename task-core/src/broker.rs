@@ -21,7 +21,8 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::capability::{
-    ChordStore, DeadLetter, Inspect, RateLimits, SendOnce, SharedStore, TickStore, UniqueLocks, WorkerDirectory,
+    ChordStore, DeadLetter, Inspect, QueuePause, RateLimits, SendOnce, SharedStore, TickStore, UniqueLocks,
+    WorkerDirectory,
 };
 use crate::error::BrokerError;
 use crate::future::BoxFuture;
@@ -120,6 +121,11 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
 
     /// The joins of chords, when offered.
     fn chord_store(&self) -> Option<&dyn ChordStore> {
+        None
+    }
+
+    /// Pausing and resuming queues, when offered.
+    fn pausing(&self) -> Option<&dyn QueuePause> {
         None
     }
 

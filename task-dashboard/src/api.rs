@@ -116,7 +116,10 @@ pub(crate) async fn queues_data(dash: &Dashboard) -> Result<Value, ApiError> {
     let mut out = Vec::new();
     for queue in inspect.queues().await? {
         let s = inspect.queue_stats(&queue).await?;
-        out.push(json!({"queue": queue, "ready": s.ready, "scheduled": s.scheduled, "in_flight": s.in_flight, "dead": s.dead}));
+        out.push(json!({
+            "queue": queue, "ready": s.ready, "scheduled": s.scheduled, "in_flight": s.in_flight, "dead": s.dead,
+            "paused": s.paused,
+        }));
     }
     Ok(Value::Array(out))
 }
@@ -326,6 +329,25 @@ pub(crate) async fn purge(
     confirmed(&queue, &q)?;
     let purged = inspector(&dash)?.purge(&queue).await?;
     Ok(Json(json!({"queue": queue, "purged": purged})))
+}
+
+/// Pauses a queue: producers may still send, no worker takes from it.
+pub(crate) async fn pause(State(dash): State<Dashboard>, Path(queue): Path<String>) -> ApiResult {
+    pausing(&dash)?.pause(&queue).await?;
+    Ok(Json(json!({"queue": queue, "paused": true})))
+}
+
+/// Resumes a paused queue.
+pub(crate) async fn resume(State(dash): State<Dashboard>, Path(queue): Path<String>) -> ApiResult {
+    pausing(&dash)?.resume(&queue).await?;
+    Ok(Json(json!({"queue": queue, "paused": false})))
+}
+
+fn pausing(dash: &Dashboard) -> Result<&dyn task_core::capability::QueuePause, ApiError> {
+    dash.app
+        .broker()
+        .pausing()
+        .ok_or_else(|| ApiError(StatusCode::NOT_IMPLEMENTED, "this broker cannot pause queues".into()))
 }
 
 /// Puts the dead letter of one task back in its queue.

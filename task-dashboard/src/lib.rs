@@ -102,6 +102,8 @@ pub fn router(app: App, config: DashboardConfig) -> Router {
         .route("/api/stream", get(api::stream))
         .route("/metrics", get(metrics::metrics))
         .route("/api/queues/{queue}/purge", post(api::purge))
+        .route("/api/queues/{queue}/pause", post(api::pause))
+        .route("/api/queues/{queue}/resume", post(api::resume))
         .route("/api/queues/{queue}/dead/retry", post(api::retry_dead))
         .route("/api/dead/{id}/retry", post(api::retry_dead_task))
         .route("/api/queues/{queue}/dead/purge", post(api::purge_dead))

@@ -125,17 +125,25 @@ pub(crate) async fn overview(State(dash): State<Dashboard>) -> Response {
         .iter()
         .map(|q| {
             let name = q["queue"].as_str().unwrap_or("");
+            let paused = q["paused"] == true;
             let buttons = if actions {
-                let url = format!("{}/api/queues/{}/purge?confirm={}", dash.config.base, seg(name), seg(name));
+                let base = &dash.config.base;
+                let url = format!("{base}/api/queues/{}/purge?confirm={}", seg(name), seg(name));
                 let ask = format!("Delete every ready and scheduled message of {name}?");
-                action("purge", &url, Some(&ask), "danger")
+                let toggle = if paused {
+                    action("resume", &format!("{base}/api/queues/{}/resume", seg(name)), None, "")
+                } else {
+                    let ask = format!("Pause {name}? Producers may still send; no worker takes from it.");
+                    action("pause", &format!("{base}/api/queues/{}/pause", seg(name)), Some(&ask), "")
+                };
+                format!("{toggle} {}", action("purge", &url, Some(&ask), "danger"))
             } else {
                 String::new()
             };
+            let name_cell = if paused { format!("{} <b>paused</b>", esc(name)) } else { esc(name) };
             let at = |state: &str| format!("data-queue=\"{}\" data-state=\"{state}\"", esc(name));
             format!(
-                "<tr><td>{}</td><td {}>{}</td><td {}>{}</td><td {}>{}</td><td {}>{}</td><td>{buttons}</td></tr>",
-                esc(name),
+                "<tr><td>{name_cell}</td><td {}>{}</td><td {}>{}</td><td {}>{}</td><td {}>{}</td><td>{buttons}</td></tr>",
                 at("ready"),
                 cell(&q["ready"]),
                 at("scheduled"),

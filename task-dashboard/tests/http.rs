@@ -433,3 +433,26 @@ async fn a_browser_logs_in_with_a_form_and_a_session_cookie() {
         .unwrap();
     assert_eq!(dash.clone().oneshot(request).await.unwrap().status(), StatusCode::FORBIDDEN);
 }
+
+/// Pause and resume from the dashboard: the overview shows the queue paused, with a
+/// resume button; nothing is taken meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_is_paused_and_resumed_from_the_dashboard() {
+    let app = App::memory();
+    let worker = app.worker().spawn();
+    let dash = router(app.clone(), DashboardConfig::default());
+    let (status, body) = call(&dash, "POST", "/api/queues/default/pause", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let res = add::delay(&app, 1, 2).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(res.state().await.unwrap(), task_core::TaskState::Pending, "a paused queue is not taken from");
+    let queues = api(&dash, "/api/queues").await;
+    assert_eq!(queues[0]["paused"], true, "{queues}");
+    let (_, page) = call(&dash, "GET", "/", None).await;
+    assert!(page.contains("<b>paused</b>") && page.contains("/api/queues/default/resume"), "{page}");
+    assert_eq!(call(&dash, "POST", "/api/queues/default/resume", None).await.0, StatusCode::OK);
+    assert_eq!(res.get(Duration::from_secs(5)).await.unwrap(), 3);
+    worker.shutdown().await.unwrap();
+    let read_only = router(app, DashboardConfig::default().read_only());
+    assert_eq!(call(&read_only, "POST", "/api/queues/default/pause", None).await.0, StatusCode::FORBIDDEN);
+}

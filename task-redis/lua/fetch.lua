@@ -6,7 +6,11 @@
 -- KEYS[11]    delayed zset
 -- KEYS[12]    this worker's processing list for the queue
 -- KEYS[13]    wake list
+-- KEYS[14]    the paused flag: while it exists nothing is taken (or promoted)
 -- ARGV[1]     how many at most
+if redis.call('EXISTS', KEYS[14]) == 1 then
+  return {'-1'}
+end
 local max = tonumber(ARGV[1])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -85,6 +85,11 @@ impl Keys {
         self.in_queue(queue, &[":wake"])
     }
 
+    /// Set while the queue is paused (any value): `fetch.lua` takes nothing from it.
+    pub(crate) fn paused(&self, queue: &str) -> String {
+        self.in_queue(queue, &[":paused"])
+    }
+
     pub(crate) fn processing(&self, queue: &str, worker: &str) -> String {
         self.in_queue(queue, &[":proc:", worker])
     }

@@ -17,6 +17,8 @@ pub struct QueueStats {
     pub in_flight: usize,
     /// In the dead letters.
     pub dead: usize,
+    /// Paused: no worker takes from it ([`QueuePause`](crate::capability::QueuePause)).
+    pub paused: bool,
 }
 
 /// A message seen by [`Inspect::peek`], not taken.

@@ -11,6 +11,7 @@
 //! | [`SendOnce`] | broker | callbacks and chain steps sent once |
 //! | [`ChordStore`] | broker | chord joins |
 //! | [`TickStore`] | broker | periodic ticks claimed once; the running schedules |
+//! | [`QueuePause`] | broker | a queue paused: sends go on, no worker takes from it |
 //! | [`SharedStore`] + [`SettleAtomically`] | broker + backend of one store | a final state stored with its ack, in one step |
 //! | [`TaskHistory`] | backend | recent tasks, throughput, events, counts |
 //! | [`Terminations`] | backend | `revoke(.., terminate)` reaching the running task |
@@ -20,6 +21,7 @@ mod directory;
 mod history;
 mod inspect;
 mod once;
+mod pause;
 mod rate;
 mod settle;
 mod terminate;
@@ -31,6 +33,7 @@ pub use directory::{WorkerDirectory, WorkerInfo};
 pub use history::{HISTORY_CAP, MinuteCount, RecentTask, TaskFilter, TaskHistory};
 pub use inspect::{DeadLetter, Inspect, PeekAt, Peeked, QueueStats};
 pub use once::SendOnce;
+pub use pause::QueuePause;
 pub use rate::RateLimits;
 pub use settle::{SettleAtomically, SharedStore, pair};
 pub use terminate::{Listeners, Listening, OnTerminate, Terminations};

@@ -15,6 +15,7 @@ impl Inspect for RedisBroker {
             }
             pipe.cmd("ZCARD").arg(keys.delayed(queue));
             pipe.cmd("LLEN").arg(keys.dead(queue));
+            pipe.cmd("EXISTS").arg(keys.paused(queue));
             for worker in &workers {
                 pipe.cmd("LLEN").arg(keys.processing(queue, worker));
             }
@@ -26,7 +27,8 @@ impl Inspect for RedisBroker {
             stats.ready = ready_counts.iter().sum();
             stats.scheduled = rest[0];
             stats.dead = rest[1];
-            stats.in_flight = rest[2..].iter().sum();
+            stats.paused = rest[2] == 1;
+            stats.in_flight = rest[3..].iter().sum();
             Ok(stats)
         })
     }

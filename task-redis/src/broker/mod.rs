@@ -19,8 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::conn::Conn;
 use task_core::broker::{Broker, ConsumerId, Delivery, Message, Receipt, Recovery};
 use task_core::capability::{
-    ChordJoin, ChordStore, DeadLetter, Inspect, PeekAt, Peeked, QueueStats, RateLimits, SendOnce, SharedStore,
-    TickStore, UniqueLocks, WorkerDirectory, WorkerInfo,
+    ChordJoin, ChordStore, DeadLetter, Inspect, PeekAt, Peeked, QueuePause, QueueStats, RateLimits, SendOnce,
+    SharedStore, TickStore, UniqueLocks, WorkerDirectory, WorkerInfo,
 };
 use task_core::time::{now_ms, to_ms};
 use task_core::{BoxFuture, BrokerError, ChordMember, ErrorKind, RateLimit, ScheduledEntry, TaskId};
@@ -326,6 +326,7 @@ impl RedisBroker {
             inv.key(keys.delayed(queue))
                 .key(keys.processing(queue, consumer.as_str()))
                 .key(keys.wake(queue))
+                .key(keys.paused(queue))
                 .arg(max - out.len());
             let mut reply: Vec<Vec<u8>> = timed(self.limit(), inv.invoke_async(&mut con)).await?;
             let due = reply.pop().and_then(|d| String::from_utf8(d).ok()).and_then(|d| d.parse::<f64>().ok());

@@ -247,6 +247,10 @@ impl Broker for RedisBroker {
         Some(self)
     }
 
+    fn pausing(&self) -> Option<&dyn QueuePause> {
+        Some(self)
+    }
+
     fn directory(&self) -> Option<&dyn WorkerDirectory> {
         Some(self)
     }

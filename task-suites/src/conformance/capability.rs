@@ -304,3 +304,28 @@ pub async fn a_retried_dead_letter_keeps_its_priority(h: Harness) {
     let priorities: Vec<u8> = got.iter().map(|d| d.priority).collect();
     assert_eq!(priorities, [7, 3], "each back at its own priority, highest first");
 }
+
+/// A paused queue takes sends and gives nothing to a fetch, says it is paused, and gives
+/// its messages again once resumed (a fetch waiting meanwhile gets them).
+pub async fn a_paused_queue_keeps_its_messages_until_resumed(h: Harness) {
+    let Some(pausing) = h.broker.pausing() else { return };
+    let inspect = h.broker.inspect().expect("the suite needs Inspect");
+    let q = queue("paused");
+    let c = ConsumerId::new();
+    h.broker.heartbeat(&c, Duration::from_secs(30)).await.unwrap();
+    pausing.pause(&q).await.unwrap();
+    h.broker.enqueue(msg(&q, "held")).await.expect("a paused queue still takes sends");
+    assert!(fetch(&h, &c, std::slice::from_ref(&q), 10, Duration::from_millis(300)).await.is_empty());
+    let stats = inspect.queue_stats(&q).await.unwrap();
+    assert!(stats.paused && stats.ready == 1, "{stats:?}");
+    let waiting = {
+        let h = h.clone();
+        let (c, q) = (c.clone(), q.clone());
+        tokio::spawn(async move { fetch(&h, &c, &[q], 10, Duration::from_secs(5)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    pausing.resume(&q).await.unwrap();
+    let got = waiting.await.unwrap();
+    assert_eq!(got.iter().map(body).collect::<Vec<_>>(), ["held"], "resumed, the waiting fetch gets it");
+    assert!(!inspect.queue_stats(&q).await.unwrap().paused);
+}

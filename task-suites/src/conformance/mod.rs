@@ -70,7 +70,8 @@ macro_rules! conformance_tests {
             a_stale_worker_cannot_overwrite_a_result, a_mixed_batch_keeps_priorities_and_delays,
             workers_announce_themselves_until_they_expire, inspection_peeks_and_handles_dead_letters,
             history_lists_recent_tasks_and_counts_them_per_minute, events_and_task_stats_follow_the_writes,
-            a_lone_write_is_counted, a_fresh_store_answers_every_question, a_retried_dead_letter_keeps_its_priority);
+            a_lone_write_is_counted, a_fresh_store_answers_every_question, a_retried_dead_letter_keeps_its_priority,
+            a_paused_queue_keeps_its_messages_until_resumed);
     };
     (@each $setup:path; $($name:ident),* $(,)?) => {
         $(

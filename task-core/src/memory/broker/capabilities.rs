@@ -158,3 +158,15 @@ impl TickStore for InMemoryBroker {
         Box::pin(async move { Ok(entries) })
     }
 }
+
+impl QueuePause for InMemoryBroker {
+    fn pause<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
+        self.lock().paused.insert(queue.to_owned());
+        Box::pin(async { Ok(()) })
+    }
+
+    fn resume<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
+        let _ = self.add_then_wake(|state| Ok(state.paused.remove(queue)));
+        Box::pin(async { Ok(()) })
+    }
+}

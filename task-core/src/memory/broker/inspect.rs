@@ -12,6 +12,7 @@ impl Inspect for InMemoryBroker {
             scheduled: state.delayed.values().filter(|e| e.queue == queue).count(),
             in_flight: state.held.values().filter(|(_, e)| e.queue == queue).count(),
             dead: state.dead.iter().filter(|d| d.queue == queue).count(),
+            paused: state.paused.contains(queue),
         };
         Box::pin(async move { Ok(stats) })
     }

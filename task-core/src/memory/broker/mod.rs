@@ -10,8 +10,8 @@ use tokio::sync::Notify;
 
 use crate::broker::{Broker, Recovery};
 use crate::capability::{
-    ChordJoin, ChordStore, DeadLetter, Inspect, PeekAt, Peeked, QueueStats, RateLimits, SendOnce, TickStore,
-    UniqueLocks, WorkerDirectory, WorkerInfo,
+    ChordJoin, ChordStore, DeadLetter, Inspect, PeekAt, Peeked, QueuePause, QueueStats, RateLimits, SendOnce,
+    TickStore, UniqueLocks, WorkerDirectory, WorkerInfo,
 };
 use crate::error::{BrokerError, ErrorKind};
 use crate::future::BoxFuture;
@@ -114,6 +114,8 @@ struct Chord {
 struct State {
     queues: HashMap<String, Lanes>,
     delayed: BTreeMap<(SystemTime, u64), Entry>,
+    /// Queues no consumer takes from.
+    paused: std::collections::HashSet<String>,
     held: HashMap<u64, (ConsumerId, Entry)>,
     consumers: HashMap<ConsumerId, Instant>,
     dead: VecDeque<DeadLetter>,
@@ -319,6 +321,9 @@ impl InMemoryBroker {
         state.consumers.entry(consumer.clone()).or_insert_with(|| Instant::now() + IMPLICIT_TTL);
         let mut out = Vec::new();
         'queues: for queue in queues {
+            if state.paused.contains(queue) {
+                continue;
+            }
             while out.len() < max {
                 let Some(mut entry) = state.queues.get_mut(queue).and_then(Lanes::pop) else {
                     continue 'queues;

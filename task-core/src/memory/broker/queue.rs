@@ -155,6 +155,10 @@ impl Broker for InMemoryBroker {
         Some(self)
     }
 
+    fn pausing(&self) -> Option<&dyn QueuePause> {
+        Some(self)
+    }
+
     fn directory(&self) -> Option<&dyn WorkerDirectory> {
         Some(self)
     }

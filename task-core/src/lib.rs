@@ -144,7 +144,10 @@ pub use registry::{Invocation, Registry, TaskEntry, TaskFn};
 pub use scheduled::ScheduledEntry;
 pub use state::{TaskMeta, TaskState};
 pub use task::{Backoff, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE, RateLimit, Task, TaskOptions};
-pub use worker::{DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_TTL, DEFAULT_NODE_NAME, Worker, WorkerHandle, WorkerReport};
+pub use worker::{
+    DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_TTL, DEFAULT_NODE_NAME, Next, Outcome, Run, TaskLayer, Worker,
+    WorkerHandle, WorkerReport,
+};
 pub use workflow::{Chain, Chord, Group, GroupResult, Partial, chord, group};
 
 /// Makes a module-level `fn` or `async fn` a task. See the [crate docs](crate) and

@@ -79,6 +79,8 @@ pub(super) struct Runner {
     /// The backend stores a final state and acks in one step (it shares the broker's
     /// store): see [`capability::pair`](crate::capability::pair).
     atomic_settle: bool,
+    /// Code around every run, the first outermost.
+    layers: super::layer::Layers,
 }
 
 /// `update` with what the `STARTED` write stores (task, queue, arguments, attempt,
@@ -130,7 +132,14 @@ impl Runner {
             running: Mutex::default(),
             blocking: Mutex::default(),
             atomic_settle,
+            layers: super::layer::Layers::default(),
         }
+    }
+
+    /// The runner with `layers` around every run.
+    pub(super) fn with_layers(mut self, layers: super::layer::Layers) -> Self {
+        self.layers = layers;
+        self
     }
 
     /// Stops a running task (revoke with terminate); false if it does not run here.
@@ -254,7 +263,20 @@ impl Runner {
             self.blocking.lock().unwrap_or_else(|p| p.into_inner()).insert(envelope.id.clone(), held);
         }
         let began = tokio::time::Instant::now();
-        let outcome = match run(invocation, limits).await {
+        let ran = if self.layers.0.is_empty() {
+            run(invocation, limits).await
+        } else {
+            let run_of = super::layer::Run {
+                task: envelope.task.clone(),
+                id: envelope.id.clone(),
+                attempt: envelope.retries + 1,
+                queue: delivery.queue.clone(),
+            };
+            let body: crate::future::BoxFuture<'_, super::layer::Outcome> =
+                Box::pin(async move { super::layer::Outcome(run(invocation, limits).await) });
+            super::layer::wrap(&self.layers.0, &run_of, body).await.0
+        };
+        let outcome = match ran {
             Ok(result) => decide::oversized(&result, limit).map_or(Ok(result), Err),
             failed => failed,
         };

@@ -13,7 +13,10 @@ mod decide;
 mod eager;
 mod execute;
 mod inbox;
+mod layer;
 mod pool;
+
+pub use layer::{Next, Outcome, Run, TaskLayer};
 
 use std::future::Future;
 use std::time::Duration;
@@ -97,6 +100,7 @@ pub struct Worker {
     pub(crate) heartbeat_ttl: Duration,
     pub(crate) fetch_wait: Duration,
     pub(crate) name: String,
+    pub(crate) layers: layer::Layers,
 }
 
 /// What a worker did, returned when it stops.
@@ -142,7 +146,15 @@ impl Worker {
             heartbeat_ttl: DEFAULT_HEARTBEAT_TTL,
             fetch_wait: Duration::from_secs(5),
             name: node_name(DEFAULT_NODE_NAME, &crate::host::hostname()),
+            layers: layer::Layers::default(),
         }
+    }
+
+    /// Adds `layer` around every task run of this worker (see [`TaskLayer`]); layers
+    /// run in the order added, the first outermost.
+    pub fn layer(mut self, layer: impl TaskLayer) -> Self {
+        self.layers.0.push(std::sync::Arc::new(layer));
+        self
     }
 
     /// The name people see for this worker in `celerity status` and the dashboard

@@ -24,7 +24,8 @@ pub(super) async fn run<F>(worker: Worker, signal: F) -> Result<WorkerReport, Er
 where
     F: Future<Output = ()> + Send,
 {
-    let Worker { app, id, concurrency, prefetch, queues, grace_period, heartbeat_ttl, fetch_wait, name } = worker;
+    let Worker { app, id, concurrency, prefetch, queues, grace_period, heartbeat_ttl, fetch_wait, name, layers } =
+        worker;
     app.registry().check()?;
     if queues.is_empty() || queues.iter().any(|q| q.trim().is_empty()) {
         return Err(Error::Config(format!(
@@ -41,7 +42,7 @@ where
         info!(task = entry.name(), kind = if entry.is_blocking() { "sync" } else { "async" }, "registered task");
     }
 
-    let runner = Arc::new(Runner::new(app.clone(), id.clone()));
+    let runner = Arc::new(Runner::new(app.clone(), id.clone()).with_layers(layers));
     let info = WorkerInfo::new(
         id.to_string(),
         crate::host::hostname(),

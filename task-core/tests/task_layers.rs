@@ -83,3 +83,25 @@ async fn without_layers_a_task_has_no_context() {
     assert_eq!(whose::delay(&app).await.unwrap().get(Duration::from_secs(5)).await.unwrap(), "nobody");
     worker.shutdown().await.unwrap();
 }
+
+/// The worker's start and stop hooks (Celery's worker_ready and worker_shutdown): each
+/// called once, the first before any task runs, the second with the report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_and_shutdown_hooks_are_called_once_each() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (on_ready, on_stop, in_task) = (seen.clone(), seen.clone(), seen.clone());
+    let app = App::memory();
+    let worker = app
+        .worker()
+        .on_ready(move |info| on_ready.lock().unwrap().push(format!("ready {}", info.concurrency)))
+        .on_shutdown(move |report| on_stop.lock().unwrap().push(format!("stopped after {}", report.succeeded)))
+        .layer(Recorder("task", in_task))
+        .concurrency(3)
+        .spawn();
+    whose::delay(&app).await.unwrap().get(Duration::from_secs(5)).await.unwrap();
+    worker.shutdown().await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.first().map(String::as_str), Some("ready 3"), "{seen:?}");
+    assert_eq!(seen.last().map(String::as_str), Some("stopped after 1"), "{seen:?}");
+    assert_eq!(seen.len(), 4, "ready, the task's two, stopped: {seen:?}");
+}

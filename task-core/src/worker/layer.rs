@@ -87,13 +87,19 @@ pub trait TaskLayer: Send + Sync + 'static {
     fn call<'a>(&'a self, run: &'a Run, next: Next<'a>) -> BoxFuture<'a, Outcome>;
 }
 
-/// The layers of a worker, the first outermost.
+/// The layers of a worker, the first outermost, and its start and stop hooks (Celery's
+/// `worker_ready` and `worker_shutdown`).
 #[derive(Clone, Default)]
-pub(crate) struct Layers(pub(crate) Vec<Arc<dyn TaskLayer>>);
+pub(crate) struct Layers(pub(crate) Vec<Arc<dyn TaskLayer>>, pub(crate) Vec<ReadyHook>, pub(crate) Vec<ShutdownHook>);
+
+/// Called when a worker is ready, with what it announces.
+pub(crate) type ReadyHook = Arc<dyn Fn(&crate::capability::WorkerInfo) + Send + Sync>;
+/// Called when a worker has stopped, with its report.
+pub(crate) type ShutdownHook = Arc<dyn Fn(&super::WorkerReport) + Send + Sync>;
 
 impl fmt::Debug for Layers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} layers", self.0.len())
+        write!(f, "{} layers, {} ready hooks, {} shutdown hooks", self.0.len(), self.1.len(), self.2.len())
     }
 }
 

@@ -150,6 +150,20 @@ impl Worker {
         }
     }
 
+    /// Calls `hook` once the worker is ready, before it takes its first message
+    /// (Celery's `worker_ready`), with what it announces of itself.
+    pub fn on_ready(mut self, hook: impl Fn(&crate::capability::WorkerInfo) + Send + Sync + 'static) -> Self {
+        self.layers.1.push(std::sync::Arc::new(hook));
+        self
+    }
+
+    /// Calls `hook` once the worker has stopped (Celery's `worker_shutdown`), with its
+    /// report.
+    pub fn on_shutdown(mut self, hook: impl Fn(&WorkerReport) + Send + Sync + 'static) -> Self {
+        self.layers.2.push(std::sync::Arc::new(hook));
+        self
+    }
+
     /// Adds `layer` around every task run of this worker (see [`TaskLayer`]); layers
     /// run in the order added, the first outermost.
     pub fn layer(mut self, layer: impl TaskLayer) -> Self {

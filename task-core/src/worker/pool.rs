@@ -42,6 +42,7 @@ where
         info!(task = entry.name(), kind = if entry.is_blocking() { "sync" } else { "async" }, "registered task");
     }
 
+    let (ready_hooks, shutdown_hooks) = (layers.1.clone(), layers.2.clone());
     let runner = Arc::new(Runner::new(app.clone(), id.clone()).with_layers(layers));
     let info = WorkerInfo::new(
         id.to_string(),
@@ -62,6 +63,9 @@ where
             Some((name.to_owned(), app.queue_of(name, own).to_owned()))
         })
         .collect();
+    for hook in &ready_hooks {
+        hook(&info);
+    }
     let heart = tokio::spawn(heartbeat(broker.clone(), id.clone(), heartbeat_ttl, info, runner.clone()));
     let terminator =
         app.backend().terminations().map(|requests| requests.listen(terminate_on_request(Arc::downgrade(&runner))));
@@ -120,7 +124,11 @@ where
     heart.abort();
     // No more terminate requests for this worker.
     drop(terminator);
-    Ok(runner.counters.report())
+    let report = runner.counters.report();
+    for hook in &shutdown_hooks {
+        hook(&report);
+    }
+    Ok(report)
 }
 
 async fn shutdown(

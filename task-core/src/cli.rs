@@ -71,6 +71,10 @@ pub struct WorkerArgs {
     /// messages are recovered by the others.
     #[arg(long)]
     pub heartbeat_ttl: Option<f64>,
+    /// Grow the pool with the backlog up to MAX, shrink it when idle down to MIN
+    /// (`--autoscale 10,3`); the default is a fixed `-c`.
+    #[arg(long, value_name = "MAX,MIN", value_delimiter = ',', num_args = 1..=2)]
+    pub autoscale: Vec<usize>,
     /// This worker's name for people (`%h` host, `%n` its first label, `%d` the domain).
     #[arg(short = 'n', long, default_value = crate::worker::DEFAULT_NODE_NAME)]
     pub name: String,
@@ -143,6 +147,11 @@ async fn run_worker(app: App, args: WorkerArgs, beat: Option<Beat>) -> Result<()
         worker = worker.prefetch(n);
     }
     worker = worker.name(&args.name);
+    match args.autoscale.as_slice() {
+        [] => {}
+        [max] => worker = worker.autoscale(*max, 1),
+        [max, min, ..] => worker = worker.autoscale(*max, *min),
+    }
     if let Some(secs) = args.heartbeat_ttl {
         let ttl =
             Duration::try_from_secs_f64(secs).map_err(|e| Error::Config(format!("--heartbeat-ttl `{secs}`: {e}")))?;

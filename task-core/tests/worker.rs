@@ -556,3 +556,50 @@ async fn a_worker_is_named_for_people() {
     assert_ne!(me.name, me.id, "the id stays a UUID");
     stop(worker).await;
 }
+
+static BURST_RUNNING: AtomicUsize = AtomicUsize::new(0);
+static MOST_AT_ONCE: AtomicUsize = AtomicUsize::new(0);
+
+#[task]
+async fn busy_for_a_while() -> TaskResult<()> {
+    let now = BURST_RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+    MOST_AT_ONCE.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    BURST_RUNNING.fetch_sub(1, Ordering::SeqCst);
+    Ok(())
+}
+
+/// Autoscale: a burst grows the pool from its minimum toward its maximum (never past
+/// it), and an idle pool gives its slots back down to the minimum; the directory shows
+/// the concurrency of the moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoscale_grows_under_a_burst_and_shrinks_when_idle() {
+    let app = app();
+    let worker = app
+        .worker()
+        .autoscale(6, 1)
+        .autoscale_keepalive(Duration::from_millis(100))
+        .heartbeat_ttl(Duration::from_millis(150))
+        .spawn();
+    let directory = app.broker().directory().unwrap();
+    let concurrency = || async {
+        directory.workers().await.unwrap().into_iter().find(|w| w.id == worker.id().as_str()).map(|w| w.concurrency)
+    };
+    let start = Instant::now();
+    while concurrency().await != Some(1) {
+        assert!(start.elapsed() < WAIT, "the pool starts at its minimum: {:?}", concurrency().await);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sent = app.send_batch((0..30).map(|_| busy_for_a_while::signature())).await.unwrap();
+    for r in &sent {
+        r.get(WAIT).await.unwrap();
+    }
+    let most = MOST_AT_ONCE.load(Ordering::SeqCst);
+    assert!((4..=6).contains(&most), "the burst ran up to 6 at once, not 1: {most}");
+    let start = Instant::now();
+    while concurrency().await != Some(1) {
+        assert!(start.elapsed() < WAIT, "idle, the pool shrinks back: {:?}", concurrency().await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop(worker).await;
+}

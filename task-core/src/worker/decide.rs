@@ -108,6 +108,25 @@ pub(super) fn oversized(result: &[u8], limit: usize) -> Option<Failure> {
     })
 }
 
+/// Autoscale's decision (Celery's `--autoscale MAX,MIN`): how many slots to run now.
+/// Messages waiting for a slot grow the pool at once, by as many as wait (up to `max`);
+/// a pool with idle slots for `keepalive` gives one back (down to `min`).
+pub(super) fn scale(
+    current: usize,
+    (min, max): (usize, usize),
+    queued: usize,
+    idle_for: Duration,
+    keepalive: Duration,
+) -> usize {
+    if queued > 0 && current < max {
+        return (current + queued).min(max);
+    }
+    if queued == 0 && idle_for >= keepalive && current > min {
+        return current - 1;
+    }
+    current.clamp(min, max)
+}
+
 /// What becomes of the task's record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Record {
@@ -267,6 +286,18 @@ mod tests {
             Verdict::Failed { error: "time limit exceeded (2s)".into() }
         );
         assert_eq!(verdict(Err(&Failure::Terminated), 0, 3, &NO_BACKOFF), Verdict::Terminated);
+    }
+
+    #[test]
+    fn autoscale_grows_with_the_backlog_and_shrinks_when_idle() {
+        let keep = Duration::from_secs(30);
+        assert_eq!(scale(2, (1, 8), 3, Duration::ZERO, keep), 5, "grow by what waits");
+        assert_eq!(scale(6, (1, 8), 10, Duration::ZERO, keep), 8, "never past max");
+        assert_eq!(scale(8, (1, 8), 10, Duration::ZERO, keep), 8);
+        assert_eq!(scale(5, (1, 8), 0, Duration::from_secs(29), keep), 5, "idle, but not for long");
+        assert_eq!(scale(5, (1, 8), 0, keep, keep), 4, "one back after the keepalive");
+        assert_eq!(scale(1, (1, 8), 0, keep, keep), 1, "never under min");
+        assert_eq!(scale(0, (2, 8), 0, Duration::ZERO, keep), 2, "at least min");
     }
 
     #[test]

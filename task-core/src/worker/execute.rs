@@ -46,6 +46,8 @@ pub(super) struct Counters {
     pub(super) last_fetch_ms: std::sync::atomic::AtomicI64,
     /// Not fetching because every slot is taken and the prefetch is full.
     pub(super) saturated: std::sync::atomic::AtomicBool,
+    /// Slots running now (autoscale changes it).
+    pub(super) concurrency: std::sync::atomic::AtomicUsize,
 }
 
 impl Counters {

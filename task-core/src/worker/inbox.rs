@@ -25,11 +25,21 @@ pub(super) struct Inbox {
     busy: AtomicUsize,
     /// Wakes the fetch loop: a slot took the last queued delivery, or finished one.
     changed: Notify,
+    /// Slots asked to stop (autoscale giving slots back), and their wake-up.
+    retire: AtomicUsize,
+    retiring: Notify,
 }
 
 impl Default for Inbox {
     fn default() -> Self {
-        Self { queue: Mutex::default(), ready: Semaphore::new(0), busy: AtomicUsize::new(0), changed: Notify::new() }
+        Self {
+            queue: Mutex::default(),
+            ready: Semaphore::new(0),
+            busy: AtomicUsize::new(0),
+            changed: Notify::new(),
+            retire: AtomicUsize::new(0),
+            retiring: Notify::new(),
+        }
     }
 }
 
@@ -57,6 +67,17 @@ impl Inbox {
         self.changed.notified().await;
     }
 
+    /// Asks one slot to stop after the run it is in (or at once if it waits).
+    pub(super) fn retire_one(&self) {
+        self.retire.fetch_add(1, Ordering::AcqRel);
+        self.retiring.notify_one();
+    }
+
+    /// Takes one stop request, if there is one.
+    fn take_retire(&self) -> bool {
+        self.retire.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok()
+    }
+
     /// Stops the slots (each after the run it is in) and returns what none has started.
     pub(super) fn close(&self) -> VecDeque<Delivery> {
         self.ready.close();
@@ -67,7 +88,13 @@ impl Inbox {
     /// the inbox is closed.
     async fn next(&self) -> Option<(Delivery, Busy<'_>)> {
         loop {
-            self.ready.acquire().await.ok()?.forget();
+            if self.take_retire() {
+                return None;
+            }
+            tokio::select! {
+                permit = self.ready.acquire() => permit.ok()?.forget(),
+                () = self.retiring.notified() => continue,
+            }
             let mut queue = self.queue();
             // None: close() took it back after its permit was given.
             if let Some(delivery) = queue.pop_front() {

@@ -25,6 +25,9 @@ use crate::app::App;
 use crate::broker::ConsumerId;
 use crate::error::Error;
 
+/// How long autoscale waits with idle slots before it gives one back, unless told.
+pub const DEFAULT_AUTOSCALE_KEEPALIVE: Duration = Duration::from_secs(30);
+
 /// A worker's name when nothing else says: `celery@` and the host name.
 pub const DEFAULT_NODE_NAME: &str = "celery@%h";
 
@@ -101,6 +104,8 @@ pub struct Worker {
     pub(crate) fetch_wait: Duration,
     pub(crate) name: String,
     pub(crate) layers: layer::Layers,
+    /// `(min, max)` slots, and how long slots stay idle before one is given back.
+    pub(crate) autoscale: Option<((usize, usize), Duration)>,
 }
 
 /// What a worker did, returned when it stops.
@@ -147,7 +152,28 @@ impl Worker {
             fetch_wait: Duration::from_secs(5),
             name: node_name(DEFAULT_NODE_NAME, &crate::host::hostname()),
             layers: layer::Layers::default(),
+            autoscale: None,
         }
+    }
+
+    /// Autoscale (Celery's `--autoscale MAX,MIN`): run `min` slots, grow at once toward
+    /// `max` while messages wait for a slot, give one back after slots stayed idle for
+    /// the keepalive (30 s; [`autoscale_keepalive`](Self::autoscale_keepalive)). The
+    /// prefetch defaults to `max`. `celerity status` shows the current concurrency.
+    pub fn autoscale(mut self, max: usize, min: usize) -> Self {
+        let (min, max) = (min.max(1), max.max(min.max(1)));
+        let keepalive = self.autoscale.map_or(DEFAULT_AUTOSCALE_KEEPALIVE, |(_, k)| k);
+        self.autoscale = Some(((min, max), keepalive));
+        self.concurrency = max;
+        self
+    }
+
+    /// How long autoscale waits with idle slots before it gives one back.
+    pub fn autoscale_keepalive(mut self, keepalive: Duration) -> Self {
+        if let Some((bounds, _)) = self.autoscale {
+            self.autoscale = Some((bounds, keepalive));
+        }
+        self
     }
 
     /// Calls `hook` once the worker is ready, before it takes its first message

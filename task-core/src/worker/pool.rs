@@ -24,8 +24,19 @@ pub(super) async fn run<F>(worker: Worker, signal: F) -> Result<WorkerReport, Er
 where
     F: Future<Output = ()> + Send,
 {
-    let Worker { app, id, concurrency, prefetch, queues, grace_period, heartbeat_ttl, fetch_wait, name, layers } =
-        worker;
+    let Worker {
+        app,
+        id,
+        concurrency,
+        prefetch,
+        queues,
+        grace_period,
+        heartbeat_ttl,
+        fetch_wait,
+        name,
+        layers,
+        autoscale,
+    } = worker;
     app.registry().check()?;
     if queues.is_empty() || queues.iter().any(|q| q.trim().is_empty()) {
         return Err(Error::Config(format!(
@@ -44,6 +55,9 @@ where
 
     let (ready_hooks, shutdown_hooks) = (layers.1.clone(), layers.2.clone());
     let runner = Arc::new(Runner::new(app.clone(), id.clone()).with_layers(layers));
+    // With autoscale the pool starts at its minimum; `concurrency` is its maximum.
+    let mut current = autoscale.map_or(concurrency, |((min, _), _)| min);
+    runner.counters.concurrency.store(current, Ordering::Relaxed);
     let info = WorkerInfo::new(
         id.to_string(),
         crate::host::hostname(),
@@ -72,9 +86,13 @@ where
     // `concurrency` slots take the fetched messages from the inbox, one run at a time.
     let inbox = Arc::new(Inbox::default());
     let mut slots = JoinSet::new();
-    for _ in 0..concurrency {
+    for _ in 0..current {
         slots.spawn(slot(inbox.clone(), runner.clone()));
     }
+    let mut idle_since = tokio::time::Instant::now();
+    // An idle worker must come round to give slots back: it waits for work no longer.
+    let fetch_wait =
+        autoscale.map_or(fetch_wait, |(_, keepalive)| fetch_wait.min(keepalive.max(Duration::from_millis(50))));
     let mut fetch_backoff = FETCH_BACKOFF.0;
     tokio::pin!(signal);
 
@@ -82,8 +100,31 @@ where
         // A slot ends only by a panic in the worker's own code (a task's panic is
         // caught and stored): another takes its place.
         while let Some(ended) = slots.try_join_next() {
-            error!(error = ?ended.err(), "a worker slot failed; its message is recovered when this worker stops");
-            slots.spawn(slot(inbox.clone(), runner.clone()));
+            // A slot that returned was retired by autoscale; one that failed is replaced.
+            if let Err(e) = ended {
+                error!(error = ?e, "a worker slot failed; its message is recovered when this worker stops");
+                slots.spawn(slot(inbox.clone(), runner.clone()));
+            }
+        }
+        if let Some((bounds, keepalive)) = autoscale {
+            if inbox.queued() > 0 || inbox.busy() >= current {
+                idle_since = tokio::time::Instant::now();
+            }
+            let target = super::decide::scale(current, bounds, inbox.queued(), idle_since.elapsed(), keepalive);
+            if target > current {
+                for _ in current..target {
+                    slots.spawn(slot(inbox.clone(), runner.clone()));
+                }
+                info!(from = current, to = target, "autoscale: more slots for the backlog");
+            } else if target < current {
+                for _ in target..current {
+                    inbox.retire_one();
+                }
+                idle_since = tokio::time::Instant::now();
+                info!(from = current, to = target, "autoscale: a slot given back");
+            }
+            current = target;
+            runner.counters.concurrency.store(current, Ordering::Relaxed);
         }
         let room = prefetch.saturating_sub(inbox.busy() + inbox.queued());
         // Fetched messages wait for a slot, not for a fetch: a fetch may block (the
@@ -208,6 +249,7 @@ async fn heartbeat(broker: Arc<dyn Broker>, id: ConsumerId, ttl: Duration, mut i
             info.last_fetch_ms = last_fetch;
             info.active = u64::try_from(active).unwrap_or(u64::MAX);
             info.saturated = runner.counters.saturated.load(std::sync::atomic::Ordering::Relaxed);
+            info.concurrency = runner.counters.concurrency.load(std::sync::atomic::Ordering::Relaxed);
             if let Err(e) = directory.announce(&info, ttl).await {
                 warn!(error = %e, "cannot announce this worker");
             }

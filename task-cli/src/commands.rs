@@ -25,6 +25,9 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
     match cli.command {
         Command::Status => status(&app, json).await,
         Command::Inspect { what } => inspect(&app, what, json).await,
+        Command::Control { what: crate::Control::Shutdown { timeout } } => {
+            remote(&app, "shutdown", timeout, json).await
+        }
         Command::Queues => queues(&app, json).await,
         Command::Schedule => schedule(&app, json).await,
         Command::Purge { queue, yes } => purge(&app, &queue, yes, json).await,
@@ -128,6 +131,38 @@ fn describe(payload: &[u8]) -> Option<(String, String, u32)> {
     Envelope::decode(payload).ok().map(|e| (e.task, e.id.to_string(), e.retries))
 }
 
+/// Sends `command` to the live workers and prints their answers, one per worker; exit 1
+/// when a live worker did not answer in time.
+async fn remote(app: &App, command: &str, timeout: f64, json: bool) -> Outcome {
+    let control = app
+        .backend()
+        .remote_control()
+        .ok_or_else(|| format!("the result backend {} takes no remote commands", app.backend_url()))?;
+    let expected = directory(app)?.workers().await?.len();
+    let wait = Duration::try_from_secs_f64(timeout).map_err(|e| format!("--timeout: {e}"))?;
+    let answers: Vec<Value> = control
+        .ask(command, expected, wait)
+        .await?
+        .iter()
+        .filter_map(|bytes| task_core::codec::decode::<Value>(bytes, "a worker's answer").ok())
+        .collect();
+    if json {
+        crate::output::json(&Value::Array(answers.clone()));
+    } else if answers.is_empty() {
+        println!("no answer ({expected} live workers)");
+    } else {
+        for a in &answers {
+            let what = a["ok"].as_str().or(a["error"].as_str()).unwrap_or("");
+            println!("{} ({}): {what}", a["name"].as_str().unwrap_or(""), a["worker"].as_str().unwrap_or(""));
+        }
+    }
+    if answers.len() < expected {
+        eprintln!("{} of {expected} live workers answered within {timeout} s", answers.len());
+        return Ok(1);
+    }
+    Ok(0)
+}
+
 async fn inspect(app: &App, what: InspectCmd, json: bool) -> Outcome {
     match what {
         InspectCmd::Active | InspectCmd::Scheduled => {
@@ -176,6 +211,7 @@ async fn inspect(app: &App, what: InspectCmd, json: bool) -> Outcome {
                 table(&["TASK", "WORKERS"], &rows);
             }
         }
+        InspectCmd::Ping { timeout } => return remote(app, "ping", timeout, json).await,
         InspectCmd::Stats => {
             let workers = directory(app)?.workers().await?;
             let (succeeded, failed): (u64, u64) =

@@ -45,6 +45,11 @@ pub(crate) enum Command {
     Queues,
     /// The periodic entries the running schedulers (`worker --beat`, `beat`) announced.
     Schedule,
+    /// Commands carried out by the live workers (remote control).
+    Control {
+        #[command(subcommand)]
+        what: Control,
+    },
     /// Pause a queue: producers may still send, no worker takes from it until `resume`.
     Pause {
         /// The queue.
@@ -128,6 +133,22 @@ pub(crate) enum Inspect {
     Registered,
     /// Counts per worker and in all.
     Stats,
+    /// Ask every live worker to answer (remote control): one answer per worker.
+    Ping {
+        /// Seconds to wait for the answers.
+        #[arg(long, default_value_t = 1.0)]
+        timeout: f64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Control {
+    /// Ask every live worker to stop, as its own shutdown signal would (graceful).
+    Shutdown {
+        /// Seconds to wait for the answers.
+        #[arg(long, default_value_t = 1.0)]
+        timeout: f64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

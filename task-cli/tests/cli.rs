@@ -316,3 +316,41 @@ async fn a_paused_queue_waits_for_resume_with_nothing_lost() {
 async fn futures_sent(app: &task_core::App, n: i64) -> Vec<task_core::AsyncResult<i64>> {
     app.send_batch((0..n).map(|i| add::signature(i, 1))).await.unwrap()
 }
+
+/// Remote control against two live workers: `inspect ping` has one answer from each,
+/// `control shutdown` stops both, gracefully.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_workers_answer_ping_and_stop_on_control_shutdown() {
+    let env = Env { server: RedisServer::start(), namespace: test_support::namespace() };
+    let mut workers = Vec::new();
+    for name in ["w1@%h", "w2@%h"] {
+        let config = RedisConfig::from_url(env.server.url()).namespace(&env.namespace);
+        let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
+        workers.push(app.worker().name(name).spawn());
+    }
+    eventually("both workers show in `status`", || env.json(&["status"]).1.as_array().is_some_and(|w| w.len() == 2))
+        .await;
+    let (code, answers) = env.json(&["inspect", "ping"]);
+    assert_eq!(code, 0, "{answers}");
+    let mut ids: Vec<&str> = answers.as_array().unwrap().iter().map(|a| a["worker"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    let mut expected: Vec<&str> = workers.iter().map(|w| w.id().as_str()).collect();
+    expected.sort_unstable();
+    assert_eq!(ids, expected, "one answer from each: {answers}");
+    assert!(
+        answers.as_array().unwrap().iter().all(|a| a["ok"] == "pong" && a["name"].as_str().unwrap().starts_with('w'))
+    );
+    let (code, stopped) = env.json(&["control", "shutdown"]);
+    assert_eq!(code, 0, "{stopped}");
+    assert!(stopped.as_array().unwrap().iter().all(|a| a["ok"] == "shutting down"), "{stopped}");
+    for worker in workers {
+        let start = Instant::now();
+        while !worker.is_finished() {
+            assert!(start.elapsed() < Duration::from_secs(20), "a worker did not stop");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        worker.shutdown().await.unwrap();
+    }
+    let (code, _) = env.json(&["inspect", "ping", "--timeout", "0.3"]);
+    assert_eq!(code, 0, "no live worker: nothing to wait for");
+}

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::capability::{SettleAtomically, TaskHistory, Terminations};
+use crate::capability::{RemoteControl, SettleAtomically, TaskHistory, Terminations};
 use crate::error::BackendError;
 use crate::future::BoxFuture;
 use crate::id::TaskId;
@@ -59,6 +59,11 @@ pub trait ResultBackend: Send + Sync + fmt::Debug + 'static {
 
     /// Terminate requests relayed to the workers that run the tasks, when offered.
     fn terminations(&self) -> Option<&dyn Terminations> {
+        None
+    }
+
+    /// Commands to the live workers and their answers, when offered.
+    fn remote_control(&self) -> Option<&dyn RemoteControl> {
         None
     }
 

@@ -603,3 +603,33 @@ async fn autoscale_grows_under_a_burst_and_shrinks_when_idle() {
     }
     stop(worker).await;
 }
+
+/// Remote control on memory://: a live worker answers what it is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_answers_remote_control() {
+    let app = app();
+    let worker = app.worker().name("solo").concurrency(3).spawn();
+    let directory = app.broker().directory().unwrap();
+    let start = Instant::now();
+    while directory.workers().await.unwrap().is_empty() {
+        assert!(start.elapsed() < WAIT, "the worker never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let control = app.backend().remote_control().unwrap();
+    let ask = |command: &'static str| async move {
+        let answers = control.ask(command, 1, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(answers.len(), 1, "{command}");
+        task_core::codec::decode::<serde_json::Value>(&answers[0], "an answer").unwrap()
+    };
+    let pong = ask("ping").await;
+    assert_eq!((pong["ok"].as_str(), pong["name"].as_str()), (Some("pong"), Some("solo")), "{pong}");
+    assert_eq!(pong["worker"], worker.id().as_str());
+    assert_eq!(ask("stats").await["concurrency"], 3);
+    assert!(
+        ask("registered").await["tasks"].as_array().unwrap().iter().any(|t| t.as_str().unwrap().ends_with("::add"))
+    );
+    assert_eq!(ask("active").await["active"], serde_json::json!([]));
+    assert!(ask("nonsense").await["error"].as_str().unwrap().contains("unknown command"));
+    stop(worker).await;
+    assert!(control.ask("ping", 1, Duration::from_millis(200)).await.unwrap().is_empty(), "a stopped worker is silent");
+}

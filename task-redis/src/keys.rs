@@ -203,6 +203,11 @@ impl Keys {
     pub(crate) fn control_channel(&self) -> String {
         format!("{}:control", self.ns)
     }
+
+    /// The list the answers to remote-control request `id` are pushed to.
+    pub(crate) fn reply(&self, id: &str) -> String {
+        format!("{}:reply:{id}", self.ns)
+    }
 }
 
 #[cfg(test)]

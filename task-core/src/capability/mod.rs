@@ -15,6 +15,7 @@
 //! | [`SharedStore`] + [`SettleAtomically`] | broker + backend of one store | a final state stored with its ack, in one step |
 //! | [`TaskHistory`] | backend | recent tasks, throughput, events, counts |
 //! | [`Terminations`] | backend | `revoke(.., terminate)` reaching the running task |
+//! | [`RemoteControl`] | backend | `celerity inspect` / `control` answered by the live workers |
 
 mod chord;
 mod directory;
@@ -23,6 +24,7 @@ mod inspect;
 mod once;
 mod pause;
 mod rate;
+mod remote;
 mod settle;
 mod terminate;
 mod tick;
@@ -35,6 +37,7 @@ pub use inspect::{DeadLetter, Inspect, PeekAt, Peeked, QueueStats};
 pub use once::SendOnce;
 pub use pause::QueuePause;
 pub use rate::RateLimits;
+pub use remote::{OnRequest, RemoteControl, Request};
 pub use settle::{SettleAtomically, SharedStore, pair};
 pub use terminate::{Listeners, Listening, OnTerminate, Terminations};
 pub use tick::TickStore;

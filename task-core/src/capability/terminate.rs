@@ -25,24 +25,35 @@ pub trait Terminations: Send + Sync {
     fn listen(&self, on_request: OnTerminate) -> Listening;
 }
 
-/// The listeners a driver calls, for driver authors.
-#[derive(Clone, Default)]
-pub struct Listeners {
-    inner: Arc<ListenersInner>,
+/// The listeners a driver calls (of terminate requests by default: a [`TaskId`]), for
+/// driver authors.
+pub struct Listeners<T: ?Sized = TaskId> {
+    inner: Arc<ListenersInner<T>>,
+}
+
+impl<T: ?Sized> Clone for Listeners<T> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone() }
+    }
+}
+
+impl<T: ?Sized> Default for Listeners<T> {
+    fn default() -> Self {
+        Self { inner: Arc::new(ListenersInner { next: AtomicU64::new(0), each: Mutex::new(Vec::new()) }) }
+    }
 }
 
 /// A listener as kept: shared, so that it is called with no lock held.
-type Listener = Arc<dyn Fn(&TaskId) + Send + Sync>;
+type Listener<T> = Arc<dyn Fn(&T) + Send + Sync>;
 
-#[derive(Default)]
-struct ListenersInner {
+struct ListenersInner<T: ?Sized> {
     next: AtomicU64,
-    each: Mutex<Vec<(u64, Listener)>>,
+    each: Mutex<Vec<(u64, Listener<T>)>>,
 }
 
-impl Listeners {
+impl<T: ?Sized + 'static> Listeners<T> {
     /// Adds `on_request`, called by [`notify`](Self::notify) until the guard drops.
-    pub fn add(&self, on_request: OnTerminate) -> Listening {
+    pub fn add(&self, on_request: Box<dyn Fn(&T) + Send + Sync>) -> Listening {
         let key = self.inner.next.fetch_add(1, Ordering::Relaxed);
         self.inner.each.lock().unwrap_or_else(PoisonError::into_inner).push((key, Arc::from(on_request)));
         let weak = Arc::downgrade(&self.inner);
@@ -59,13 +70,13 @@ impl Listeners {
         }
     }
 
-    /// Calls every listener with `id`; a listener's panic is caught and logged.
-    pub fn notify(&self, id: &TaskId) {
+    /// Calls every listener with `what`; a listener's panic is caught and logged.
+    pub fn notify(&self, what: &T) {
         let each: Vec<_> =
             self.inner.each.lock().unwrap_or_else(PoisonError::into_inner).iter().map(|(_, f)| f.clone()).collect();
         for on_request in each {
-            if catch_unwind(AssertUnwindSafe(|| on_request(id))).is_err() {
-                tracing::error!(%id, "a terminate listener panicked");
+            if catch_unwind(AssertUnwindSafe(|| on_request(what))).is_err() {
+                tracing::error!("a listener of the control channel panicked");
             }
         }
     }
@@ -81,7 +92,7 @@ impl Listeners {
     }
 }
 
-impl fmt::Debug for Listeners {
+impl<T: ?Sized + 'static> fmt::Debug for Listeners<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Listeners").field("len", &self.len()).finish()
     }

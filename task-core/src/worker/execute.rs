@@ -144,6 +144,11 @@ impl Runner {
         self
     }
 
+    /// The ids of the tasks running now.
+    pub(super) fn running_ids(&self) -> Vec<String> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).keys().map(ToString::to_string).collect()
+    }
+
     /// Stops a running task (revoke with terminate); false if it does not run here.
     pub(super) fn terminate(&self, id: &TaskId) -> bool {
         let stop = self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(id);

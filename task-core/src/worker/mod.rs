@@ -9,6 +9,7 @@
 //!   future, panics caught), store, hand on to a workflow, ack, retry or dead-letter.
 
 mod body;
+mod control;
 mod decide;
 mod eager;
 mod execute;

@@ -68,6 +68,7 @@ where
         crate::time::now_ms(),
     );
     let mut info = info;
+    let me = super::control::Me { id: id.to_string(), name: name.clone() };
     info.name = name;
     info.task_queues = app
         .registry()
@@ -77,6 +78,13 @@ where
             Some((name.to_owned(), app.queue_of(name, own).to_owned()))
         })
         .collect();
+    // Listening before it announces itself: a worker in the directory answers.
+    // `celerity control shutdown` stops this worker as its own signal would.
+    let remote_stop = Arc::new(tokio::sync::Notify::new());
+    let controlled = app
+        .backend()
+        .remote_control()
+        .map(|control| control.listen(super::control::on_request(Arc::downgrade(&runner), me, remote_stop.clone())));
     for hook in &ready_hooks {
         hook(&info);
     }
@@ -135,6 +143,7 @@ where
             tokio::select! {
                 biased;
                 () = &mut signal => break 'fetching,
+                () = remote_stop.notified() => break 'fetching,
                 () = inbox.changed() => {}
             }
             continue;
@@ -142,6 +151,7 @@ where
         tokio::select! {
             biased;
             () = &mut signal => break 'fetching,
+            () = remote_stop.notified() => break 'fetching,
             fetched = broker.fetch(&id, &queues, room, fetch_wait) => match fetched {
                 Ok(batch) => {
                     fetch_backoff = FETCH_BACKOFF.0;
@@ -153,6 +163,7 @@ where
                     tokio::select! {
                         biased;
                         () = &mut signal => break 'fetching,
+                        () = remote_stop.notified() => break 'fetching,
                         () = tokio::time::sleep(fetch_backoff) => {}
                     }
                     fetch_backoff = (fetch_backoff * 2).min(FETCH_BACKOFF.1);
@@ -163,8 +174,9 @@ where
 
     shutdown(&*broker, &id, &runner, &inbox, &mut slots, grace_period).await;
     heart.abort();
-    // No more terminate requests for this worker.
+    // No more terminate requests or remote commands for this worker.
     drop(terminator);
+    drop(controlled);
     let report = runner.counters.report();
     for hook in &shutdown_hooks {
         hook(&report);

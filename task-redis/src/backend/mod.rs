@@ -275,6 +275,10 @@ impl ResultBackend for RedisBackend {
         Some(self)
     }
 
+    fn remote_control(&self) -> Option<&dyn task_core::capability::RemoteControl> {
+        Some(self)
+    }
+
     fn history(&self) -> Option<&dyn TaskHistory> {
         Some(self)
     }
@@ -283,6 +287,78 @@ impl ResultBackend for RedisBackend {
 impl Terminations for RedisBackend {
     fn listen(&self, on_request: OnTerminate) -> Listening {
         self.inner.subscriber.terminate.add(on_request)
+    }
+}
+
+impl task_core::capability::RemoteControl for RedisBackend {
+    /// Publishes `ask ID COMMAND` on the control channel, then takes the answers the
+    /// workers push to `NS:reply:ID`, blocking on a connection of its own.
+    fn ask<'a>(
+        &'a self,
+        command: &'a str,
+        expected: usize,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Vec<u8>>, BackendError>> {
+        Box::pin(async move {
+            let keys = &self.inner.keys;
+            let id = TaskId::new().to_string();
+            let reply = keys.reply(&id);
+            let mut con = self.con();
+            let _: i64 = timed(
+                self.inner.op_timeout,
+                redis::cmd("PUBLISH")
+                    .arg(keys.control_channel())
+                    .arg(format!("ask {id} {command}"))
+                    .query_async(&mut con),
+            )
+            .await
+            .map_err(|e| e.backend("cannot ask the workers"))?;
+            let deadline = task_core::time::deadline(timeout);
+            let mut blocking = self.inner.conns.blocking().await.map_err(|e| e.backend("cannot wait for answers"))?;
+            let mut answers = Vec::new();
+            while answers.len() < expected {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                let popped: Option<(String, Vec<u8>)> = timed(
+                    left + self.inner.op_timeout,
+                    redis::cmd("BLPOP").arg(&reply).arg(left.as_secs_f64().max(0.01)).query_async(&mut blocking),
+                )
+                .await
+                .map_err(|e| e.backend("cannot read the answers"))?;
+                match popped {
+                    Some((_, answer)) => answers.push(answer),
+                    None => break,
+                }
+            }
+            self.inner.conns.give_back(blocking);
+            let _: Result<(), _> =
+                timed(self.inner.op_timeout, redis::cmd("DEL").arg(&reply).query_async(&mut con)).await;
+            Ok(answers)
+        })
+    }
+
+    fn listen(&self, on_request: task_core::capability::OnRequest) -> Listening {
+        self.inner.subscriber.requests.add(on_request)
+    }
+
+    fn reply<'a>(
+        &'a self,
+        request: &'a task_core::capability::Request,
+        answer: Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let key = self.inner.keys.reply(&request.id);
+            let mut pipe = redis::pipe();
+            // Kept a minute: an asker that gave up leaves no list behind for long.
+            pipe.cmd("RPUSH").arg(&key).arg(answer).ignore().cmd("PEXPIRE").arg(&key).arg(60_000).ignore();
+            let mut con = self.con();
+            let _: () = timed_pipe(self.inner.op_timeout, &pipe, &mut con)
+                .await
+                .map_err(|e| e.backend("cannot answer a remote-control request"))?;
+            Ok(())
+        })
     }
 }
 

@@ -15,6 +15,8 @@ pub(super) struct Subscriber {
     pub(super) changes: mpsc::UnboundedSender<Change>,
     /// `terminate ID` requests from the control channel, for workers.
     pub(super) terminate: Listeners,
+    /// `ask ID COMMAND` requests (remote control), for workers.
+    pub(super) requests: Listeners<task_core::capability::Request>,
     /// Revoked ids, kept up to date by the control channel's `revoke` messages.
     pub(super) revocations: Arc<Mutex<Revocations>>,
 }
@@ -155,6 +157,7 @@ impl Subscriber {
         let con = timed(op_timeout, client.get_connection_manager_with_config(config)).await?;
         let waiters: Arc<Waiters> = Arc::default();
         let terminate = Listeners::default();
+        let requests = Listeners::default();
         let revocations: Arc<Mutex<Revocations>> = Arc::default();
         let keeper = Keeper { con: con.clone(), op_timeout, busy: Arc::default(), alive: Arc::downgrade(&waiters) };
         tokio::spawn(dispatch(
@@ -162,6 +165,7 @@ impl Subscriber {
             Arc::downgrade(&waiters),
             control.clone(),
             terminate.clone(),
+            requests.clone(),
             revocations.clone(),
             keeper,
         ));
@@ -169,7 +173,7 @@ impl Subscriber {
         timed(op_timeout, sub.subscribe(control)).await?;
         let (changes, asked) = mpsc::unbounded_channel();
         tokio::spawn(subscriptions(con, asked, op_timeout));
-        Ok(Self { waiters, changes, terminate, revocations })
+        Ok(Self { waiters, changes, terminate, requests, revocations })
     }
 
     pub(super) async fn watch(&self, channel: String, op_timeout: Duration) -> Result<Watch, Failure> {
@@ -243,6 +247,8 @@ pub(super) enum Control {
     Revoke { id: TaskId, until_ms: i64 },
     /// `terminate <id>`: abort `id` where it runs.
     Terminate(TaskId),
+    /// `ask <request> <command ...>`: a remote-control command for every worker.
+    Ask(task_core::capability::Request),
 }
 
 impl Control {
@@ -251,6 +257,11 @@ impl Control {
         if let Some(rest) = message.strip_prefix("revoke ") {
             let (until, id) = rest.split_once(' ')?;
             return Some(Self::Revoke { id: TaskId::from_str(id).ok()?, until_ms: until.parse().ok()? });
+        }
+        if let Some(rest) = message.strip_prefix("ask ") {
+            let (id, command) = rest.split_once(' ')?;
+            return (!id.is_empty() && !command.trim().is_empty())
+                .then(|| Self::Ask(task_core::capability::Request::new(id, command)));
         }
         Some(Self::Terminate(TaskId::from_str(message.strip_prefix("terminate ")?).ok()?))
     }
@@ -263,6 +274,7 @@ pub(super) async fn dispatch(
     waiters: std::sync::Weak<Waiters>,
     control: String,
     terminate: Listeners,
+    requests: Listeners<task_core::capability::Request>,
     revocations: Arc<Mutex<Revocations>>,
     keeper: Keeper,
 ) {
@@ -285,6 +297,7 @@ pub(super) async fn dispatch(
                         Some(Control::Terminate(id)) => {
                             terminate.notify(&id);
                         }
+                        Some(Control::Ask(request)) => requests.notify(&request),
                         // Anyone can publish here: anything else is ignored.
                         None => {
                             tracing::debug!(channel, "ignored a message on the control channel that is not a command");
@@ -320,6 +333,11 @@ mod tests {
         let revoke = |id: &TaskId| Some(Control::Revoke { id: id.clone(), until_ms: 1_700_000_000_000 });
         assert_eq!(Control::parse(&format!("revoke 1700000000000 {id}")), revoke(&id));
         assert_eq!(Control::parse(&format!("terminate {id}")), Some(Control::Terminate(id.clone())));
+        let ask = |id: &str, command: &str| Some(Control::Ask(task_core::capability::Request::new(id, command)));
+        assert_eq!(Control::parse("ask r1 ping"), ask("r1", "ping"));
+        assert_eq!(Control::parse("ask r1 rate-limit t 10/s"), ask("r1", "rate-limit t 10/s"));
+        assert_eq!(Control::parse("ask r1 "), None);
+        assert_eq!(Control::parse("ask r1"), None);
         // A task id of the caller's choosing may hold spaces: the rest of the line is the id.
         let custom = TaskId::from_str("report for 2026-11").unwrap();
         assert_eq!(Control::parse("revoke 1700000000000 report for 2026-11"), revoke(&custom));

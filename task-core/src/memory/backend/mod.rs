@@ -39,6 +39,9 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 pub struct InMemoryBackend {
     shared: Arc<Mutex<State>>,
     terminate: Listeners,
+    requests: Listeners<crate::capability::Request>,
+    /// The answers of the requests being asked, by request id.
+    answers: Arc<Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<Vec<u8>>>>>,
 }
 
 #[derive(Debug)]
@@ -302,8 +305,53 @@ impl ResultBackend for InMemoryBackend {
         Some(self)
     }
 
+    fn remote_control(&self) -> Option<&dyn crate::capability::RemoteControl> {
+        Some(self)
+    }
+
     fn history(&self) -> Option<&dyn TaskHistory> {
         Some(self)
+    }
+}
+
+impl crate::capability::RemoteControl for InMemoryBackend {
+    fn ask<'a>(
+        &'a self,
+        command: &'a str,
+        expected: usize,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Vec<u8>>, BackendError>> {
+        Box::pin(async move {
+            let id = TaskId::new().to_string();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            self.answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id.clone(), tx);
+            self.requests.notify(&crate::capability::Request::new(id.clone(), command));
+            let deadline = crate::time::deadline(timeout);
+            let mut answers = Vec::new();
+            while answers.len() < expected {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(answer)) => answers.push(answer),
+                    _ => break,
+                }
+            }
+            self.answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
+            Ok(answers)
+        })
+    }
+
+    fn listen(&self, on_request: crate::capability::OnRequest) -> crate::capability::Listening {
+        self.requests.add(on_request)
+    }
+
+    fn reply<'a>(
+        &'a self,
+        request: &'a crate::capability::Request,
+        answer: Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        if let Some(tx) = self.answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&request.id) {
+            let _ = tx.send(answer);
+        }
+        Box::pin(async { Ok(()) })
     }
 }
 

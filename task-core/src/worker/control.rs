@@ -1,0 +1,82 @@
+//! The worker's side of remote control: what it answers to `celerity inspect` and does
+//! for `celerity control`, asked over the backend's control channel.
+
+use std::sync::{Arc, Weak};
+
+use serde::Serialize;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use crate::capability::{OnRequest, Request};
+
+use super::execute::Runner;
+
+/// What a worker says about itself, to any command.
+#[derive(Debug, Clone)]
+pub(super) struct Me {
+    pub(super) id: String,
+    pub(super) name: String,
+}
+
+/// An answer: who answers, and what was asked.
+#[derive(Debug, Default, Serialize)]
+struct Answer {
+    worker: String,
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ok: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    active: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tasks: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    concurrency: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    succeeded: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retried: Option<u64>,
+}
+
+/// The listener a worker registers: each request is answered on a task of its own.
+pub(super) fn on_request(runner: Weak<Runner>, me: Me, stop: Arc<Notify>) -> OnRequest {
+    Box::new(move |request| {
+        let Some(runner) = runner.upgrade() else { return };
+        let (me, stop, request) = (me.clone(), stop.clone(), request.clone());
+        tokio::spawn(async move { answer(&runner, &me, &stop, &request).await });
+    })
+}
+
+async fn answer(runner: &Runner, me: &Me, stop: &Notify, request: &Request) {
+    let mut answer = Answer { worker: me.id.clone(), name: me.name.clone(), ..Answer::default() };
+    let mut words = request.command.split_whitespace();
+    match words.next().unwrap_or("") {
+        "ping" => answer.ok = Some("pong".into()),
+        "active" => answer.active = Some(runner.running_ids()),
+        "registered" => answer.tasks = Some(runner.app.registry().names().map(str::to_owned).collect()),
+        "stats" => {
+            let report = runner.counters.report();
+            answer.concurrency = Some(runner.counters.concurrency.load(std::sync::atomic::Ordering::Relaxed));
+            (answer.succeeded, answer.failed, answer.retried) =
+                (Some(report.succeeded), Some(report.failed), Some(report.retried));
+        }
+        "shutdown" => {
+            info!(request = %request.id, "shutting down: asked by remote control");
+            answer.ok = Some("shutting down".into());
+            stop.notify_one();
+        }
+        other => answer.error = Some(format!("unknown command `{other}`")),
+    }
+    let Some(control) = runner.app.backend().remote_control() else { return };
+    match crate::codec::encode(&answer, "a remote-control answer") {
+        Ok(bytes) => {
+            if let Err(e) = control.reply(request, bytes).await {
+                warn!(error = %e, "cannot answer a remote-control request");
+            }
+        }
+        Err(e) => warn!(error = %e, "cannot encode a remote-control answer"),
+    }
+}

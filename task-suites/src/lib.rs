@@ -21,4 +21,5 @@
 pub mod beat;
 pub mod conformance;
 pub mod control;
+mod hardening;
 pub mod workflow;

@@ -25,8 +25,15 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
     match cli.command {
         Command::Status => status(&app, json).await,
         Command::Inspect { what } => inspect(&app, what, json).await,
-        Command::Control { what: crate::Control::Shutdown { timeout } } => {
-            remote(&app, "shutdown", timeout, json).await
+        Command::Control { what } => {
+            let (command, timeout) = match what {
+                crate::Control::Shutdown { timeout } => ("shutdown".to_owned(), timeout),
+                crate::Control::PoolGrow { n, timeout } => (format!("pool-grow {n}"), timeout),
+                crate::Control::PoolShrink { n, timeout } => (format!("pool-shrink {n}"), timeout),
+                crate::Control::AddConsumer { queue, timeout } => (format!("add-consumer {queue}"), timeout),
+                crate::Control::CancelConsumer { queue, timeout } => (format!("cancel-consumer {queue}"), timeout),
+            };
+            remote(&app, &command, timeout, json).await
         }
         Command::Queues => queues(&app, json).await,
         Command::Schedule => schedule(&app, json).await,

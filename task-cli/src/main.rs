@@ -149,6 +149,38 @@ pub(crate) enum Control {
         #[arg(long, default_value_t = 1.0)]
         timeout: f64,
     },
+    /// Run N more tasks at once on every live worker.
+    PoolGrow {
+        /// How many more.
+        n: usize,
+        /// Seconds to wait for the answers.
+        #[arg(long, default_value_t = 1.0)]
+        timeout: f64,
+    },
+    /// Run N fewer tasks at once on every live worker (never fewer than one).
+    PoolShrink {
+        /// How many fewer.
+        n: usize,
+        /// Seconds to wait for the answers.
+        #[arg(long, default_value_t = 1.0)]
+        timeout: f64,
+    },
+    /// Make every live worker take from QUEUE too.
+    AddConsumer {
+        /// The queue.
+        queue: String,
+        /// Seconds to wait for the answers.
+        #[arg(long, default_value_t = 1.0)]
+        timeout: f64,
+    },
+    /// Make every live worker stop taking from QUEUE.
+    CancelConsumer {
+        /// The queue.
+        queue: String,
+        /// Seconds to wait for the answers.
+        #[arg(long, default_value_t = 1.0)]
+        timeout: f64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -340,6 +340,30 @@ async fn live_workers_answer_ping_and_stop_on_control_shutdown() {
     assert!(
         answers.as_array().unwrap().iter().all(|a| a["ok"] == "pong" && a["name"].as_str().unwrap().starts_with('w'))
     );
+    // The pool and the queues change while the workers run (fetches in flight dropped).
+    let before: Vec<u64> =
+        env.json(&["status"]).1.as_array().unwrap().iter().map(|w| w["concurrency"].as_u64().unwrap()).collect();
+    let (code, grown) = env.json(&["control", "pool-grow", "2"]);
+    assert_eq!(code, 0, "{grown}");
+    eventually("both pools grew by 2", || {
+        let now: Vec<u64> =
+            env.json(&["status"]).1.as_array().unwrap().iter().map(|w| w["concurrency"].as_u64().unwrap()).collect();
+        now.len() == 2 && now.iter().sum::<u64>() == before.iter().sum::<u64>() + 4
+    })
+    .await;
+    assert_eq!(env.json(&["control", "add-consumer", "extra"]).0, 0);
+    eventually("both take from extra", || {
+        env.json(&["status"])
+            .1
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["queues"].as_array().unwrap().iter().any(|q| q == "extra"))
+    })
+    .await;
+    let (_, sent) = env.json(&["call", "cli.add", "--queue", "extra", "--args", r#"{"x": 1, "y": 1}"#]);
+    let (code, done) = env.json(&["result", sent["id"].as_str().unwrap(), "--wait", "10"]);
+    assert_eq!((code, done["result"].as_i64()), (0, Some(2)), "{done}");
     let (code, stopped) = env.json(&["control", "shutdown"]);
     assert_eq!(code, 0, "{stopped}");
     assert!(stopped.as_array().unwrap().iter().all(|a| a["ok"] == "shutting down"), "{stopped}");

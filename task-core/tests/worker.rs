@@ -633,3 +633,54 @@ async fn a_worker_answers_remote_control() {
     stop(worker).await;
     assert!(control.ask("ping", 1, Duration::from_millis(200)).await.unwrap().is_empty(), "a stopped worker is silent");
 }
+
+#[task(queue = "extra")]
+async fn extra() -> TaskResult<u8> {
+    Ok(1)
+}
+
+/// Remote control changes a running worker: its pool grows and shrinks, and it takes
+/// from a queue added, and no longer from a queue cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_control_resizes_the_pool_and_changes_the_queues() {
+    let app = app();
+    let worker = app.worker().concurrency(2).heartbeat_ttl(Duration::from_millis(150)).spawn();
+    let directory = app.broker().directory().unwrap();
+    let me = || async { directory.workers().await.unwrap().into_iter().find(|w| w.id == worker.id().as_str()) };
+    let start = Instant::now();
+    while me().await.is_none() {
+        assert!(start.elapsed() < WAIT, "the worker never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let control = app.backend().remote_control().unwrap();
+    let ask = |command: String| async move {
+        let answers = control.ask(&command, 1, Duration::from_secs(5)).await.unwrap();
+        task_core::codec::decode::<serde_json::Value>(&answers[0], "an answer").unwrap()
+    };
+    let until = |what: &'static str, f: Box<dyn Fn(&task_core::capability::WorkerInfo) -> bool>| {
+        let me = &me;
+        async move {
+            let start = Instant::now();
+            while !me().await.is_some_and(|w| f(&w)) {
+                assert!(start.elapsed() < Duration::from_secs(20), "{what}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert!(ask("pool-grow 3".into()).await["ok"].is_string());
+    until("grown to 5", Box::new(|w| w.concurrency == 5)).await;
+    assert!(ask("pool-shrink 10".into()).await["ok"].is_string());
+    until("shrunk to 1, never 0", Box::new(|w| w.concurrency == 1)).await;
+    assert!(ask("pool-grow x".into()).await["error"].is_string());
+
+    ask("add-consumer extra".into()).await;
+    assert_eq!(extra::delay(&app).await.unwrap().get(Duration::from_secs(20)).await.unwrap(), 1, "extra is taken");
+    ask("cancel-consumer default".into()).await;
+    until("default no longer consumed", Box::new(|w| w.queues == ["extra"])).await;
+    let waits = add::delay(&app, 1, 1).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(waits.state().await.unwrap(), TaskState::Pending, "a cancelled queue is not taken from");
+    ask("add-consumer default".into()).await;
+    assert_eq!(waits.get(Duration::from_secs(20)).await.unwrap(), 2);
+    stop(worker).await;
+}

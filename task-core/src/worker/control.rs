@@ -63,6 +63,30 @@ async fn answer(runner: &Runner, me: &Me, stop: &Notify, request: &Request) {
             (answer.succeeded, answer.failed, answer.retried) =
                 (Some(report.succeeded), Some(report.failed), Some(report.retried));
         }
+        "pool-grow" | "pool-shrink" => match words.next().and_then(|n| n.parse::<isize>().ok()).filter(|n| *n > 0) {
+            Some(n) => {
+                let delta = if request.command.starts_with("pool-grow") { n } else { -n };
+                runner.counters.resize.fetch_add(delta, std::sync::atomic::Ordering::AcqRel);
+                runner.reconfigured.notify_one();
+                answer.ok = Some(format!("pool resized by {delta}"));
+            }
+            None => answer.error = Some("pool-grow and pool-shrink take a positive number".into()),
+        },
+        "add-consumer" | "cancel-consumer" => match words.next().filter(|q| !q.is_empty()) {
+            Some(queue) => {
+                let mut queues = runner.queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let adding = request.command.starts_with("add-consumer");
+                if adding && !queues.iter().any(|q| q == queue) {
+                    queues.push(queue.to_owned());
+                } else if !adding {
+                    queues.retain(|q| q != queue);
+                }
+                drop(queues);
+                runner.reconfigured.notify_one();
+                answer.ok = Some(format!("{} `{queue}`", if adding { "consuming" } else { "no longer consuming" }));
+            }
+            None => answer.error = Some("add-consumer and cancel-consumer take a queue".into()),
+        },
         "shutdown" => {
             info!(request = %request.id, "shutting down: asked by remote control");
             answer.ok = Some("shutting down".into());

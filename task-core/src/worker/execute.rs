@@ -46,8 +46,10 @@ pub(super) struct Counters {
     pub(super) last_fetch_ms: std::sync::atomic::AtomicI64,
     /// Not fetching because every slot is taken and the prefetch is full.
     pub(super) saturated: std::sync::atomic::AtomicBool,
-    /// Slots running now (autoscale changes it).
+    /// Slots running now (autoscale and remote control change it).
     pub(super) concurrency: std::sync::atomic::AtomicUsize,
+    /// Slots asked for or given back by remote control, not yet applied.
+    pub(super) resize: std::sync::atomic::AtomicIsize,
 }
 
 impl Counters {
@@ -74,6 +76,11 @@ pub(super) struct Runner {
     pub(super) counters: Counters,
     /// Running tasks that a revoke with terminate can stop.
     pub(super) running: Mutex<HashMap<TaskId, oneshot::Sender<()>>>,
+    /// The queues it takes from (remote control adds and cancels them).
+    pub(super) queues: Mutex<Vec<String>>,
+    /// Wakes the fetch loop when remote control changed the queues or the pool: a fetch
+    /// in flight is dropped (fetches are cancel-safe) and the next one sees the change.
+    pub(super) reconfigured: tokio::sync::Notify,
     /// The deliveries of running `fn` (blocking) tasks: a thread cannot be stopped, so
     /// one still running when the worker stops must not be run again elsewhere
     /// ([`Runner::settle_stranded`]).
@@ -132,6 +139,8 @@ impl Runner {
             consumer,
             counters: Counters::default(),
             running: Mutex::default(),
+            queues: Mutex::default(),
+            reconfigured: tokio::sync::Notify::new(),
             blocking: Mutex::default(),
             atomic_settle,
             layers: super::layer::Layers::default(),

@@ -55,6 +55,7 @@ where
 
     let (ready_hooks, shutdown_hooks) = (layers.1.clone(), layers.2.clone());
     let runner = Arc::new(Runner::new(app.clone(), id.clone()).with_layers(layers));
+    runner.queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone_from(&queues);
     // With autoscale the pool starts at its minimum; `concurrency` is its maximum.
     let mut current = autoscale.map_or(concurrency, |((min, _), _)| min);
     runner.counters.concurrency.store(current, Ordering::Relaxed);
@@ -114,27 +115,26 @@ where
                 slots.spawn(slot(inbox.clone(), runner.clone()));
             }
         }
+        // `celerity control pool-grow / pool-shrink`.
+        let asked = runner.counters.resize.swap(0, Ordering::AcqRel);
+        if asked != 0 {
+            let target = current.saturating_add_signed(asked).max(1);
+            info!(from = current, to = target, "remote control: the pool resized");
+            current = resize(&mut slots, &inbox, &runner, current, target);
+        }
         if let Some((bounds, keepalive)) = autoscale {
             if inbox.queued() > 0 || inbox.busy() >= current {
                 idle_since = tokio::time::Instant::now();
             }
             let target = super::decide::scale(current, bounds, inbox.queued(), idle_since.elapsed(), keepalive);
-            if target > current {
-                for _ in current..target {
-                    slots.spawn(slot(inbox.clone(), runner.clone()));
-                }
-                info!(from = current, to = target, "autoscale: more slots for the backlog");
-            } else if target < current {
-                for _ in target..current {
-                    inbox.retire_one();
-                }
+            if target != current {
+                info!(from = current, to = target, "autoscale: the pool resized");
                 idle_since = tokio::time::Instant::now();
-                info!(from = current, to = target, "autoscale: a slot given back");
             }
-            current = target;
-            runner.counters.concurrency.store(current, Ordering::Relaxed);
+            current = resize(&mut slots, &inbox, &runner, current, target);
         }
-        let room = prefetch.saturating_sub(inbox.busy() + inbox.queued());
+        // The prefetch grows with a pool grown past it.
+        let room = prefetch.max(current).saturating_sub(inbox.busy() + inbox.queued());
         // Fetched messages wait for a slot, not for a fetch: a fetch may block (the
         // queue is empty) while slots free up, and would leave them waiting that long.
         let saturated = room == 0 || inbox.queued() > 0;
@@ -152,7 +152,8 @@ where
             biased;
             () = &mut signal => break 'fetching,
             () = remote_stop.notified() => break 'fetching,
-            fetched = broker.fetch(&id, &queues, room, fetch_wait) => match fetched {
+            () = runner.reconfigured.notified() => continue 'fetching,
+            fetched = fetch_from(&*broker, &id, &runner, room, fetch_wait) => match fetched {
                 Ok(batch) => {
                     fetch_backoff = FETCH_BACKOFF.0;
                     runner.counters.last_fetch_ms.store(crate::time::now_ms(), std::sync::atomic::Ordering::Relaxed);
@@ -223,6 +224,36 @@ async fn shutdown(
     info!(worker = %id, report = ?runner.counters.report(), "worker stopped");
 }
 
+/// Runs `target` slots where `current` run: spawns the missing ones, or asks the inbox
+/// to retire the extra ones (each after the run it is in); returns `target`.
+fn resize(slots: &mut JoinSet<()>, inbox: &Arc<Inbox>, runner: &Arc<Runner>, current: usize, target: usize) -> usize {
+    for _ in current..target {
+        slots.spawn(slot(inbox.clone(), runner.clone()));
+    }
+    for _ in target..current {
+        inbox.retire_one();
+    }
+    runner.counters.concurrency.store(target, Ordering::Relaxed);
+    target
+}
+
+/// A fetch from the queues the worker takes from now (remote control may change them);
+/// with none left, a wait of `wait` that fetches nothing.
+async fn fetch_from(
+    broker: &dyn Broker,
+    id: &ConsumerId,
+    runner: &Runner,
+    room: usize,
+    wait: Duration,
+) -> Result<Vec<crate::message::Delivery>, crate::error::BrokerError> {
+    let queues = runner.queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    if queues.is_empty() {
+        tokio::time::sleep(wait).await;
+        return Ok(Vec::new());
+    }
+    broker.fetch(id, &queues, room, wait).await
+}
+
 /// Aborts the tasks that a revoke with terminate names, if they run here.
 fn terminate_on_request(runner: std::sync::Weak<Runner>) -> crate::capability::OnTerminate {
     Box::new(move |id| {
@@ -262,6 +293,7 @@ async fn heartbeat(broker: Arc<dyn Broker>, id: ConsumerId, ttl: Duration, mut i
             info.active = u64::try_from(active).unwrap_or(u64::MAX);
             info.saturated = runner.counters.saturated.load(std::sync::atomic::Ordering::Relaxed);
             info.concurrency = runner.counters.concurrency.load(std::sync::atomic::Ordering::Relaxed);
+            info.queues = runner.queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
             if let Err(e) = directory.announce(&info, ttl).await {
                 warn!(error = %e, "cannot announce this worker");
             }

@@ -54,13 +54,14 @@ impl Broker for RedisBroker {
             }
             let deadline = task_core::time::deadline(wait);
             loop {
+                // Unsure until the script's reply is in: a fetch dropped while its script
+                // runs (fetches are cancel-safe) leaves what it moved to be reconciled.
+                self.handed_out().entry(consumer.clone()).or_default().unsure = true;
                 let (batch, next_due) = match self.fetch_once(consumer, queues, max.max(1)).await {
                     Ok(fetched) => fetched,
-                    Err(e) => {
-                        self.handed_out().entry(consumer.clone()).or_default().unsure = true;
-                        return Err(e.broker("cannot fetch"));
-                    }
+                    Err(e) => return Err(e.broker("cannot fetch")),
                 };
+                self.handed_out().entry(consumer.clone()).or_default().unsure = false;
                 if !batch.is_empty() {
                     let mut handed_out = self.handed_out();
                     let mine = handed_out.entry(consumer.clone()).or_default();

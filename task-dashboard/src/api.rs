@@ -331,6 +331,39 @@ pub(crate) async fn purge(
     Ok(Json(json!({"queue": queue, "purged": purged})))
 }
 
+/// The remote-control commands the dashboard may send to the workers.
+const WORKER_COMMANDS: [&str; 7] =
+    ["ping", "stats", "shutdown", "pool-grow", "pool-shrink", "add-consumer", "cancel-consumer"];
+
+/// Sends `?command=` to every live worker and answers with what they said (one answer
+/// per worker that answered within a second).
+pub(crate) async fn control_workers(
+    State(dash): State<Dashboard>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let command = q.get("command").map(|c| c.trim()).unwrap_or("");
+    let name = command.split_whitespace().next().unwrap_or("");
+    if !WORKER_COMMANDS.contains(&name) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("unknown command `{name}` (known: {})", WORKER_COMMANDS.join(", ")),
+        ));
+    }
+    let control = dash
+        .app
+        .backend()
+        .remote_control()
+        .ok_or_else(|| ApiError(StatusCode::NOT_IMPLEMENTED, "this backend takes no remote commands".into()))?;
+    let expected = match dash.app.broker().directory() {
+        Some(directory) => directory.workers().await?.len(),
+        None => 0,
+    };
+    let answers = control.ask(command, expected, std::time::Duration::from_secs(1)).await?;
+    let answers: Vec<Value> =
+        answers.iter().filter_map(|a| task_core::codec::decode::<Value>(a, "a worker's answer").ok()).collect();
+    Ok(Json(json!({"command": command, "expected": expected, "answers": answers})))
+}
+
 /// Pauses a queue: producers may still send, no worker takes from it.
 pub(crate) async fn pause(State(dash): State<Dashboard>, Path(queue): Path<String>) -> ApiResult {
     pausing(&dash)?.pause(&queue).await?;

@@ -102,6 +102,7 @@ pub fn router(app: App, config: DashboardConfig) -> Router {
         .route("/api/stream", get(api::stream))
         .route("/metrics", get(metrics::metrics))
         .route("/api/queues/{queue}/purge", post(api::purge))
+        .route("/api/workers/control", post(api::control_workers))
         .route("/api/queues/{queue}/pause", post(api::pause))
         .route("/api/queues/{queue}/resume", post(api::resume))
         .route("/api/queues/{queue}/dead/retry", post(api::retry_dead))

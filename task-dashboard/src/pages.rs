@@ -218,7 +218,19 @@ pub(crate) async fn workers(State(dash): State<Dashboard>) -> Response {
         ],
         &rows,
     );
-    page(&dash.config.base, "Workers", &body).into_response()
+    // Remote control of every live worker (behind the same auth; none in read-only mode).
+    let actions = if dash.config.read_only || rows.is_empty() {
+        String::new()
+    } else {
+        let url = |command: &str| format!("{}/api/workers/control?command={}", dash.config.base, seg(command));
+        format!(
+            "<p>Every worker: {} {} {}</p>",
+            action("grow the pools by 1", &url("pool-grow 1"), None, ""),
+            action("shrink the pools by 1", &url("pool-shrink 1"), None, ""),
+            action("shut down", &url("shutdown"), Some("Stop every live worker (gracefully)?"), "danger")
+        )
+    };
+    page(&dash.config.base, "Workers", &format!("{body}{actions}")).into_response()
 }
 
 /// The newest events, updated live from the server-sent `events`.

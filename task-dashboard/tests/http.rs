@@ -456,3 +456,36 @@ async fn a_queue_is_paused_and_resumed_from_the_dashboard() {
     let read_only = router(app, DashboardConfig::default().read_only());
     assert_eq!(call(&read_only, "POST", "/api/queues/default/pause", None).await.0, StatusCode::FORBIDDEN);
 }
+
+/// The workers page acts on every live worker through remote control: the pool grows,
+/// an unknown command is refused, and nothing is sent in read-only mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workers_page_controls_the_live_workers() {
+    let app = App::memory();
+    let worker = app.worker().concurrency(2).heartbeat_ttl(Duration::from_millis(150)).spawn();
+    let dash = router(app.clone(), DashboardConfig::default());
+    let start = Instant::now();
+    while api(&dash, "/api/workers").await.as_array().is_none_or(Vec::is_empty) {
+        assert!(start.elapsed() < Duration::from_secs(10), "the worker never showed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, page) = call(&dash, "GET", "/workers", None).await;
+    assert!(page.contains("/api/workers/control?command=pool-grow%201"), "{page}");
+    let (status, body) = call(&dash, "POST", "/api/workers/control?command=pool-grow%203", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answered: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answered["answers"].as_array().map(Vec::len), Some(1), "{answered}");
+    let start = Instant::now();
+    while api(&dash, "/api/workers").await[0]["concurrency"] != 5 {
+        assert!(start.elapsed() < Duration::from_secs(10), "the pool never grew");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, _) = call(&dash, "POST", "/api/workers/control?command=rm%20-rf", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let read_only = router(app.clone(), DashboardConfig::default().read_only());
+    let (status, _) = call(&read_only, "POST", "/api/workers/control?command=shutdown", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, page) = call(&read_only, "GET", "/workers", None).await;
+    assert!(!page.contains("/api/workers/control"), "no actions in read-only mode");
+    worker.shutdown().await.unwrap();
+}

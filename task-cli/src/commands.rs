@@ -32,6 +32,10 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
                 crate::Control::PoolShrink { n, timeout } => (format!("pool-shrink {n}"), timeout),
                 crate::Control::AddConsumer { queue, timeout } => (format!("add-consumer {queue}"), timeout),
                 crate::Control::CancelConsumer { queue, timeout } => (format!("cancel-consumer {queue}"), timeout),
+                crate::Control::RateLimit { task, limit, timeout } => (format!("rate-limit {task} {limit}"), timeout),
+                crate::Control::TimeLimit { task, soft, hard, timeout } => {
+                    (format!("time-limit {task} {soft} {}", hard.as_deref().unwrap_or("none")), timeout)
+                }
             };
             remote(&app, &command, timeout, json).await
         }
@@ -165,6 +169,11 @@ async fn remote(app: &App, command: &str, timeout: f64, json: bool) -> Outcome {
     }
     if answers.len() < expected {
         eprintln!("{} of {expected} live workers answered within {timeout} s", answers.len());
+        return Ok(1);
+    }
+    let refused = answers.iter().filter(|a| a["error"].is_string()).count();
+    if refused > 0 {
+        eprintln!("{refused} of {} workers refused `{command}`", answers.len());
         return Ok(1);
     }
     Ok(0)

@@ -181,6 +181,28 @@ pub(crate) enum Control {
         #[arg(long, default_value_t = 1.0)]
         timeout: f64,
     },
+    /// Change a task's rate limit on every live worker, until it stops.
+    RateLimit {
+        /// The registered task name.
+        task: String,
+        /// N/s, N/m or N/h; `none` lifts the limit.
+        limit: String,
+        /// Seconds to wait for the answers.
+        #[arg(long, default_value_t = 1.0)]
+        timeout: f64,
+    },
+    /// Change a task's soft and hard time limits on every live worker, until it stops.
+    TimeLimit {
+        /// The registered task name.
+        task: String,
+        /// The soft limit in seconds (`none`: no soft limit).
+        soft: String,
+        /// The hard limit in seconds (`none`, or left out: no hard limit).
+        hard: Option<String>,
+        /// Seconds to wait for the answers.
+        #[arg(long, default_value_t = 1.0)]
+        timeout: f64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

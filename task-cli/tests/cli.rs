@@ -364,6 +364,14 @@ async fn live_workers_answer_ping_and_stop_on_control_shutdown() {
     let (_, sent) = env.json(&["call", "cli.add", "--queue", "extra", "--args", r#"{"x": 1, "y": 1}"#]);
     let (code, done) = env.json(&["result", sent["id"].as_str().unwrap(), "--wait", "10"]);
     assert_eq!((code, done["result"].as_i64()), (0, Some(2)), "{done}");
+    // Task options change on both, and a refusal says so with exit 1.
+    let (code, limited) = env.json(&["control", "rate-limit", "cli.add", "100/s"]);
+    assert_eq!(code, 0, "{limited}");
+    assert!(limited.as_array().unwrap().iter().all(|a| a["ok"].is_string()), "{limited}");
+    assert_eq!(env.json(&["control", "time-limit", "cli.add", "1", "2"]).0, 0);
+    let (code, refused) = env.json(&["control", "rate-limit", "cli.nothing", "1/s"]);
+    assert_eq!(code, 1, "{refused}");
+    assert!(refused.as_array().unwrap().iter().all(|a| a["error"].as_str().unwrap().contains("unknown task")));
     let (code, stopped) = env.json(&["control", "shutdown"]);
     assert_eq!(code, 0, "{stopped}");
     assert!(stopped.as_array().unwrap().iter().all(|a| a["ok"] == "shutting down"), "{stopped}");

@@ -684,3 +684,52 @@ async fn remote_control_resizes_the_pool_and_changes_the_queues() {
     assert_eq!(waits.get(Duration::from_secs(20)).await.unwrap(), 2);
     stop(worker).await;
 }
+
+/// Remote control changes a task's rate limit and time limits on a running worker, as
+/// Celery's `control rate_limit` and `time_limit`; unknown tasks and bad limits are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_control_changes_rate_and_time_limits() {
+    let app = app();
+    let worker = app.worker().concurrency(1).spawn();
+    let directory = app.broker().directory().unwrap();
+    let start = Instant::now();
+    while directory.workers().await.unwrap().is_empty() {
+        assert!(start.elapsed() < WAIT, "the worker never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let control = app.backend().remote_control().unwrap();
+    let ask = |command: String| async move {
+        let answers = control.ask(&command, 1, Duration::from_secs(5)).await.unwrap();
+        task_core::codec::decode::<serde_json::Value>(&answers[0], "an answer").unwrap()
+    };
+
+    // `sleeps` is registered with a hard limit of 1 s: lifted, a 1.5 s run succeeds.
+    let lifted = ask(format!("time-limit {} none none", sleeps::NAME)).await;
+    assert!(lifted["ok"].is_string(), "{lifted}");
+    assert_eq!(sleeps::delay(&app, 1500).await.unwrap().get(WAIT).await.unwrap(), 1500);
+    // And a limit set where none was applies to the next run.
+    ask(format!("time-limit {} none 0.1", add::NAME)).await;
+    ask(format!("time-limit {} 0.05 0.2", sleeps::NAME)).await;
+    let cut = sleeps::delay(&app, 60_000).await.unwrap();
+    assert!(cut.get(WAIT).await.is_err(), "cut by the new hard limit");
+
+    // One start an hour: the first `add` runs, the next is deferred by an hour.
+    assert!(ask(format!("rate-limit {} 1/h", add::NAME)).await["ok"].is_string());
+    assert_eq!(add::delay(&app, 1, 1).await.unwrap().get(WAIT).await.unwrap(), 2);
+    let deferred = add::delay(&app, 2, 2).await.unwrap();
+    let inspect = app.broker().inspect().unwrap();
+    let start = Instant::now();
+    while inspect.queue_stats("default").await.unwrap().scheduled == 0 {
+        assert!(start.elapsed() < WAIT, "the second add was never deferred");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    ask(format!("rate-limit {} none", add::NAME)).await;
+    assert_eq!(add::delay(&app, 3, 3).await.unwrap().get(WAIT).await.unwrap(), 6, "lifted");
+    assert_eq!(deferred.state().await.unwrap(), TaskState::Pending, "waits for its slot an hour from now");
+
+    assert!(ask("rate-limit nope::nothing 1/s".into()).await["error"].as_str().unwrap().contains("unknown task"));
+    assert!(ask(format!("rate-limit {} often", add::NAME)).await["error"].as_str().unwrap().contains("invalid"));
+    assert!(ask(format!("time-limit {} 5 1", add::NAME)).await["error"].as_str().unwrap().contains("under the soft"));
+    let report = worker.shutdown().await.unwrap();
+    assert_eq!(report.rate_limited, 1, "only the second add was deferred");
+}

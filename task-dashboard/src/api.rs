@@ -332,8 +332,17 @@ pub(crate) async fn purge(
 }
 
 /// The remote-control commands the dashboard may send to the workers.
-const WORKER_COMMANDS: [&str; 7] =
-    ["ping", "stats", "shutdown", "pool-grow", "pool-shrink", "add-consumer", "cancel-consumer"];
+const WORKER_COMMANDS: [&str; 9] = [
+    "ping",
+    "stats",
+    "shutdown",
+    "pool-grow",
+    "pool-shrink",
+    "add-consumer",
+    "cancel-consumer",
+    "rate-limit",
+    "time-limit",
+];
 
 /// Sends `?command=` to every live worker and answers with what they said (one answer
 /// per worker that answered within a second).

@@ -482,6 +482,9 @@ async fn the_workers_page_controls_the_live_workers() {
     }
     let (status, _) = call(&dash, "POST", "/api/workers/control?command=rm%20-rf", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, body) = call(&dash, "POST", "/api/workers/control?command=rate-limit%20no.such%201%2Fs", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("unknown task `no.such`"), "the worker's refusal is shown: {body}");
     let read_only = router(app.clone(), DashboardConfig::default().read_only());
     let (status, _) = call(&read_only, "POST", "/api/workers/control?command=shutdown", None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);

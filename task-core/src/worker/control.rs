@@ -87,6 +87,24 @@ async fn answer(runner: &Runner, me: &Me, stop: &Notify, request: &Request) {
             }
             None => answer.error = Some("add-consumer and cancel-consumer take a queue".into()),
         },
+        command @ ("rate-limit" | "time-limit") => {
+            let parsed = if command == "rate-limit" {
+                super::tuning::parse_rate_limit(words)
+            } else {
+                super::tuning::parse_time_limit(words)
+            };
+            match parsed {
+                Ok((task, change)) => match runner.app.registry().get(task) {
+                    Some(entry) => {
+                        runner.tunings.change(entry.name(), entry.options(), change);
+                        info!(task, ?change, "task options changed by remote control");
+                        answer.ok = Some(format!("{command} of `{task}` changed"));
+                    }
+                    None => answer.error = Some(format!("unknown task `{task}`: it is not registered here")),
+                },
+                Err(e) => answer.error = Some(e),
+            }
+        }
         "shutdown" => {
             info!(request = %request.id, "shutting down: asked by remote control");
             answer.ok = Some("shutting down".into());

@@ -90,6 +90,8 @@ pub(super) struct Runner {
     atomic_settle: bool,
     /// Code around every run, the first outermost.
     layers: super::layer::Layers,
+    /// Task options remote control changed (`rate-limit`, `time-limit`).
+    pub(super) tunings: super::tuning::Tunings,
 }
 
 /// `update` with what the `STARTED` write stores (task, queue, arguments, attempt,
@@ -144,6 +146,7 @@ impl Runner {
             blocking: Mutex::default(),
             atomic_settle,
             layers: super::layer::Layers::default(),
+            tunings: super::tuning::Tunings::default(),
         }
     }
 
@@ -201,7 +204,8 @@ impl Runner {
     /// [`handle`](Self::handle) of a decoded delivery.
     async fn run_envelope(&self, delivery: Delivery, envelope: Envelope, limit: usize) {
         let entry = self.app.registry().get(&envelope.task);
-        match decide::admit(&envelope, entry.map(TaskEntry::options), now_ms()) {
+        let options = entry.map(|e| self.tunings.options(e.name(), e.options()));
+        match decide::admit(&envelope, options.as_ref(), now_ms()) {
             Admission::Run => {}
             Admission::Unknown => {
                 let reason = format!(
@@ -222,12 +226,12 @@ impl Runner {
                 }
             }
         }
-        let Some(entry) = entry else {
+        let (Some(entry), Some(options)) = (entry, options) else {
             let reason = format!("task `{}` was admitted but is not registered", envelope.task);
             return Box::pin(self.bury(&delivery, Some(&envelope), reason)).await;
         };
 
-        let max_retries = envelope.max_retries.or(entry.options().max_retries).unwrap_or(DEFAULT_MAX_RETRIES);
+        let max_retries = envelope.max_retries.or(options.max_retries).unwrap_or(DEFAULT_MAX_RETRIES);
         let ctx = TaskContext::new(
             envelope.id.clone(),
             envelope.task.clone(),
@@ -248,7 +252,7 @@ impl Runner {
         };
         // Tracked: the STARTED write claims the task and refuses a revoked one. Not
         // tracked: a read checks for a revoke, and the run's first write says the rest.
-        let tracked = entry.options().track_started.unwrap_or_else(|| self.app.track_started());
+        let tracked = options.track_started.unwrap_or_else(|| self.app.track_started());
         let untracked_start = (!tracked).then(now_ms);
         let revoked = if tracked {
             match self.claim(&envelope).await {
@@ -269,8 +273,8 @@ impl Runner {
         let (stop, terminate) = oneshot::channel();
         self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(envelope.id.clone(), stop);
         let limits = Limits {
-            hard: envelope.time_limit_ms.map(Duration::from_millis).or(entry.options().time_limit),
-            soft: envelope.soft_time_limit_ms.map(Duration::from_millis).or(entry.options().soft_time_limit),
+            hard: envelope.time_limit_ms.map(Duration::from_millis).or(options.time_limit),
+            soft: envelope.soft_time_limit_ms.map(Duration::from_millis).or(options.soft_time_limit),
             cancel,
             terminate,
         };

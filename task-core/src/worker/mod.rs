@@ -16,6 +16,7 @@ mod execute;
 mod inbox;
 mod layer;
 mod pool;
+mod tuning;
 mod unrunnable;
 
 pub use layer::{Next, Outcome, Run, TaskLayer};

@@ -227,6 +227,30 @@ async fn inspect(app: &App, what: InspectCmd, json: bool) -> Outcome {
                 table(&["TASK", "WORKERS"], &rows);
             }
         }
+        InspectCmd::Revoked { limit } => {
+            let history = app.backend().history().ok_or_else(|| {
+                format!("the result backend {} keeps no task history to list revokes from", app.backend_url())
+            })?;
+            let filter = task_core::capability::TaskFilter::new().state(TaskState::Revoked);
+            let found: Vec<Value> = history
+                .recent(&filter, limit)
+                .await?
+                .into_iter()
+                .map(|(id, at_ms, meta)| {
+                    json!({"id": id.as_str(), "task": meta.task, "reason": meta.error, "at": time(at_ms)})
+                })
+                .collect();
+            if json {
+                crate::output::json(&Value::Array(found));
+            } else if found.is_empty() {
+                println!("no task revoked lately");
+            } else {
+                let cell = |v: &Value| v.as_str().unwrap_or("").to_owned();
+                let rows: Vec<Vec<String>> =
+                    found.iter().map(|f| vec![cell(&f["task"]), cell(&f["id"]), cell(&f["reason"])]).collect();
+                table(&["TASK", "ID", "REASON"], &rows);
+            }
+        }
         InspectCmd::Ping { timeout } => return remote(app, "ping", timeout, json).await,
         InspectCmd::Stats => {
             let workers = directory(app)?.workers().await?;

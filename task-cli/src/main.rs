@@ -133,6 +133,12 @@ pub(crate) enum Inspect {
     Registered,
     /// Counts per worker and in all.
     Stats,
+    /// Tasks revoked lately (newest first), with the reason.
+    Revoked {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// Ask every live worker to answer (remote control): one answer per worker.
     Ping {
         /// Seconds to wait for the answers.

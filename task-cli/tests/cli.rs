@@ -101,6 +101,11 @@ async fn every_command_does_what_its_help_says() {
     assert_eq!(code, 0);
     let (code, revoked) = env.json(&["result", &long, "--wait", "10"]);
     assert_eq!((code, revoked["state"].as_str()), (1, Some("REVOKED")), "{revoked}");
+    let (code, listed) = env.json(&["inspect", "revoked"]);
+    assert_eq!(code, 0, "{listed}");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "only the revoked one: {listed}");
+    assert_eq!((listed[0]["id"].as_str(), listed[0]["task"].as_str()), (Some(long.as_str()), Some("cli.sleepy")));
+    assert!(listed[0]["reason"].as_str().is_some_and(|r| !r.is_empty()), "with its reason: {listed}");
 
     // inspect scheduled, queues, purge.
     env.json(&["call", "cli.add", "--args", r#"{"x": 1, "y": 1}"#, "--countdown", "600"]);

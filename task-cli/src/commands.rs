@@ -163,7 +163,14 @@ async fn remote(app: &App, command: &str, timeout: f64, json: bool) -> Outcome {
         println!("no answer ({expected} live workers)");
     } else {
         for a in &answers {
-            let what = a["ok"].as_str().or(a["error"].as_str()).unwrap_or("");
+            let what = match (a["ok"].as_str().or(a["error"].as_str()), a["reserved"].as_array()) {
+                (Some(said), _) => said.to_owned(),
+                (None, Some(held)) => {
+                    let ids: Vec<&str> = held.iter().map(|r| r["id"].as_str().unwrap_or("(undecodable)")).collect();
+                    format!("{} reserved {}", held.len(), ids.join(" "))
+                }
+                (None, None) => String::new(),
+            };
             println!("{} ({}): {what}", a["name"].as_str().unwrap_or(""), a["worker"].as_str().unwrap_or(""));
         }
     }
@@ -252,6 +259,7 @@ async fn inspect(app: &App, what: InspectCmd, json: bool) -> Outcome {
             }
         }
         InspectCmd::Ping { timeout } => return remote(app, "ping", timeout, json).await,
+        InspectCmd::Reserved { timeout } => return remote(app, "reserved", timeout, json).await,
         InspectCmd::Stats => {
             let workers = directory(app)?.workers().await?;
             let (succeeded, failed): (u64, u64) =

@@ -133,6 +133,12 @@ pub(crate) enum Inspect {
     Registered,
     /// Counts per worker and in all.
     Stats,
+    /// What each live worker fetched and has not started yet (remote control).
+    Reserved {
+        /// Seconds to wait for the answers.
+        #[arg(long, default_value_t = 1.0)]
+        timeout: f64,
+    },
     /// Tasks revoked lately (newest first), with the reason.
     Revoked {
         /// At most this many.

@@ -369,6 +369,9 @@ async fn live_workers_answer_ping_and_stop_on_control_shutdown() {
     let (_, sent) = env.json(&["call", "cli.add", "--queue", "extra", "--args", r#"{"x": 1, "y": 1}"#]);
     let (code, done) = env.json(&["result", sent["id"].as_str().unwrap(), "--wait", "10"]);
     assert_eq!((code, done["result"].as_i64()), (0, Some(2)), "{done}");
+    let (code, reserved) = env.json(&["inspect", "reserved"]);
+    assert_eq!(code, 0, "{reserved}");
+    assert!(reserved.as_array().unwrap().iter().all(|a| a["reserved"] == serde_json::json!([])), "{reserved}");
     // Task options change on both, and a refusal says so with exit 1.
     let (code, limited) = env.json(&["control", "rate-limit", "cli.add", "100/s"]);
     assert_eq!(code, 0, "{limited}");

@@ -733,3 +733,47 @@ async fn remote_control_changes_rate_and_time_limits() {
     let report = worker.shutdown().await.unwrap();
     assert_eq!(report.rate_limited, 1, "only the second add was deferred");
 }
+
+static GATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Runs until the test opens the gate.
+#[task]
+async fn gated() -> TaskResult<()> {
+    while !GATE.load(Ordering::Acquire) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// `reserved` (Celery's `inspect reserved`): what a worker prefetched behind a busy
+/// slot, in the order it will run them, and nothing once they ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_lists_what_it_prefetched() {
+    let app = app();
+    let worker = app.worker().concurrency(1).prefetch(3).spawn();
+    let control = app.backend().remote_control().unwrap();
+    let reserved = || async {
+        let answers = control.ask("reserved", 1, Duration::from_secs(5)).await.unwrap();
+        let answer = task_core::codec::decode::<serde_json::Value>(&answers[0], "an answer").unwrap();
+        answer["reserved"].as_array().unwrap().clone()
+    };
+    let busy = gated::delay(&app).await.unwrap();
+    let (first, second) = (add::delay(&app, 1, 1).await.unwrap(), add::delay(&app, 2, 2).await.unwrap());
+    let start = Instant::now();
+    let held = loop {
+        let held = reserved().await;
+        if held.len() == 2 {
+            break held;
+        }
+        assert!(start.elapsed() < WAIT, "never prefetched both: {held:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(held[0]["id"], first.id().as_str());
+    assert_eq!(held[1]["id"], second.id().as_str());
+    assert_eq!((held[0]["task"].as_str(), held[0]["queue"].as_str()), (Some(add::NAME), Some("default")));
+    GATE.store(true, Ordering::Release);
+    busy.get(WAIT).await.unwrap();
+    assert_eq!(second.get(WAIT).await.unwrap(), 4);
+    assert_eq!(reserved().await, Vec::<serde_json::Value>::new(), "nothing held once run");
+    stop(worker).await;
+}

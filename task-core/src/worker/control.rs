@@ -10,6 +10,7 @@ use tracing::{info, warn};
 use crate::capability::{OnRequest, Request};
 
 use super::execute::Runner;
+use super::inbox::Inbox;
 
 /// What a worker says about itself, to any command.
 #[derive(Debug, Clone)]
@@ -30,6 +31,8 @@ struct Answer {
     #[serde(skip_serializing_if = "Option::is_none")]
     active: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    reserved: Option<Vec<Reserved>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     tasks: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     concurrency: Option<usize>,
@@ -41,21 +44,39 @@ struct Answer {
     retried: Option<u64>,
 }
 
+/// A message the worker fetched and has not started (`reserved`, Celery's
+/// `inspect reserved`).
+#[derive(Debug, Serialize)]
+struct Reserved {
+    queue: String,
+    /// `None` when the payload does not decode (the slot that takes it buries it).
+    id: Option<String>,
+    task: Option<String>,
+}
+
 /// The listener a worker registers: each request is answered on a task of its own.
-pub(super) fn on_request(runner: Weak<Runner>, me: Me, stop: Arc<Notify>) -> OnRequest {
+pub(super) fn on_request(runner: Weak<Runner>, inbox: Weak<Inbox>, me: Me, stop: Arc<Notify>) -> OnRequest {
     Box::new(move |request| {
-        let Some(runner) = runner.upgrade() else { return };
+        let (Some(runner), Some(inbox)) = (runner.upgrade(), inbox.upgrade()) else { return };
         let (me, stop, request) = (me.clone(), stop.clone(), request.clone());
-        tokio::spawn(async move { answer(&runner, &me, &stop, &request).await });
+        tokio::spawn(async move { answer(&runner, &inbox, &me, &stop, &request).await });
     })
 }
 
-async fn answer(runner: &Runner, me: &Me, stop: &Notify, request: &Request) {
+async fn answer(runner: &Runner, inbox: &Inbox, me: &Me, stop: &Notify, request: &Request) {
     let mut answer = Answer { worker: me.id.clone(), name: me.name.clone(), ..Answer::default() };
     let mut words = request.command.split_whitespace();
     match words.next().unwrap_or("") {
         "ping" => answer.ok = Some("pong".into()),
         "active" => answer.active = Some(runner.running_ids()),
+        "reserved" => {
+            let reserved = inbox.waiting().into_iter().map(|(queue, payload)| {
+                let envelope = crate::envelope::Envelope::decode(&payload).ok();
+                let (id, task) = envelope.map(|e| (e.id.to_string(), e.task)).unzip();
+                Reserved { queue, id, task }
+            });
+            answer.reserved = Some(reserved.collect());
+        }
         "registered" => answer.tasks = Some(runner.app.registry().names().map(str::to_owned).collect()),
         "stats" => {
             let report = runner.counters.report();

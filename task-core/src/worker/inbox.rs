@@ -56,6 +56,12 @@ impl Inbox {
         self.queue().len()
     }
 
+    /// The queue and payload of each delivery waiting for a slot, first to run first
+    /// (copied: the caller decodes them without holding the slots up).
+    pub(super) fn waiting(&self) -> Vec<(String, Vec<u8>)> {
+        self.queue().iter().map(|d| (d.queue.clone(), d.payload.clone())).collect()
+    }
+
     /// Deliveries being run.
     pub(super) fn busy(&self) -> usize {
         self.busy.load(Ordering::Acquire)

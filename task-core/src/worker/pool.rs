@@ -82,10 +82,11 @@ where
     // Listening before it announces itself: a worker in the directory answers.
     // `celerity control shutdown` stops this worker as its own signal would.
     let remote_stop = Arc::new(tokio::sync::Notify::new());
-    let controlled = app
-        .backend()
-        .remote_control()
-        .map(|control| control.listen(super::control::on_request(Arc::downgrade(&runner), me, remote_stop.clone())));
+    let inbox = Arc::new(Inbox::default());
+    let controlled = app.backend().remote_control().map(|control| {
+        let (runner, inbox) = (Arc::downgrade(&runner), Arc::downgrade(&inbox));
+        control.listen(super::control::on_request(runner, inbox, me, remote_stop.clone()))
+    });
     for hook in &ready_hooks {
         hook(&info);
     }
@@ -93,7 +94,6 @@ where
     let terminator =
         app.backend().terminations().map(|requests| requests.listen(terminate_on_request(Arc::downgrade(&runner))));
     // `concurrency` slots take the fetched messages from the inbox, one run at a time.
-    let inbox = Arc::new(Inbox::default());
     let mut slots = JoinSet::new();
     for _ in 0..current {
         slots.spawn(slot(inbox.clone(), runner.clone()));

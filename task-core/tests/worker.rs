@@ -604,23 +604,30 @@ async fn autoscale_grows_under_a_burst_and_shrinks_when_idle() {
     stop(worker).await;
 }
 
-/// Remote control on memory://: a live worker answers what it is asked.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_answers_remote_control() {
-    let app = app();
-    let worker = app.worker().name("solo").concurrency(3).spawn();
+/// Waits until a worker shows in the directory (it listens for remote control before).
+async fn listed(app: &App) {
     let directory = app.broker().directory().unwrap();
     let start = Instant::now();
     while directory.workers().await.unwrap().is_empty() {
         assert!(start.elapsed() < WAIT, "the worker never started");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let control = app.backend().remote_control().unwrap();
-    let ask = |command: &'static str| async move {
-        let answers = control.ask(command, 1, Duration::from_secs(5)).await.unwrap();
-        assert_eq!(answers.len(), 1, "{command}");
-        task_core::codec::decode::<serde_json::Value>(&answers[0], "an answer").unwrap()
-    };
+}
+
+/// The one live worker's answer to `command`.
+async fn ask_one(app: &App, command: &str) -> serde_json::Value {
+    let answers = app.backend().remote_control().unwrap().ask(command, 1, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(answers.len(), 1, "{command}");
+    task_core::codec::decode::<serde_json::Value>(&answers[0], "an answer").unwrap()
+}
+
+/// Remote control on memory://: a live worker answers what it is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_answers_remote_control() {
+    let app = app();
+    let worker = app.worker().name("solo").concurrency(3).spawn();
+    listed(&app).await;
+    let ask = |command: &'static str| ask_one(&app, command);
     let pong = ask("ping").await;
     assert_eq!((pong["ok"].as_str(), pong["name"].as_str()), (Some("pong"), Some("solo")), "{pong}");
     assert_eq!(pong["worker"], worker.id().as_str());
@@ -631,6 +638,7 @@ async fn a_worker_answers_remote_control() {
     assert_eq!(ask("active").await["active"], serde_json::json!([]));
     assert!(ask("nonsense").await["error"].as_str().unwrap().contains("unknown command"));
     stop(worker).await;
+    let control = app.backend().remote_control().unwrap();
     assert!(control.ask("ping", 1, Duration::from_millis(200)).await.unwrap().is_empty(), "a stopped worker is silent");
 }
 
@@ -652,10 +660,9 @@ async fn remote_control_resizes_the_pool_and_changes_the_queues() {
         assert!(start.elapsed() < WAIT, "the worker never started");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let control = app.backend().remote_control().unwrap();
-    let ask = |command: String| async move {
-        let answers = control.ask(&command, 1, Duration::from_secs(5)).await.unwrap();
-        task_core::codec::decode::<serde_json::Value>(&answers[0], "an answer").unwrap()
+    let ask = |command: String| {
+        let app = &app;
+        async move { ask_one(app, &command).await }
     };
     let until = |what: &'static str, f: Box<dyn Fn(&task_core::capability::WorkerInfo) -> bool>| {
         let me = &me;
@@ -691,16 +698,10 @@ async fn remote_control_resizes_the_pool_and_changes_the_queues() {
 async fn remote_control_changes_rate_and_time_limits() {
     let app = app();
     let worker = app.worker().concurrency(1).spawn();
-    let directory = app.broker().directory().unwrap();
-    let start = Instant::now();
-    while directory.workers().await.unwrap().is_empty() {
-        assert!(start.elapsed() < WAIT, "the worker never started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let control = app.backend().remote_control().unwrap();
-    let ask = |command: String| async move {
-        let answers = control.ask(&command, 1, Duration::from_secs(5)).await.unwrap();
-        task_core::codec::decode::<serde_json::Value>(&answers[0], "an answer").unwrap()
+    listed(&app).await;
+    let ask = |command: String| {
+        let app = &app;
+        async move { ask_one(app, &command).await }
     };
 
     // `sleeps` is registered with a hard limit of 1 s: lifted, a 1.5 s run succeeds.
@@ -751,12 +752,8 @@ async fn gated() -> TaskResult<()> {
 async fn a_worker_lists_what_it_prefetched() {
     let app = app();
     let worker = app.worker().concurrency(1).prefetch(3).spawn();
-    let control = app.backend().remote_control().unwrap();
-    let reserved = || async {
-        let answers = control.ask("reserved", 1, Duration::from_secs(5)).await.unwrap();
-        let answer = task_core::codec::decode::<serde_json::Value>(&answers[0], "an answer").unwrap();
-        answer["reserved"].as_array().unwrap().clone()
-    };
+    listed(&app).await;
+    let reserved = || async { ask_one(&app, "reserved").await["reserved"].as_array().unwrap().clone() };
     let busy = gated::delay(&app).await.unwrap();
     let (first, second) = (add::delay(&app, 1, 1).await.unwrap(), add::delay(&app, 2, 2).await.unwrap());
     let start = Instant::now();

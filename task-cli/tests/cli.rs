@@ -188,10 +188,13 @@ fn help_and_errors_are_clear() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_command_works_before_the_first_worker_and_after_the_last() {
     let env = Env { server: RedisServer::start(), namespace: test_support::namespace() };
-    let reads: [&[&str]; 9] = [
+    let reads: [&[&str]; 12] = [
         &["status"],
         &["inspect", "active"],
         &["inspect", "scheduled"],
+        &["inspect", "reserved", "--timeout", "0.2"],
+        &["inspect", "revoked"],
+        &["inspect", "ping", "--timeout", "0.2"],
         &["inspect", "registered"],
         &["inspect", "stats"],
         &["queues"],

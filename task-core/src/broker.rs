@@ -94,6 +94,19 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// A clean stop of `consumer`: releases whatever it still holds, forgets it.
     fn deregister<'a>(&'a self, consumer: &'a ConsumerId) -> BoxFuture<'a, Result<(), BrokerError>>;
 
+    /// `consumer` is known dead (a process pool's child that exited): returns what it
+    /// held now, without waiting for its heartbeat to expire, counted as deliveries as
+    /// [`recover`](Self::recover) counts them (so a message that kills every process
+    /// that takes it ends in the dead letters), and forgets the consumer.
+    ///
+    /// The default releases uncounted, by [`deregister`](Self::deregister).
+    fn recover_consumer<'a>(&'a self, consumer: &'a ConsumerId) -> BoxFuture<'a, Result<Recovery, BrokerError>> {
+        Box::pin(async move {
+            self.deregister(consumer).await?;
+            Ok(Recovery::default())
+        })
+    }
+
     /// Inspection and administration (depths, peeks, dead letters), when offered.
     fn inspect(&self) -> Option<&dyn Inspect> {
         None

@@ -420,6 +420,20 @@ impl RedisBroker {
         Ok(Recovery::new(moved, buried))
     }
 
+    /// Forgets `consumer`: its local bookkeeping, and its place in the heartbeat set
+    /// (which also takes it out of the worker directory).
+    async fn forget_worker(&self, consumer: &ConsumerId) -> Result<(), BrokerError> {
+        self.handed_out().remove(consumer);
+        let mut con = self.con();
+        let _: () = timed(
+            self.limit(),
+            redis::cmd("ZREM").arg(self.inner.keys.workers()).arg(consumer.as_str()).query_async(&mut con),
+        )
+        .await
+        .map_err(|e| e.broker(&format!("cannot deregister worker {consumer}")))?;
+        Ok(())
+    }
+
     async fn recover_dead(&self) -> Result<Recovery, BrokerError> {
         let keys = &self.inner.keys;
         let mut con = self.con();

@@ -212,15 +212,15 @@ impl Broker for RedisBroker {
     fn deregister<'a>(&'a self, consumer: &'a ConsumerId) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
             self.drain_worker(consumer.as_str(), false).await?;
-            self.handed_out().remove(consumer);
-            let mut con = self.con();
-            let _: () = timed(
-                self.limit(),
-                redis::cmd("ZREM").arg(self.inner.keys.workers()).arg(consumer.as_str()).query_async(&mut con),
-            )
-            .await
-            .map_err(|e| e.broker("cannot deregister"))?;
-            Ok(())
+            self.forget_worker(consumer).await
+        })
+    }
+
+    fn recover_consumer<'a>(&'a self, consumer: &'a ConsumerId) -> BoxFuture<'a, Result<Recovery, BrokerError>> {
+        Box::pin(async move {
+            let recovery = self.drain_worker(consumer.as_str(), true).await?;
+            self.forget_worker(consumer).await?;
+            Ok(recovery)
         })
     }
 

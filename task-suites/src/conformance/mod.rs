@@ -62,7 +62,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@each $setup;
             push_fetch_ack, fetch_waits_then_returns_empty, blocked_fetch_wakes_on_enqueue,
             delayed_message_waits_for_its_eta, retry_is_delivered_after_its_delay,
-            redelivery_after_a_consumer_dies, dead_letter_after_max_deliveries,
+            redelivery_after_a_consumer_dies, a_dead_consumer_is_recovered_at_once, dead_letter_after_max_deliveries,
             release_returns_without_counting, explicit_dead_letter_keeps_reason,
             ack_after_recovery_is_fenced, store_and_ack_settles_and_is_fenced, priorities_highest_first, batch_enqueue_keeps_order,
             fetch_respects_max_and_queue_order, result_store_merges_fields, result_store_keeps_every_field, result_ttl_expires,

@@ -84,6 +84,39 @@ pub async fn redelivery_after_a_consumer_dies(h: Harness) {
     h.broker.ack(&live, &got[0]).await.unwrap();
 }
 
+/// A consumer known dead (a pool's child that exited): `recover_consumer` returns what it
+/// held at once, counted, while its heartbeat still runs; it is out of the directory.
+pub async fn a_dead_consumer_is_recovered_at_once(h: Harness) {
+    let q = queue("exited");
+    let dead = ConsumerId::new();
+    h.broker.heartbeat(&dead, Duration::from_secs(300)).await.unwrap();
+    h.broker.enqueue_batch(vec![msg(&q, "a"), msg(&q, "b")]).await.unwrap();
+    assert_eq!(fetch(&h, &dead, std::slice::from_ref(&q), 2, Duration::from_secs(1)).await.len(), 2);
+    let recovery = h.broker.recover_consumer(&dead).await.unwrap();
+    assert_eq!(recovery.moved, 2);
+    assert!(recovery.buried.is_empty());
+    if let Some(directory) = h.broker.directory() {
+        let listed = directory.workers().await.unwrap();
+        assert!(listed.iter().all(|w| w.id != dead.as_str()), "an exited consumer leaves the directory");
+    }
+    let live = ConsumerId::new();
+    let got = fetch(&h, &live, std::slice::from_ref(&q), 2, Duration::from_secs(2)).await;
+    assert_eq!(got.iter().map(body).collect::<Vec<_>>(), ["a", "b"]);
+    assert!(got.iter().all(|d| d.delivery_count == 2), "counted as a delivery");
+    // Past the limit it goes to the dead letters, for the caller to end its task.
+    h.broker.ack(&live, &got[1]).await.unwrap();
+    h.broker.release(&live, &got[0]).await.unwrap();
+    let mut buried = Vec::new();
+    for _ in 1..SUITE_MAX_DELIVERIES {
+        let dying = ConsumerId::new();
+        assert_eq!(fetch(&h, &dying, std::slice::from_ref(&q), 1, Duration::from_secs(2)).await.len(), 1);
+        buried.extend(h.broker.recover_consumer(&dying).await.unwrap().buried);
+    }
+    assert_eq!(buried.len(), 1, "{buried:?}");
+    assert_eq!(buried[0].payload, b"a");
+    assert!(fetch(&h, &live, &[q], 1, Duration::from_millis(100)).await.is_empty());
+}
+
 /// Past the delivery limit, a recovered message goes to the dead letters with a reason.
 pub async fn dead_letter_after_max_deliveries(h: Harness) {
     let q = queue("limit");

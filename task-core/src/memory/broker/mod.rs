@@ -344,14 +344,22 @@ impl InMemoryBroker {
     }
 
     fn recover_now(&self) -> Recovery {
-        let mut state = self.lock();
+        let state = self.lock();
         let now = Instant::now();
         let dead: Vec<ConsumerId> =
             state.consumers.iter().filter(|(_, deadline)| **deadline <= now).map(|(c, _)| c.clone()).collect();
+        drop(state);
+        self.recover_from(&dead, "stopped heartbeating")
+    }
+
+    /// Returns what `dead` hold to their queues (or past the delivery limit to the dead
+    /// letters, saying the consumer `how`), and forgets them.
+    pub(super) fn recover_from(&self, dead: &[ConsumerId], how: &str) -> Recovery {
         if dead.is_empty() {
             return Recovery::default();
         }
-        for consumer in &dead {
+        let mut state = self.lock();
+        for consumer in dead {
             state.consumers.remove(consumer);
         }
         let tokens: Vec<u64> =
@@ -362,7 +370,7 @@ impl InMemoryBroker {
             let (owner, entry) = state.held.remove(&token).expect("token listed above");
             if entry.deliveries >= self.shared.max_deliveries {
                 let reason = format!(
-                    "delivered {} times without an ack (limit {}); last consumer {owner} stopped heartbeating",
+                    "delivered {} times without an ack (limit {}); last consumer {owner} {how}",
                     entry.deliveries, self.shared.max_deliveries
                 );
                 buried.push(state.bury(entry, reason));

@@ -131,6 +131,13 @@ impl Broker for InMemoryBroker {
         Box::pin(async { Ok(()) })
     }
 
+    fn recover_consumer<'a>(&'a self, consumer: &'a ConsumerId) -> BoxFuture<'a, Result<Recovery, BrokerError>> {
+        // Gone for good: it leaves the directory at once, as after `deregister`.
+        self.lock().directory.remove(consumer.as_str());
+        let recovery = self.recover_from(std::slice::from_ref(consumer), "exited");
+        Box::pin(async move { Ok(recovery) })
+    }
+
     fn inspect(&self) -> Option<&dyn Inspect> {
         Some(self)
     }

@@ -4,82 +4,17 @@
 //! and three `worker --beat` processes sharing one schedule.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use celerity_example_tasks::{journal, journal_all, journal_next};
-use task_core::{App, AsyncResult, chord};
-use task_redis::RedisConfig;
-use test_support::{Persistence, RedisServer};
+use task_core::{AsyncResult, chord};
+use test_support::Persistence;
 
-const WORKER: &str = env!("CARGO_BIN_EXE_demo-worker");
-const PRODUCER: &str = env!("CARGO_BIN_EXE_demo-producer");
+mod support;
 
-/// A test's Redis, namespace and journal file.
-struct Setup {
-    server: RedisServer,
-    namespace: String,
-    journal: PathBuf,
-}
+use support::{PRODUCER, Setup, journal_lines, stop, wait_for_journal};
 
-impl Setup {
-    fn new(persistence: Persistence) -> Self {
-        let server = RedisServer::start_with(persistence);
-        let namespace = test_support::namespace();
-        let journal = std::env::temp_dir().join(format!("{namespace}.journal"));
-        Self { server, namespace, journal }
-    }
-
-    fn command(&self, bin: &str) -> Command {
-        let mut cmd = Command::new(bin);
-        cmd.env("CELERITY_BROKER_URL", self.server.url())
-            .env("CELERITY_REDIS_NAMESPACE", &self.namespace)
-            .env("CELERITY_JOURNAL", &self.journal)
-            .env("CELERITY_DEMO_TICK_SECS", "1")
-            .env_remove("CELERITY_RESULT_BACKEND");
-        cmd
-    }
-
-    fn worker(&self, args: &[&str]) -> Child {
-        self.command(WORKER)
-            .args(["worker", "--no-banner", "--loglevel", "error"])
-            .args(args)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("demo-worker starts")
-    }
-
-    async fn app(&self) -> App {
-        let config = RedisConfig::from_url(self.server.url()).namespace(&self.namespace);
-        task_redis::app_builder(config).await.unwrap().build().await.unwrap()
-    }
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.journal);
-    }
-}
-
-/// Every completed run: (tag, pid of the worker that ran it).
-fn journal_lines(path: &Path) -> Vec<(String, u32)> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once(' ').map(|(t, p)| (t.to_owned(), p.parse().unwrap())))
-        .collect()
-}
-
-async fn wait_for_journal(path: &Path, lines: usize) {
-    let start = Instant::now();
-    while journal_lines(path).len() < lines {
-        assert!(start.elapsed() < Duration::from_secs(60), "the journal never reached {lines} lines");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Waits for every result, riding out a Redis outage; returns the values.
 async fn results(all: &[AsyncResult<String>]) -> Vec<String> {
     let mut values = Vec::with_capacity(all.len());
     for r in all {
@@ -96,11 +31,6 @@ async fn results(all: &[AsyncResult<String>]) -> Vec<String> {
         }
     }
     values
-}
-
-fn stop(mut child: Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let _ = child.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

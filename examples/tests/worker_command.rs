@@ -65,3 +65,12 @@ fn the_worker_prints_its_banner_and_stops_on_sigterm() {
     let status = child.wait().unwrap();
     assert!(status.success(), "graceful stop exits 0, got {status}");
 }
+
+#[test]
+fn the_process_pool_refuses_a_broker_its_processes_cannot_share() {
+    let (ok, text) = output(&["worker", "--pool", "process", "-c", "2", "--no-banner"]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("memory://") && text.contains("redis://"), "{text}");
+    let (ok, text) = output(&["worker", "--pool", "gevent"]);
+    assert!(!ok && text.contains("`process`"), "{text}");
+}

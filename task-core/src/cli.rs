@@ -84,6 +84,17 @@ pub struct WorkerArgs {
     /// Also run the periodic scheduler in this process (any number of processes may).
     #[arg(long)]
     pub beat: bool,
+    /// How tasks run: `threads` (the default) or `process` (alias `prefork`): `-c`
+    /// child processes of this program, so that a hard time limit stops any task.
+    #[arg(short = 'P', long, default_value = "threads")]
+    pub pool: crate::worker::Pool,
+    /// With `--pool process`: a child is replaced by a fresh one after this many tasks.
+    #[arg(long, value_name = "N")]
+    pub max_tasks_per_child: Option<u64>,
+    /// With `--pool process`: a child whose resident memory is over this many KiB after
+    /// a task is replaced by a fresh one.
+    #[arg(long, value_name = "KIB")]
+    pub max_memory_per_child: Option<u64>,
 }
 
 /// Parses the process arguments and runs the command on `app`.
@@ -160,11 +171,21 @@ async fn run_worker(app: App, args: WorkerArgs, beat: Option<Beat>) -> Result<()
     if !args.queues.is_empty() {
         worker = worker.queues(args.queues);
     }
+    worker = worker.pool(args.pool);
+    if let Some(n) = args.max_tasks_per_child {
+        worker = worker.max_tasks_per_child(n);
+    }
+    if let Some(kib) = args.max_memory_per_child {
+        worker = worker.max_memory_per_child(kib);
+    }
     app.registry().check()?;
-    if !args.no_banner {
+    // A pool's children are this program again: the banner and the scheduler are the
+    // supervisor's alone.
+    let child = crate::worker::is_pool_child();
+    if !args.no_banner && !child {
         println!("{}", banner(&app, worker.id().as_str(), worker.concurrency_limit(), worker.queue_names()));
     }
-    let scheduler = beat.map(|beat| beat.spawn(&app));
+    let scheduler = beat.filter(|_| !child).map(|beat| beat.spawn(&app));
     worker.run_until(shutdown_signal()).await?;
     if let Some(scheduler) = scheduler {
         scheduler.shutdown().await?;

@@ -145,8 +145,8 @@ pub use scheduled::ScheduledEntry;
 pub use state::{TaskMeta, TaskState};
 pub use task::{Backoff, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE, RateLimit, Task, TaskOptions};
 pub use worker::{
-    DEFAULT_AUTOSCALE_KEEPALIVE, DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_TTL, DEFAULT_NODE_NAME, Next, Outcome, Run,
-    TaskLayer, Worker, WorkerHandle, WorkerReport,
+    DEFAULT_AUTOSCALE_KEEPALIVE, DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_TTL, DEFAULT_NODE_NAME, Next, Outcome, Pool,
+    Run, TaskLayer, Worker, WorkerHandle, WorkerReport, is_pool_child,
 };
 pub use workflow::{Chain, Chord, Group, GroupResult, Partial, chord, group};
 

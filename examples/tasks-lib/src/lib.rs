@@ -42,12 +42,51 @@ pub async fn journal(tag: String, ms: u64) -> TaskResult<String> {
     if ms > 0 {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
+    write_journal(&tag)?;
+    Ok(tag)
+}
+
+/// Appends `tag pid` to the `CELERITY_JOURNAL` file, if set.
+fn write_journal(tag: &str) -> std::io::Result<()> {
     if let Ok(path) = std::env::var("CELERITY_JOURNAL") {
         let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
         // One write of one short line: appends from several processes do not interleave.
         file.write_all(format!("{tag} {}\n", std::process::id()).as_bytes())?;
     }
+    Ok(())
+}
+
+/// A plain `fn` stuck for `secs`: journals `start:<tag>`, sleeps on its thread (no
+/// time limit can stop it in a thread pool), then journals `<tag>`. Give it a time
+/// limit below `secs` to see the process pool stop it.
+#[task]
+pub fn stuck_sync(tag: String, secs: u64) -> TaskResult<String> {
+    write_journal(&format!("start:{tag}"))?;
+    std::thread::sleep(Duration::from_secs(secs));
+    write_journal(&tag)?;
     Ok(tag)
+}
+
+/// An `async fn` that never yields for `secs` (a busy loop with no `.await`: nothing
+/// on its runtime thread can stop it): journals `start:<tag>`, then `<tag>` at the end.
+#[task]
+pub async fn stuck_async(tag: String, secs: u64) -> TaskResult<String> {
+    write_journal(&format!("start:{tag}"))?;
+    let until = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < until {
+        std::hint::spin_loop();
+    }
+    write_journal(&tag)?;
+    Ok(tag)
+}
+
+/// Keeps `kib` KiB more of this process's memory for good (a leak, on purpose), and
+/// says which process it runs in.
+#[task]
+pub fn leak(kib: usize) -> TaskResult<u32> {
+    let block = std::hint::black_box(vec![1u8; kib * 1024]);
+    std::mem::forget(block);
+    Ok(std::process::id())
 }
 
 /// A chord's callback: gets every member's tag, journals `chord:<count>`, returns the count.
@@ -80,4 +119,13 @@ pub fn demo_beat() -> task_core::Beat {
 #[task]
 pub async fn journal_next(previous: String) -> TaskResult<String> {
     journal(format!("next:{previous}"), 0).await
+}
+
+/// Ends its own process at once (exit status 3): what a segfault or an `abort` in a
+/// native library does to a worker. In a process pool it takes one child, which is
+/// replaced; its message is recovered, and dead-lettered after the delivery limit.
+#[task]
+pub fn exit_process() -> TaskResult<()> {
+    write_journal("exit")?;
+    std::process::exit(3)
 }

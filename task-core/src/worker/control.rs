@@ -84,6 +84,10 @@ async fn answer(runner: &Runner, inbox: &Inbox, me: &Me, stop: &Notify, request:
             (answer.succeeded, answer.failed, answer.retried) =
                 (Some(report.succeeded), Some(report.failed), Some(report.retried));
         }
+        "pool-grow" | "pool-shrink" if runner.link.is_some() => {
+            answer.error =
+                Some("this worker is a child of a process pool (one task at a time); its size is the pool's -c".into());
+        }
         "pool-grow" | "pool-shrink" => match words.next().and_then(|n| n.parse::<isize>().ok()).filter(|n| *n > 0) {
             Some(n) => {
                 let delta = if request.command.starts_with("pool-grow") { n } else { -n };

@@ -92,6 +92,8 @@ pub(super) struct Runner {
     layers: super::layer::Layers,
     /// Task options remote control changed (`rate-limit`, `time-limit`).
     pub(super) tunings: super::tuning::Tunings,
+    /// In a process pool's child: what it tells its supervisor about its runs.
+    pub(super) link: Option<std::sync::Arc<super::process::child::Link>>,
 }
 
 /// `update` with what the `STARTED` write stores (task, queue, arguments, attempt,
@@ -147,7 +149,14 @@ impl Runner {
             atomic_settle,
             layers: super::layer::Layers::default(),
             tunings: super::tuning::Tunings::default(),
+            link: None,
         }
+    }
+
+    /// The runner of a process pool's child, reporting over `link`.
+    pub(super) fn with_link(mut self, link: Option<std::sync::Arc<super::process::child::Link>>) -> Self {
+        self.link = link;
+        self
     }
 
     /// The runner with `layers` around every run.
@@ -282,6 +291,14 @@ impl Runner {
             let held = (delivery.clone(), envelope.clone());
             self.blocking.lock().unwrap_or_else(|p| p.into_inner()).insert(envelope.id.clone(), held);
         }
+        // A pool's child: the supervisor kills it if this run outlives its hard limit.
+        let watched = match (&self.link, limits.hard) {
+            (Some(link), Some(hard)) => {
+                link.started(&envelope.id, hard, &delivery);
+                true
+            }
+            _ => false,
+        };
         let began = tokio::time::Instant::now();
         let ran = if self.layers.0.is_empty() {
             run(invocation, limits).await
@@ -296,6 +313,8 @@ impl Runner {
                 Box::pin(async move { super::layer::Outcome(run(invocation, limits).await) });
             super::layer::wrap(&self.layers.0, &run_of, body).await.0
         };
+        // A plain `fn` past its hard limit runs on: only its process's end stops it.
+        let stranded = entry.is_blocking() && matches!(ran, Err(Failure::TimeLimit(_)));
         let outcome = match ran {
             Ok(result) => decide::oversized(&result, limit).map_or(Ok(result), Err),
             failed => failed,
@@ -311,6 +330,40 @@ impl Runner {
         let plan = decide::plan(&envelope, &verdict, self.atomic_settle);
         let ended = Ended { result: outcome.unwrap_or_default(), runtime_ms, untracked_start };
         self.conclude(&delivery, &envelope, &verdict, &plan, ended, max_retries).await;
+        if let Some(link) = &self.link {
+            link.settled(&envelope.id, watched, stranded);
+        }
+    }
+
+    /// Ends a run whose process a pool's supervisor killed past its hard limit `hard`,
+    /// in the name of that child (this runner's consumer): FAILURE "time limit
+    /// exceeded", its workflow's links and its ack, as the child would have.
+    pub(super) async fn end_killed(&self, delivery: &Delivery, hard: Duration, started_ms: i64, runtime_ms: u64) {
+        let Ok(envelope) = Envelope::decode(&delivery.payload) else {
+            warn!(queue = %delivery.queue, "a killed child's run does not decode; its message returns to its queue");
+            return;
+        };
+        let entry = self.app.registry().get(&envelope.task);
+        let options = entry.map(|e| e.options());
+        let max_retries = envelope.max_retries.or(options.and_then(|o| o.max_retries)).unwrap_or(DEFAULT_MAX_RETRIES);
+        let backoff = options.and_then(|o| o.backoff).unwrap_or(Backoff::DEFAULT);
+        let failure = Failure::TimeLimit(hard);
+        let verdict = decide::verdict(Err(&failure), envelope.retries, max_retries, &backoff);
+        let plan = decide::plan(&envelope, &verdict, self.atomic_settle);
+        // The start fields again: the child may not have stored them (`track_started` off).
+        let ended = Ended { result: Vec::new(), runtime_ms, untracked_start: Some(started_ms) };
+        let span = tracing::info_span!(
+            "task",
+            task = %envelope.task,
+            id = %envelope.id,
+            attempt = envelope.retries + 1,
+            queue = %delivery.queue,
+        );
+        let end = async {
+            warn!(limit = ?hard, "task killed with its pool child: time limit exceeded");
+            self.conclude(delivery, &envelope, &verdict, &plan, ended, max_retries).await;
+        };
+        tracing::Instrument::instrument(end, span).await;
     }
 
     /// Carries out `plan` for a run that ended in `verdict`: the record, the callbacks,

@@ -16,10 +16,12 @@ mod execute;
 mod inbox;
 mod layer;
 mod pool;
+mod process;
 mod tuning;
 mod unrunnable;
 
 pub use layer::{Next, Outcome, Run, TaskLayer};
+pub use process::{Pool, is_pool_child};
 
 use std::future::Future;
 use std::time::Duration;
@@ -109,6 +111,12 @@ pub struct Worker {
     pub(crate) layers: layer::Layers,
     /// `(min, max)` slots, and how long slots stay idle before one is given back.
     pub(crate) autoscale: Option<((usize, usize), Duration)>,
+    pub(crate) pool: Pool,
+    pub(crate) max_tasks_per_child: Option<u64>,
+    /// In KiB, as Celery's.
+    pub(crate) max_memory_per_child: Option<u64>,
+    /// Set in a process pool's child: its reports to the supervisor.
+    pub(crate) link: Option<std::sync::Arc<process::child::Link>>,
 }
 
 /// What a worker did, returned when it stops.
@@ -156,7 +164,38 @@ impl Worker {
             name: node_name(DEFAULT_NODE_NAME, &crate::host::hostname()),
             layers: layer::Layers::default(),
             autoscale: None,
+            pool: Pool::Threads,
+            max_tasks_per_child: None,
+            max_memory_per_child: None,
+            link: None,
         }
+    }
+
+    /// How tasks run: [`Pool::Threads`] (the default) or [`Pool::Process`] (Celery's
+    /// prefork, Unix): `concurrency` child processes of this program, started again with
+    /// the same arguments, each a worker of one slot with its own id and heartbeat.
+    /// A child whose run is past its hard time limit is killed (SIGKILL) and the run
+    /// ends `FAILURE`; a child that exits is replaced at once and its message returns
+    /// to its queue at once. Needs a broker the processes share (`redis://`). Code
+    /// before the worker in `main` runs in every child too ([`is_pool_child`] tells).
+    pub fn pool(mut self, pool: Pool) -> Self {
+        self.pool = pool;
+        self
+    }
+
+    /// In a process pool, a child gives its place to a fresh one after `n` tasks
+    /// (Celery's `--max-tasks-per-child`): what leaks is given back.
+    pub fn max_tasks_per_child(mut self, n: u64) -> Self {
+        self.max_tasks_per_child = Some(n.max(1));
+        self
+    }
+
+    /// In a process pool, a child whose resident memory is over `kib` KiB after a task
+    /// gives its place to a fresh one (Celery's `--max-memory-per-child`; the task
+    /// that went over completes first). Read from `/proc` (Linux).
+    pub fn max_memory_per_child(mut self, kib: u64) -> Self {
+        self.max_memory_per_child = Some(kib.max(1));
+        self
     }
 
     /// Autoscale (Celery's `--autoscale MAX,MIN`): run `min` slots, grow at once toward
@@ -273,7 +312,17 @@ impl Worker {
     where
         F: Future<Output = ()> + Send,
     {
-        pool::run(self, signal).await
+        #[cfg(unix)]
+        if let Some((id, index, socket)) = process::child_env() {
+            return process::child::run(self, id, index, &socket, signal).await;
+        }
+        match self.pool {
+            Pool::Threads => pool::run(self, signal).await.map(|(report, _)| report),
+            #[cfg(unix)]
+            Pool::Process => process::supervisor::run(self, signal).await,
+            #[cfg(not(unix))]
+            Pool::Process => Err(Error::Config("the process pool needs Unix (signals and Unix sockets)".into())),
+        }
     }
 
     /// Runs on a tokio task of its own (embedded in a service, a test, a script) until

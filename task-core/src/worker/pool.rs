@@ -20,7 +20,8 @@ use crate::events::{Event, EventKind};
 /// Back-off after a failed fetch: doubles from the first to the last.
 const FETCH_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
-pub(super) async fn run<F>(worker: Worker, signal: F) -> Result<WorkerReport, Error>
+/// Runs `worker` until `signal`; says whether remote control stopped it instead.
+pub(super) async fn run<F>(worker: Worker, signal: F) -> Result<(WorkerReport, bool), Error>
 where
     F: Future<Output = ()> + Send,
 {
@@ -36,6 +37,10 @@ where
         name,
         layers,
         autoscale,
+        pool: _,
+        max_tasks_per_child: _,
+        max_memory_per_child: _,
+        link,
     } = worker;
     app.registry().check()?;
     if queues.is_empty() || queues.iter().any(|q| q.trim().is_empty()) {
@@ -54,7 +59,7 @@ where
     }
 
     let (ready_hooks, shutdown_hooks) = (layers.1.clone(), layers.2.clone());
-    let runner = Arc::new(Runner::new(app.clone(), id.clone()).with_layers(layers));
+    let runner = Arc::new(Runner::new(app.clone(), id.clone()).with_layers(layers).with_link(link));
     runner.queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone_from(&queues);
     // With autoscale the pool starts at its minimum; `concurrency` is its maximum.
     let mut current = autoscale.map_or(concurrency, |((min, _), _)| min);
@@ -104,6 +109,7 @@ where
         autoscale.map_or(fetch_wait, |(_, keepalive)| fetch_wait.min(keepalive.max(Duration::from_millis(50))));
     let mut fetch_backoff = FETCH_BACKOFF.0;
     tokio::pin!(signal);
+    let mut remotely = false;
 
     'fetching: loop {
         // A slot ends only by a panic in the worker's own code (a task's panic is
@@ -143,7 +149,10 @@ where
             tokio::select! {
                 biased;
                 () = &mut signal => break 'fetching,
-                () = remote_stop.notified() => break 'fetching,
+                () = remote_stop.notified() => {
+                    remotely = true;
+                    break 'fetching;
+                }
                 () = inbox.changed() => {}
             }
             continue;
@@ -151,7 +160,10 @@ where
         tokio::select! {
             biased;
             () = &mut signal => break 'fetching,
-            () = remote_stop.notified() => break 'fetching,
+            () = remote_stop.notified() => {
+                remotely = true;
+                break 'fetching;
+            }
             () = runner.reconfigured.notified() => continue 'fetching,
             fetched = fetch_from(&*broker, &id, &runner, room, fetch_wait) => match fetched {
                 Ok(batch) => {
@@ -164,7 +176,10 @@ where
                     tokio::select! {
                         biased;
                         () = &mut signal => break 'fetching,
-                        () = remote_stop.notified() => break 'fetching,
+                        () = remote_stop.notified() => {
+                            remotely = true;
+                            break 'fetching;
+                        }
                         () = tokio::time::sleep(fetch_backoff) => {}
                     }
                     fetch_backoff = (fetch_backoff * 2).min(FETCH_BACKOFF.1);
@@ -182,7 +197,7 @@ where
     for hook in &shutdown_hooks {
         hook(&report);
     }
-    Ok(report)
+    Ok((report, remotely))
 }
 
 async fn shutdown(

@@ -1,0 +1,86 @@
+//! What the process tests share: a private Redis, a namespace, a journal file, and
+//! the demo binaries started against them.
+#![allow(dead_code)] // each test crate uses its own part
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use task_core::App;
+use task_redis::RedisConfig;
+use test_support::{Persistence, RedisServer};
+
+pub(crate) const WORKER: &str = env!("CARGO_BIN_EXE_demo-worker");
+pub(crate) const PRODUCER: &str = env!("CARGO_BIN_EXE_demo-producer");
+
+/// A test's Redis, namespace and journal file.
+pub(crate) struct Setup {
+    pub(crate) server: RedisServer,
+    pub(crate) namespace: String,
+    pub(crate) journal: PathBuf,
+}
+
+impl Setup {
+    pub(crate) fn new(persistence: Persistence) -> Self {
+        let server = RedisServer::start_with(persistence);
+        let namespace = test_support::namespace();
+        let journal = std::env::temp_dir().join(format!("{namespace}.journal"));
+        Self { server, namespace, journal }
+    }
+
+    pub(crate) fn command(&self, bin: &str) -> Command {
+        let mut cmd = Command::new(bin);
+        cmd.env("CELERITY_BROKER_URL", self.server.url())
+            .env("CELERITY_REDIS_NAMESPACE", &self.namespace)
+            .env("CELERITY_JOURNAL", &self.journal)
+            .env("CELERITY_DEMO_TICK_SECS", "1")
+            .env_remove("CELERITY_RESULT_BACKEND");
+        cmd
+    }
+
+    pub(crate) fn worker(&self, args: &[&str]) -> Child {
+        self.command(WORKER)
+            .args(["worker", "--no-banner", "--loglevel"])
+            // `CELERITY_TEST_LOGLEVEL=info` shows what the workers do.
+            .arg(std::env::var("CELERITY_TEST_LOGLEVEL").unwrap_or_else(|_| "error".into()))
+            .args(args)
+            .stdout(if std::env::var_os("CELERITY_TEST_LOGLEVEL").is_some() { Stdio::inherit() } else { Stdio::null() })
+            .spawn()
+            .expect("demo-worker starts")
+    }
+
+    pub(crate) async fn app(&self) -> App {
+        let config = RedisConfig::from_url(self.server.url()).namespace(&self.namespace);
+        task_redis::app_builder(config).await.unwrap().build().await.unwrap()
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.journal);
+    }
+}
+
+/// Every completed run: (tag, pid of the worker that ran it).
+pub(crate) fn journal_lines(path: &Path) -> Vec<(String, u32)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(t, p)| (t.to_owned(), p.parse().unwrap())))
+        .collect()
+}
+
+pub(crate) async fn wait_for_journal(path: &Path, lines: usize) {
+    let start = Instant::now();
+    while journal_lines(path).len() < lines {
+        assert!(start.elapsed() < Duration::from_secs(60), "the journal never reached {lines} lines");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits for every result, riding out a Redis outage; returns the values.
+/// Stops a process as a supervisor would (SIGTERM), and waits for it.
+pub(crate) fn stop(mut child: Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+}

@@ -1,0 +1,446 @@
+//! The supervisor of a process pool: starts `concurrency` children of this program,
+//! kills one whose run is past its hard time limit, and replaces any that exits.
+//!
+//! It fetches nothing and runs nothing. What it does with a child's runs:
+//! - a run with a hard limit is announced by the child; if it is not settled one
+//!   [`KILL_GRACE`] after the limit (an `async fn` that never yields, a child that hangs),
+//!   the child is killed and, once it is gone, the supervisor ends the run FAILURE "time
+//!   limit exceeded" in the child's name, acks it and sends its workflow on, as the
+//!   child would have;
+//! - a run settled with its body still running (a plain `fn` past its limit: the child
+//!   stored the FAILURE already) gets its child killed at once;
+//! - whatever a child held when it exited goes back to its queue at once, counted.
+//!
+//! A child that exits is replaced at once (after a back-off if children at its place
+//! keep dying before they report in), unless the pool is stopping or remote control
+//! said shutdown, which stops the pool.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use super::wire::{self, Counts, ToChild, ToSupervisor, Why};
+use super::{AfterExit, CHILD_ENV, SOCKET_ENV};
+use crate::broker::ConsumerId;
+use crate::error::Error;
+use crate::message::Delivery;
+use crate::worker::execute::Runner;
+use crate::worker::{Worker, WorkerReport};
+
+/// How long past its hard limit a run may take to be settled by its child before the
+/// supervisor kills the child: the child ends a run that yields at the limit itself.
+pub(crate) const KILL_GRACE: Duration = Duration::from_secs(1);
+
+/// What happens to the children, as the supervisor hears of it.
+#[derive(Debug)]
+enum Event {
+    /// A child reported in; the write half is how to tell it to stop.
+    Connected(String, OwnedWriteHalf),
+    /// A child said something.
+    Said(String, ToSupervisor),
+    /// A child exited.
+    Exited(String, std::io::Result<std::process::ExitStatus>),
+}
+
+/// A run the supervisor watches: announced with a hard limit, not settled yet.
+#[derive(Debug)]
+struct Watch {
+    task: String,
+    hard: Duration,
+    started_ms: i64,
+    began: Instant,
+    deadline: Instant,
+    delivery: Delivery,
+}
+
+/// A child the supervisor started.
+#[derive(Debug)]
+struct Child {
+    id: ConsumerId,
+    index: usize,
+    pid: Option<u32>,
+    to_child: Option<OwnedWriteHalf>,
+    reported_in: bool,
+    kill: Option<oneshot::Sender<()>>,
+    watch: Option<Watch>,
+    bye: Option<(Why, Counts)>,
+    /// Killed by the supervisor for a run past its limit, not yet settled.
+    killed_for_limit: bool,
+    /// Killed by the supervisor, for whatever reason.
+    killed: bool,
+}
+
+impl Child {
+    fn kill(&mut self) {
+        self.killed = true;
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
+        }
+    }
+}
+
+/// The socket file, removed when the pool stops.
+struct Socket(PathBuf);
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Runs `worker` as a process pool until `signal` (or remote control's shutdown).
+pub(crate) async fn run<F>(worker: Worker, signal: F) -> Result<WorkerReport, Error>
+where
+    F: std::future::Future<Output = ()> + Send,
+{
+    check(&worker)?;
+    let socket = Socket(std::env::temp_dir().join(format!(
+        "celerity-pool-{}-{}.sock",
+        std::process::id(),
+        &ConsumerId::new().as_str()[..8]
+    )));
+    let listener = UnixListener::bind(&socket.0)
+        .map_err(|e| Error::Config(format!("cannot listen for pool children at {}: {e}", socket.0.display())))?;
+    restrict(&socket.0);
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Config(format!("cannot find this program to start children: {e}")))?;
+    let mut pool = Supervisor {
+        worker,
+        exe,
+        args: std::env::args_os().skip(1).collect(),
+        socket: socket.0.clone(),
+        children: HashMap::new(),
+        events: mpsc::unbounded_channel(),
+        early: Vec::new(),
+        starts: Vec::new(),
+        total: WorkerReport::default(),
+        stopping: None,
+    };
+    let accepting = tokio::spawn(accept(listener, pool.events.0.clone()));
+    let size = pool.worker.concurrency;
+    pool.early = vec![0; size];
+    info!(children = size, queues = ?pool.worker.queues, "process pool starting");
+    for index in 0..size {
+        pool.start(index);
+    }
+    tokio::pin!(signal);
+    let report = pool.supervise(&mut signal).await;
+    accepting.abort();
+    drop(socket);
+    info!(report = ?report, "process pool stopped");
+    Ok(report)
+}
+
+/// A pool needs a broker that its processes share, and a fixed size.
+fn check(worker: &Worker) -> Result<(), Error> {
+    worker.app.registry().check()?;
+    if worker.queues.is_empty() || worker.queues.iter().any(|q| q.trim().is_empty()) {
+        return Err(Error::Config(format!(
+            "a worker needs at least one queue, and no empty queue name (got {:?})",
+            worker.queues
+        )));
+    }
+    if worker.app.broker_url().starts_with("memory:") {
+        return Err(Error::Config(
+            "the process pool needs a broker its processes share (redis://…): memory:// lives in one process".into(),
+        ));
+    }
+    if worker.autoscale.is_some() {
+        return Err(Error::Config(
+            "autoscale works with the thread pool; a process pool runs a fixed number of children (-c)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Only this user may talk to the pool's socket.
+fn restrict(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        warn!(error = %e, path = %path.display(), "cannot restrict the pool's socket to this user");
+    }
+}
+
+/// Takes children's connections: reads each one's hello, then forwards what it says.
+async fn accept(listener: UnixListener, events: mpsc::UnboundedSender<Event>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(listen(stream, events.clone()));
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot accept a pool child's connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn listen(stream: UnixStream, events: mpsc::UnboundedSender<Event>) {
+    let (mut input, output) = stream.into_split();
+    let id = match tokio::time::timeout(Duration::from_secs(10), wire::read(&mut input)).await {
+        Ok(Ok(Some(ToSupervisor::Hello { id }))) => id,
+        other => {
+            warn!(got = ?other, "a connection to the pool's socket did not say hello; closed");
+            return;
+        }
+    };
+    let _ = events.send(Event::Connected(id.clone(), output));
+    loop {
+        match wire::read(&mut input).await {
+            Ok(Some(frame)) => {
+                let _ = events.send(Event::Said(id.clone(), frame));
+            }
+            Ok(None) => return,
+            Err(e) => {
+                warn!(child = %id, error = %e, "a pool child sent garbage; no longer listening to it");
+                return;
+            }
+        }
+    }
+}
+
+struct Supervisor {
+    worker: Worker,
+    exe: PathBuf,
+    args: Vec<std::ffi::OsString>,
+    socket: PathBuf,
+    children: HashMap<String, Child>,
+    events: (mpsc::UnboundedSender<Event>, mpsc::UnboundedReceiver<Event>),
+    /// Per place: children in a row that died before they reported in.
+    early: Vec<u32>,
+    /// Places to start a child at, and when.
+    starts: Vec<(Instant, usize)>,
+    total: WorkerReport,
+    /// Once stopping: when the children still running are killed.
+    stopping: Option<Instant>,
+}
+
+impl Supervisor {
+    async fn supervise<F>(&mut self, signal: &mut std::pin::Pin<&mut F>) -> WorkerReport
+    where
+        F: std::future::Future<Output = ()>,
+    {
+        let far = Instant::now() + crate::time::FAR;
+        loop {
+            if self.stopping.is_some() && self.children.is_empty() {
+                return self.total;
+            }
+            let overdue = self
+                .children
+                .values()
+                .filter(|c| !c.killed_for_limit)
+                .filter_map(|c| c.watch.as_ref().map(|w| w.deadline))
+                .min();
+            let start = self.starts.iter().map(|(at, _)| *at).min().filter(|_| self.stopping.is_none());
+            tokio::select! {
+                biased;
+                () = signal.as_mut(), if self.stopping.is_none() => {
+                    info!("process pool: stopping the children");
+                    self.stop_all().await;
+                }
+                Some(event) = self.events.1.recv() => self.on(event).await,
+                () = tokio::time::sleep_until(overdue.unwrap_or(far)), if overdue.is_some() => self.kill_overdue(),
+                () = tokio::time::sleep_until(start.unwrap_or(far)), if start.is_some() => self.start_due(),
+                () = tokio::time::sleep_until(self.stopping.unwrap_or(far)), if self.stopping.is_some() => {
+                    warn!(still_running = self.children.len(), "process pool: grace period over; killing the children left");
+                    for child in self.children.values_mut() {
+                        child.kill();
+                    }
+                    self.stopping = Some(far);
+                }
+            }
+        }
+    }
+
+    /// Starts a child at place `index`; on failure, tries again later.
+    fn start(&mut self, index: usize) {
+        let id = ConsumerId::new();
+        let mut command = tokio::process::Command::new(&self.exe);
+        command
+            .args(&self.args)
+            .env(SOCKET_ENV, &self.socket)
+            .env(CHILD_ENV, format!("{id}/{index}"))
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let mut process = match command.spawn() {
+            Ok(process) => process,
+            Err(e) => {
+                error!(error = %e, program = %self.exe.display(), "cannot start a pool child; trying again");
+                self.early[index] = self.early[index].saturating_add(1);
+                self.starts.push((Instant::now() + super::restart_delay(self.early[index]), index));
+                return;
+            }
+        };
+        let pid = process.id();
+        let (kill, killed) = oneshot::channel::<()>();
+        let events = self.events.0.clone();
+        let key = id.to_string();
+        tokio::spawn({
+            let key = key.clone();
+            async move {
+                let status = tokio::select! {
+                    status = process.wait() => status,
+                    Ok(()) = killed => {
+                        let _ = process.start_kill();
+                        process.wait().await
+                    }
+                };
+                let _ = events.send(Event::Exited(key, status));
+            }
+        });
+        info!(child = %id, pid, index, "pool child started");
+        let child = Child {
+            id,
+            index,
+            pid,
+            to_child: None,
+            reported_in: false,
+            kill: Some(kill),
+            watch: None,
+            bye: None,
+            killed_for_limit: false,
+            killed: false,
+        };
+        self.children.insert(key, child);
+    }
+
+    fn start_due(&mut self) {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = self.starts.drain(..).partition(|(at, _)| *at <= now);
+        self.starts = later;
+        for (_, index) in due {
+            self.start(index);
+        }
+    }
+
+    async fn on(&mut self, event: Event) {
+        match event {
+            Event::Connected(id, output) => {
+                let stopping = self.stopping.is_some();
+                if let Some(child) = self.children.get_mut(&id) {
+                    child.reported_in = true;
+                    self.early[child.index] = 0;
+                    // Stopping already: closing the stream tells it to stop.
+                    if !stopping {
+                        child.to_child = Some(output);
+                    }
+                }
+            }
+            Event::Said(id, frame) => {
+                let Some(child) = self.children.get_mut(&id) else { return };
+                match frame {
+                    ToSupervisor::Hello { .. } => {}
+                    ToSupervisor::Started { task, hard_ms, started_ms, delivery } => {
+                        let (hard, began) = (Duration::from_millis(hard_ms), Instant::now());
+                        let deadline = began + hard.min(crate::time::FAR) + KILL_GRACE;
+                        let delivery = delivery.into();
+                        child.watch = Some(Watch { task, hard, started_ms, began, deadline, delivery });
+                    }
+                    ToSupervisor::Settled { task, stranded } => {
+                        if child.watch.as_ref().is_some_and(|w| w.task == task) {
+                            child.watch = None;
+                        }
+                        if stranded {
+                            warn!(child = %child.id, pid = child.pid, task = %task, "a plain `fn` runs on past its hard time limit: killing its child");
+                            child.kill();
+                        }
+                    }
+                    ToSupervisor::Bye { why, report } => child.bye = Some((why, report)),
+                }
+            }
+            Event::Exited(id, status) => {
+                if let Some(child) = self.children.remove(&id) {
+                    self.exited(child, status).await;
+                }
+            }
+        }
+    }
+
+    /// Kills the children whose watched run is past its limit and grace.
+    fn kill_overdue(&mut self) {
+        let now = Instant::now();
+        for child in self.children.values_mut() {
+            let Some(watch) = &child.watch else { continue };
+            if child.killed_for_limit || watch.deadline > now {
+                continue;
+            }
+            warn!(child = %child.id, pid = child.pid, task = %watch.task, limit = ?watch.hard, "a run is past its hard time limit: killing its child (SIGKILL)");
+            child.killed_for_limit = true;
+            child.kill();
+        }
+    }
+
+    /// Tells every child to stop; those not gone when the grace period ends are killed.
+    async fn stop_all(&mut self) {
+        self.stopping = Some(Instant::now() + self.worker.grace_period + KILL_GRACE * 5);
+        self.starts.clear();
+        for child in self.children.values_mut() {
+            if let Some(mut output) = child.to_child.take() {
+                let _ = tokio::time::timeout(Duration::from_secs(1), wire::write(&mut output, &ToChild::Stop)).await;
+            }
+        }
+    }
+
+    /// A child is gone: ends the run it was killed for, returns what it held, and
+    /// replaces it (or not).
+    async fn exited(&mut self, mut child: Child, status: std::io::Result<std::process::ExitStatus>) {
+        let app = self.worker.app.clone();
+        let runner = Runner::new(app.clone(), child.id.clone());
+        if child.killed_for_limit
+            && let Some(watch) = child.watch.take()
+        {
+            let runtime_ms = u64::try_from(watch.began.elapsed().as_millis()).unwrap_or(u64::MAX);
+            runner.end_killed(&watch.delivery, watch.hard, watch.started_ms, runtime_ms).await;
+        }
+        match app.broker().recover_consumer(&child.id).await {
+            Ok(recovery) => {
+                if recovery.moved > 0 {
+                    info!(child = %child.id, recovered = recovery.moved, "returned the messages of an exited pool child to their queues");
+                }
+                for letter in &recovery.buried {
+                    runner.end_buried(letter).await;
+                }
+            }
+            Err(e) => {
+                warn!(child = %child.id, error = %e, "cannot return an exited child's messages now; they return when its heartbeat expires");
+            }
+        }
+        let why = child.bye.map(|(why, _)| why);
+        if let Some((_, counts)) = child.bye {
+            counts.add_to(&mut self.total);
+        }
+        wire::Counts::from(runner.counters.report()).add_to(&mut self.total);
+        let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+        match why {
+            Some(why) => info!(child = %child.id, pid = child.pid, ?why, %status, "pool child stopped"),
+            None if child.killed => info!(child = %child.id, pid = child.pid, %status, "pool child killed"),
+            None => warn!(child = %child.id, pid = child.pid, %status, "pool child died"),
+        }
+        match super::after_exit(self.stopping.is_some(), why) {
+            AfterExit::Gone => {}
+            AfterExit::StopPool => {
+                info!("process pool: shutting down, asked by remote control");
+                self.stop_all().await;
+            }
+            AfterExit::Replace => {
+                let index = child.index;
+                // Dead before it reported in: the program cannot start (a bad setting, a
+                // broker it cannot reach), and will not start at once either.
+                let early = !child.reported_in;
+                self.early[index] = if early { self.early[index].saturating_add(1) } else { 0 };
+                if self.early[index] > 0 {
+                    warn!(index, tries = self.early[index], "pool children keep dying at start-up; backing off");
+                }
+                self.starts.push((Instant::now() + super::restart_delay(self.early[index]), index));
+            }
+        }
+    }
+}

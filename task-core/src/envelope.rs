@@ -6,6 +6,8 @@
 //! knowing the task); they are decoded only into the registered task's own `Args`,
 //! never into a type the message names.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
@@ -82,6 +84,9 @@ pub struct Envelope {
     /// When it was first sent (Unix milliseconds).
     #[serde(default)]
     pub sent_ms: i64,
+    /// Headers: the producer's trace context (feature `opentelemetry`), kept on retries.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
 }
 
 impl Envelope {
@@ -109,6 +114,7 @@ impl Envelope {
             priority: 0,
             eta_ms: None,
             sent_ms: now_ms(),
+            headers: BTreeMap::new(),
         }
     }
 

@@ -56,6 +56,7 @@
 //! |---|---|---|
 //! | `macros` | yes | `#[task]` (from `task-macros`) |
 //! | `cli` | no | [`cli`]: `worker -c N -Q a,b --loglevel L [--beat]`, `beat`, `schedule` for your own binaries (clap) |
+//! | `opentelemetry` | no | the producer's trace context in the message headers, continued by each run's span (`tracing-opentelemetry`) |
 //!
 //! ## Inside: layers
 //!
@@ -91,6 +92,7 @@ mod id;
 mod state;
 mod task;
 pub mod time;
+mod trace;
 // wire: what crosses the broker.
 mod envelope;
 mod events;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// Each top-level module of `src/` (a file or a folder), bottom layer first.
 const LAYERS: [(&str, &[&str]); 7] = [
-    ("foundation", &["codec", "error", "future", "host", "id", "state", "task", "time"]),
+    ("foundation", &["codec", "error", "future", "host", "id", "state", "task", "time", "trace"]),
     ("wire", &["envelope", "events", "link", "message", "scheduled"]),
     ("contracts", &["backend", "broker", "capability"]),
     ("drivers", &["driver", "memory"]),

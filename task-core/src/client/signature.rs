@@ -321,6 +321,7 @@ impl<T> Signature<T> {
         envelope.acks_early = self.acks_early.unwrap_or(d.acks_early);
         envelope.chain = self.chain;
         envelope.chord = self.chord;
+        crate::trace::inject(&mut envelope.headers);
         for Link { on, arg, prepare } in self.callbacks {
             envelope.callbacks.push(Callback::from_message(on, arg.map(str::to_owned), prepare(app)?));
         }

@@ -207,6 +207,7 @@ impl Runner {
             attempt = envelope.retries + 1,
             queue = %delivery.queue,
         );
+        crate::trace::continue_in(&span, &envelope.headers);
         tracing::Instrument::instrument(self.run_envelope(delivery, envelope, limit), span).await;
     }
 
@@ -359,6 +360,7 @@ impl Runner {
             attempt = envelope.retries + 1,
             queue = %delivery.queue,
         );
+        crate::trace::continue_in(&span, &envelope.headers);
         let end = async {
             warn!(limit = ?hard, "task killed with its pool child: time limit exceeded");
             self.conclude(delivery, &envelope, &verdict, &plan, ended, max_retries).await;

@@ -2,7 +2,9 @@
 //! a stuck plain `fn` and a stuck `async fn` killed at their hard limit and failed
 //! once, a child killed with SIGKILL replaced and its task run again at once, children
 //! recycled after N tasks or over their memory, a task that ends its own process, and
-//! remote control's shutdown stopping the whole pool.
+//! remote control's shutdown stopping the whole pool. (Linux: the memory limit reads
+//! `/proc`.)
+#![cfg(target_os = "linux")]
 
 mod support;
 
@@ -37,11 +39,16 @@ impl Drop for Pool {
 
 /// The pids of the pool's children listed in the worker directory, once there are `n`.
 async fn children(app: &App, n: usize) -> HashSet<u32> {
+    children_without(app, n, &HashSet::new()).await
+}
+
+/// The pids of the pool's children, once there are `n` and none of them is in `gone`.
+async fn children_without(app: &App, n: usize, gone: &HashSet<u32>) -> HashSet<u32> {
     let start = Instant::now();
     loop {
         let listed = app.broker().directory().expect("Redis lists its workers").workers().await.unwrap();
         let pids: HashSet<u32> = listed.iter().map(|w| w.pid).collect();
-        if pids.len() == n {
+        if pids.len() == n && pids.is_disjoint(gone) {
             return pids;
         }
         assert!(start.elapsed() < Duration::from_secs(60), "the pool never listed {n} children: {listed:?}");
@@ -94,8 +101,7 @@ async fn a_stuck_fn_and_a_stuck_async_loop_are_killed_at_their_hard_limit_and_fa
         assert_eq!(final_state(other).await.state, TaskState::Success);
     }
     // Both killed children were replaced by new ones.
-    let after = children(&app, 2).await;
-    assert!(before.is_disjoint(&after), "both children replaced: {before:?} then {after:?}");
+    children_without(&app, 2, &before).await;
     let runs = runs(&setup);
     for tag in ["sync", "spin"] {
         assert_eq!(runs.get(&format!("start:{tag}")).map(Vec::len), Some(1), "{tag} started once: {runs:?}");
@@ -129,8 +135,7 @@ async fn a_child_killed_mid_task_is_replaced_and_its_task_runs_again_at_once() {
 
     // The heartbeat lives 300 s: only the supervisor can have given the message back.
     assert_eq!(task.get(Duration::from_secs(60)).await.unwrap(), "victim");
-    let after = children(&app, 1).await;
-    assert!(!after.contains(&victim), "the killed child was replaced: {after:?}");
+    let after = children_without(&app, 1, &before).await;
     let runs = runs(&setup);
     assert_eq!(runs.get("victim"), Some(&after.iter().copied().collect::<Vec<_>>()), "{runs:?}");
     drop(worker);
@@ -207,7 +212,9 @@ async fn remote_shutdown_stops_the_whole_pool() {
     children(&app, 2).await;
     let control = app.backend().remote_control().expect("Redis carries remote control");
     // A child runs one task at a time: the pool's size is the supervisor's -c.
-    for answer in control.ask("pool-grow 2", 2, Duration::from_secs(10)).await.unwrap() {
+    let answers = control.ask("pool-grow 2", 2, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(answers.len(), 2, "each child answers");
+    for answer in answers {
         let answer: HashMap<String, String> = task_core::codec::decode(&answer, "an answer").unwrap();
         assert!(answer.get("error").is_some_and(|e| e.contains("process pool")), "{answer:?}");
     }
@@ -224,4 +231,33 @@ async fn remote_shutdown_stops_the_whole_pool() {
     assert!(status.success(), "{status}");
     worker.0 = None;
     assert!(app.broker().directory().unwrap().workers().await.unwrap().is_empty(), "no child is left listed");
+}
+
+/// Gone, or a zombie no one reaped (its parent was killed).
+fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_or(true, |stat| stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_of_a_killed_supervisor_stop_by_themselves_even_a_stuck_one() {
+    let setup = Setup::new(Persistence::None);
+    let app = setup.app().await;
+    let mut worker = Pool(Some(setup.worker(&["--pool", "process", "-c", "2", "--grace-period", "1"])));
+    let pids = children(&app, 2).await;
+    // One child stuck in a loop that never yields and has no time limit.
+    let stuck = stuck_async::delay(&app, "orphan".into(), 600).await.unwrap();
+    let start = Instant::now();
+    while stuck.state().await.unwrap() != TaskState::Started {
+        assert!(start.elapsed() < Duration::from_secs(30), "the task never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut supervisor = worker.0.take().unwrap();
+    supervisor.kill().unwrap(); // SIGKILL: no one is left to stop the children
+    supervisor.wait().unwrap();
+    let start = Instant::now();
+    while !pids.iter().all(|pid| gone(*pid)) {
+        assert!(start.elapsed() < Duration::from_secs(60), "orphaned children still run: {pids:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -93,7 +93,7 @@ pub(super) struct Runner {
     /// Task options remote control changed (`rate-limit`, `time-limit`).
     pub(super) tunings: super::tuning::Tunings,
     /// In a process pool's child: what it tells its supervisor about its runs.
-    pub(super) link: Option<std::sync::Arc<super::process::child::Link>>,
+    pub(super) link: Option<std::sync::Arc<super::process::Link>>,
 }
 
 /// `update` with what the `STARTED` write stores (task, queue, arguments, attempt,
@@ -154,7 +154,7 @@ impl Runner {
     }
 
     /// The runner of a process pool's child, reporting over `link`.
-    pub(super) fn with_link(mut self, link: Option<std::sync::Arc<super::process::child::Link>>) -> Self {
+    pub(super) fn with_link(mut self, link: Option<std::sync::Arc<super::process::Link>>) -> Self {
         self.link = link;
         self
     }
@@ -316,6 +316,9 @@ impl Runner {
         };
         // A plain `fn` past its hard limit runs on: only its process's end stops it.
         let stranded = entry.is_blocking() && matches!(ran, Err(Failure::TimeLimit(_)));
+        if let Some(link) = &self.link {
+            link.ran(&envelope.id, watched);
+        }
         let outcome = match ran {
             Ok(result) => decide::oversized(&result, limit).map_or(Ok(result), Err),
             failed => failed,
@@ -332,13 +335,14 @@ impl Runner {
         let ended = Ended { result: outcome.unwrap_or_default(), runtime_ms, untracked_start };
         self.conclude(&delivery, &envelope, &verdict, &plan, ended, max_retries).await;
         if let Some(link) = &self.link {
-            link.settled(&envelope.id, watched, stranded);
+            link.settled(&envelope.id, stranded);
         }
     }
 
     /// Ends a run whose process a pool's supervisor killed past its hard limit `hard`,
     /// in the name of that child (this runner's consumer): FAILURE "time limit
     /// exceeded", its workflow's links and its ack, as the child would have.
+    #[cfg(unix)]
     pub(super) async fn end_killed(&self, delivery: &Delivery, hard: Duration, started_ms: i64, runtime_ms: u64) {
         let Ok(envelope) = Envelope::decode(&delivery.payload) else {
             warn!(queue = %delivery.queue, "a killed child's run does not decode; its message returns to its queue");

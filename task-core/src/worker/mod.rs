@@ -116,7 +116,7 @@ pub struct Worker {
     /// In KiB, as Celery's.
     pub(crate) max_memory_per_child: Option<u64>,
     /// Set in a process pool's child: its reports to the supervisor.
-    pub(crate) link: Option<std::sync::Arc<process::child::Link>>,
+    pub(crate) link: Option<std::sync::Arc<process::Link>>,
 }
 
 /// What a worker did, returned when it stops.

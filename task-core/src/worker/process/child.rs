@@ -22,6 +22,9 @@ use crate::id::TaskId;
 use crate::message::Delivery;
 use crate::worker::{Worker, WorkerReport};
 
+/// How long a report to the supervisor may block.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The child's side of its runs, held by the runner.
 ///
 /// Frames are written at once, blocking, from the thread of the run that sends them:
@@ -57,11 +60,20 @@ impl Link {
         });
     }
 
-    /// A run is settled; `limited`: it was announced by [`started`](Self::started);
-    /// `stranded`: its body still runs. Decides whether the child takes more work.
-    pub(crate) fn settled(&self, task: &TaskId, limited: bool, stranded: bool) {
-        if limited || stranded {
-            self.send(&ToSupervisor::Settled { task: task.to_string(), stranded });
+    /// A run's body ended: `watched`, it was announced by [`started`](Self::started),
+    /// and the supervisor no longer waits to kill for it. Sent before the run is
+    /// settled, so that a slow store cannot get a run that did end killed.
+    pub(crate) fn ran(&self, task: &TaskId, watched: bool) {
+        if watched {
+            self.send(&ToSupervisor::Ran { task: task.to_string() });
+        }
+    }
+
+    /// A run is settled (stored, acked); `stranded`: its body still runs. Decides
+    /// whether the child takes more work.
+    pub(crate) fn settled(&self, task: &TaskId, stranded: bool) {
+        if stranded {
+            self.send(&ToSupervisor::Stranded { task: task.to_string() });
         }
         let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
         let rss = self.max_memory_kib.and_then(|_| super::resident_kib());
@@ -86,12 +98,17 @@ where
     F: std::future::Future<Output = ()> + Send,
 {
     let stream = connect(socket).await?;
+    // A supervisor that stopped reading must not hang a run that reports to it.
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let input = stream.try_clone().map_err(|e| Error::Config(format!("cannot read from the pool's socket: {e}")))?;
     // The supervisor says stop, or goes away: either way this child stops. A thread
-    // of its own waits for that, whatever the runtime is busy with.
+    // of its own waits for that, whatever the runtime is busy with; if the child has
+    // not ended by itself well after the grace period (a task that never yields, its
+    // supervisor killed and no one left to kill it), the thread ends the process.
     let told = Arc::new(Notify::new());
     {
         let told = told.clone();
+        let deadline = worker.grace_period + WRITE_TIMEOUT * 2;
         let spawned = std::thread::Builder::new().name("celerity-pool-child".into()).spawn(move || {
             let mut input = input;
             // Stop is the one thing it says.
@@ -99,6 +116,9 @@ where
                 warn!(error = %e, "the pool's supervisor sent garbage; stopping");
             }
             told.notify_one();
+            std::thread::sleep(deadline);
+            warn!(after = ?deadline, "this pool child did not stop after its supervisor left; exiting");
+            std::process::exit(1);
         });
         spawned.map_err(|e| Error::Config(format!("cannot start the pool child's listener thread: {e}")))?;
     }
@@ -117,6 +137,10 @@ where
     // One task at a time, nothing fetched ahead: a kill takes one run and no more.
     (worker.concurrency, worker.prefetch, worker.autoscale) = (1, Some(1), None);
     worker.link = Some(link.clone());
+    // Ready once its first heartbeat is in: a child that cannot get there is restarted
+    // with a back-off, not in a loop.
+    let ready = link.clone();
+    worker = worker.on_ready(move |_| ready.send(&ToSupervisor::Ready));
 
     let stopped_by = Arc::new(Mutex::new(Why::Signal));
     let stop = {

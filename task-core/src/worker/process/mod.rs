@@ -17,13 +17,38 @@
 //! variables: its `Worker::run_until` sees them and runs as a child. Code before the
 //! worker in `main` therefore runs in every child too; [`is_pool_child`] tells.
 
+// Off Unix there is no pool: its decisions stay, unused.
+#![cfg_attr(not(unix), allow(dead_code))]
+
 #[cfg(unix)]
 pub(super) mod child;
 #[cfg(unix)]
 pub(super) mod supervisor;
 pub(crate) mod wire;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+#[cfg(unix)]
+pub(crate) use child::Link;
+
+/// A child's link to its supervisor; off Unix there is none.
+#[cfg(not(unix))]
+#[derive(Debug)]
+pub(crate) enum Link {}
+
+#[cfg(not(unix))]
+impl Link {
+    pub(crate) fn started(&self, _: &crate::id::TaskId, _: Duration, _: &crate::message::Delivery) {
+        match *self {}
+    }
+    pub(crate) fn ran(&self, _: &crate::id::TaskId, _: bool) {
+        match *self {}
+    }
+    pub(crate) fn settled(&self, _: &crate::id::TaskId, _: bool) {
+        match *self {}
+    }
+}
 
 use wire::Why;
 
@@ -64,8 +89,13 @@ pub fn is_pool_child() -> bool {
 }
 
 /// What the supervisor told this child, when it is one: its consumer id, its index
-/// and its socket.
+/// and its socket. Only the first worker of the process to ask becomes the child (a second worker
+/// in `main`, or one a task spawns, is a worker of its own).
 pub(super) fn child_env() -> Option<(String, usize, std::path::PathBuf)> {
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    if !is_pool_child() || TAKEN.swap(true, Ordering::AcqRel) {
+        return None;
+    }
     let child = std::env::var(CHILD_ENV).ok()?;
     let socket = std::env::var_os(SOCKET_ENV)?;
     let (id, index) = parse_child(&child)?;

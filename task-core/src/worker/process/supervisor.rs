@@ -45,9 +45,14 @@ enum Event {
     Connected(String, OwnedWriteHalf),
     /// A child said something.
     Said(String, ToSupervisor),
+    /// A child's stream ended: all it said is in; `garbage` if it ended on a bad frame.
+    Closed(String, bool),
     /// A child exited.
     Exited(String, std::io::Result<std::process::ExitStatus>),
 }
+
+/// How long an exited child's last frames may take to arrive after its exit is seen.
+const LAST_WORDS: Duration = Duration::from_secs(2);
 
 /// A run the supervisor watches: announced with a hard limit, not settled yet.
 #[derive(Debug)]
@@ -67,7 +72,14 @@ struct Child {
     index: usize,
     pid: Option<u32>,
     to_child: Option<OwnedWriteHalf>,
-    reported_in: bool,
+    /// Said hello: its stream ends with a `Closed` event.
+    connected: bool,
+    /// Its stream ended.
+    closed: bool,
+    /// Said it is ready (its first heartbeat is in).
+    ready: bool,
+    /// Exited, and when to stop waiting for its last frames.
+    exited: Option<(std::io::Result<std::process::ExitStatus>, Instant)>,
     kill: Option<oneshot::Sender<()>>,
     watch: Option<Watch>,
     bye: Option<(Why, Counts)>,
@@ -193,18 +205,19 @@ async fn listen(stream: UnixStream, events: mpsc::UnboundedSender<Event>) {
         }
     };
     let _ = events.send(Event::Connected(id.clone(), output));
-    loop {
+    let garbage = loop {
         match wire::read(&mut input).await {
             Ok(Some(frame)) => {
                 let _ = events.send(Event::Said(id.clone(), frame));
             }
-            Ok(None) => return,
+            Ok(None) => break false,
             Err(e) => {
-                warn!(child = %id, error = %e, "a pool child sent garbage; no longer listening to it");
-                return;
+                warn!(child = %id, error = %e, "a pool child sent garbage; killing it");
+                break true;
             }
         }
-    }
+    };
+    let _ = events.send(Event::Closed(id, garbage));
 }
 
 struct Supervisor {
@@ -236,10 +249,11 @@ impl Supervisor {
             let overdue = self
                 .children
                 .values()
-                .filter(|c| !c.killed_for_limit)
+                .filter(|c| !c.killed_for_limit && c.exited.is_none())
                 .filter_map(|c| c.watch.as_ref().map(|w| w.deadline))
                 .min();
             let start = self.starts.iter().map(|(at, _)| *at).min().filter(|_| self.stopping.is_none());
+            let last_words = self.children.values().filter_map(|c| c.exited.as_ref().map(|(_, by)| *by)).min();
             tokio::select! {
                 biased;
                 () = signal.as_mut(), if self.stopping.is_none() => {
@@ -249,6 +263,7 @@ impl Supervisor {
                 Some(event) = self.events.1.recv() => self.on(event).await,
                 () = tokio::time::sleep_until(overdue.unwrap_or(far)), if overdue.is_some() => self.kill_overdue(),
                 () = tokio::time::sleep_until(start.unwrap_or(far)), if start.is_some() => self.start_due(),
+                () = tokio::time::sleep_until(last_words.unwrap_or(far)), if last_words.is_some() => self.finish_overdue().await,
                 () = tokio::time::sleep_until(self.stopping.unwrap_or(far)), if self.stopping.is_some() => {
                     warn!(still_running = self.children.len(), "process pool: grace period over; killing the children left");
                     for child in self.children.values_mut() {
@@ -302,7 +317,10 @@ impl Supervisor {
             index,
             pid,
             to_child: None,
-            reported_in: false,
+            connected: false,
+            closed: false,
+            ready: false,
+            exited: None,
             kill: Some(kill),
             watch: None,
             bye: None,
@@ -325,42 +343,88 @@ impl Supervisor {
         match event {
             Event::Connected(id, output) => {
                 let stopping = self.stopping.is_some();
-                if let Some(child) = self.children.get_mut(&id) {
-                    child.reported_in = true;
-                    self.early[child.index] = 0;
-                    // Stopping already: closing the stream tells it to stop.
-                    if !stopping {
-                        child.to_child = Some(output);
-                    }
+                let Some(child) = self.children.get_mut(&id) else { return };
+                if child.connected {
+                    // A second hello with the same id: not our child (a process it
+                    // started, with its environment). Dropping the stream closes it.
+                    warn!(child = %id, "a second connection in the name of a pool child; refused");
+                    return;
+                }
+                child.connected = true;
+                // Stopping already: closing the stream tells it to stop.
+                if !stopping {
+                    child.to_child = Some(output);
                 }
             }
             Event::Said(id, frame) => {
                 let Some(child) = self.children.get_mut(&id) else { return };
                 match frame {
                     ToSupervisor::Hello { .. } => {}
+                    ToSupervisor::Ready => {
+                        child.ready = true;
+                        self.early[child.index] = 0;
+                    }
                     ToSupervisor::Started { task, hard_ms, started_ms, delivery } => {
                         let (hard, began) = (Duration::from_millis(hard_ms), Instant::now());
                         let deadline = began + hard.min(crate::time::FAR) + KILL_GRACE;
                         let delivery = delivery.into();
                         child.watch = Some(Watch { task, hard, started_ms, began, deadline, delivery });
                     }
-                    ToSupervisor::Settled { task, stranded } => {
+                    ToSupervisor::Ran { task } => {
                         if child.watch.as_ref().is_some_and(|w| w.task == task) {
                             child.watch = None;
                         }
-                        if stranded {
-                            warn!(child = %child.id, pid = child.pid, task = %task, "a plain `fn` runs on past its hard time limit: killing its child");
-                            child.kill();
-                        }
+                    }
+                    ToSupervisor::Stranded { task } => {
+                        warn!(child = %child.id, pid = child.pid, task = %task, "a plain `fn` runs on past its hard time limit: killing its child");
+                        child.kill();
                     }
                     ToSupervisor::Bye { why, report } => child.bye = Some((why, report)),
                 }
             }
-            Event::Exited(id, status) => {
-                if let Some(child) = self.children.remove(&id) {
-                    self.exited(child, status).await;
+            Event::Closed(id, garbage) => {
+                let Some(child) = self.children.get_mut(&id) else { return };
+                child.closed = true;
+                if garbage {
+                    child.kill();
+                }
+                if child.exited.is_some() {
+                    self.finish(&id).await;
                 }
             }
+            Event::Exited(id, status) => {
+                let Some(child) = self.children.get_mut(&id) else { return };
+                // Its last frames (a Bye, a Ran) may still be on their way: a child is
+                // done with once its stream has ended too, or after a short wait.
+                let wait = child.connected && !child.closed;
+                child.exited = Some((status, Instant::now() + LAST_WORDS));
+                if !wait {
+                    self.finish(&id).await;
+                }
+            }
+        }
+    }
+
+    /// Done with child `id`: it exited and all it said is in.
+    async fn finish(&mut self, id: &str) {
+        if let Some(mut child) = self.children.remove(id)
+            && let Some((status, _)) = child.exited.take()
+        {
+            self.exited(child, status).await;
+        }
+    }
+
+    /// Done with the exited children whose last frames are overdue.
+    async fn finish_overdue(&mut self) {
+        let now = Instant::now();
+        let overdue: Vec<String> = self
+            .children
+            .iter()
+            .filter(|(_, c)| c.exited.as_ref().is_some_and(|(_, by)| *by <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in overdue {
+            self.finish(&id).await;
         }
     }
 
@@ -369,7 +433,7 @@ impl Supervisor {
         let now = Instant::now();
         for child in self.children.values_mut() {
             let Some(watch) = &child.watch else { continue };
-            if child.killed_for_limit || watch.deadline > now {
+            if child.killed_for_limit || child.exited.is_some() || watch.deadline > now {
                 continue;
             }
             warn!(child = %child.id, pid = child.pid, task = %watch.task, limit = ?watch.hard, "a run is past its hard time limit: killing its child (SIGKILL)");
@@ -432,9 +496,9 @@ impl Supervisor {
             }
             AfterExit::Replace => {
                 let index = child.index;
-                // Dead before it reported in: the program cannot start (a bad setting, a
+                // Dead before it was ready: the program cannot start (a bad setting, a
                 // broker it cannot reach), and will not start at once either.
-                let early = !child.reported_in;
+                let early = !child.ready;
                 self.early[index] = if early { self.early[index].saturating_add(1) } else { 0 };
                 if self.early[index] > 0 {
                     warn!(index, tries = self.early[index], "pool children keep dying at start-up; backing off");

@@ -21,11 +21,15 @@ const MAX_FRAME: usize = 256 << 20;
 pub(crate) enum ToSupervisor {
     /// The first frame: the consumer id the supervisor gave the child.
     Hello { id: String },
+    /// The child is a worker now: it heartbeats and fetches.
+    Ready,
     /// A run with a hard time limit started (Unix ms), on `delivery`.
     Started { task: String, hard_ms: u64, started_ms: i64, delivery: WireDelivery },
-    /// That run is settled (stored, acked). `stranded`: its body still runs (a plain
-    /// `fn` past its hard limit), so the child must be killed.
-    Settled { task: String, stranded: bool },
+    /// That run's body ended (its result is being stored): no kill for it.
+    Ran { task: String },
+    /// A run is settled, but its body still runs (a plain `fn` past its hard limit):
+    /// only the child's end stops it.
+    Stranded { task: String },
     /// The child stops, and what it did.
     Bye { why: Why, report: Counts },
 }
@@ -198,8 +202,10 @@ mod tests {
         let (mut a, mut b) = tokio::io::duplex(64);
         let frames = vec![
             ToSupervisor::Hello { id: "c1".into() },
+            ToSupervisor::Ready,
             ToSupervisor::Started { task: "t".into(), hard_ms: 1500, started_ms: 7, delivery: (&delivery()).into() },
-            ToSupervisor::Settled { task: "t".into(), stranded: true },
+            ToSupervisor::Ran { task: "t".into() },
+            ToSupervisor::Stranded { task: "t".into() },
             ToSupervisor::Bye {
                 why: Why::MaxTasks,
                 report: WorkerReport { succeeded: 4, ..Default::default() }.into(),
@@ -217,7 +223,7 @@ mod tests {
         }
         writer.await.unwrap();
         assert_eq!(got, frames);
-        let ToSupervisor::Started { delivery: wire, .. } = &got[1] else { unreachable!() };
+        let ToSupervisor::Started { delivery: wire, .. } = &got[2] else { unreachable!() };
         let back = Delivery::from(wire.clone());
         assert_eq!((back.queue.as_str(), back.priority, back.delivery_count), ("q", 3, 2));
         assert_eq!((back.payload.as_slice(), back.receipt.as_bytes()), (&b"payload"[..], &[0, 1, 255][..]));
@@ -237,11 +243,11 @@ mod tests {
     #[test]
     fn blocking_frames_read_as_async_ones_and_the_other_way() {
         let mut bytes = Vec::new();
-        write_blocking(&mut bytes, &ToSupervisor::Settled { task: "t".into(), stranded: false }).unwrap();
+        write_blocking(&mut bytes, &ToSupervisor::Ran { task: "t".into() }).unwrap();
         write_blocking(&mut bytes, &ToChild::Stop).unwrap();
         let mut input = bytes.as_slice();
         let first: ToSupervisor = read_blocking(&mut input).unwrap().unwrap();
-        assert_eq!(first, ToSupervisor::Settled { task: "t".into(), stranded: false });
+        assert_eq!(first, ToSupervisor::Ran { task: "t".into() });
         assert_eq!(read_blocking::<_, ToChild>(&mut input).unwrap(), Some(ToChild::Stop));
         assert_eq!(read_blocking::<_, ToChild>(&mut input).unwrap(), None);
         let mut huge: &[u8] = &[0xff, 0xff, 0xff, 0xff];

@@ -33,8 +33,10 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
-    /// `redis://[user:password@]host[:port][/db]` or `rediss://…` (TLS). The namespace
-    /// is `CELERITY_REDIS_NAMESPACE` when set, else `celerity`.
+    /// `redis://[user:password@]host[:port][/db]`, `rediss://…` (TLS), or
+    /// `redis+sentinel://[user:password@]s1:26379[,s2:26379…]/MASTER[/db]` (the primary
+    /// that these Sentinels watch as `MASTER`). The namespace is
+    /// `CELERITY_REDIS_NAMESPACE` when set, else `celerity`.
     pub fn from_url(url: impl Into<String>) -> Self {
         let namespace = std::env::var(ENV_NAMESPACE).ok().filter(|n| !n.trim().is_empty());
         Self {

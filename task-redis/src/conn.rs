@@ -1,7 +1,10 @@
 //! Connections: one multiplexed connection for commands, a small pool of connections
 //! for blocking waits (a `BLPOP` holds its connection), each reconnecting on its own.
+//! Behind Sentinel they follow the primary: a command that fails as a lost or
+//! read-only primary fails it makes the connections ask the Sentinels again.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -9,10 +12,15 @@ use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 
 use crate::config::RedisConfig;
 use crate::error::{Failure, timed};
+use crate::topology::{SentinelUrl, Topology};
 
 /// A client for the configured URL; `rediss://` uses TLS (feature `tls`).
 fn client(config: &RedisConfig) -> Result<redis::Client, Failure> {
-    let url = config.url.as_str();
+    single(config, config.url.as_str())
+}
+
+/// A client for one server's `url`.
+fn single(config: &RedisConfig, url: &str) -> Result<redis::Client, Failure> {
     if url.starts_with("rediss://") {
         #[cfg(feature = "tls")]
         {
@@ -39,14 +47,57 @@ fn client(config: &RedisConfig) -> Result<redis::Client, Failure> {
     Ok(redis::Client::open(url)?)
 }
 
+/// Where connections go: one server, or the primary that the Sentinels name now.
+pub(crate) enum Source {
+    Single(redis::Client),
+    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
+}
+
+impl Source {
+    fn open(config: &RedisConfig) -> Result<Self, Failure> {
+        match Topology::parse(&config.url).map_err(invalid)? {
+            Topology::Single(_) => Ok(Source::Single(client(config)?)),
+            Topology::Sentinel(url) => Ok(Source::Sentinel(tokio::sync::Mutex::new(sentinel_client(&url)?))),
+        }
+    }
+
+    /// A client for the server to use now (behind Sentinel: the primary it names).
+    async fn client(&self) -> Result<redis::Client, RedisError> {
+        match self {
+            Source::Single(client) => Ok(client.clone()),
+            Source::Sentinel(sentinels) => sentinels.lock().await.async_get_client().await,
+        }
+    }
+}
+
+fn invalid(message: String) -> Failure {
+    Failure::Redis(redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "invalid URL", message)))
+}
+
+fn sentinel_client(url: &SentinelUrl) -> Result<redis::sentinel::SentinelClient, Failure> {
+    use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+    if url.tls {
+        return Err(invalid("rediss+sentinel:// (TLS behind Sentinel) is not supported yet".into()));
+    }
+    let nodes = url.sentinels.iter().map(|(host, port)| redis::ConnectionAddr::Tcp(host.clone(), *port));
+    let mut builder = SentinelClientBuilder::new(nodes, url.master.clone(), SentinelServerType::Master)?
+        .set_client_to_redis_db(url.db);
+    if let Some(user) = &url.username {
+        builder = builder.set_client_to_redis_username(user);
+    }
+    if let Some(password) = &url.password {
+        builder = builder.set_client_to_redis_password(password);
+    }
+    Ok(builder.build()?)
+}
+
 /// How commands and blocking waits reach Redis.
 pub(crate) struct Connections {
-    client: redis::Client,
     op_timeout: Duration,
     /// For ordinary commands: shared, pipelined.
     pub(crate) main: Conn,
-    /// For `BLPOP`: taken for the wait, given back after.
-    idle_blocking: Mutex<Vec<ConnectionManager>>,
+    /// For `BLPOP`: taken for the wait, given back after (of the current primary).
+    idle_blocking: Mutex<Vec<Blocking>>,
 }
 
 impl std::fmt::Debug for Connections {
@@ -64,40 +115,161 @@ pub(crate) fn manager_config(op_timeout: Duration, blocking: bool) -> Connection
         .set_max_delay(Duration::from_secs(1))
 }
 
+/// A connection held for a blocking wait.
+pub(crate) struct Blocking {
+    pub(crate) con: ConnectionManager,
+    /// The primary it was made for (see [`Follow::generation`]).
+    generation: u64,
+}
+
 impl Connections {
     pub(crate) async fn open(config: &RedisConfig) -> Result<Self, Failure> {
         let op_timeout = config.op_timeout;
-        let client = client(config)?;
-        let main =
+        let source = Source::open(config)?;
+        let client = timed(op_timeout, source.client()).await?;
+        let manager =
             timed(op_timeout, client.get_connection_manager_with_config(manager_config(op_timeout, false))).await?;
-        Ok(Self { client, op_timeout, main: Conn(main), idle_blocking: Mutex::new(Vec::new()) })
+        let follow = Follow {
+            source,
+            op_timeout,
+            current: RwLock::new((manager, client)),
+            generation: AtomicU64::new(0),
+            refreshing: tokio::sync::Mutex::new(()),
+        };
+        Ok(Self {
+            op_timeout,
+            main: Conn { follow: Arc::new(follow), resend: true },
+            idle_blocking: Mutex::new(Vec::new()),
+        })
     }
 
-    pub(crate) fn client(&self) -> &redis::Client {
-        &self.client
+    /// A client for the server in use now.
+    pub(crate) fn client(&self) -> redis::Client {
+        self.main.follow.read().1
+    }
+
+    /// How many times the connections moved to a new primary (Sentinel), from 0.
+    pub(crate) fn generation(&self) -> u64 {
+        self.main.follow.generation.load(Ordering::Acquire)
+    }
+
+    /// Where the server in use is, for connections kept elsewhere (the subscriber's).
+    pub(crate) fn primary(&self) -> Primary {
+        Primary(self.main.follow.clone())
     }
 
     /// A connection for one blocking wait; give it back with [`Connections::give_back`].
-    pub(crate) async fn blocking(&self) -> Result<ConnectionManager, Failure> {
-        let idle = self.idle_blocking.lock().unwrap_or_else(|p| p.into_inner()).pop();
+    pub(crate) async fn blocking(&self) -> Result<Blocking, Failure> {
+        let generation = self.main.follow.generation.load(Ordering::Acquire);
+        let idle = {
+            let mut idle = self.idle_blocking.lock().unwrap_or_else(|p| p.into_inner());
+            // Those of a primary that is no longer one are dropped.
+            idle.retain(|b| b.generation == generation);
+            idle.pop()
+        };
         match idle {
-            Some(con) => Ok(con),
+            Some(blocking) => Ok(blocking),
             None => {
-                timed(
-                    self.op_timeout,
-                    self.client.get_connection_manager_with_config(manager_config(self.op_timeout, true)),
-                )
-                .await
+                let client = self.client();
+                let config = manager_config(self.op_timeout, true);
+                let con = timed(self.op_timeout, client.get_connection_manager_with_config(config)).await?;
+                Ok(Blocking { con, generation })
             }
         }
     }
 
-    pub(crate) fn give_back(&self, con: ConnectionManager) {
+    pub(crate) fn give_back(&self, blocking: Blocking) {
         let mut idle = self.idle_blocking.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < 8 {
-            idle.push(con);
+        if idle.len() < 8 && blocking.generation == self.main.follow.generation.load(Ordering::Acquire) {
+            idle.push(blocking);
         }
     }
+}
+
+/// Tells a connection kept outside [`Connections`] where the server is now.
+#[derive(Clone)]
+pub(crate) struct Primary(Arc<Follow>);
+
+impl Primary {
+    /// Behind Sentinel: a client for the primary the Sentinels name now, if it is not at
+    /// `addr`; `None` for one server (its connections reconnect by themselves) or when
+    /// the Sentinels name none yet.
+    pub(crate) async fn moved_from(&self, addr: &str) -> Option<redis::Client> {
+        if !matches!(self.0.source, Source::Sentinel(_)) {
+            return None;
+        }
+        let client = timed(self.0.op_timeout, self.0.source.client()).await.ok()?;
+        (address(&client) != addr).then_some(client)
+    }
+}
+
+/// The address a client connects to (`host:port`).
+pub(crate) fn address(client: &redis::Client) -> String {
+    client.get_connection_info().addr().to_string()
+}
+
+/// The connection to the server in use, and how to find the next one.
+struct Follow {
+    source: Source,
+    op_timeout: Duration,
+    current: RwLock<(ConnectionManager, redis::Client)>,
+    /// Counts the primaries followed: a blocking connection of an older one is dropped.
+    generation: AtomicU64,
+    /// One look-up at a time.
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+impl Follow {
+    fn read(&self) -> (ConnectionManager, redis::Client) {
+        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// After `e`: behind Sentinel, when `e` says the primary is lost or is one no
+    /// more, asks the Sentinels for the primary and moves to it if it moved. True when
+    /// the connection changed (a command may go again, on the new one).
+    async fn after(&self, e: &RedisError, seen: u64) -> bool {
+        if !matches!(self.source, Source::Sentinel(_)) || !primary_lost(e) {
+            return false;
+        }
+        let _one = self.refreshing.lock().await;
+        if self.generation.load(Ordering::Acquire) != seen {
+            return true; // another command moved it meanwhile
+        }
+        let client = match timed(self.op_timeout, self.source.client()).await {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::warn!(error = ?e, "the Sentinels name no reachable primary yet");
+                return false;
+            }
+        };
+        let addr = address;
+        if addr(&client) == addr(&self.read().1) {
+            return false;
+        }
+        let config = manager_config(self.op_timeout, false);
+        match timed(self.op_timeout, client.get_connection_manager_with_config(config)).await {
+            Ok(manager) => {
+                tracing::info!(primary = %addr(&client), "following the new primary named by the Sentinels");
+                *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = (manager, client);
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = ?e, "cannot reach the new primary yet");
+                false
+            }
+        }
+    }
+}
+
+/// True when `e` is what a command meets when its primary died or was demoted.
+fn primary_lost(e: &RedisError) -> bool {
+    e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_io_error()
+        || e.is_timeout()
+        || matches!(e.kind(), redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly))
+        || e.code().is_some_and(|code| code == "MASTERDOWN" || code == "READONLY")
 }
 
 /// A shared connection that sends a command again, once, when its connection was found
@@ -105,20 +277,38 @@ impl Connections {
 /// `CLIENT KILL`) learns so only from its next command, which fails with "broken pipe",
 /// or with the "connection refused" of a reconnect the manager tried while Redis was
 /// still down. The manager reconnects on that failure; sent again, the command goes out
-/// on the new connection, and fails only if Redis is still away.
+/// on the new connection, and fails only if Redis is still away. Behind Sentinel, a
+/// failure that says the primary is gone or read-only moves it to the primary the
+/// Sentinels name (and a command refused as read-only, which did not run, goes again).
 ///
 /// A command in flight when the connection closed may have run: sent again, it may run
 /// twice. Every command the drivers send may (delivery is at least once; writes are
 /// fenced), but a fetch, whose lost reply the broker reconciles itself, goes out once
 /// ([`Conn::once`]).
 #[derive(Clone)]
-pub(crate) struct Conn(ConnectionManager);
+pub(crate) struct Conn {
+    follow: Arc<Follow>,
+    /// Send a command again after a closed connection.
+    resend: bool,
+}
 
 impl Conn {
-    /// The manager itself, for a call that must not be sent twice (a fetch, whose lost
-    /// reply the broker reconciles on its own).
-    pub(crate) fn once(&self) -> ConnectionManager {
-        self.0.clone()
+    /// The connection for a call that must not be sent twice (a fetch, whose lost reply
+    /// the broker reconciles on its own); it still follows a failover.
+    pub(crate) fn once(&self) -> Conn {
+        Conn { follow: self.follow.clone(), resend: false }
+    }
+
+    fn manager(&self) -> (ConnectionManager, u64) {
+        let generation = self.follow.generation.load(Ordering::Acquire);
+        (self.follow.read().0, generation)
+    }
+
+    /// Whether to send again after `e` on the connection of `generation`.
+    async fn again(&self, e: &RedisError, generation: u64) -> bool {
+        let moved = self.follow.after(e, generation).await;
+        let refused_unrun = matches!(e.kind(), redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly));
+        (moved && (self.resend || refused_unrun)) || (self.resend && closed_before_sending(e))
     }
 }
 
@@ -130,8 +320,9 @@ fn closed_before_sending(e: &RedisError) -> bool {
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            match self.0.req_packed_command(cmd).await {
-                Err(e) if closed_before_sending(&e) => self.0.req_packed_command(cmd).await,
+            let (mut con, generation) = self.manager();
+            match con.req_packed_command(cmd).await {
+                Err(e) if self.again(&e, generation).await => self.manager().0.req_packed_command(cmd).await,
                 answered => answered,
             }
         })
@@ -144,14 +335,17 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            match self.0.req_packed_commands(pipeline, offset, count).await {
-                Err(e) if closed_before_sending(&e) => self.0.req_packed_commands(pipeline, offset, count).await,
+            let (mut con, generation) = self.manager();
+            match con.req_packed_commands(pipeline, offset, count).await {
+                Err(e) if self.again(&e, generation).await => {
+                    self.manager().0.req_packed_commands(pipeline, offset, count).await
+                }
                 answered => answered,
             }
         })
     }
 
     fn get_db(&self) -> i64 {
-        self.0.get_db()
+        self.follow.read().0.get_db()
     }
 }

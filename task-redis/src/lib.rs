@@ -8,7 +8,10 @@
 //!
 //! `redis://[[user]:password@]host[:port][/db]`, or `rediss://…` for TLS (feature `tls`,
 //! on by default: rustls, trusting the system's roots, or the CA in the PEM file named
-//! by `CELERITY_REDIS_CA_CERT` / [`RedisConfig::ca_cert`]). The namespace of every key is
+//! by `CELERITY_REDIS_CA_CERT` / [`RedisConfig::ca_cert`]). Behind Sentinel:
+//! `redis+sentinel://[[user]:password@]s1:26379[,s2:26379…]/MASTER[/db]` names the
+//! Sentinels (the password is the primary's); the connections follow the primary
+//! through a failover. The namespace of every key is
 //! `celerity`, or `CELERITY_REDIS_NAMESPACE`, or [`RedisConfig::namespace`]. To
 //! configure in code, build a [`RedisBroker`] and a [`RedisBackend`] from a
 //! [`RedisConfig`] and give them to `App::builder().broker(..).backend(..)`.
@@ -71,6 +74,7 @@ mod entry;
 mod error;
 mod keys;
 mod scripts;
+mod topology;
 
 use std::sync::Arc;
 
@@ -112,4 +116,12 @@ task_core::__private::inventory::submit! {
 
 task_core::__private::inventory::submit! {
     Driver { scheme: "rediss", broker: Some(connect_broker), backend: Some(connect_backend) }
+}
+
+task_core::__private::inventory::submit! {
+    Driver { scheme: "redis+sentinel", broker: Some(connect_broker), backend: Some(connect_backend) }
+}
+
+task_core::__private::inventory::submit! {
+    Driver { scheme: "rediss+sentinel", broker: Some(connect_broker), backend: Some(connect_backend) }
 }

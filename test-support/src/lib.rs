@@ -30,6 +30,18 @@ pub struct RedisServer {
     persistence: Persistence,
     /// Serves TLS only (`rediss://`), with a CA of its own.
     tls: bool,
+    /// More arguments (a replica's `--replicaof`), or a sentinel's config file.
+    role: Role,
+}
+
+/// What a server is, besides its persistence.
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    Primary,
+    /// A replica of the server on this port.
+    Replica(u16),
+    /// A sentinel watching the primary on this port as `mymaster`.
+    Sentinel(u16),
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -55,7 +67,16 @@ impl RedisServer {
         Self::launch(Persistence::None, true)
     }
 
+    /// Starts a replica of `primary`.
+    pub fn start_replica_of(primary: &RedisServer) -> Self {
+        Self::launch_as(Persistence::None, false, Role::Replica(primary.port))
+    }
+
     fn launch(persistence: Persistence, tls: bool) -> Self {
+        Self::launch_as(persistence, tls, Role::Primary)
+    }
+
+    fn launch_as(persistence: Persistence, tls: bool, role: Role) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("celerity-redis-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a temp dir for redis");
@@ -64,7 +85,7 @@ impl RedisServer {
         }
         // A port can be taken between our probe and the server's bind: try a few.
         for _ in 0..5 {
-            let mut server = Self { child: None, port: free_port(), dir: dir.clone(), persistence, tls };
+            let mut server = Self { child: None, port: free_port(), dir: dir.clone(), persistence, tls, role };
             if server.spawn() {
                 return server;
             }
@@ -77,7 +98,27 @@ impl RedisServer {
 
     fn spawn(&mut self) -> bool {
         let mut cmd = Command::new("redis-server");
-        if self.tls {
+        if let Role::Sentinel(primary) = self.role {
+            // A sentinel rewrites its own config file: it must be one of its own.
+            let conf = self.dir.join("sentinel.conf");
+            let text = format!(
+                "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                 sentinel monitor mymaster 127.0.0.1 {primary} 2\n\
+                 sentinel down-after-milliseconds mymaster 1000\n\
+                 sentinel failover-timeout mymaster 5000\n\
+                 sentinel parallel-syncs mymaster 1\n",
+                port = self.port,
+                dir = self.dir.display(),
+            );
+            std::fs::write(&conf, text).expect("write sentinel.conf");
+            cmd.arg(&conf).arg("--sentinel");
+        }
+        if let Role::Replica(primary) = self.role {
+            cmd.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+        }
+        if matches!(self.role, Role::Sentinel(_)) {
+            cmd.args(["--loglevel", "warning"]);
+        } else if self.tls {
             let file = |name: &str| self.dir.join(name).to_str().expect("utf-8 temp dir").to_owned();
             cmd.args(["--port", "0", "--tls-port", &self.port.to_string(), "--tls-auth-clients", "no"])
                 .args(["--tls-cert-file", &file("server.crt"), "--tls-key-file", &file("server.key")])
@@ -85,15 +126,19 @@ impl RedisServer {
         } else {
             cmd.args(["--port", &self.port.to_string()]);
         }
-        cmd.args(["--bind", "127.0.0.1", "--save", ""])
-            .args(["--dir", self.dir.to_str().expect("utf-8 temp dir")])
-            .args(["--maxmemory-policy", "noeviction", "--loglevel", "warning"])
+        if !matches!(self.role, Role::Sentinel(_)) {
+            cmd.args(["--bind", "127.0.0.1", "--save", ""])
+                .args(["--dir", self.dir.to_str().expect("utf-8 temp dir")])
+                .args(["--maxmemory-policy", "noeviction", "--loglevel", "warning"]);
+        }
+        cmd
             // Redis logs to stdout; the log is shown when the server does not come up.
             .stdout(Stdio::from(std::fs::File::create(self.dir.join("redis.log")).expect("redis log file")))
             .stderr(Stdio::null());
-        match self.persistence {
-            Persistence::None => cmd.args(["--appendonly", "no"]),
-            Persistence::AppendOnly => cmd.args(["--appendonly", "yes", "--appendfsync", "always"]),
+        match (&self.role, self.persistence) {
+            (Role::Sentinel(_), _) => &mut cmd,
+            (_, Persistence::None) => cmd.args(["--appendonly", "no"]),
+            (_, Persistence::AppendOnly) => cmd.args(["--appendonly", "yes", "--appendfsync", "always"]),
         };
         let child = match cmd.spawn() {
             Ok(child) => child,
@@ -184,7 +229,8 @@ impl RedisServer {
         assert!(self.spawn(), "redis-server did not come back on port {}", self.port);
     }
 
-    fn kill(&mut self) {
+    /// Kills the server with SIGKILL, as a crash would (for failover tests).
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -208,6 +254,69 @@ impl Drop for RedisServer {
         self.kill();
         if !self.dir.as_os_str().is_empty() {
             let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A primary, a replica and three sentinels watching them as `mymaster` (quorum 2,
+/// a primary unanswered for 1 s is down), each a private server; stopped when dropped.
+#[derive(Debug)]
+pub struct SentinelSet {
+    /// The primary at the start (after a failover, a dead server or a replica).
+    pub primary: RedisServer,
+    /// Its replica at the start (after a failover, the primary).
+    pub replica: RedisServer,
+    sentinels: Vec<RedisServer>,
+}
+
+impl SentinelSet {
+    /// Starts the five servers and waits until every sentinel knows the replica.
+    pub fn start() -> Self {
+        let primary = RedisServer::start();
+        let replica = RedisServer::start_replica_of(&primary);
+        let sentinels: Vec<RedisServer> =
+            (0..3).map(|_| RedisServer::launch_as(Persistence::None, false, Role::Sentinel(primary.port))).collect();
+        let set = Self { primary, replica, sentinels };
+        let start = Instant::now();
+        loop {
+            let synced = set.replica.cli(&["INFO", "replication"]).contains("master_link_status:up");
+            let known = set.sentinels.iter().all(|s| {
+                let replicas = s.cli(&["SENTINEL", "replicas", "mymaster"]);
+                replicas.contains(&set.replica.port.to_string())
+            });
+            if synced && known {
+                return set;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "the sentinel set never came together");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `redis+sentinel://127.0.0.1:S1,127.0.0.1:S2,127.0.0.1:S3/mymaster/0`.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self.sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
+        format!("redis+sentinel://{}/mymaster/0", nodes.join(","))
+    }
+
+    /// The primary's port, as the sentinels tell it.
+    pub fn primary_port(&self) -> Option<u16> {
+        let answer = self.sentinels[0].cli(&["SENTINEL", "get-master-addr-by-name", "mymaster"]);
+        answer.lines().nth(1).and_then(|port| port.trim().parse().ok())
+    }
+
+    /// Kills the primary (SIGKILL) and waits until the sentinels have promoted the
+    /// replica and it takes writes.
+    pub fn fail_over(&mut self) {
+        let old = self.primary.port;
+        self.primary.kill();
+        let start = Instant::now();
+        loop {
+            let promoted = self.primary_port() == Some(self.replica.port);
+            if promoted && self.replica.cli(&["ROLE"]).starts_with("master") {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "no failover from {old} to {}", self.replica.port);
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 }

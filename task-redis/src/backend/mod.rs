@@ -62,10 +62,14 @@ impl RedisBackend {
     pub async fn connect(config: RedisConfig) -> Result<Self, BackendError> {
         let context = || format!("cannot connect the result backend to {}", task_core::redact_url(&config.url));
         let conns = Connections::open(&config).await.map_err(|e| e.backend(&context()))?;
-        let subscriber =
-            Subscriber::open(conns.client(), config.op_timeout, Keys::new(&config.namespace).control_channel())
-                .await
-                .map_err(|e| e.backend(&context()))?;
+        let subscriber = Subscriber::open(
+            conns.primary(),
+            &conns.client(),
+            config.op_timeout,
+            Keys::new(&config.namespace).control_channel(),
+        )
+        .await
+        .map_err(|e| e.backend(&context()))?;
         let (writes, pending) = mpsc::unbounded_channel();
         tokio::spawn(flush_writes(
             pending,
@@ -323,7 +327,7 @@ impl task_core::capability::RemoteControl for RedisBackend {
                 }
                 let popped: Option<(String, Vec<u8>)> = timed(
                     left + self.inner.op_timeout,
-                    redis::cmd("BLPOP").arg(&reply).arg(left.as_secs_f64().max(0.01)).query_async(&mut blocking),
+                    redis::cmd("BLPOP").arg(&reply).arg(left.as_secs_f64().max(0.01)).query_async(&mut blocking.con),
                 )
                 .await
                 .map_err(|e| e.backend("cannot read the answers"))?;

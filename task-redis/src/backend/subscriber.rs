@@ -2,7 +2,37 @@
 //! the control channel (revokes, terminate requests).
 
 use super::*;
+use crate::conn::Primary;
 use crate::error::Failure;
+
+/// The subscriber's connection, replaced when it follows a new primary (Sentinel).
+#[derive(Clone)]
+pub(super) struct SubCon {
+    current: Arc<std::sync::RwLock<(ConnectionManager, String)>>,
+}
+
+impl SubCon {
+    fn get(&self) -> ConnectionManager {
+        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).0.clone()
+    }
+
+    fn addr(&self) -> String {
+        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).1.clone()
+    }
+}
+
+/// Opens the subscriber's RESP3 connection to `client`'s server, its pushes to `tx`.
+async fn open_push(
+    client: &redis::Client,
+    tx: mpsc::UnboundedSender<PushInfo>,
+    op_timeout: Duration,
+) -> Result<ConnectionManager, Failure> {
+    let info = client.get_connection_info().clone();
+    let resp3 = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
+    let client = redis::Client::open(info.set_redis_settings(resp3))?;
+    let config = manager_config(op_timeout, false).set_push_sender(tx).set_automatic_resubscription();
+    timed(op_timeout, client.get_connection_manager_with_config(config)).await
+}
 
 /// The waiters of each channel: a shared wake-up and how many wait on it.
 type Waiters = Mutex<HashMap<String, (Arc<Notify>, usize)>>;
@@ -88,7 +118,7 @@ pub(super) enum Change {
 /// of its next one. Changes that arrived meanwhile go together: one SUBSCRIBE and one
 /// UNSUBSCRIBE for all their channels, and a channel left and watched again in between
 /// is not touched at all.
-async fn subscriptions(mut con: ConnectionManager, mut changes: mpsc::UnboundedReceiver<Change>, op_timeout: Duration) {
+async fn subscriptions(sub: SubCon, mut changes: mpsc::UnboundedReceiver<Change>, op_timeout: Duration) {
     let mut refs: HashMap<String, usize> = HashMap::new();
     let mut batch = Vec::new();
     while changes.recv_many(&mut batch, 1024).await > 0 {
@@ -111,6 +141,7 @@ async fn subscriptions(mut con: ConnectionManager, mut changes: mpsc::UnboundedR
                 }
             }
         }
+        let mut con = sub.get();
         let (mut subscribe, mut unsubscribe) = (Vec::new(), Vec::new());
         for (channel, before) in subscribed_before {
             match (before, refs.contains_key(&channel)) {
@@ -148,18 +179,28 @@ impl Change {
 }
 
 impl Subscriber {
-    pub(super) async fn open(client: &redis::Client, op_timeout: Duration, control: String) -> Result<Self, Failure> {
-        let info = client.get_connection_info().clone();
-        let resp3 = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
-        let client = redis::Client::open(info.set_redis_settings(resp3))?;
+    pub(super) async fn open(
+        primary: Primary,
+        client: &redis::Client,
+        op_timeout: Duration,
+        control: String,
+    ) -> Result<Self, Failure> {
         let (tx, rx) = mpsc::unbounded_channel::<PushInfo>();
-        let config = manager_config(op_timeout, false).set_push_sender(tx).set_automatic_resubscription();
-        let con = timed(op_timeout, client.get_connection_manager_with_config(config)).await?;
+        let con = open_push(client, tx.clone(), op_timeout).await?;
+        let sub = SubCon { current: Arc::new(std::sync::RwLock::new((con.clone(), crate::conn::address(client)))) };
         let waiters: Arc<Waiters> = Arc::default();
         let terminate = Listeners::default();
         let requests = Listeners::default();
         let revocations: Arc<Mutex<Revocations>> = Arc::default();
-        let keeper = Keeper { con: con.clone(), op_timeout, busy: Arc::default(), alive: Arc::downgrade(&waiters) };
+        let keeper = Keeper {
+            sub: sub.clone(),
+            primary,
+            pushes: tx,
+            control: control.clone(),
+            op_timeout,
+            busy: Arc::default(),
+            alive: Arc::downgrade(&waiters),
+        };
         tokio::spawn(dispatch(
             rx,
             Arc::downgrade(&waiters),
@@ -169,10 +210,10 @@ impl Subscriber {
             revocations.clone(),
             keeper,
         ));
-        let mut sub = con.clone();
-        timed(op_timeout, sub.subscribe(control)).await?;
+        let mut con = con;
+        timed(op_timeout, con.subscribe(control)).await?;
         let (changes, asked) = mpsc::unbounded_channel();
-        tokio::spawn(subscriptions(con, asked, op_timeout));
+        tokio::spawn(subscriptions(sub, asked, op_timeout));
         Ok(Self { waiters, changes, terminate, requests, revocations })
     }
 
@@ -201,10 +242,16 @@ impl Subscriber {
 /// commands of its own, so when Redis is still down at that try, it would stay
 /// disconnected, deaf to completions and to the control channel. The keeper pings
 /// until a ping is answered, with growing pauses; the manager then resubscribes every
-/// channel by itself.
+/// channel by itself. Behind Sentinel, when the Sentinels name another primary, it
+/// opens a connection there instead, subscribes it to the control channel and every
+/// watched channel, and wakes the waiters to read their state again.
 #[derive(Clone)]
 pub(super) struct Keeper {
-    con: ConnectionManager,
+    sub: SubCon,
+    primary: Primary,
+    /// Where the pushes of a new connection go (the dispatcher).
+    pushes: mpsc::UnboundedSender<PushInfo>,
+    control: String,
     op_timeout: Duration,
     /// A reconnect loop runs.
     busy: Arc<std::sync::atomic::AtomicBool>,
@@ -218,24 +265,56 @@ impl Keeper {
         if self.busy.swap(true, Ordering::SeqCst) {
             return;
         }
-        let Keeper { mut con, op_timeout, busy, alive } = self.clone();
+        let keeper = self.clone();
+        let (op_timeout, busy, alive) = (self.op_timeout, self.busy.clone(), self.alive.clone());
         tokio::spawn(async move {
             let mut pause = Duration::from_millis(100);
             loop {
                 tokio::time::sleep(pause).await;
-                if alive.strong_count() == 0 {
-                    return;
-                }
+                let Some(waiters) = alive.upgrade() else { return };
+                let mut con = keeper.sub.get();
                 let pong: Result<String, _> = timed(op_timeout, redis::cmd("PING").query_async(&mut con)).await;
                 match pong {
                     Ok(_) => break,
                     Err(e) => tracing::debug!(error = ?e, "the subscriber is still disconnected"),
+                }
+                if keeper.follow(&waiters).await {
+                    break;
                 }
                 pause = (pause * 2).min(Duration::from_secs(2));
             }
             busy.store(false, Ordering::SeqCst);
             tracing::info!("the subscriber reconnected");
         });
+    }
+}
+
+impl Keeper {
+    /// Behind Sentinel: moves the subscriber to the primary the Sentinels name, if it
+    /// moved; true once it listens there.
+    async fn follow(&self, waiters: &Waiters) -> bool {
+        let Some(client) = self.primary.moved_from(&self.sub.addr()).await else { return false };
+        let mut con = match open_push(&client, self.pushes.clone(), self.op_timeout).await {
+            Ok(con) => con,
+            Err(e) => {
+                tracing::debug!(error = ?e, "the subscriber cannot reach the new primary yet");
+                return false;
+            }
+        };
+        let mut channels: Vec<String> = waiters.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        channels.push(self.control.clone());
+        if let Err(e) = timed(self.op_timeout, con.subscribe(&channels)).await {
+            tracing::debug!(error = ?e, "the subscriber cannot subscribe on the new primary yet");
+            return false;
+        }
+        let addr = crate::conn::address(&client);
+        *self.sub.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = (con, addr.clone());
+        // A completion may have been missed meanwhile: every waiter reads its state.
+        for (notify, _) in waiters.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            notify.notify_waiters();
+        }
+        tracing::info!(primary = %addr, "the subscriber follows the new primary named by the Sentinels");
+        true
     }
 }
 

@@ -64,6 +64,10 @@ struct HandedOut {
     receipts: HashSet<u64>,
     /// A fetch failed: its script may have moved messages we never received.
     unsure: bool,
+    /// The primary (a [`Connections::generation`]) whose processing lists it knows:
+    /// behind Sentinel, a new primary may lack the last writes of the old one (an ack,
+    /// a fetch's move), so its lists are checked as after a failed fetch.
+    generation: u64,
 }
 
 fn receipt_hash(receipt: &[u8]) -> u64 {
@@ -190,9 +194,11 @@ impl RedisBroker {
 
     /// Whether this broker keeps its keys where `config` says (same URL, same namespace):
     /// a result backend of that configuration can then ack in its own scripts.
-    /// After a failed fetch: gives back, unseen and uncounted, whatever sits in the
-    /// consumer's processing lists without having been handed out.
+    /// After a failed fetch or a failover: gives back, unseen and uncounted, whatever
+    /// sits in the consumer's processing lists without having been handed out (or
+    /// whose ack the new primary never got).
     async fn reconcile(&self, consumer: &ConsumerId, queues: &[String]) -> Result<(), Failure> {
+        let generation = self.inner.conns.generation();
         let keys = &self.inner.keys;
         let mut con = self.con();
         for queue in queues {
@@ -222,6 +228,7 @@ impl RedisBroker {
         }
         if let Some(h) = self.handed_out().get_mut(consumer) {
             h.unsure = false;
+            h.generation = generation;
         }
         Ok(())
     }
@@ -356,7 +363,7 @@ impl RedisBroker {
         let wake: Vec<String> = queues.iter().map(|q| self.inner.keys.wake(q)).collect();
         let secs = wait.as_secs_f64().max(0.01);
         let popped: Result<Option<(String, String)>, Failure> =
-            timed(wait + self.limit(), redis::cmd("BLPOP").arg(&wake).arg(secs).query_async(&mut con)).await;
+            timed(wait + self.limit(), redis::cmd("BLPOP").arg(&wake).arg(secs).query_async(&mut con.con)).await;
         match popped {
             Ok(_) => {
                 self.inner.conns.give_back(con);

@@ -48,7 +48,14 @@ impl Broker for RedisBroker {
             for queue in queues {
                 self.remember_queue(queue).await?;
             }
-            let unsure = self.handed_out().get(consumer).is_some_and(|h| h.unsure);
+            let generation = self.inner.conns.generation();
+            let unsure = {
+                let mut handed_out = self.handed_out();
+                let mine = handed_out
+                    .entry(consumer.clone())
+                    .or_insert_with(|| HandedOut { generation, ..HandedOut::default() });
+                mine.unsure || mine.generation != generation
+            };
             if unsure {
                 self.reconcile(consumer, queues).await.map_err(|e| e.broker("cannot check the processing lists"))?;
             }

@@ -136,11 +136,7 @@ impl Connections {
             generation: AtomicU64::new(0),
             refreshing: tokio::sync::Mutex::new(()),
         };
-        Ok(Self {
-            op_timeout,
-            main: Conn { follow: Arc::new(follow), resend: true },
-            idle_blocking: Mutex::new(Vec::new()),
-        })
+        Ok(Self { op_timeout, main: Conn::new(Arc::new(follow)), idle_blocking: Mutex::new(Vec::new()) })
     }
 
     /// A client for the server in use now.
@@ -288,6 +284,10 @@ fn primary_lost(e: &RedisError) -> bool {
 #[derive(Clone)]
 pub(crate) struct Conn {
     follow: Arc<Follow>,
+    /// The connection of generation `generation`, used while that is the current one
+    /// (no lock per command: one atomic load).
+    cached: ConnectionManager,
+    generation: u64,
     /// Send a command again after a closed connection.
     resend: bool,
 }
@@ -296,12 +296,23 @@ impl Conn {
     /// The connection for a call that must not be sent twice (a fetch, whose lost reply
     /// the broker reconciles on its own); it still follows a failover.
     pub(crate) fn once(&self) -> Conn {
-        Conn { follow: self.follow.clone(), resend: false }
+        Conn { resend: false, ..self.clone() }
     }
 
-    fn manager(&self) -> (ConnectionManager, u64) {
+    fn new(follow: Arc<Follow>) -> Self {
+        let generation = follow.generation.load(Ordering::Acquire);
+        let cached = follow.read().0;
+        Conn { follow, cached, generation, resend: true }
+    }
+
+    /// The current connection, and its generation.
+    fn manager(&mut self) -> (&mut ConnectionManager, u64) {
         let generation = self.follow.generation.load(Ordering::Acquire);
-        (self.follow.read().0, generation)
+        if generation != self.generation {
+            self.cached = self.follow.read().0;
+            self.generation = generation;
+        }
+        (&mut self.cached, generation)
     }
 
     /// Whether to send again after `e` on the connection of `generation`.
@@ -320,7 +331,7 @@ fn closed_before_sending(e: &RedisError) -> bool {
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            let (mut con, generation) = self.manager();
+            let (con, generation) = self.manager();
             match con.req_packed_command(cmd).await {
                 Err(e) if self.again(&e, generation).await => self.manager().0.req_packed_command(cmd).await,
                 answered => answered,
@@ -335,7 +346,7 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            let (mut con, generation) = self.manager();
+            let (con, generation) = self.manager();
             match con.req_packed_commands(pipeline, offset, count).await {
                 Err(e) if self.again(&e, generation).await => {
                     self.manager().0.req_packed_commands(pipeline, offset, count).await
@@ -346,6 +357,6 @@ impl ConnectionLike for Conn {
     }
 
     fn get_db(&self) -> i64 {
-        self.follow.read().0.get_db()
+        self.cached.get_db()
     }
 }

@@ -42,6 +42,8 @@ enum Role {
     Replica(u16),
     /// A sentinel watching the primary on this port as `mymaster`.
     Sentinel(u16),
+    /// A node of a Redis Cluster (not yet given slots).
+    ClusterNode,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -115,6 +117,11 @@ impl RedisServer {
         }
         if let Role::Replica(primary) = self.role {
             cmd.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+        }
+        if matches!(self.role, Role::ClusterNode) {
+            // Its node table lives in its own directory (`--dir`).
+            cmd.args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+                .args(["--cluster-node-timeout", "2000"]);
         }
         if matches!(self.role, Role::Sentinel(_)) {
             cmd.args(["--loglevel", "warning"]);
@@ -318,6 +325,59 @@ impl SentinelSet {
             assert!(start.elapsed() < Duration::from_secs(60), "no failover from {old} to {}", self.replica.port);
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+}
+
+/// A Redis Cluster of private nodes: `primaries` primaries sharing the 16,384 slots,
+/// each with `replicas` replicas, made with `redis-cli --cluster create`; stopped when
+/// dropped.
+#[derive(Debug)]
+pub struct RedisCluster {
+    /// Every node, primaries first (as `redis-cli --cluster create` was given them).
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts the nodes, joins them and waits until every node says `cluster_state:ok`.
+    pub fn start(primaries: usize, replicas: usize) -> Self {
+        let count = primaries * (1 + replicas);
+        let nodes: Vec<RedisServer> =
+            (0..count).map(|_| RedisServer::launch_as(Persistence::None, false, Role::ClusterNode)).collect();
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .expect("redis-cli runs");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = Self { nodes };
+        let start = Instant::now();
+        while !cluster.nodes.iter().all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok")) {
+            assert!(start.elapsed() < Duration::from_secs(30), "the cluster never came to cluster_state:ok");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cluster
+    }
+
+    /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,…` naming every node.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// The primary that serves `key`'s slot now: the node that answers a `GET` of it
+    /// without a redirect (for tests that check keys slot by slot).
+    pub fn owner_of(&self, key: &str) -> Option<&RedisServer> {
+        self.nodes.iter().find(|n| {
+            let answer = n.cli(&["GET", key]);
+            !answer.starts_with("MOVED") && !answer.starts_with("ASK") && !answer.contains("CLUSTERDOWN")
+        })
     }
 }
 

@@ -18,3 +18,26 @@ pub async fn noop() -> TaskResult<()> {
 pub async fn add(x: i64, y: i64) -> TaskResult<i64> {
     Ok(x + y)
 }
+
+/// The CPU seconds Redis has used (`used_cpu_sys` + `used_cpu_user`), from the text of
+/// `INFO cpu`: the whole-run harness divides its change over a drain by the tasks.
+pub fn redis_cpu_secs(info: &str) -> Option<f64> {
+    let field = |name: &str| {
+        info.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(':')?.trim().parse::<f64>().ok())
+    };
+    Some(field("used_cpu_sys")? + field("used_cpu_user")?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redis_cpu_secs;
+
+    #[test]
+    fn redis_cpu_reads_the_process_totals_not_the_threads() {
+        let info = "# CPU\r\nused_cpu_sys:1.500000\r\nused_cpu_user:2.250000\r\n\
+                    used_cpu_sys_children:9.0\r\nused_cpu_sys_main_thread:1.2\r\n";
+        assert_eq!(redis_cpu_secs(info), Some(3.75));
+        assert_eq!(redis_cpu_secs("# CPU\r\nused_cpu_sys:1\r\n"), None);
+        assert_eq!(redis_cpu_secs(""), None);
+    }
+}

@@ -234,9 +234,13 @@ impl Bench {
     ) -> Result<(), Box<dyn std::error::Error>> {
         let s = self.space().await?;
         s.fill(n).await?;
+        let redis_before = s.redis_cpu().await?;
         let workers: Vec<WorkerProcess> =
             (0..processes).map(|_| s.worker_tracking(concurrency, track_started)).collect();
         let (first, last) = s.watch_drain(n, n).await?;
+        let redis_used = s.redis_cpu().await? - redis_before;
+        let workers_used = workers.iter().map(|w| cpu_ticks(w.id())).sum::<u64>() as f64 / USER_HZ;
+        let per_task = |secs: f64| secs / n as f64 * 1e6;
         let d = last - first;
         println!(
             "drain{}: {} ({n} no-op tasks, results stored, {}, {processes} worker process{} × concurrency {concurrency}, from first dequeue to last ack)",
@@ -244,6 +248,12 @@ impl Bench {
             rate(n, d),
             if track_started { "STARTED stored" } else { "STARTED not stored, as Celery's default" },
             if processes == 1 { "" } else { "es" }
+        );
+        println!(
+            "  cpu per task: Redis {:.2} µs (INFO cpu over the drain, the harness's own polling included; its one thread bounds the drain near {:.0} tasks/s), workers {:.2} µs (user + system, start-up included)",
+            per_task(redis_used),
+            n as f64 / redis_used.max(f64::MIN_POSITIVE),
+            per_task(workers_used)
         );
         self.record(
             "drain",
@@ -253,6 +263,8 @@ impl Bench {
                 ("conc", concurrency as f64),
                 ("track_started", f64::from(u8::from(track_started))),
                 ("rate", n as f64 / d.as_secs_f64()),
+                ("redis_cpu_us_per_task", per_task(redis_used)),
+                ("worker_cpu_us_per_task", per_task(workers_used)),
             ],
         );
         for w in workers {
@@ -314,8 +326,7 @@ impl Bench {
         let before = cpu_ticks(worker.id());
         tokio::time::sleep(Duration::from_secs(secs)).await;
         let after = cpu_ticks(worker.id());
-        let ticks_per_sec = 100.0; // USER_HZ on Linux
-        let cpu = (after - before) as f64 / ticks_per_sec;
+        let cpu = (after - before) as f64 / USER_HZ;
         println!(
             "idle worker CPU: {:.3} s over {secs} s ({:.2} %) (1 process, concurrency 64, empty queue)",
             cpu,
@@ -422,6 +433,13 @@ impl Space {
         }
     }
 
+    /// The CPU seconds the Redis server has used so far.
+    async fn redis_cpu(&self) -> Result<f64, Box<dyn std::error::Error>> {
+        let mut con = redis::Client::open(self.url.as_str())?.get_multiplexed_async_connection().await?;
+        let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut con).await?;
+        Ok(celerity_bench::redis_cpu_secs(&info).ok_or("INFO cpu has no used_cpu_sys / used_cpu_user")?)
+    }
+
     /// Deletes every key of the namespace.
     async fn clean(self) -> Result<(), Box<dyn std::error::Error>> {
         let mut con = redis::Client::open(self.url.as_str())?.get_multiplexed_async_connection().await?;
@@ -465,6 +483,9 @@ impl Drop for WorkerProcess {
 fn stop(worker: WorkerProcess) {
     drop(worker);
 }
+
+/// Clock ticks per second of `/proc/PID/stat` (Linux's USER_HZ).
+const USER_HZ: f64 = 100.0;
 
 /// utime + stime of a process, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {

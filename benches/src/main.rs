@@ -37,6 +37,10 @@ struct Args {
     /// Celery's default (`worker_prefetch_multiplier`); Celerity's own default is 1.
     #[arg(long, default_value_t = 4)]
     prefetch_multiplier: usize,
+    /// The worker processes' pool: `threads`, or `process` (each worker process is then
+    /// a supervisor of `--concurrency` children, one task at a time each).
+    #[arg(long, default_value = "threads")]
+    pool: String,
     /// Sequential delay -> get round trips.
     #[arg(long, default_value_t = 2_000)]
     rtt: usize,
@@ -84,9 +88,10 @@ async fn measure(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         jsonl: args.jsonl.clone(),
         worker_threads: args.worker_threads,
         prefetch_multiplier: args.prefetch_multiplier.max(1),
+        pool: args.pool.clone(),
     };
     println!(
-        "# celerity-bench {} — redis {} — {} CPUs — release={} — worker processes: {}, prefetch {}× the concurrency",
+        "# celerity-bench {} — redis {} — {} CPUs — release={} — worker processes: {}, prefetch {}× the concurrency, pool {}",
         env!("CARGO_PKG_VERSION"),
         task_core::redact_url(&args.redis),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -96,7 +101,8 @@ async fn measure(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             1 => "current-thread runtime".to_owned(),
             n => format!("multi-thread runtime, {n} threads"),
         },
-        args.prefetch_multiplier.max(1)
+        args.prefetch_multiplier.max(1),
+        args.pool
     );
     if want("enqueue") {
         bench.enqueue(args.enqueue).await?;
@@ -130,6 +136,7 @@ struct Bench {
     jsonl: Option<std::path::PathBuf>,
     worker_threads: usize,
     prefetch_multiplier: usize,
+    pool: String,
 }
 
 /// A namespace of one figure, and its app.
@@ -139,6 +146,7 @@ struct Space {
     url: String,
     worker_threads: usize,
     prefetch_multiplier: usize,
+    pool: String,
 }
 
 fn rate(n: usize, d: Duration) -> String {
@@ -170,6 +178,7 @@ impl Bench {
             url: self.url.clone(),
             worker_threads: self.worker_threads,
             prefetch_multiplier: self.prefetch_multiplier,
+            pool: self.pool.clone(),
         })
     }
 
@@ -239,7 +248,7 @@ impl Bench {
             (0..processes).map(|_| s.worker_tracking(concurrency, track_started)).collect();
         let (first, last) = s.watch_drain(n, n).await?;
         let redis_used = s.redis_cpu().await? - redis_before;
-        let workers_used = workers.iter().map(|w| cpu_ticks(w.id())).sum::<u64>() as f64 / USER_HZ;
+        let workers_used = workers.iter().map(|w| cpu_ticks_with_children(w.id())).sum::<u64>() as f64 / USER_HZ;
         let per_task = |secs: f64| secs / n as f64 * 1e6;
         let d = last - first;
         println!(
@@ -401,6 +410,7 @@ impl Space {
         let child = Command::new(std::env::current_exe().expect("own path"))
             .args(["worker", "-c", &concurrency.to_string(), "--no-banner", "--loglevel", "error"])
             .args(["--prefetch", &(concurrency * self.prefetch_multiplier).to_string()])
+            .args(["--pool", &self.pool])
             .env("CELERITY_BROKER_URL", &self.url)
             .env("CELERITY_REDIS_NAMESPACE", &self.ns)
             .env(ENV_THREADS, self.worker_threads.to_string())
@@ -495,6 +505,18 @@ fn cpu_ticks(pid: u32) -> u64 {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
     field(11) + field(12) // utime, stime (fields 14 and 15 of stat)
+}
+
+/// [`cpu_ticks`] of a process and of its live children (a process pool's supervisor
+/// and its workers).
+fn cpu_ticks_with_children(pid: u32) -> u64 {
+    let children = std::fs::read_dir("/proc").into_iter().flatten().flatten().filter_map(|entry| {
+        let child: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+        let parent: u32 = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+        (parent == pid).then_some(child)
+    });
+    cpu_ticks(pid) + children.map(cpu_ticks).sum::<u64>()
 }
 
 /// Resident memory of a process, in KiB.

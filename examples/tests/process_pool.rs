@@ -261,3 +261,25 @@ async fn children_of_a_killed_supervisor_stop_by_themselves_even_a_stuck_one() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoscale_grows_the_children_under_a_burst_and_retires_them_when_idle() {
+    let setup = Setup::new(Persistence::None);
+    let app = setup.app().await;
+    let worker = pool(&setup, "1", &["--autoscale", "3,1", "--autoscale-keepalive", "1"]);
+    let first = children(&app, 1).await;
+    let burst = app.send_batch((0..12).map(|i| journal::signature(format!("b{i}"), 500))).await.unwrap();
+    // Grown to the maximum while the backlog waits.
+    let grown = children(&app, 3).await;
+    assert!(first.is_subset(&grown), "the first child stays: {first:?} in {grown:?}");
+    for task in &burst {
+        assert_eq!(final_state(task).await.state, TaskState::Success);
+    }
+    let by_pid: HashSet<u32> = journal_lines(&setup.journal).into_iter().map(|(_, pid)| pid).collect();
+    assert!(by_pid.len() >= 2, "the burst ran on several children: {by_pid:?}");
+    // Idle past the keepalive: given back one at a time, down to the minimum, not replaced.
+    let left = children(&app, 1).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(children(&app, 1).await, left, "the last child stays, and retired ones are not replaced");
+    drop(worker);
+}

@@ -75,6 +75,10 @@ pub struct WorkerArgs {
     /// (`--autoscale 10,3`); the default is a fixed `-c`.
     #[arg(long, value_name = "MAX,MIN", value_delimiter = ',', num_args = 1..=2)]
     pub autoscale: Vec<usize>,
+    /// With `--autoscale`: seconds the pool stays idle before it gives a slot (or a
+    /// child) back (default 30).
+    #[arg(long, value_name = "SECS")]
+    pub autoscale_keepalive: Option<f64>,
     /// This worker's name for people (`%h` host, `%n` its first label, `%d` the domain).
     #[arg(short = 'n', long, default_value = crate::worker::DEFAULT_NODE_NAME)]
     pub name: String,
@@ -162,6 +166,11 @@ async fn run_worker(app: App, args: WorkerArgs, beat: Option<Beat>) -> Result<()
         [] => {}
         [max] => worker = worker.autoscale(*max, 1),
         [max, min, ..] => worker = worker.autoscale(*max, *min),
+    }
+    if let Some(secs) = args.autoscale_keepalive {
+        let keepalive = Duration::try_from_secs_f64(secs)
+            .map_err(|e| Error::Config(format!("--autoscale-keepalive `{secs}`: {e}")))?;
+        worker = worker.autoscale_keepalive(keepalive);
     }
     if let Some(secs) = args.heartbeat_ttl {
         let ttl =

@@ -133,6 +133,11 @@ pub(super) fn after_exit(stopping: bool, why: Option<Why>) -> AfterExit {
     }
 }
 
+/// The first of `places` places that no child in `used` holds.
+pub(super) fn free_place(used: &[usize], places: usize) -> Option<usize> {
+    (0..places).find(|place| !used.contains(place))
+}
+
 /// How long to wait before starting a child again, after `early` children in a row at
 /// this place died before they reported in (a program that cannot start must not be
 /// restarted in a tight loop): at once the first time, then doubling up to 10 s.
@@ -197,6 +202,13 @@ mod tests {
         assert_eq!(after_exit(false, Some(Why::Remote)), AfterExit::StopPool);
         assert_eq!(after_exit(true, None), AfterExit::Gone);
         assert_eq!(after_exit(true, Some(Why::Remote)), AfterExit::Gone);
+    }
+
+    #[test]
+    fn a_grown_pool_takes_the_first_free_place() {
+        assert_eq!(free_place(&[], 3), Some(0));
+        assert_eq!(free_place(&[0, 2], 3), Some(1));
+        assert_eq!(free_place(&[1, 0, 2], 3), None);
     }
 
     #[test]

@@ -87,6 +87,8 @@ struct Child {
     killed_for_limit: bool,
     /// Killed by the supervisor, for whatever reason.
     killed: bool,
+    /// Told to stop by autoscale: not replaced.
+    retiring: bool,
 }
 
 impl Child {
@@ -134,12 +136,22 @@ where
         starts: Vec::new(),
         total: WorkerReport::default(),
         stopping: None,
+        scaling: None,
     };
     let accepting = tokio::spawn(accept(listener, pool.events.0.clone()));
-    let size = pool.worker.concurrency;
-    pool.early = vec![0; size];
-    info!(children = size, queues = ?pool.worker.queues, "process pool starting");
-    for index in 0..size {
+    // `concurrency` places; with autoscale, `min` children to start with.
+    let places = pool.worker.concurrency;
+    pool.early = vec![0; places];
+    let first = match pool.worker.autoscale {
+        Some(((min, max), keepalive)) => {
+            let now = Instant::now();
+            pool.scaling = Some(Scaling { bounds: (min, max), keepalive, idle_since: now, next_check: now });
+            min
+        }
+        None => places,
+    };
+    info!(children = first, places, queues = ?pool.worker.queues, "process pool starting");
+    for index in 0..first {
         pool.start(index);
     }
     tokio::pin!(signal);
@@ -164,9 +176,9 @@ fn check(worker: &Worker) -> Result<(), Error> {
             "the process pool needs a broker its processes share (redis://…): memory:// lives in one process".into(),
         ));
     }
-    if worker.autoscale.is_some() {
+    if worker.autoscale.is_some() && worker.app.broker().inspect().is_none() {
         return Err(Error::Config(
-            "autoscale works with the thread pool; a process pool runs a fixed number of children (-c)".into(),
+            "autoscale of a process pool reads the queues' backlog, which this broker does not show (Inspect)".into(),
         ));
     }
     Ok(())
@@ -234,7 +246,22 @@ struct Supervisor {
     total: WorkerReport,
     /// Once stopping: when the children still running are killed.
     stopping: Option<Instant>,
+    /// Autoscale, when asked for.
+    scaling: Option<Scaling>,
 }
+
+/// Autoscale of a process pool: the same decision as the thread pool's
+/// ([`decide::scale`](crate::worker::decide::scale)), on the backlog of its queues.
+struct Scaling {
+    bounds: (usize, usize),
+    keepalive: Duration,
+    /// Since when no message has waited in the pool's queues.
+    idle_since: Instant,
+    next_check: Instant,
+}
+
+/// How often autoscale looks at the backlog.
+const SCALE_EVERY: Duration = Duration::from_millis(500);
 
 impl Supervisor {
     async fn supervise<F>(&mut self, signal: &mut std::pin::Pin<&mut F>) -> WorkerReport
@@ -254,6 +281,7 @@ impl Supervisor {
                 .min();
             let start = self.starts.iter().map(|(at, _)| *at).min().filter(|_| self.stopping.is_none());
             let last_words = self.children.values().filter_map(|c| c.exited.as_ref().map(|(_, by)| *by)).min();
+            let rescale = self.scaling.as_ref().map(|s| s.next_check).filter(|_| self.stopping.is_none());
             tokio::select! {
                 biased;
                 () = signal.as_mut(), if self.stopping.is_none() => {
@@ -264,6 +292,7 @@ impl Supervisor {
                 () = tokio::time::sleep_until(overdue.unwrap_or(far)), if overdue.is_some() => self.kill_overdue(),
                 () = tokio::time::sleep_until(start.unwrap_or(far)), if start.is_some() => self.start_due(),
                 () = tokio::time::sleep_until(last_words.unwrap_or(far)), if last_words.is_some() => self.finish_overdue().await,
+                () = tokio::time::sleep_until(rescale.unwrap_or(far)), if rescale.is_some() => self.rescale().await,
                 () = tokio::time::sleep_until(self.stopping.unwrap_or(far)), if self.stopping.is_some() => {
                     warn!(still_running = self.children.len(), "process pool: grace period over; killing the children left");
                     for child in self.children.values_mut() {
@@ -326,8 +355,74 @@ impl Supervisor {
             bye: None,
             killed_for_limit: false,
             killed: false,
+            retiring: false,
         };
         self.children.insert(key, child);
+    }
+
+    /// The children that count toward the pool's size: live and not retiring, or due to
+    /// start.
+    fn size(&self) -> usize {
+        let live = self.children.values().filter(|c| !c.retiring && c.exited.is_none()).count();
+        live + self.starts.len()
+    }
+
+    /// Autoscale: grows the pool at once by the backlog of its queues (up to `max`),
+    /// retires one child after the queues stayed empty for the keepalive (down to `min`).
+    async fn rescale(&mut self) {
+        let Some(scaling) = self.scaling.as_mut() else { return };
+        scaling.next_check = Instant::now() + SCALE_EVERY;
+        let Some(inspect) = self.worker.app.broker().inspect() else { return };
+        let mut waiting = 0;
+        for queue in &self.worker.queues {
+            match inspect.queue_stats(queue).await {
+                Ok(stats) => waiting += stats.ready,
+                Err(e) => {
+                    warn!(error = %e, queue, "autoscale cannot read the backlog");
+                    return;
+                }
+            }
+        }
+        let current = self.size();
+        let Some(scaling) = self.scaling.as_mut() else { return };
+        if waiting > 0 {
+            scaling.idle_since = Instant::now();
+        }
+        let (bounds, keepalive, idle_for) = (scaling.bounds, scaling.keepalive, scaling.idle_since.elapsed());
+        let target = crate::worker::decide::scale(current, bounds, waiting, idle_for, keepalive);
+        if target == current {
+            return;
+        }
+        info!(from = current, to = target, waiting, "autoscale: the process pool resized");
+        scaling.idle_since = Instant::now();
+        for _ in current..target {
+            let used: Vec<usize> = self
+                .children
+                .values()
+                .filter(|c| c.exited.is_none())
+                .map(|c| c.index)
+                .chain(self.starts.iter().map(|(_, i)| *i))
+                .collect();
+            if let Some(index) = super::free_place(&used, self.early.len()) {
+                self.start(index);
+            }
+        }
+        for _ in target..current {
+            self.retire_one().await;
+        }
+    }
+
+    /// Tells one child to stop after its run, for good.
+    async fn retire_one(&mut self) {
+        let Some(child) =
+            self.children.values_mut().find(|c| !c.retiring && c.exited.is_none() && c.to_child.is_some())
+        else {
+            return;
+        };
+        child.retiring = true;
+        if let Some(mut output) = child.to_child.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), wire::write(&mut output, &ToChild::Stop)).await;
+        }
     }
 
     fn start_due(&mut self) {
@@ -488,7 +583,8 @@ impl Supervisor {
             None if child.killed => info!(child = %child.id, pid = child.pid, %status, "pool child killed"),
             None => warn!(child = %child.id, pid = child.pid, %status, "pool child died"),
         }
-        match super::after_exit(self.stopping.is_some(), why) {
+        // A retired child's place stays empty.
+        match super::after_exit(self.stopping.is_some() || child.retiring, why) {
             AfterExit::Gone => {}
             AfterExit::StopPool => {
                 info!("process pool: shutting down, asked by remote control");

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use task_core::{TaskResult, task};
 use task_redis::RedisConfig;
-use test_support::RedisServer;
+use test_support::{RedisServer, SentinelSet};
 
 #[task(name = "cli.add")]
 async fn add(x: i64, y: i64) -> TaskResult<i64> {
@@ -20,15 +20,35 @@ async fn sleepy(ms: u64) -> TaskResult<u64> {
 }
 
 struct Env {
-    server: RedisServer,
+    url: String,
     namespace: String,
+    /// The servers, stopped with the test.
+    _servers: Servers,
+}
+
+#[allow(dead_code)] // held for their Drop
+enum Servers {
+    One(RedisServer),
+    Sentinel(SentinelSet),
 }
 
 impl Env {
+    /// A private Redis.
+    fn redis() -> Self {
+        let server = RedisServer::start();
+        Self { url: server.url(), namespace: test_support::namespace(), _servers: Servers::One(server) }
+    }
+
+    /// A private primary, replica and Sentinels, reached through the Sentinels.
+    fn sentinel() -> Self {
+        let set = SentinelSet::start();
+        Self { url: set.url(), namespace: test_support::namespace(), _servers: Servers::Sentinel(set) }
+    }
+
     fn celerity(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_celerity"))
             .args(args)
-            .env("CELERITY_BROKER_URL", self.server.url())
+            .env("CELERITY_BROKER_URL", &self.url)
             .env("CELERITY_REDIS_NAMESPACE", &self.namespace)
             .env_remove("CELERITY_RESULT_BACKEND")
             .output()
@@ -60,8 +80,8 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_command_does_what_its_help_says() {
-    let env = Env { server: RedisServer::start(), namespace: test_support::namespace() };
-    let config = RedisConfig::from_url(env.server.url()).namespace(&env.namespace);
+    let env = Env::redis();
+    let config = RedisConfig::from_url(env.url.as_str()).namespace(&env.namespace);
     let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
     let worker = app.worker().concurrency(2).spawn();
 
@@ -187,7 +207,18 @@ fn help_and_errors_are_clear() {
 /// again once the last worker has stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_command_works_before_the_first_worker_and_after_the_last() {
-    let env = Env { server: RedisServer::start(), namespace: test_support::namespace() };
+    first_minute(Env::redis()).await;
+}
+
+/// The same first minute through `redis+sentinel://`: the CLI finds the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_works_through_the_sentinels_too() {
+    let env = tokio::task::spawn_blocking(Env::sentinel).await.unwrap();
+    assert!(env.url.starts_with("redis+sentinel://"), "{}", env.url);
+    first_minute(env).await;
+}
+
+async fn first_minute(env: Env) {
     let reads: [&[&str]; 12] = [
         &["status"],
         &["inspect", "active"],
@@ -216,7 +247,7 @@ async fn every_command_works_before_the_first_worker_and_after_the_last() {
     };
     check("before any worker started");
 
-    let config = RedisConfig::from_url(env.server.url()).namespace(&env.namespace);
+    let config = RedisConfig::from_url(env.url.as_str()).namespace(&env.namespace);
     let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
     let worker = app.worker().concurrency(1).spawn();
     eventually("the worker shows in `status`", || env.json(&["status"]).1.as_array().is_some_and(|w| w.len() == 1))
@@ -234,8 +265,8 @@ async fn media(name: String) -> TaskResult<String> {
 /// its own queue (`#[task(queue = "media")]`), as the live workers that run it say.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_without_a_queue_sends_a_task_to_its_own() {
-    let env = Env { server: RedisServer::start(), namespace: test_support::namespace() };
-    let config = RedisConfig::from_url(env.server.url()).namespace(&env.namespace);
+    let env = Env::redis();
+    let config = RedisConfig::from_url(env.url.as_str()).namespace(&env.namespace);
     let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
     let worker = app.worker().queues(["default", "media"]).spawn();
     eventually("the worker shows in `status`", || env.json(&["status"]).1.as_array().is_some_and(|w| w.len() == 1))
@@ -258,7 +289,7 @@ async fn call_without_a_queue_sends_a_task_to_its_own() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_names_and_ids_get_clear_answers() {
     use std::os::unix::ffi::OsStrExt;
-    let env = Env { server: RedisServer::start(), namespace: test_support::namespace() };
+    let env = Env::redis();
     let huge = "x".repeat(100 * 1024);
     let hostile = ["q'\"<script>alert(1)</script>", "../../etc/passwd", "a b\tc\nd", huge.as_str(), "{}[]%00"];
     for name in hostile {
@@ -290,7 +321,7 @@ async fn hostile_names_and_ids_get_clear_answers() {
     let out = Command::new(env!("CARGO_BIN_EXE_celerity"))
         .arg("result")
         .arg(std::ffi::OsStr::from_bytes(b"\xff\xfe"))
-        .env("CELERITY_BROKER_URL", env.server.url())
+        .env("CELERITY_BROKER_URL", env.url.as_str())
         .env("CELERITY_REDIS_NAMESPACE", &env.namespace)
         .output()
         .unwrap();
@@ -301,8 +332,8 @@ async fn hostile_names_and_ids_get_clear_answers() {
 /// says so, and `celerity resume` lets the worker run them: nothing lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_queue_waits_for_resume_with_nothing_lost() {
-    let env = Env { server: RedisServer::start(), namespace: test_support::namespace() };
-    let config = RedisConfig::from_url(env.server.url()).namespace(&env.namespace);
+    let env = Env::redis();
+    let config = RedisConfig::from_url(env.url.as_str()).namespace(&env.namespace);
     let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
     let worker = app.worker().spawn();
     let (code, paused) = env.json(&["pause", "default"]);
@@ -329,10 +360,10 @@ async fn futures_sent(app: &task_core::App, n: i64) -> Vec<task_core::AsyncResul
 /// `control shutdown` stops both, gracefully.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_workers_answer_ping_and_stop_on_control_shutdown() {
-    let env = Env { server: RedisServer::start(), namespace: test_support::namespace() };
+    let env = Env::redis();
     let mut workers = Vec::new();
     for name in ["w1@%h", "w2@%h"] {
-        let config = RedisConfig::from_url(env.server.url()).namespace(&env.namespace);
+        let config = RedisConfig::from_url(env.url.as_str()).namespace(&env.namespace);
         let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
         workers.push(app.worker().name(name).spawn());
     }

@@ -10,6 +10,9 @@ pub const ENV_CA_CERT: &str = "CELERITY_REDIS_CA_CERT";
 /// The variable setting [`RedisConfig::events_cap`] (`0` turns the event stream off),
 /// read by [`RedisConfig::from_url`].
 pub const ENV_EVENTS_CAP: &str = "CELERITY_EVENTS_CAP";
+/// The variable setting [`RedisConfig::wait_for_replicas`] (a number of replicas; the
+/// time-out is the operation time-out), read by [`RedisConfig::from_url`].
+pub const ENV_WAIT_REPLICAS: &str = "CELERITY_REDIS_WAIT_REPLICAS";
 
 /// How to reach Redis and how to lay out and treat what is kept there.
 ///
@@ -30,6 +33,8 @@ pub struct RedisConfig {
     pub(crate) dead_letter_cap: usize,
     pub(crate) ca_cert: Option<std::path::PathBuf>,
     pub(crate) events_cap: usize,
+    /// Replicas a send waits for, and for how long at most.
+    pub(crate) wait_replicas: Option<(usize, Option<Duration>)>,
 }
 
 impl RedisConfig {
@@ -50,7 +55,23 @@ impl RedisConfig {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(task_core::EVENTS_CAP),
+            wait_replicas: std::env::var(ENV_WAIT_REPLICAS)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .filter(|n| *n > 0)
+                .map(|n| (n, None)),
         }
+    }
+
+    /// Every send (a `delay`, a batch, a callback or chain step a worker sends) waits
+    /// until `replicas` replicas have it (Redis `WAIT`, on a connection of its own), at
+    /// most `timeout` (default: the operation time-out), and fails when fewer did: behind
+    /// Sentinel, a send that succeeded then survives the loss of its primary. Off by
+    /// default (a send is acknowledged by the primary alone); also
+    /// `CELERITY_REDIS_WAIT_REPLICAS=N`.
+    pub fn wait_for_replicas(mut self, replicas: usize, timeout: Option<Duration>) -> Self {
+        self.wait_replicas = (replicas > 0).then_some((replicas, timeout));
+        self
     }
 
     /// For `rediss://`: trust the CA in this PEM file instead of the system's roots

@@ -94,3 +94,28 @@ async fn the_primary_killed_under_load_loses_no_task_and_strands_none() {
     assert!(report.succeeded >= 1000, "{report:?}");
     drop(set);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_that_waits_for_a_replica_is_on_it_or_fails_with_the_reason() {
+    let set = tokio::task::spawn_blocking(SentinelSet::start).await.unwrap();
+    let namespace = test_support::namespace();
+    let config =
+        RedisConfig::from_url(set.url()).namespace(&namespace).wait_for_replicas(1, Some(Duration::from_millis(300)));
+    let app: App = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
+    let ready = format!("{namespace}:{{default}}:ready:0");
+
+    step::delay(&app, 1).await.unwrap();
+    assert_eq!(set.replica.cli(&["LLEN", &ready]), "1", "on the replica when the send returns");
+    app.send_batch((2..12).map(step::signature)).await.unwrap();
+    assert_eq!(set.replica.cli(&["LLEN", &ready]), "11", "a batch too");
+
+    // A replica that does not answer: the send says it may not outlive its primary.
+    set.replica.freeze();
+    let refused = step::delay(&app, 99).await.map(|_| ()).unwrap_err().to_string();
+    let batch = app.send_batch((100..102).map(step::signature)).await.map(|_| ()).unwrap_err().to_string();
+    set.replica.resume();
+    for e in [&refused, &batch] {
+        assert!(e.contains("0 of 1 replicas acknowledged"), "{e}");
+    }
+    drop(set);
+}

@@ -236,6 +236,21 @@ impl RedisServer {
         assert!(self.spawn(), "redis-server did not come back on port {}", self.port);
     }
 
+    /// Freezes the server (SIGSTOP) until [`resume`](Self::resume): it neither answers
+    /// nor replicates, as a stalled machine would.
+    pub fn freeze(&self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill").args(["-STOP", &child.id().to_string()]).status();
+        }
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn resume(&self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill").args(["-CONT", &child.id().to_string()]).status();
+        }
+    }
+
     /// Kills the server with SIGKILL, as a crash would (for failover tests).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -304,8 +304,39 @@ impl RedisBroker {
             pipe.cmd("RPUSH").arg(keys.wake(queue)).arg(1).ignore();
             pipe.cmd("LTRIM").arg(keys.wake(queue)).arg(0).arg(0).ignore();
         }
-        let mut con = self.con();
-        timed_pipe(self.limit(), &pipe, &mut con).await
+        let Some((replicas, timeout)) = self.replicas() else {
+            let mut con = self.con();
+            return timed_pipe(self.limit(), &pipe, &mut con).await;
+        };
+        // WAIT counts the writes of its own connection: the batch goes on one of its own.
+        pipe.cmd("WAIT").arg(replicas).arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1));
+        let mut blocking = self.inner.conns.blocking().await?;
+        let (acked,): (usize,) = timed(self.limit() + timeout, pipe.query_async(&mut blocking.con)).await?;
+        self.inner.conns.give_back(blocking);
+        Self::enough(acked, replicas, timeout)
+    }
+
+    /// The replicas a send waits for and how long, when [`RedisConfig::wait_for_replicas`]
+    /// asks for it.
+    pub(crate) fn replicas(&self) -> Option<(usize, Duration)> {
+        let (n, timeout) = self.inner.config.wait_replicas?;
+        Some((n, timeout.unwrap_or(self.inner.config.op_timeout)))
+    }
+
+    /// A send that fewer than `replicas` replicas acknowledged is an error: it may not
+    /// outlive its primary.
+    pub(crate) fn enough(acked: usize, replicas: usize, timeout: Duration) -> Result<(), Failure> {
+        if acked >= replicas {
+            return Ok(());
+        }
+        Err(Failure::Redis(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "not replicated",
+            format!(
+                "the primary took the send but {acked} of {replicas} replicas acknowledged it within {timeout:?} \
+                 (RedisConfig::wait_for_replicas): it may be lost if the primary fails now"
+            ),
+        ))))
     }
 
     /// One pass of the fetch script over `queues`: the deliveries, and the earliest due

@@ -6,13 +6,23 @@ impl Broker for RedisBroker {
     fn enqueue(&self, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
         Box::pin(async move {
             self.remember_queue(&message.queue).await?;
-            let mut con = self.con();
             let queue = message.queue.clone();
-            let _: i64 =
-                timed(self.limit(), self.enqueue_invocation(&SCRIPTS.enqueue, &message).invoke_async(&mut con))
-                    .await
-                    .map_err(|e| e.broker(&format!("cannot enqueue task {} to `{queue}`", message.id)))?;
-            Ok(())
+            let failed = |e: Failure| e.broker(&format!("cannot enqueue task {} to `{queue}`", message.id));
+            let invocation = self.enqueue_invocation(&SCRIPTS.enqueue, &message);
+            let Some((replicas, timeout)) = self.replicas() else {
+                let mut con = self.con();
+                let _: i64 = timed(self.limit(), invocation.invoke_async(&mut con)).await.map_err(failed)?;
+                return Ok(());
+            };
+            // WAIT counts the writes of its own connection: the send goes on one of its own.
+            let mut blocking = self.inner.conns.blocking().await.map_err(failed)?;
+            let _: i64 = timed(self.limit(), invocation.invoke_async(&mut blocking.con)).await.map_err(failed)?;
+            let mut wait = redis::cmd("WAIT");
+            wait.arg(replicas).arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1));
+            let acked: usize =
+                timed(self.limit() + timeout, wait.query_async(&mut blocking.con)).await.map_err(failed)?;
+            self.inner.conns.give_back(blocking);
+            Self::enough(acked, replicas, timeout).map_err(failed)
         })
     }
 

@@ -1,6 +1,7 @@
 //! `redis+sentinel://`: the conformance suite on the primary a set of real Sentinels
-//! names, and a failover under load: the primary killed with SIGKILL while a worker
-//! drains, every task ending once it is done, none lost, none stuck.
+//! names; a failover under load (the primary killed with SIGKILL while a worker drains,
+//! every task ending once it is done, none lost, none stuck, the producer's next sends
+//! going to the new primary); sends that wait for a replica.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -85,13 +86,18 @@ async fn the_primary_killed_under_load_loses_no_task_and_strands_none() {
         };
         assert_eq!(value, u32::try_from(n).unwrap());
     }
+    // The producer follows too: what it sends now goes to the new primary and runs.
+    let after = app.send_batch((1000..1100).map(step::signature)).await.unwrap();
+    for (n, result) in (1000..).zip(&after) {
+        assert_eq!(result.get(Duration::from_secs(30)).await.unwrap(), n);
+    }
     let report = worker.shutdown().await.unwrap();
     let runs = runs().lock().unwrap().clone();
-    assert_eq!(runs.len(), 1000, "every task ran");
+    assert_eq!(runs.len(), 1100, "every task ran");
     let twice = runs.values().filter(|n| **n > 1).count();
     // At least once: a run whose ack the old primary took with it runs again.
     assert!(twice <= 16, "{twice} tasks ran more than once; at most those in flight at the failover may");
-    assert!(report.succeeded >= 1000, "{report:?}");
+    assert!(report.succeeded >= 1100, "{report:?}");
     drop(set);
 }
 

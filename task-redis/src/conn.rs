@@ -16,11 +16,7 @@ use crate::topology::{SentinelUrl, Topology};
 
 /// A client for the configured URL; `rediss://` uses TLS (feature `tls`).
 fn client(config: &RedisConfig) -> Result<redis::Client, Failure> {
-    single(config, config.url.as_str())
-}
-
-/// A client for one server's `url`.
-fn single(config: &RedisConfig, url: &str) -> Result<redis::Client, Failure> {
+    let url = config.url.as_str();
     if url.starts_with("rediss://") {
         #[cfg(feature = "tls")]
         {
@@ -57,7 +53,9 @@ impl Source {
     fn open(config: &RedisConfig) -> Result<Self, Failure> {
         match Topology::parse(&config.url).map_err(invalid)? {
             Topology::Single(_) => Ok(Source::Single(client(config)?)),
-            Topology::Sentinel(url) => Ok(Source::Sentinel(tokio::sync::Mutex::new(sentinel_client(&url)?))),
+            Topology::Sentinel(url) => {
+                Ok(Source::Sentinel(tokio::sync::Mutex::new(sentinel_client(&url, config.ca_cert.as_deref())?)))
+            }
         }
     }
 
@@ -74,14 +72,26 @@ fn invalid(message: String) -> Failure {
     Failure::Redis(redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "invalid URL", message)))
 }
 
-fn sentinel_client(url: &SentinelUrl) -> Result<redis::sentinel::SentinelClient, Failure> {
+/// A client of the Sentinels of `url`; with TLS (`rediss+sentinel://`, feature `tls`)
+/// to the Sentinels and to the primary alike, trusting `ca_cert` or the system's roots.
+fn sentinel_client(
+    url: &SentinelUrl,
+    ca_cert: Option<&std::path::Path>,
+) -> Result<redis::sentinel::SentinelClient, Failure> {
     use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
-    if url.tls {
-        return Err(invalid("rediss+sentinel:// (TLS behind Sentinel) is not supported yet".into()));
-    }
-    let nodes = url.sentinels.iter().map(|(host, port)| redis::ConnectionAddr::Tcp(host.clone(), *port));
+    let addr = |(host, port): &(String, u16)| {
+        if url.tls {
+            redis::ConnectionAddr::TcpTls { host: host.clone(), port: *port, insecure: false, tls_params: None }
+        } else {
+            redis::ConnectionAddr::Tcp(host.clone(), *port)
+        }
+    };
+    let nodes = url.sentinels.iter().map(addr);
     let mut builder = SentinelClientBuilder::new(nodes, url.master.clone(), SentinelServerType::Master)?
         .set_client_to_redis_db(url.db);
+    if url.tls {
+        builder = sentinel_tls(builder, ca_cert)?;
+    }
     if let Some(user) = &url.username {
         builder = builder.set_client_to_redis_username(user);
     }
@@ -89,6 +99,29 @@ fn sentinel_client(url: &SentinelUrl) -> Result<redis::sentinel::SentinelClient,
         builder = builder.set_client_to_redis_password(password);
     }
     Ok(builder.build()?)
+}
+
+#[cfg(feature = "tls")]
+fn sentinel_tls(
+    builder: redis::sentinel::SentinelClientBuilder,
+    ca_cert: Option<&std::path::Path>,
+) -> Result<redis::sentinel::SentinelClientBuilder, Failure> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let secure = redis::TlsMode::Secure;
+    let builder = builder.set_client_to_sentinel_tls_mode(secure).set_client_to_redis_tls_mode(secure);
+    let Some(path) = ca_cert else { return Ok(builder) };
+    let root_cert =
+        std::fs::read(path).map_err(|e| invalid(format!("cannot read the CA certificate {}: {e}", path.display())))?;
+    let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) };
+    Ok(builder.set_client_to_sentinel_certificates(certs.clone()).set_client_to_redis_certificates(certs))
+}
+
+#[cfg(not(feature = "tls"))]
+fn sentinel_tls(
+    _: redis::sentinel::SentinelClientBuilder,
+    _: Option<&std::path::Path>,
+) -> Result<redis::sentinel::SentinelClientBuilder, Failure> {
+    Err(invalid("rediss+sentinel:// needs the `tls` feature of task-redis".into()))
 }
 
 /// How commands and blocking waits reach Redis.

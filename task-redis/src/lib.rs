@@ -10,8 +10,8 @@
 //! on by default: rustls, trusting the system's roots, or the CA in the PEM file named
 //! by `CELERITY_REDIS_CA_CERT` / [`RedisConfig::ca_cert`]). Behind Sentinel:
 //! `redis+sentinel://[[user]:password@]s1:26379[,s2:26379…]/MASTER[/db]` names the
-//! Sentinels (the password is the primary's); the connections follow the primary
-//! through a failover. The namespace of every key is
+//! Sentinels (the password is the primary's; `rediss+sentinel://` speaks TLS to them
+//! and to the primary); the connections follow the primary through a failover. The namespace of every key is
 //! `celerity`, or `CELERITY_REDIS_NAMESPACE`, or [`RedisConfig::namespace`]. To
 //! configure in code, build a [`RedisBroker`] and a [`RedisBackend`] from a
 //! [`RedisConfig`] and give them to `App::builder().broker(..).backend(..)`.

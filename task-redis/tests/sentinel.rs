@@ -1,7 +1,7 @@
 //! `redis+sentinel://`: the conformance suite on the primary a set of real Sentinels
 //! names; a failover under load (the primary killed with SIGKILL while a worker drains,
 //! every task ending once it is done, none lost, none stuck, the producer's next sends
-//! going to the new primary); sends that wait for a replica.
+//! going to the new primary); sends that wait for a replica; the same over TLS.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -123,5 +123,60 @@ async fn a_send_that_waits_for_a_replica_is_on_it_or_fails_with_the_reason() {
     for e in [&refused, &batch] {
         assert!(e.contains("0 of 1 replicas acknowledged"), "{e}");
     }
+    drop(set);
+}
+
+#[task(name = "sentinel.double")]
+async fn double(n: u32) -> TaskResult<u32> {
+    Ok(n * 2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_sentinel_speaks_tls_to_the_sentinels_and_the_primary_through_a_failover() {
+    let mut set = tokio::task::spawn_blocking(SentinelSet::start_tls).await.unwrap();
+    let url = set.url();
+    assert!(url.starts_with("rediss+sentinel://"), "{url}");
+    let config = RedisConfig::from_url(&url)
+        .ca_cert(set.ca_cert())
+        .namespace(test_support::namespace())
+        .op_timeout(Duration::from_secs(2));
+    let app: App = task_redis::app_builder(config.clone()).await.unwrap().build().await.unwrap();
+    let worker = app.worker().concurrency(2).spawn();
+    assert_eq!(double::delay(&app, 21).await.unwrap().get(Duration::from_secs(10)).await.unwrap(), 42);
+
+    set = tokio::task::spawn_blocking(move || {
+        set.fail_over();
+        set
+    })
+    .await
+    .unwrap();
+    let start = Instant::now();
+    let after = loop {
+        match double::delay(&app, 50).await {
+            Ok(sent) => break sent,
+            Err(e) => {
+                assert!(start.elapsed() < Duration::from_secs(60), "no send after the failover: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    // Result waits come back once the subscriber has moved too (it retries with pauses).
+    let start = Instant::now();
+    let value = loop {
+        match after.get(Duration::from_secs(5)).await {
+            Ok(value) => break value,
+            Err(e) => {
+                assert!(start.elapsed() < Duration::from_secs(60), "no result after the failover: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(value, 100, "over TLS to the new primary");
+    worker.shutdown().await.unwrap();
+
+    // Without the CA, the servers' certificates are not trusted: a clear error, no hang.
+    let untrusted = RedisConfig::from_url(&url).namespace(test_support::namespace()).op_timeout(Duration::from_secs(2));
+    let e = task_redis::RedisBroker::connect(untrusted).await.unwrap_err().to_string();
+    assert!(e.contains("cannot connect"), "{e}");
     drop(set);
 }

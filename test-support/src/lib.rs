@@ -79,11 +79,23 @@ impl RedisServer {
     }
 
     fn launch_as(persistence: Persistence, tls: bool, role: Role) -> Self {
+        Self::launch_with(persistence, tls, role, None)
+    }
+
+    /// `certificates`: a directory whose CA and server certificate this TLS server
+    /// shares (a set whose members must trust each other); else it makes its own.
+    fn launch_with(persistence: Persistence, tls: bool, role: Role, certificates: Option<&std::path::Path>) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("celerity-redis-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a temp dir for redis");
-        if tls {
-            make_certificates(&dir);
+        match (tls, certificates) {
+            (false, _) => {}
+            (true, None) => make_certificates(&dir),
+            (true, Some(from)) => {
+                for file in ["ca.crt", "server.crt", "server.key"] {
+                    std::fs::copy(from.join(file), dir.join(file)).expect("copy a certificate");
+                }
+            }
         }
         // A port can be taken between our probe and the server's bind: try a few.
         for _ in 0..5 {
@@ -103,13 +115,25 @@ impl RedisServer {
         if let Role::Sentinel(primary) = self.role {
             // A sentinel rewrites its own config file: it must be one of its own.
             let conf = self.dir.join("sentinel.conf");
+            let file = |name: &str| self.dir.join(name).display().to_string();
+            let listen = if self.tls {
+                format!(
+                    "port 0\ntls-port {port}\ntls-auth-clients no\ntls-replication yes\n\
+                     tls-cert-file {cert}\ntls-key-file {key}\ntls-ca-cert-file {ca}\n",
+                    port = self.port,
+                    cert = file("server.crt"),
+                    key = file("server.key"),
+                    ca = file("ca.crt"),
+                )
+            } else {
+                format!("port {}\n", self.port)
+            };
             let text = format!(
-                "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                "{listen}bind 127.0.0.1\ndir {dir}\n\
                  sentinel monitor mymaster 127.0.0.1 {primary} 2\n\
                  sentinel down-after-milliseconds mymaster 1000\n\
                  sentinel failover-timeout mymaster 5000\n\
                  sentinel parallel-syncs mymaster 1\n",
-                port = self.port,
                 dir = self.dir.display(),
             );
             std::fs::write(&conf, text).expect("write sentinel.conf");
@@ -130,6 +154,9 @@ impl RedisServer {
             cmd.args(["--port", "0", "--tls-port", &self.port.to_string(), "--tls-auth-clients", "no"])
                 .args(["--tls-cert-file", &file("server.crt"), "--tls-key-file", &file("server.key")])
                 .args(["--tls-ca-cert-file", &file("ca.crt")]);
+            if matches!(self.role, Role::Replica(_)) {
+                cmd.args(["--tls-replication", "yes"]);
+            }
         } else {
             cmd.args(["--port", &self.port.to_string()]);
         }
@@ -294,10 +321,21 @@ pub struct SentinelSet {
 impl SentinelSet {
     /// Starts the five servers and waits until every sentinel knows the replica.
     pub fn start() -> Self {
-        let primary = RedisServer::start();
-        let replica = RedisServer::start_replica_of(&primary);
-        let sentinels: Vec<RedisServer> =
-            (0..3).map(|_| RedisServer::launch_as(Persistence::None, false, Role::Sentinel(primary.port))).collect();
+        Self::launch(false)
+    }
+
+    /// The same, every server speaking TLS only, all with one certificate for 127.0.0.1
+    /// signed by one CA ([`SentinelSet::ca_cert`]); needs the `openssl` command.
+    pub fn start_tls() -> Self {
+        Self::launch(true)
+    }
+
+    fn launch(tls: bool) -> Self {
+        let primary = RedisServer::launch_with(Persistence::None, tls, Role::Primary, None);
+        let certs = tls.then(|| primary.dir.clone());
+        let member = |role| RedisServer::launch_with(Persistence::None, tls, role, certs.as_deref());
+        let replica = member(Role::Replica(primary.port));
+        let sentinels: Vec<RedisServer> = (0..3).map(|_| member(Role::Sentinel(primary.port))).collect();
         let set = Self { primary, replica, sentinels };
         let start = Instant::now();
         loop {
@@ -314,10 +352,17 @@ impl SentinelSet {
         }
     }
 
-    /// `redis+sentinel://127.0.0.1:S1,127.0.0.1:S2,127.0.0.1:S3/mymaster/0`.
+    /// `redis+sentinel://127.0.0.1:S1,127.0.0.1:S2,127.0.0.1:S3/mymaster/0`
+    /// (`rediss+sentinel://…` for a TLS set).
     pub fn url(&self) -> String {
         let nodes: Vec<String> = self.sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
-        format!("redis+sentinel://{}/mymaster/0", nodes.join(","))
+        let scheme = if self.primary.tls { "rediss" } else { "redis" };
+        format!("{scheme}+sentinel://{}/mymaster/0", nodes.join(","))
+    }
+
+    /// The PEM file of the CA that signed every server's certificate (TLS sets).
+    pub fn ca_cert(&self) -> PathBuf {
+        self.primary.ca_cert()
     }
 
     /// The primary's port, as the sentinels tell it.

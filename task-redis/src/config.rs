@@ -63,11 +63,14 @@ impl RedisConfig {
         }
     }
 
-    /// Every send (a `delay`, a batch, a callback or chain step a worker sends) waits
-    /// until `replicas` replicas have it (Redis `WAIT`, on a connection of its own), at
-    /// most `timeout` (default: the operation time-out), and fails when fewer did: behind
-    /// Sentinel, a send that succeeded then survives the loss of its primary. Off by
-    /// default (a send is acknowledged by the primary alone); also
+    /// Every plain send (`delay`, `apply_async`, a batch) waits until `replicas`
+    /// replicas have it (Redis `WAIT`, in one request with the send, on a connection of
+    /// its own), at most `timeout` (default: the operation time-out), and fails when
+    /// fewer did. Behind Sentinel a send that succeeded then survives the loss of its
+    /// primary, if no replica short of it is promoted (wait for all of them to be sure).
+    /// A send that fails this way is queued all the same: sent again, it runs twice (at
+    /// least once). The worker's own sends (callbacks, chain and chord steps, retries)
+    /// and the guarded send of unique tasks do not wait. Off by default; also
     /// `CELERITY_REDIS_WAIT_REPLICAS=N`.
     pub fn wait_for_replicas(mut self, replicas: usize, timeout: Option<Duration>) -> Self {
         self.wait_replicas = (replicas > 0).then_some((replicas, timeout));

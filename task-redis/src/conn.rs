@@ -143,7 +143,9 @@ pub(crate) fn manager_config(op_timeout: Duration, blocking: bool) -> Connection
     ConnectionManagerConfig::new()
         .set_connection_timeout(Some(op_timeout))
         // A blocking wait answers only when it ends: its time is bounded by the caller.
-        .set_response_timeout(if blocking { None } else { Some(op_timeout) })
+        // Others answer before the caller's own time-out, so that the connection sees
+        // the time-out (behind Sentinel: a frozen primary) and not only the caller.
+        .set_response_timeout(if blocking { None } else { Some(op_timeout.mul_f64(0.9)) })
         .set_number_of_retries(1)
         .set_max_delay(Duration::from_secs(1))
 }
@@ -152,7 +154,7 @@ pub(crate) fn manager_config(op_timeout: Duration, blocking: bool) -> Connection
 pub(crate) struct Blocking {
     pub(crate) con: ConnectionManager,
     /// The primary it was made for (see [`Follow::generation`]).
-    generation: u64,
+    pub(crate) generation: u64,
 }
 
 impl Connections {
@@ -180,6 +182,21 @@ impl Connections {
     /// How many times the connections moved to a new primary (Sentinel), from 0.
     pub(crate) fn generation(&self) -> u64 {
         self.main.follow.generation.load(Ordering::Acquire)
+    }
+
+    /// A call on a blocking connection of `generation` failed with `failure`: behind
+    /// Sentinel, when it looks like a lost primary (a time-out included: a frozen one
+    /// answers nothing), the connections look for the primary, in the background.
+    pub(crate) fn failed(&self, failure: &Failure, generation: u64) {
+        let lost = match failure {
+            Failure::TimedOut(_) => true,
+            Failure::Redis(e) => primary_lost(e),
+            Failure::Closed => false,
+        };
+        if lost && matches!(self.main.follow.source, Source::Sentinel(_)) {
+            let follow = self.main.follow.clone();
+            tokio::spawn(async move { follow.refresh(generation).await });
+        }
     }
 
     /// Where the server in use is, for connections kept elsewhere (the subscriber's).
@@ -253,13 +270,21 @@ impl Follow {
         self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    /// After `e`: behind Sentinel, when `e` says the primary is lost or is one no
-    /// more, asks the Sentinels for the primary and moves to it if it moved. True when
-    /// the connection changed (a command may go again, on the new one).
-    async fn after(&self, e: &RedisError, seen: u64) -> bool {
+    /// After `e` on the connection of generation `seen`: behind Sentinel, when `e` says
+    /// the primary is lost or is one no more, asks the Sentinels for the primary and
+    /// moves to it if it moved. True when the connection changed (a command may go
+    /// again, on the new one). The look-up runs on a task of its own: a caller that
+    /// gives up (its own time-out) does not cancel it.
+    async fn after(self: &Arc<Self>, e: &RedisError, seen: u64) -> bool {
         if !matches!(self.source, Source::Sentinel(_)) || !primary_lost(e) {
             return false;
         }
+        let follow = self.clone();
+        tokio::spawn(async move { follow.refresh(seen).await }).await.unwrap_or(false)
+    }
+
+    /// Moves to the primary the Sentinels name, unless a move from `seen` happened.
+    async fn refresh(&self, seen: u64) -> bool {
         let _one = self.refreshing.lock().await;
         if self.generation.load(Ordering::Acquire) != seen {
             return true; // another command moved it meanwhile

@@ -52,10 +52,12 @@ impl Topology {
             Some(db) => db.parse().map_err(|_| format!("`{db}` is not a database number in `{}`", redact(url)))?,
             None => 0,
         };
+        // Percent-decoded, as in a `redis://` URL (`%40` for an `@` in a password).
+        let decode = |part: &str| percent_encoding::percent_decode_str(part).decode_utf8_lossy().into_owned();
         let (username, password) = match userinfo {
             Some(info) => match info.split_once(':') {
-                Some((user, password)) => (Some(user.to_owned()).filter(|u| !u.is_empty()), Some(password.to_owned())),
-                None => (Some(info.to_owned()).filter(|u| !u.is_empty()), None),
+                Some((user, password)) => (Some(decode(user)).filter(|u| !u.is_empty()), Some(decode(password))),
+                None => (Some(decode(info)).filter(|u| !u.is_empty()), None),
             },
             None => (None, None),
         };
@@ -103,7 +105,7 @@ mod tests {
         assert_eq!((s.username, s.password), (None, None));
         let s = sentinel("rediss+sentinel://app:p%40ss:w@s1:1/m?x=1");
         assert_eq!((s.master.as_str(), s.db, s.tls), ("m", 0, true));
-        assert_eq!((s.username.as_deref(), s.password.as_deref()), (Some("app"), Some("p%40ss:w")));
+        assert_eq!((s.username.as_deref(), s.password.as_deref()), (Some("app"), Some("p@ss:w")));
         let s = sentinel("redis+sentinel://:secret@s1:1/m/");
         assert_eq!((s.username, s.password.as_deref()), (None, Some("secret")));
     }

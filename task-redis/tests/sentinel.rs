@@ -51,13 +51,19 @@ async fn the_primary_killed_under_load_loses_no_task_and_strands_none() {
     let mut set = tokio::task::spawn_blocking(SentinelSet::start).await.unwrap();
     let url = set.url();
     assert!(!url.contains(&set.primary.port().to_string()), "the app is given the Sentinels only: {url}");
-    let config = RedisConfig::from_url(&url).namespace(test_support::namespace()).op_timeout(Duration::from_secs(2));
+    let namespace = test_support::namespace();
+    let config = RedisConfig::from_url(&url).namespace(&namespace).op_timeout(Duration::from_secs(2));
     let app: App = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
 
     let sent = app.send_batch((0..1000).map(step::signature)).await.unwrap();
     // What the producer sent is on the replica before the primary dies (a send the
     // primary acknowledged and did not pass on would be lost with it: see the README).
-    assert_eq!(set.primary.cli(&["WAIT", "1", "5000"]), "1");
+    let ready = format!("{namespace}:{{default}}:ready:0");
+    let start = Instant::now();
+    while set.replica.cli(&["LLEN", &ready]) != "1000" {
+        assert!(start.elapsed() < Duration::from_secs(30), "the replica never had the 1,000 tasks");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let worker = app.worker().concurrency(8).heartbeat_ttl(Duration::from_secs(2)).spawn();
     let start = Instant::now();
     while STARTED.load(Ordering::Relaxed) < 200 {
@@ -178,5 +184,57 @@ async fn rediss_sentinel_speaks_tls_to_the_sentinels_and_the_primary_through_a_f
     let untrusted = RedisConfig::from_url(&url).namespace(test_support::namespace()).op_timeout(Duration::from_secs(2));
     let e = task_redis::RedisBroker::connect(untrusted).await.unwrap_err().to_string();
     assert!(e.contains("cannot connect"), "{e}");
+    drop(set);
+}
+
+#[task(name = "sentinel.triple")]
+async fn triple(n: u32) -> TaskResult<u32> {
+    Ok(n * 3)
+}
+
+/// Gets `result`, trying again while the connections find the new primary.
+async fn get_after_failover(result: &task_core::AsyncResult<u32>) -> u32 {
+    let start = Instant::now();
+    loop {
+        match result.get(Duration::from_secs(5)).await {
+            Ok(value) => return value,
+            Err(e) => {
+                assert!(start.elapsed() < Duration::from_secs(60), "no result after the failover: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_primary_is_left_for_the_promoted_replica() {
+    let set = tokio::task::spawn_blocking(SentinelSet::start).await.unwrap();
+    let config =
+        RedisConfig::from_url(set.url()).namespace(test_support::namespace()).op_timeout(Duration::from_secs(1));
+    let app: App = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
+    let worker = app.worker().concurrency(2).spawn();
+    assert_eq!(triple::delay(&app, 1).await.unwrap().get(Duration::from_secs(10)).await.unwrap(), 3);
+
+    // It answers nothing and closes nothing: only time-outs tell the connections.
+    set.primary.freeze();
+    let set = tokio::task::spawn_blocking(move || {
+        set.wait_for_promotion();
+        set
+    })
+    .await
+    .unwrap();
+    let start = Instant::now();
+    let sent = loop {
+        match triple::delay(&app, 7).await {
+            Ok(sent) => break sent,
+            Err(e) => {
+                assert!(start.elapsed() < Duration::from_secs(60), "no send after the failover: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(get_after_failover(&sent).await, 21);
+    set.primary.resume();
+    worker.shutdown().await.unwrap();
     drop(set);
 }

@@ -342,7 +342,11 @@ impl SentinelSet {
             let synced = set.replica.cli(&["INFO", "replication"]).contains("master_link_status:up");
             let known = set.sentinels.iter().all(|s| {
                 let replicas = s.cli(&["SENTINEL", "replicas", "mymaster"]);
-                replicas.contains(&set.replica.port.to_string())
+                // Each must know the other two, or a failover waits for them.
+                let master = s.cli(&["SENTINEL", "master", "mymaster"]);
+                let lines: Vec<&str> = master.lines().collect();
+                let others = lines.windows(2).find(|w| w[0] == "num-other-sentinels").map(|w| w[1]);
+                replicas.contains(&set.replica.port.to_string()) && others == Some("2")
             });
             if synced && known {
                 return set;
@@ -374,8 +378,14 @@ impl SentinelSet {
     /// Kills the primary (SIGKILL) and waits until the sentinels have promoted the
     /// replica and it takes writes.
     pub fn fail_over(&mut self) {
-        let old = self.primary.port;
         self.primary.kill();
+        self.wait_for_promotion();
+    }
+
+    /// Waits until the sentinels have promoted the replica and it takes writes (after
+    /// the primary was killed or frozen).
+    pub fn wait_for_promotion(&self) {
+        let old = self.primary.port;
         let start = Instant::now();
         loop {
             let promoted = self.primary_port() == Some(self.replica.port);

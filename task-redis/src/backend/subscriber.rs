@@ -49,6 +49,8 @@ pub(super) struct Subscriber {
     pub(super) requests: Listeners<task_core::capability::Request>,
     /// Revoked ids, kept up to date by the control channel's `revoke` messages.
     pub(super) revocations: Arc<Mutex<Revocations>>,
+    /// Brings the connection back (or to a new primary) when a subscribe fails.
+    keeper: Keeper,
 }
 
 /// The revoked task ids this process knows of, each with until when its revoke holds
@@ -208,13 +210,13 @@ impl Subscriber {
             terminate.clone(),
             requests.clone(),
             revocations.clone(),
-            keeper,
+            keeper.clone(),
         ));
         let mut con = con;
         timed(op_timeout, con.subscribe(control)).await?;
         let (changes, asked) = mpsc::unbounded_channel();
         tokio::spawn(subscriptions(sub, asked, op_timeout));
-        Ok(Self { waiters, changes, terminate, requests, revocations })
+        Ok(Self { waiters, changes, terminate, requests, revocations, keeper })
     }
 
     pub(super) async fn watch(&self, channel: String, op_timeout: Duration) -> Result<Watch, Failure> {
@@ -228,12 +230,16 @@ impl Subscriber {
             Watch { channel: channel.clone(), notify, waiters: self.waiters.clone(), changes: self.changes.clone() };
         let (answer, answered) = oneshot::channel();
         self.changes.send(Change::Watch(channel, answer)).map_err(|_| Failure::Closed)?;
-        match tokio::time::timeout(op_timeout, answered).await {
-            Ok(Ok(subscribed)) => subscribed?,
-            Ok(Err(_)) => return Err(Failure::Closed),
-            Err(_) => return Err(Failure::TimedOut(op_timeout)),
+        let subscribed = match tokio::time::timeout(op_timeout, answered).await {
+            Ok(Ok(subscribed)) => subscribed,
+            Ok(Err(_)) => Err(Failure::Closed),
+            Err(_) => Err(Failure::TimedOut(op_timeout)),
+        };
+        if subscribed.is_err() {
+            // No disconnection may have been seen (a frozen server): look into it.
+            self.keeper.reconnect();
         }
-        Ok(watch)
+        subscribed.map(|()| watch)
     }
 }
 
@@ -272,14 +278,15 @@ impl Keeper {
             loop {
                 tokio::time::sleep(pause).await;
                 let Some(waiters) = alive.upgrade() else { return };
+                // A demoted primary still answers a ping: ask where the primary is first.
+                if keeper.follow(&waiters).await {
+                    break;
+                }
                 let mut con = keeper.sub.get();
                 let pong: Result<String, _> = timed(op_timeout, redis::cmd("PING").query_async(&mut con)).await;
                 match pong {
                     Ok(_) => break,
                     Err(e) => tracing::debug!(error = ?e, "the subscriber is still disconnected"),
-                }
-                if keeper.follow(&waiters).await {
-                    break;
                 }
                 pause = (pause * 2).min(Duration::from_secs(2));
             }

@@ -55,6 +55,10 @@ struct Inner {
     conns: Connections,
     known_queues: Mutex<HashSet<String>>,
     handed_out: Mutex<HashMap<ConsumerId, HandedOut>>,
+    /// The primary generation last seen by `recover`, and when it moved.
+    followed: Mutex<(u64, Option<std::time::Instant>)>,
+    /// The longest heartbeat time-to-live this process has announced (ms).
+    longest_ttl_ms: std::sync::atomic::AtomicU64,
 }
 
 /// What a consumer of this process was given and has not settled yet, to find
@@ -66,7 +70,9 @@ struct HandedOut {
     unsure: bool,
     /// The primary (a [`Connections::generation`]) whose processing lists it knows:
     /// behind Sentinel, a new primary may lack the last writes of the old one (an ack,
-    /// a fetch's move), so its lists are checked as after a failed fetch.
+    /// whose message is then back in the list unseen), so its lists are checked as after
+    /// a failed fetch. (A fetch whose move it lacks left the message in its queue: it
+    /// runs once more, at least once.)
     generation: u64,
 }
 
@@ -119,6 +125,8 @@ impl RedisBroker {
                 conns,
                 known_queues: Mutex::default(),
                 handed_out: Mutex::default(),
+                followed: Mutex::default(),
+                longest_ttl_ms: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         broker.check_eviction_policy().await;
@@ -311,9 +319,17 @@ impl RedisBroker {
         // WAIT counts the writes of its own connection: the batch goes on one of its own.
         pipe.cmd("WAIT").arg(replicas).arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1));
         let mut blocking = self.inner.conns.blocking().await?;
-        let (acked,): (usize,) = timed(self.limit() + timeout, pipe.query_async(&mut blocking.con)).await?;
-        self.inner.conns.give_back(blocking);
-        Self::enough(acked, replicas, timeout)
+        let sent: Result<(usize,), Failure> = timed(self.limit() + timeout, pipe.query_async(&mut blocking.con)).await;
+        match sent {
+            Ok((acked,)) => {
+                self.inner.conns.give_back(blocking);
+                Self::enough(acked, replicas, timeout)
+            }
+            Err(e) => {
+                self.inner.conns.failed(&e, blocking.generation);
+                Err(e)
+            }
+        }
     }
 
     /// The replicas a send waits for and how long, when [`RedisConfig::wait_for_replicas`]
@@ -400,7 +416,10 @@ impl RedisBroker {
                 self.inner.conns.give_back(con);
                 Ok(())
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                self.inner.conns.failed(&e, con.generation);
+                Err(e)
+            }
         }
     }
 
@@ -458,6 +477,20 @@ impl RedisBroker {
         Ok(Recovery::new(moved, buried))
     }
 
+    /// True for one heartbeat time-to-live after the connections followed a failover
+    /// (Sentinel): the new primary's heartbeat deadlines are the old one's last
+    /// replicated ones, and a failover longer than a TTL would make every live worker
+    /// look dead; until each has heartbeated there, no one is taken for dead.
+    fn just_followed(&self) -> bool {
+        let generation = self.inner.conns.generation();
+        let mut followed = self.inner.followed.lock().unwrap_or_else(|p| p.into_inner());
+        if followed.0 != generation {
+            *followed = (generation, Some(std::time::Instant::now()));
+        }
+        let ttl = Duration::from_millis(self.inner.longest_ttl_ms.load(std::sync::atomic::Ordering::Relaxed));
+        followed.1.is_some_and(|at| at.elapsed() < ttl)
+    }
+
     /// Forgets `consumer`: its local bookkeeping, and its place in the heartbeat set
     /// (which also takes it out of the worker directory).
     async fn forget_worker(&self, consumer: &ConsumerId) -> Result<(), BrokerError> {
@@ -473,6 +506,9 @@ impl RedisBroker {
     }
 
     async fn recover_dead(&self) -> Result<Recovery, BrokerError> {
+        if self.just_followed() {
+            return Ok(Recovery::default());
+        }
         let keys = &self.inner.keys;
         let mut con = self.con();
         let token = uuid::Uuid::new_v4().to_string();

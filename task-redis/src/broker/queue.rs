@@ -8,21 +8,14 @@ impl Broker for RedisBroker {
             self.remember_queue(&message.queue).await?;
             let queue = message.queue.clone();
             let failed = |e: Failure| e.broker(&format!("cannot enqueue task {} to `{queue}`", message.id));
+            if self.replicas().is_some() {
+                // The send and its WAIT in one request, on a connection of their own.
+                return self.enqueue_many(std::slice::from_ref(&message)).await.map_err(failed);
+            }
             let invocation = self.enqueue_invocation(&SCRIPTS.enqueue, &message);
-            let Some((replicas, timeout)) = self.replicas() else {
-                let mut con = self.con();
-                let _: i64 = timed(self.limit(), invocation.invoke_async(&mut con)).await.map_err(failed)?;
-                return Ok(());
-            };
-            // WAIT counts the writes of its own connection: the send goes on one of its own.
-            let mut blocking = self.inner.conns.blocking().await.map_err(failed)?;
-            let _: i64 = timed(self.limit(), invocation.invoke_async(&mut blocking.con)).await.map_err(failed)?;
-            let mut wait = redis::cmd("WAIT");
-            wait.arg(replicas).arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1));
-            let acked: usize =
-                timed(self.limit() + timeout, wait.query_async(&mut blocking.con)).await.map_err(failed)?;
-            self.inner.conns.give_back(blocking);
-            Self::enough(acked, replicas, timeout).map_err(failed)
+            let mut con = self.con();
+            let _: i64 = timed(self.limit(), invocation.invoke_async(&mut con)).await.map_err(failed)?;
+            Ok(())
         })
     }
 
@@ -207,6 +200,7 @@ impl Broker for RedisBroker {
         Box::pin(async move {
             let mut con = self.con();
             let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+            self.inner.longest_ttl_ms.fetch_max(ttl_ms, std::sync::atomic::Ordering::Relaxed);
             let _: i64 = timed(
                 self.limit(),
                 SCRIPTS

@@ -296,14 +296,13 @@ impl Follow {
                 return false;
             }
         };
-        let addr = address;
-        if addr(&client) == addr(&self.read().1) {
+        if address(&client) == address(&self.read().1) {
             return false;
         }
         let config = manager_config(self.op_timeout, false);
         match timed(self.op_timeout, client.get_connection_manager_with_config(config)).await {
             Ok(manager) => {
-                tracing::info!(primary = %addr(&client), "following the new primary named by the Sentinels");
+                tracing::info!(primary = %address(&client), "following the new primary named by the Sentinels");
                 *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = (manager, client);
                 self.generation.fetch_add(1, Ordering::AcqRel);
                 true

@@ -198,16 +198,7 @@ impl Runner {
                 return Box::pin(self.bury(&delivery, None, reason)).await;
             }
         };
-        // One span per run, for the service's own subscriber: every event of the run
-        // (and of the task's code) is inside it.
-        let span = tracing::info_span!(
-            "task",
-            task = %envelope.task,
-            id = %envelope.id,
-            attempt = envelope.retries + 1,
-            queue = %delivery.queue,
-        );
-        crate::trace::continue_in(&span, &envelope.headers);
+        let span = run_span(&envelope, &delivery.queue);
         tracing::Instrument::instrument(self.run_envelope(delivery, envelope, limit), span).await;
     }
 
@@ -357,14 +348,7 @@ impl Runner {
         let plan = decide::plan(&envelope, &verdict, self.atomic_settle);
         // The start fields again: the child may not have stored them (`track_started` off).
         let ended = Ended { result: Vec::new(), runtime_ms, untracked_start: Some(started_ms) };
-        let span = tracing::info_span!(
-            "task",
-            task = %envelope.task,
-            id = %envelope.id,
-            attempt = envelope.retries + 1,
-            queue = %delivery.queue,
-        );
-        crate::trace::continue_in(&span, &envelope.headers);
+        let span = run_span(&envelope, &delivery.queue);
         let end = async {
             warn!(limit = ?hard, "task killed with its pool child: time limit exceeded");
             self.conclude(delivery, &envelope, &verdict, &plan, ended, max_retries).await;
@@ -627,6 +611,21 @@ impl Runner {
     {
         with_tries(&what, subject, op, |e: &BrokerError| e.kind() == ErrorKind::Fenced).await;
     }
+}
+
+/// The span of one run of `envelope` from `queue`, for the service's own subscriber:
+/// every event of the run (and of the task's code) is inside it; it continues the
+/// producer's trace when the message carries one.
+fn run_span(envelope: &Envelope, queue: &str) -> tracing::Span {
+    let span = tracing::info_span!(
+        "task",
+        task = %envelope.task,
+        id = %envelope.id,
+        attempt = envelope.retries + 1,
+        queue = %queue,
+    );
+    crate::trace::continue_in(&span, &envelope.headers);
+    span
 }
 
 /// Runs the task body (see [`Body`]: an async one in place, panics caught): raises the

@@ -92,6 +92,13 @@ struct Child {
 }
 
 impl Child {
+    /// Tells it to stop after its run (the stream then closes: that says it too).
+    async fn tell_stop(&mut self) {
+        if let Some(mut output) = self.to_child.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), wire::write(&mut output, &ToChild::Stop)).await;
+        }
+    }
+
     fn kill(&mut self) {
         self.killed = true;
         if let Some(kill) = self.kill.take() {
@@ -420,9 +427,7 @@ impl Supervisor {
             return;
         };
         child.retiring = true;
-        if let Some(mut output) = child.to_child.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), wire::write(&mut output, &ToChild::Stop)).await;
-        }
+        child.tell_stop().await;
     }
 
     fn start_due(&mut self) {
@@ -542,9 +547,7 @@ impl Supervisor {
         self.stopping = Some(Instant::now() + self.worker.grace_period + KILL_GRACE * 5);
         self.starts.clear();
         for child in self.children.values_mut() {
-            if let Some(mut output) = child.to_child.take() {
-                let _ = tokio::time::timeout(Duration::from_secs(1), wire::write(&mut output, &ToChild::Stop)).await;
-            }
+            child.tell_stop().await;
         }
     }
 

@@ -70,6 +70,15 @@ async fn final_state<T>(result: &AsyncResult<T>) -> task_core::TaskMeta {
     }
 }
 
+/// Once `result`'s task is `STARTED`: running on a child.
+async fn started<T>(result: &AsyncResult<T>) {
+    let start = Instant::now();
+    while result.state().await.unwrap() != TaskState::Started {
+        assert!(start.elapsed() < Duration::from_secs(30), "the task never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// How many times each tag is in the journal, and from which pids.
 fn runs(setup: &Setup) -> HashMap<String, Vec<u32>> {
     let mut runs: HashMap<String, Vec<u32>> = HashMap::new();
@@ -124,11 +133,7 @@ async fn a_child_killed_mid_task_is_replaced_and_its_task_runs_again_at_once() {
     let before = children(&app, 1).await;
 
     let task = journal::signature("victim".into(), 3_000).apply_async(&app).await.unwrap();
-    let start = Instant::now();
-    while task.state().await.unwrap() != TaskState::Started {
-        assert!(start.elapsed() < Duration::from_secs(30), "the task never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    started(&task).await;
     let victim = *before.iter().next().unwrap();
     let killed = std::process::Command::new("kill").args(["-KILL", &victim.to_string()]).status().unwrap();
     assert!(killed.success());
@@ -247,11 +252,7 @@ async fn children_of_a_killed_supervisor_stop_by_themselves_even_a_stuck_one() {
     let pids = children(&app, 2).await;
     // One child stuck in a loop that never yields and has no time limit.
     let stuck = stuck_async::delay(&app, "orphan".into(), 600).await.unwrap();
-    let start = Instant::now();
-    while stuck.state().await.unwrap() != TaskState::Started {
-        assert!(start.elapsed() < Duration::from_secs(30), "the task never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    started(&stuck).await;
     let mut supervisor = worker.0.take().unwrap();
     supervisor.kill().unwrap(); // SIGKILL: no one is left to stop the children
     supervisor.wait().unwrap();

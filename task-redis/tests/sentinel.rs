@@ -38,6 +38,28 @@ fn runs() -> &'static Mutex<HashMap<u32, u32>> {
 
 static STARTED: AtomicU32 = AtomicU32::new(0);
 
+/// How long a call may keep failing after a failover.
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// `op`'s value once it succeeds, trying again every 100 ms while the connections find
+/// the new primary; fails with `what` and the last error after `limit`.
+async fn until_ok<T, E, F>(what: &str, limit: Duration, mut op: impl FnMut() -> F) -> T
+where
+    E: std::fmt::Display,
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    let start = Instant::now();
+    loop {
+        match op().await {
+            Ok(value) => return value,
+            Err(e) => {
+                assert!(start.elapsed() < limit, "{what}: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 #[task(name = "sentinel.step")]
 async fn step(n: u32) -> TaskResult<u32> {
     STARTED.fetch_add(1, Ordering::Relaxed);
@@ -80,16 +102,8 @@ async fn the_primary_killed_under_load_loses_no_task_and_strands_none() {
     assert!(at_failover < 1000, "the failover came mid-drain ({at_failover} started)");
 
     for (n, result) in sent.iter().enumerate() {
-        let start = Instant::now();
-        let value = loop {
-            match result.get(Duration::from_secs(5)).await {
-                Ok(value) => break value,
-                Err(e) => {
-                    assert!(start.elapsed() < Duration::from_secs(90), "task {n} never ended after the failover: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        };
+        let what = format!("task {n} never ended after the failover");
+        let value = until_ok(&what, Duration::from_secs(90), || result.get(Duration::from_secs(5))).await;
         assert_eq!(value, u32::try_from(n).unwrap());
     }
     // The producer follows too: what it sends now goes to the new primary and runs.
@@ -156,27 +170,9 @@ async fn rediss_sentinel_speaks_tls_to_the_sentinels_and_the_primary_through_a_f
     })
     .await
     .unwrap();
-    let start = Instant::now();
-    let after = loop {
-        match double::delay(&app, 50).await {
-            Ok(sent) => break sent,
-            Err(e) => {
-                assert!(start.elapsed() < Duration::from_secs(60), "no send after the failover: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
+    let after = until_ok("no send after the failover", MINUTE, || double::delay(&app, 50)).await;
     // Result waits come back once the subscriber has moved too (it retries with pauses).
-    let start = Instant::now();
-    let value = loop {
-        match after.get(Duration::from_secs(5)).await {
-            Ok(value) => break value,
-            Err(e) => {
-                assert!(start.elapsed() < Duration::from_secs(60), "no result after the failover: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
+    let value = until_ok("no result after the failover", MINUTE, || after.get(Duration::from_secs(5))).await;
     assert_eq!(value, 100, "over TLS to the new primary");
     worker.shutdown().await.unwrap();
 
@@ -190,20 +186,6 @@ async fn rediss_sentinel_speaks_tls_to_the_sentinels_and_the_primary_through_a_f
 #[task(name = "sentinel.triple")]
 async fn triple(n: u32) -> TaskResult<u32> {
     Ok(n * 3)
-}
-
-/// Gets `result`, trying again while the connections find the new primary.
-async fn get_after_failover(result: &task_core::AsyncResult<u32>) -> u32 {
-    let start = Instant::now();
-    loop {
-        match result.get(Duration::from_secs(5)).await {
-            Ok(value) => return value,
-            Err(e) => {
-                assert!(start.elapsed() < Duration::from_secs(60), "no result after the failover: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,17 +205,9 @@ async fn a_frozen_primary_is_left_for_the_promoted_replica() {
     })
     .await
     .unwrap();
-    let start = Instant::now();
-    let sent = loop {
-        match triple::delay(&app, 7).await {
-            Ok(sent) => break sent,
-            Err(e) => {
-                assert!(start.elapsed() < Duration::from_secs(60), "no send after the failover: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
-    assert_eq!(get_after_failover(&sent).await, 21);
+    let sent = until_ok("no send after the failover", MINUTE, || triple::delay(&app, 7)).await;
+    let value = until_ok("no result after the failover", MINUTE, || sent.get(Duration::from_secs(5))).await;
+    assert_eq!(value, 21);
     set.primary.resume();
     worker.shutdown().await.unwrap();
     drop(set);

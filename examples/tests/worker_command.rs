@@ -37,6 +37,8 @@ fn bad_arguments_and_bad_urls_are_clear_errors() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
     assert!(text.contains("unsupported broker URL `amqp://x`"), "{text}");
+    let (ok, text) = output(&["worker", "--autoscale", "3,1", "--autoscale-keepalive=-1", "--no-banner"]);
+    assert!(!ok && text.contains("--autoscale-keepalive `-1`") && text.contains("negative"), "{text}");
 }
 
 #[test]

@@ -201,6 +201,12 @@ fn help_and_errors_are_clear() {
         Command::new(env!("CARGO_BIN_EXE_celerity")).args(["--broker", &server.url(), "queues"]).output().unwrap();
     assert_eq!(down.status.code(), Some(2));
     assert!(stderr(&down).contains("cannot connect the broker"), "{}", stderr(&down));
+    // A Sentinel URL without its master's name: what is missing, and never the password.
+    let bad = "redis+sentinel://:hunter2@127.0.0.1:1";
+    let no_master = Command::new(env!("CARGO_BIN_EXE_celerity")).args(["--broker", bad, "status"]).output().unwrap();
+    assert_eq!(no_master.status.code(), Some(2));
+    let text = stderr(&no_master);
+    assert!(text.contains("names no master") && !text.contains("hunter2"), "{text}");
 }
 
 /// The first minute: every reading command works on a Redis no worker has ever used, and

@@ -14,6 +14,9 @@
 -- KEYS[n+1]  the recent-tasks list (ids, newest first; a task may appear more than once)
 -- KEYS[n+2]  this minute's counters hash (succeeded, failed)
 -- KEYS[n+3..] the processing lists of the writes that ack, in their order
+-- On a cluster, where those are in slots of their own, KEYS holds the n result hashes
+-- only, no write acks, and a stored write to list answers 2 (its writer lists and
+-- counts it).
 -- ARGV[1]    n, the number of writes; ARGV[2] now (Unix ms); ARGV[3] the recent-tasks cap
 -- ARGV[4..]  per write: ttl ms, writer ('' for none, and for a write that acks: the ack is its
 --            fence), claim ('1'/'0'), channel ('' when not final), state, task id, receipt to
@@ -38,6 +41,7 @@ local function admits(current, update)
   return true
 end
 local n = tonumber(ARGV[1])
+local indexed = #KEYS > n
 local now = ARGV[2]
 local out = {}
 local recent = {}
@@ -89,12 +93,13 @@ for i = 1, n do
     -- dead-lettered); its later writes only change the record the list points to.
     if claim ~= '0'
       or ((state == 'REVOKED' or state == 'FAILURE') and call('HEXISTS', key, 'started_ms') == 0) then
-      recent[#recent + 1] = id
+      if indexed then recent[#recent + 1] = id else code = 2 end
     end
     if state == 'SUCCESS' then succeeded = succeeded + 1 elseif state == 'FAILURE' then failed = failed + 1 end
   end
   out[i] = code
 end
+if not indexed then return out end
 if #recent > 0 then
   call('LPUSH', KEYS[n + 1], unpack(recent))
   call('LTRIM', KEYS[n + 1], 0, tonumber(ARGV[3]) - 1)

@@ -1,18 +1,23 @@
 //! Connections: one multiplexed connection for commands, a small pool of connections
 //! for blocking waits (a `BLPOP` holds its connection), each reconnecting on its own.
 //! Behind Sentinel they follow the primary: a command that fails as a lost or
-//! read-only primary fails it makes the connections ask the Sentinels again.
+//! read-only primary fails it makes the connections ask the Sentinels again. On a Redis
+//! Cluster, redis-rs's cluster connection routes each command to its slot's node and
+//! follows `MOVED`, `ASK` and failovers itself; a pipeline is split per slot here.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 
 use crate::config::RedisConfig;
 use crate::error::{Failure, timed};
-use crate::topology::{SentinelUrl, Topology};
+use crate::topology::{ClusterUrl, SentinelUrl, Topology};
+
+mod cluster;
 
 /// A client for the configured URL; `rediss://` uses TLS (feature `tls`).
 fn client(config: &RedisConfig) -> Result<redis::Client, Failure> {
@@ -50,12 +55,13 @@ pub(crate) enum Source {
 }
 
 impl Source {
-    fn open(config: &RedisConfig) -> Result<Self, Failure> {
-        match Topology::parse(&config.url).map_err(invalid)? {
+    fn open(config: &RedisConfig, topology: Topology) -> Result<Self, Failure> {
+        match topology {
             Topology::Single(_) => Ok(Source::Single(client(config)?)),
             Topology::Sentinel(url) => {
                 Ok(Source::Sentinel(tokio::sync::Mutex::new(sentinel_client(&url, config.ca_cert.as_deref())?)))
             }
+            Topology::Cluster(_) => unreachable!("a cluster has no single source"),
         }
     }
 
@@ -68,7 +74,7 @@ impl Source {
     }
 }
 
-fn invalid(message: String) -> Failure {
+pub(crate) fn invalid(message: String) -> Failure {
     Failure::Redis(redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "invalid URL", message)))
 }
 
@@ -131,6 +137,13 @@ pub(crate) struct Connections {
     pub(crate) main: Conn,
     /// For `BLPOP`: taken for the wait, given back after (of the current primary).
     idle_blocking: Mutex<Vec<Blocking>>,
+    /// One server or Sentinel: the primary in use; a cluster: its clients.
+    place: Place,
+}
+
+enum Place {
+    Follow(Arc<Follow>),
+    Cluster(Arc<cluster::Clients>),
 }
 
 impl std::fmt::Debug for Connections {
@@ -152,15 +165,55 @@ pub(crate) fn manager_config(op_timeout: Duration, blocking: bool) -> Connection
 
 /// A connection held for a blocking wait.
 pub(crate) struct Blocking {
-    pub(crate) con: ConnectionManager,
+    pub(crate) con: BlockingCon,
     /// The primary it was made for (see [`Follow::generation`]).
     pub(crate) generation: u64,
+}
+
+/// A connection of its own for a blocking wait: to one server, or (a cluster) one with a
+/// connection per node, never shared with other commands, without a response time-out.
+#[derive(Clone)]
+pub(crate) enum BlockingCon {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for BlockingCon {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            BlockingCon::Single(con) => con.req_packed_command(cmd),
+            BlockingCon::Cluster(con) => con.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            BlockingCon::Single(con) => con.req_packed_commands(pipeline, offset, count),
+            BlockingCon::Cluster(con) => con.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            BlockingCon::Single(con) => con.get_db(),
+            BlockingCon::Cluster(_) => 0,
+        }
+    }
 }
 
 impl Connections {
     pub(crate) async fn open(config: &RedisConfig) -> Result<Self, Failure> {
         let op_timeout = config.op_timeout;
-        let source = Source::open(config)?;
+        let topology = Topology::parse(&config.url).map_err(invalid)?;
+        if let Topology::Cluster(url) = topology {
+            return Self::open_cluster(config, &url).await;
+        }
+        let source = Source::open(config, topology)?;
         let client = timed(op_timeout, source.client()).await?;
         let manager =
             timed(op_timeout, client.get_connection_manager_with_config(manager_config(op_timeout, false))).await?;
@@ -171,17 +224,52 @@ impl Connections {
             generation: AtomicU64::new(0),
             refreshing: tokio::sync::Mutex::new(()),
         };
-        Ok(Self { op_timeout, main: Conn::new(Arc::new(follow)), idle_blocking: Mutex::new(Vec::new()) })
+        let follow = Arc::new(follow);
+        Ok(Self {
+            op_timeout,
+            main: Conn::new(follow.clone()),
+            idle_blocking: Mutex::new(Vec::new()),
+            place: Place::Follow(follow),
+        })
     }
 
-    /// A client for the server in use now.
-    pub(crate) fn client(&self) -> redis::Client {
-        self.main.follow.read().1
+    async fn open_cluster(config: &RedisConfig, url: &ClusterUrl) -> Result<Self, Failure> {
+        let clients = cluster::Clients::new(config, url)?;
+        let (main, once) = tokio::try_join!(
+            timed(config.op_timeout, clients.main.get_async_connection()),
+            timed(config.op_timeout, clients.once.get_async_connection()),
+        )?;
+        Ok(Self {
+            op_timeout: config.op_timeout,
+            main: Conn { link: Link::Cluster { con: main, once }, resend: true },
+            idle_blocking: Mutex::new(Vec::new()),
+            place: Place::Cluster(Arc::new(clients)),
+        })
+    }
+
+    fn follow(&self) -> Option<&Arc<Follow>> {
+        match &self.place {
+            Place::Follow(follow) => Some(follow),
+            Place::Cluster(_) => None,
+        }
+    }
+
+    /// True on a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.place, Place::Cluster(_))
+    }
+
+    /// Where the subscriber connects: the server in use now, or the cluster.
+    pub(crate) fn push_place(&self) -> PushPlace {
+        match &self.place {
+            Place::Follow(follow) => PushPlace::Server(Box::new(follow.read().1)),
+            Place::Cluster(clients) => PushPlace::Cluster(clients.clone()),
+        }
     }
 
     /// How many times the connections moved to a new primary (Sentinel), from 0.
     pub(crate) fn generation(&self) -> u64 {
-        self.main.follow.generation.load(Ordering::Acquire)
+        self.follow().map_or(0, |follow| follow.generation.load(Ordering::Acquire))
     }
 
     /// A call on a blocking connection of `generation` failed with `failure`: behind
@@ -193,43 +281,58 @@ impl Connections {
             Failure::Redis(e) => primary_lost(e),
             Failure::Closed => false,
         };
-        if lost && matches!(self.main.follow.source, Source::Sentinel(_)) {
-            let follow = self.main.follow.clone();
+        let Some(follow) = self.follow() else { return };
+        if lost && matches!(follow.source, Source::Sentinel(_)) {
+            let follow = follow.clone();
             tokio::spawn(async move { follow.refresh(generation).await });
         }
     }
 
-    /// Where the server in use is, for connections kept elsewhere (the subscriber's).
-    pub(crate) fn primary(&self) -> Primary {
-        Primary(self.main.follow.clone())
+    /// Where the server in use is, for connections kept elsewhere (the subscriber's);
+    /// `None` on a cluster (its connections follow the cluster by themselves).
+    pub(crate) fn primary(&self) -> Option<Primary> {
+        self.follow().map(|follow| Primary(follow.clone()))
     }
 
     /// A connection for one blocking wait; give it back with [`Connections::give_back`].
     pub(crate) async fn blocking(&self) -> Result<Blocking, Failure> {
-        let generation = self.main.follow.generation.load(Ordering::Acquire);
+        let generation = self.generation();
         let idle = {
             let mut idle = self.idle_blocking.lock().unwrap_or_else(|p| p.into_inner());
             // Those of a primary that is no longer one are dropped.
             idle.retain(|b| b.generation == generation);
             idle.pop()
         };
-        match idle {
-            Some(blocking) => Ok(blocking),
-            None => {
-                let client = self.client();
-                let config = manager_config(self.op_timeout, true);
-                let con = timed(self.op_timeout, client.get_connection_manager_with_config(config)).await?;
-                Ok(Blocking { con, generation })
-            }
+        if let Some(blocking) = idle {
+            return Ok(blocking);
         }
+        let con = match &self.place {
+            Place::Follow(follow) => {
+                let client = follow.read().1;
+                let config = manager_config(self.op_timeout, true);
+                BlockingCon::Single(timed(self.op_timeout, client.get_connection_manager_with_config(config)).await?)
+            }
+            Place::Cluster(clients) => {
+                BlockingCon::Cluster(timed(self.op_timeout, clients.blocking.get_async_connection()).await?)
+            }
+        };
+        Ok(Blocking { con, generation })
     }
 
     pub(crate) fn give_back(&self, blocking: Blocking) {
         let mut idle = self.idle_blocking.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < 8 && blocking.generation == self.main.follow.generation.load(Ordering::Acquire) {
+        if idle.len() < 8 && blocking.generation == self.generation() {
             idle.push(blocking);
         }
     }
+}
+
+/// Where the subscriber's connection goes.
+pub(crate) enum PushPlace {
+    /// The server in use now (one server, or the primary the Sentinels name).
+    Server(Box<redis::Client>),
+    /// A cluster (see [`cluster::Clients::push`]).
+    Cluster(Arc<cluster::Clients>),
 }
 
 /// Tells a connection kept outside [`Connections`] where the server is now.
@@ -340,44 +443,65 @@ fn primary_lost(e: &RedisError) -> bool {
 /// ([`Conn::once`]).
 #[derive(Clone)]
 pub(crate) struct Conn {
-    follow: Arc<Follow>,
-    /// The connection of generation `generation`, used while that is the current one
-    /// (no lock per command: one atomic load).
-    cached: ConnectionManager,
-    generation: u64,
+    link: Link,
     /// Send a command again after a closed connection.
     resend: bool,
+}
+
+#[derive(Clone)]
+enum Link {
+    /// One server, or the primary behind Sentinel.
+    Follow {
+        follow: Arc<Follow>,
+        /// The connection of generation `generation`, used while that is the current one
+        /// (no lock per command: one atomic load).
+        cached: ConnectionManager,
+        generation: u64,
+    },
+    /// A cluster: `con` retries what failed (redirects, a lost connection); `once`
+    /// retries nothing, for calls that must not run twice.
+    Cluster { con: ClusterConnection, once: ClusterConnection },
 }
 
 impl Conn {
     /// The connection for a call that must not be sent twice (a fetch, whose lost reply
     /// the broker reconciles on its own); it still follows a failover.
     pub(crate) fn once(&self) -> Conn {
-        Conn { resend: false, ..self.clone() }
+        match &self.link {
+            Link::Cluster { once, .. } => {
+                Conn { link: Link::Cluster { con: once.clone(), once: once.clone() }, resend: false }
+            }
+            Link::Follow { .. } => Conn { resend: false, ..self.clone() },
+        }
     }
 
     fn new(follow: Arc<Follow>) -> Self {
         let generation = follow.generation.load(Ordering::Acquire);
         let cached = follow.read().0;
-        Conn { follow, cached, generation, resend: true }
+        Conn { link: Link::Follow { follow, cached, generation }, resend: true }
     }
+}
 
-    /// The current connection, and its generation.
-    fn manager(&mut self) -> (&mut ConnectionManager, u64) {
-        let generation = self.follow.generation.load(Ordering::Acquire);
-        if generation != self.generation {
-            self.cached = self.follow.read().0;
-            self.generation = generation;
-        }
-        (&mut self.cached, generation)
-    }
+/// Whether to send again after `e` on the connection of `generation`.
+async fn again(follow: &Arc<Follow>, resend: bool, e: &RedisError, generation: u64) -> bool {
+    let moved = follow.after(e, generation).await;
+    let refused_unrun = matches!(e.kind(), redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly));
+    (moved && (resend || refused_unrun)) || (resend && closed_before_sending(e))
+}
 
-    /// Whether to send again after `e` on the connection of `generation`.
-    async fn again(&self, e: &RedisError, generation: u64) -> bool {
-        let moved = self.follow.after(e, generation).await;
-        let refused_unrun = matches!(e.kind(), redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly));
-        (moved && (self.resend || refused_unrun)) || (self.resend && closed_before_sending(e))
+/// The current connection of `follow`, and its generation (the cache refreshed when a
+/// failover moved it).
+fn current<'a>(
+    follow: &Arc<Follow>,
+    cached: &'a mut ConnectionManager,
+    seen: &mut u64,
+) -> (&'a mut ConnectionManager, u64) {
+    let generation = follow.generation.load(Ordering::Acquire);
+    if generation != *seen {
+        *cached = follow.read().0;
+        *seen = generation;
     }
+    (cached, generation)
 }
 
 /// True when a command failed because its connection was closed or could not be made.
@@ -388,9 +512,16 @@ fn closed_before_sending(e: &RedisError) -> bool {
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            let (con, generation) = self.manager();
+            let resend = self.resend;
+            let (follow, cached, seen) = match &mut self.link {
+                Link::Cluster { con, .. } => return con.req_packed_command(cmd).await,
+                Link::Follow { follow, cached, generation } => (follow.clone(), cached, generation),
+            };
+            let (con, generation) = current(&follow, cached, seen);
             match con.req_packed_command(cmd).await {
-                Err(e) if self.again(&e, generation).await => self.manager().0.req_packed_command(cmd).await,
+                Err(e) if again(&follow, resend, &e, generation).await => {
+                    current(&follow, cached, seen).0.req_packed_command(cmd).await
+                }
                 answered => answered,
             }
         })
@@ -403,10 +534,15 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            let (con, generation) = self.manager();
+            let resend = self.resend;
+            let (follow, cached, seen) = match &mut self.link {
+                Link::Cluster { con, .. } => return cluster::split_pipeline(con, pipeline, offset, count).await,
+                Link::Follow { follow, cached, generation } => (follow.clone(), cached, generation),
+            };
+            let (con, generation) = current(&follow, cached, seen);
             match con.req_packed_commands(pipeline, offset, count).await {
-                Err(e) if self.again(&e, generation).await => {
-                    self.manager().0.req_packed_commands(pipeline, offset, count).await
+                Err(e) if again(&follow, resend, &e, generation).await => {
+                    current(&follow, cached, seen).0.req_packed_commands(pipeline, offset, count).await
                 }
                 answered => answered,
             }
@@ -414,6 +550,9 @@ impl ConnectionLike for Conn {
     }
 
     fn get_db(&self) -> i64 {
-        self.cached.get_db()
+        match &self.link {
+            Link::Follow { cached, .. } => cached.get_db(),
+            Link::Cluster { .. } => 0,
+        }
     }
 }

@@ -62,14 +62,9 @@ impl RedisBackend {
     pub async fn connect(config: RedisConfig) -> Result<Self, BackendError> {
         let context = || format!("cannot connect the result backend to {}", task_core::redact_url(&config.url));
         let conns = Connections::open(&config).await.map_err(|e| e.backend(&context()))?;
-        let subscriber = Subscriber::open(
-            conns.primary(),
-            &conns.client(),
-            config.op_timeout,
-            Keys::new(&config.namespace).control_channel(),
-        )
-        .await
-        .map_err(|e| e.backend(&context()))?;
+        let subscriber = Subscriber::open(&conns, config.op_timeout, Keys::new(&config.namespace).control_channel())
+            .await
+            .map_err(|e| e.backend(&context()))?;
         let (writes, pending) = mpsc::unbounded_channel();
         tokio::spawn(flush_writes(
             pending,
@@ -77,6 +72,7 @@ impl RedisBackend {
             config.op_timeout,
             Keys::new(&config.namespace),
             config.events_cap,
+            conns.is_cluster(),
         ));
         Ok(Self {
             inner: Arc::new(Inner {
@@ -251,22 +247,32 @@ impl ResultBackend for RedisBackend {
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
             let keys = &self.inner.keys;
+            let context = || format!("cannot revoke task {id}");
+            let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            let now = now_ms();
             let mut inv = SCRIPTS.revoke.prepare_invoke();
-            inv.key(keys.result(id))
-                .key(keys.recent())
-                .key(keys.revoked())
-                .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
-                .arg(reason)
-                .arg(keys.done_channel(id))
-                .arg(keys.control_channel())
-                .arg(id.as_str())
-                .arg(now_ms())
-                .arg(task_core::HISTORY_CAP)
-                .arg(if terminate { "1" } else { "0" });
+            inv.key(keys.result(id)).arg(ttl_ms).arg(reason).arg(keys.done_channel(id)).arg(now);
             let mut con = self.con();
-            let _: i64 = timed(self.inner.op_timeout, inv.invoke_async(&mut con))
-                .await
-                .map_err(|e| e.backend(&format!("cannot revoke task {id}")))?;
+            let revoked: i64 =
+                timed(self.inner.op_timeout, inv.invoke_async(&mut con)).await.map_err(|e| e.backend(&context()))?;
+            // The record first: it is what a worker that stores STARTED checks. Then the
+            // revoked set, for workers that check from memory; a revoke that fails here
+            // fails as a whole, and sent again it changes nothing more.
+            let mut pipe = redis::pipe();
+            if revoked > 0 {
+                let until_ms = now.saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
+                pipe.cmd("ZREMRANGEBYSCORE").arg(keys.revoked()).arg("-inf").arg(now).ignore();
+                pipe.cmd("ZADD").arg(keys.revoked()).arg(until_ms).arg(id.as_str()).ignore();
+                pipe.cmd("PUBLISH").arg(keys.control_channel()).arg(format!("revoke {until_ms} {id}")).ignore();
+            }
+            if revoked == 2 {
+                pipe.cmd("LPUSH").arg(keys.recent()).arg(id.as_str()).ignore();
+                pipe.cmd("LTRIM").arg(keys.recent()).arg(0).arg(task_core::HISTORY_CAP - 1).ignore();
+            }
+            if terminate {
+                pipe.cmd("PUBLISH").arg(keys.control_channel()).arg(format!("terminate {id}")).ignore();
+            }
+            timed_pipe::<()>(self.inner.op_timeout, &pipe, &mut con).await.map_err(|e| e.backend(&context()))?;
             Ok(())
         })
     }
@@ -275,8 +281,11 @@ impl ResultBackend for RedisBackend {
         Some(self)
     }
 
+    /// Not on a cluster, where a record and its message's processing list are in
+    /// different slots: there a result is stored (fenced by the record's owner), then
+    /// its message acked, so a crash in between runs the task again (at least once).
     fn settle_atomically(&self) -> Option<&dyn SettleAtomically> {
-        Some(self)
+        (!self.inner.conns.is_cluster()).then_some(self)
     }
 
     fn remote_control(&self) -> Option<&dyn task_core::capability::RemoteControl> {

@@ -1,18 +1,51 @@
 //! The one subscriber connection of a process: completion channels for waiters, and
 //! the control channel (revokes, terminate requests).
 
+use redis::cluster_async::ClusterConnection;
+
 use super::*;
-use crate::conn::Primary;
+use crate::conn::{Connections, Primary, PushPlace};
 use crate::error::Failure;
 
 /// The subscriber's connection, replaced when it follows a new primary (Sentinel).
 #[derive(Clone)]
 pub(super) struct SubCon {
-    current: Arc<std::sync::RwLock<(ConnectionManager, String)>>,
+    current: Arc<std::sync::RwLock<(SubLink, String)>>,
+}
+
+/// A RESP3 connection for pushes: to one server, or to a cluster (where a message
+/// published on any node reaches the subscribers of every node).
+#[derive(Clone)]
+enum SubLink {
+    Server(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl SubLink {
+    async fn subscribe(&mut self, channels: impl redis::ToRedisArgs + Send + Sync) -> redis::RedisResult<()> {
+        match self {
+            SubLink::Server(con) => con.subscribe(channels).await,
+            SubLink::Cluster(con) => con.subscribe(channels).await,
+        }
+    }
+
+    async fn unsubscribe(&mut self, channels: impl redis::ToRedisArgs + Send + Sync) -> redis::RedisResult<()> {
+        match self {
+            SubLink::Server(con) => con.unsubscribe(channels).await,
+            SubLink::Cluster(con) => con.unsubscribe(channels).await,
+        }
+    }
+
+    async fn ping(&mut self) -> redis::RedisResult<String> {
+        match self {
+            SubLink::Server(con) => redis::cmd("PING").query_async(con).await,
+            SubLink::Cluster(con) => redis::cmd("PING").query_async(con).await,
+        }
+    }
 }
 
 impl SubCon {
-    fn get(&self) -> ConnectionManager {
+    fn get(&self) -> SubLink {
         self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).0.clone()
     }
 
@@ -144,7 +177,7 @@ async fn subscriptions(sub: SubCon, mut changes: mpsc::UnboundedReceiver<Change>
             }
         }
         let mut con = sub.get();
-        let (mut subscribe, mut unsubscribe) = (Vec::new(), Vec::new());
+        let (mut subscribe, mut unsubscribe) = (Vec::<String>::new(), Vec::<String>::new());
         for (channel, before) in subscribed_before {
             match (before, refs.contains_key(&channel)) {
                 (false, true) => subscribe.push(channel),
@@ -181,15 +214,19 @@ impl Change {
 }
 
 impl Subscriber {
-    pub(super) async fn open(
-        primary: Primary,
-        client: &redis::Client,
-        op_timeout: Duration,
-        control: String,
-    ) -> Result<Self, Failure> {
+    pub(super) async fn open(conns: &Connections, op_timeout: Duration, control: String) -> Result<Self, Failure> {
         let (tx, rx) = mpsc::unbounded_channel::<PushInfo>();
-        let con = open_push(client, tx.clone(), op_timeout).await?;
-        let sub = SubCon { current: Arc::new(std::sync::RwLock::new((con.clone(), crate::conn::address(client)))) };
+        let (con, addr) = match conns.push_place() {
+            PushPlace::Server(client) => {
+                (SubLink::Server(open_push(&client, tx.clone(), op_timeout).await?), crate::conn::address(&client))
+            }
+            PushPlace::Cluster(clients) => {
+                let client = clients.push(tx.clone())?;
+                (SubLink::Cluster(timed(op_timeout, client.get_async_connection()).await?), "cluster".to_owned())
+            }
+        };
+        let primary = conns.primary();
+        let sub = SubCon { current: Arc::new(std::sync::RwLock::new((con.clone(), addr))) };
         let waiters: Arc<Waiters> = Arc::default();
         let terminate = Listeners::default();
         let requests = Listeners::default();
@@ -254,7 +291,8 @@ impl Subscriber {
 #[derive(Clone)]
 pub(super) struct Keeper {
     sub: SubCon,
-    primary: Primary,
+    /// `None` on a cluster: its connection follows the cluster by itself.
+    primary: Option<Primary>,
     /// Where the pushes of a new connection go (the dispatcher).
     pushes: mpsc::UnboundedSender<PushInfo>,
     control: String,
@@ -283,7 +321,7 @@ impl Keeper {
                     break;
                 }
                 let mut con = keeper.sub.get();
-                let pong: Result<String, _> = timed(op_timeout, redis::cmd("PING").query_async(&mut con)).await;
+                let pong = timed(op_timeout, con.ping()).await;
                 match pong {
                     Ok(_) => break,
                     Err(e) => tracing::debug!(error = ?e, "the subscriber is still disconnected"),
@@ -300,7 +338,8 @@ impl Keeper {
     /// Behind Sentinel: moves the subscriber to the primary the Sentinels name, if it
     /// moved; true once it listens there.
     async fn follow(&self, waiters: &Waiters) -> bool {
-        let Some(client) = self.primary.moved_from(&self.sub.addr()).await else { return false };
+        let Some(primary) = &self.primary else { return false };
+        let Some(client) = primary.moved_from(&self.sub.addr()).await else { return false };
         let mut con = match open_push(&client, self.pushes.clone(), self.op_timeout).await {
             Ok(con) => con,
             Err(e) => {
@@ -315,7 +354,8 @@ impl Keeper {
             return false;
         }
         let addr = crate::conn::address(&client);
-        *self.sub.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = (con, addr.clone());
+        *self.sub.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            (SubLink::Server(con), addr.clone());
         // A completion may have been missed meanwhile: every waiter reads its state.
         for (notify, _) in waiters.lock().unwrap_or_else(|p| p.into_inner()).values() {
             notify.notify_waiters();

@@ -61,12 +61,16 @@ const MAX_GROUP: usize = 256;
 /// Sends state writes to Redis, one script call at a time, each carrying every write
 /// that arrived meanwhile (group commit): under load, one call serves many tasks; alone,
 /// a write goes at once. The script applies each write's own fencing and revoke rules.
+/// On a cluster (`cluster`), a call carries the writes of one slot, the calls of a
+/// group go in one pipeline (split per slot), and the recent-tasks list and the minute
+/// counters, of slots of their own, are written after them, before the writers hear.
 pub(super) async fn flush_writes(
     mut writes: mpsc::UnboundedReceiver<Write>,
     mut con: Conn,
     op_timeout: Duration,
     keys: Keys,
     events_cap: usize,
+    cluster: bool,
 ) {
     let mut tallies = Tallies::default();
     let mut tally_due = tokio::time::Instant::now() + TALLY_EVERY;
@@ -103,39 +107,16 @@ pub(super) async fn flush_writes(
             }
         }
         let now = now_ms();
-        // EVALSHA built as one command: its arguments go straight into the command's
-        // buffer (a ScriptInvocation would copy each into a vector of its own first).
-        // Sized up front: a group of a hundred writes would otherwise regrow it often.
-        let size = |w: &Write| {
-            w.args.args_iter().map(|a| if let redis::Arg::Simple(a) = a { a.len() } else { 0 }).sum::<usize>()
+        let parts = if cluster {
+            by_slot(group).into_iter().map(|part| (store_call(&part, None, now), part)).collect()
+        } else {
+            vec![(store_call(&group, Some(&keys), now), group)]
         };
-        let bytes: usize =
-            group.iter().map(|w| w.key.len() + w.ack_key.as_ref().map_or(0, String::len) + size(w)).sum();
-        let count: usize = group.iter().map(|w| 2 + w.args.args_iter().len()).sum();
-        let mut cmd = redis::Cmd::with_capacity(count + 8, bytes + 256);
-        cmd.arg("EVALSHA");
-        let acks = group.iter().filter(|w| w.ack_key.is_some()).count();
-        cmd.arg(SCRIPTS.store_many.get_hash()).arg(group.len() + 2 + acks);
-        for write in &group {
-            cmd.arg(&write.key);
-        }
-        cmd.arg(keys.recent()).arg(keys.minute(now - now.rem_euclid(60_000)));
-        for ack_key in group.iter().filter_map(|w| w.ack_key.as_ref()) {
-            cmd.arg(ack_key);
-        }
-        cmd.arg(group.len()).arg(now).arg(task_core::HISTORY_CAP);
-        for write in &group {
-            for arg in write.args.args_iter() {
-                if let redis::Arg::Simple(arg) = arg {
-                    cmd.arg(arg);
-                }
-            }
-        }
         let permit = in_flight.clone().acquire_owned().await.expect("never closed");
-        let (mut con, stored_tx) = (con.clone(), stored_tx.clone());
+        let (mut con, stored_tx, keys_) = (con.clone(), stored_tx.clone(), keys.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            store_group(&mut con, &cmd, op_timeout, group, &stored_tx).await;
+            store_parts(&mut con, parts, op_timeout, &stored_tx, cluster.then_some(&keys_)).await;
         });
     }
     let _ = in_flight.acquire_many(u32::try_from(GROUPS_IN_FLIGHT).unwrap_or(u32::MAX)).await;
@@ -147,34 +128,150 @@ pub(super) async fn flush_writes(
     }
 }
 
-/// How many grouped write calls may be on their way to Redis at once.
-const GROUPS_IN_FLIGHT: usize = 3;
+/// The writes of `group` by the slot of their record, each slot's in their order.
+fn by_slot(group: Vec<Write>) -> Vec<Vec<Write>> {
+    let mut parts: Vec<(redis::cluster_routing::Slot, Vec<Write>)> = Vec::new();
+    for write in group {
+        let slot = redis::cluster_routing::Slot::for_key(&write.key);
+        match parts.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, part)) => part.push(write),
+            None => parts.push((slot, vec![write])),
+        }
+    }
+    parts.into_iter().map(|(_, part)| part).collect()
+}
 
-/// Runs one group's `store_many` call and answers each write. The tallies of the
-/// stored writes go to `tallied` before any writer hears back: a writer's next write
-/// may be in a later group, whose tallies must not overtake these (the event stream
-/// keeps each task's order).
-async fn store_group(
+/// The `store_many` call of `group`: with the recent-tasks list and this minute's
+/// counters of `index` (one Redis), or without (a cluster: the script answers 2 for a
+/// stored write to list, and the caller lists it).
+fn store_call(group: &[Write], index: Option<&Keys>, now: i64) -> redis::Cmd {
+    // EVALSHA built as one command: its arguments go straight into the command's
+    // buffer (a ScriptInvocation would copy each into a vector of its own first).
+    // Sized up front: a group of a hundred writes would otherwise regrow it often.
+    let size =
+        |w: &Write| w.args.args_iter().map(|a| if let redis::Arg::Simple(a) = a { a.len() } else { 0 }).sum::<usize>();
+    let bytes: usize = group.iter().map(|w| w.key.len() + w.ack_key.as_ref().map_or(0, String::len) + size(w)).sum();
+    let count: usize = group.iter().map(|w| 2 + w.args.args_iter().len()).sum();
+    let mut cmd = redis::Cmd::with_capacity(count + 8, bytes + 256);
+    cmd.arg("EVALSHA");
+    let acks = group.iter().filter(|w| w.ack_key.is_some()).count();
+    let indexes = if index.is_some() { 2 } else { 0 };
+    cmd.arg(SCRIPTS.store_many.get_hash()).arg(group.len() + indexes + acks);
+    for write in group {
+        cmd.arg(&write.key);
+    }
+    if let Some(keys) = index {
+        cmd.arg(keys.recent()).arg(keys.minute(now - now.rem_euclid(60_000)));
+    }
+    for ack_key in group.iter().filter_map(|w| w.ack_key.as_ref()) {
+        cmd.arg(ack_key);
+    }
+    cmd.arg(group.len()).arg(now).arg(task_core::HISTORY_CAP);
+    for write in group {
+        for arg in write.args.args_iter() {
+            if let redis::Arg::Simple(arg) = arg {
+                cmd.arg(arg);
+            }
+        }
+    }
+    cmd
+}
+
+/// Runs the calls of `parts` (one as it is, several in one pipeline) and answers each
+/// write; `NOSCRIPT` (Redis restarted and forgot the script) loads it and sends again.
+/// On a cluster (`index`: its keys), the writes stored are listed and counted first.
+async fn store_parts(
     con: &mut Conn,
-    cmd: &redis::Cmd,
+    parts: Vec<(redis::Cmd, Vec<Write>)>,
     op_timeout: Duration,
-    group: Vec<Write>,
     tallied: &mpsc::UnboundedSender<Vec<Tally>>,
+    index: Option<&Keys>,
 ) {
-    let stored: Result<Vec<i64>, crate::error::Failure> = match timed(op_timeout, cmd.query_async(con)).await {
-        // Redis restarted and forgot the script: load it, then send the same command.
+    let send = |con: &mut Conn| {
+        let mut con = con.clone();
+        let cmds: Vec<&redis::Cmd> = parts.iter().map(|(cmd, _)| cmd).collect();
+        async move {
+            if let [cmd] = cmds[..] {
+                return timed(op_timeout, cmd.query_async::<Vec<i64>>(&mut con)).await.map(|codes| vec![codes]);
+            }
+            let mut pipe = redis::Pipeline::with_capacity(cmds.len());
+            for cmd in cmds {
+                pipe.add_command(cmd.clone());
+            }
+            timed(op_timeout, pipe.query_async::<Vec<Vec<i64>>>(&mut con)).await
+        }
+    };
+    let stored: Result<Vec<Vec<i64>>, crate::error::Failure> = match send(con).await {
         Err(e) if e.is_noscript() => match timed(op_timeout, SCRIPTS.store_many.load_async(con)).await {
-            Ok(_) => timed(op_timeout, cmd.query_async(con)).await,
+            Ok(_) => send(con).await,
             Err(e) => Err(e),
         },
         other => other,
     };
     match stored {
+        Ok(codes) => {
+            let listed = index.map(|keys| indexes(&parts, &codes, keys)).unwrap_or_default();
+            if !listed.is_empty() {
+                if let Err(e) = timed_pipe::<()>(op_timeout, &listed, con).await {
+                    tracing::warn!(error = %e.backend("Redis"), "stored tasks are missing from the recent list");
+                }
+            }
+            for ((_, group), codes) in parts.into_iter().zip(codes) {
+                answer(group, Ok(codes), tallied);
+            }
+        }
+        Err(e) => {
+            let kind = e.kind();
+            let text = e.backend("Redis").to_string();
+            for (_, group) in parts {
+                answer(group, Err((kind, text.clone())), tallied);
+            }
+        }
+    }
+}
+
+/// How many grouped write calls may be on their way to Redis at once.
+const GROUPS_IN_FLIGHT: usize = 3;
+
+/// The recent-tasks list and minute counters of the writes a cluster's calls stored:
+/// those answered 2 listed, the successes and failures among those answered 1 or 2.
+fn indexes(parts: &[(redis::Cmd, Vec<Write>)], codes: &[Vec<i64>], keys: &Keys) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    let stored = || parts.iter().zip(codes).flat_map(|((_, group), codes)| group.iter().zip(codes));
+    let listed: Vec<&str> = stored().filter(|(_, code)| **code == 2).map(|(w, _)| w.tally.id.as_str()).collect();
+    if !listed.is_empty() {
+        let recent = keys.recent();
+        pipe.cmd("LPUSH").arg(&recent).arg(listed).ignore();
+        pipe.cmd("LTRIM").arg(&recent).arg(0).arg(task_core::HISTORY_CAP - 1).ignore();
+    }
+    let ended = |state| stored().filter(|(w, code)| **code >= 1 && w.tally.state == state).count();
+    let (succeeded, failed) = (ended(TaskState::Success), ended(TaskState::Failure));
+    if succeeded + failed > 0 {
+        let now = now_ms();
+        let minute = keys.minute(now - now.rem_euclid(60_000));
+        for (field, n) in [("succeeded", succeeded), ("failed", failed)].into_iter().filter(|(_, n)| *n > 0) {
+            pipe.cmd("HINCRBY").arg(&minute).arg(field).arg(n).ignore();
+        }
+        pipe.cmd("EXPIRE").arg(&minute).arg(7200).ignore();
+    }
+    pipe
+}
+
+/// Answers each write of one `store_many` call. The tallies of the stored writes go to
+/// `tallied` before any writer hears back: a writer's next write may be in a later
+/// group, whose tallies must not overtake these (the event stream keeps each task's
+/// order). Code 2 (a cluster's call) is a write stored that the tallies list.
+fn answer(
+    group: Vec<Write>,
+    stored: Result<Vec<i64>, (ErrorKind, String)>,
+    tallied: &mpsc::UnboundedSender<Vec<Tally>>,
+) {
+    match stored {
         Ok(codes) if codes.len() == group.len() => {
             let (tallies, replies): (Vec<_>, Vec<_>) = group
                 .into_iter()
                 .zip(codes)
-                .map(|(write, code)| ((code == 1).then_some(write.tally), (write.reply, code)))
+                .map(|(write, code)| ((code >= 1).then_some(write.tally), (write.reply, code.min(1))))
                 .unzip();
             let _ = tallied.send(tallies.into_iter().flatten().collect());
             for (reply, code) in replies {
@@ -188,10 +285,8 @@ async fn store_group(
             }
         }
         Err(e) => {
-            let kind = e.kind();
-            let text = e.backend("Redis").to_string();
             for write in group {
-                let _ = write.reply.send(Err((kind, text.clone())));
+                let _ = write.reply.send(Err(e.clone()));
             }
         }
     }

@@ -267,7 +267,7 @@ impl RedisBroker {
     /// every entry into Lua and back): per (queue, priority) group an RPUSH of the due
     /// entries and a ZADD of the delayed ones, then per queue one wake token (RPUSH then
     /// LTRIM to one: at most one token, as the enqueue script keeps it). Each command
-    /// touches one key, so the batch suits Redis Cluster as it is.
+    /// touches one key: on a cluster the batch goes split per slot.
     async fn enqueue_many(&self, messages: &[Message]) -> Result<(), Failure> {
         let keys = &self.inner.keys;
         /// The messages of one queue and priority: due now, and delayed (due time, entry).
@@ -292,8 +292,7 @@ impl RedisBroker {
                 due => groups[at].later.push((due, entry)),
             }
         }
-        let mut pipe = redis::pipe();
-        for Group { queue, priority, now, later } in &groups {
+        let add = |pipe: &mut redis::Pipeline, Group { queue, priority, now, later }: &Group<'_>| {
             if !now.is_empty() {
                 // Sized up front: a thousand entries would otherwise regrow it a dozen times.
                 let bytes = now.iter().map(|e| e.payload.len() + 16).sum::<usize>() + 64;
@@ -304,32 +303,46 @@ impl RedisBroker {
             if !later.is_empty() {
                 pipe.cmd("ZADD").arg(keys.delayed(queue)).arg(later).ignore();
             }
-        }
+        };
+        let wake = |pipe: &mut redis::Pipeline, queue: &str| {
+            pipe.cmd("RPUSH").arg(keys.wake(queue)).arg(1).ignore();
+            pipe.cmd("LTRIM").arg(keys.wake(queue)).arg(0).arg(0).ignore();
+        };
         let mut woken: Vec<&str> = groups.iter().map(|g| g.queue).collect();
         woken.sort_unstable();
         woken.dedup();
-        for queue in woken {
-            pipe.cmd("RPUSH").arg(keys.wake(queue)).arg(1).ignore();
-            pipe.cmd("LTRIM").arg(keys.wake(queue)).arg(0).arg(0).ignore();
-        }
         let Some((replicas, timeout)) = self.replicas() else {
+            let mut pipe = redis::pipe();
+            groups.iter().for_each(|g| add(&mut pipe, g));
+            woken.iter().for_each(|q| wake(&mut pipe, q));
             let mut con = self.con();
             return timed_pipe(self.limit(), &pipe, &mut con).await;
         };
-        // WAIT counts the writes of its own connection: the batch goes on one of its own.
-        pipe.cmd("WAIT").arg(replicas).arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1));
+        // WAIT counts the writes of its own connection on its own node: the batch goes
+        // on a connection of its own, and on a cluster as one pipeline per queue (one
+        // slot), each with its WAIT, to the node of that slot.
+        let wait_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
+        let parts: Vec<Vec<&str>> =
+            if self.inner.conns.is_cluster() { woken.iter().map(|q| vec![*q]).collect() } else { vec![woken] };
         let mut blocking = self.inner.conns.blocking().await?;
-        let sent: Result<(usize,), Failure> = timed(self.limit() + timeout, pipe.query_async(&mut blocking.con)).await;
-        match sent {
-            Ok((acked,)) => {
-                self.inner.conns.give_back(blocking);
-                Self::enough(acked, replicas, timeout)
-            }
-            Err(e) => {
-                self.inner.conns.failed(&e, blocking.generation);
-                Err(e)
+        let mut least = usize::MAX;
+        for queues in parts {
+            let mut pipe = redis::pipe();
+            groups.iter().filter(|g| queues.contains(&g.queue)).for_each(|g| add(&mut pipe, g));
+            queues.iter().for_each(|q| wake(&mut pipe, q));
+            pipe.cmd("WAIT").arg(replicas).arg(wait_ms);
+            let sent: Result<(usize,), Failure> =
+                timed(self.limit() + timeout, pipe.query_async(&mut blocking.con)).await;
+            match sent {
+                Ok((acked,)) => least = least.min(acked),
+                Err(e) => {
+                    self.inner.conns.failed(&e, blocking.generation);
+                    return Err(e);
+                }
             }
         }
+        self.inner.conns.give_back(blocking);
+        Self::enough(least, replicas, timeout)
     }
 
     /// The replicas a send waits for and how long, when [`RedisConfig::wait_for_replicas`]
@@ -404,23 +417,60 @@ impl RedisBroker {
         Ok((out, next_due))
     }
 
-    /// Blocks on the queues' wake lists up to `wait`.
+    /// Blocks on the queues' wake lists up to `wait`. On a cluster, where the wake lists
+    /// of several queues are in several slots, each list has a wait of its own.
     async fn block(&self, queues: &[String], wait: Duration) -> Result<(), Failure> {
-        let mut con = self.inner.conns.blocking().await?;
         let wake: Vec<String> = queues.iter().map(|q| self.inner.keys.wake(q)).collect();
+        if wake.len() > 1 && self.inner.conns.is_cluster() {
+            return self.block_each(wake, wait).await;
+        }
+        self.block_on(&wake, wait).await.map(drop)
+    }
+
+    /// `BLPOP` on `wake` (lists of one slot) up to `wait`, on a connection of its own;
+    /// true when it took a token.
+    async fn block_on(&self, wake: &[String], wait: Duration) -> Result<bool, Failure> {
+        let mut con = self.inner.conns.blocking().await?;
         let secs = wait.as_secs_f64().max(0.01);
         let popped: Result<Option<(String, String)>, Failure> =
-            timed(wait + self.limit(), redis::cmd("BLPOP").arg(&wake).arg(secs).query_async(&mut con.con)).await;
+            timed(wait + self.limit(), redis::cmd("BLPOP").arg(wake).arg(secs).query_async(&mut con.con)).await;
         match popped {
-            Ok(_) => {
+            Ok(popped) => {
                 self.inner.conns.give_back(con);
-                Ok(())
+                Ok(popped.is_some())
             }
             Err(e) => {
                 self.inner.conns.failed(&e, con.generation);
                 Err(e)
             }
         }
+    }
+
+    /// Waits on each of the `wake` lists at once, each on a connection of its own, until
+    /// the first wait ends. The others run to their end; one that takes a token after
+    /// that puts it back, for the next worker to wake.
+    async fn block_each(&self, wake: Vec<String>, wait: Duration) -> Result<(), Failure> {
+        let over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ended, mut first) = tokio::sync::mpsc::channel::<Result<(), Failure>>(wake.len());
+        for list in wake {
+            let (broker, over, ended) = (self.clone(), over.clone(), ended.clone());
+            tokio::spawn(async move {
+                let popped = broker.block_on(std::slice::from_ref(&list), wait).await;
+                if matches!(popped, Ok(true)) && over.load(std::sync::atomic::Ordering::SeqCst) {
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("RPUSH").arg(&list).arg(1).ignore().cmd("LTRIM").arg(&list).arg(0).arg(0).ignore();
+                    let mut con = broker.con();
+                    if let Err(e) = timed_pipe::<()>(broker.limit(), &pipe, &mut con).await {
+                        tracing::debug!(error = ?e, list, "cannot put a wake token back");
+                    }
+                }
+                let _ = ended.try_send(popped.map(drop));
+            });
+        }
+        drop(ended);
+        let result = first.recv().await.unwrap_or(Ok(()));
+        over.store(true, std::sync::atomic::Ordering::SeqCst);
+        result
     }
 
     async fn settle(

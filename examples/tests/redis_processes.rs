@@ -35,7 +35,17 @@ async fn results(all: &[AsyncResult<String>]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_task_loses_nothing_and_no_live_worker_runs_a_task_twice() {
-    let setup = Setup::new(Persistence::None);
+    killed_mid_task(Setup::new(Persistence::None)).await;
+}
+
+/// The same on a Redis Cluster of three primaries: the queue on one node, the records
+/// and indexes spread over all three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_task_on_a_cluster_loses_nothing_either() {
+    killed_mid_task(tokio::task::spawn_blocking(|| Setup::on_cluster(3, 0)).await.unwrap()).await;
+}
+
+async fn killed_mid_task(setup: Setup) {
     let app = setup.app().await;
     let mut doomed = setup.worker(&["-c", "8", "--heartbeat-ttl", "1"]);
     let survivor = setup.worker(&["-c", "8", "--heartbeat-ttl", "1"]);
@@ -74,11 +84,11 @@ async fn redis_restarted_under_ten_thousand_tasks_loses_none() {
 
     let sent = app.send_batch((0..10_000).map(|i| journal::signature(format!("r{i}"), 0))).await.unwrap();
     wait_for_journal(&setup.journal, 2_000).await;
-    setup.server.stop(); // SIGTERM: Redis syncs its append-only file and exits
+    setup.server().stop(); // SIGTERM: Redis syncs its append-only file and exits
     let done_at_stop = journal_lines(&setup.journal).len();
     assert!(done_at_stop < 10_000, "Redis must go away in the middle of the run");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    setup.server.restart();
+    setup.server().restart();
 
     let values = results(&sent).await;
     assert_eq!(values.len(), 10_000);
@@ -125,19 +135,19 @@ async fn the_producer_and_worker_processes_of_the_readme() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_unknown_tasks_pushed_with_redis_cli_reach_the_dead_letters_and_the_worker_goes_on() {
-    let setup = Setup::new(Persistence::None);
+    let mut setup = Setup::new(Persistence::None);
     let app = setup.app().await;
     let worker = setup.worker(&["-c", "2"]);
     let ready = format!("{}:{{default}}:ready:0", setup.namespace);
     // Raw bytes, no header, not MessagePack.
-    setup.server.cli(&["RPUSH", &ready, "\u{1}\u{2} garbage"]);
+    setup.server().cli(&["RPUSH", &ready, "\u{1}\u{2} garbage"]);
     // A well-formed envelope for a task nobody registered, with the documented
     // 4-byte header, piped to `redis-cli -x` as an operator would.
     let envelope = task_core::Envelope::new("billing.unknown", empty_args(), "default");
     let mut entry = b"0000".to_vec();
     entry.extend(envelope.encode().unwrap());
     let mut cli = Command::new("redis-cli")
-        .args(["-p", &setup.server.port().to_string(), "-x", "RPUSH", &ready])
+        .args(["-p", &setup.server().port().to_string(), "-x", "RPUSH", &ready])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()

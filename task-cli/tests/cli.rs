@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use task_core::{TaskResult, task};
 use task_redis::RedisConfig;
-use test_support::{RedisServer, SentinelSet};
+use test_support::{RedisCluster, RedisServer, SentinelSet};
 
 #[task(name = "cli.add")]
 async fn add(x: i64, y: i64) -> TaskResult<i64> {
@@ -30,6 +30,7 @@ struct Env {
 enum Servers {
     One(RedisServer),
     Sentinel(SentinelSet),
+    Cluster(RedisCluster),
 }
 
 impl Env {
@@ -43,6 +44,12 @@ impl Env {
     fn sentinel() -> Self {
         let set = SentinelSet::start();
         Self { url: set.url(), namespace: test_support::namespace(), _servers: Servers::Sentinel(set) }
+    }
+
+    /// A private Redis Cluster of three primaries.
+    fn cluster() -> Self {
+        let cluster = RedisCluster::start(3, 0);
+        Self { url: cluster.url(), namespace: test_support::namespace(), _servers: Servers::Cluster(cluster) }
     }
 
     fn celerity(&self, args: &[&str]) -> Output {
@@ -221,6 +228,15 @@ async fn every_command_works_before_the_first_worker_and_after_the_last() {
 async fn every_command_works_through_the_sentinels_too() {
     let env = tokio::task::spawn_blocking(Env::sentinel).await.unwrap();
     assert!(env.url.starts_with("redis+sentinel://"), "{}", env.url);
+    first_minute(env).await;
+}
+
+/// The same first minute on a Redis Cluster: queues, workers and records on nodes of
+/// their own slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_works_on_a_cluster_too() {
+    let env = tokio::task::spawn_blocking(Env::cluster).await.unwrap();
+    assert!(env.url.starts_with("redis+cluster://"), "{}", env.url);
     first_minute(env).await;
 }
 

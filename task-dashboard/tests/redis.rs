@@ -1,5 +1,5 @@
-//! The dashboard on a real Redis: the first minute (no worker ever started) and after
-//! the last worker stopped, every page and every API answers.
+//! The dashboard on a real Redis and on a Redis Cluster: the first minute (no worker
+//! ever started) and after the last worker stopped, every page and every API answers.
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +9,7 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use task_dashboard::{DashboardConfig, router};
 use task_redis::RedisConfig;
-use test_support::RedisServer;
+use test_support::{RedisCluster, RedisServer};
 use tower::ServiceExt;
 
 async fn get(r: &Router, uri: &str) -> (StatusCode, String) {
@@ -51,7 +51,17 @@ async fn every_page_answers(dash: &Router, when: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_answers_before_the_first_worker_and_after_the_last() {
     let server = RedisServer::start();
-    let config = RedisConfig::from_url(server.url()).namespace(test_support::namespace());
+    first_minute(server.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_answers_on_a_cluster_too() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3, 0)).await.unwrap();
+    first_minute(cluster.url()).await;
+}
+
+async fn first_minute(url: String) {
+    let config = RedisConfig::from_url(url).namespace(test_support::namespace());
     let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
     let dash = router(app.clone(), DashboardConfig::default());
     every_page_answers(&dash, "before any worker started").await;

@@ -11,7 +11,9 @@
 //! by `CELERITY_REDIS_CA_CERT` / [`RedisConfig::ca_cert`]). Behind Sentinel:
 //! `redis+sentinel://[[user]:password@]s1:26379[,s2:26379…]/MASTER[/db]` names the
 //! Sentinels (the password is the primary's; `rediss+sentinel://` speaks TLS to them
-//! and to the primary); the connections follow the primary through a failover. The namespace of every key is
+//! and to the primary); the connections follow the primary through a failover. A Redis
+//! Cluster: `redis+cluster://[[user]:password@]h1:p1[,h2:p2…]` names some of its nodes
+//! (the rest is discovered; `rediss+cluster://` for TLS). The namespace of every key is
 //! `celerity`, or `CELERITY_REDIS_NAMESPACE`, or [`RedisConfig::namespace`]. To
 //! configure in code, build a [`RedisBroker`] and a [`RedisBackend`] from a
 //! [`RedisConfig`] and give them to `App::builder().broker(..).backend(..)`.
@@ -22,7 +24,9 @@
 //!   processing list owned by the worker in one Lua script (no pop-then-write gap).
 //!   A message leaves it only when acked after the task finished and its result was
 //!   stored; a task with nothing to send on stores its result and acks in one script
-//!   (`store_many.lua`), both or neither. Workers heartbeat into a zset scored by Redis's own clock; when one stops,
+//!   (`store_many.lua`), both or neither (on a cluster, where the record and the
+//!   processing list are in different slots: stored, fenced by the record's owner, then
+//!   acked; a crash between the two runs the task again). Workers heartbeat into a zset scored by Redis's own clock; when one stops,
 //!   any live worker (under a short lock) returns its messages to the front of their
 //!   queues. A long task on a live worker is never redelivered. After 5 deliveries
 //!   (configurable) a message goes to the queue's dead letters with the reason.
@@ -124,4 +128,12 @@ task_core::__private::inventory::submit! {
 
 task_core::__private::inventory::submit! {
     Driver { scheme: "rediss+sentinel", broker: Some(connect_broker), backend: Some(connect_backend) }
+}
+
+task_core::__private::inventory::submit! {
+    Driver { scheme: "redis+cluster", broker: Some(connect_broker), backend: Some(connect_backend) }
+}
+
+task_core::__private::inventory::submit! {
+    Driver { scheme: "rediss+cluster", broker: Some(connect_broker), backend: Some(connect_backend) }
 }

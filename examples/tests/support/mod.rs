@@ -1,5 +1,5 @@
-//! What the process tests share: a private Redis, a namespace, a journal file, and
-//! the demo binaries started against them.
+//! What the process tests share: a private Redis (or Redis Cluster), a namespace, a
+//! journal file, and the demo binaries started against them.
 #![allow(dead_code)] // each test crate uses its own part
 
 use std::path::{Path, PathBuf};
@@ -8,14 +8,16 @@ use std::time::{Duration, Instant};
 
 use task_core::App;
 use task_redis::RedisConfig;
-use test_support::{Persistence, RedisServer};
+use test_support::{Persistence, RedisCluster, RedisServer};
 
 pub(crate) const WORKER: &str = env!("CARGO_BIN_EXE_demo-worker");
 pub(crate) const PRODUCER: &str = env!("CARGO_BIN_EXE_demo-producer");
 
 /// A test's Redis, namespace and journal file.
 pub(crate) struct Setup {
-    pub(crate) server: RedisServer,
+    server: Option<RedisServer>,
+    pub(crate) cluster: Option<RedisCluster>,
+    pub(crate) url: String,
     pub(crate) namespace: String,
     pub(crate) journal: PathBuf,
 }
@@ -25,12 +27,25 @@ impl Setup {
         let server = RedisServer::start_with(persistence);
         let namespace = test_support::namespace();
         let journal = std::env::temp_dir().join(format!("{namespace}.journal"));
-        Self { server, namespace, journal }
+        Self { url: server.url(), server: Some(server), cluster: None, namespace, journal }
+    }
+
+    /// On a private Redis Cluster of `primaries` primaries with `replicas` replicas each.
+    pub(crate) fn on_cluster(primaries: usize, replicas: usize) -> Self {
+        let cluster = RedisCluster::start(primaries, replicas);
+        let namespace = test_support::namespace();
+        let journal = std::env::temp_dir().join(format!("{namespace}.journal"));
+        Self { url: cluster.url(), server: None, cluster: Some(cluster), namespace, journal }
+    }
+
+    /// The one Redis (not on a cluster).
+    pub(crate) fn server(&mut self) -> &mut RedisServer {
+        self.server.as_mut().expect("a setup of one Redis")
     }
 
     pub(crate) fn command(&self, bin: &str) -> Command {
         let mut cmd = Command::new(bin);
-        cmd.env("CELERITY_BROKER_URL", self.server.url())
+        cmd.env("CELERITY_BROKER_URL", &self.url)
             .env("CELERITY_REDIS_NAMESPACE", &self.namespace)
             .env("CELERITY_JOURNAL", &self.journal)
             .env("CELERITY_DEMO_TICK_SECS", "1")
@@ -50,7 +65,7 @@ impl Setup {
     }
 
     pub(crate) async fn app(&self) -> App {
-        let config = RedisConfig::from_url(self.server.url()).namespace(&self.namespace);
+        let config = RedisConfig::from_url(&self.url).namespace(&self.namespace);
         task_redis::app_builder(config).await.unwrap().build().await.unwrap()
     }
 }

@@ -441,13 +441,63 @@ impl RedisCluster {
         format!("redis+cluster://{}", nodes.join(","))
     }
 
-    /// The primary that serves `key`'s slot now: the node that answers a `GET` of it
-    /// without a redirect (for tests that check keys slot by slot).
+    /// The primary that serves `key`'s slot now: the live node that answers a `GET` of
+    /// it without a redirect (for tests that check keys slot by slot).
     pub fn owner_of(&self, key: &str) -> Option<&RedisServer> {
-        self.nodes.iter().find(|n| {
+        self.owner_index(key).map(|i| &self.nodes[i])
+    }
+
+    fn owner_index(&self, key: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| {
+            if n.child.is_none() {
+                return false;
+            }
             let answer = n.cli(&["GET", key]);
-            !answer.starts_with("MOVED") && !answer.starts_with("ASK") && !answer.contains("CLUSTERDOWN")
+            !answer.starts_with("MOVED")
+                && !answer.starts_with("ASK")
+                && !answer.contains("CLUSTERDOWN")
+                && !answer.starts_with("Could not connect")
         })
+    }
+
+    /// The live replica of `primary` (by its `INFO replication`).
+    pub fn replica_of(&self, primary: &RedisServer) -> Option<&RedisServer> {
+        let line = format!("master_port:{}", primary.port);
+        self.nodes.iter().find(|n| n.child.is_some() && n.cli(&["INFO", "replication"]).contains(&line))
+    }
+
+    /// Waits until the replica of the primary serving `key`'s slot has every write that
+    /// primary took so far (their replication offsets).
+    pub fn wait_for_replica_of(&self, key: &str) {
+        let offset = |node: &RedisServer| -> u64 {
+            let info = node.cli(&["INFO", "replication"]);
+            info.lines()
+                .find_map(|l| l.strip_prefix("master_repl_offset:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let primary = self.owner_of(key).expect("a node serves the key");
+        let replica = self.replica_of(primary).expect("the primary has a replica");
+        let target = offset(primary);
+        let start = Instant::now();
+        while offset(replica) < target {
+            assert!(start.elapsed() < Duration::from_secs(30), "the replica never caught up with its primary");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the primary serving `key`'s slot with SIGKILL, as a crash would, and waits
+    /// until another node (its replica, promoted) serves the slot; the port killed.
+    pub fn fail_over_owner_of(&mut self, key: &str) -> u16 {
+        let at = self.owner_index(key).expect("a node serves the key");
+        let port = self.nodes[at].port;
+        self.nodes[at].kill();
+        let start = Instant::now();
+        while self.owner_index(key).is_none() {
+            assert!(start.elapsed() < Duration::from_secs(30), "no replica took over the slot of {key}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        port
     }
 }
 

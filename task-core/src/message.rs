@@ -20,12 +20,22 @@ pub struct Message {
     pub eta: Option<SystemTime>,
     /// The encoded [`Envelope`](crate::Envelope).
     pub payload: Vec<u8>,
+    /// For a queue spread over partitions (a driver's setting, e.g. Redis Cluster):
+    /// every message of one key goes to the same partition, so they keep their order.
+    /// `None` spreads them round robin. Drivers without partitions ignore it.
+    pub partition_key: Option<String>,
 }
 
 impl Message {
     /// A message for `queue`, due now, priority 0.
     pub fn new(id: TaskId, queue: impl Into<String>, payload: Vec<u8>) -> Self {
-        Self { id, queue: queue.into(), priority: 0, eta: None, payload }
+        Self { id, queue: queue.into(), priority: 0, eta: None, payload, partition_key: None }
+    }
+
+    /// Sets the partition key (see [`Message::partition_key`]).
+    pub fn with_partition_key(mut self, key: Option<String>) -> Self {
+        self.partition_key = key;
+        self
     }
 
     /// Sets the priority (0–9, higher first; larger values are clamped to 9).

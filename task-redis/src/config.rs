@@ -13,6 +13,9 @@ pub const ENV_EVENTS_CAP: &str = "CELERITY_EVENTS_CAP";
 /// The variable setting [`RedisConfig::wait_for_replicas`] (a number of replicas; the
 /// time-out is the operation time-out), read by [`RedisConfig::from_url`].
 pub const ENV_WAIT_REPLICAS: &str = "CELERITY_REDIS_WAIT_REPLICAS";
+/// The variable declaring partitioned queues, `emails=8,reports=4` (see
+/// [`RedisConfig::partitions`]), read by [`RedisConfig::from_url`].
+pub const ENV_PARTITIONS: &str = "CELERITY_REDIS_PARTITIONS";
 
 /// How to reach Redis and how to lay out and treat what is kept there.
 ///
@@ -35,6 +38,10 @@ pub struct RedisConfig {
     pub(crate) events_cap: usize,
     /// Replicas a send waits for, and for how long at most.
     pub(crate) wait_replicas: Option<(usize, Option<Duration>)>,
+    /// Partitioned queues declared in code.
+    pub(crate) partitions: Vec<(String, u16)>,
+    /// `CELERITY_REDIS_PARTITIONS`, read at connect (where a bad value is an error).
+    pub(crate) partitions_env: Option<String>,
 }
 
 impl RedisConfig {
@@ -60,7 +67,40 @@ impl RedisConfig {
                 .and_then(|v| v.trim().parse::<usize>().ok())
                 .filter(|n| *n > 0)
                 .map(|n| (n, None)),
+            partitions: Vec::new(),
+            partitions_env: std::env::var(ENV_PARTITIONS).ok().filter(|v| !v.trim().is_empty()),
         }
+    }
+
+    /// Spreads `queue` over `n` partitions (1 to 1,024), each of its own hash tag
+    /// (`{queue#0}`..): on Redis Cluster its messages then spread over the nodes that
+    /// own those slots, and one hot queue is no longer bound by one node. Producers send
+    /// each task to one partition (by its `partition_key`, so that one key's tasks stay
+    /// in order; round robin without), workers of `queue` fetch from all of them, and
+    /// inspection, purges, pauses and dead letters treat them as one queue. The count
+    /// is kept in Redis (`NS:partitions`) by the first process that declares it; a
+    /// process that does not declare it follows Redis, and one that declares another
+    /// count fails to connect. Also `CELERITY_REDIS_PARTITIONS=emails=8,reports=4`.
+    pub fn partitions(mut self, queue: impl Into<String>, n: u16) -> Self {
+        let queue = queue.into();
+        self.partitions.retain(|(q, _)| *q != queue);
+        self.partitions.push((queue, n));
+        self
+    }
+
+    /// The partitioned queues declared in code and in `CELERITY_REDIS_PARTITIONS` (the
+    /// code's count wins for a queue named in both).
+    pub(crate) fn declared_partitions(&self) -> Result<Vec<(String, u16)>, String> {
+        let mut all = match &self.partitions_env {
+            Some(setting) => crate::broker::partitions::parse(setting).map_err(|e| format!("{ENV_PARTITIONS}: {e}"))?,
+            None => Vec::new(),
+        };
+        for (queue, n) in &self.partitions {
+            crate::broker::partitions::check(queue, *n)?;
+            all.retain(|(q, _)| q != queue);
+            all.push((queue.clone(), *n));
+        }
+        Ok(all)
     }
 
     /// Every plain send (`delay`, `apply_async`, a batch) waits until `replicas`

@@ -13,6 +13,7 @@
 //! | `NS:{Q}:sent:ID` | string | marks callback / chain step `ID` as sent (TTL: the parent's result TTL) |
 //! | `NS:{Q}:chord:ID` | hash | a chord's join (size, remaining, callback, closed, `r:<i>` results); `Q` is the callback's queue |
 //! | `NS:queues` | set | the queue names in use |
+//! | `NS:partitions` | hash | partitioned queue name -> its partition count; partition `p` of `Q` is the queue `Q#p` (hash tag `{Q#p}`) |
 //! | `NS:workers:offline` | zset | workers that stopped, by when (Unix ms); the last day |
 //! | `NS:beat:ticks` | hash | periodic entry name -> its last claimed tick (Unix ms) |
 //! | `NS:beat:schedule` | hash | periodic entry name -> the record its scheduler announced |
@@ -131,6 +132,11 @@ impl Keys {
     /// Run-time histograms by task name.
     pub(crate) fn runtimes(&self) -> String {
         format!("{}:stats:runtime", self.ns)
+    }
+
+    /// The partition count of every partitioned queue.
+    pub(crate) fn partitions(&self) -> String {
+        format!("{}:partitions", self.ns)
     }
 
     pub(crate) fn queues(&self) -> String {

@@ -84,7 +84,7 @@ use std::sync::Arc;
 
 pub use backend::RedisBackend;
 pub use broker::RedisBroker;
-pub use config::{ENV_CA_CERT, ENV_EVENTS_CAP, ENV_NAMESPACE, ENV_WAIT_REPLICAS, RedisConfig};
+pub use config::{ENV_CA_CERT, ENV_EVENTS_CAP, ENV_NAMESPACE, ENV_PARTITIONS, ENV_WAIT_REPLICAS, RedisConfig};
 use task_core::driver::Driver;
 use task_core::{Broker, Error, ResultBackend};
 

@@ -59,6 +59,7 @@ pub struct Signature<T> {
     unique_key: Option<String>,
     ignore_result: Option<bool>,
     acks_early: Option<bool>,
+    partition_key: Option<String>,
     callbacks: Vec<Link>,
     pub(crate) chain: Option<ChainLink>,
     pub(crate) chord: Option<ChordMember>,
@@ -103,6 +104,7 @@ impl<T> Signature<T> {
             unique_key: None,
             ignore_result: None,
             acks_early: None,
+            partition_key: None,
             callbacks: Vec::new(),
             chain: None,
             chord: None,
@@ -129,6 +131,7 @@ impl<T> Signature<T> {
             unique_key: self.unique_key,
             ignore_result: self.ignore_result,
             acks_early: self.acks_early,
+            partition_key: self.partition_key,
             callbacks: self.callbacks,
             chain: self.chain,
             chord: self.chord,
@@ -254,6 +257,14 @@ impl<T> Signature<T> {
         self.link(CallbackOn::Failure, None, next)
     }
 
+    /// On a queue spread over partitions (Redis: `RedisConfig::partitions`), sends this
+    /// call to the partition of `key`: the calls of one key stay in one partition, in
+    /// the order they were sent. Without a key, calls spread round robin.
+    pub fn partition_key(mut self, key: impl Into<String>) -> Self {
+        self.partition_key = Some(key.into());
+        self
+    }
+
     /// Uses this id instead of a random one.
     pub fn task_id(mut self, id: TaskId) -> Self {
         self.id = Some(id);
@@ -330,7 +341,10 @@ impl<T> Signature<T> {
         if payload.len() > limit {
             return Err(Error::TooLarge { task: envelope.task, size: payload.len(), limit });
         }
-        let message = Message::new(envelope.id, envelope.queue, payload).with_priority(priority).with_eta(self.eta);
+        let message = Message::new(envelope.id, envelope.queue, payload)
+            .with_priority(priority)
+            .with_eta(self.eta)
+            .with_partition_key(self.partition_key);
         Ok(Prepared { message, unique })
     }
 

@@ -141,14 +141,18 @@ impl SharedStore for RedisBroker {
 }
 
 impl QueuePause for RedisBroker {
+    /// A partitioned queue pauses and resumes as one: every partition.
     fn pause<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
             self.remember_queue(queue).await?;
+            let mut pipe = redis::pipe();
+            for part in self.inner.partitions.expand(queue, 0) {
+                pipe.cmd("SET").arg(self.inner.keys.paused(&part)).arg(1).ignore();
+            }
             let mut con = self.con();
-            let _: () =
-                timed(self.limit(), redis::cmd("SET").arg(self.inner.keys.paused(queue)).arg(1).query_async(&mut con))
-                    .await
-                    .map_err(|e| e.broker(&format!("cannot pause `{queue}`")))?;
+            let _: () = timed_pipe(self.limit(), &pipe, &mut con)
+                .await
+                .map_err(|e| e.broker(&format!("cannot pause `{queue}`")))?;
             Ok(())
         })
     }
@@ -158,7 +162,9 @@ impl QueuePause for RedisBroker {
             let keys = &self.inner.keys;
             let mut pipe = redis::pipe();
             // Resumed: wake a worker, as a new message would.
-            pipe.cmd("DEL").arg(keys.paused(queue)).ignore().cmd("RPUSH").arg(keys.wake(queue)).arg(1).ignore();
+            for part in self.inner.partitions.expand(queue, 0) {
+                pipe.cmd("DEL").arg(keys.paused(&part)).ignore().cmd("RPUSH").arg(keys.wake(&part)).arg(1).ignore();
+            }
             let mut con = self.con();
             let _: () = timed_pipe(self.limit(), &pipe, &mut con)
                 .await

@@ -1,7 +1,10 @@
 //! Workflow sends in Redis. Chord joins: one hash per chord beside its callback's queue
 //! (`NS:{Q}:chord:ID`), so the script that closes the join and sends the callback
 //! touches one hash slot. Callbacks and chain steps: sent once, with a marker beside
-//! their queue (`NS:{Q}:sent:ID`) set in the same script as the enqueue.
+//! their queue (`NS:{Q}:sent:ID`) set in the same script as the enqueue. On a
+//! partitioned queue, a chord's join and its callback go to the partition of the
+//! chord's id, and a message sent once to the partition of its own id: the same one
+//! at every try, so the guard and the send share a slot.
 
 use std::time::Duration;
 
@@ -23,7 +26,7 @@ impl RedisBroker {
         ttl: Duration,
     ) -> Result<(), BrokerError> {
         self.remember_queue(queue).await?;
-        let key = self.inner.keys.chord(queue, chord);
+        let key = self.inner.keys.chord(&self.placed_by(queue, chord), chord);
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("HSET")
@@ -47,7 +50,7 @@ impl RedisBroker {
     }
 
     pub(super) async fn join_chord(&self, member: &ChordMember, result: &[u8]) -> Result<ChordJoin, BrokerError> {
-        let key = self.inner.keys.chord(&member.queue, &member.chord);
+        let key = self.inner.keys.chord(&self.placed_by(&member.queue, &member.chord), &member.chord);
         let mut con = self.con();
         let context = || format!("cannot report member {} to chord {}", member.index, member.chord);
         let reply: Vec<Vec<u8>> =
@@ -71,19 +74,21 @@ impl RedisBroker {
         }
     }
 
-    pub(super) async fn fire_chord(&self, member: &ChordMember, message: Message) -> Result<bool, BrokerError> {
+    pub(super) async fn fire_chord(&self, member: &ChordMember, mut message: Message) -> Result<bool, BrokerError> {
         self.remember_queue(&message.queue).await?;
+        message.queue = self.placed_by(&message.queue, &member.chord);
         let mut con = self.con();
         let mut inv = self.enqueue_invocation(&SCRIPTS.chord_fire, &message);
-        inv.key(self.inner.keys.chord(&member.queue, &member.chord));
+        inv.key(self.inner.keys.chord(&self.placed_by(&member.queue, &member.chord), &member.chord));
         let sent: i64 = timed(self.limit(), inv.invoke_async(&mut con))
             .await
             .map_err(|e| e.broker(&format!("cannot send the callback of chord {}", member.chord)))?;
         Ok(sent == 1)
     }
 
-    pub(super) async fn send_once(&self, message: Message, ttl: Duration) -> Result<bool, BrokerError> {
+    pub(super) async fn send_once(&self, mut message: Message, ttl: Duration) -> Result<bool, BrokerError> {
         self.remember_queue(&message.queue).await?;
+        message.queue = self.placed_by(&message.queue, &message.id);
         let mut con = self.con();
         let mut inv = self.enqueue_invocation(&SCRIPTS.enqueue_once, &message);
         inv.key(self.inner.keys.sent(&message.queue, &message.id))
@@ -98,7 +103,10 @@ impl RedisBroker {
         let mut con = self.con();
         let closed: i64 = timed(
             self.limit(),
-            SCRIPTS.chord_fail.key(self.inner.keys.chord(&member.queue, &member.chord)).invoke_async(&mut con),
+            SCRIPTS
+                .chord_fail
+                .key(self.inner.keys.chord(&self.placed_by(&member.queue, &member.chord), &member.chord))
+                .invoke_async(&mut con),
         )
         .await
         .map_err(|e| e.broker(&format!("cannot mark chord {} failed", member.chord)))?;

@@ -2,8 +2,9 @@
 
 use super::*;
 
-impl Inspect for RedisBroker {
-    fn queue_stats<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<QueueStats, BrokerError>> {
+/// Each of one queue as Redis keeps it (a partition, or an unpartitioned queue).
+impl RedisBroker {
+    fn queue_stats_of<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<QueueStats, BrokerError>> {
         Box::pin(async move {
             let keys = &self.inner.keys;
             let mut con = self.con();
@@ -33,39 +34,7 @@ impl Inspect for RedisBroker {
         })
     }
 
-    fn queues(&self) -> BoxFuture<'_, Result<Vec<String>, BrokerError>> {
-        Box::pin(self.all_queues())
-    }
-
-    fn dead_letters(&self, limit: usize) -> BoxFuture<'_, Result<Vec<DeadLetter>, BrokerError>> {
-        Box::pin(async move {
-            let mut all = Vec::new();
-            let mut con = self.con();
-            for queue in self.all_queues().await? {
-                let records: Vec<Vec<u8>> = timed(
-                    self.limit(),
-                    redis::cmd("LRANGE")
-                        .arg(self.inner.keys.dead(&queue))
-                        .arg(0)
-                        .arg(isize::try_from(limit).unwrap_or(isize::MAX) - 1)
-                        .query_async(&mut con),
-                )
-                .await
-                .map_err(|e| e.broker(&format!("cannot read the dead letters of `{queue}`")))?;
-                all.extend(
-                    records
-                        .iter()
-                        .filter_map(|r| entry::parse_dead_record(r))
-                        .map(|(at, reason, payload)| DeadLetter::new(queue.clone(), reason, payload, at)),
-                );
-            }
-            all.sort_by_key(|d| std::cmp::Reverse(d.at_ms));
-            all.truncate(limit);
-            Ok(all)
-        })
-    }
-
-    fn purge<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<usize, BrokerError>> {
+    fn purge_of<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<usize, BrokerError>> {
         Box::pin(async move {
             let keys = &self.inner.keys;
             // The uniqueness locks of the tasks about to go: read first (a purge reads
@@ -90,7 +59,12 @@ impl Inspect for RedisBroker {
         })
     }
 
-    fn peek<'a>(&'a self, queue: &'a str, at: PeekAt, limit: usize) -> BoxFuture<'a, Result<Vec<Peeked>, BrokerError>> {
+    fn peek_of<'a>(
+        &'a self,
+        queue: &'a str,
+        at: PeekAt,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Peeked>, BrokerError>> {
         Box::pin(async move {
             let keys = &self.inner.keys;
             let mut con = self.con();
@@ -136,7 +110,7 @@ impl Inspect for RedisBroker {
         })
     }
 
-    fn retry_dead<'a>(&'a self, queue: &'a str, limit: usize) -> BoxFuture<'a, Result<usize, BrokerError>> {
+    fn retry_dead_of<'a>(&'a self, queue: &'a str, limit: usize) -> BoxFuture<'a, Result<usize, BrokerError>> {
         // Oldest first, each as `retry_dead_letter` does it (exact, at its priority): a
         // letter is never lost, and one that does not parse (pushed by hand) stays.
         Box::pin(async move {
@@ -169,6 +143,104 @@ impl Inspect for RedisBroker {
         })
     }
 
+    fn purge_dead_of<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<usize, BrokerError>> {
+        Box::pin(async move {
+            let key = self.inner.keys.dead(queue);
+            let mut pipe = redis::pipe();
+            pipe.atomic().cmd("LLEN").arg(&key).cmd("DEL").arg(&key).ignore();
+            let mut con = self.con();
+            let (removed,): (usize,) = timed_pipe(self.limit(), &pipe, &mut con)
+                .await
+                .map_err(|e| e.broker(&format!("cannot purge the dead letters of `{queue}`")))?;
+            Ok(removed)
+        })
+    }
+}
+
+/// A partitioned queue is inspected as one: the sums and lists of its partitions (and
+/// of what its unpartitioned keys still hold).
+impl Inspect for RedisBroker {
+    fn queue_stats<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<QueueStats, BrokerError>> {
+        Box::pin(async move {
+            let mut total = QueueStats::default();
+            for part in self.inner.partitions.expand(queue, 0) {
+                let stats = self.queue_stats_of(&part).await?;
+                total.ready += stats.ready;
+                total.scheduled += stats.scheduled;
+                total.dead += stats.dead;
+                total.in_flight += stats.in_flight;
+                total.paused |= stats.paused;
+            }
+            Ok(total)
+        })
+    }
+
+    fn queues(&self) -> BoxFuture<'_, Result<Vec<String>, BrokerError>> {
+        Box::pin(self.all_queues())
+    }
+
+    fn dead_letters(&self, limit: usize) -> BoxFuture<'_, Result<Vec<DeadLetter>, BrokerError>> {
+        Box::pin(async move {
+            let mut all = Vec::new();
+            let mut con = self.con();
+            for queue in self.inner.partitions.all_of(&self.all_queues().await?) {
+                let records: Vec<Vec<u8>> = timed(
+                    self.limit(),
+                    redis::cmd("LRANGE")
+                        .arg(self.inner.keys.dead(&queue))
+                        .arg(0)
+                        .arg(isize::try_from(limit).unwrap_or(isize::MAX) - 1)
+                        .query_async(&mut con),
+                )
+                .await
+                .map_err(|e| e.broker(&format!("cannot read the dead letters of `{queue}`")))?;
+                all.extend(
+                    records
+                        .iter()
+                        .filter_map(|r| entry::parse_dead_record(r))
+                        .map(|(at, reason, payload)| DeadLetter::new(queue.clone(), reason, payload, at)),
+                );
+            }
+            all.sort_by_key(|d| std::cmp::Reverse(d.at_ms));
+            all.truncate(limit);
+            Ok(all)
+        })
+    }
+
+    fn purge<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<usize, BrokerError>> {
+        Box::pin(async move {
+            let mut purged = 0;
+            for part in self.inner.partitions.expand(queue, 0) {
+                purged += self.purge_of(&part).await?;
+            }
+            Ok(purged)
+        })
+    }
+
+    fn peek<'a>(&'a self, queue: &'a str, at: PeekAt, limit: usize) -> BoxFuture<'a, Result<Vec<Peeked>, BrokerError>> {
+        Box::pin(async move {
+            let mut found = Vec::new();
+            for part in self.inner.partitions.expand(queue, 0) {
+                found.extend(self.peek_of(&part, at, limit).await?);
+            }
+            if at == PeekAt::Scheduled {
+                found.sort_by_key(|p| p.due_ms);
+            }
+            found.truncate(limit);
+            Ok(found)
+        })
+    }
+
+    fn retry_dead<'a>(&'a self, queue: &'a str, limit: usize) -> BoxFuture<'a, Result<usize, BrokerError>> {
+        Box::pin(async move {
+            let mut moved = 0;
+            for part in self.inner.partitions.expand(queue, 0) {
+                moved += self.retry_dead_of(&part, limit - moved).await?;
+            }
+            Ok(moved)
+        })
+    }
+
     fn retry_dead_letter<'a>(&'a self, letter: &'a DeadLetter) -> BoxFuture<'a, Result<bool, BrokerError>> {
         Box::pin(async move {
             let keys = &self.inner.keys;
@@ -190,13 +262,10 @@ impl Inspect for RedisBroker {
 
     fn purge_dead<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<usize, BrokerError>> {
         Box::pin(async move {
-            let key = self.inner.keys.dead(queue);
-            let mut pipe = redis::pipe();
-            pipe.atomic().cmd("LLEN").arg(&key).cmd("DEL").arg(&key).ignore();
-            let mut con = self.con();
-            let (removed,): (usize,) = timed_pipe(self.limit(), &pipe, &mut con)
-                .await
-                .map_err(|e| e.broker(&format!("cannot purge the dead letters of `{queue}`")))?;
+            let mut removed = 0;
+            for part in self.inner.partitions.expand(queue, 0) {
+                removed += self.purge_dead_of(&part).await?;
+            }
             Ok(removed)
         })
     }

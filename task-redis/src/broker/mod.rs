@@ -9,7 +9,10 @@ mod capabilities;
 mod chord;
 mod directory;
 mod inspect;
+pub(crate) mod partitions;
 mod queue;
+
+use partitions::Partitions;
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -59,6 +62,10 @@ struct Inner {
     followed: Mutex<(u64, Option<std::time::Instant>)>,
     /// The longest heartbeat time-to-live this process has announced (ms).
     longest_ttl_ms: std::sync::atomic::AtomicU64,
+    /// The partitioned queues, as Redis keeps them (read at connect).
+    partitions: Partitions,
+    /// Advanced by every placement without a key and every fetch: round robin.
+    turn: std::sync::atomic::AtomicUsize,
 }
 
 /// What a consumer of this process was given and has not settled yet, to find
@@ -100,6 +107,40 @@ fn parse_recovered(reply: Vec<redis::Value>, queue: &str) -> (usize, Vec<DeadLet
     (moved, buried)
 }
 
+/// Records the `declared` partition counts in Redis where none is yet (`HSETNX`), and
+/// reads them all back: the counts every process then uses. A declared count that
+/// differs from the one Redis keeps is an error (producers and workers must agree).
+async fn sync_partitions(
+    conns: &Connections,
+    keys: &Keys,
+    declared: &[(String, u16)],
+    limit: Duration,
+) -> Result<Partitions, BrokerError> {
+    let mut con = conns.main.clone();
+    let key = keys.partitions();
+    let mut pipe = redis::pipe();
+    for (queue, n) in declared {
+        Keys::check_queue(queue)?;
+        pipe.cmd("HSETNX").arg(&key).arg(queue).arg(n).ignore();
+    }
+    pipe.cmd("HGETALL").arg(&key);
+    let (kept,): (HashMap<String, String>,) =
+        timed_pipe(limit, &pipe, &mut con).await.map_err(|e| e.broker("cannot read the partitioned queues"))?;
+    let kept = Partitions::new(kept.into_iter().filter_map(|(q, n)| Some((q, n.parse().ok()?))));
+    let conflicts = Partitions::new(declared.iter().cloned()).conflicts(&kept);
+    if let Some((queue, mine, theirs)) = conflicts.first() {
+        return Err(BrokerError::new(
+            ErrorKind::Other,
+            format!(
+                "queue `{queue}` is declared with {mine} partitions here but has {theirs} in Redis ({key}): \
+                 every producer and worker must declare the same count (changing it needs the queue drained \
+                 and the field deleted)"
+            ),
+        ));
+    }
+    Ok(kept)
+}
+
 fn fenced(consumer: &ConsumerId, what: &str) -> BrokerError {
     BrokerError::new(
         ErrorKind::Fenced,
@@ -114,9 +155,15 @@ impl RedisBroker {
     /// warning is logged when `maxmemory-policy` is not `noeviction`, since Redis could
     /// then evict queued tasks.
     pub async fn connect(config: RedisConfig) -> Result<Self, BrokerError> {
-        let conns = Connections::open(&config)
+        let context = || format!("cannot connect the broker to {}", task_core::redact_url(&config.url));
+        let declared = config
+            .declared_partitions()
+            .map_err(|e| BrokerError::new(ErrorKind::Other, format!("{}: {e}", context())))?;
+        let conns = Connections::open(&config).await.map_err(|e| e.broker(&context()))?;
+        let keys = Keys::new(&config.namespace);
+        let partitions = sync_partitions(&conns, &keys, &declared, config.op_timeout)
             .await
-            .map_err(|e| e.broker(&format!("cannot connect the broker to {}", task_core::redact_url(&config.url))))?;
+            .map_err(|e| BrokerError::new(e.kind(), format!("{}: {e}", context())))?;
         let broker = Self {
             inner: Arc::new(Inner {
                 keys: Keys::new(&config.namespace),
@@ -127,6 +174,8 @@ impl RedisBroker {
                 handed_out: Mutex::default(),
                 followed: Mutex::default(),
                 longest_ttl_ms: std::sync::atomic::AtomicU64::new(0),
+                partitions,
+                turn: std::sync::atomic::AtomicUsize::new(0),
             }),
         };
         broker.check_eviction_policy().await;
@@ -164,9 +213,33 @@ impl RedisBroker {
         }
     }
 
-    /// Records `queue` in the set of queues, once per process.
+    /// The next turn of the round robin.
+    fn turn(&self) -> usize {
+        self.inner.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `message` with its queue set to the partition it goes to, when its queue is
+    /// partitioned: by its partition key, round robin without.
+    fn placed(&self, mut message: Message) -> Message {
+        if let Some(n) = self.inner.partitions.count(&message.queue) {
+            let turn = if message.partition_key.is_some() { 0 } else { self.turn() % usize::from(n) };
+            message.queue =
+                self.inner.partitions.place(&message.queue, message.partition_key.as_deref(), turn).into_owned();
+        }
+        message
+    }
+
+    /// The partition of `queue` that `id` belongs to (a chord's join, a message sent
+    /// once: the same one every time), or `queue` when it is not partitioned.
+    fn placed_by(&self, queue: &str, id: &TaskId) -> String {
+        self.inner.partitions.place(queue, Some(id.as_str()), 0).into_owned()
+    }
+
+    /// Records `queue` (its logical name, for a partition) in the set of queues, once
+    /// per process.
     async fn remember_queue(&self, queue: &str) -> Result<(), BrokerError> {
         Keys::check_queue(queue)?;
+        let queue = self.inner.partitions.logical(queue);
         if self.inner.known_queues.lock().unwrap_or_else(|p| p.into_inner()).contains(queue) {
             return Ok(());
         }
@@ -505,7 +578,7 @@ impl RedisBroker {
         let mut moved = 0usize;
         let mut buried = Vec::new();
         let mut con = self.con();
-        for queue in self.all_queues().await? {
+        for queue in self.inner.partitions.all_of(&self.all_queues().await?) {
             let mut inv = SCRIPTS.recover.prepare_invoke();
             for ready in keys.ready_all(&queue) {
                 inv.key(ready);

@@ -6,6 +6,7 @@ impl Broker for RedisBroker {
     fn enqueue(&self, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
         Box::pin(async move {
             self.remember_queue(&message.queue).await?;
+            let message = self.placed(message);
             let queue = message.queue.clone();
             let failed = |e: Failure| e.broker(&format!("cannot enqueue task {} to `{queue}`", message.id));
             if self.replicas().is_some() {
@@ -31,6 +32,11 @@ impl Broker for RedisBroker {
             for queue in queues {
                 self.remember_queue(queue).await?;
             }
+            let messages: Vec<Message> = if self.inner.partitions.is_empty() {
+                messages
+            } else {
+                messages.into_iter().map(|m| self.placed(m)).collect()
+            };
             for chunk in messages.chunks(1000) {
                 self.enqueue_many(chunk)
                     .await
@@ -51,6 +57,13 @@ impl Broker for RedisBroker {
             for queue in queues {
                 self.remember_queue(queue).await?;
             }
+            // A partitioned queue is fetched as its partitions, from a moving start.
+            let expanded: std::borrow::Cow<'_, [String]> = if self.inner.partitions.is_empty() {
+                std::borrow::Cow::Borrowed(queues)
+            } else {
+                std::borrow::Cow::Owned(self.inner.partitions.fetch_order(queues, self.turn()))
+            };
+            let queues = &expanded[..];
             let generation = self.inner.conns.generation();
             let unsure = {
                 let mut handed_out = self.handed_out();

@@ -20,6 +20,8 @@ pub(crate) struct Setup {
     pub(crate) url: String,
     pub(crate) namespace: String,
     pub(crate) journal: PathBuf,
+    /// `CELERITY_REDIS_PARTITIONS` for every process, and the app's config.
+    partitions: Option<String>,
 }
 
 impl Setup {
@@ -27,7 +29,7 @@ impl Setup {
         let server = RedisServer::start_with(persistence);
         let namespace = test_support::namespace();
         let journal = std::env::temp_dir().join(format!("{namespace}.journal"));
-        Self { url: server.url(), server: Some(server), cluster: None, namespace, journal }
+        Self { url: server.url(), server: Some(server), cluster: None, namespace, journal, partitions: None }
     }
 
     /// On a private Redis Cluster of `primaries` primaries with `replicas` replicas each.
@@ -35,7 +37,13 @@ impl Setup {
         let cluster = RedisCluster::start(primaries, replicas);
         let namespace = test_support::namespace();
         let journal = std::env::temp_dir().join(format!("{namespace}.journal"));
-        Self { url: cluster.url(), server: None, cluster: Some(cluster), namespace, journal }
+        Self { url: cluster.url(), server: None, cluster: Some(cluster), namespace, journal, partitions: None }
+    }
+
+    /// Partitioned queues (`emails=8,…`) for every process started, and the app.
+    pub(crate) fn with_partitions(mut self, setting: &str) -> Self {
+        self.partitions = Some(setting.to_owned());
+        self
     }
 
     /// The one Redis (not on a cluster).
@@ -50,6 +58,10 @@ impl Setup {
             .env("CELERITY_JOURNAL", &self.journal)
             .env("CELERITY_DEMO_TICK_SECS", "1")
             .env_remove("CELERITY_RESULT_BACKEND");
+        match &self.partitions {
+            Some(setting) => cmd.env(task_redis::ENV_PARTITIONS, setting),
+            None => cmd.env_remove(task_redis::ENV_PARTITIONS),
+        };
         cmd
     }
 
@@ -65,7 +77,11 @@ impl Setup {
     }
 
     pub(crate) async fn app(&self) -> App {
-        let config = RedisConfig::from_url(&self.url).namespace(&self.namespace);
+        let mut config = RedisConfig::from_url(&self.url).namespace(&self.namespace);
+        let declared = self.partitions.iter().flat_map(|s| s.split(',')).filter_map(|p| p.split_once('='));
+        for (queue, n) in declared {
+            config = config.partitions(queue.trim(), n.trim().parse().expect("a partition count"));
+        }
         task_redis::app_builder(config).await.unwrap().build().await.unwrap()
     }
 }

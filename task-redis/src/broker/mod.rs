@@ -60,6 +60,9 @@ struct Inner {
     handed_out: Mutex<HashMap<ConsumerId, HandedOut>>,
     /// The primary generation last seen by `recover`, and when it moved.
     followed: Mutex<(u64, Option<std::time::Instant>)>,
+    /// When a heartbeat or a recovery last failed (Redis, or the node of the workers'
+    /// set, unreachable).
+    unreachable_at: Mutex<Option<std::time::Instant>>,
     /// The longest heartbeat time-to-live this process has announced (ms).
     longest_ttl_ms: std::sync::atomic::AtomicU64,
     /// The partitioned queues, as Redis keeps them (read at connect).
@@ -173,6 +176,7 @@ impl RedisBroker {
                 known_queues: Mutex::default(),
                 handed_out: Mutex::default(),
                 followed: Mutex::default(),
+                unreachable_at: Mutex::default(),
                 longest_ttl_ms: std::sync::atomic::AtomicU64::new(0),
                 partitions,
                 turn: std::sync::atomic::AtomicUsize::new(0),
@@ -601,9 +605,10 @@ impl RedisBroker {
     }
 
     /// True for one heartbeat time-to-live after the connections followed a failover
-    /// (Sentinel): the new primary's heartbeat deadlines are the old one's last
-    /// replicated ones, and a failover longer than a TTL would make every live worker
-    /// look dead; until each has heartbeated there, no one is taken for dead.
+    /// (Sentinel), or after a heartbeat or a recovery of this process failed (Redis
+    /// restarting, a cluster's node failing over): the heartbeat deadlines are then
+    /// those from before the outage, and an outage longer than a TTL would make every
+    /// live worker look dead; until each has heartbeated again, no one is taken for dead.
     fn just_followed(&self) -> bool {
         let generation = self.inner.conns.generation();
         let mut followed = self.inner.followed.lock().unwrap_or_else(|p| p.into_inner());
@@ -611,7 +616,13 @@ impl RedisBroker {
             *followed = (generation, Some(std::time::Instant::now()));
         }
         let ttl = Duration::from_millis(self.inner.longest_ttl_ms.load(std::sync::atomic::Ordering::Relaxed));
-        followed.1.is_some_and(|at| at.elapsed() < ttl)
+        let unreachable = *self.inner.unreachable_at.lock().unwrap_or_else(|p| p.into_inner());
+        followed.1.is_some_and(|at| at.elapsed() < ttl) || unreachable.is_some_and(|at| at.elapsed() < ttl)
+    }
+
+    /// Notes that Redis (the workers' set) did not answer a heartbeat or a recovery.
+    fn unreachable(&self) {
+        *self.inner.unreachable_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
     }
 
     /// Forgets `consumer`: its local bookkeeping, and its place in the heartbeat set
@@ -632,6 +643,14 @@ impl RedisBroker {
         if self.just_followed() {
             return Ok(Recovery::default());
         }
+        let recovered = self.recover_dead_now().await;
+        if recovered.is_err() {
+            self.unreachable();
+        }
+        recovered
+    }
+
+    async fn recover_dead_now(&self) -> Result<Recovery, BrokerError> {
         let keys = &self.inner.keys;
         let mut con = self.con();
         let token = uuid::Uuid::new_v4().to_string();

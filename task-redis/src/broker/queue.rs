@@ -224,7 +224,10 @@ impl Broker for RedisBroker {
                     .invoke_async(&mut con),
             )
             .await
-            .map_err(|e| e.broker("cannot send the heartbeat"))?;
+            .map_err(|e| {
+                self.unreachable();
+                e.broker("cannot send the heartbeat")
+            })?;
             Ok(())
         })
     }

@@ -7,6 +7,7 @@
 -- ARGV[2] the reason
 -- ARGV[3] the task's done channel
 -- ARGV[4] now (Unix ms)
+-- ARGV[5] PUBLISH, or SPUBLISH on a cluster (the channel is then in the record's slot)
 -- Returns 0 when the task had ended (nothing changed), 1 when it is revoked now, 2 when
 -- it is revoked now and never started (to be listed: it never will be at a start).
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -15,7 +16,7 @@ if state == 'SUCCESS' or state == 'FAILURE' or state == 'REVOKED' then
 end
 redis.call('HSET', KEYS[1], 'state', 'REVOKED', 'error', ARGV[2], 'changed_ms', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
-redis.call('PUBLISH', ARGV[3], 'REVOKED')
+redis.call(ARGV[5], ARGV[3], 'REVOKED')
 if redis.call('HEXISTS', KEYS[1], 'started_ms') == 0 then
   return 2
 end

@@ -16,7 +16,8 @@
 -- KEYS[n+3..] the processing lists of the writes that ack, in their order
 -- On a cluster, where those are in slots of their own, KEYS holds the n result hashes
 -- only, no write acks, and a stored write to list answers 2 (its writer lists and
--- counts it).
+-- counts it); final states go out with SPUBLISH on sharded channels in their record's
+-- slot.
 -- ARGV[1]    n, the number of writes; ARGV[2] now (Unix ms); ARGV[3] the recent-tasks cap
 -- ARGV[4..]  per write: ttl ms, writer ('' for none, and for a write that acks: the ack is its
 --            fence), claim ('1'/'0'), channel ('' when not final), state, task id, receipt to
@@ -42,6 +43,7 @@ local function admits(current, update)
 end
 local n = tonumber(ARGV[1])
 local indexed = #KEYS > n
+local publish = indexed and 'PUBLISH' or 'SPUBLISH'
 local now = ARGV[2]
 local out = {}
 local recent = {}
@@ -87,7 +89,7 @@ for i = 1, n do
     end
     call('PEXPIRE', key, ttl)
     if channel ~= '' then
-      call('PUBLISH', channel, state)
+      call(publish, channel, state)
     end
     -- A task enters the list when it starts, or when it ends without starting (revoked,
     -- dead-lettered); its later writes only change the record the list points to.

@@ -28,7 +28,7 @@
 //! | `NS:stats:tasks`, `NS:stats:runtime` | hash, hash | counts by `task<TAB>state`; run times by `task<TAB>bucket` (ms bound, `+Inf`, `sum`, `count`) |
 //! | `NS:stats:MINUTE` | hash | tasks succeeded / failed in that minute (kept 2 hours) |
 //! | `NS:result:ID` | hash | state, result, error, progress, worker, retries, timings; with a TTL |
-//! | channel `NS:done:ID` | pub/sub | the final state, published when the task ends |
+//! | channel `NS:done:ID` | pub/sub | the final state, published when the task ends (on a cluster: the sharded channel `NS:result:ID`, named as the record, in its slot) |
 //! | channel `NS:control` | pub/sub | `terminate ID`: abort a running task (revoke with terminate) |
 
 use task_core::broker::MAX_PRIORITY;
@@ -163,6 +163,12 @@ impl Keys {
 
     pub(crate) fn done_channel(&self, id: &TaskId) -> String {
         [self.ns.as_str(), ":done:", id.as_str()].concat()
+    }
+
+    /// The completion channel of `id` on a cluster: a sharded channel (`SPUBLISH`) named
+    /// as the record, so it is in the record's slot and only that slot's node carries it.
+    pub(crate) fn done_shard_channel(&self, id: &TaskId) -> String {
+        self.result(id)
     }
 
     /// Recently changed task ids, newest first (a capped list).

@@ -181,3 +181,93 @@ async fn the_primary_of_a_queue_killed_under_load_loses_no_task() {
     assert!(report.succeeded >= 1100, "{report:?}");
     drop(cluster);
 }
+
+/// A task's completion goes out on a sharded channel of its record's slot (SPUBLISH on
+/// that node alone, where a classic PUBLISH would reach every node), and wakes its
+/// waiter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_is_published_on_its_records_node_only() {
+    use task_core::{ResultBackend, TaskMeta, TaskState};
+    let namespace = test_support::namespace();
+    let url = tokio::task::spawn_blocking(|| shared().url()).await.unwrap();
+    let backend = Arc::new(RedisBackend::connect(RedisConfig::from_url(url).namespace(&namespace)).await.unwrap());
+    let id = TaskId::new();
+    let (b, i) = (backend.clone(), id.clone());
+    let waiter = tokio::spawn(async move { b.wait(&i, Duration::from_secs(20)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let record = format!("{namespace}:result:{id}");
+    let spublished = |record: String| {
+        tokio::task::spawn_blocking(move || {
+            let owner = shared().owner_of(&record).expect("an owner");
+            let stats = owner.cli(&["INFO", "commandstats"]);
+            stats.lines().find(|l| l.starts_with("cmdstat_spublish:")).map(str::to_owned)
+        })
+    };
+    let before = spublished(record.clone()).await.unwrap();
+    let start = Instant::now();
+    backend.store(&id, TaskMeta::state(TaskState::Success), Duration::from_secs(60)).await.unwrap();
+    let woken = waiter.await.unwrap().unwrap().expect("a record");
+    assert_eq!(woken.state, TaskState::Success);
+    assert!(start.elapsed() < Duration::from_secs(10), "woken by the message, not at the end of the wait");
+    let after = spublished(record).await.unwrap();
+    assert!(after.is_some() && after != before, "an SPUBLISH on the record's node: {before:?} -> {after:?}");
+}
+
+/// Waiters of tasks whose records live on a primary that is killed: their sharded
+/// subscriptions are made again on the promoted replica (one slot at a time: redis-rs
+/// restores them itself or the keeper does), and each wakes when its task ends there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_on_a_killed_primary_resume_on_its_replica() {
+    use task_core::{ResultBackend, TaskMeta, TaskState};
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3, 1)).await.unwrap();
+    let namespace = test_support::namespace();
+    let config = RedisConfig::from_url(cluster.url()).namespace(&namespace).op_timeout(Duration::from_secs(2));
+    let backend = Arc::new(RedisBackend::connect(config).await.unwrap());
+    // Four ids whose records share a node, and two elsewhere.
+    let ns = namespace.clone();
+    let (cluster, doomed, others) = tokio::task::spawn_blocking(move || {
+        let port = |id: &TaskId| cluster.owner_of(&format!("{ns}:result:{id}")).expect("an owner").port();
+        let first = TaskId::new();
+        let target = port(&first);
+        let (mut doomed, mut others) = (vec![first], Vec::new());
+        while doomed.len() < 4 || others.len() < 2 {
+            let id = TaskId::new();
+            if port(&id) == target { doomed.push(id) } else { others.push(id) }
+        }
+        doomed.truncate(4);
+        others.truncate(2);
+        (cluster, doomed, others)
+    })
+    .await
+    .unwrap();
+    let all: Vec<TaskId> = doomed.iter().chain(&others).cloned().collect();
+    let waiters: Vec<_> = all
+        .iter()
+        .map(|id| {
+            let (b, id) = (backend.clone(), id.clone());
+            tokio::spawn(async move { b.wait(&id, Duration::from_secs(60)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let key = format!("{namespace}:result:{}", doomed[0]);
+    let cluster = tokio::task::spawn_blocking(move || {
+        let mut cluster = cluster;
+        cluster.fail_over_owner_of(&key);
+        cluster
+    })
+    .await
+    .unwrap();
+    let start = Instant::now();
+    for id in &all {
+        until_ok("a store after the failover", Duration::from_secs(30), || {
+            backend.store(id, TaskMeta::state(TaskState::Success), Duration::from_secs(60))
+        })
+        .await;
+    }
+    for (id, waiter) in all.iter().zip(waiters) {
+        let meta = waiter.await.unwrap().unwrap_or_else(|e| panic!("the wait of {id}: {e}"));
+        assert_eq!(meta.map(|m| m.state), Some(TaskState::Success), "{id}");
+    }
+    assert!(start.elapsed() < Duration::from_secs(45), "the waiters woke when their tasks ended");
+    drop(cluster);
+}

@@ -432,6 +432,16 @@ impl RedisCluster {
             assert!(start.elapsed() < Duration::from_secs(30), "the cluster never came to cluster_state:ok");
             std::thread::sleep(Duration::from_millis(100));
         }
+        // A replica that has not finished its first sync has no data to take over with:
+        // it would never be promoted.
+        let synced = |n: &RedisServer| {
+            let info = n.cli(&["INFO", "replication"]);
+            !info.contains("role:slave") || info.contains("master_link_status:up")
+        };
+        while !cluster.nodes.iter().all(synced) {
+            assert!(start.elapsed() < Duration::from_secs(30), "the replicas never finished their first sync");
+            std::thread::sleep(Duration::from_millis(100));
+        }
         cluster
     }
 
@@ -494,7 +504,10 @@ impl RedisCluster {
         self.nodes[at].kill();
         let start = Instant::now();
         while self.owner_index(key).is_none() {
-            assert!(start.elapsed() < Duration::from_secs(30), "no replica took over the slot of {key}");
+            assert!(start.elapsed() < Duration::from_secs(30), "no replica took over the slot of {key}: {}", {
+                let live = self.nodes.iter().find(|n| n.child.is_some()).expect("a live node");
+                live.cli(&["CLUSTER", "NODES"])
+            });
             std::thread::sleep(Duration::from_millis(100));
         }
         port

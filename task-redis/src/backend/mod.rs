@@ -91,6 +91,16 @@ impl RedisBackend {
         self.inner.conns.main.clone()
     }
 
+    /// Where `id`'s completion is published: a channel on one Redis, a sharded channel in
+    /// the record's slot on a cluster (a classic channel would reach every node).
+    fn done_channel(&self, id: &TaskId) -> String {
+        if self.inner.conns.is_cluster() {
+            self.inner.keys.done_shard_channel(id)
+        } else {
+            self.inner.keys.done_channel(id)
+        }
+    }
+
     /// Reads the revokes that hold now (`NS:revoked`) into this process's set.
     async fn load_revocations(&self) -> Result<(), BackendError> {
         let mut con = self.con();
@@ -190,14 +200,24 @@ impl ResultBackend for RedisBackend {
             let watch = self
                 .inner
                 .subscriber
-                .watch(self.inner.keys.done_channel(id), self.inner.op_timeout)
+                .watch(self.done_channel(id), self.inner.op_timeout)
                 .await
                 .map_err(|e| e.backend(&format!("cannot subscribe to the completion of task {id}")))?;
             loop {
                 let notified = watch.notify.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                let meta = self.read(id).await?;
+                let meta = match self.read(id).await {
+                    Ok(meta) => meta,
+                    // Redis away (restarting, failing over): the wait goes on until its
+                    // deadline, reading again now and then; past it, the error.
+                    Err(e) if tokio::time::Instant::now() + Duration::from_millis(200) < deadline => {
+                        tracing::debug!(error = %e, task = %id, "cannot read the result yet; waiting on");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 if meta.as_ref().is_some_and(|m| m.state.is_ready()) {
                     return Ok(meta);
                 }
@@ -251,7 +271,12 @@ impl ResultBackend for RedisBackend {
             let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
             let now = now_ms();
             let mut inv = SCRIPTS.revoke.prepare_invoke();
-            inv.key(keys.result(id)).arg(ttl_ms).arg(reason).arg(keys.done_channel(id)).arg(now);
+            inv.key(keys.result(id))
+                .arg(ttl_ms)
+                .arg(reason)
+                .arg(self.done_channel(id))
+                .arg(now)
+                .arg(if self.inner.conns.is_cluster() { "SPUBLISH" } else { "PUBLISH" });
             let mut con = self.con();
             let revoked: i64 =
                 timed(self.inner.op_timeout, inv.invoke_async(&mut con)).await.map_err(|e| e.backend(&context()))?;

@@ -29,10 +29,29 @@ impl SubLink {
         }
     }
 
-    async fn unsubscribe(&mut self, channels: impl redis::ToRedisArgs + Send + Sync) -> redis::RedisResult<()> {
+    /// Subscribes to completion channels: classic ones on one server; sharded ones on a
+    /// cluster, one `SSUBSCRIBE` each (several in one would span slots: `CROSSSLOT`).
+    async fn watch(&mut self, channels: &[String]) -> redis::RedisResult<()> {
+        match self {
+            SubLink::Server(con) => con.subscribe(channels).await,
+            SubLink::Cluster(con) => {
+                for channel in channels {
+                    con.ssubscribe(channel).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn unwatch(&mut self, channels: &[String]) -> redis::RedisResult<()> {
         match self {
             SubLink::Server(con) => con.unsubscribe(channels).await,
-            SubLink::Cluster(con) => con.unsubscribe(channels).await,
+            SubLink::Cluster(con) => {
+                for channel in channels {
+                    con.sunsubscribe(channel).await?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -186,12 +205,12 @@ async fn subscriptions(sub: SubCon, mut changes: mpsc::UnboundedReceiver<Change>
             }
         }
         if !unsubscribe.is_empty() {
-            let _ = timed(op_timeout, con.unsubscribe(&unsubscribe)).await;
+            let _ = timed(op_timeout, con.unwatch(&unsubscribe)).await;
         }
         let subscribed = if subscribe.is_empty() {
             Ok(())
         } else {
-            let done = timed(op_timeout, con.subscribe(&subscribe)).await;
+            let done = timed(op_timeout, con.watch(&subscribe)).await;
             if done.is_err() {
                 // Not subscribed: the waiters hear the error and drop their watches,
                 // whose unwatches follow in order.
@@ -321,6 +340,13 @@ impl Keeper {
                     break;
                 }
                 let mut con = keeper.sub.get();
+                if matches!(con, SubLink::Cluster(_)) {
+                    if keeper.restore(&mut con, &waiters).await {
+                        break;
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                    continue;
+                }
                 let pong = timed(op_timeout, con.ping()).await;
                 match pong {
                     Ok(_) => break,
@@ -335,6 +361,22 @@ impl Keeper {
 }
 
 impl Keeper {
+    /// On a cluster: subscribes again to every watched sharded channel, one at a time
+    /// (redis-rs restores them as one `SSUBSCRIBE`, which spans slots and is refused),
+    /// then wakes the waiters to read their state (a completion may have been missed);
+    /// true once every one is subscribed (until then, a slot may still have no node).
+    async fn restore(&self, con: &mut SubLink, waiters: &Waiters) -> bool {
+        let channels: Vec<String> = waiters.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        if let Err(e) = timed(self.op_timeout, con.watch(&channels)).await {
+            tracing::debug!(error = ?e, "the subscriber cannot subscribe again yet");
+            return false;
+        }
+        for (notify, _) in waiters.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            notify.notify_waiters();
+        }
+        true
+    }
+
     /// Behind Sentinel: moves the subscriber to the primary the Sentinels name, if it
     /// moved; true once it listens there.
     async fn follow(&self, waiters: &Waiters) -> bool {
@@ -412,7 +454,7 @@ pub(super) async fn dispatch(
     while let Some(push) = rx.recv().await {
         let Some(waiters) = waiters.upgrade() else { return };
         match push.kind {
-            PushKind::Message => {
+            PushKind::Message | PushKind::SMessage => {
                 let Some(channel) = text(push.data.first()) else { continue };
                 // Control commands run the listeners' code: without the waiters' lock.
                 if channel == control {

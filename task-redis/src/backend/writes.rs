@@ -339,7 +339,7 @@ impl RedisBackend {
         // A shaped write sends values only; any other, field/value pairs.
         let named = shape.is_none();
         let (ack_key, receipt) = ack.unzip();
-        let channel = state.is_ready().then(|| keys.done_channel(id));
+        let channel = state.is_ready().then(|| self.done_channel(id));
         let bytes = texts.iter().filter_map(|(_, v)| v.as_ref().map(String::len)).sum::<usize>()
             + blobs.iter().filter_map(|(_, v)| v.as_ref().map(Vec::len)).sum::<usize>()
             + receipt.map_or(0, <[u8]>::len)

@@ -28,9 +28,32 @@ pub fn redis_cpu_secs(info: &str) -> Option<f64> {
     Some(field("used_cpu_sys")? + field("used_cpu_user")?)
 }
 
+/// The `host:port` of every live primary in a `CLUSTER NODES` table.
+pub fn cluster_primaries(table: &str) -> Vec<String> {
+    table
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (addr, flags) = (fields.get(1)?, fields.get(2)?);
+            let primary = flags.split(',').any(|f| f == "master") && !flags.contains("fail");
+            primary.then(|| addr.split('@').next().unwrap_or(addr).to_owned())
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::redis_cpu_secs;
+    use super::{cluster_primaries, redis_cpu_secs};
+
+    #[test]
+    fn the_live_primaries_of_a_cluster_table() {
+        let table = "a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460\n\
+                     b2 127.0.0.1:7001@17001 master - 0 0 2 connected 5461-10922\n\
+                     c3 127.0.0.1:7002@17002 master,fail - 0 0 3 disconnected 10923-16383\n\
+                     d4 127.0.0.1:7003@17003 slave b2 0 0 2 connected\n";
+        assert_eq!(cluster_primaries(table), ["127.0.0.1:7000", "127.0.0.1:7001"]);
+        assert!(cluster_primaries("").is_empty());
+    }
 
     #[test]
     fn redis_cpu_reads_the_process_totals_not_the_threads() {

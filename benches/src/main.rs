@@ -1,6 +1,7 @@
 //! The whole-run harness: one line per figure, with its conditions.
 //!
 //!   cargo run --release -p celerity-bench -- --redis redis://127.0.0.1:6379/0
+//!   cargo run --release -p celerity-bench -- --only cluster --cluster redis+cluster://127.0.0.1:7000
 //!
 //! Every figure runs in a namespace of its own, deleted afterwards, so the harness
 //! neither flushes nor touches other data. Worker processes are this binary again
@@ -57,6 +58,13 @@ struct Args {
     /// benches/compare/compare.sh).
     #[arg(long)]
     jsonl: Option<std::path::PathBuf>,
+    /// A Redis Cluster (`redis+cluster://host:port,…`) for the `cluster` figure: the
+    /// drain of one partitioned queue, with the Redis CPU per task on each primary.
+    #[arg(long)]
+    cluster: Option<String>,
+    /// The partitions of the queue drained on the cluster.
+    #[arg(long, default_value_t = 12)]
+    partitions: u16,
 }
 
 /// Tells a worker process how many runtime threads to run.
@@ -89,6 +97,7 @@ async fn measure(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         worker_threads: args.worker_threads,
         prefetch_multiplier: args.prefetch_multiplier.max(1),
         pool: args.pool.clone(),
+        partitions: None,
     };
     println!(
         "# celerity-bench {} — redis {} — {} CPUs — release={} — worker processes: {}, prefetch {}× the concurrency, pool {}",
@@ -125,6 +134,21 @@ async fn measure(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if want("depth") {
         bench.depth(args.deep, args.concurrency).await?;
     }
+    if let Some(cluster) = &args.cluster
+        && want("cluster")
+    {
+        let on_cluster = Bench { url: cluster.clone(), partitions: Some(args.partitions), ..bench };
+        let primaries = on_cluster.primaries().await?;
+        println!(
+            "# cluster {} — {} primaries — queue `default` in {} partitions",
+            task_core::redact_url(cluster),
+            primaries.len(),
+            args.partitions
+        );
+        for track_started in [true, false] {
+            on_cluster.drain(args.drain, 2, args.concurrency, track_started).await?;
+        }
+    }
     println!("# done in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
@@ -137,6 +161,8 @@ struct Bench {
     worker_threads: usize,
     prefetch_multiplier: usize,
     pool: String,
+    /// On a cluster: the partitions of the queue `default`.
+    partitions: Option<u16>,
 }
 
 /// A namespace of one figure, and its app.
@@ -147,6 +173,9 @@ struct Space {
     worker_threads: usize,
     prefetch_multiplier: usize,
     pool: String,
+    partitions: Option<u16>,
+    /// The servers whose CPU is counted: the one Redis, or every primary of a cluster.
+    nodes: Vec<String>,
 }
 
 fn rate(n: usize, d: Duration) -> String {
@@ -170,7 +199,10 @@ impl Bench {
 
     async fn space(&self) -> Result<Space, Box<dyn std::error::Error>> {
         let ns = format!("celerity-bench-{}-{}", self.run, self.n.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-        let config = RedisConfig::from_url(&self.url).namespace(&ns);
+        let mut config = RedisConfig::from_url(&self.url).namespace(&ns);
+        if let Some(n) = self.partitions {
+            config = config.partitions("default", n);
+        }
         let app = task_redis::app_builder(config).await?.build().await?;
         Ok(Space {
             ns,
@@ -179,7 +211,23 @@ impl Bench {
             worker_threads: self.worker_threads,
             prefetch_multiplier: self.prefetch_multiplier,
             pool: self.pool.clone(),
+            partitions: self.partitions,
+            nodes: self.primaries().await?,
         })
+    }
+
+    /// `redis://host:port` of the one Redis, or of every primary of the cluster (as
+    /// its first node's `CLUSTER NODES` lists them).
+    async fn primaries(&self) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+        let Some(nodes) = self.url.strip_prefix("redis+cluster://") else { return Ok(vec![self.url.clone()]) };
+        let first = nodes.split(['/', ',']).next().unwrap_or_default();
+        let first = first.rsplit_once('@').map_or(first, |(_, host)| host);
+        let mut con = redis::Client::open(format!("redis://{first}"))?.get_multiplexed_async_connection().await?;
+        let table: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut con).await?;
+        let mut primaries: Vec<String> =
+            celerity_bench::cluster_primaries(&table).into_iter().map(|addr| format!("redis://{addr}")).collect();
+        primaries.sort();
+        Ok(primaries)
     }
 
     async fn enqueue(&self, n: usize) -> Result<(), Box<dyn std::error::Error>> {
@@ -243,11 +291,13 @@ impl Bench {
     ) -> Result<(), Box<dyn std::error::Error>> {
         let s = self.space().await?;
         s.fill(n).await?;
-        let redis_before = s.redis_cpu().await?;
+        let redis_before = s.redis_cpu_nodes().await?;
         let workers: Vec<WorkerProcess> =
             (0..processes).map(|_| s.worker_tracking(concurrency, track_started)).collect();
         let (first, last) = s.watch_drain(n, n).await?;
-        let redis_used = s.redis_cpu().await? - redis_before;
+        let per_node: Vec<f64> =
+            s.redis_cpu_nodes().await?.iter().zip(&redis_before).map(|(after, before)| after - before).collect();
+        let redis_used: f64 = per_node.iter().sum();
         let workers_used = workers.iter().map(|w| cpu_ticks_with_children(w.id())).sum::<u64>() as f64 / USER_HZ;
         let per_task = |secs: f64| secs / n as f64 * 1e6;
         let d = last - first;
@@ -264,6 +314,16 @@ impl Bench {
             n as f64 / redis_used.max(f64::MIN_POSITIVE),
             per_task(workers_used)
         );
+        if per_node.len() > 1 {
+            let each: Vec<String> = per_node.iter().map(|secs| format!("{:.2}", per_task(*secs))).collect();
+            let busiest = per_node.iter().copied().fold(0.0, f64::max);
+            println!(
+                "  per primary: {} µs per task (balance: the busiest does {:.2}× the mean; its thread alone would bound the drain near {:.0} tasks/s)",
+                each.join(" / "),
+                busiest / (redis_used / per_node.len() as f64).max(f64::MIN_POSITIVE),
+                n as f64 / busiest.max(f64::MIN_POSITIVE)
+            );
+        }
         self.record(
             "drain",
             &[
@@ -274,6 +334,8 @@ impl Bench {
                 ("rate", n as f64 / d.as_secs_f64()),
                 ("redis_cpu_us_per_task", per_task(redis_used)),
                 ("worker_cpu_us_per_task", per_task(workers_used)),
+                ("redis_nodes", per_node.len() as f64),
+                ("busiest_node_cpu_us_per_task", per_task(per_node.iter().copied().fold(0.0, f64::max))),
             ],
         );
         for w in workers {
@@ -413,6 +475,7 @@ impl Space {
             .args(["--pool", &self.pool])
             .env("CELERITY_BROKER_URL", &self.url)
             .env("CELERITY_REDIS_NAMESPACE", &self.ns)
+            .env(task_redis::ENV_PARTITIONS, self.partitions.map(|n| format!("default={n}")).unwrap_or_default())
             .env(ENV_THREADS, self.worker_threads.to_string())
             .env(task_core::ENV_TRACK_STARTED, if track_started { "1" } else { "0" })
             .stdout(Stdio::null())
@@ -443,27 +506,50 @@ impl Space {
         }
     }
 
-    /// The CPU seconds the Redis server has used so far.
-    async fn redis_cpu(&self) -> Result<f64, Box<dyn std::error::Error>> {
-        let mut con = redis::Client::open(self.url.as_str())?.get_multiplexed_async_connection().await?;
-        let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut con).await?;
-        Ok(celerity_bench::redis_cpu_secs(&info).ok_or("INFO cpu has no used_cpu_sys / used_cpu_user")?)
+    /// The CPU seconds each Redis server (each primary of a cluster) has used so far.
+    async fn redis_cpu_nodes(&self) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
+        let mut all = Vec::with_capacity(self.nodes.len());
+        for node in &self.nodes {
+            let mut con = redis::Client::open(node.as_str())?.get_multiplexed_async_connection().await?;
+            let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut con).await?;
+            all.push(celerity_bench::redis_cpu_secs(&info).ok_or("INFO cpu has no used_cpu_sys / used_cpu_user")?);
+        }
+        Ok(all)
     }
 
-    /// Deletes every key of the namespace.
+    /// Deletes every key of the namespace, on each server (one key at a time on a
+    /// cluster's primaries: the keys are of many slots).
     async fn clean(self) -> Result<(), Box<dyn std::error::Error>> {
-        let mut con = redis::Client::open(self.url.as_str())?.get_multiplexed_async_connection().await?;
+        let on_cluster = self.nodes.len() > 1 || self.url.starts_with("redis+cluster://");
+        for node in &self.nodes {
+            clean_node(node, &self.ns, on_cluster).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn clean_node(url: &str, ns: &str, one_by_one: bool) -> Result<(), Box<dyn std::error::Error>> {
+    {
+        let mut con = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
         let mut cursor: u64 = 0;
         loop {
             let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
-                .arg(format!("{}:*", self.ns))
+                .arg(format!("{ns}:*"))
                 .arg("COUNT")
                 .arg(10_000)
                 .query_async(&mut con)
                 .await?;
-            if !keys.is_empty() {
+            if one_by_one {
+                let mut pipe = redis::pipe();
+                for key in &keys {
+                    pipe.cmd("UNLINK").arg(key).ignore();
+                }
+                if !keys.is_empty() {
+                    let _: () = pipe.query_async(&mut con).await?;
+                }
+            } else if !keys.is_empty() {
                 let _: () = redis::cmd("UNLINK").arg(&keys).query_async(&mut con).await?;
             }
             if next == 0 {

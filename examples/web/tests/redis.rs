@@ -1,5 +1,5 @@
-//! The web process and a separate worker process on Redis; and Redis stopped while the
-//! service runs.
+//! The web process and a separate worker process on Redis and on a Redis Cluster; and
+//! Redis stopped while the service runs.
 
 mod support;
 
@@ -10,25 +10,40 @@ use axum::http::StatusCode;
 use support::{call, follow};
 use task_core::App;
 use task_redis::RedisConfig;
-use test_support::RedisServer;
+use test_support::{RedisCluster, RedisServer};
 
 async fn redis_app(server: &RedisServer, namespace: &str) -> App {
-    let config = RedisConfig::from_url(server.url()).namespace(namespace).op_timeout(Duration::from_secs(1));
+    app_at(&server.url(), namespace).await
+}
+
+async fn app_at(url: &str, namespace: &str) -> App {
+    let config = RedisConfig::from_url(url).namespace(namespace).op_timeout(Duration::from_secs(1));
     task_redis::app_builder(config).await.unwrap().build().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_process_sends_and_a_worker_process_builds() {
     let server = RedisServer::start();
+    sends_and_builds(&server.url()).await;
+}
+
+/// The same on a private Redis Cluster of three primaries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_process_and_a_worker_process_on_a_cluster() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3, 0)).await.unwrap();
+    sends_and_builds(&cluster.url()).await;
+}
+
+async fn sends_and_builds(url: &str) {
     let namespace = test_support::namespace();
     let mut worker = Command::new(env!("CARGO_BIN_EXE_web"))
         .args(["worker", "-c", "4", "--no-banner", "--loglevel", "error"])
-        .env("CELERITY_BROKER_URL", server.url())
+        .env("CELERITY_BROKER_URL", url)
         .env("CELERITY_REDIS_NAMESPACE", &namespace)
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let router = celerity_web_example::router(redis_app(&server, &namespace).await);
+    let router = celerity_web_example::router(app_at(url, &namespace).await);
     let (status, body) =
         call(&router, "POST", "/reports", Some(r#"{"title": "On Redis", "pages": 3, "page_ms": 50}"#)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");

@@ -271,3 +271,24 @@ async fn waits_on_a_killed_primary_resume_on_its_replica() {
     assert!(start.elapsed() < Duration::from_secs(45), "the waiters woke when their tasks ended");
     drop(cluster);
 }
+
+/// `rediss+cluster://`: a cluster whose nodes speak TLS only (to clients, to replicas and
+/// on the cluster bus), trusted through a private CA: tasks, a wait and a chord run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_runs_tasks_through_a_private_ca() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start_tls(3, 0)).await.unwrap();
+    assert!(cluster.url().starts_with("rediss+cluster://"), "{}", cluster.url());
+    let config = RedisConfig::from_url(cluster.url()).namespace(test_support::namespace()).ca_cert(cluster.ca_cert());
+    let app: App = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
+    let worker = app.worker().concurrency(4).spawn();
+    let sent = app.send_batch((5000..5020).map(step::signature)).await.unwrap();
+    for (n, result) in (5000..).zip(&sent) {
+        assert_eq!(result.get(Duration::from_secs(20)).await.unwrap(), n);
+    }
+    worker.shutdown().await.unwrap();
+
+    // Without the CA, the nodes' certificates are not trusted: a clear error.
+    let untrusted = RedisConfig::from_url(cluster.url()).namespace(test_support::namespace());
+    let e = RedisBroker::connect(untrusted).await.unwrap_err().to_string();
+    assert!(e.contains("cannot connect the broker"), "{e}");
+}

@@ -154,8 +154,11 @@ impl RedisServer {
             cmd.args(["--port", "0", "--tls-port", &self.port.to_string(), "--tls-auth-clients", "no"])
                 .args(["--tls-cert-file", &file("server.crt"), "--tls-key-file", &file("server.key")])
                 .args(["--tls-ca-cert-file", &file("ca.crt")]);
-            if matches!(self.role, Role::Replica(_)) {
+            if matches!(self.role, Role::Replica(_) | Role::ClusterNode) {
                 cmd.args(["--tls-replication", "yes"]);
+            }
+            if matches!(self.role, Role::ClusterNode) {
+                cmd.args(["--tls-cluster", "yes"]);
             }
         } else {
             cmd.args(["--port", &self.port.to_string()]);
@@ -410,11 +413,30 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts the nodes, joins them and waits until every node says `cluster_state:ok`.
     pub fn start(primaries: usize, replicas: usize) -> Self {
+        Self::launch(primaries, replicas, false)
+    }
+
+    /// The same, every node speaking TLS only (to clients, to its replicas and on the
+    /// cluster bus), all with one certificate for 127.0.0.1 signed by one CA
+    /// ([`RedisCluster::ca_cert`]); needs the `openssl` command.
+    pub fn start_tls(primaries: usize, replicas: usize) -> Self {
+        Self::launch(primaries, replicas, true)
+    }
+
+    fn launch(primaries: usize, replicas: usize, tls: bool) -> Self {
         let count = primaries * (1 + replicas);
-        let nodes: Vec<RedisServer> =
-            (0..count).map(|_| RedisServer::launch_as(Persistence::None, false, Role::ClusterNode)).collect();
+        let first = RedisServer::launch_with(Persistence::None, tls, Role::ClusterNode, None);
+        let certs = tls.then(|| first.dir.clone());
+        let mut nodes = vec![first];
+        nodes.extend(
+            (1..count).map(|_| RedisServer::launch_with(Persistence::None, tls, Role::ClusterNode, certs.as_deref())),
+        );
         let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
-        let out = Command::new("redis-cli")
+        let mut create = Command::new("redis-cli");
+        if tls {
+            create.args(["--tls", "--cacert", nodes[0].ca_cert().to_str().expect("utf-8 temp dir")]);
+        }
+        let out = create
             .args(["--cluster", "create"])
             .args(&addrs)
             .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
@@ -445,10 +467,17 @@ impl RedisCluster {
         cluster
     }
 
-    /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,…` naming every node.
+    /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,…` naming every node
+    /// (`rediss+cluster://…` for a TLS cluster).
     pub fn url(&self) -> String {
         let nodes: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
-        format!("redis+cluster://{}", nodes.join(","))
+        let scheme = if self.nodes[0].tls { "rediss" } else { "redis" };
+        format!("{scheme}+cluster://{}", nodes.join(","))
+    }
+
+    /// The PEM file of the CA that signed every node's certificate (TLS clusters).
+    pub fn ca_cert(&self) -> PathBuf {
+        self.nodes[0].ca_cert()
     }
 
     /// The primary that serves `key`'s slot now: the live node that answers a `GET` of

@@ -9,9 +9,14 @@
 -- ARGV[4] now (Unix ms)
 -- ARGV[5] PUBLISH, or SPUBLISH on a cluster (the channel is then in the record's slot)
 -- Returns 0 when the task had ended (nothing changed), 1 when it is revoked now, 2 when
--- it is revoked now and never started (to be listed: it never will be at a start).
+-- it is revoked now and never started (to be listed: it never will be at a start), 3
+-- when it was revoked already (a revoke sent again, its first reply lost: the caller
+-- still makes sure of the revoked set and tells the workers again).
 local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'SUCCESS' or state == 'FAILURE' or state == 'REVOKED' then
+if state == 'REVOKED' then
+  return 3
+end
+if state == 'SUCCESS' or state == 'FAILURE' then
   return 0
 end
 redis.call('HSET', KEYS[1], 'state', 'REVOKED', 'error', ARGV[2], 'changed_ms', ARGV[4])

@@ -174,7 +174,9 @@ async fn the_primary_of_a_queue_killed_under_load_loses_no_task() {
         assert_eq!(result.get(Duration::from_secs(30)).await.unwrap(), n);
     }
     let report = worker.shutdown().await.unwrap();
-    let runs = runs().lock().unwrap().clone();
+    // This test's tasks only (another test of this file runs `step` with n from 5000).
+    let runs: HashMap<u32, u32> =
+        runs().lock().unwrap().iter().filter(|(n, _)| **n < 1100).map(|(n, r)| (*n, *r)).collect();
     assert_eq!(runs.len(), 1100, "every task ran");
     let twice = runs.values().filter(|n| **n > 1).count();
     assert!(twice <= 16, "{twice} tasks ran more than once; at most those in flight at the failover may");

@@ -57,6 +57,9 @@ use tallies::{Tallies, Tally};
 pub(crate) use writes::WRITE_SHAPES;
 use writes::{Write, flush_writes};
 
+/// How often a wait on a cluster reads its task's state even without a message.
+const RECHECK: Duration = Duration::from_secs(5);
+
 impl RedisBackend {
     /// Connects (within the configured operation time-out).
     pub async fn connect(config: RedisConfig) -> Result<Self, BackendError> {
@@ -203,6 +206,11 @@ impl ResultBackend for RedisBackend {
                 .watch(self.done_channel(id), self.inner.op_timeout)
                 .await
                 .map_err(|e| e.backend(&format!("cannot subscribe to the completion of task {id}")))?;
+            // On a cluster a sharded subscription can be lost in a failover or a slot move
+            // without a word: the state is read again every few seconds too, and a final
+            // state found so has the subscriptions made again.
+            let recheck = self.inner.conns.is_cluster().then_some(RECHECK);
+            let mut rechecked = false;
             loop {
                 let notified = watch.notify.notified();
                 tokio::pin!(notified);
@@ -219,10 +227,17 @@ impl ResultBackend for RedisBackend {
                     Err(e) => return Err(e),
                 };
                 if meta.as_ref().is_some_and(|m| m.state.is_ready()) {
+                    if rechecked {
+                        tracing::info!(task = %id, "a completion was missed; subscribing again");
+                        self.inner.subscriber.resubscribe();
+                    }
                     return Ok(meta);
                 }
-                if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                    return Ok(meta);
+                let until = recheck.map_or(deadline, |every| deadline.min(tokio::time::Instant::now() + every));
+                match tokio::time::timeout_at(until, notified).await {
+                    Ok(()) => rechecked = false,
+                    Err(_) if until < deadline => rechecked = true,
+                    Err(_) => return Ok(meta),
                 }
             }
         })
@@ -282,7 +297,8 @@ impl ResultBackend for RedisBackend {
                 timed(self.inner.op_timeout, inv.invoke_async(&mut con)).await.map_err(|e| e.backend(&context()))?;
             // The record first: it is what a worker that stores STARTED checks. Then the
             // revoked set, for workers that check from memory; a revoke that fails here
-            // fails as a whole, and sent again it changes nothing more.
+            // fails as a whole, and sent again (or resent after a lost reply) it finds the
+            // record revoked (3) and writes the set and the message again.
             let mut pipe = redis::pipe();
             if revoked > 0 {
                 let until_ms = now.saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));

@@ -30,28 +30,19 @@ impl SubLink {
     }
 
     /// Subscribes to completion channels: classic ones on one server; sharded ones on a
-    /// cluster, one `SSUBSCRIBE` each (several in one would span slots: `CROSSSLOT`).
+    /// cluster, one `SSUBSCRIBE` each (several in one would span slots: `CROSSSLOT`),
+    /// all at once.
     async fn watch(&mut self, channels: &[String]) -> redis::RedisResult<()> {
         match self {
             SubLink::Server(con) => con.subscribe(channels).await,
-            SubLink::Cluster(con) => {
-                for channel in channels {
-                    con.ssubscribe(channel).await?;
-                }
-                Ok(())
-            }
+            SubLink::Cluster(con) => each(con, channels, true).await,
         }
     }
 
     async fn unwatch(&mut self, channels: &[String]) -> redis::RedisResult<()> {
         match self {
             SubLink::Server(con) => con.unsubscribe(channels).await,
-            SubLink::Cluster(con) => {
-                for channel in channels {
-                    con.sunsubscribe(channel).await?;
-                }
-                Ok(())
-            }
+            SubLink::Cluster(con) => each(con, channels, false).await,
         }
     }
 
@@ -61,6 +52,26 @@ impl SubLink {
             SubLink::Cluster(con) => redis::cmd("PING").query_async(con).await,
         }
     }
+}
+
+/// `SSUBSCRIBE` (`subscribe`) or `SUNSUBSCRIBE` of each channel, concurrently; the
+/// first error, if any.
+async fn each(con: &ClusterConnection, channels: &[String], subscribe: bool) -> redis::RedisResult<()> {
+    let mut calls = tokio::task::JoinSet::new();
+    for channel in channels {
+        let (mut con, channel) = (con.clone(), channel.clone());
+        calls.spawn(async move {
+            if subscribe { con.ssubscribe(&channel).await } else { con.sunsubscribe(&channel).await }
+        });
+    }
+    let mut first = Ok(());
+    while let Some(done) = calls.join_next().await {
+        let done = done.unwrap_or_else(|e| Err(redis::RedisError::from(std::io::Error::other(e.to_string()))));
+        if first.is_ok() {
+            first = done;
+        }
+    }
+    first
 }
 
 impl SubCon {
@@ -275,6 +286,11 @@ impl Subscriber {
         Ok(Self { waiters, changes, terminate, requests, revocations, keeper })
     }
 
+    /// Makes the subscriptions again (a completion was found missed).
+    pub(super) fn resubscribe(&self) {
+        self.keeper.reconnect();
+    }
+
     pub(super) async fn watch(&self, channel: String, op_timeout: Duration) -> Result<Watch, Failure> {
         let notify = {
             let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
@@ -475,6 +491,17 @@ pub(super) async fn dispatch(
                 }
                 if let Some((notify, _)) = waiters.lock().unwrap_or_else(|p| p.into_inner()).get(&channel) {
                     notify.notify_waiters();
+                }
+            }
+            // The server dropped a sharded subscription (its slot moved: resharding, a
+            // manual failover) while the connection stays: if anyone still waits on it,
+            // subscribe again (the keeper) and let its waiters read their state.
+            PushKind::SUnsubscribe => {
+                let Some(channel) = text(push.data.first()) else { continue };
+                let watched = waiters.lock().unwrap_or_else(|p| p.into_inner()).get(&channel).map(|(n, _)| n.clone());
+                if let Some(notify) = watched {
+                    notify.notify_waiters();
+                    keeper.reconnect();
                 }
             }
             PushKind::Disconnection => {

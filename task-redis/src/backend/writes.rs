@@ -177,8 +177,7 @@ fn store_call(group: &[Write], index: Option<&Keys>, now: i64) -> redis::Cmd {
     cmd
 }
 
-/// Runs the calls of `parts` (one as it is, several in one pipeline) and answers each
-/// write; `NOSCRIPT` (Redis restarted and forgot the script) loads it and sends again.
+/// Runs the calls of `parts` and answers each write.
 /// On a cluster (`index`: its keys), the writes stored are listed and counted first.
 async fn store_parts(
     con: &mut Conn,
@@ -187,46 +186,57 @@ async fn store_parts(
     tallied: &mpsc::UnboundedSender<Vec<Tally>>,
     index: Option<&Keys>,
 ) {
-    let send = |con: &mut Conn| {
-        let mut con = con.clone();
-        let cmds: Vec<&redis::Cmd> = parts.iter().map(|(cmd, _)| cmd).collect();
-        async move {
-            if let [cmd] = cmds[..] {
-                return timed(op_timeout, cmd.query_async::<Vec<i64>>(&mut con)).await.map(|codes| vec![codes]);
-            }
-            let mut pipe = redis::Pipeline::with_capacity(cmds.len());
-            for cmd in cmds {
-                pipe.add_command(cmd.clone());
-            }
-            timed(op_timeout, pipe.query_async::<Vec<Vec<i64>>>(&mut con)).await
+    // On a cluster each part (one slot) is a call of its own, all at once: a part whose
+    // node is away, or lost the script (NOSCRIPT), fails or goes again alone.
+    let results: Vec<Result<Vec<i64>, crate::error::Failure>> = if let [(cmd, _)] = &parts[..] {
+        vec![store_call_once(con, cmd, op_timeout).await]
+    } else {
+        let mut calls = tokio::task::JoinSet::new();
+        for (at, (cmd, _)) in parts.iter().enumerate() {
+            let (mut con, cmd) = (con.clone(), cmd.clone());
+            calls.spawn(async move { (at, store_call_once(&mut con, &cmd, op_timeout).await) });
         }
+        let mut results: Vec<Result<Vec<i64>, crate::error::Failure>> =
+            (0..parts.len()).map(|_| Err(crate::error::Failure::Closed)).collect();
+        while let Some(done) = calls.join_next().await {
+            if let Ok((at, result)) = done {
+                results[at] = result;
+            }
+        }
+        results
     };
-    let stored: Result<Vec<Vec<i64>>, crate::error::Failure> = match send(con).await {
-        Err(e) if e.is_noscript() => match timed(op_timeout, SCRIPTS.store_many.load_async(con)).await {
-            Ok(_) => send(con).await,
-            Err(e) => Err(e),
-        },
+    if let Some(keys) = index {
+        let stored: Vec<(&[Write], &[i64])> = parts
+            .iter()
+            .zip(&results)
+            .filter_map(|((_, group), result)| Some((group.as_slice(), result.as_ref().ok()?.as_slice())))
+            .collect();
+        let listed = indexes(&stored, keys);
+        if !listed.is_empty() {
+            if let Err(e) = timed_pipe::<()>(op_timeout, &listed, con).await {
+                tracing::warn!(error = %e.backend("Redis"), "stored tasks are missing from the recent list");
+            }
+        }
+    }
+    for ((_, group), result) in parts.into_iter().zip(results) {
+        let result = result.map_err(|e| (e.kind(), e.backend("Redis").to_string()));
+        answer(group, result, tallied);
+    }
+}
+
+/// One `store_many` call; when Redis answers `NOSCRIPT` (it restarted and forgot the
+/// script), the script is loaded and the same call sent again.
+async fn store_call_once(
+    con: &mut Conn,
+    cmd: &redis::Cmd,
+    op_timeout: Duration,
+) -> Result<Vec<i64>, crate::error::Failure> {
+    match timed(op_timeout, cmd.query_async(con)).await {
+        Err(e) if e.is_noscript() => {
+            timed(op_timeout, SCRIPTS.store_many.load_async(con)).await?;
+            timed(op_timeout, cmd.query_async(con)).await
+        }
         other => other,
-    };
-    match stored {
-        Ok(codes) => {
-            let listed = index.map(|keys| indexes(&parts, &codes, keys)).unwrap_or_default();
-            if !listed.is_empty() {
-                if let Err(e) = timed_pipe::<()>(op_timeout, &listed, con).await {
-                    tracing::warn!(error = %e.backend("Redis"), "stored tasks are missing from the recent list");
-                }
-            }
-            for ((_, group), codes) in parts.into_iter().zip(codes) {
-                answer(group, Ok(codes), tallied);
-            }
-        }
-        Err(e) => {
-            let kind = e.kind();
-            let text = e.backend("Redis").to_string();
-            for (_, group) in parts {
-                answer(group, Err((kind, text.clone())), tallied);
-            }
-        }
     }
 }
 
@@ -235,9 +245,9 @@ const GROUPS_IN_FLIGHT: usize = 3;
 
 /// The recent-tasks list and minute counters of the writes a cluster's calls stored:
 /// those answered 2 listed, the successes and failures among those answered 1 or 2.
-fn indexes(parts: &[(redis::Cmd, Vec<Write>)], codes: &[Vec<i64>], keys: &Keys) -> redis::Pipeline {
+fn indexes(stored: &[(&[Write], &[i64])], keys: &Keys) -> redis::Pipeline {
     let mut pipe = redis::pipe();
-    let stored = || parts.iter().zip(codes).flat_map(|((_, group), codes)| group.iter().zip(codes));
+    let stored = || stored.iter().flat_map(|(group, codes)| group.iter().zip(codes.iter()));
     let listed: Vec<&str> = stored().filter(|(_, code)| **code == 2).map(|(w, _)| w.tally.id.as_str()).collect();
     if !listed.is_empty() {
         let recent = keys.recent();

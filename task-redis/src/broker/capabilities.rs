@@ -146,7 +146,7 @@ impl QueuePause for RedisBroker {
         Box::pin(async move {
             self.remember_queue(queue).await?;
             let mut pipe = redis::pipe();
-            for part in self.inner.partitions.expand(queue, 0) {
+            for part in self.partitions().expand(queue, 0) {
                 pipe.cmd("SET").arg(self.inner.keys.paused(&part)).arg(1).ignore();
             }
             let mut con = self.con();
@@ -162,7 +162,7 @@ impl QueuePause for RedisBroker {
             let keys = &self.inner.keys;
             let mut pipe = redis::pipe();
             // Resumed: wake a worker, as a new message would.
-            for part in self.inner.partitions.expand(queue, 0) {
+            for part in self.partitions().expand(queue, 0) {
                 pipe.cmd("DEL").arg(keys.paused(&part)).ignore().cmd("RPUSH").arg(keys.wake(&part)).arg(1).ignore();
             }
             let mut con = self.con();

@@ -163,7 +163,7 @@ impl Inspect for RedisBroker {
     fn queue_stats<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<QueueStats, BrokerError>> {
         Box::pin(async move {
             let mut total = QueueStats::default();
-            for part in self.inner.partitions.expand(queue, 0) {
+            for part in self.partitions().expand(queue, 0) {
                 let stats = self.queue_stats_of(&part).await?;
                 total.ready += stats.ready;
                 total.scheduled += stats.scheduled;
@@ -183,7 +183,7 @@ impl Inspect for RedisBroker {
         Box::pin(async move {
             let mut all = Vec::new();
             let mut con = self.con();
-            for queue in self.inner.partitions.all_of(&self.all_queues().await?) {
+            for queue in self.partitions().all_of(&self.all_queues().await?) {
                 let records: Vec<Vec<u8>> = timed(
                     self.limit(),
                     redis::cmd("LRANGE")
@@ -210,7 +210,7 @@ impl Inspect for RedisBroker {
     fn purge<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<usize, BrokerError>> {
         Box::pin(async move {
             let mut purged = 0;
-            for part in self.inner.partitions.expand(queue, 0) {
+            for part in self.partitions().expand(queue, 0) {
                 purged += self.purge_of(&part).await?;
             }
             Ok(purged)
@@ -220,7 +220,7 @@ impl Inspect for RedisBroker {
     fn peek<'a>(&'a self, queue: &'a str, at: PeekAt, limit: usize) -> BoxFuture<'a, Result<Vec<Peeked>, BrokerError>> {
         Box::pin(async move {
             let mut found = Vec::new();
-            for part in self.inner.partitions.expand(queue, 0) {
+            for part in self.partitions().expand(queue, 0) {
                 found.extend(self.peek_of(&part, at, limit).await?);
             }
             if at == PeekAt::Scheduled {
@@ -234,7 +234,7 @@ impl Inspect for RedisBroker {
     fn retry_dead<'a>(&'a self, queue: &'a str, limit: usize) -> BoxFuture<'a, Result<usize, BrokerError>> {
         Box::pin(async move {
             let mut moved = 0;
-            for part in self.inner.partitions.expand(queue, 0) {
+            for part in self.partitions().expand(queue, 0) {
                 moved += self.retry_dead_of(&part, limit - moved).await?;
             }
             Ok(moved)
@@ -263,7 +263,7 @@ impl Inspect for RedisBroker {
     fn purge_dead<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<usize, BrokerError>> {
         Box::pin(async move {
             let mut removed = 0;
-            for part in self.inner.partitions.expand(queue, 0) {
+            for part in self.partitions().expand(queue, 0) {
                 removed += self.purge_dead_of(&part).await?;
             }
             Ok(removed)

@@ -27,7 +27,7 @@ use task_core::capability::{
 };
 use task_core::time::{now_ms, to_ms};
 use task_core::{BoxFuture, BrokerError, ChordMember, ErrorKind, RateLimit, ScheduledEntry, TaskId};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::RedisConfig;
 use crate::conn::Connections;
@@ -65,10 +65,18 @@ struct Inner {
     unreachable_at: Mutex<Option<std::time::Instant>>,
     /// The longest heartbeat time-to-live this process has announced (ms).
     longest_ttl_ms: std::sync::atomic::AtomicU64,
-    /// The partitioned queues, as Redis keeps them (read at connect).
-    partitions: Partitions,
+    /// The partitioned queues, as Redis keeps them (read at connect, and again before
+    /// each recovery: a queue partitioned since is then served and recovered).
+    partitions: std::sync::RwLock<Arc<Partitions>>,
     /// Advanced by every placement without a key and every fetch: round robin.
     turn: std::sync::atomic::AtomicUsize,
+    /// A cluster's wake lists with a wait in flight (one per list per process, shared by
+    /// every consumer of the process; see [`RedisBroker::block_each`]).
+    waits: Mutex<HashSet<String>>,
+    /// Told when a shared wait ends.
+    woken: tokio::sync::Notify,
+    /// Consumers of this process blocked in [`RedisBroker::block_each`] now.
+    blocked: std::sync::atomic::AtomicUsize,
 }
 
 /// What a consumer of this process was given and has not settled yet, to find
@@ -90,6 +98,22 @@ fn receipt_hash(receipt: &[u8]) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     receipt.hash(&mut hasher);
     hasher.finish()
+}
+
+/// Counts a consumer as blocked while it lives.
+struct Blocked<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Blocked<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for Blocked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// `t` in Unix ms, the scores of the delayed set (never below the epoch).
@@ -129,8 +153,11 @@ async fn sync_partitions(
     pipe.cmd("HGETALL").arg(&key);
     let (kept,): (HashMap<String, String>,) =
         timed_pipe(limit, &pipe, &mut con).await.map_err(|e| e.broker("cannot read the partitioned queues"))?;
-    let kept = Partitions::new(kept.into_iter().filter_map(|(q, n)| Some((q, n.parse().ok()?))));
-    let conflicts = Partitions::new(declared.iter().cloned()).conflicts(&kept);
+    let kept: HashMap<String, u16> = kept.into_iter().filter_map(|(q, n)| Some((q, n.parse().ok()?))).collect();
+    // Counts of 1 included: a queue kept unpartitioned is not one of 8 partitions.
+    let conflicts: Vec<(&String, u16, u16)> =
+        declared.iter().filter_map(|(q, n)| kept.get(q).filter(|m| *m != n).map(|m| (q, *n, *m))).collect();
+    let kept = Partitions::new(kept);
     if let Some((queue, mine, theirs)) = conflicts.first() {
         return Err(BrokerError::new(
             ErrorKind::Other,
@@ -178,8 +205,11 @@ impl RedisBroker {
                 followed: Mutex::default(),
                 unreachable_at: Mutex::default(),
                 longest_ttl_ms: std::sync::atomic::AtomicU64::new(0),
-                partitions,
+                partitions: std::sync::RwLock::new(Arc::new(partitions)),
                 turn: std::sync::atomic::AtomicUsize::new(0),
+                waits: Mutex::default(),
+                woken: tokio::sync::Notify::new(),
+                blocked: std::sync::atomic::AtomicUsize::new(0),
             }),
         };
         broker.check_eviction_policy().await;
@@ -217,6 +247,21 @@ impl RedisBroker {
         }
     }
 
+    /// The partitioned queues known now.
+    fn partitions(&self) -> Arc<Partitions> {
+        self.inner.partitions.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Reads the partition counts again (another process may have declared one since).
+    async fn refresh_partitions(&self) -> Result<(), BrokerError> {
+        let fresh = sync_partitions(&self.inner.conns, &self.inner.keys, &[], self.limit()).await?;
+        if *self.partitions() != fresh {
+            info!("the partitioned queues changed in Redis; following them");
+            *self.inner.partitions.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(fresh);
+        }
+        Ok(())
+    }
+
     /// The next turn of the round robin.
     fn turn(&self) -> usize {
         self.inner.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -225,10 +270,10 @@ impl RedisBroker {
     /// `message` with its queue set to the partition it goes to, when its queue is
     /// partitioned: by its partition key, round robin without.
     fn placed(&self, mut message: Message) -> Message {
-        if let Some(n) = self.inner.partitions.count(&message.queue) {
+        if let Some(n) = self.partitions().count(&message.queue) {
             let turn = if message.partition_key.is_some() { 0 } else { self.turn() % usize::from(n) };
             message.queue =
-                self.inner.partitions.place(&message.queue, message.partition_key.as_deref(), turn).into_owned();
+                self.partitions().place(&message.queue, message.partition_key.as_deref(), turn).into_owned();
         }
         message
     }
@@ -236,14 +281,14 @@ impl RedisBroker {
     /// The partition of `queue` that `id` belongs to (a chord's join, a message sent
     /// once: the same one every time), or `queue` when it is not partitioned.
     fn placed_by(&self, queue: &str, id: &TaskId) -> String {
-        self.inner.partitions.place(queue, Some(id.as_str()), 0).into_owned()
+        self.partitions().place(queue, Some(id.as_str()), 0).into_owned()
     }
 
     /// Records `queue` (its logical name, for a partition) in the set of queues, once
     /// per process.
     async fn remember_queue(&self, queue: &str) -> Result<(), BrokerError> {
         Keys::check_queue(queue)?;
-        let queue = self.inner.partitions.logical(queue);
+        let queue = self.partitions().logical(queue);
         if self.inner.known_queues.lock().unwrap_or_else(|p| p.into_inner()).contains(queue) {
             return Ok(());
         }
@@ -284,36 +329,57 @@ impl RedisBroker {
     /// whose ack the new primary never got).
     async fn reconcile(&self, consumer: &ConsumerId, queues: &[String]) -> Result<(), Failure> {
         let generation = self.inner.conns.generation();
-        let keys = &self.inner.keys;
-        let mut con = self.con();
+        let mut failed = None;
         for queue in queues {
-            let held: Vec<Vec<u8>> = timed(
-                self.limit(),
-                redis::cmd("LRANGE")
-                    .arg(keys.processing(queue, consumer.as_str()))
-                    .arg(0)
-                    .arg(-1)
-                    .query_async(&mut con),
-            )
-            .await?;
-            for raw in held {
-                let known = self.handed_out().get(consumer).is_some_and(|h| h.receipts.contains(&receipt_hash(&raw)));
-                if known {
-                    continue;
+            match self.reconcile_queue(consumer, queue).await {
+                Ok(()) => {}
+                // Its node away (a cluster failing over): the others are checked, this one
+                // at the next fetch (the consumer stays unsure).
+                Err(e) if queues.len() > 1 => {
+                    warn!(queue, error = ?e, "cannot check a processing list now; will again");
+                    failed = Some(e);
                 }
-                let (priority, _, _) = entry::decode(&raw);
-                let mut inv = SCRIPTS.release.prepare_invoke();
-                inv.key(keys.processing(queue, consumer.as_str()))
-                    .key(keys.ready(queue, priority))
-                    .key(keys.wake(queue))
-                    .arg(&raw);
-                let _: i64 = timed(self.limit(), inv.invoke_async(&mut con)).await?;
-                warn!(queue, "gave back a message whose fetch reply was lost");
+                Err(e) => return Err(e),
             }
         }
-        if let Some(h) = self.handed_out().get_mut(consumer) {
-            h.unsure = false;
-            h.generation = generation;
+        match failed {
+            Some(e) if queues.len() > 1 && self.inner.conns.is_cluster() => {
+                debug!(error = ?e, "processing lists left to check");
+                Ok(())
+            }
+            Some(e) => Err(e),
+            None => {
+                if let Some(h) = self.handed_out().get_mut(consumer) {
+                    h.unsure = false;
+                    h.generation = generation;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// [`RedisBroker::reconcile`] of one queue.
+    async fn reconcile_queue(&self, consumer: &ConsumerId, queue: &str) -> Result<(), Failure> {
+        let keys = &self.inner.keys;
+        let mut con = self.con();
+        let held: Vec<Vec<u8>> = timed(
+            self.limit(),
+            redis::cmd("LRANGE").arg(keys.processing(queue, consumer.as_str())).arg(0).arg(-1).query_async(&mut con),
+        )
+        .await?;
+        for raw in held {
+            let known = self.handed_out().get(consumer).is_some_and(|h| h.receipts.contains(&receipt_hash(&raw)));
+            if known {
+                continue;
+            }
+            let (priority, _, _) = entry::decode(&raw);
+            let mut inv = SCRIPTS.release.prepare_invoke();
+            inv.key(keys.processing(queue, consumer.as_str()))
+                .key(keys.ready(queue, priority))
+                .key(keys.wake(queue))
+                .arg(&raw);
+            let _: i64 = timed(self.limit(), inv.invoke_async(&mut con)).await?;
+            warn!(queue, "gave back a message whose fetch reply was lost");
         }
         Ok(())
     }
@@ -445,20 +511,23 @@ impl RedisBroker {
         ))))
     }
 
-    /// One pass of the fetch script over `queues`: the deliveries, and the earliest due
-    /// time of a delayed message (Unix ms) if any.
+    /// One pass of the fetch script over `queues`: the deliveries, the earliest due time
+    /// of a delayed message (Unix ms) if any, and whether a queue's call failed. A queue
+    /// whose call fails (its node away: a cluster failing over) is passed over for the
+    /// others; the pass fails when every call failed, or its only one did.
     async fn fetch_once(
         &self,
         consumer: &ConsumerId,
         queues: &[String],
         max: usize,
-    ) -> Result<(Vec<Delivery>, Option<i64>), Failure> {
+    ) -> Result<(Vec<Delivery>, Option<i64>, bool), Failure> {
         let keys = &self.inner.keys;
         let mut out = Vec::new();
         let mut next_due: Option<i64> = None;
         // Sent once only: a fetch whose reply was lost has moved messages this worker
         // never saw; the caller marks the consumer unsure and reconciles instead.
         let mut con = self.inner.conns.main.once();
+        let mut failed = None;
         for queue in queues {
             if out.len() >= max {
                 break;
@@ -472,7 +541,15 @@ impl RedisBroker {
                 .key(keys.wake(queue))
                 .key(keys.paused(queue))
                 .arg(max - out.len());
-            let mut reply: Vec<Vec<u8>> = timed(self.limit(), inv.invoke_async(&mut con)).await?;
+            let mut reply: Vec<Vec<u8>> = match timed(self.limit(), inv.invoke_async(&mut con)).await {
+                Ok(reply) => reply,
+                Err(e) if queues.len() > 1 => {
+                    warn!(queue, error = ?e, "cannot fetch from this queue now; passing it over");
+                    failed = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let due = reply.pop().and_then(|d| String::from_utf8(d).ok()).and_then(|d| d.parse::<f64>().ok());
             if let Some(due) = due.filter(|d| *d >= 0.0) {
                 // Unix ms fit an f64 exactly, and the Lua reply is a score.
@@ -491,7 +568,10 @@ impl RedisBroker {
                 ));
             }
         }
-        Ok((out, next_due))
+        match failed {
+            Some(e) if out.is_empty() && next_due.is_none() => Err(e),
+            failed => Ok((out, next_due, failed.is_some())),
+        }
     }
 
     /// Blocks on the queues' wake lists up to `wait`. On a cluster, where the wake lists
@@ -523,31 +603,49 @@ impl RedisBroker {
         }
     }
 
-    /// Waits on each of the `wake` lists at once, each on a connection of its own, until
-    /// the first wait ends. The others run to their end; one that takes a token after
-    /// that puts it back, for the next worker to wake.
+    /// Waits until a token arrives on any of the `wake` lists (a cluster's: of several
+    /// slots) or `wait` passes. Each list has one wait in flight per process, on a
+    /// connection of its own, shared by every consumer of the process that blocks on it;
+    /// when one ends, every blocked consumer looks again. A token taken while no consumer
+    /// of the process is blocked goes back, for another worker. Cancel-safe: a dropped
+    /// call leaves the shared waits to end by themselves (within their `wait`).
     async fn block_each(&self, wake: Vec<String>, wait: Duration) -> Result<(), Failure> {
-        let over = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (ended, mut first) = tokio::sync::mpsc::channel::<Result<(), Failure>>(wake.len());
+        let notified = self.inner.woken.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let _blocked = Blocked::new(&self.inner.blocked);
         for list in wake {
-            let (broker, over, ended) = (self.clone(), over.clone(), ended.clone());
-            tokio::spawn(async move {
-                let popped = broker.block_on(std::slice::from_ref(&list), wait).await;
-                if matches!(popped, Ok(true)) && over.load(std::sync::atomic::Ordering::SeqCst) {
-                    let mut pipe = redis::pipe();
-                    pipe.cmd("RPUSH").arg(&list).arg(1).ignore().cmd("LTRIM").arg(&list).arg(0).arg(0).ignore();
-                    let mut con = broker.con();
-                    if let Err(e) = timed_pipe::<()>(broker.limit(), &pipe, &mut con).await {
-                        tracing::debug!(error = ?e, list, "cannot put a wake token back");
-                    }
-                }
-                let _ = ended.try_send(popped.map(drop));
-            });
+            self.shared_wait(list, wait);
         }
-        drop(ended);
-        let result = first.recv().await.unwrap_or(Ok(()));
-        over.store(true, std::sync::atomic::Ordering::SeqCst);
-        result
+        let _ = tokio::time::timeout(wait, notified).await;
+        Ok(())
+    }
+
+    /// Starts the shared wait on `list` unless one is in flight.
+    fn shared_wait(&self, list: String, wait: Duration) {
+        if !self.inner.waits.lock().unwrap_or_else(|p| p.into_inner()).insert(list.clone()) {
+            return;
+        }
+        let broker = self.clone();
+        tokio::spawn(async move {
+            let popped = broker.block_on(std::slice::from_ref(&list), wait).await;
+            if let Err(e) = &popped {
+                // The list's node is away: no new wait on it for a moment (the others
+                // go on), then the consumers look again (and meet the error in a fetch).
+                tracing::debug!(error = ?e, list, "a wait on a wake list failed");
+                tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
+            }
+            broker.inner.waits.lock().unwrap_or_else(|p| p.into_inner()).remove(&list);
+            if matches!(popped, Ok(true)) && broker.inner.blocked.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                let mut pipe = redis::pipe();
+                pipe.cmd("RPUSH").arg(&list).arg(1).ignore().cmd("LTRIM").arg(&list).arg(0).arg(0).ignore();
+                let mut con = broker.con();
+                if let Err(e) = timed_pipe::<()>(broker.limit(), &pipe, &mut con).await {
+                    tracing::debug!(error = ?e, list, "cannot put a wake token back");
+                }
+            }
+            broker.inner.woken.notify_waiters();
+        });
     }
 
     async fn settle(
@@ -582,7 +680,7 @@ impl RedisBroker {
         let mut moved = 0usize;
         let mut buried = Vec::new();
         let mut con = self.con();
-        for queue in self.inner.partitions.all_of(&self.all_queues().await?) {
+        for queue in self.partitions().all_of(&self.all_queues().await?) {
             let mut inv = SCRIPTS.recover.prepare_invoke();
             for ready in keys.ready_all(&queue) {
                 inv.key(ready);
@@ -620,9 +718,15 @@ impl RedisBroker {
         followed.1.is_some_and(|at| at.elapsed() < ttl) || unreachable.is_some_and(|at| at.elapsed() < ttl)
     }
 
-    /// Notes that Redis (the workers' set) did not answer a heartbeat or a recovery.
+    /// Notes that Redis (the workers' set) did not answer a heartbeat or a recovery. The
+    /// consumers of this process check their processing lists before their next fetch:
+    /// a node that failed over may lack their last acks (on a cluster no generation
+    /// tells of a failover, as a Sentinel's does).
     fn unreachable(&self) {
         *self.inner.unreachable_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+        for held in self.handed_out().values_mut() {
+            held.unsure = true;
+        }
     }
 
     /// Forgets `consumer`: its local bookkeeping, and its place in the heartbeat set
@@ -643,7 +747,11 @@ impl RedisBroker {
         if self.just_followed() {
             return Ok(Recovery::default());
         }
-        let recovered = self.recover_dead_now().await;
+        // A queue partitioned since this process connected: its partitions' lists too.
+        let recovered = match self.refresh_partitions().await {
+            Ok(()) => self.recover_dead_now().await,
+            Err(e) => Err(e),
+        };
         if recovered.is_err() {
             self.unreachable();
         }

@@ -84,17 +84,6 @@ impl Partitions {
     pub(crate) fn all_of(&self, queues: &[String]) -> Vec<String> {
         queues.iter().flat_map(|q| self.expand(q, 0)).collect()
     }
-
-    /// Adds `other`'s counts; the queues whose counts differ, with both counts.
-    pub(crate) fn conflicts(&self, other: &Partitions) -> Vec<(String, u16, u16)> {
-        let mut out: Vec<(String, u16, u16)> = self
-            .counts
-            .iter()
-            .filter_map(|(q, n)| other.count(q).filter(|m| m != n).map(|m| (q.clone(), *n, m)))
-            .collect();
-        out.sort();
-        out
-    }
 }
 
 /// The name of partition `p` of `queue`.
@@ -195,13 +184,5 @@ mod tests {
         assert!(parse("emails=x").unwrap_err().contains("not a number"));
         assert!(parse("emails=0").unwrap_err().contains("1 to 1024"));
         assert!(parse("=3").unwrap_err().contains("needs a name"));
-    }
-
-    #[test]
-    fn differing_counts_are_conflicts() {
-        let mine = emails();
-        let theirs = Partitions::new([("emails".to_owned(), 8), ("other".to_owned(), 2)]);
-        assert_eq!(mine.conflicts(&theirs), [("emails".to_owned(), 4, 8)]);
-        assert!(mine.conflicts(&mine).is_empty());
     }
 }

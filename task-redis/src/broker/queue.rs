@@ -32,7 +32,7 @@ impl Broker for RedisBroker {
             for queue in queues {
                 self.remember_queue(queue).await?;
             }
-            let messages: Vec<Message> = if self.inner.partitions.is_empty() {
+            let messages: Vec<Message> = if self.partitions().is_empty() {
                 messages
             } else {
                 messages.into_iter().map(|m| self.placed(m)).collect()
@@ -58,10 +58,10 @@ impl Broker for RedisBroker {
                 self.remember_queue(queue).await?;
             }
             // A partitioned queue is fetched as its partitions, from a moving start.
-            let expanded: std::borrow::Cow<'_, [String]> = if self.inner.partitions.is_empty() {
+            let expanded: std::borrow::Cow<'_, [String]> = if self.partitions().is_empty() {
                 std::borrow::Cow::Borrowed(queues)
             } else {
-                std::borrow::Cow::Owned(self.inner.partitions.fetch_order(queues, self.turn()))
+                std::borrow::Cow::Owned(self.partitions().fetch_order(queues, self.turn()))
             };
             let queues = &expanded[..];
             let generation = self.inner.conns.generation();
@@ -80,11 +80,12 @@ impl Broker for RedisBroker {
                 // Unsure until the script's reply is in: a fetch dropped while its script
                 // runs (fetches are cancel-safe) leaves what it moved to be reconciled.
                 self.handed_out().entry(consumer.clone()).or_default().unsure = true;
-                let (batch, next_due) = match self.fetch_once(consumer, queues, max.max(1)).await {
+                let (batch, next_due, passed_over) = match self.fetch_once(consumer, queues, max.max(1)).await {
                     Ok(fetched) => fetched,
                     Err(e) => return Err(e.broker("cannot fetch")),
                 };
-                self.handed_out().entry(consumer.clone()).or_default().unsure = false;
+                // A queue passed over may have taken messages whose reply was lost.
+                self.handed_out().entry(consumer.clone()).or_default().unsure = passed_over;
                 if !batch.is_empty() {
                     let mut handed_out = self.handed_out();
                     let mine = handed_out.entry(consumer.clone()).or_default();

@@ -144,9 +144,9 @@ pub(crate) fn groups(routes: &[Route]) -> Vec<(Route, Vec<usize>)> {
     out
 }
 
-/// Runs `pipeline` on a cluster: as it is when its commands share one slot (or it is a
-/// transaction, which must), otherwise as one pipeline per slot, concurrently, and the
-/// replies put back in the pipeline's order.
+/// Runs `pipeline` on a cluster: as it is when its keyed commands share one slot (or it
+/// is a transaction, which must), otherwise as one pipeline per slot and each command
+/// without a key alone, concurrently, and the replies put back in the pipeline's order.
 pub(crate) async fn split_pipeline(
     con: &mut ClusterConnection,
     pipeline: &Pipeline,
@@ -159,7 +159,10 @@ pub(crate) async fn split_pipeline(
     }
     let routes: Vec<Route> = pipeline.cmd_iter().map(route_of).collect();
     let groups = groups(&routes);
-    if groups.len() <= 1 && routes.first().is_none_or(|r| *r != Route::Alone) {
+    // One slot, with or without commands of no key (a `WAIT` after a send): as it is.
+    // redis-rs sends it to that slot's node on one connection, in order, so a `WAIT`
+    // counts the writes before it, on their node alone.
+    if groups.iter().filter(|(route, _)| *route != Route::Alone).count() == 1 {
         return con.req_packed_commands(pipeline, offset, count).await;
     }
     let commands: Vec<&Cmd> = pipeline.cmd_iter().collect();

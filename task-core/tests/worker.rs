@@ -755,7 +755,10 @@ async fn a_worker_lists_what_it_prefetched() {
     listed(&app).await;
     let reserved = || async { ask_one(&app, "reserved").await["reserved"].as_array().unwrap().clone() };
     let busy = gated::delay(&app).await.unwrap();
-    let (first, second) = (add::delay(&app, 1, 1).await.unwrap(), add::delay(&app, 2, 2).await.unwrap());
+    // One batch: a worker with a message waiting for its slot fetches no more, so two
+    // sends apart could be taken one now and one only when the slot frees.
+    let mut sent = app.send_batch([add::signature(1, 1), add::signature(2, 2)]).await.unwrap().into_iter();
+    let (first, second) = (sent.next().unwrap(), sent.next().unwrap());
     let start = Instant::now();
     let held = loop {
         let held = reserved().await;

@@ -36,6 +36,7 @@ pub struct TaskEntry {
     module: &'static str,
     file: &'static str,
     line: u32,
+    params: &'static [&'static str],
 }
 
 impl TaskEntry {
@@ -50,7 +51,32 @@ impl TaskEntry {
         file: &'static str,
         line: u32,
     ) -> Self {
-        Self { name, options, blocking, call, module, file, line }
+        Self { name, options, blocking, call, module, file, line, params: &[] }
+    }
+
+    /// Used by `#[task]`; not a stable API.
+    #[doc(hidden)]
+    pub const fn __with_params(mut self, params: &'static [&'static str]) -> Self {
+        self.params = params;
+        self
+    }
+
+    /// The names of the task's parameters, in order (its `TaskContext` left out): how a
+    /// caller that sends arguments by position (Celery's `args`) maps them onto the
+    /// task's arguments, which travel by name.
+    ///
+    /// ```
+    /// use task_core::{task, Registry, TaskContext, TaskResult};
+    ///
+    /// #[task(name = "docs.resize")]
+    /// async fn resize(ctx: TaskContext, path: String, width: u32) -> TaskResult<u32> { Ok(width) }
+    ///
+    /// fn main() {
+    ///     assert_eq!(Registry::global().get("docs.resize").unwrap().params(), ["path", "width"]);
+    /// }
+    /// ```
+    pub fn params(&self) -> &'static [&'static str] {
+        self.params
     }
 
     /// The registered name.
@@ -86,6 +112,7 @@ impl fmt::Debug for TaskEntry {
             .field("name", &self.name)
             .field("options", &self.options)
             .field("blocking", &self.blocking)
+            .field("params", &self.params)
             .field("location", &self.location())
             .finish()
     }

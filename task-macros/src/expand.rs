@@ -109,6 +109,8 @@ fn expand(item: &ItemFn, model: &Model, options: &TaskArgs) -> TokenStream {
     let placement = format_ident!("__celerity_task_{}_must_be_declared_at_module_level_not_inside_a_function", ident);
 
     let names: Vec<&Ident> = model.params.iter().map(|(name, _)| name).collect();
+    // As serde names the fields: `r#type` is `type`.
+    let param_names: Vec<String> = names.iter().map(|n| syn::ext::IdentExt::unraw(*n).to_string()).collect();
     let types: Vec<&syn::Type> = model.params.iter().map(|(_, ty)| ty).collect();
     let partial = partial(ident, vis, model, &krate, &output_ty);
     let (output, call_result) = match &model.ret {
@@ -242,6 +244,7 @@ fn expand(item: &ItemFn, model: &Model, options: &TaskArgs) -> TokenStream {
                     ::core::file!(),
                     #line,
                 )
+                .__with_params(&[#(#param_names),*])
             }
         };
     }

@@ -72,6 +72,7 @@
 
 mod backend;
 mod broker;
+pub mod celery;
 mod config;
 mod conn;
 mod entry;

@@ -8,7 +8,9 @@
 //! `ignore_result`, …), `properties` (`delivery_tag`, `priority`, `delivery_info`,
 //! `reply_to`), and `body`, base64 of the serialized `[args, kwargs, embed]` (JSON or
 //! MessagePack, by `content-type`). What runs the messages (fetch, results in Celery's
-//! backend format, events, remote control) builds on this.
+//! backend format, events, remote control) builds on this; so does [`ResultMeta`], a
+//! task's state as Celery's Redis result backend keeps it (`celery-task-meta-<id>`), which
+//! Python's `AsyncResult(id).get()` reads.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -186,6 +188,86 @@ pub fn decode(raw: &[u8]) -> Result<CeleryMessage, CeleryError> {
     })
 }
 
+/// The key of a task's state in Celery's Redis result backend.
+pub fn result_key(id: &str) -> String {
+    format!("celery-task-meta-{id}")
+}
+
+/// A task's state as Celery's Redis result backend stores it: the JSON string at
+/// [`result_key`], set with its expiry and `PUBLISH`ed on the key's name (what a waiting
+/// `AsyncResult.get()` listens to).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ResultMeta {
+    /// Ended with this value (JSON).
+    Success(Value),
+    /// Ended with an error: Python raises an exception of type `kind` (created by
+    /// Celery, a subclass of `Exception`) with `message`.
+    Failure {
+        /// The exception's class name.
+        kind: String,
+        /// Its text.
+        message: String,
+    },
+    /// Running (a worker took it).
+    Started,
+    /// Failed, to be retried.
+    Retry {
+        /// Why it failed.
+        message: String,
+    },
+    /// Revoked.
+    Revoked {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ResultMeta {
+    /// Celery's name of the state.
+    pub fn status(&self) -> &'static str {
+        match self {
+            ResultMeta::Success(_) => "SUCCESS",
+            ResultMeta::Failure { .. } => "FAILURE",
+            ResultMeta::Started => "STARTED",
+            ResultMeta::Retry { .. } => "RETRY",
+            ResultMeta::Revoked { .. } => "REVOKED",
+        }
+    }
+
+    /// The stored JSON for task `id`, done at `date_done` (ISO 8601, for the final
+    /// states), in the fields and shapes Celery 5 writes: an error as
+    /// `{"exc_type", "exc_message": [..], "exc_module": null}`, which Celery turns back
+    /// into an exception class of that name.
+    pub fn to_json(&self, id: &str, date_done: Option<&str>) -> String {
+        let error = |kind: &str, message: &str| json_error(kind, message);
+        let (result, traceback) = match self {
+            ResultMeta::Success(value) => (value.clone(), Value::Null),
+            ResultMeta::Failure { kind, message } => (error(kind, message), Value::String(message.clone())),
+            ResultMeta::Started => (Value::Null, Value::Null),
+            ResultMeta::Retry { message } => (error("Retry", message), Value::String(message.clone())),
+            ResultMeta::Revoked { reason } => (error("TaskRevokedError", reason), Value::Null),
+        };
+        let ready = matches!(self, ResultMeta::Success(_) | ResultMeta::Failure { .. } | ResultMeta::Revoked { .. });
+        let mut meta = Map::new();
+        meta.insert("status".into(), Value::String(self.status().into()));
+        meta.insert("result".into(), result);
+        meta.insert("traceback".into(), traceback);
+        meta.insert("children".into(), Value::Array(Vec::new()));
+        meta.insert("date_done".into(), date_done.filter(|_| ready).map_or(Value::Null, |d| Value::String(d.into())));
+        meta.insert("task_id".into(), Value::String(id.into()));
+        Value::Object(meta).to_string()
+    }
+}
+
+fn json_error(kind: &str, message: &str) -> Value {
+    let mut exc = Map::new();
+    exc.insert("exc_type".into(), Value::String(kind.into()));
+    exc.insert("exc_message".into(), Value::Array(vec![Value::String(message.into())]));
+    exc.insert("exc_module".into(), Value::Null);
+    Value::Object(exc)
+}
+
 /// The arguments of a call by position and by name, mapped onto `params` (a task's
 /// parameters in order, [`task_core::TaskEntry::params`]) as Celery maps them onto a
 /// Python function's: the positional ones first, then the named ones. Too many, a name
@@ -289,6 +371,27 @@ mod tests {
         assert!(e(&with("application/json", "!!!")).contains("not base64"));
         // base64 of `[1, 2]`: protocol 1's shape, not [args, kwargs, embed].
         assert!(e(&with("application/json", "WzEsIDJd")).contains("protocol 2"));
+    }
+
+    #[test]
+    fn result_metas_have_celerys_fields_and_shapes() {
+        let at = Some("2026-12-01T17:45:00.123456+00:00");
+        let meta = |m: ResultMeta| serde_json::from_str::<Value>(&m.to_json("id-1", at)).unwrap();
+        let ok = meta(ResultMeta::Success(json!(5)));
+        assert_eq!(
+            ok,
+            json!({"status": "SUCCESS", "result": 5, "traceback": null, "children": [],
+                              "date_done": at, "task_id": "id-1"})
+        );
+        let failed = meta(ResultMeta::Failure { kind: "TaskError".into(), message: "division by zero".into() });
+        assert_eq!(
+            failed["result"],
+            json!({"exc_type": "TaskError", "exc_message": ["division by zero"], "exc_module": null})
+        );
+        assert_eq!(failed["status"], "FAILURE");
+        assert_eq!(meta(ResultMeta::Started)["date_done"], Value::Null, "not done");
+        assert_eq!(meta(ResultMeta::Revoked { reason: "revoked".into() })["status"], "REVOKED");
+        assert_eq!(result_key("id-1"), "celery-task-meta-id-1");
     }
 
     #[test]

@@ -188,6 +188,66 @@ pub fn decode(raw: &[u8]) -> Result<CeleryMessage, CeleryError> {
     })
 }
 
+/// True when a processing list's entry is a Celery message (kombu's JSON object), not one
+/// of Celerity's entries (which start with a header byte that is never `{`).
+pub(crate) fn is_kombu(entry: &[u8]) -> bool {
+    entry.first() == Some(&b'{')
+}
+
+/// Celerity's envelope for a Celery message on `queue`: its task, its arguments by name
+/// (those of `params`, the registered Rust task's), its id, retries and limits. A task
+/// no Rust task answers to, or arguments that do not fit, still make an envelope: the
+/// worker then dead-letters it with the reason, as any such message.
+pub(crate) fn to_envelope(m: &CeleryMessage, queue: &str, params: Option<&[&str]>) -> Vec<u8> {
+    let args = match params {
+        Some(params) => match args_by_name(&m.task, params, m.args.clone(), m.kwargs.clone()) {
+            Ok(named) => rmp_serde::to_vec_named(&named).unwrap_or_default(),
+            // Arguments that do not fit: what there is, by name where it can be; the
+            // task's own decoding then refuses it with the field it lacks.
+            Err(e) => {
+                tracing::warn!(task = %m.task, id = %m.id, error = %e, "a Celery message's arguments do not fit its task");
+                rmp_serde::to_vec_named(&m.kwargs).unwrap_or_default()
+            }
+        },
+        None => rmp_serde::to_vec_named(&Map::new()).unwrap_or_default(),
+    };
+    let mut envelope = task_core::Envelope::new(m.task.clone(), args, queue);
+    if let Ok(id) = m.id.parse() {
+        envelope.id = id;
+    }
+    envelope.retries = m.retries;
+    envelope.time_limit_ms = m.time_limit.0.map(secs_to_ms);
+    envelope.soft_time_limit_ms = m.time_limit.1.map(secs_to_ms);
+    envelope.ignore_result = m.ignore_result;
+    envelope.encode().unwrap_or_default()
+}
+
+fn secs_to_ms(secs: f64) -> u64 {
+    // Seconds as Celery sends them, positive and far below u64's range.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let ms = (secs.max(0.0) * 1000.0) as u64;
+    ms
+}
+
+/// The state Celery's backend shows for `meta`, when Celery has one for it (not for
+/// PENDING or PROGRESS).
+pub(crate) fn meta_of(meta: &task_core::TaskMeta) -> Option<ResultMeta> {
+    use task_core::TaskState;
+    let text = || meta.error.clone().unwrap_or_default();
+    Some(match meta.state {
+        TaskState::Success => {
+            let value =
+                meta.result.as_deref().and_then(|r| rmp_serde::from_slice::<Value>(r).ok()).unwrap_or(Value::Null);
+            ResultMeta::Success(value)
+        }
+        TaskState::Failure => ResultMeta::Failure { kind: "TaskError".into(), message: text() },
+        TaskState::Started => ResultMeta::Started,
+        TaskState::Retry => ResultMeta::Retry { message: text() },
+        TaskState::Revoked => ResultMeta::Revoked { reason: text() },
+        _ => return None,
+    })
+}
+
 /// The key of a task's state in Celery's Redis result backend.
 pub fn result_key(id: &str) -> String {
     format!("celery-task-meta-{id}")

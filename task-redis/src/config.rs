@@ -16,6 +16,9 @@ pub const ENV_WAIT_REPLICAS: &str = "CELERITY_REDIS_WAIT_REPLICAS";
 /// The variable declaring partitioned queues, `emails=8,reports=4` (see
 /// [`RedisConfig::partitions`]), read by [`RedisConfig::from_url`].
 pub const ENV_PARTITIONS: &str = "CELERITY_REDIS_PARTITIONS";
+/// The variable naming the queues a worker also serves in Celery's layout (see
+/// [`RedisConfig::celery_queues`]), read by [`RedisConfig::from_url`].
+pub const ENV_CELERY_QUEUES: &str = "CELERITY_CELERY_QUEUES";
 
 /// How to reach Redis and how to lay out and treat what is kept there.
 ///
@@ -42,6 +45,9 @@ pub struct RedisConfig {
     pub(crate) partitions: Vec<(String, u16)>,
     /// `CELERITY_REDIS_PARTITIONS`, read at connect (where a bad value is an error).
     pub(crate) partitions_env: Option<String>,
+    /// Queues also served in Celery's layout (kombu's lists), their results also kept in
+    /// Celery's format.
+    pub(crate) celery_queues: Vec<String>,
 }
 
 impl RedisConfig {
@@ -69,7 +75,24 @@ impl RedisConfig {
                 .map(|n| (n, None)),
             partitions: Vec::new(),
             partitions_env: std::env::var(ENV_PARTITIONS).ok().filter(|v| !v.trim().is_empty()),
+            celery_queues: std::env::var(ENV_CELERY_QUEUES)
+                .map(|v| v.split(',').map(str::trim).filter(|q| !q.is_empty()).map(str::to_owned).collect())
+                .unwrap_or_default(),
         }
+    }
+
+    /// Serves these queues in Celery's layout too (the first part of Celery interop): a
+    /// worker of `celery` takes what Python's `task.delay()` put in kombu's lists
+    /// (`celery`, and its priority lists, highest first), runs the Rust task registered
+    /// under the Celery task's name (`#[task(name = "proj.tasks.add")]`), its
+    /// positional and keyword arguments mapped onto the task's parameters, and stores
+    /// every task's state in Celery's result format as well (`celery-task-meta-<id>`,
+    /// published on the key), so Python's `AsyncResult(id).get()` returns the value or
+    /// raises with the Rust error's text. One Redis only (kombu's keys have no hash
+    /// tag). Also `CELERITY_CELERY_QUEUES=celery,emails`.
+    pub fn celery_queues(mut self, queues: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.celery_queues = queues.into_iter().map(Into::into).collect();
+        self
     }
 
     /// Spreads `queue` over `n` partitions (1 to 1,024), each of its own hash tag

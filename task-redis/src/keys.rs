@@ -9,6 +9,7 @@
 //! | `NS:{Q}:delayed` | zset | messages waiting for their due time (score: Unix ms) |
 //! | `NS:{Q}:wake` | list | at most one token; idle workers block on it (`BLPOP`) |
 //! | `NS:{Q}:proc:W` | list | messages held by worker `W` (moved here atomically by fetch) |
+//! | `NS:{Q}:celery-proc:W` | list | Celery messages of queue `Q` (kombu's lists `Q`, `Q\x06\x16N`) held by worker `W` |
 //! | `NS:{Q}:dead` | list | dead letters: `at_ms:reason_len:reason` + envelope |
 //! | `NS:{Q}:sent:ID` | string | marks callback / chain step `ID` as sent (TTL: the parent's result TTL) |
 //! | `NS:{Q}:chord:ID` | hash | a chord's join (size, remaining, callback, closed, `r:<i>` results); `Q` is the callback's queue |
@@ -93,6 +94,27 @@ impl Keys {
 
     pub(crate) fn processing(&self, queue: &str, worker: &str) -> String {
         self.in_queue(queue, &[":proc:", worker])
+    }
+
+    /// Celery messages held by worker `W` (kombu's JSON, as Celery wrote it).
+    pub(crate) fn celery_processing(&self, queue: &str, worker: &str) -> String {
+        self.in_queue(queue, &[":celery-proc:", worker])
+    }
+
+    /// The processing list a delivery's receipt sits in: a Celery message's (kombu's
+    /// JSON, which starts with `{`, never with an entry's header) or the queue's own.
+    pub(crate) fn held_in(&self, queue: &str, worker: &str, receipt: &[u8]) -> String {
+        if crate::celery::is_kombu(receipt) {
+            self.celery_processing(queue, worker)
+        } else {
+            self.processing(queue, worker)
+        }
+    }
+
+    /// kombu's lists of a Celery queue, highest priority first: `Q`, then `Q\x06\x16N`
+    /// for kombu's priority steps 3, 6 and 9 (no namespace: Celery's own keys).
+    pub(crate) fn celery_lists(queue: &str) -> Vec<String> {
+        std::iter::once(queue.to_owned()).chain([3, 6, 9].map(|step| format!("{queue}\x06\x16{step}"))).collect()
     }
 
     pub(crate) fn dead(&self, queue: &str) -> String {

@@ -85,7 +85,9 @@ use std::sync::Arc;
 
 pub use backend::RedisBackend;
 pub use broker::RedisBroker;
-pub use config::{ENV_CA_CERT, ENV_EVENTS_CAP, ENV_NAMESPACE, ENV_PARTITIONS, ENV_WAIT_REPLICAS, RedisConfig};
+pub use config::{
+    ENV_CA_CERT, ENV_CELERY_QUEUES, ENV_EVENTS_CAP, ENV_NAMESPACE, ENV_PARTITIONS, ENV_WAIT_REPLICAS, RedisConfig,
+};
 use task_core::driver::Driver;
 use task_core::{Broker, Error, ResultBackend};
 

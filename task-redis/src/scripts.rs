@@ -25,6 +25,8 @@ pub(crate) struct Scripts {
     pub(crate) claim_tick: Script,
     pub(crate) enqueue_once: Script,
     pub(crate) retry_dead_one: Script,
+    pub(crate) celery_fetch: Script,
+    pub(crate) celery_return: Script,
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -48,6 +50,8 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     chord_fail: Script::new(include_str!("../lua/chord_fail.lua")),
     claim_tick: Script::new(include_str!("../lua/claim_tick.lua")),
     retry_dead_one: Script::new(include_str!("../lua/retry_dead_one.lua")),
+    celery_fetch: Script::new(include_str!("../lua/celery_fetch.lua")),
+    celery_return: Script::new(include_str!("../lua/celery_return.lua")),
     enqueue_once: Script::new(concat!(include_str!("../lua/once_guard.lua"), include_str!("../lua/enqueue.lua"))),
 });
 

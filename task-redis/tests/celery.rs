@@ -118,3 +118,52 @@ fn python_reads_the_results_celerity_writes() {
     let lines: Vec<&str> = printed.lines().collect();
     assert_eq!(lines, [r#"{"pages": 3, "title": "Q4"}"#, "TaskError | division by zero", "STARTED", "42"], "{printed}");
 }
+
+#[task_core::task(name = "proj.tasks.add")]
+async fn add(x: i64, y: i64) -> task_core::TaskResult<i64> {
+    Ok(x + y)
+}
+
+#[task_core::task(name = "proj.tasks.divide")]
+async fn divide(x: i64, y: i64) -> task_core::TaskResult<i64> {
+    if y == 0 {
+        return Err(task_core::TaskError::fatal("division by zero"));
+    }
+    Ok(x / y)
+}
+
+/// The story end to end: Python's `delay` and `apply_async` (positional and keyword
+/// arguments), a Rust worker serving the `celery` queue runs the Rust tasks registered
+/// under the Celery names, and Python's `get()` returns the values, or raises with the
+/// Rust error's text; a task no Rust task answers to ends in the dead letters, its
+/// failure readable from Python too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_delay_runs_on_a_rust_worker_and_python_gets_the_result() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let config = task_redis::RedisConfig::from_url(&url).namespace(test_support::namespace()).celery_queues(["celery"]);
+    let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
+    let worker = app.worker().queues(["celery"]).concurrency(2).spawn();
+    let script = celery_script(
+        &url,
+        "@app.task(name='proj.tasks.divide')\n\
+         def divide(x, y):\n    return x // y\n\
+         @app.task(name='proj.tasks.nobody')\n\
+         def nobody():\n    return 0\n\
+         print(add.delay(2, 3).get(timeout=20))\n\
+         print(add.apply_async((40,), {'y': 2}).get(timeout=20))\n\
+         print(divide.delay(9, 3).get(timeout=20))\n\
+         try:\n    divide.delay(1, 0).get(timeout=20)\n\
+         except Exception as e:\n    print(type(e).__name__, '|', e)\n\
+         try:\n    nobody.delay().get(timeout=20)\n\
+         except Exception as e:\n    print(type(e).__name__, '|', e)",
+    );
+    let out = tokio::task::spawn_blocking(move || run_python(&script)).await.unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(&lines[..4], ["5", "42", "3", "TaskError | division by zero"], "{printed}");
+    assert!(lines[4].starts_with("TaskError |") && lines[4].contains("proj.tasks.nobody"), "{printed}");
+    let dead = app.broker().inspect().unwrap().dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1, "the unknown task's message: {dead:?}");
+    worker.shutdown().await.unwrap();
+}

@@ -45,6 +45,8 @@ struct Inner {
     /// State writes, grouped into script calls by [`flush_writes`].
     writes: mpsc::UnboundedSender<Write>,
     events_cap: usize,
+    /// States are also kept in Celery's result format ([`RedisConfig::celery_queues`]).
+    celery: bool,
 }
 
 mod history;
@@ -86,12 +88,37 @@ impl RedisBackend {
                 subscriber,
                 writes,
                 events_cap: config.events_cap,
+                celery: !config.celery_queues.is_empty(),
             }),
         })
     }
 
     fn con(&self) -> Conn {
         self.inner.conns.main.clone()
+    }
+
+    /// `update` in Celery's result format, when states are kept in it too.
+    fn celery_meta(&self, id: &TaskId, update: &TaskMeta) -> Option<String> {
+        if !self.inner.celery {
+            return None;
+        }
+        let meta = crate::celery::meta_of(update)?;
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false);
+        Some(meta.to_json(id.as_str(), Some(&now)))
+    }
+
+    /// Writes `meta` as Celery's Redis backend does: `SETEX` with the TTL, then `PUBLISH`
+    /// on the key (what a waiting `AsyncResult.get()` hears).
+    async fn store_celery(&self, id: &TaskId, meta: Option<String>, ttl: Duration) -> Result<(), BackendError> {
+        let Some(meta) = meta else { return Ok(()) };
+        let key = crate::celery::result_key(id.as_str());
+        let mut pipe = redis::pipe();
+        pipe.cmd("SETEX").arg(&key).arg(ttl.as_secs().max(1)).arg(&meta).ignore();
+        pipe.cmd("PUBLISH").arg(&key).arg(&meta).ignore();
+        let mut con = self.con();
+        timed_pipe::<()>(self.inner.op_timeout, &pipe, &mut con)
+            .await
+            .map_err(|e| e.backend(&format!("cannot store the Celery result of task {id}")))
     }
 
     /// Where `id`'s completion is published: a channel on one Redis, a sharded channel in
@@ -170,10 +197,11 @@ impl ResultBackend for RedisBackend {
     fn store<'a>(&'a self, id: &'a TaskId, update: TaskMeta, ttl: Duration) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
             let state = update.state;
+            let celery = self.celery_meta(id, &update);
             match self.run_store(id, update, ttl, None).await? {
                 0 => Err(Self::fenced(id, state)),
                 -1 => Err(Self::final_already(id, state)),
-                _ => Ok(()),
+                _ => self.store_celery(id, celery, ttl).await,
             }
         })
     }
@@ -434,7 +462,8 @@ impl SettleAtomically for RedisBackend {
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
             let state = update.state;
-            let list = self.inner.keys.processing(&delivery.queue, consumer.as_str());
+            let list = self.inner.keys.held_in(&delivery.queue, consumer.as_str(), delivery.receipt.as_bytes());
+            let celery = self.celery_meta(id, &update);
             match self.run_store(id, update, ttl, Some((list, delivery.receipt.as_bytes()))).await? {
                 0 => Err(BackendError::new(
                     ErrorKind::Fenced,
@@ -445,7 +474,7 @@ impl SettleAtomically for RedisBackend {
                 )),
                 // Acked; the record keeps its final state.
                 -1 => Err(Self::final_already(id, state)),
-                _ => Ok(()),
+                _ => self.store_celery(id, celery, ttl).await,
             }
         })
     }

@@ -100,6 +100,9 @@ fn receipt_hash(receipt: &[u8]) -> u64 {
     hasher.finish()
 }
 
+/// How often an idle worker of a Celery queue looks into kombu's lists.
+const CELERY_POLL: Duration = Duration::from_millis(100);
+
 /// Counts a consumer as blocked while it lives.
 struct Blocked<'a>(&'a std::sync::atomic::AtomicUsize);
 
@@ -190,6 +193,12 @@ impl RedisBroker {
             .declared_partitions()
             .map_err(|e| BrokerError::new(ErrorKind::Other, format!("{}: {e}", context())))?;
         let conns = Connections::open(&config).await.map_err(|e| e.broker(&context()))?;
+        if conns.is_cluster() && !config.celery_queues.is_empty() {
+            return Err(BrokerError::new(
+                ErrorKind::Other,
+                format!("{}: Celery queues are served on one Redis only (kombu's keys have no hash tag)", context()),
+            ));
+        }
         let keys = Keys::new(&config.namespace);
         let partitions = sync_partitions(&conns, &keys, &declared, config.op_timeout)
             .await
@@ -362,6 +371,21 @@ impl RedisBroker {
     async fn reconcile_queue(&self, consumer: &ConsumerId, queue: &str) -> Result<(), Failure> {
         let keys = &self.inner.keys;
         let mut con = self.con();
+        if self.is_celery(queue) {
+            let list = keys.celery_processing(queue, consumer.as_str());
+            let held: Vec<Vec<u8>> =
+                timed(self.limit(), redis::cmd("LRANGE").arg(&list).arg(0).arg(-1).query_async(&mut con)).await?;
+            for raw in held {
+                if self.handed_out().get(consumer).is_some_and(|h| h.receipts.contains(&receipt_hash(&raw))) {
+                    continue;
+                }
+                let main = Keys::celery_lists(queue).swap_remove(0);
+                let mut inv = SCRIPTS.celery_return.prepare_invoke();
+                inv.key(&list).key(main).arg(&raw);
+                let _: i64 = timed(self.limit(), inv.invoke_async(&mut con)).await?;
+                warn!(queue, "gave back a Celery message whose fetch reply was lost");
+            }
+        }
         let held: Vec<Vec<u8>> = timed(
             self.limit(),
             redis::cmd("LRANGE").arg(keys.processing(queue, consumer.as_str())).arg(0).arg(-1).query_async(&mut con),
@@ -511,6 +535,48 @@ impl RedisBroker {
         ))))
     }
 
+    /// Whether `queue` is also served in Celery's layout.
+    fn is_celery(&self, queue: &str) -> bool {
+        self.inner.config.celery_queues.iter().any(|q| q == queue)
+    }
+
+    /// Takes up to `max` Celery messages of `queue` into the consumer's processing list
+    /// for them (one script call), each made a delivery of Celerity's envelope (its
+    /// receipt: the message as Celery wrote it).
+    async fn fetch_celery(
+        &self,
+        con: &mut Conn,
+        consumer: &ConsumerId,
+        queue: &str,
+        max: usize,
+    ) -> Result<Vec<Delivery>, Failure> {
+        let mut inv = SCRIPTS.celery_fetch.prepare_invoke();
+        for list in Keys::celery_lists(queue) {
+            inv.key(list);
+        }
+        inv.key(self.inner.keys.celery_processing(queue, consumer.as_str())).arg(max);
+        let taken: Vec<Vec<u8>> = timed(self.limit(), inv.invoke_async(con)).await?;
+        let registry = task_core::Registry::global();
+        Ok(taken
+            .into_iter()
+            .map(|raw| {
+                let payload = match crate::celery::decode(&raw) {
+                    Ok(m) => {
+                        let params = registry.get(&m.task).map(task_core::TaskEntry::params);
+                        crate::celery::to_envelope(&m, queue, params)
+                    }
+                    // Not a message Celerity can read: its bytes as they are, which the
+                    // worker dead-letters as it does any undecodable message.
+                    Err(e) => {
+                        warn!(queue, error = %e, "a message in a Celery queue is not one Celerity can run");
+                        raw.clone()
+                    }
+                };
+                Delivery::new(queue.to_owned(), 0, payload, 1, Receipt::new(raw))
+            })
+            .collect())
+    }
+
     /// One pass of the fetch script over `queues`: the deliveries, the earliest due time
     /// of a delayed message (Unix ms) if any, and whether a queue's call failed. A queue
     /// whose call fails (its node away: a cluster failing over) is passed over for the
@@ -531,6 +597,12 @@ impl RedisBroker {
         for queue in queues {
             if out.len() >= max {
                 break;
+            }
+            if self.is_celery(queue) {
+                out.extend(self.fetch_celery(&mut con, consumer, queue, max - out.len()).await?);
+                if out.len() >= max {
+                    break;
+                }
             }
             let mut inv = SCRIPTS.fetch.prepare_invoke();
             for ready in keys.ready_all(queue) {
@@ -577,6 +649,11 @@ impl RedisBroker {
     /// Blocks on the queues' wake lists up to `wait`. On a cluster, where the wake lists
     /// of several queues are in several slots, each list has a wait of its own.
     async fn block(&self, queues: &[String], wait: Duration) -> Result<(), Failure> {
+        if queues.iter().any(|q| self.is_celery(q)) {
+            // Celery's producers leave no wake token: look again soon.
+            tokio::time::sleep(wait.min(CELERY_POLL)).await;
+            return Ok(());
+        }
         let wake: Vec<String> = queues.iter().map(|q| self.inner.keys.wake(q)).collect();
         if wake.len() > 1 && self.inner.conns.is_cluster() {
             return self.block_each(wake, wait).await;
@@ -698,6 +775,14 @@ impl RedisBroker {
             let (n, letters) = parse_recovered(reply, &queue);
             moved += n;
             buried.extend(letters);
+        }
+        for queue in &self.inner.config.celery_queues {
+            let mut inv = SCRIPTS.celery_return.prepare_invoke();
+            inv.key(keys.celery_processing(queue, worker)).key(Keys::celery_lists(queue).swap_remove(0)).arg("");
+            let n: usize = timed(self.limit(), inv.invoke_async(&mut con)).await.map_err(|e| {
+                e.broker(&format!("cannot recover the Celery messages of worker {worker} in queue `{queue}`"))
+            })?;
+            moved += n;
         }
         Ok(Recovery::new(moved, buried))
     }

@@ -106,7 +106,7 @@ impl Broker for RedisBroker {
     fn ack<'a>(&'a self, consumer: &'a ConsumerId, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
             let mut con = self.con();
-            let key = self.inner.keys.processing(&delivery.queue, consumer.as_str());
+            let key = self.inner.keys.held_in(&delivery.queue, consumer.as_str(), delivery.receipt.as_bytes());
             let removed: i64 = timed(
                 self.limit(),
                 redis::cmd("LREM").arg(key).arg(1).arg(delivery.receipt.as_bytes()).query_async(&mut con),
@@ -129,8 +129,10 @@ impl Broker for RedisBroker {
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
             let keys = &self.inner.keys;
-            if retry.queue != delivery.queue {
-                // Another queue is another hash slot: enqueue, then ack (at least once).
+            if retry.queue != delivery.queue || crate::celery::is_kombu(delivery.receipt.as_bytes()) {
+                // Another queue is another hash slot, and a Celery message is held in a
+                // list of its own: enqueue (into Celerity's layout), then ack (at least
+                // once).
                 self.enqueue(retry).await?;
                 return self.ack(consumer, delivery).await;
             }
@@ -160,6 +162,23 @@ impl Broker for RedisBroker {
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
             let keys = &self.inner.keys;
+            if crate::celery::is_kombu(delivery.receipt.as_bytes()) {
+                // Back to the front of kombu's list, as Celery wrote it.
+                return self
+                    .settle(
+                        &SCRIPTS.celery_return,
+                        vec![
+                            keys.celery_processing(&delivery.queue, consumer.as_str()),
+                            Keys::celery_lists(&delivery.queue).swap_remove(0),
+                        ],
+                        vec![delivery.receipt.as_bytes().to_vec()],
+                        "release",
+                        consumer,
+                        delivery,
+                    )
+                    .await
+                    .map(drop);
+            }
             self.settle(
                 &SCRIPTS.release,
                 vec![
@@ -188,7 +207,10 @@ impl Broker for RedisBroker {
             let code = self
                 .settle(
                     &SCRIPTS.bury,
-                    vec![keys.processing(&delivery.queue, consumer.as_str()), keys.dead(&delivery.queue)],
+                    vec![
+                        keys.held_in(&delivery.queue, consumer.as_str(), delivery.receipt.as_bytes()),
+                        keys.dead(&delivery.queue),
+                    ],
                     vec![
                         delivery.receipt.as_bytes().to_vec(),
                         entry::dead_record(now_ms(), reason, &delivery.payload),

@@ -1,0 +1,19 @@
+-- Takes up to ARGV[1] Celery messages from kombu's lists of one queue, highest priority
+-- first (kombu pushes on the left, so the oldest is on the right), each moved into this
+-- worker's processing list for Celery messages in the same step: no message is ever
+-- only in the worker's memory.
+-- KEYS[1..n-1] kombu's lists of the queue (Q, Q\x06\x163, Q\x06\x166, Q\x06\x169)
+-- KEYS[n]      the processing list
+local n = #KEYS
+local proc = KEYS[n]
+local max = tonumber(ARGV[1])
+local out = {}
+for i = 1, n - 1 do
+  while #out < max do
+    local m = redis.call('RPOP', KEYS[i])
+    if not m then break end
+    redis.call('LPUSH', proc, m)
+    out[#out + 1] = m
+  end
+end
+return out

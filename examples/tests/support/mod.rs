@@ -22,6 +22,8 @@ pub(crate) struct Setup {
     pub(crate) journal: PathBuf,
     /// `CELERITY_REDIS_PARTITIONS` for every process, and the app's config.
     partitions: Option<String>,
+    /// More variables for every process started.
+    env: Vec<(String, String)>,
 }
 
 impl Setup {
@@ -29,7 +31,15 @@ impl Setup {
         let server = RedisServer::start_with(persistence);
         let namespace = test_support::namespace();
         let journal = std::env::temp_dir().join(format!("{namespace}.journal"));
-        Self { url: server.url(), server: Some(server), cluster: None, namespace, journal, partitions: None }
+        Self {
+            url: server.url(),
+            server: Some(server),
+            cluster: None,
+            namespace,
+            journal,
+            partitions: None,
+            env: Vec::new(),
+        }
     }
 
     /// On a private Redis Cluster of `primaries` primaries with `replicas` replicas each.
@@ -37,7 +47,21 @@ impl Setup {
         let cluster = RedisCluster::start(primaries, replicas);
         let namespace = test_support::namespace();
         let journal = std::env::temp_dir().join(format!("{namespace}.journal"));
-        Self { url: cluster.url(), server: None, cluster: Some(cluster), namespace, journal, partitions: None }
+        Self {
+            url: cluster.url(),
+            server: None,
+            cluster: Some(cluster),
+            namespace,
+            journal,
+            partitions: None,
+            env: Vec::new(),
+        }
+    }
+
+    /// `name=value` for every process started.
+    pub(crate) fn with_env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
     }
 
     /// Partitioned queues (`emails=8,…`) for every process started, and the app.
@@ -62,6 +86,7 @@ impl Setup {
             Some(setting) => cmd.env(task_redis::ENV_PARTITIONS, setting),
             None => cmd.env_remove(task_redis::ENV_PARTITIONS),
         };
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 

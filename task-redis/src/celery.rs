@@ -206,7 +206,11 @@ pub(crate) fn to_envelope(m: &CeleryMessage, queue: &str, params: Option<&[&str]
             // task's own decoding then refuses it with the field it lacks.
             Err(e) => {
                 tracing::warn!(task = %m.task, id = %m.id, error = %e, "a Celery message's arguments do not fit its task");
-                rmp_serde::to_vec_named(&m.kwargs).unwrap_or_default()
+                let mut partial = m.kwargs.clone();
+                for (param, value) in params.iter().zip(&m.args) {
+                    partial.entry((*param).to_owned()).or_insert_with(|| value.clone());
+                }
+                rmp_serde::to_vec_named(&partial).unwrap_or_default()
             }
         },
         None => rmp_serde::to_vec_named(&Map::new()).unwrap_or_default(),

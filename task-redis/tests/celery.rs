@@ -135,8 +135,8 @@ async fn divide(x: i64, y: i64) -> task_core::TaskResult<i64> {
 /// The story end to end: Python's `delay` and `apply_async` (positional and keyword
 /// arguments), a Rust worker serving the `celery` queue runs the Rust tasks registered
 /// under the Celery names, and Python's `get()` returns the values, or raises with the
-/// Rust error's text; a task no Rust task answers to ends in the dead letters, its
-/// failure readable from Python too.
+/// Rust error's text; a task no Rust task answers to, and a call missing an argument,
+/// end in the dead letters, their failures readable from Python too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_delay_runs_on_a_rust_worker_and_python_gets_the_result() {
     let server = RedisServer::start();
@@ -156,6 +156,8 @@ async fn python_delay_runs_on_a_rust_worker_and_python_gets_the_result() {
          try:\n    divide.delay(1, 0).get(timeout=20)\n\
          except Exception as e:\n    print(type(e).__name__, '|', e)\n\
          try:\n    nobody.delay().get(timeout=20)\n\
+         except Exception as e:\n    print(type(e).__name__, '|', e)\n\
+         try:\n    app.send_task('proj.tasks.add', args=[1]).get(timeout=20)\n\
          except Exception as e:\n    print(type(e).__name__, '|', e)",
     );
     let out = tokio::task::spawn_blocking(move || run_python(&script)).await.unwrap();
@@ -163,7 +165,8 @@ async fn python_delay_runs_on_a_rust_worker_and_python_gets_the_result() {
     let lines: Vec<&str> = printed.lines().collect();
     assert_eq!(&lines[..4], ["5", "42", "3", "TaskError | division by zero"], "{printed}");
     assert!(lines[4].starts_with("TaskError |") && lines[4].contains("proj.tasks.nobody"), "{printed}");
+    assert!(lines[5].starts_with("TaskError |") && lines[5].contains("`y`"), "a missing argument: {printed}");
     let dead = app.broker().inspect().unwrap().dead_letters(10).await.unwrap();
-    assert_eq!(dead.len(), 1, "the unknown task's message: {dead:?}");
+    assert_eq!(dead.len(), 2, "the unknown task's and the bad call's messages: {dead:?}");
     worker.shutdown().await.unwrap();
 }

@@ -220,10 +220,17 @@ pub(crate) fn to_envelope(m: &CeleryMessage, queue: &str, params: Option<&[&str]
         envelope.id = id;
     }
     envelope.retries = m.retries;
+    envelope.eta_ms = m.eta.as_deref().and_then(unix_ms);
+    envelope.expires_ms = m.expires.as_deref().and_then(unix_ms);
     envelope.time_limit_ms = m.time_limit.0.map(secs_to_ms);
     envelope.soft_time_limit_ms = m.time_limit.1.map(secs_to_ms);
     envelope.ignore_result = m.ignore_result;
     envelope.encode().unwrap_or_default()
+}
+
+/// Unix ms of an ISO 8601 time as Celery writes `eta` and `expires`.
+pub(crate) fn unix_ms(at: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(at).ok().map(|t| t.timestamp_millis())
 }
 
 fn secs_to_ms(secs: f64) -> u64 {
@@ -310,7 +317,7 @@ impl ResultMeta {
             ResultMeta::Failure { kind, message } => (error(kind, message), Value::String(message.clone())),
             ResultMeta::Started => (Value::Null, Value::Null),
             ResultMeta::Retry { message } => (error("Retry", message), Value::String(message.clone())),
-            ResultMeta::Revoked { reason } => (error("TaskRevokedError", reason), Value::Null),
+            ResultMeta::Revoked { reason } => (revoked(reason), Value::Null),
         };
         let ready = matches!(self, ResultMeta::Success(_) | ResultMeta::Failure { .. } | ResultMeta::Revoked { .. });
         let mut meta = Map::new();
@@ -322,6 +329,15 @@ impl ResultMeta {
         meta.insert("task_id".into(), Value::String(id.into()));
         Value::Object(meta).to_string()
     }
+}
+
+/// Celery's own `TaskRevokedError` (its module named: Python raises the real class).
+fn revoked(reason: &str) -> Value {
+    let mut exc = Map::new();
+    exc.insert("exc_type".into(), Value::String("TaskRevokedError".into()));
+    exc.insert("exc_message".into(), Value::Array(vec![Value::String(reason.into())]));
+    exc.insert("exc_module".into(), Value::String("celery.exceptions".into()));
+    Value::Object(exc)
 }
 
 fn json_error(kind: &str, message: &str) -> Value {

@@ -170,3 +170,52 @@ async fn python_delay_runs_on_a_rust_worker_and_python_gets_the_result() {
     assert_eq!(dead.len(), 2, "the unknown task's and the bad call's messages: {dead:?}");
     worker.shutdown().await.unwrap();
 }
+
+/// `countdown` and `expires` from Python: the countdown waits in Redis (the queue's
+/// delayed set, not a worker's memory), and the task then runs; one whose countdown
+/// outlasts its expiry is revoked, and Python raises Celery's own `TaskRevokedError`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_countdown_waits_in_redis_and_an_expired_task_is_revoked() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let namespace = test_support::namespace();
+    let config = task_redis::RedisConfig::from_url(&url).namespace(&namespace).celery_queues(["celery"]);
+    let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
+    let worker = app.worker().queues(["celery"]).concurrency(2).spawn();
+    // Python and the checks block: on a thread of their own, the worker runs meanwhile.
+    let out = tokio::task::spawn_blocking(move || {
+        let sent = run_python(&celery_script(
+            &url,
+            "print(add.apply_async((1, 2), countdown=3).id)\n\
+             print(add.apply_async((5, 5), countdown=3, expires=1).id)",
+        ));
+        let ids: Vec<String> = String::from_utf8_lossy(&sent.stdout).split_whitespace().map(str::to_owned).collect();
+        let delayed = format!("{namespace}:{{celery}}:delayed");
+        let mut con = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
+        let start = std::time::Instant::now();
+        loop {
+            let waiting: usize = redis::cmd("ZCARD").arg(&delayed).query(&mut con).unwrap();
+            if waiting == 2 {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(2), "the countdowns wait in the delayed set ({waiting})");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        run_python(&celery_script(
+            &url,
+            &format!(
+                "from celery.result import AsyncResult\n\
+                 from celery.exceptions import TaskRevokedError\n\
+                 print(AsyncResult('{}', app=app).get(timeout=20))\n\
+                 try:\n    AsyncResult('{}', app=app).get(timeout=20)\n\
+                 except TaskRevokedError as e:\n    print('revoked')",
+                ids[0], ids[1]
+            ),
+        ))
+    })
+    .await
+    .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(printed.lines().collect::<Vec<_>>(), ["3", "revoked"], "{printed}");
+    worker.shutdown().await.unwrap();
+}

@@ -557,24 +557,42 @@ impl RedisBroker {
         inv.key(self.inner.keys.celery_processing(queue, consumer.as_str())).arg(max);
         let taken: Vec<Vec<u8>> = timed(self.limit(), inv.invoke_async(con)).await?;
         let registry = task_core::Registry::global();
-        Ok(taken
-            .into_iter()
-            .map(|raw| {
-                let payload = match crate::celery::decode(&raw) {
-                    Ok(m) => {
-                        let params = registry.get(&m.task).map(task_core::TaskEntry::params);
-                        crate::celery::to_envelope(&m, queue, params)
-                    }
-                    // Not a message Celerity can read: its bytes as they are, which the
-                    // worker dead-letters as it does any undecodable message.
-                    Err(e) => {
-                        warn!(queue, error = %e, "a message in a Celery queue is not one Celerity can run");
-                        raw.clone()
-                    }
-                };
-                Delivery::new(queue.to_owned(), 0, payload, 1, Receipt::new(raw))
-            })
-            .collect())
+        let mut out = Vec::with_capacity(taken.len());
+        for raw in taken {
+            let (payload, eta) = match crate::celery::decode(&raw) {
+                Ok(m) => {
+                    let params = registry.get(&m.task).map(task_core::TaskEntry::params);
+                    let eta = m.eta.as_deref().and_then(crate::celery::unix_ms).filter(|at| *at > now_ms());
+                    (crate::celery::to_envelope(&m, queue, params), eta)
+                }
+                // Not a message Celerity can read: its bytes as they are, which the
+                // worker dead-letters as it does any undecodable message.
+                Err(e) => {
+                    warn!(queue, error = %e, "a message in a Celery queue is not one Celerity can run");
+                    (raw.clone(), None)
+                }
+            };
+            if let Some(due) = eta {
+                // A countdown or an eta: kept in Redis (the queue's delayed set), not in
+                // this worker's memory as Celery keeps it; it comes due there.
+                let mut pipe = redis::pipe();
+                pipe.atomic()
+                    .cmd("LREM")
+                    .arg(self.inner.keys.celery_processing(queue, consumer.as_str()))
+                    .arg(1)
+                    .arg(&raw)
+                    .ignore()
+                    .cmd("ZADD")
+                    .arg(self.inner.keys.delayed(queue))
+                    .arg(due)
+                    .arg(entry::encode(0, 0, &payload))
+                    .ignore();
+                timed_pipe::<()>(self.limit(), &pipe, con).await?;
+                continue;
+            }
+            out.push(Delivery::new(queue.to_owned(), 0, payload, 1, Receipt::new(raw)));
+        }
+        Ok(out)
     }
 
     /// One pass of the fetch script over `queues`: the deliveries, the earliest due time

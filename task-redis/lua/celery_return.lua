@@ -7,9 +7,10 @@ if ARGV[1] ~= '' then
   redis.call('RPUSH', KEYS[2], ARGV[1])
   return 1
 end
+-- Newest first from the processing list onto the front: the oldest ends up taken first.
 local moved = 0
 while true do
-  local m = redis.call('RPOPLPUSH', KEYS[1], KEYS[2])
+  local m = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
   if not m then return moved end
   moved = moved + 1
 end

@@ -219,3 +219,32 @@ async fn a_countdown_waits_in_redis_and_an_expired_task_is_revoked() {
     assert_eq!(printed.lines().collect::<Vec<_>>(), ["3", "revoked"], "{printed}");
     worker.shutdown().await.unwrap();
 }
+
+/// A consumer that dies holding Celery messages: they go back to the front of kombu's
+/// list in their order (the oldest taken first again, before what was sent since), for
+/// Celery and Celerity alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_consumers_celery_messages_go_back_in_order() {
+    use task_core::broker::Broker;
+    let server = RedisServer::start();
+    let url = server.url();
+    let u = url.clone();
+    tokio::task::spawn_blocking(move || run_python(&celery_script(&u, "for i in range(3):\n    add.delay(i, 0)")))
+        .await
+        .unwrap();
+    let mut con = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let before: Vec<Vec<u8>> = redis::cmd("LRANGE").arg("celery").arg(0).arg(-1).query_async(&mut con).await.unwrap();
+    let config = task_redis::RedisConfig::from_url(&url).namespace(test_support::namespace()).celery_queues(["celery"]);
+    let broker = task_redis::RedisBroker::connect(config).await.unwrap();
+    let consumer = task_core::ConsumerId::new();
+    let taken = broker.fetch(&consumer, &["celery".to_owned()], 10, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(taken.len(), 3);
+    let left: usize = redis::cmd("LLEN").arg("celery").query_async(&mut con).await.unwrap();
+    assert_eq!(left, 0, "taken into the consumer's own list");
+    // Sent meanwhile: it stays behind the recovered ones (kombu takes from the right).
+    let _: () = redis::cmd("LPUSH").arg("celery").arg("{\"late\": 1}").query_async(&mut con).await.unwrap();
+    broker.recover_consumer(&consumer).await.unwrap();
+    let after: Vec<Vec<u8>> = redis::cmd("LRANGE").arg("celery").arg(0).arg(-1).query_async(&mut con).await.unwrap();
+    let expected: Vec<Vec<u8>> = std::iter::once(b"{\"late\": 1}".to_vec()).chain(before).collect();
+    assert_eq!(after, expected, "back at the front as Celery wrote them, in their order");
+}

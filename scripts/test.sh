@@ -15,6 +15,7 @@ command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]} (Debian packages)"
   sudo=""
@@ -28,7 +29,8 @@ if [ ! -d examples/web/browser/node_modules/playwright-core ]; then
 fi
 
 venv=target/celery-venv
-if ! cmp -s scripts/celery/requirements.txt "$venv/requirements.txt" 2>/dev/null; then
+if ! cmp -s scripts/celery/requirements.txt "$venv/requirements.txt" 2>/dev/null \
+  || ! "$venv/bin/python" -c 'import celery, msgpack' >/dev/null 2>&1; then
   echo "== installing Celery into $venv (pip, scripts/celery/requirements.txt)"
   rm -rf "$venv"
   python3 -m venv "$venv"

@@ -3,7 +3,8 @@
 -- worker's processing list for Celery messages in the same step: no message is ever
 -- only in the worker's memory.
 -- KEYS[1..n-1] kombu's lists of the queue (Q, Q\x06\x163, Q\x06\x166, Q\x06\x169)
--- KEYS[n]      the processing list
+-- KEYS[n]      the processing list; each held as ARGV[2] (a marker no entry of
+--              Celerity's starts with) then the message; returned so (the receipts)
 local n = #KEYS
 local proc = KEYS[n]
 local max = tonumber(ARGV[1])
@@ -12,8 +13,9 @@ for i = 1, n - 1 do
   while #out < max do
     local m = redis.call('RPOP', KEYS[i])
     if not m then break end
-    redis.call('LPUSH', proc, m)
-    out[#out + 1] = m
+    local held = ARGV[2] .. m
+    redis.call('LPUSH', proc, held)
+    out[#out + 1] = held
   end
 end
 return out

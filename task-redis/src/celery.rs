@@ -188,10 +188,15 @@ pub fn decode(raw: &[u8]) -> Result<CeleryMessage, CeleryError> {
     })
 }
 
-/// True when a processing list's entry is a Celery message (kombu's JSON object), not one
-/// of Celerity's entries (which start with a header byte that is never `{`).
-pub(crate) fn is_kombu(entry: &[u8]) -> bool {
-    entry.first() == Some(&b'{')
+/// What a Celery message is held with in a worker's processing list, before the message
+/// as Celery wrote it: `0xC1` then `C`, where every entry of Celerity's has `0xC1` then a
+/// priority digit (and `0xC1` begins no MessagePack, JSON or UTF-8 text). A receipt says
+/// so where it came from, whatever the message holds.
+pub(crate) const HELD: &[u8] = b"\xC1C";
+
+/// True when a receipt is a held Celery message.
+pub(crate) fn is_kombu(receipt: &[u8]) -> bool {
+    receipt.starts_with(HELD)
 }
 
 /// Celerity's envelope for a Celery message on `queue`: its task, its arguments by name
@@ -199,21 +204,22 @@ pub(crate) fn is_kombu(entry: &[u8]) -> bool {
 /// no Rust task answers to, or arguments that do not fit, still make an envelope: the
 /// worker then dead-letters it with the reason, as any such message.
 pub(crate) fn to_envelope(m: &CeleryMessage, queue: &str, params: Option<&[&str]>) -> Vec<u8> {
-    let args = match params {
-        Some(params) => match args_by_name(&m.task, params, m.args.clone(), m.kwargs.clone()) {
+    // What cannot run yet, or does not fit: arguments no task decodes (a string saying
+    // why), so the worker dead-letters the message with that reason and stores the
+    // failure, as for any message whose arguments do not fit.
+    let refused = |why: String| {
+        tracing::warn!(task = %m.task, id = %m.id, why, "a Celery message Celerity does not run");
+        rmp_serde::to_vec_named(&why).unwrap_or_default()
+    };
+    let canvas =
+        ["chain", "callbacks", "errbacks", "chord"].into_iter().find(|k| m.embed.get(*k).is_some_and(|v| !v.is_null()));
+    let args = match (params, canvas) {
+        (_, Some(part)) => refused(format!("Celery canvas ({part}) is not supported by Celerity workers yet")),
+        (Some(params), None) => match args_by_name(&m.task, params, m.args.clone(), m.kwargs.clone()) {
             Ok(named) => rmp_serde::to_vec_named(&named).unwrap_or_default(),
-            // Arguments that do not fit: what there is, by name where it can be; the
-            // task's own decoding then refuses it with the field it lacks.
-            Err(e) => {
-                tracing::warn!(task = %m.task, id = %m.id, error = %e, "a Celery message's arguments do not fit its task");
-                let mut partial = m.kwargs.clone();
-                for (param, value) in params.iter().zip(&m.args) {
-                    partial.entry((*param).to_owned()).or_insert_with(|| value.clone());
-                }
-                rmp_serde::to_vec_named(&partial).unwrap_or_default()
-            }
+            Err(e) => refused(e.to_string()),
         },
-        None => rmp_serde::to_vec_named(&Map::new()).unwrap_or_default(),
+        (None, None) => rmp_serde::to_vec_named(&Map::new()).unwrap_or_default(),
     };
     let mut envelope = task_core::Envelope::new(m.task.clone(), args, queue);
     if let Ok(id) = m.id.parse() {
@@ -222,15 +228,25 @@ pub(crate) fn to_envelope(m: &CeleryMessage, queue: &str, params: Option<&[&str]
     envelope.retries = m.retries;
     envelope.eta_ms = m.eta.as_deref().and_then(unix_ms);
     envelope.expires_ms = m.expires.as_deref().and_then(unix_ms);
-    envelope.time_limit_ms = m.time_limit.0.map(secs_to_ms);
-    envelope.soft_time_limit_ms = m.time_limit.1.map(secs_to_ms);
+    // 0 is Celery's "no limit".
+    envelope.time_limit_ms = m.time_limit.0.filter(|s| *s > 0.0).map(secs_to_ms);
+    envelope.soft_time_limit_ms = m.time_limit.1.filter(|s| *s > 0.0).map(secs_to_ms);
     envelope.ignore_result = m.ignore_result;
     envelope.encode().unwrap_or_default()
 }
 
-/// Unix ms of an ISO 8601 time as Celery writes `eta` and `expires`.
+/// Unix ms of an ISO 8601 time as Celery writes `eta` and `expires`: with an offset, or
+/// without one (a naive `datetime` sent as it is), read as UTC, as Celery's worker reads
+/// it by default.
 pub(crate) fn unix_ms(at: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(at).ok().map(|t| t.timestamp_millis())
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(at) {
+        return Some(t.timestamp_millis());
+    }
+    let naive = chrono::NaiveDateTime::parse_from_str(at, "%Y-%m-%dT%H:%M:%S%.f").ok();
+    if naive.is_none() {
+        tracing::warn!(at, "a Celery time that does not parse is taken as none");
+    }
+    naive.map(|t| t.and_utc().timestamp_millis())
 }
 
 fn secs_to_ms(secs: f64) -> u64 {

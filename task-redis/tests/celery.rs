@@ -135,8 +135,9 @@ async fn divide(x: i64, y: i64) -> task_core::TaskResult<i64> {
 /// The story end to end: Python's `delay` and `apply_async` (positional and keyword
 /// arguments), a Rust worker serving the `celery` queue runs the Rust tasks registered
 /// under the Celery names, and Python's `get()` returns the values, or raises with the
-/// Rust error's text; a task no Rust task answers to, and a call missing an argument,
-/// end in the dead letters, their failures readable from Python too.
+/// Rust error's text; a task no Rust task answers to, calls with too few or too many
+/// arguments, and a chain (canvas is not served yet) end in the dead letters, their
+/// failures readable from Python too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_delay_runs_on_a_rust_worker_and_python_gets_the_result() {
     let server = RedisServer::start();
@@ -158,6 +159,11 @@ async fn python_delay_runs_on_a_rust_worker_and_python_gets_the_result() {
          try:\n    nobody.delay().get(timeout=20)\n\
          except Exception as e:\n    print(type(e).__name__, '|', e)\n\
          try:\n    app.send_task('proj.tasks.add', args=[1]).get(timeout=20)\n\
+         except Exception as e:\n    print(type(e).__name__, '|', e)\n\
+         try:\n    app.send_task('proj.tasks.add', args=[1, 2, 3]).get(timeout=20)\n\
+         except Exception as e:\n    print(type(e).__name__, '|', e)\n\
+         from celery import chain\n\
+         try:\n    chain(add.s(1, 2), add.s(10)).delay().parent.get(timeout=20)\n\
          except Exception as e:\n    print(type(e).__name__, '|', e)",
     );
     let out = tokio::task::spawn_blocking(move || run_python(&script)).await.unwrap();
@@ -165,9 +171,14 @@ async fn python_delay_runs_on_a_rust_worker_and_python_gets_the_result() {
     let lines: Vec<&str> = printed.lines().collect();
     assert_eq!(&lines[..4], ["5", "42", "3", "TaskError | division by zero"], "{printed}");
     assert!(lines[4].starts_with("TaskError |") && lines[4].contains("proj.tasks.nobody"), "{printed}");
-    assert!(lines[5].starts_with("TaskError |") && lines[5].contains("`y`"), "a missing argument: {printed}");
+    assert!(
+        lines[5].starts_with("TaskError |") && lines[5].contains("missing required argument: 'y'"),
+        "a missing argument: {printed}"
+    );
+    assert!(lines[6].contains("takes 2 positional arguments but 3 were given"), "too many: {printed}");
+    assert!(lines[7].contains("canvas (chain) is not supported"), "a chain, refused not half run: {printed}");
     let dead = app.broker().inspect().unwrap().dead_letters(10).await.unwrap();
-    assert_eq!(dead.len(), 2, "the unknown task's and the bad call's messages: {dead:?}");
+    assert_eq!(dead.len(), 4, "the unknown task's, the bad calls' and the chain's messages: {dead:?}");
     worker.shutdown().await.unwrap();
 }
 

@@ -197,11 +197,13 @@ impl ResultBackend for RedisBackend {
     fn store<'a>(&'a self, id: &'a TaskId, update: TaskMeta, ttl: Duration) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
             let state = update.state;
-            let celery = self.celery_meta(id, &update);
+            // Celery's copy first: a state shown a moment early is read again later; one
+            // missing after the record moved on (a failure in between) would never be.
+            self.store_celery(id, self.celery_meta(id, &update), ttl).await?;
             match self.run_store(id, update, ttl, None).await? {
                 0 => Err(Self::fenced(id, state)),
                 -1 => Err(Self::final_already(id, state)),
-                _ => self.store_celery(id, celery, ttl).await,
+                _ => Ok(()),
             }
         })
     }
@@ -290,7 +292,12 @@ impl ResultBackend for RedisBackend {
     ) -> BoxFuture<'a, Result<Claim, BackendError>> {
         Box::pin(async move {
             let state = update.state;
-            match self.run_store(id, update, ttl, None).await? {
+            let celery = self.celery_meta(id, &update);
+            let claimed = self.run_store(id, update, ttl, None).await?;
+            if claimed == 1 {
+                self.store_celery(id, celery, ttl).await?;
+            }
+            match claimed {
                 -1 => {
                     let reason = self.read(id).await?.and_then(|m| m.error).unwrap_or_else(|| "revoked".into());
                     Ok(Claim::Revoked(reason))
@@ -463,7 +470,7 @@ impl SettleAtomically for RedisBackend {
         Box::pin(async move {
             let state = update.state;
             let list = self.inner.keys.held_in(&delivery.queue, consumer.as_str(), delivery.receipt.as_bytes());
-            let celery = self.celery_meta(id, &update);
+            self.store_celery(id, self.celery_meta(id, &update), ttl).await?;
             match self.run_store(id, update, ttl, Some((list, delivery.receipt.as_bytes()))).await? {
                 0 => Err(BackendError::new(
                     ErrorKind::Fenced,
@@ -474,7 +481,7 @@ impl SettleAtomically for RedisBackend {
                 )),
                 // Acked; the record keeps its final state.
                 -1 => Err(Self::final_already(id, state)),
-                _ => self.store_celery(id, celery, ttl).await,
+                _ => Ok(()),
             }
         })
     }

@@ -381,7 +381,7 @@ impl RedisBroker {
                 }
                 let main = Keys::celery_lists(queue).swap_remove(0);
                 let mut inv = SCRIPTS.celery_return.prepare_invoke();
-                inv.key(&list).key(main).arg(&raw);
+                inv.key(&list).key(main).arg(&raw).arg(crate::celery::HELD);
                 let _: i64 = timed(self.limit(), inv.invoke_async(&mut con)).await?;
                 warn!(queue, "gave back a Celery message whose fetch reply was lost");
             }
@@ -554,12 +554,13 @@ impl RedisBroker {
         for list in Keys::celery_lists(queue) {
             inv.key(list);
         }
-        inv.key(self.inner.keys.celery_processing(queue, consumer.as_str())).arg(max);
+        inv.key(self.inner.keys.celery_processing(queue, consumer.as_str())).arg(max).arg(crate::celery::HELD);
         let taken: Vec<Vec<u8>> = timed(self.limit(), inv.invoke_async(con)).await?;
         let registry = task_core::Registry::global();
         let mut out = Vec::with_capacity(taken.len());
         for raw in taken {
-            let (payload, eta) = match crate::celery::decode(&raw) {
+            let message = raw.get(crate::celery::HELD.len()..).unwrap_or_default();
+            let (payload, eta) = match crate::celery::decode(message) {
                 Ok(m) => {
                     let params = registry.get(&m.task).map(task_core::TaskEntry::params);
                     let eta = m.eta.as_deref().and_then(crate::celery::unix_ms).filter(|at| *at > now_ms());
@@ -569,7 +570,7 @@ impl RedisBroker {
                 // worker dead-letters as it does any undecodable message.
                 Err(e) => {
                     warn!(queue, error = %e, "a message in a Celery queue is not one Celerity can run");
-                    (raw.clone(), None)
+                    (message.to_vec(), None)
                 }
             };
             if let Some(due) = eta {
@@ -616,12 +617,6 @@ impl RedisBroker {
             if out.len() >= max {
                 break;
             }
-            if self.is_celery(queue) {
-                out.extend(self.fetch_celery(&mut con, consumer, queue, max - out.len()).await?);
-                if out.len() >= max {
-                    break;
-                }
-            }
             let mut inv = SCRIPTS.fetch.prepare_invoke();
             for ready in keys.ready_all(queue) {
                 inv.key(ready);
@@ -656,6 +651,11 @@ impl RedisBroker {
                     earlier + 1,
                     Receipt::new(raw.clone()),
                 ));
+            }
+            // Celery's lists after the queue's own (its retries and countdowns, whose
+            // delayed set the script above promotes: a Celery backlog cannot starve them).
+            if self.is_celery(queue) && out.len() < max {
+                out.extend(self.fetch_celery(&mut con, consumer, queue, max - out.len()).await?);
             }
         }
         match failed {
@@ -793,10 +793,12 @@ impl RedisBroker {
             let (n, letters) = parse_recovered(reply, &queue);
             moved += n;
             buried.extend(letters);
-        }
-        for queue in &self.inner.config.celery_queues {
+            // Celery messages it held (of a queue this process may not serve itself).
             let mut inv = SCRIPTS.celery_return.prepare_invoke();
-            inv.key(keys.celery_processing(queue, worker)).key(Keys::celery_lists(queue).swap_remove(0)).arg("");
+            inv.key(keys.celery_processing(&queue, worker))
+                .key(Keys::celery_lists(&queue).swap_remove(0))
+                .arg("")
+                .arg(crate::celery::HELD);
             let n: usize = timed(self.limit(), inv.invoke_async(&mut con)).await.map_err(|e| {
                 e.broker(&format!("cannot recover the Celery messages of worker {worker} in queue `{queue}`"))
             })?;

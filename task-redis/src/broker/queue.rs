@@ -171,7 +171,7 @@ impl Broker for RedisBroker {
                             keys.celery_processing(&delivery.queue, consumer.as_str()),
                             Keys::celery_lists(&delivery.queue).swap_remove(0),
                         ],
-                        vec![delivery.receipt.as_bytes().to_vec()],
+                        vec![delivery.receipt.as_bytes().to_vec(), crate::celery::HELD.to_vec()],
                         "release",
                         consumer,
                         delivery,

@@ -259,3 +259,35 @@ async fn a_dead_consumers_celery_messages_go_back_in_order() {
     let expected: Vec<Vec<u8>> = std::iter::once(b"{\"late\": 1}".to_vec()).chain(before).collect();
     assert_eq!(after, expected, "back at the front as Celery wrote them, in their order");
 }
+
+/// A Celery queue's messages count in its depths, a paused one is not served, and a
+/// queue cannot be both partitioned and a Celery queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_celery_queue_has_depths_pauses_and_refuses_partitions() {
+    use task_core::broker::Broker;
+    let server = RedisServer::start();
+    let url = server.url();
+    let u = url.clone();
+    tokio::task::spawn_blocking(move || run_python(&celery_script(&u, "for i in range(3):\n    add.delay(i, 0)")))
+        .await
+        .unwrap();
+    let namespace = test_support::namespace();
+    let config = task_redis::RedisConfig::from_url(&url).namespace(&namespace).celery_queues(["celery"]);
+    let broker = task_redis::RedisBroker::connect(config.clone()).await.unwrap();
+    let inspect = broker.inspect().unwrap();
+    assert_eq!(inspect.queue_stats("celery").await.unwrap().ready, 3, "kombu's list counts as ready");
+    let queues = ["celery".to_owned()];
+    broker.pausing().unwrap().pause("celery").await.unwrap();
+    let consumer = task_core::ConsumerId::new();
+    broker.heartbeat(&consumer, Duration::from_secs(60)).await.unwrap();
+    assert!(broker.fetch(&consumer, &queues, 10, Duration::from_millis(300)).await.unwrap().is_empty(), "paused");
+    broker.pausing().unwrap().resume("celery").await.unwrap();
+    let taken = broker.fetch(&consumer, &queues, 2, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(taken.len(), 2);
+    let stats = inspect.queue_stats("celery").await.unwrap();
+    assert_eq!((stats.ready, stats.in_flight), (1, 2), "held ones in flight");
+
+    let both = config.partitions("celery", 4);
+    let e = task_redis::RedisBroker::connect(both).await.unwrap_err().to_string();
+    assert!(e.contains("both partitioned and a Celery queue"), "{e}");
+}

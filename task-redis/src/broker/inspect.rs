@@ -20,6 +20,17 @@ impl RedisBroker {
             for worker in &workers {
                 pipe.cmd("LLEN").arg(keys.processing(queue, worker));
             }
+            // A Celery queue: kombu's lists are ready too, and its held messages in flight.
+            let celery = self.is_celery(queue);
+            let kombu = if celery { Keys::celery_lists(queue) } else { Vec::new() };
+            for list in &kombu {
+                pipe.cmd("LLEN").arg(list);
+            }
+            if celery {
+                for worker in &workers {
+                    pipe.cmd("LLEN").arg(keys.celery_processing(queue, worker));
+                }
+            }
             let counts: Vec<usize> = timed_pipe(self.limit(), &pipe, &mut con)
                 .await
                 .map_err(|e| e.broker(&format!("cannot read the depths of `{queue}`")))?;
@@ -29,7 +40,10 @@ impl RedisBroker {
             stats.scheduled = rest[0];
             stats.dead = rest[1];
             stats.paused = rest[2] == 1;
-            stats.in_flight = rest[3..].iter().sum();
+            let (own, rest) = rest[3..].split_at(workers.len());
+            let (kombu_counts, held) = rest.split_at(kombu.len());
+            stats.in_flight = own.iter().sum::<usize>() + held.iter().sum::<usize>();
+            stats.ready += kombu_counts.iter().sum::<usize>();
             Ok(stats)
         })
     }

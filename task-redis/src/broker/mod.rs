@@ -199,6 +199,12 @@ impl RedisBroker {
                 format!("{}: Celery queues are served on one Redis only (kombu's keys have no hash tag)", context()),
             ));
         }
+        if let Some(queue) = config.celery_queues.iter().find(|q| declared.iter().any(|(p, _)| p == *q)) {
+            return Err(BrokerError::new(
+                ErrorKind::Other,
+                format!("{}: queue `{queue}` cannot be both partitioned and a Celery queue", context()),
+            ));
+        }
         let keys = Keys::new(&config.namespace);
         let partitions = sync_partitions(&conns, &keys, &declared, config.op_timeout)
             .await
@@ -554,7 +560,10 @@ impl RedisBroker {
         for list in Keys::celery_lists(queue) {
             inv.key(list);
         }
-        inv.key(self.inner.keys.celery_processing(queue, consumer.as_str())).arg(max).arg(crate::celery::HELD);
+        inv.key(self.inner.keys.paused(queue))
+            .key(self.inner.keys.celery_processing(queue, consumer.as_str()))
+            .arg(max)
+            .arg(crate::celery::HELD);
         let taken: Vec<Vec<u8>> = timed(self.limit(), inv.invoke_async(con)).await?;
         let registry = task_core::Registry::global();
         let mut out = Vec::with_capacity(taken.len());

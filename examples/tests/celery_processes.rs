@@ -4,40 +4,13 @@
 //! result: a message the killed worker held goes back to kombu's list and runs again.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 
 use test_support::Persistence;
 
 mod support;
 
-use support::{Setup, journal_lines, stop, wait_for_journal};
-
-/// The Python with Celery installed (see task-redis/tests/celery.rs).
-fn python() -> String {
-    std::env::var("CELERITY_PYTHON").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| {
-        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/celery-venv/bin/python");
-        assert!(std::path::Path::new(venv).exists(), "no Python with Celery: run scripts/test.sh");
-        venv.to_owned()
-    })
-}
-
-fn run_python(url: &str, code: &str) -> String {
-    let script = format!("from celery import Celery\napp = Celery('proj', broker='{url}', backend='{url}')\n{code}\n");
-    let out = Command::new(python()).arg("-c").arg(script).stderr(Stdio::piped()).output().expect("python runs");
-    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-struct Workers(Vec<Child>);
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+use support::{Setup, Workers, journal_lines, stop, wait_for_journal};
+use test_support::run_celery;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rust_worker_killed_mid_task_loses_no_celery_task() {
@@ -46,7 +19,7 @@ async fn a_rust_worker_killed_mid_task_loses_no_celery_task() {
     let mut workers = Workers(
         (0..2).map(|_| setup.worker(&["-Q", "celery", "-c", "4", "--heartbeat-ttl", "2", "--prefetch", "4"])).collect(),
     );
-    let sent = run_python(
+    let sent = run_celery(
         &url,
         "ids = [app.send_task('proj.tasks.journal', args=[f'p{i}', 300]).id for i in range(40)]\nprint(' '.join(ids))",
     );
@@ -62,7 +35,7 @@ async fn a_rust_worker_killed_mid_task_loses_no_celery_task() {
         "from celery.result import AsyncResult\n\
          print(' '.join(AsyncResult(i, app=app).get(timeout=60) for i in {ids:?}))"
     );
-    let got = run_python(&url, &code);
+    let got = run_celery(&url, &code);
     let expected: Vec<String> = (0..40).map(|i| format!("p{i}")).collect();
     assert_eq!(got.split_whitespace().collect::<Vec<_>>(), expected, "every result, in Python");
     let mut runs: HashMap<String, Vec<u32>> = HashMap::new();

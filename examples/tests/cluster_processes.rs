@@ -4,45 +4,12 @@
 //! for: each one ran and ended SUCCESS, none is left in a queue or a processing list.
 
 use std::collections::HashMap;
-use std::process::Child;
-use std::time::{Duration, Instant};
 
 use celerity_example_tasks::journal;
-use task_core::AsyncResult;
 
 mod support;
 
-use support::{Setup, journal_lines, stop, wait_for_journal};
-
-async fn results(all: &[AsyncResult<String>]) -> Vec<String> {
-    let mut values = Vec::with_capacity(all.len());
-    for r in all {
-        let start = Instant::now();
-        loop {
-            match r.get(Duration::from_secs(10)).await {
-                Ok(v) => break values.push(v),
-                Err(e) if start.elapsed() < Duration::from_secs(120) => {
-                    eprintln!("waiting for {}: {e}", r.id());
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => panic!("task {} never finished: {e}", r.id()),
-            }
-        }
-    }
-    values
-}
-
-/// The worker processes, killed if the test fails before it stops them.
-struct Workers(Vec<Child>);
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+use support::{Setup, Workers, journal_lines, results, stop, wait_for_journal};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_queue_drained_by_three_processes_survives_a_killed_primary() {

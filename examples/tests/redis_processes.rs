@@ -8,30 +8,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use celerity_example_tasks::{journal, journal_all, journal_next};
-use task_core::{AsyncResult, chord};
+use task_core::chord;
 use test_support::Persistence;
 
 mod support;
 
-use support::{PRODUCER, Setup, journal_lines, stop, wait_for_journal};
-
-async fn results(all: &[AsyncResult<String>]) -> Vec<String> {
-    let mut values = Vec::with_capacity(all.len());
-    for r in all {
-        let start = Instant::now();
-        loop {
-            match r.get(Duration::from_secs(10)).await {
-                Ok(v) => break values.push(v),
-                Err(e) if start.elapsed() < Duration::from_secs(120) => {
-                    eprintln!("waiting for {}: {e}", r.id());
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => panic!("task {} never finished: {e}", r.id()),
-            }
-        }
-    }
-    values
-}
+use support::{PRODUCER, Setup, journal_lines, results, stop, wait_for_journal};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_task_loses_nothing_and_no_live_worker_runs_a_task_twice() {

@@ -4,57 +4,30 @@
 //! Celery's result format, Python's `AsyncResult.get()` returns (a value, or raises with
 //! the Rust error's text), including a `get` that was already waiting.
 
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
 use task_redis::celery::{self, ResultMeta};
 use test_support::RedisServer;
 
-/// The Python with Celery installed.
-fn python() -> String {
-    std::env::var("CELERITY_PYTHON").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| {
-        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/celery-venv/bin/python");
-        assert!(
-            std::path::Path::new(venv).exists(),
-            "no Python with Celery: run scripts/test.sh (it makes target/celery-venv), or set CELERITY_PYTHON"
-        );
-        venv.to_owned()
-    })
-}
+/// Python's `add`, as the snippets' Celery app declares it.
+const ADD: &str = "@app.task(name='proj.tasks.add')\ndef add(x, y):\n    return x + y\n";
 
-/// The Celery app of the Python snippets, on `url`, then `code`.
-fn celery_script(url: &str, code: &str) -> String {
-    format!(
-        "from celery import Celery\n\
-         app = Celery('proj', broker='{url}', backend='{url}')\n\
-         @app.task(name='proj.tasks.add')\n\
-         def add(x, y):\n    return x + y\n\
-         {code}\n"
-    )
-}
-
-fn run_python(script: &str) -> Output {
-    let out = Command::new(python()).arg("-c").arg(script).stderr(Stdio::piped()).output().expect("python runs");
-    assert!(
-        out.status.success(),
-        "python failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+/// `code` run by the real Celery after its app on `url` and `add`; what it printed.
+fn celery(url: &str, code: &str) -> String {
+    test_support::run_celery(url, &format!("{ADD}{code}"))
 }
 
 #[test]
 fn what_python_celery_sends_reads_into_its_task_and_arguments() {
     let server = RedisServer::start();
     let url = server.url();
-    run_python(&celery_script(
+    celery(
         &url,
         "add.delay(2, 3)\n\
          add.apply_async((1,), {'y': 2}, countdown=30, time_limit=10)\n\
          app.send_task('proj.tasks.add', args=[4, 5], serializer='msgpack')",
-    ));
+    );
     let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
     let raw: Vec<Vec<u8>> = redis::cmd("LRANGE").arg("celery").arg(0).arg(-1).query(&mut con).unwrap();
     // kombu LPUSHes: the oldest is last.
@@ -103,7 +76,7 @@ fn python_reads_the_results_celerity_writes() {
             store(&url, "r-late", &ResultMeta::Success(json!(42)));
         })
     };
-    let out = run_python(&celery_script(
+    let out = celery(
         &url,
         "import json\n\
          from celery.result import AsyncResult\n\
@@ -112,11 +85,10 @@ fn python_reads_the_results_celerity_writes() {
          except Exception as e:\n    print(type(e).__name__, '|', e)\n\
          print(AsyncResult('r-running', app=app).state)\n\
          print(AsyncResult('r-late', app=app).get(timeout=20))",
-    ));
+    );
     late.join().unwrap();
-    let printed = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<&str> = printed.lines().collect();
-    assert_eq!(lines, [r#"{"pages": 3, "title": "Q4"}"#, "TaskError | division by zero", "STARTED", "42"], "{printed}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, [r#"{"pages": 3, "title": "Q4"}"#, "TaskError | division by zero", "STARTED", "42"], "{out}");
 }
 
 #[task_core::task(name = "proj.tasks.add")]
@@ -145,9 +117,8 @@ async fn python_delay_runs_on_a_rust_worker_and_python_gets_the_result() {
     let config = task_redis::RedisConfig::from_url(&url).namespace(test_support::namespace()).celery_queues(["celery"]);
     let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
     let worker = app.worker().queues(["celery"]).concurrency(2).spawn();
-    let script = celery_script(
-        &url,
-        "@app.task(name='proj.tasks.divide')\n\
+    let u = url.clone();
+    let script = "@app.task(name='proj.tasks.divide')\n\
          def divide(x, y):\n    return x // y\n\
          @app.task(name='proj.tasks.nobody')\n\
          def nobody():\n    return 0\n\
@@ -164,10 +135,8 @@ async fn python_delay_runs_on_a_rust_worker_and_python_gets_the_result() {
          except Exception as e:\n    print(type(e).__name__, '|', e)\n\
          from celery import chain\n\
          try:\n    chain(add.s(1, 2), add.s(10)).delay().parent.get(timeout=20)\n\
-         except Exception as e:\n    print(type(e).__name__, '|', e)",
-    );
-    let out = tokio::task::spawn_blocking(move || run_python(&script)).await.unwrap();
-    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+         except Exception as e:\n    print(type(e).__name__, '|', e)";
+    let printed = tokio::task::spawn_blocking(move || celery(&u, script)).await.unwrap();
     let lines: Vec<&str> = printed.lines().collect();
     assert_eq!(&lines[..4], ["5", "42", "3", "TaskError | division by zero"], "{printed}");
     assert!(lines[4].starts_with("TaskError |") && lines[4].contains("proj.tasks.nobody"), "{printed}");
@@ -195,12 +164,12 @@ async fn a_countdown_waits_in_redis_and_an_expired_task_is_revoked() {
     let worker = app.worker().queues(["celery"]).concurrency(2).spawn();
     // Python and the checks block: on a thread of their own, the worker runs meanwhile.
     let out = tokio::task::spawn_blocking(move || {
-        let sent = run_python(&celery_script(
+        let sent = celery(
             &url,
             "print(add.apply_async((1, 2), countdown=3).id)\n\
              print(add.apply_async((5, 5), countdown=3, expires=1).id)",
-        ));
-        let ids: Vec<String> = String::from_utf8_lossy(&sent.stdout).split_whitespace().map(str::to_owned).collect();
+        );
+        let ids: Vec<String> = sent.split_whitespace().map(str::to_owned).collect();
         let delayed = format!("{namespace}:{{celery}}:delayed");
         let mut con = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
         let start = std::time::Instant::now();
@@ -212,7 +181,7 @@ async fn a_countdown_waits_in_redis_and_an_expired_task_is_revoked() {
             assert!(start.elapsed() < Duration::from_secs(2), "the countdowns wait in the delayed set ({waiting})");
             std::thread::sleep(Duration::from_millis(20));
         }
-        run_python(&celery_script(
+        celery(
             &url,
             &format!(
                 "from celery.result import AsyncResult\n\
@@ -222,13 +191,18 @@ async fn a_countdown_waits_in_redis_and_an_expired_task_is_revoked() {
                  except TaskRevokedError as e:\n    print('revoked')",
                 ids[0], ids[1]
             ),
-        ))
+        )
     })
     .await
     .unwrap();
-    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(printed.lines().collect::<Vec<_>>(), ["3", "revoked"], "{printed}");
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["3", "revoked"], "{out}");
     worker.shutdown().await.unwrap();
+}
+
+/// `add.delay(i, 0)` for i in 0..3, from Python, to the `celery` queue at `url`.
+async fn three_sent_by_python(url: &str) {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || celery(&url, "for i in range(3):\n    add.delay(i, 0)")).await.unwrap();
 }
 
 /// A consumer that dies holding Celery messages: they go back to the front of kombu's
@@ -239,10 +213,7 @@ async fn a_dead_consumers_celery_messages_go_back_in_order() {
     use task_core::broker::Broker;
     let server = RedisServer::start();
     let url = server.url();
-    let u = url.clone();
-    tokio::task::spawn_blocking(move || run_python(&celery_script(&u, "for i in range(3):\n    add.delay(i, 0)")))
-        .await
-        .unwrap();
+    three_sent_by_python(&url).await;
     let mut con = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
     let before: Vec<Vec<u8>> = redis::cmd("LRANGE").arg("celery").arg(0).arg(-1).query_async(&mut con).await.unwrap();
     let config = task_redis::RedisConfig::from_url(&url).namespace(test_support::namespace()).celery_queues(["celery"]);
@@ -267,10 +238,7 @@ async fn a_celery_queue_has_depths_pauses_and_refuses_partitions() {
     use task_core::broker::Broker;
     let server = RedisServer::start();
     let url = server.url();
-    let u = url.clone();
-    tokio::task::spawn_blocking(move || run_python(&celery_script(&u, "for i in range(3):\n    add.delay(i, 0)")))
-        .await
-        .unwrap();
+    three_sent_by_python(&url).await;
     let namespace = test_support::namespace();
     let config = task_redis::RedisConfig::from_url(&url).namespace(&namespace).celery_queues(["celery"]);
     let broker = task_redis::RedisBroker::connect(config.clone()).await.unwrap();

@@ -14,6 +14,9 @@ use task_redis::{RedisBackend, RedisBroker, RedisConfig};
 use task_suites::conformance::{Harness, SUITE_MAX_DELIVERIES};
 use test_support::RedisCluster;
 
+mod support;
+use support::until_ok;
+
 /// One cluster for the suite (each test has a namespace of its own); its servers stop
 /// with the test process.
 fn shared() -> &'static RedisCluster {
@@ -105,25 +108,6 @@ async fn step(n: u32) -> TaskResult<u32> {
     tokio::time::sleep(Duration::from_millis(20)).await;
     *runs().lock().unwrap().entry(n).or_default() += 1;
     Ok(n)
-}
-
-/// `op`'s value once it succeeds, trying again every 100 ms while the cluster fails
-/// over; fails with `what` and the last error after `limit`.
-async fn until_ok<T, E, F>(what: &str, limit: Duration, mut op: impl FnMut() -> F) -> T
-where
-    E: std::fmt::Display,
-    F: std::future::Future<Output = Result<T, E>>,
-{
-    let start = Instant::now();
-    loop {
-        match op().await {
-            Ok(value) => return value,
-            Err(e) => {
-                assert!(start.elapsed() < limit, "{what}: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
 }
 
 /// A cluster of three primaries with a replica each; the primary of the queue's slot

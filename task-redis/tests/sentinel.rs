@@ -13,6 +13,9 @@ use task_redis::{RedisBackend, RedisBroker, RedisConfig};
 use task_suites::conformance::{Harness, SUITE_MAX_DELIVERIES};
 use test_support::SentinelSet;
 
+mod support;
+use support::until_ok;
+
 /// One Sentinel set for the suite (each test has a namespace of its own); its servers
 /// stop with the test process.
 fn shared() -> &'static SentinelSet {
@@ -40,25 +43,6 @@ static STARTED: AtomicU32 = AtomicU32::new(0);
 
 /// How long a call may keep failing after a failover.
 const MINUTE: Duration = Duration::from_secs(60);
-
-/// `op`'s value once it succeeds, trying again every 100 ms while the connections find
-/// the new primary; fails with `what` and the last error after `limit`.
-async fn until_ok<T, E, F>(what: &str, limit: Duration, mut op: impl FnMut() -> F) -> T
-where
-    E: std::fmt::Display,
-    F: std::future::Future<Output = Result<T, E>>,
-{
-    let start = Instant::now();
-    loop {
-        match op().await {
-            Ok(value) => return value,
-            Err(e) => {
-                assert!(start.elapsed() < limit, "{what}: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
 
 #[task(name = "sentinel.step")]
 async fn step(n: u32) -> TaskResult<u32> {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use task_core::App;
+use task_core::{App, AsyncResult};
 use task_redis::RedisConfig;
 use test_support::{Persistence, RedisCluster, RedisServer};
 
@@ -139,4 +139,36 @@ pub(crate) async fn wait_for_journal(path: &Path, lines: usize) {
 pub(crate) fn stop(mut child: Child) {
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let _ = child.wait();
+}
+
+/// Every result's value, waiting up to two minutes for each (through failovers and
+/// restarts, whose errors it prints and waits on).
+pub(crate) async fn results(all: &[AsyncResult<String>]) -> Vec<String> {
+    let mut values = Vec::with_capacity(all.len());
+    for r in all {
+        let start = Instant::now();
+        loop {
+            match r.get(Duration::from_secs(10)).await {
+                Ok(v) => break values.push(v),
+                Err(e) if start.elapsed() < Duration::from_secs(120) => {
+                    eprintln!("waiting for {}: {e}", r.id());
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("task {} never finished: {e}", r.id()),
+            }
+        }
+    }
+    values
+}
+
+/// Worker processes, killed (SIGKILL) if the test fails before it stops them.
+pub(crate) struct Workers(pub(crate) Vec<Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! two processes on one host must not share one).
 
 /// This machine's name (Linux: the kernel's hostname; else `HOSTNAME`, else "unknown").
-pub(crate) fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())

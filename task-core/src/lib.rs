@@ -87,7 +87,7 @@
 pub mod codec;
 mod error;
 mod future;
-mod host;
+pub mod host;
 mod id;
 mod state;
 mod task;

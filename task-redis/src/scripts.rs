@@ -27,6 +27,7 @@ pub(crate) struct Scripts {
     pub(crate) retry_dead_one: Script,
     pub(crate) celery_fetch: Script,
     pub(crate) celery_return: Script,
+    pub(crate) celery_retry: Script,
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -52,6 +53,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     retry_dead_one: Script::new(include_str!("../lua/retry_dead_one.lua")),
     celery_fetch: Script::new(include_str!("../lua/celery_fetch.lua")),
     celery_return: Script::new(include_str!("../lua/celery_return.lua")),
+    celery_retry: Script::new(include_str!("../lua/celery_retry.lua")),
     enqueue_once: Script::new(concat!(include_str!("../lua/once_guard.lua"), include_str!("../lua/enqueue.lua"))),
 });
 

@@ -259,3 +259,94 @@ async fn a_celery_queue_has_depths_pauses_and_refuses_partitions() {
     let e = task_redis::RedisBroker::connect(both).await.unwrap_err().to_string();
     assert!(e.contains("both partitioned and a Celery queue"), "{e}");
 }
+
+/// Rust sends, a stock Python `celery worker` runs (`scripts/celery/pyproj.py`), and the
+/// Rust caller reads the results from Celery's backend: positional and keyword
+/// arguments, another queue, an exception (its Python class and text), a countdown
+/// (pending until it is due), an expired task (revoked by Celery) and a wait that ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_sends_tasks_a_python_worker_runs_and_reads_their_results() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let python = test_support::CeleryWorker::start(&url, &["celery", "reports"]);
+    let client = celery::Client::connect(&url).await.unwrap();
+    let wait = Duration::from_secs(60);
+    let log = || python.log();
+
+    let sum = client.send_task("proj.tasks.add", (2, 3), ()).await.unwrap();
+    assert_eq!(sum.get::<i64>(wait).await.unwrap_or_else(|e| panic!("{e}: {}", log())), 5);
+    let call = celery::Call::new("proj.tasks.shout").args(("hi",)).unwrap().kwarg("times", 2).unwrap().queue("reports");
+    let shout = client.send(call).await.unwrap();
+    assert_eq!(shout.get::<String>(wait).await.unwrap(), "HI!HI!");
+    match client.send_task("proj.tasks.fail", ["bad input"], ()).await.unwrap().get::<()>(wait).await {
+        Err(celery::ClientError::Failed { kind, message }) => {
+            assert_eq!((kind.as_str(), message.as_str()), ("ValueError", "bad input"));
+        }
+        other => panic!("a Python exception: {other:?}"),
+    }
+
+    let later = celery::Call::new("proj.tasks.add").args((1, 1)).unwrap().countdown(Duration::from_secs(2));
+    let later = client.send(later).await.unwrap();
+    assert_eq!(later.state().await.unwrap(), None, "pending until it is due");
+    assert_eq!(later.get::<i64>(wait).await.unwrap(), 2);
+    let expired = celery::Call::new("proj.tasks.add")
+        .args((1, 1))
+        .unwrap()
+        .expires(chrono::Utc::now() - chrono::Duration::seconds(5));
+    match client.send(expired).await.unwrap().get::<i64>(wait).await {
+        Err(celery::ClientError::Revoked(_)) => {}
+        other => panic!("an expired task is revoked by Celery: {other:?}"),
+    }
+    let nobody = client.result("no-such-task");
+    assert!(matches!(nobody.get::<i64>(Duration::from_millis(300)).await, Err(celery::ClientError::TimedOut(_))));
+}
+
+#[task_core::task(name = "proj.tasks.flaky", max_retries = 5)]
+async fn flaky(ctx: task_core::TaskContext, x: i64) -> task_core::TaskResult<i64> {
+    if ctx.retries() < 2 {
+        return Err(ctx.retry(Duration::from_millis(100)));
+    }
+    Ok(x * 10 + i64::from(ctx.retries()))
+}
+
+/// Runs on Rust workers only by retrying: whoever runs it next.
+#[task_core::task(name = "proj.tasks.whoami", max_retries = 1000000)]
+async fn whoami(ctx: task_core::TaskContext) -> task_core::TaskResult<serde_json::Value> {
+    Err(ctx.retry(Duration::ZERO))
+}
+
+/// A Rust-side retry goes back in Celery's format, as Celery's own `retry()` sends it:
+/// Python's `get()` waits through the retries for the value, and a retry left in the
+/// queue when the Rust worker stops is run by a stock Python worker, which reads its
+/// retries from the headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_retry_is_a_celery_message_a_python_worker_runs() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let config = task_redis::RedisConfig::from_url(&url).namespace(test_support::namespace()).celery_queues(["celery"]);
+    let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
+    let worker = app.worker().queues(["celery"]).spawn();
+    let u = url.clone();
+    let got = tokio::task::spawn_blocking(move || {
+        celery(&u, "print(app.send_task('proj.tasks.flaky', args=[4]).get(timeout=30))")
+    })
+    .await
+    .unwrap();
+    assert_eq!(got.trim(), "42", "two retries, then the value");
+
+    let client = celery::Client::connect(&url).await.unwrap();
+    let sent = client.send_task("proj.tasks.whoami", (), ()).await.unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while !matches!(sent.state().await.unwrap(), Some(ResultMeta::Retry { .. })) {
+        assert!(std::time::Instant::now() < until, "no RETRY stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.shutdown().await.unwrap();
+    let python = test_support::CeleryWorker::start(&url, &["celery"]);
+    let by = sent
+        .get::<serde_json::Value>(Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {}", python.log()));
+    assert_eq!(by["by"], "python", "{by}");
+    assert!(by["retries"].as_u64().is_some_and(|n| n >= 1), "the retries Rust counted: {by}");
+}

@@ -12,6 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+mod celery;
+pub use celery::{CeleryWorker, celery_python, run_celery};
+
 /// How the server keeps data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Persistence {
@@ -598,33 +601,6 @@ fn make_certificates(dir: &std::path::Path) {
         "-extfile",
         "ext.cnf",
     ]);
-}
-
-/// The Python with the real Celery installed: `CELERITY_PYTHON`, else the venv that
-/// `scripts/test.sh` makes (`target/celery-venv`).
-pub fn celery_python() -> String {
-    std::env::var("CELERITY_PYTHON").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| {
-        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/celery-venv/bin/python");
-        assert!(
-            std::path::Path::new(venv).exists(),
-            "no Python with Celery: run scripts/test.sh (it makes target/celery-venv), or set CELERITY_PYTHON"
-        );
-        venv.to_owned()
-    })
-}
-
-/// Runs `code` in that Python after `app = Celery('proj', broker=url, backend=url)`;
-/// what it printed. Fails the test, with Python's output, when the script fails.
-pub fn run_celery(url: &str, code: &str) -> String {
-    let script = format!("from celery import Celery\napp = Celery('proj', broker='{url}', backend='{url}')\n{code}\n");
-    let out = Command::new(celery_python()).arg("-c").arg(script).stderr(Stdio::piped()).output().expect("python runs");
-    assert!(
-        out.status.success(),
-        "python failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A namespace of its own for one test (`celerity-test-<random>`).

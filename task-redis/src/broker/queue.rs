@@ -129,7 +129,30 @@ impl Broker for RedisBroker {
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
             let keys = &self.inner.keys;
-            if retry.queue != delivery.queue || crate::celery::is_kombu(delivery.receipt.as_bytes()) {
+            let receipt = delivery.receipt.as_bytes();
+            let celery = crate::celery::is_kombu(receipt) && self.is_celery(&retry.queue);
+            if let Some(next) =
+                celery.then(|| crate::celery::retried(receipt, &retry.payload, retry.eta, &retry.queue)).flatten()
+            {
+                // A Celery message's next try goes back in Celery's format, as Celery's
+                // own retry sends it (a Python worker of the queue may take it), with
+                // the held one's removal, in one script.
+                return self
+                    .settle(
+                        &SCRIPTS.celery_retry,
+                        vec![
+                            keys.celery_processing(&delivery.queue, consumer.as_str()),
+                            crate::celery::kombu_list(&retry.queue, next.priority),
+                        ],
+                        vec![receipt.to_vec(), next.to_kombu().into_bytes()],
+                        "retry",
+                        consumer,
+                        delivery,
+                    )
+                    .await
+                    .map(drop);
+            }
+            if retry.queue != delivery.queue || crate::celery::is_kombu(receipt) {
                 // Another queue is another hash slot, and a Celery message is held in a
                 // list of its own: enqueue (into Celerity's layout), then ack (at least
                 // once).

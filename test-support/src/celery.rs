@@ -1,0 +1,81 @@
+//! The real Celery, from the pinned venv `scripts/test.sh` makes: Python snippets run
+//! against a test's Redis, and stock `celery worker` processes.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// The Python with the real Celery installed: `CELERITY_PYTHON`, else the venv that
+/// `scripts/test.sh` makes (`target/celery-venv`).
+pub fn celery_python() -> String {
+    std::env::var("CELERITY_PYTHON").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| {
+        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/celery-venv/bin/python");
+        assert!(
+            std::path::Path::new(venv).exists(),
+            "no Python with Celery: run scripts/test.sh (it makes target/celery-venv), or set CELERITY_PYTHON"
+        );
+        venv.to_owned()
+    })
+}
+
+/// Runs `code` in that Python after `app = Celery('proj', broker=url, backend=url)`;
+/// what it printed. Fails the test, with Python's output, when the script fails.
+pub fn run_celery(url: &str, code: &str) -> String {
+    let script = format!("from celery import Celery\napp = Celery('proj', broker='{url}', backend='{url}')\n{code}\n");
+    let out = Command::new(celery_python()).arg("-c").arg(script).stderr(Stdio::piped()).output().expect("python runs");
+    assert!(
+        out.status.success(),
+        "python failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A stock `celery worker` (the solo pool, one task at a time) of the tests' Celery app
+/// (`scripts/celery/pyproj.py`: `proj.tasks.add`, `shout`, `fail`, `whoami`, …) on
+/// `url`, serving `queues`; killed when dropped. Its log is in [`CeleryWorker::log`].
+#[derive(Debug)]
+pub struct CeleryWorker {
+    child: Child,
+    log: PathBuf,
+    name: String,
+}
+
+impl CeleryWorker {
+    /// Starts it; it takes tasks once Celery has started (a second or two), those sent
+    /// before wait in their lists.
+    pub fn start(url: &str, queues: &[&str]) -> Self {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/celery");
+        let name = format!("py-{}@127.0.0.1", crate::namespace());
+        let log = std::env::temp_dir().join(format!("{}.log", name.replace('@', "-")));
+        let file = std::fs::File::create(&log).expect("a log file");
+        let child = Command::new(celery_python())
+            .args(["-m", "celery", "-A", "pyproj", "worker", "-P", "solo", "--without-mingle", "--without-gossip"])
+            .args(["-Q", &queues.join(","), "-n", &name, "--loglevel=INFO"])
+            .current_dir(dir)
+            .env("CELERY_BROKER_URL", url)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("celery worker starts");
+        Self { child, log, name }
+    }
+
+    /// Its Celery node name (`py-…@127.0.0.1`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for CeleryWorker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}

@@ -350,3 +350,53 @@ async fn a_rust_retry_is_a_celery_message_a_python_worker_runs() {
     assert_eq!(by["by"], "python", "{by}");
     assert!(by["retries"].as_u64().is_some_and(|n| n >= 1), "the retries Rust counted: {by}");
 }
+
+/// `celery inspect` answered by a Rust worker (`ping`, `registered`, `active`, `stats`,
+/// each in Celery's reply format, named by the worker's node name), and
+/// `app.control.revoke(id)` from Python made durable: the task, due later, ends REVOKED
+/// and Python's `get()` raises Celery's `TaskRevokedError`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn celery_inspect_gets_rust_workers_answers_and_python_revokes() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let config = task_redis::RedisConfig::from_url(&url).namespace(test_support::namespace()).celery_queues(["celery"]);
+    let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
+    let worker = app.worker().queues(["celery"]).name("rusty@%h").concurrency(3).spawn();
+    let inspect = |what: &'static str| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            test_support::celery_command(&url, &["inspect", what, "--timeout", "2", "--json"])
+        })
+    };
+    let (ok, ping) = inspect("ping").await.unwrap();
+    assert!(ok, "{ping}");
+    let node = format!("rusty@{}", task_core::host::hostname());
+    let ping: serde_json::Value = serde_json::from_str(ping.trim()).unwrap_or_else(|e| panic!("{e}: {ping}"));
+    assert_eq!(ping, json!({node.clone(): {"ok": "pong"}}));
+    let (_, registered) = inspect("registered").await.unwrap();
+    let registered: serde_json::Value = serde_json::from_str(registered.trim()).unwrap();
+    assert!(registered[&node].as_array().unwrap().contains(&json!("proj.tasks.add")), "{registered}");
+    let (_, active) = inspect("active").await.unwrap();
+    assert_eq!(serde_json::from_str::<serde_json::Value>(active.trim()).unwrap(), json!({node.clone(): []}));
+    let (_, stats) = inspect("stats").await.unwrap();
+    let stats: serde_json::Value = serde_json::from_str(stats.trim()).unwrap();
+    assert_eq!(stats[&node]["pool"]["max-concurrency"], 3, "{stats}");
+
+    let u = url.clone();
+    let printed = tokio::task::spawn_blocking(move || {
+        celery(
+            &u,
+            "r = add.apply_async((1, 2), countdown=3)\n\
+             app.control.revoke(r.id)\n\
+             try:\n    r.get(timeout=20)\n\
+             except Exception as e:\n    print(type(e).__name__, r.id)",
+        )
+    })
+    .await
+    .unwrap();
+    let (kind, id) = printed.trim().split_once(' ').unwrap();
+    assert_eq!(kind, "TaskRevokedError", "{printed}");
+    let meta = app.backend().get(&<task_core::TaskId as std::str::FromStr>::from_str(id).unwrap()).await.unwrap();
+    assert_eq!(meta.map(|m| m.state), Some(task_core::TaskState::Revoked), "revoked on Celerity's side too");
+    worker.shutdown().await.unwrap();
+}

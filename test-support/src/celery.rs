@@ -31,6 +31,20 @@ pub fn run_celery(url: &str, code: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs Celery's command line (`celery -A pyproj ARGS`, the tests' app of
+/// `scripts/celery/pyproj.py`) on `url`; what it printed, and whether it succeeded.
+pub fn celery_command(url: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(celery_python())
+        .args(["-m", "celery", "-A", "pyproj"])
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/celery"))
+        .env("CELERY_BROKER_URL", url)
+        .output()
+        .expect("celery runs");
+    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), printed)
+}
+
 /// A stock `celery worker` (the solo pool, one task at a time) of the tests' Celery app
 /// (`scripts/celery/pyproj.py`: `proj.tasks.add`, `shout`, `fail`, `whoami`, …) on
 /// `url`, serving `queues`; killed when dropped. Its log is in [`CeleryWorker::log`].

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 mod celery;
-pub use celery::{CeleryWorker, celery_python, run_celery};
+pub use celery::{CeleryWorker, celery_command, celery_python, run_celery};
 
 /// How the server keeps data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

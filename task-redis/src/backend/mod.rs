@@ -45,11 +45,15 @@ struct Inner {
     /// State writes, grouped into script calls by [`flush_writes`].
     writes: mpsc::UnboundedSender<Write>,
     events_cap: usize,
-    /// States are also kept in Celery's result format ([`RedisConfig::celery_queues`]).
+    /// States are also kept in Celery's result format ([`RedisConfig::celery_queues`]),
+    /// and Celery's remote control is answered.
     celery: bool,
+    /// Celery's remote-control requests asked of this process's workers.
+    pidbox: pidbox::Pending,
 }
 
 mod history;
+mod pidbox;
 mod subscriber;
 mod tallies;
 mod writes;
@@ -67,9 +71,20 @@ impl RedisBackend {
     pub async fn connect(config: RedisConfig) -> Result<Self, BackendError> {
         let context = || format!("cannot connect the result backend to {}", task_core::redact_url(&config.url));
         let conns = Connections::open(&config).await.map_err(|e| e.backend(&context()))?;
-        let subscriber = Subscriber::open(&conns, config.op_timeout, Keys::new(&config.namespace).control_channel())
-            .await
-            .map_err(|e| e.backend(&context()))?;
+        let celery = !config.celery_queues.is_empty();
+        let (pidbox_tx, pidbox_rx) = mpsc::unbounded_channel();
+        let pidbox_channel = {
+            use redis::aio::ConnectionLike as _;
+            crate::celery::pidbox::channel(conns.main.get_db())
+        };
+        let subscriber = Subscriber::open(
+            &conns,
+            config.op_timeout,
+            Keys::new(&config.namespace).control_channel(),
+            celery.then_some((pidbox_channel, pidbox_tx)),
+        )
+        .await
+        .map_err(|e| e.backend(&context()))?;
         let (writes, pending) = mpsc::unbounded_channel();
         tokio::spawn(flush_writes(
             pending,
@@ -79,18 +94,19 @@ impl RedisBackend {
             config.events_cap,
             conns.is_cluster(),
         ));
-        Ok(Self {
-            inner: Arc::new(Inner {
-                keys: Keys::new(&config.namespace),
-                store_id: config.store_id(),
-                op_timeout: config.op_timeout,
-                conns,
-                subscriber,
-                writes,
-                events_cap: config.events_cap,
-                celery: !config.celery_queues.is_empty(),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            keys: Keys::new(&config.namespace),
+            store_id: config.store_id(),
+            op_timeout: config.op_timeout,
+            conns,
+            subscriber,
+            writes,
+            events_cap: config.events_cap,
+            celery,
+            pidbox: pidbox::Pending::default(),
+        });
+        tokio::spawn(pidbox::serve(pidbox_rx, Arc::downgrade(&inner)));
+        Ok(Self { inner })
     }
 
     fn con(&self) -> Conn {
@@ -438,6 +454,9 @@ impl task_core::capability::RemoteControl for RedisBackend {
         answer: Vec<u8>,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
+            if let Some(sent) = pidbox::reply(self, request, &answer).await {
+                return sent;
+            }
             let key = self.inner.keys.reply(&request.id);
             let mut pipe = redis::pipe();
             // Kept a minute: an asker that gave up leaves no list behind for long.

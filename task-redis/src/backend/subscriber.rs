@@ -244,7 +244,14 @@ impl Change {
 }
 
 impl Subscriber {
-    pub(super) async fn open(conns: &Connections, op_timeout: Duration, control: String) -> Result<Self, Failure> {
+    /// Opens it, subscribed to the control channel, and to `pidbox` (a channel and where
+    /// its messages go: Celery's remote control) when given.
+    pub(super) async fn open(
+        conns: &Connections,
+        op_timeout: Duration,
+        control: String,
+        pidbox: Option<(String, mpsc::UnboundedSender<Vec<u8>>)>,
+    ) -> Result<Self, Failure> {
         let (tx, rx) = mpsc::unbounded_channel::<PushInfo>();
         let (con, addr) = match conns.push_place() {
             PushPlace::Server(client) => {
@@ -261,26 +268,30 @@ impl Subscriber {
         let terminate = Listeners::default();
         let requests = Listeners::default();
         let revocations: Arc<Mutex<Revocations>> = Arc::default();
+        let pidbox_channel = pidbox.as_ref().map(|(channel, _)| channel.clone());
         let keeper = Keeper {
             sub: sub.clone(),
             primary,
             pushes: tx,
             control: control.clone(),
+            pidbox: pidbox_channel.clone(),
             op_timeout,
             busy: Arc::default(),
             alive: Arc::downgrade(&waiters),
         };
-        tokio::spawn(dispatch(
-            rx,
-            Arc::downgrade(&waiters),
-            control.clone(),
-            terminate.clone(),
-            requests.clone(),
-            revocations.clone(),
-            keeper.clone(),
-        ));
+        let routes = Routes {
+            control: control.clone(),
+            terminate: terminate.clone(),
+            requests: requests.clone(),
+            revocations: revocations.clone(),
+            pidbox,
+        };
+        tokio::spawn(dispatch(rx, Arc::downgrade(&waiters), routes, keeper.clone()));
         let mut con = con;
         timed(op_timeout, con.subscribe(control)).await?;
+        if let Some(channel) = pidbox_channel {
+            timed(op_timeout, con.subscribe(channel)).await?;
+        }
         let (changes, asked) = mpsc::unbounded_channel();
         tokio::spawn(subscriptions(sub, asked, op_timeout));
         Ok(Self { waiters, changes, terminate, requests, revocations, keeper })
@@ -331,6 +342,8 @@ pub(super) struct Keeper {
     /// Where the pushes of a new connection go (the dispatcher).
     pushes: mpsc::UnboundedSender<PushInfo>,
     control: String,
+    /// Celery's pidbox channel, when served.
+    pidbox: Option<String>,
     op_timeout: Duration,
     /// A reconnect loop runs.
     busy: Arc<std::sync::atomic::AtomicBool>,
@@ -407,6 +420,7 @@ impl Keeper {
         };
         let mut channels: Vec<String> = waiters.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
         channels.push(self.control.clone());
+        channels.extend(self.pidbox.clone());
         if let Err(e) = timed(self.op_timeout, con.subscribe(&channels)).await {
             tracing::debug!(error = ?e, "the subscriber cannot subscribe on the new primary yet");
             return false;
@@ -451,17 +465,26 @@ impl Control {
     }
 }
 
+/// Where the messages of the channels always subscribed go.
+pub(super) struct Routes {
+    /// The control channel's name.
+    control: String,
+    terminate: Listeners,
+    requests: Listeners<task_core::capability::Request>,
+    revocations: Arc<Mutex<Revocations>>,
+    /// Celery's pidbox channel and where its messages go, when served.
+    pidbox: Option<(String, mpsc::UnboundedSender<Vec<u8>>)>,
+}
+
 /// Wakes the waiters of each message's channel; on a lost connection, wakes everyone
 /// so they read the state again (a message may have been missed meanwhile).
 pub(super) async fn dispatch(
     mut rx: mpsc::UnboundedReceiver<PushInfo>,
     waiters: std::sync::Weak<Waiters>,
-    control: String,
-    terminate: Listeners,
-    requests: Listeners<task_core::capability::Request>,
-    revocations: Arc<Mutex<Revocations>>,
+    routes: Routes,
     keeper: Keeper,
 ) {
+    let Routes { control, terminate, requests, revocations, pidbox } = routes;
     let text = |v: Option<&Value>| match v {
         Some(Value::BulkString(bytes)) => Some(String::from_utf8_lossy(bytes).into_owned()),
         Some(Value::SimpleString(s)) => Some(s.clone()),
@@ -472,6 +495,12 @@ pub(super) async fn dispatch(
         match push.kind {
             PushKind::Message | PushKind::SMessage => {
                 let Some(channel) = text(push.data.first()) else { continue };
+                if let Some((_, to)) = pidbox.as_ref().filter(|(pidbox, _)| *pidbox == channel) {
+                    if let Some(Value::BulkString(message)) = push.data.get(1) {
+                        let _ = to.send(message.clone());
+                    }
+                    continue;
+                }
                 // Control commands run the listeners' code: without the waiters' lock.
                 if channel == control {
                     match text(push.data.get(1)).as_deref().and_then(Control::parse) {

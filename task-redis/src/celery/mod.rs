@@ -15,6 +15,7 @@ mod args;
 mod client;
 mod message;
 mod meta;
+pub(crate) mod pidbox;
 
 pub use args::args_by_name;
 pub use client::{AsyncResult, Call, Client, ClientError};

@@ -43,10 +43,9 @@
 //!   process share one connection.
 //! - **Outages.** Every call is bounded by the operation time-out (5 s by default);
 //!   connections come back by themselves after Redis restarts, and the worker resumes.
-//! - **Towards Redis Cluster.** Every key of a queue carries the hash tag `{queue}` and
-//!   every script receives all its keys in `KEYS[]`. The grouped result writes
-//!   (`store_many.lua`) touch many tasks' keys in one call, which a cluster client would
-//!   have to split by slot; there is no cluster client yet.
+//! - **Redis Cluster.** Every key of a queue carries the hash tag `{queue}`, every
+//!   script receives all its keys in `KEYS[]` and touches one slot; pipelines that
+//!   span slots are split per slot (see the README's "Scale-out").
 //!
 //! ## Key layout
 //!

@@ -15,6 +15,9 @@ const PREFIX: &str = "celery-pidbox:";
 /// How long the workers' answers to a request are sent on (Celery waits a second).
 const ANSWERED_FOR: Duration = Duration::from_secs(30);
 
+/// At most this many requests are answered at once (anyone may publish requests).
+const PENDING_CAP: usize = 1024;
+
 /// The Celery requests asked of this process's workers, by the id they were asked with.
 #[derive(Debug, Default)]
 pub(super) struct Pending(Mutex<HashMap<String, (pidbox::Request, Instant)>>);
@@ -23,7 +26,13 @@ impl Pending {
     fn add(&self, request: pidbox::Request) -> String {
         let id = format!("{PREFIX}{}", uuid::Uuid::new_v4());
         let mut pending = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        pending.retain(|_, (_, at)| at.elapsed() < ANSWERED_FOR);
+        if pending.len() >= PENDING_CAP / 2 {
+            pending.retain(|_, (_, at)| at.elapsed() < ANSWERED_FOR);
+        }
+        if pending.len() >= PENDING_CAP {
+            let oldest = pending.iter().min_by_key(|(_, (_, at))| *at).map(|(id, _)| id.clone());
+            pending.remove(&oldest.unwrap_or_default());
+        }
         pending.insert(id.clone(), (request, Instant::now()));
         id
     }
@@ -42,15 +51,12 @@ pub(super) async fn serve(mut messages: mpsc::UnboundedReceiver<Vec<u8>>, inner:
             tracing::debug!("ignored a message on Celery's pidbox channel that is not a request");
             continue;
         };
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-        if request.expired(now) {
-            continue;
-        }
         let command = match request.asked() {
             Asked::Command(command) => command,
             Asked::Revoke { ids, terminate } => {
                 let reason = if terminate { "terminated" } else { "revoked" };
                 for id in ids.iter().filter_map(|id| TaskId::from_str(id).ok()) {
+                    // Every process serving Celery revokes it too: revokes are idempotent.
                     if let Err(e) = backend.revoke(&id, reason, terminate, task_core::DEFAULT_RESULT_TTL).await {
                         tracing::warn!(%id, error = %e, "cannot revoke a task Celery revoked");
                     }

@@ -125,8 +125,8 @@ impl Call {
 
     /// Runs no sooner than `delay` from now (Celery's `countdown=`).
     pub fn countdown(self, delay: Duration) -> Self {
-        let at = chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-        self.eta(at)
+        let at = chrono::Duration::from_std(delay).ok().and_then(|d| chrono::Utc::now().checked_add_signed(d));
+        self.eta(at.unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC))
     }
 
     /// Runs no sooner than `at` (Celery's `eta=`).
@@ -292,10 +292,16 @@ impl AsyncResult<'_> {
             PushPlace::Cluster(_) => None,
         };
         loop {
-            if let Some(meta) = self.state().await? {
-                if let Some(done) = settled(meta) {
-                    return done;
+            // A read that fails (Redis restarting) is tried again until the deadline.
+            match self.state().await {
+                Ok(Some(meta)) => {
+                    if let Some(done) = settled(meta) {
+                        return done;
+                    }
                 }
+                Ok(None) => {}
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(e) => tracing::debug!(error = %e, "cannot read a Celery result yet"),
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
@@ -303,8 +309,11 @@ impl AsyncResult<'_> {
             }
             let tick = (deadline - now).min(Duration::from_secs(1));
             match sub.as_mut() {
-                Some(sub) => {
-                    let _ = tokio::time::timeout(tick, next_message(sub)).await;
+                Some(subscribed) => {
+                    // A closed subscription ends at once: the reads go on, a second apart.
+                    if let Ok(false) = tokio::time::timeout(tick, next_message(subscribed)).await {
+                        sub = None;
+                    }
                 }
                 None => tokio::time::sleep(tick).await,
             }
@@ -312,10 +321,11 @@ impl AsyncResult<'_> {
     }
 }
 
-/// The next message of `sub` (its payload is read again from the key: one path).
-async fn next_message(sub: &mut redis::aio::PubSub) {
+/// Waits for the next message of `sub` (its payload is read again from the key: one
+/// path); false when the subscription has closed.
+async fn next_message(sub: &mut redis::aio::PubSub) -> bool {
     use futures_util::StreamExt as _;
-    let _ = sub.on_message().next().await;
+    sub.on_message().next().await.is_some()
 }
 
 /// The outcome of a final state; `None` for one that is not final.

@@ -38,6 +38,8 @@ pub struct CeleryMessage {
     pub ignore_result: bool,
     /// kombu's priority (0–255 as sent; on Redis, 0 is served first).
     pub priority: u8,
+    /// The body is MessagePack (`application/x-msgpack`), not JSON: written back so.
+    pub msgpack: bool,
     /// kombu's tag of this delivery.
     pub delivery_tag: String,
     /// The queue it was routed to (`delivery_info.routing_key`).
@@ -85,7 +87,7 @@ struct Properties {
     #[serde(default)]
     delivery_tag: Option<String>,
     #[serde(default)]
-    priority: Option<u8>,
+    priority: Option<i64>,
     #[serde(default)]
     delivery_info: Option<DeliveryInfo>,
 }
@@ -162,7 +164,9 @@ pub fn decode(raw: &[u8]) -> Result<CeleryMessage, CeleryError> {
         parent_id: h.parent_id,
         group: h.group,
         ignore_result: h.ignore_result.unwrap_or(false),
-        priority: raw.properties.priority.unwrap_or(0),
+        // Clamped as kombu clamps it.
+        priority: u8::try_from(raw.properties.priority.unwrap_or(0).clamp(0, 255)).unwrap_or(0),
+        msgpack: raw.content_type == "application/x-msgpack",
         delivery_tag: raw.properties.delivery_tag.unwrap_or_default(),
         routing_key: raw.properties.delivery_info.and_then(|d| d.routing_key),
     })
@@ -203,6 +207,7 @@ impl CeleryMessage {
             group: None,
             ignore_result: false,
             priority: 0,
+            msgpack: false,
             delivery_tag: uuid::Uuid::new_v4().to_string(),
             routing_key: Some(queue.into()),
         }
@@ -220,13 +225,17 @@ impl CeleryMessage {
             {"callbacks": canvas("callbacks"), "errbacks": canvas("errbacks"),
              "chain": canvas("chain"), "chord": canvas("chord")},
         ]);
-        let body = base64::engine::general_purpose::STANDARD.encode(body.to_string());
+        let (content_type, body) = match self.msgpack {
+            true => ("application/x-msgpack", rmp_serde::to_vec(&body).unwrap_or_default()),
+            false => ("application/json", body.to_string().into_bytes()),
+        };
+        let body = base64::engine::general_purpose::STANDARD.encode(body);
         let repr = |v: &Value| v.to_string();
         let queue = self.routing_key.as_deref().unwrap_or("celery");
         json!({
             "body": body,
-            "content-encoding": "utf-8",
-            "content-type": "application/json",
+            "content-encoding": if self.msgpack { "binary" } else { "utf-8" },
+            "content-type": content_type,
             "headers": {
                 "lang": "py",
                 "task": self.task,
@@ -350,6 +359,9 @@ mod tests {
             want.embed.insert(part.into(), Value::Null);
         }
         assert_eq!(back, want);
+        m.msgpack = true;
+        let back = decode(m.to_kombu().as_bytes()).unwrap();
+        assert!(back.msgpack && back.args == m.args && back.kwargs == m.kwargs, "{back:?}");
     }
 
     #[test]

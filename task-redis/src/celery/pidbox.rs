@@ -43,8 +43,6 @@ pub(crate) struct Request {
     /// The exchange and routing key of the reply; `None`: no reply is wanted.
     pub(crate) reply_to: Option<(String, String)>,
     pub(crate) ticket: String,
-    /// Not answered after (Unix seconds).
-    pub(crate) expires: Option<f64>,
 }
 
 /// What a request asks of Celerity.
@@ -64,20 +62,29 @@ impl Request {
         use base64::Engine as _;
         let message: Value = serde_json::from_slice(raw).ok()?;
         let body = base64::engine::general_purpose::STANDARD.decode(message.get("body")?.as_str()?).ok()?;
-        let body: Value = serde_json::from_slice(&body).ok()?;
+        // The mailbox sends in the app's task serializer.
+        let body: Value = match message.get("content-type").and_then(Value::as_str) {
+            Some("application/x-msgpack") => rmp_serde::from_slice(&body).ok()?,
+            _ => serde_json::from_slice(&body).ok()?,
+        };
         let text = |v: &Value| v.as_str().map(str::to_owned);
-        let reply_to =
-            body.get("reply_to").and_then(|r| Some((text(r.get("exchange")?)?, text(r.get("routing_key")?)?)));
+        // Replies go to a pidbox reply exchange only (anyone may publish here: a request
+        // must not make workers push into a task queue).
+        let reply_to = body
+            .get("reply_to")
+            .and_then(|r| Some((text(r.get("exchange")?)?, text(r.get("routing_key")?)?)))
+            .filter(|(exchange, _)| exchange.starts_with("reply.") && exchange.ends_with(".pidbox"));
         Some(Request {
             method: text(body.get("method")?)?,
             arguments: body.get("arguments").and_then(Value::as_object).cloned().unwrap_or_default(),
+            // No nodes named (or none): every node, as Celery reads it.
             destination: body
                 .get("destination")
                 .and_then(Value::as_array)
-                .map(|nodes| nodes.iter().filter_map(text).collect()),
+                .map(|nodes| nodes.iter().filter_map(text).collect::<Vec<_>>())
+                .filter(|nodes| !nodes.is_empty()),
             reply_to,
             ticket: body.get("ticket").and_then(text).unwrap_or_default(),
-            expires: message.get("headers").and_then(|h| h.get("expires")).and_then(Value::as_f64),
         })
     }
 
@@ -99,11 +106,6 @@ impl Request {
             }
             other => Asked::Unknown(other.to_owned()),
         }
-    }
-
-    /// True when it is past its expiry at `now` (Unix seconds).
-    pub(crate) fn expired(&self, now: f64) -> bool {
-        self.expires.is_some_and(|at| at < now)
     }
 
     /// True when the node `node` is asked.
@@ -177,7 +179,7 @@ mod tests {
         assert_eq!(ping.asked(), Asked::Command("ping"));
         assert_eq!(ping.reply_to, Some(("reply.celery.pidbox".into(), "86c524fa-1775-369f-9b7d-eb06233e5f5c".into())));
         assert_eq!(ping.ticket, "b6a3a6aa-4fe5-4f29-b417-f614a86a39b3");
-        assert!(ping.asks("celerity@any") && !ping.expired(1796151507.0) && ping.expired(1796151508.0));
+        assert!(ping.asks("celerity@any"));
         let revoke = Request::decode(REVOKE.as_bytes()).unwrap();
         assert_eq!(revoke.asked(), Asked::Revoke { ids: vec!["abc-123".into()], terminate: false });
         assert_eq!(revoke.reply_to, None, "control.revoke() wants no reply");
@@ -190,6 +192,21 @@ mod tests {
         let mut r = Request::decode(PING.as_bytes()).unwrap();
         r.destination = Some(vec!["celerity@a".into()]);
         assert!(r.asks("celerity@a") && !r.asks("celerity@b"));
+    }
+
+    #[test]
+    fn replies_go_only_to_a_pidbox_reply_exchange() {
+        use base64::Engine as _;
+        let with = |body: Value| {
+            let body = base64::engine::general_purpose::STANDARD.encode(body.to_string());
+            Request::decode(json!({"body": body, "content-type": "application/json"}).to_string().as_bytes()).unwrap()
+        };
+        let to =
+            |exchange: &str| json!({"method": "ping", "reply_to": {"exchange": exchange, "routing_key": "celery"}});
+        assert_eq!(with(to("")).reply_to, None, "the default exchange: a task queue");
+        assert_eq!(with(to("celery")).reply_to, None);
+        assert!(with(to("reply.celery.pidbox")).reply_to.is_some());
+        assert_eq!(with(json!({"method": "ping", "destination": []})).destination, None, "[] is every node");
     }
 
     #[test]

@@ -29,3 +29,8 @@ def fail(why):
 @app.task(bind=True, name="proj.tasks.whoami")
 def whoami(self):
     return {"by": "python", "retries": self.request.retries}
+
+
+@app.task(name="proj.tasks.py_double")
+def py_double(x):
+    return x * 2

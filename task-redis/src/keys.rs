@@ -179,6 +179,12 @@ impl Keys {
     }
 
     /// Built at its exact length: two of these per state write.
+    /// The canvas of a Celery task (its links and the rest of its chain), kept from its
+    /// fetch until it ends.
+    pub(crate) fn celery_canvas(&self, id: &str) -> String {
+        [self.ns.as_str(), ":celery-canvas:", id].concat()
+    }
+
     pub(crate) fn result(&self, id: &TaskId) -> String {
         [self.ns.as_str(), ":result:", id.as_str()].concat()
     }

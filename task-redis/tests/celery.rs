@@ -108,8 +108,8 @@ async fn divide(x: i64, y: i64) -> task_core::TaskResult<i64> {
 /// arguments), a Rust worker serving the `celery` queue runs the Rust tasks registered
 /// under the Celery names, and Python's `get()` returns the values, or raises with the
 /// Rust error's text; a task no Rust task answers to, calls with too few or too many
-/// arguments, and a chain (canvas is not served yet) end in the dead letters, their
-/// failures readable from Python too.
+/// arguments, and a chord's member (chords are not served yet) end in the dead
+/// letters, their failures readable from Python too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_delay_runs_on_a_rust_worker_and_python_gets_the_result() {
     let server = RedisServer::start();
@@ -133,8 +133,8 @@ async fn python_delay_runs_on_a_rust_worker_and_python_gets_the_result() {
          except Exception as e:\n    print(type(e).__name__, '|', e)\n\
          try:\n    app.send_task('proj.tasks.add', args=[1, 2, 3]).get(timeout=20)\n\
          except Exception as e:\n    print(type(e).__name__, '|', e)\n\
-         from celery import chain\n\
-         try:\n    chain(add.s(1, 2), add.s(10)).delay().parent.get(timeout=20)\n\
+         from celery import chord\n\
+         try:\n    chord([add.s(1, 1)], add.s(5)).delay().parent.results[0].get(timeout=20)\n\
          except Exception as e:\n    print(type(e).__name__, '|', e)";
     let printed = tokio::task::spawn_blocking(move || celery(&u, script)).await.unwrap();
     let lines: Vec<&str> = printed.lines().collect();
@@ -145,9 +145,9 @@ async fn python_delay_runs_on_a_rust_worker_and_python_gets_the_result() {
         "a missing argument: {printed}"
     );
     assert!(lines[6].contains("takes 2 positional arguments but 3 were given"), "too many: {printed}");
-    assert!(lines[7].contains("canvas (chain) is not supported"), "a chain, refused not half run: {printed}");
+    assert!(lines[7].contains("canvas (chord) is not supported"), "a chord, refused not half run: {printed}");
     let dead = app.broker().inspect().unwrap().dead_letters(10).await.unwrap();
-    assert_eq!(dead.len(), 4, "the unknown task's, the bad calls' and the chain's messages: {dead:?}");
+    assert_eq!(dead.len(), 4, "the unknown task's, the bad calls' and the chord member's messages: {dead:?}");
     worker.shutdown().await.unwrap();
 }
 
@@ -398,5 +398,46 @@ async fn celery_inspect_gets_rust_workers_answers_and_python_revokes() {
     assert_eq!(kind, "TaskRevokedError", "{printed}");
     let meta = app.backend().get(&<task_core::TaskId as std::str::FromStr>::from_str(id).unwrap()).await.unwrap();
     assert_eq!(meta.map(|m| m.state), Some(task_core::TaskState::Revoked), "revoked on Celerity's side too");
+    worker.shutdown().await.unwrap();
+}
+
+/// Canvas built in Python and carried on by Rust workers: a chain of Rust tasks, a chain
+/// through a Python task (on a queue a stock Python worker serves) and back, a link, a
+/// link_error sent to Python when the Rust task fails, a failed chain that Python's
+/// `get()` sees failed instead of waiting, and a group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_canvas_runs_on_rust_and_python_workers() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let config = task_redis::RedisConfig::from_url(&url).namespace(test_support::namespace()).celery_queues(["celery"]);
+    let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
+    let worker = app.worker().queues(["celery"]).spawn();
+    let python = test_support::CeleryWorker::start(&url, &["py"]);
+    let u = url.clone();
+    let script = "from celery import chain, group\n\
+         @app.task(name='proj.tasks.divide')\n\
+         def divide(x, y):\n    return x // y\n\
+         @app.task(name='proj.tasks.py_double')\n\
+         def py_double(x):\n    return x * 2\n\
+         print(chain(add.s(1, 2), add.s(10), add.s(100)).delay().get(timeout=30))\n\
+         print(chain(add.s(1, 2), py_double.s().set(queue='py'), add.s(100)).delay().get(timeout=30))\n\
+         link = add.s(10).freeze()\n\
+         add.apply_async((2, 3), link=add.s(10).set(task_id=link.id))\n\
+         print(app.AsyncResult(link.id).get(timeout=30))\n\
+         err = py_double.si(21).set(queue='py')\n\
+         err.freeze()\n\
+         divide.apply_async((1, 0), link_error=err)\n\
+         print(app.AsyncResult(err.id).get(timeout=30))\n\
+         try:\n    chain(divide.s(1, 0), add.s(1)).delay().get(timeout=30)\n\
+         except Exception as e:\n    print(type(e).__name__, '|', e)\n\
+         print(group(add.s(1, 1), add.s(2, 2)).delay().get(timeout=30))";
+    let printed = tokio::task::spawn_blocking(move || celery(&u, script)).await.unwrap();
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(
+        lines,
+        ["113", "106", "15", "42", "TaskError | division by zero", "[2, 4]"],
+        "{printed}\n{}",
+        python.log()
+    );
     worker.shutdown().await.unwrap();
 }

@@ -573,7 +573,20 @@ impl RedisBroker {
                 Ok(m) => {
                     let params = registry.get(&m.task).map(task_core::TaskEntry::params);
                     let eta = m.eta.as_deref().and_then(crate::celery::unix_ms).filter(|at| *at > now_ms());
-                    (crate::celery::to_envelope(&m, queue, params), eta)
+                    let (payload, canvas) = crate::celery::to_envelope(&m, queue, params);
+                    if let Some(canvas) = canvas {
+                        // Kept for the backend, which carries it on when the task ends
+                        // (for a day past its due time, as long as results are kept).
+                        let keep_ms = i64::try_from(task_core::DEFAULT_RESULT_TTL.as_millis()).unwrap_or(i64::MAX);
+                        let keep_ms = keep_ms.saturating_add(eta.map_or(0, |at| at - now_ms()));
+                        let key = self.inner.keys.celery_canvas(&m.id);
+                        timed::<()>(
+                            self.limit(),
+                            redis::cmd("SET").arg(key).arg(canvas).arg("PX").arg(keep_ms).query_async(con),
+                        )
+                        .await?;
+                    }
+                    (payload, eta)
                 }
                 // Not a message Celerity can read: its bytes as they are, which the
                 // worker dead-letters as it does any undecodable message.

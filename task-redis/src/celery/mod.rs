@@ -12,6 +12,7 @@
 //! [`ResultMeta`]. [`Client`] sends tasks to Python workers and waits for their results.
 
 mod args;
+pub(crate) mod canvas;
 mod client;
 mod message;
 mod meta;
@@ -68,8 +69,9 @@ pub(crate) fn retried(
 /// Celerity's envelope for a Celery message on `queue`: its task, its arguments by name
 /// (those of `params`, the registered Rust task's), its id, retries and limits. A task
 /// no Rust task answers to, or arguments that do not fit, still make an envelope: the
-/// worker then dead-letters it with the reason, as any such message.
-pub(crate) fn to_envelope(m: &CeleryMessage, queue: &str, params: Option<&[&str]>) -> Vec<u8> {
+/// worker then dead-letters it with the reason, as any such message. With it, the
+/// canvas to carry on when the task ends ([`canvas::kept`]), if it has one.
+pub(crate) fn to_envelope(m: &CeleryMessage, queue: &str, params: Option<&[&str]>) -> (Vec<u8>, Option<String>) {
     // What cannot run yet, or does not fit: arguments no task decodes (a string saying
     // why), so the worker dead-letters the message with that reason and stores the
     // failure, as for any message whose arguments do not fit.
@@ -77,15 +79,13 @@ pub(crate) fn to_envelope(m: &CeleryMessage, queue: &str, params: Option<&[&str]
         tracing::warn!(task = %m.task, id = %m.id, why, "a Celery message Celerity does not run");
         rmp_serde::to_vec_named(&why).unwrap_or_default()
     };
-    let canvas =
-        ["chain", "callbacks", "errbacks", "chord"].into_iter().find(|k| m.embed.get(*k).is_some_and(|v| !v.is_null()));
-    let args = match (params, canvas) {
-        (_, Some(part)) => refused(format!("Celery canvas ({part}) is not supported by Celerity workers yet")),
-        (Some(params), None) => match args_by_name(&m.task, params, m.args.clone(), m.kwargs.clone()) {
-            Ok(named) => rmp_serde::to_vec_named(&named).unwrap_or_default(),
-            Err(e) => refused(e.to_string()),
+    let (args, kept) = match (params, canvas::kept(&m.embed, m)) {
+        (_, Err(why)) => (refused(why), None),
+        (Some(params), Ok(kept)) => match args_by_name(&m.task, params, m.args.clone(), m.kwargs.clone()) {
+            Ok(named) => (rmp_serde::to_vec_named(&named).unwrap_or_default(), kept),
+            Err(e) => (refused(e.to_string()), kept),
         },
-        (None, None) => rmp_serde::to_vec_named(&serde_json::Map::new()).unwrap_or_default(),
+        (None, Ok(kept)) => (rmp_serde::to_vec_named(&serde_json::Map::new()).unwrap_or_default(), kept),
     };
     let mut envelope = task_core::Envelope::new(m.task.clone(), args, queue);
     if let Ok(id) = m.id.parse() {
@@ -98,7 +98,7 @@ pub(crate) fn to_envelope(m: &CeleryMessage, queue: &str, params: Option<&[&str]
     envelope.time_limit_ms = m.time_limit.0.filter(|s| *s > 0.0).map(secs_to_ms);
     envelope.soft_time_limit_ms = m.time_limit.1.filter(|s| *s > 0.0).map(secs_to_ms);
     envelope.ignore_result = m.ignore_result;
-    envelope.encode().unwrap_or_default()
+    (envelope.encode().unwrap_or_default(), kept)
 }
 
 /// Unix ms of an ISO 8601 time as Celery writes `eta` and `expires`: with an offset, or

@@ -1,0 +1,207 @@
+//! Canvas built in Python and carried on by Celerity workers: a Celery message's
+//! callbacks (`link`), errbacks (`link_error`) and the rest of its chain, sent on as
+//! Celery's worker sends them when the task ends (celery/app/trace.py and
+//! `BaseBackend.mark_as_failure`).
+//!
+//! On success, each callback and the chain's next step (the last of the list Celery
+//! keeps reversed, with the rest of the chain in its own message) are sent with the
+//! value first among their arguments (unless immutable, `.si()`). On failure, each
+//! errback is sent with the failed task's id (Celery's call of an errback it does not
+//! run in-process), and every later step of the chain is stored FAILURE with the same
+//! error, so a Python `get()` on the chain's result raises instead of waiting.
+
+use serde_json::{Map, Value, json};
+
+use super::message::CeleryMessage;
+use super::meta::ResultMeta;
+
+/// What a finished Celery task's canvas sends on and stores.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Next {
+    /// Messages to send (each to [`super::kombu_list`] of its queue and priority).
+    pub(crate) messages: Vec<CeleryMessage>,
+    /// Tasks of the chain to store FAILURE (with the failed task's error).
+    pub(crate) failed: Vec<String>,
+}
+
+/// The canvas of `embed` kept for when the task ends (JSON), `Ok(None)` when it has
+/// none, or why Celerity does not carry it on (a chord, a group or a nested chain in
+/// it: the message is then refused with that reason, not half run).
+pub(crate) fn kept(embed: &Map<String, Value>, m: &CeleryMessage) -> Result<Option<String>, String> {
+    if embed.get("chord").is_some_and(|c| !c.is_null()) {
+        return Err("Celery canvas (chord) is not supported by Celerity workers yet".into());
+    }
+    let list = |key: &str| match embed.get(key) {
+        Some(Value::Array(sigs)) => sigs.clone(),
+        Some(sig @ Value::Object(_)) => vec![sig.clone()],
+        _ => Vec::new(),
+    };
+    let (callbacks, errbacks, chain) = (list("callbacks"), list("errbacks"), list("chain"));
+    for sig in callbacks.iter().chain(&errbacks).chain(&chain) {
+        let kind = sig.get("subtask_type").and_then(Value::as_str);
+        if let Some(kind) = kind {
+            return Err(format!(
+                "Celery canvas ({kind} inside a chain or link) is not supported by Celerity workers yet"
+            ));
+        }
+        if sig.get("task").and_then(Value::as_str).is_none() {
+            return Err("a Celery signature without a task name".into());
+        }
+    }
+    if callbacks.is_empty() && errbacks.is_empty() && chain.is_empty() {
+        return Ok(None);
+    }
+    let root = m.root_id.clone().unwrap_or_else(|| m.id.clone());
+    let kept = json!({"callbacks": callbacks, "errbacks": errbacks, "chain": chain, "root_id": root,
+                      "priority": m.priority, "msgpack": m.msgpack});
+    Ok(Some(kept.to_string()))
+}
+
+/// What the task `id` with the canvas `kept` (from [`kept`]) sends on and stores,
+/// having ended with `outcome`.
+pub(crate) fn next(kept: &str, id: &str, outcome: &ResultMeta) -> Next {
+    let Ok(kept) = serde_json::from_str::<Value>(kept) else { return Next::default() };
+    let list = |key: &str| kept.get(key).and_then(Value::as_array).cloned().unwrap_or_default();
+    let root = kept.get("root_id").and_then(Value::as_str).unwrap_or(id).to_owned();
+    let priority = kept.get("priority").and_then(Value::as_u64).and_then(|p| u8::try_from(p).ok()).unwrap_or(0);
+    let msgpack = kept.get("msgpack").and_then(Value::as_bool).unwrap_or(false);
+    let send = |sig: &Value, first: Option<&Value>, rest: Vec<Value>| {
+        let mut m = signature_message(sig, first, id, &root, priority);
+        m.msgpack = msgpack;
+        if !rest.is_empty() {
+            m.embed.insert("chain".into(), Value::Array(rest));
+        }
+        m
+    };
+    let mut next = Next::default();
+    match outcome {
+        ResultMeta::Success(value) => {
+            for sig in list("callbacks") {
+                next.messages.push(send(&sig, Some(value), Vec::new()));
+            }
+            let mut chain = list("chain");
+            if let Some(step) = chain.pop() {
+                next.messages.push(send(&step, Some(value), chain));
+            }
+        }
+        ResultMeta::Failure { .. } => {
+            let failed = Value::String(id.to_owned());
+            for sig in list("errbacks") {
+                next.messages.push(send(&sig, Some(&failed), Vec::new()));
+            }
+            let ids = list("chain").into_iter().filter_map(|sig| {
+                sig.get("options").and_then(|o| o.get("task_id")).and_then(Value::as_str).map(str::to_owned)
+            });
+            next.failed = ids.collect();
+        }
+        _ => {}
+    }
+    next
+}
+
+/// The message of a Celery signature (`{"task", "args", "kwargs", "options",
+/// "immutable"}`) sent as `signature.apply_async((first,))`: `first` before its own
+/// arguments unless it is immutable, its own id (`options.task_id`) or a new one, its
+/// queue (`options.queue`, else Celery's default `celery`), its links.
+fn signature_message(sig: &Value, first: Option<&Value>, parent: &str, root: &str, priority: u8) -> CeleryMessage {
+    let options = sig.get("options").and_then(Value::as_object).cloned().unwrap_or_default();
+    let text = |key: &str| options.get(key).and_then(Value::as_str).map(str::to_owned);
+    let id = text("task_id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let queue = text("queue").unwrap_or_else(|| "celery".into());
+    let mut m = CeleryMessage::new(sig.get("task").and_then(Value::as_str).unwrap_or_default(), id, queue);
+    let immutable = sig.get("immutable").and_then(Value::as_bool).unwrap_or(false);
+    let own = sig.get("args").and_then(Value::as_array).cloned().unwrap_or_default();
+    m.args = match first.filter(|_| !immutable) {
+        Some(first) => std::iter::once(first.clone()).chain(own).collect(),
+        None => own,
+    };
+    m.kwargs = sig.get("kwargs").and_then(Value::as_object).cloned().unwrap_or_default();
+    m.parent_id = Some(parent.to_owned());
+    m.root_id = Some(root.to_owned());
+    m.priority =
+        options.get("priority").and_then(Value::as_u64).map_or(priority, |p| u8::try_from(p.min(255)).unwrap_or(0));
+    let countdown =
+        options.get("countdown").and_then(Value::as_f64).and_then(|s| std::time::Duration::try_from_secs_f64(s).ok());
+    let at = countdown
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .and_then(|d| chrono::Utc::now().checked_add_signed(d));
+    m.eta = at.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Micros, false));
+    for (option, part) in [("link", "callbacks"), ("link_error", "errbacks")] {
+        match options.get(option) {
+            Some(Value::Array(sigs)) => {
+                m.embed.insert(part.into(), Value::Array(sigs.clone()));
+            }
+            Some(sig @ Value::Object(_)) => {
+                m.embed.insert(part.into(), Value::Array(vec![sig.clone()]));
+            }
+            _ => {}
+        }
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The embeds Celery 5.7 sent for `add.apply_async((1, 2), link=shout.s(),
+    /// link_error=fail.si('x'))` and `chain(add.s(1, 2), add.s(10), add.s(100))`.
+    const LINKS: &str = r#"{"callbacks": [{"task": "proj.tasks.shout", "args": [], "kwargs": {}, "options": {}, "subtask_type": null, "immutable": false}], "errbacks": [{"task": "proj.tasks.fail", "args": ["x"], "kwargs": {}, "options": {}, "subtask_type": null, "immutable": true}], "chain": null, "chord": null}"#;
+    const CHAIN: &str = r#"{"callbacks": null, "errbacks": null, "chain": [{"task": "proj.tasks.add", "args": [100], "kwargs": {}, "options": {"task_id": "id-3", "reply_to": "r"}, "subtask_type": null, "immutable": false}, {"task": "proj.tasks.add", "args": [10], "kwargs": {}, "options": {"task_id": "id-2", "reply_to": "r"}, "subtask_type": null, "immutable": false}], "chord": null}"#;
+
+    fn kept_of(embed: &str) -> Result<Option<String>, String> {
+        let embed: Map<String, Value> = serde_json::from_str(embed).unwrap();
+        let mut m = CeleryMessage::new("proj.tasks.add", "id-1", "celery");
+        m.embed = embed.clone();
+        kept(&embed, &m)
+    }
+
+    #[test]
+    fn a_chain_goes_on_with_the_value_first_and_the_rest_of_the_chain() {
+        let kept = kept_of(CHAIN).unwrap().unwrap();
+        let next = next(&kept, "id-1", &ResultMeta::Success(json!(3)));
+        assert_eq!(next.messages.len(), 1);
+        let step = &next.messages[0];
+        assert_eq!((step.id.as_str(), step.args.clone()), ("id-2", vec![json!(3), json!(10)]));
+        assert_eq!((step.parent_id.as_deref(), step.root_id.as_deref()), (Some("id-1"), Some("id-1")));
+        assert_eq!(step.embed["chain"][0]["options"]["task_id"], "id-3", "the rest goes with it");
+        let last = super::next(
+            &kept_of(&serde_json::to_string(&step.embed).unwrap()).unwrap().unwrap(),
+            "id-2",
+            &ResultMeta::Success(json!(13)),
+        );
+        assert_eq!(
+            (last.messages[0].id.as_str(), last.messages[0].args.clone()),
+            ("id-3", vec![json!(13), json!(100)])
+        );
+        assert!(!last.messages[0].embed.contains_key("chain"), "the chain's end");
+    }
+
+    #[test]
+    fn a_failure_sends_the_errbacks_and_fails_the_rest_of_the_chain() {
+        let links = kept_of(LINKS).unwrap().unwrap();
+        let failure = ResultMeta::Failure { kind: "TaskError".into(), message: "no".into() };
+        let next = next(&links, "id-1", &failure);
+        assert_eq!(next.messages.len(), 1);
+        assert_eq!(
+            (next.messages[0].task.as_str(), next.messages[0].args.clone()),
+            ("proj.tasks.fail", vec![json!("x")])
+        );
+        let ok = super::next(&links, "id-1", &ResultMeta::Success(json!("hi")));
+        assert_eq!(
+            (ok.messages[0].task.as_str(), ok.messages[0].args.clone()),
+            ("proj.tasks.shout", vec![json!("hi")])
+        );
+        let chain = super::next(&kept_of(CHAIN).unwrap().unwrap(), "id-1", &failure);
+        assert_eq!((chain.messages.len(), chain.failed), (0, vec!["id-3".to_owned(), "id-2".to_owned()]));
+        assert_eq!(super::next(&links, "id-1", &ResultMeta::Revoked { reason: "r".into() }), Next::default());
+    }
+
+    #[test]
+    fn chords_and_nested_canvas_are_refused_and_plain_messages_keep_nothing() {
+        assert!(kept_of(r#"{"chord": {"task": "t"}}"#).unwrap_err().contains("chord"));
+        let group = r#"{"callbacks": [{"task": "celery.group", "subtask_type": "group", "kwargs": {}}]}"#;
+        assert!(kept_of(group).unwrap_err().contains("group"));
+        assert_eq!(kept_of(r#"{"callbacks": null, "errbacks": null, "chain": null, "chord": null}"#), Ok(None));
+    }
+}

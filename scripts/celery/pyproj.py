@@ -34,3 +34,8 @@ def whoami(self):
 @app.task(name="proj.tasks.py_double")
 def py_double(x):
     return x * 2
+
+
+@app.task(name="proj.tasks.py_total")
+def py_total(values):
+    return {"total": sum(values), "by": "python"}

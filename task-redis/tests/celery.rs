@@ -108,8 +108,8 @@ async fn divide(x: i64, y: i64) -> task_core::TaskResult<i64> {
 /// arguments), a Rust worker serving the `celery` queue runs the Rust tasks registered
 /// under the Celery names, and Python's `get()` returns the values, or raises with the
 /// Rust error's text; a task no Rust task answers to, calls with too few or too many
-/// arguments, and a chord's member (chords are not served yet) end in the dead
-/// letters, their failures readable from Python too.
+/// arguments, and a chain into a group (not served yet) end in the dead letters, their
+/// failures readable from Python too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_delay_runs_on_a_rust_worker_and_python_gets_the_result() {
     let server = RedisServer::start();
@@ -133,8 +133,8 @@ async fn python_delay_runs_on_a_rust_worker_and_python_gets_the_result() {
          except Exception as e:\n    print(type(e).__name__, '|', e)\n\
          try:\n    app.send_task('proj.tasks.add', args=[1, 2, 3]).get(timeout=20)\n\
          except Exception as e:\n    print(type(e).__name__, '|', e)\n\
-         from celery import chord\n\
-         try:\n    chord([add.s(1, 1)], add.s(5)).delay().parent.results[0].get(timeout=20)\n\
+         from celery import chain, group\n\
+         try:\n    chain(add.s(1, 2), group(add.s(1), add.s(2))).delay().parent.get(timeout=20)\n\
          except Exception as e:\n    print(type(e).__name__, '|', e)";
     let printed = tokio::task::spawn_blocking(move || celery(&u, script)).await.unwrap();
     let lines: Vec<&str> = printed.lines().collect();
@@ -145,9 +145,12 @@ async fn python_delay_runs_on_a_rust_worker_and_python_gets_the_result() {
         "a missing argument: {printed}"
     );
     assert!(lines[6].contains("takes 2 positional arguments but 3 were given"), "too many: {printed}");
-    assert!(lines[7].contains("canvas (chord) is not supported"), "a chord, refused not half run: {printed}");
+    assert!(
+        lines[7].contains("canvas (group inside a chain or link) is not supported"),
+        "refused, not half run: {printed}"
+    );
     let dead = app.broker().inspect().unwrap().dead_letters(10).await.unwrap();
-    assert_eq!(dead.len(), 4, "the unknown task's, the bad calls' and the chord member's messages: {dead:?}");
+    assert_eq!(dead.len(), 4, "the unknown task's, the bad calls' and the chain's messages: {dead:?}");
     worker.shutdown().await.unwrap();
 }
 
@@ -438,6 +441,58 @@ async fn python_canvas_runs_on_rust_and_python_workers() {
         ["113", "106", "15", "42", "TaskError | division by zero", "[2, 4]"],
         "{printed}\n{}",
         python.log()
+    );
+    worker.shutdown().await.unwrap();
+}
+
+#[task_core::task(name = "proj.tasks.tsum")]
+async fn tsum(values: Vec<i64>) -> task_core::TaskResult<i64> {
+    Ok(values.iter().sum())
+}
+
+/// Chords built in Python, joined the way Celery's Redis backend joins them: Rust
+/// members and a Rust body; Rust members and a Python body; a Python member and a Rust
+/// member (each side runs its own join on the same keys) and a Rust body; and a failed
+/// member: Python's `get()` raises its error (Celery raises a parent's first), and the
+/// body is stored failed with Celery's `ChordError`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_chords_join_across_rust_and_python_workers() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let config = task_redis::RedisConfig::from_url(&url).namespace(test_support::namespace()).celery_queues(["celery"]);
+    let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
+    let worker = app.worker().queues(["celery"]).spawn();
+    let python = test_support::CeleryWorker::start(&url, &["py"]);
+    let u = url.clone();
+    let script = "from celery import chord\n\
+         @app.task(name='proj.tasks.divide')\n\
+         def divide(x, y):\n    return x // y\n\
+         @app.task(name='proj.tasks.tsum')\n\
+         def tsum(values):\n    return sum(values)\n\
+         @app.task(name='proj.tasks.py_double')\n\
+         def py_double(x):\n    return x * 2\n\
+         @app.task(name='proj.tasks.py_total')\n\
+         def py_total(values):\n    return 0\n\
+         print(chord([add.s(1, 1), add.s(2, 2), add.s(3, 3)], tsum.s()).delay().get(timeout=30))\n\
+         print(chord([add.s(1, 1), add.s(2, 2)], py_total.s().set(queue='py')).delay().get(timeout=30))\n\
+         print(chord([add.s(1, 1), py_double.s(5).set(queue='py')], tsum.s()).delay().get(timeout=30))\n\
+         failed = chord([add.s(1, 1), divide.s(1, 0)], tsum.s()).delay()\n\
+         try:\n    failed.get(timeout=30)\n\
+         except Exception as e:\n    print(type(e).__name__, '|', e)\n\
+         import time\n\
+         while failed.state != 'FAILURE':\n    time.sleep(0.05)\n\
+         print(type(failed.result).__name__, '|', failed.result)";
+    let printed = tokio::task::spawn_blocking(move || celery(&u, script)).await.unwrap();
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(
+        lines[..4],
+        ["12", "{'total': 6, 'by': 'python'}", "12", "TaskError | division by zero"],
+        "{printed}\n{}",
+        python.log()
+    );
+    assert!(
+        lines[4].starts_with("ChordError |") && lines[4].contains("division by zero"),
+        "the body failed: {printed}"
     );
     worker.shutdown().await.unwrap();
 }

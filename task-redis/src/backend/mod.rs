@@ -52,6 +52,7 @@ struct Inner {
     pidbox: pidbox::Pending,
 }
 
+mod celery;
 mod history;
 mod pidbox;
 mod subscriber;
@@ -62,11 +63,6 @@ use subscriber::Subscriber;
 use tallies::{Tallies, Tally};
 pub(crate) use writes::WRITE_SHAPES;
 use writes::{Write, flush_writes};
-
-/// Now, as Celery writes `date_done`.
-fn celery_now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
-}
 
 /// How often a wait on a cluster reads its task's state even without a message.
 const RECHECK: Duration = Duration::from_secs(5);
@@ -116,61 +112,6 @@ impl RedisBackend {
 
     fn con(&self) -> Conn {
         self.inner.conns.main.clone()
-    }
-
-    /// `update` in Celery's result format, when states are kept in it too: the state
-    /// and its stored JSON.
-    fn celery_meta(&self, id: &TaskId, update: &TaskMeta) -> Option<(crate::celery::ResultMeta, String)> {
-        if !self.inner.celery {
-            return None;
-        }
-        let meta = crate::celery::meta_of(update)?;
-        let json = meta.to_json(id.as_str(), Some(&celery_now()));
-        Some((meta, json))
-    }
-
-    /// Writes `meta` as Celery's Redis backend does: `SETEX` with the TTL, then `PUBLISH`
-    /// on the key (what a waiting `AsyncResult.get()` hears). A final state also carries
-    /// on the task's canvas, kept since its fetch ([`crate::celery::canvas`]): the next
-    /// messages are sent before the record is stored and the message acked, so a crash
-    /// in between runs the task again and loses none of them.
-    async fn store_celery(
-        &self,
-        id: &TaskId,
-        meta: Option<(crate::celery::ResultMeta, String)>,
-        ttl: Duration,
-    ) -> Result<(), BackendError> {
-        let Some((state, meta)) = meta else { return Ok(()) };
-        let key = crate::celery::result_key(id.as_str());
-        let canvas_key = self.inner.keys.celery_canvas(id.as_str());
-        let last = !matches!(state, crate::celery::ResultMeta::Started | crate::celery::ResultMeta::Retry { .. });
-        let mut pipe = redis::pipe();
-        pipe.cmd("SETEX").arg(&key).arg(ttl.as_secs().max(1)).arg(&meta).ignore();
-        pipe.cmd("PUBLISH").arg(&key).arg(&meta).ignore();
-        if last {
-            pipe.cmd("GET").arg(&canvas_key);
-        }
-        let mut con = self.con();
-        let context = || format!("cannot store the Celery result of task {id}");
-        let canvas: Vec<Option<String>> =
-            timed_pipe(self.inner.op_timeout, &pipe, &mut con).await.map_err(|e| e.backend(&context()))?;
-        let Some(canvas) = canvas.into_iter().next().flatten() else { return Ok(()) };
-        let next = crate::celery::canvas::next(&canvas, id.as_str(), &state);
-        let mut pipe = redis::pipe();
-        for m in &next.messages {
-            let list = crate::celery::kombu_list(m.routing_key.as_deref().unwrap_or("celery"), m.priority);
-            pipe.cmd("LPUSH").arg(list).arg(m.to_kombu()).ignore();
-        }
-        for failed in &next.failed {
-            let key = crate::celery::result_key(failed);
-            let meta = state.to_json(failed, Some(&celery_now()));
-            pipe.cmd("SETEX").arg(&key).arg(ttl.as_secs().max(1)).arg(&meta).ignore();
-            pipe.cmd("PUBLISH").arg(&key).arg(&meta).ignore();
-        }
-        pipe.cmd("DEL").arg(&canvas_key).ignore();
-        timed_pipe::<()>(self.inner.op_timeout, &pipe, &mut con)
-            .await
-            .map_err(|e| e.backend(&format!("cannot send on the Celery canvas of task {id}")))
     }
 
     /// Where `id`'s completion is published: a channel on one Redis, a sharded channel in

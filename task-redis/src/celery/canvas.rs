@@ -28,8 +28,19 @@ pub(crate) struct Next {
 /// none, or why Celerity does not carry it on (a chord, a group or a nested chain in
 /// it: the message is then refused with that reason, not half run).
 pub(crate) fn kept(embed: &Map<String, Value>, m: &CeleryMessage) -> Result<Option<String>, String> {
-    if embed.get("chord").is_some_and(|c| !c.is_null()) {
-        return Err("Celery canvas (chord) is not supported by Celerity workers yet".into());
+    let chord = embed.get("chord").filter(|c| !c.is_null());
+    if let Some(chord) = chord {
+        if m.group.is_none() {
+            return Err("a Celery chord member without a group".into());
+        }
+        if let Some(kind) = chord.get("subtask_type").and_then(Value::as_str) {
+            return Err(format!(
+                "Celery canvas (a chord whose body is a {kind}) is not supported by Celerity workers yet"
+            ));
+        }
+        if chord.get("task").and_then(Value::as_str).is_none() {
+            return Err("a Celery chord body without a task name".into());
+        }
     }
     let list = |key: &str| match embed.get(key) {
         Some(Value::Array(sigs)) => sigs.clone(),
@@ -48,12 +59,13 @@ pub(crate) fn kept(embed: &Map<String, Value>, m: &CeleryMessage) -> Result<Opti
             return Err("a Celery signature without a task name".into());
         }
     }
-    if callbacks.is_empty() && errbacks.is_empty() && chain.is_empty() {
+    if callbacks.is_empty() && errbacks.is_empty() && chain.is_empty() && chord.is_none() {
         return Ok(None);
     }
     let root = m.root_id.clone().unwrap_or_else(|| m.id.clone());
     let kept = json!({"callbacks": callbacks, "errbacks": errbacks, "chain": chain, "root_id": root,
-                      "priority": m.priority, "msgpack": m.msgpack});
+                      "priority": m.priority, "msgpack": m.msgpack,
+                      "chord": chord, "group": m.group, "group_index": m.group_index});
     Ok(Some(kept.to_string()))
 }
 
@@ -140,6 +152,101 @@ fn signature_message(sig: &Value, first: Option<&Value>, parent: &str, root: &st
     m
 }
 
+/// A chord member's part of the join: its group, its place, the chord's body.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ChordPart {
+    pub(crate) group: String,
+    /// `+inf` when Celery sent none, as Celery scores it.
+    pub(crate) score: String,
+    pub(crate) body: Value,
+    root: String,
+    msgpack: bool,
+}
+
+/// The chord part of the canvas `kept`, if the task is a chord member.
+pub(crate) fn chord_part(kept: &str) -> Option<ChordPart> {
+    let kept: Value = serde_json::from_str(kept).ok()?;
+    let body = kept.get("chord").filter(|c| c.is_object())?.clone();
+    Some(ChordPart {
+        group: kept.get("group")?.as_str()?.to_owned(),
+        score: kept.get("group_index").and_then(Value::as_i64).map_or_else(|| "+inf".to_owned(), |i| i.to_string()),
+        body,
+        root: kept.get("root_id").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        msgpack: kept.get("msgpack").and_then(Value::as_bool).unwrap_or(false),
+    })
+}
+
+/// The keys of group `gid`'s join in Celery's Redis backend, in the order
+/// `celery_chord_part.lua` takes them: `.j`, `.t`, `.s`, `.d`, the group's own, `.c`.
+pub(crate) fn chord_keys(gid: &str) -> [String; 6] {
+    let key = |suffix: &str| format!("celery-taskset-meta-{gid}{suffix}");
+    [key(".j"), key(".t"), key(".s"), key(".d"), key(""), key(".c")]
+}
+
+/// A member's entry in the join, as Celery's backend encodes it: `[1, id, state,
+/// result]` (an error as Celery stores exceptions). `None` for a state that is not final.
+pub(crate) fn chord_entry(id: &str, outcome: &ResultMeta) -> Option<String> {
+    let stored: Value = serde_json::from_str(&outcome.to_json(id, None)).ok()?;
+    match outcome {
+        ResultMeta::Success(_) | ResultMeta::Failure { .. } | ResultMeta::Revoked { .. } => {
+            Some(json!([1, id, outcome.status(), stored["result"]]).to_string())
+        }
+        _ => None,
+    }
+}
+
+/// What a complete chord does, from its members' entries (in their order).
+#[derive(Debug, PartialEq)]
+pub(crate) enum ChordDone {
+    /// Send the body with the members' values.
+    Send(Box<CeleryMessage>),
+    /// A member failed: the body (its id, if it has one) fails with Celery's
+    /// `ChordError`, and its errbacks are sent.
+    Fail { id: Option<String>, error: ResultMeta, errbacks: Vec<CeleryMessage> },
+}
+
+/// The body's message, or its failure, once every member of `part`'s chord is in.
+pub(crate) fn chord_done(part: &ChordPart, entries: &[String]) -> ChordDone {
+    let mut values = Vec::with_capacity(entries.len());
+    let body_id = part.body.get("options").and_then(|o| o.get("task_id")).and_then(Value::as_str).map(str::to_owned);
+    for entry in entries {
+        let entry: Value = serde_json::from_str(entry).unwrap_or(Value::Null);
+        let (tid, state, value) = (entry[1].as_str().unwrap_or("?"), entry[2].as_str().unwrap_or(""), &entry[3]);
+        if state == "FAILURE" || state == "REVOKED" {
+            let kind = value.get("exc_type").and_then(Value::as_str).unwrap_or("Exception");
+            let text = match value.get("exc_message") {
+                Some(Value::Array(parts)) => parts
+                    .iter()
+                    .map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_owned))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                Some(other) => other.as_str().map_or_else(|| other.to_string(), str::to_owned),
+                None => String::new(),
+            };
+            let error = ResultMeta::Failure {
+                kind: "ChordError".into(),
+                message: format!("Dependency {tid} raised {kind}('{text}')"),
+            };
+            let failed = Value::String(body_id.clone().unwrap_or_default());
+            let errbacks = match part.body.get("options").and_then(|o| o.get("link_error")) {
+                Some(Value::Array(sigs)) => sigs.clone(),
+                Some(sig @ Value::Object(_)) => vec![sig.clone()],
+                _ => Vec::new(),
+            };
+            let errbacks = errbacks
+                .iter()
+                .map(|sig| signature_message(sig, Some(&failed), failed.as_str().unwrap_or_default(), &part.root, 0))
+                .collect();
+            return ChordDone::Fail { id: body_id, error, errbacks };
+        }
+        values.push(value.clone());
+    }
+    let mut m = signature_message(&part.body, Some(&Value::Array(values)), "", &part.root, 0);
+    m.parent_id = None;
+    m.msgpack = part.msgpack;
+    ChordDone::Send(Box::new(m))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,8 +305,39 @@ mod tests {
     }
 
     #[test]
+    fn a_chord_member_keeps_its_group_place_and_body() {
+        let embed: Map<String, Value> =
+            serde_json::from_str(r#"{"chord": {"task": "proj.tasks.tsum", "args": [], "kwargs": {}, "options": {"task_id": "cb"}, "subtask_type": null, "immutable": false}}"#).unwrap();
+        let mut m = CeleryMessage::new("proj.tasks.add", "m1", "celery");
+        (m.group, m.group_index) = (Some("g1".into()), Some(1));
+        let part = chord_part(&kept(&embed, &m).unwrap().unwrap()).unwrap();
+        assert_eq!((part.group.as_str(), part.score.as_str()), ("g1", "1"));
+        assert_eq!(chord_keys("g1")[0], "celery-taskset-meta-g1.j");
+        let entries = [
+            chord_entry("m0", &ResultMeta::Success(json!(2))).unwrap(),
+            chord_entry("m1", &ResultMeta::Success(json!(4))).unwrap(),
+        ];
+        assert_eq!(entries[0], r#"[1,"m0","SUCCESS",2]"#);
+        let ChordDone::Send(body) = chord_done(&part, &entries) else { panic!("the body is sent") };
+        assert_eq!((body.id.as_str(), body.args.clone()), ("cb", vec![json!([2, 4])]));
+        let failed =
+            chord_entry("m1", &ResultMeta::Failure { kind: "TaskError".into(), message: "no".into() }).unwrap();
+        let ChordDone::Fail { id, error, .. } = chord_done(&part, &[entries[0].clone(), failed]) else {
+            panic!("fails")
+        };
+        assert_eq!(id.as_deref(), Some("cb"));
+        assert_eq!(
+            error,
+            ResultMeta::Failure { kind: "ChordError".into(), message: "Dependency m1 raised TaskError('no')".into() }
+        );
+        assert_eq!(chord_entry("m1", &ResultMeta::Started), None);
+        m.group = None;
+        assert!(kept(&embed, &m).unwrap_err().contains("without a group"));
+    }
+
+    #[test]
     fn chords_and_nested_canvas_are_refused_and_plain_messages_keep_nothing() {
-        assert!(kept_of(r#"{"chord": {"task": "t"}}"#).unwrap_err().contains("chord"));
+        assert!(kept_of(r#"{"chord": {"task": "t", "subtask_type": "chain"}}"#).unwrap_err().contains("chord"));
         let group = r#"{"callbacks": [{"task": "celery.group", "subtask_type": "group", "kwargs": {}}]}"#;
         assert!(kept_of(group).unwrap_err().contains("group"));
         assert_eq!(kept_of(r#"{"callbacks": null, "errbacks": null, "chain": null, "chord": null}"#), Ok(None));

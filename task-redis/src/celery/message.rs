@@ -34,6 +34,8 @@ pub struct CeleryMessage {
     pub parent_id: Option<String>,
     /// The group the task is a member of.
     pub group: Option<String>,
+    /// Its place in the group (a chord's results are in this order).
+    pub group_index: Option<i64>,
     /// Keep no result.
     pub ignore_result: bool,
     /// kombu's priority (0–255 as sent; on Redis, 0 is served first).
@@ -76,6 +78,8 @@ struct Headers {
     parent_id: Option<String>,
     #[serde(default)]
     group: Option<String>,
+    #[serde(default)]
+    group_index: Option<i64>,
     #[serde(default)]
     ignore_result: Option<bool>,
 }
@@ -163,6 +167,7 @@ pub fn decode(raw: &[u8]) -> Result<CeleryMessage, CeleryError> {
         root_id: h.root_id,
         parent_id: h.parent_id,
         group: h.group,
+        group_index: h.group_index,
         ignore_result: h.ignore_result.unwrap_or(false),
         // Clamped as kombu clamps it.
         priority: u8::try_from(raw.properties.priority.unwrap_or(0).clamp(0, 255)).unwrap_or(0),
@@ -205,6 +210,7 @@ impl CeleryMessage {
             time_limit: (None, None),
             parent_id: None,
             group: None,
+            group_index: None,
             ignore_result: false,
             priority: 0,
             msgpack: false,
@@ -244,7 +250,7 @@ impl CeleryMessage {
                 "eta": self.eta,
                 "expires": self.expires,
                 "group": self.group,
-                "group_index": null,
+                "group_index": self.group_index,
                 "retries": self.retries,
                 "timelimit": [self.time_limit.0, self.time_limit.1],
                 "root_id": self.root_id,

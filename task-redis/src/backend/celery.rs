@@ -1,0 +1,136 @@
+//! The states of Celery tasks in Celery's Redis result format, and the canvas they
+//! carry on when they end: links, the rest of a chain, a chord's join.
+
+use crate::celery::canvas::{self, ChordDone};
+use crate::celery::{ResultMeta, kombu_list, result_key};
+
+use super::*;
+
+/// How long a chord's claim to send its body lasts (Celery: twice its join time-out).
+const CHORD_CLAIM_S: u64 = 10;
+/// How long a done chord's marker stays (Celery: at least 300 s).
+const CHORD_DONE_S: u64 = 300;
+
+impl RedisBackend {
+    /// `update` in Celery's result format, when states are kept in it too: the state
+    /// and its stored JSON.
+    pub(super) fn celery_meta(&self, id: &TaskId, update: &TaskMeta) -> Option<(ResultMeta, String)> {
+        if !self.inner.celery {
+            return None;
+        }
+        let meta = crate::celery::meta_of(update)?;
+        let json = meta.to_json(id.as_str(), Some(&celery_now()));
+        Some((meta, json))
+    }
+
+    /// Writes `meta` as Celery's Redis backend does: `SETEX` with the TTL, then `PUBLISH`
+    /// on the key (what a waiting `AsyncResult.get()` hears). A final state also carries
+    /// on the task's canvas, kept since its fetch ([`crate::celery::canvas`]): the next
+    /// messages are sent before the record is stored and the message acked, so a crash
+    /// in between runs the task again and loses none of them.
+    pub(super) async fn store_celery(
+        &self,
+        id: &TaskId,
+        meta: Option<(crate::celery::ResultMeta, String)>,
+        ttl: Duration,
+    ) -> Result<(), BackendError> {
+        let Some((state, meta)) = meta else { return Ok(()) };
+        let key = crate::celery::result_key(id.as_str());
+        let canvas_key = self.inner.keys.celery_canvas(id.as_str());
+        let last = !matches!(state, crate::celery::ResultMeta::Started | crate::celery::ResultMeta::Retry { .. });
+        let mut pipe = redis::pipe();
+        pipe.cmd("SETEX").arg(&key).arg(ttl.as_secs().max(1)).arg(&meta).ignore();
+        pipe.cmd("PUBLISH").arg(&key).arg(&meta).ignore();
+        if last {
+            pipe.cmd("GET").arg(&canvas_key);
+        }
+        let mut con = self.con();
+        let context = || format!("cannot store the Celery result of task {id}");
+        let canvas: Vec<Option<String>> =
+            timed_pipe(self.inner.op_timeout, &pipe, &mut con).await.map_err(|e| e.backend(&context()))?;
+        let Some(canvas) = canvas.into_iter().next().flatten() else { return Ok(()) };
+        let context = || format!("cannot send on the Celery canvas of task {id}");
+        let next = canvas::next(&canvas, id.as_str(), &state);
+        let mut pipe = redis::pipe();
+        for m in &next.messages {
+            send(&mut pipe, m);
+        }
+        for failed in &next.failed {
+            store(&mut pipe, failed, &state, ttl);
+        }
+        timed_pipe::<()>(self.inner.op_timeout, &pipe, &mut con).await.map_err(|e| e.backend(&context()))?;
+        if let Some(part) = canvas::chord_part(&canvas) {
+            self.join_chord(id, &state, &part, ttl).await.map_err(|e| e.backend(&context()))?;
+        }
+        let _: () = timed(self.inner.op_timeout, redis::cmd("DEL").arg(&canvas_key).query_async(&mut con))
+            .await
+            .map_err(|e| e.backend(&context()))?;
+        Ok(())
+    }
+
+    /// Adds chord member `id`'s outcome to its chord's join, as Celery's Redis backend
+    /// does (Python and Rust members may share a chord); when it is the last one in and
+    /// this worker claims the dispatch, sends the body with the members' values, or
+    /// fails it with Celery's `ChordError` when a member failed.
+    async fn join_chord(
+        &self,
+        id: &TaskId,
+        state: &ResultMeta,
+        part: &canvas::ChordPart,
+        ttl: Duration,
+    ) -> Result<(), crate::error::Failure> {
+        let Some(entry) = canvas::chord_entry(id.as_str(), state) else { return Ok(()) };
+        let keys = canvas::chord_keys(&part.group);
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let mut inv = SCRIPTS.celery_chord_part.prepare_invoke();
+        for key in &keys {
+            inv.key(key);
+        }
+        inv.arg(id.as_str()).arg(&entry).arg(&part.score).arg(ttl.as_secs().max(1)).arg(CHORD_CLAIM_S).arg(&token);
+        let mut con = self.con();
+        let (_ready, _diff, _size, claimed): (i64, i64, i64, i64) =
+            timed(self.inner.op_timeout, inv.invoke_async(&mut con)).await?;
+        if claimed != 1 {
+            return Ok(());
+        }
+        let entries: Vec<String> =
+            timed(self.inner.op_timeout, redis::cmd("ZRANGE").arg(&keys[0]).arg(0).arg(-1).query_async(&mut con))
+                .await?;
+        let mut pipe = redis::pipe();
+        match canvas::chord_done(part, &entries) {
+            ChordDone::Send(body) => send(&mut pipe, &body),
+            ChordDone::Fail { id: body, error, errbacks } => {
+                if let Some(body) = body {
+                    store(&mut pipe, &body, &error, ttl);
+                }
+                for m in &errbacks {
+                    send(&mut pipe, m);
+                }
+            }
+        }
+        timed_pipe::<()>(self.inner.op_timeout, &pipe, &mut con).await?;
+        let mut done = SCRIPTS.celery_chord_done.prepare_invoke();
+        done.key(&keys[5]).key(&keys[0]).key(&keys[1]).key(&keys[2]).key(&keys[3]).arg(&token).arg(CHORD_DONE_S);
+        let _: i64 = timed(self.inner.op_timeout, done.invoke_async(&mut con)).await?;
+        Ok(())
+    }
+}
+
+/// Adds the sending of `m` to its kombu list to `pipe`.
+fn send(pipe: &mut redis::Pipeline, m: &crate::celery::CeleryMessage) {
+    let list = kombu_list(m.routing_key.as_deref().unwrap_or("celery"), m.priority);
+    pipe.cmd("LPUSH").arg(list).arg(m.to_kombu()).ignore();
+}
+
+/// Adds the storing of `state` as task `id`'s Celery result to `pipe`.
+fn store(pipe: &mut redis::Pipeline, id: &str, state: &ResultMeta, ttl: Duration) {
+    let key = result_key(id);
+    let meta = state.to_json(id, Some(&celery_now()));
+    pipe.cmd("SETEX").arg(&key).arg(ttl.as_secs().max(1)).arg(&meta).ignore();
+    pipe.cmd("PUBLISH").arg(&key).arg(&meta).ignore();
+}
+
+/// Now, as Celery writes `date_done`.
+fn celery_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
+}

@@ -30,7 +30,7 @@ fi
 
 venv=target/celery-venv
 if ! cmp -s scripts/celery/requirements.txt "$venv/requirements.txt" 2>/dev/null \
-  || ! "$venv/bin/python" -c 'import celery, msgpack' >/dev/null 2>&1; then
+  || ! "$venv/bin/python" -c 'import celery, msgpack, flower, django' >/dev/null 2>&1; then
   echo "== installing Celery into $venv (pip, scripts/celery/requirements.txt)"
   rm -rf "$venv"
   python3 -m venv "$venv"

@@ -496,3 +496,65 @@ async fn python_chords_join_across_rust_and_python_workers() {
     );
     worker.shutdown().await.unwrap();
 }
+
+/// A stock Flower sees a Rust worker: in its events (online, heartbeats, its tasks
+/// received, started and succeeded, with their names and results) and in its
+/// inspection (`registered`, `stats`, … over the pidbox).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flower_lists_the_rust_worker_and_its_tasks() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let u = url.clone();
+    let flower = tokio::task::spawn_blocking(move || test_support::Flower::start(&u)).await.unwrap();
+    let config = task_redis::RedisConfig::from_url(&url).namespace(test_support::namespace()).celery_queues(["celery"]);
+    let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
+    let worker = app.worker().queues(["celery"]).name("rusty@%h").spawn();
+    let node = format!("rusty@{}", task_core::host::hostname());
+    let u = url.clone();
+    let ids = tokio::task::spawn_blocking(move || {
+        celery(&u, "for i in range(3):\n    r = add.delay(i, 10)\n    r.get(timeout=30)\n    print(r.id)")
+    })
+    .await
+    .unwrap();
+    let ids: Vec<&str> = ids.lines().collect();
+    let json = |path: &str| flower.get(path).map(|body| serde_json::from_str::<serde_json::Value>(&body).unwrap());
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    let (workers, tasks) = loop {
+        let workers = json("/workers?json=1").unwrap_or_default();
+        let tasks = json("/api/tasks").unwrap_or_default();
+        let listed = workers["data"].as_array().is_some_and(|w| w.iter().any(|w| w["hostname"] == node.as_str()));
+        let done = ids.iter().all(|id| tasks[id]["state"] == "SUCCESS");
+        if listed && done {
+            break (workers, tasks);
+        }
+        assert!(std::time::Instant::now() < until, "Flower shows {workers} and {tasks}\n{}", flower.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let rusty = workers["data"].as_array().unwrap().iter().find(|w| w["hostname"] == node.as_str()).unwrap().clone();
+    assert_eq!(rusty["status"], true, "alive by its heartbeats: {rusty}");
+    let first = &tasks[ids[0]];
+    assert_eq!(
+        (first["name"].as_str(), first["worker"].as_str(), first["result"].as_str()),
+        (Some("proj.tasks.add"), Some(node.as_str()), Some("10")),
+        "{first}"
+    );
+    // Flower's own first inspection (sent at its start, before the worker was up) may
+    // still be the one a refresh joins: asked again until the worker's answers are in.
+    let inspected = tokio::task::spawn_blocking(move || {
+        loop {
+            let inspected =
+                flower.get("/api/workers?refresh=1").map(|b| serde_json::from_str::<serde_json::Value>(&b).unwrap());
+            let registered = inspected.as_ref().map(|i| i[&node]["registered"].clone()).unwrap_or_default();
+            if registered.as_array().is_some_and(|r| r.contains(&json!("proj.tasks.add"))) {
+                break inspected.unwrap_or_default();
+            }
+            assert!(std::time::Instant::now() < until, "Flower's inspection: {inspected:?}\n{}", flower.log());
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    })
+    .await
+    .unwrap();
+    let stats = inspected.as_object().and_then(|o| o.values().next()).map(|w| w["stats"].clone()).unwrap_or_default();
+    assert_eq!(stats["pool"]["implementation"], "celerity", "{inspected}");
+    worker.shutdown().await.unwrap();
+}

@@ -93,3 +93,65 @@ impl Drop for CeleryWorker {
         let _ = std::fs::remove_file(&self.log);
     }
 }
+
+/// A stock Flower (`celery -A pyproj flower`) on `url`, on a free loopback port; killed
+/// when dropped.
+#[derive(Debug)]
+pub struct Flower {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Flower {
+    /// Starts it and waits (up to 60 s) for its `/healthcheck`.
+    pub fn start(url: &str) -> Self {
+        let port = crate::free_port();
+        let log = std::env::temp_dir().join(format!("flower-{}.log", crate::namespace()));
+        let file = std::fs::File::create(&log).expect("a log file");
+        let child = Command::new(celery_python())
+            .args(["-m", "celery", "-A", "pyproj", "flower", "--address=127.0.0.1", &format!("--port={port}")])
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/celery"))
+            .env("CELERY_BROKER_URL", url)
+            // Its HTTP API without a login (no auth is configured here).
+            .env("FLOWER_UNAUTHENTICATED_API", "true")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("flower starts");
+        let flower = Self { child, port, log };
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while flower.get("/healthcheck").is_none() {
+            assert!(std::time::Instant::now() < until, "Flower did not start: {}", flower.log());
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        flower
+    }
+
+    /// The body of `GET path`, when it answers 200.
+    pub fn get(&self, path: &str) -> Option<String> {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).ok()?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let (head, body) = response.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.1 200")
+            .then(|| body.to_owned())
+            .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_owned()))
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Flower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 mod celery;
-pub use celery::{CeleryWorker, celery_command, celery_python, run_celery};
+pub use celery::{CeleryWorker, Flower, celery_command, celery_python, run_celery};
 
 /// How the server keeps data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +51,7 @@ enum Role {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port on 127.0.0.1")
 }
 

@@ -11,16 +11,90 @@ const CHORD_CLAIM_S: u64 = 10;
 /// How long a done chord's marker stays (Celery: at least 300 s).
 const CHORD_DONE_S: u64 = 300;
 
+/// A task's new state as Celery keeps it, and what its event tells.
+pub(super) struct CeleryWrite {
+    state: ResultMeta,
+    /// The stored JSON.
+    json: String,
+    /// The worker (its id), the task's name and arguments (JSON), its run time.
+    worker: Option<String>,
+    task: Option<String>,
+    args: Option<String>,
+    runtime_s: Option<f64>,
+}
+
+/// The node names of this process's workers, by worker id, and when each last
+/// heartbeat (for Celery's `freq`).
+#[derive(Debug, Default)]
+pub(super) struct Nodes(Mutex<HashMap<String, (String, std::time::Instant)>>);
+
 impl RedisBackend {
-    /// `update` in Celery's result format, when states are kept in it too: the state
-    /// and its stored JSON.
-    pub(super) fn celery_meta(&self, id: &TaskId, update: &TaskMeta) -> Option<(ResultMeta, String)> {
+    /// `update` in Celery's result format, when states are kept in it too.
+    pub(super) fn celery_meta(&self, id: &TaskId, update: &TaskMeta) -> Option<CeleryWrite> {
         if !self.inner.celery {
             return None;
         }
-        let meta = crate::celery::meta_of(update)?;
-        let json = meta.to_json(id.as_str(), Some(&celery_now()));
-        Some((meta, json))
+        let state = crate::celery::meta_of(update)?;
+        let json = state.to_json(id.as_str(), Some(&celery_now()));
+        let args = update
+            .args
+            .as_deref()
+            .and_then(|a| rmp_serde::from_slice::<serde_json::Value>(a).ok())
+            .map(|a| a.to_string());
+        #[allow(clippy::cast_precision_loss)]
+        let runtime_s = update.runtime_ms.map(|ms| ms as f64 / 1000.0);
+        Some(CeleryWrite { state, json, worker: update.worker.clone(), task: update.task.clone(), args, runtime_s })
+    }
+
+    /// The Celery node name of worker `id` (from this process's cache, else its entry in
+    /// the directory); `None` before the worker has announced itself.
+    async fn node_name(&self, id: &str) -> Option<String> {
+        let known = self.inner.nodes.0.lock().unwrap_or_else(|p| p.into_inner()).get(id).map(|(n, _)| n.clone());
+        if known.is_some() {
+            return known;
+        }
+        let mut con = self.con();
+        let name: Option<String> = timed(
+            self.inner.op_timeout,
+            redis::cmd("HGET").arg(self.inner.keys.worker(id)).arg("name").query_async(&mut con),
+        )
+        .await
+        .ok()
+        .flatten();
+        let name = name.filter(|n| !n.is_empty())?;
+        let mut nodes = self.inner.nodes.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Only this process's workers send events: a handful of entries.
+        nodes.insert(id.to_owned(), (name.clone(), std::time::Instant::now()));
+        Some(name)
+    }
+
+    /// Celery's event for a worker event of this process's (online, heartbeat,
+    /// offline), to publish; `None` while the worker's name is not known yet.
+    pub(super) async fn celery_worker_event(&self, event: &task_core::Event) -> Option<(String, String)> {
+        use task_core::EventKind;
+        if !self.inner.celery {
+            return None;
+        }
+        let kind = match event.kind {
+            EventKind::WorkerOnline => "worker-online",
+            EventKind::WorkerHeartbeat => "worker-heartbeat",
+            EventKind::WorkerOffline => "worker-offline",
+            _ => return None,
+        };
+        let id = event.worker.as_deref()?;
+        let name = self.node_name(id).await?;
+        let freq = {
+            let mut nodes = self.inner.nodes.0.lock().unwrap_or_else(|p| p.into_inner());
+            let freq = nodes.get(id).map_or(5.0, |(_, at)| at.elapsed().as_secs_f64()).clamp(1.0, 60.0);
+            if event.kind == EventKind::WorkerOffline {
+                nodes.remove(id);
+            } else if let Some(entry) = nodes.get_mut(id) {
+                entry.1 = std::time::Instant::now();
+            }
+            freq
+        };
+        let celery = crate::celery::events::worker(kind, &name, event.detail.as_deref().unwrap_or(""), freq);
+        crate::celery::events::message(self.inner.db, &name, vec![celery])
     }
 
     /// Writes `meta` as Celery's Redis backend does: `SETEX` with the TTL, then `PUBLISH`
@@ -31,16 +105,37 @@ impl RedisBackend {
     pub(super) async fn store_celery(
         &self,
         id: &TaskId,
-        meta: Option<(crate::celery::ResultMeta, String)>,
+        write: Option<CeleryWrite>,
         ttl: Duration,
     ) -> Result<(), BackendError> {
-        let Some((state, meta)) = meta else { return Ok(()) };
+        let Some(write) = write else { return Ok(()) };
+        let (state, meta) = (&write.state, &write.json);
+        let event = match write.worker.as_deref() {
+            Some(worker) => match self.node_name(worker).await {
+                Some(node) => {
+                    let events = crate::celery::events::task(
+                        id.as_str(),
+                        state,
+                        &node,
+                        write.task.as_deref(),
+                        write.args.as_deref(),
+                        write.runtime_s,
+                    );
+                    crate::celery::events::message(self.inner.db, &node, events)
+                }
+                None => None,
+            },
+            None => None,
+        };
         let key = crate::celery::result_key(id.as_str());
         let canvas_key = self.inner.keys.celery_canvas(id.as_str());
         let last = !matches!(state, crate::celery::ResultMeta::Started | crate::celery::ResultMeta::Retry { .. });
         let mut pipe = redis::pipe();
-        pipe.cmd("SETEX").arg(&key).arg(ttl.as_secs().max(1)).arg(&meta).ignore();
-        pipe.cmd("PUBLISH").arg(&key).arg(&meta).ignore();
+        pipe.cmd("SETEX").arg(&key).arg(ttl.as_secs().max(1)).arg(meta).ignore();
+        pipe.cmd("PUBLISH").arg(&key).arg(meta).ignore();
+        if let Some((channel, message)) = &event {
+            pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
+        }
         if last {
             pipe.cmd("GET").arg(&canvas_key);
         }
@@ -50,17 +145,17 @@ impl RedisBackend {
             timed_pipe(self.inner.op_timeout, &pipe, &mut con).await.map_err(|e| e.backend(&context()))?;
         let Some(canvas) = canvas.into_iter().next().flatten() else { return Ok(()) };
         let context = || format!("cannot send on the Celery canvas of task {id}");
-        let next = canvas::next(&canvas, id.as_str(), &state);
+        let next = canvas::next(&canvas, id.as_str(), state);
         let mut pipe = redis::pipe();
         for m in &next.messages {
             send(&mut pipe, m);
         }
         for failed in &next.failed {
-            store(&mut pipe, failed, &state, ttl);
+            store(&mut pipe, failed, state, ttl);
         }
         timed_pipe::<()>(self.inner.op_timeout, &pipe, &mut con).await.map_err(|e| e.backend(&context()))?;
         if let Some(part) = canvas::chord_part(&canvas) {
-            self.join_chord(id, &state, &part, ttl).await.map_err(|e| e.backend(&context()))?;
+            self.join_chord(id, state, &part, ttl).await.map_err(|e| e.backend(&context()))?;
         }
         let _: () = timed(self.inner.op_timeout, redis::cmd("DEL").arg(&canvas_key).query_async(&mut con))
             .await

@@ -12,9 +12,14 @@ const SCAN_LIMIT: isize = 10_000;
 impl TaskHistory for RedisBackend {
     fn record_event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
+            let celery = self.celery_worker_event(event).await;
             let mut con = self.con();
             let keys = &self.inner.keys;
             let mut pipe = redis::pipe();
+            if let Some((channel, message)) = celery {
+                // Celery's own worker event, for Flower and `celery events`.
+                pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
+            }
             pipe.cmd("XADD")
                 .arg(keys.events())
                 .arg("MAXLEN")

@@ -50,6 +50,10 @@ struct Inner {
     celery: bool,
     /// Celery's remote-control requests asked of this process's workers.
     pidbox: pidbox::Pending,
+    /// The Redis database (Celery's fanout channels are named by it).
+    db: i64,
+    /// The Celery node names of this process's workers.
+    nodes: celery::Nodes,
 }
 
 mod celery;
@@ -74,10 +78,11 @@ impl RedisBackend {
         let conns = Connections::open(&config).await.map_err(|e| e.backend(&context()))?;
         let celery = !config.celery_queues.is_empty();
         let (pidbox_tx, pidbox_rx) = mpsc::unbounded_channel();
-        let pidbox_channel = {
+        let db = {
             use redis::aio::ConnectionLike as _;
-            crate::celery::pidbox::channel(conns.main.get_db())
+            conns.main.get_db()
         };
+        let pidbox_channel = crate::celery::pidbox::channel(db);
         let subscriber = Subscriber::open(
             &conns,
             config.op_timeout,
@@ -105,6 +110,8 @@ impl RedisBackend {
             events_cap: config.events_cap,
             celery,
             pidbox: pidbox::Pending::default(),
+            db,
+            nodes: celery::Nodes::default(),
         });
         tokio::spawn(pidbox::serve(pidbox_rx, Arc::downgrade(&inner)));
         Ok(Self { inner })

@@ -14,6 +14,7 @@
 mod args;
 pub(crate) mod canvas;
 mod client;
+pub(crate) mod events;
 mod message;
 mod meta;
 pub(crate) mod pidbox;

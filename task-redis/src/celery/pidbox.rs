@@ -95,6 +95,9 @@ impl Request {
             "registered" => Asked::Command("registered"),
             "active" => Asked::Command("active"),
             "stats" => Asked::Command("stats"),
+            "reserved" => Asked::Command("reserved"),
+            // Answered by each worker with what Celerity does not keep (Flower asks them).
+            "scheduled" | "revoked" | "active_queues" | "conf" => Asked::Command("ping"),
             "revoke" => {
                 let ids = match self.arguments.get("task_id") {
                     Some(Value::String(id)) => vec![id.clone()],
@@ -119,7 +122,6 @@ impl Request {
 pub(crate) fn celery_answer(request: &Request, answer: &Value) -> Value {
     let field = |name: &str| answer.get(name).cloned().unwrap_or(Value::Null);
     match request.asked() {
-        Asked::Command("ping") => json!({"ok": "pong"}),
         Asked::Command("registered") => field("tasks"),
         Asked::Command("active") => {
             let node = answer.get("name").cloned().unwrap_or(Value::Null);
@@ -131,6 +133,21 @@ pub(crate) fn celery_answer(request: &Request, answer: &Value) -> Value {
             });
             Value::Array(running.collect())
         }
+        Asked::Command("reserved") => {
+            let waiting = answer.get("reserved").and_then(Value::as_array).cloned().unwrap_or_default();
+            let node = answer.get("name").cloned().unwrap_or(Value::Null);
+            let waiting = waiting.into_iter().map(|r| {
+                json!({"id": r["id"], "name": r["task"], "args": [], "kwargs": {}, "type": r["task"], "hostname": node,
+                       "time_start": null, "acknowledged": false, "delivery_info": {"routing_key": r["queue"]},
+                       "worker_pid": null})
+            });
+            Value::Array(waiting.collect())
+        }
+        Asked::Command("ping") => match request.method.as_str() {
+            "conf" => json!({}),
+            "scheduled" | "revoked" | "active_queues" => json!([]),
+            _ => json!({"ok": "pong"}),
+        },
         Asked::Command(_) => json!({
             "pid": std::process::id(),
             "pool": {"implementation": "celerity", "max-concurrency": field("concurrency")},

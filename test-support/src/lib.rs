@@ -51,7 +51,8 @@ enum Role {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-pub(crate) fn free_port() -> u16 {
+/// A free TCP port on 127.0.0.1 (for a server a test starts).
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port on 127.0.0.1")
 }
 

@@ -3,7 +3,8 @@
 use serde_json::{Map, Value};
 
 /// The state Celery's backend shows for `meta`, when Celery has one for it (not for
-/// PENDING or PROGRESS).
+/// PENDING). Progress is Celery's custom `PROGRESS` state with the task's progress as
+/// its `result` (what `self.update_state(state="PROGRESS", meta=..)` stores).
 pub(crate) fn meta_of(meta: &task_core::TaskMeta) -> Option<ResultMeta> {
     use task_core::TaskState;
     let text = || meta.error.clone().unwrap_or_default();
@@ -17,6 +18,14 @@ pub(crate) fn meta_of(meta: &task_core::TaskMeta) -> Option<ResultMeta> {
         TaskState::Started => ResultMeta::Started,
         TaskState::Retry => ResultMeta::Retry { message: text() },
         TaskState::Revoked => ResultMeta::Revoked { reason: text() },
+        TaskState::Progress => ResultMeta::Other {
+            status: "PROGRESS".into(),
+            result: meta
+                .progress
+                .as_deref()
+                .and_then(|p| rmp_serde::from_slice::<Value>(p).ok())
+                .unwrap_or(Value::Null),
+        },
         _ => return None,
     })
 }

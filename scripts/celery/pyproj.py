@@ -39,3 +39,11 @@ def py_double(x):
 @app.task(name="proj.tasks.py_total")
 def py_total(values):
     return {"total": sum(values), "by": "python"}
+
+
+@app.task(name="proj.tasks.nap")
+def nap(ms):
+    import time
+
+    time.sleep(ms / 1000)
+    return "python"

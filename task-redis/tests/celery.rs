@@ -558,3 +558,46 @@ async fn flower_lists_the_rust_worker_and_its_tasks() {
     assert_eq!(stats["pool"]["implementation"], "celerity", "{inspected}");
     worker.shutdown().await.unwrap();
 }
+
+#[task_core::task(name = "proj.tasks.nap")]
+async fn nap(ms: u64) -> task_core::TaskResult<String> {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Ok("rust".into())
+}
+
+/// A Python worker and a Rust worker share one Celery queue: each takes messages from
+/// kombu's list (BRPOP there, one fetch script here), every task runs once, and both
+/// took part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_rust_workers_share_one_queue() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let config = task_redis::RedisConfig::from_url(&url).namespace(test_support::namespace()).celery_queues(["celery"]);
+    let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
+    let worker = app.worker().queues(["celery"]).concurrency(2).spawn();
+    let python = test_support::CeleryWorker::start(&url, &["celery"]);
+    let u = url.clone();
+    let printed = tokio::task::spawn_blocking(move || {
+        celery(
+            &u,
+            "@app.task(name='proj.tasks.nap')\n\
+             def nap(ms):\n    return 'python'\n\
+             results = [nap.delay(30) for _ in range(60)]\n\
+             by = [r.get(timeout=60) for r in results]\n\
+             print(len(by), by.count('python'), by.count('rust'))",
+        )
+    })
+    .await
+    .unwrap();
+    let counts: Vec<usize> = printed.split_whitespace().map(|n| n.parse().unwrap()).collect();
+    assert_eq!(counts[0], 60, "{printed}");
+    assert!(counts[1] > 0 && counts[2] > 0, "both took part: {printed}\n{}", python.log());
+    let rust_runs = worker.shutdown().await.unwrap().succeeded;
+    // Celery logs each run: "Task proj.tasks.nap[ID] succeeded in 0.03s: 'python'".
+    let python_runs = python.log().matches("succeeded in").count();
+    assert_eq!(
+        (rust_runs, python_runs),
+        (u64::try_from(counts[2]).unwrap(), counts[1]),
+        "each ran once, where its result came from"
+    );
+}

@@ -147,6 +147,12 @@ impl RedisBackend {
         let context = || format!("cannot send on the Celery canvas of task {id}");
         let next = canvas::next(&canvas, id.as_str(), state);
         let mut pipe = redis::pipe();
+        for (gid, size) in &next.chord_sizes {
+            // As Celery's producer does before a chord's members go out.
+            let [_, _, size_key, _, _, claim_key] = canvas::chord_keys(gid);
+            pipe.cmd("DEL").arg(&claim_key).ignore();
+            pipe.cmd("SET").arg(&size_key).arg(size).arg("EX").arg(ttl.as_secs().max(1)).ignore();
+        }
         for m in &next.messages {
             send(&mut pipe, m);
         }

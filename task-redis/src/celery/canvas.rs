@@ -22,6 +22,9 @@ pub(crate) struct Next {
     pub(crate) messages: Vec<CeleryMessage>,
     /// Tasks of the chain to store FAILURE (with the failed task's error).
     pub(crate) failed: Vec<String>,
+    /// Chords applied: their group id and size, set where Celery's producer sets it
+    /// (`celery-taskset-meta-<gid>.s`) before their members are sent.
+    pub(crate) chord_sizes: Vec<(String, usize)>,
 }
 
 /// The canvas of `embed` kept for when the task ends (JSON), `Ok(None)` when it has
@@ -49,15 +52,7 @@ pub(crate) fn kept(embed: &Map<String, Value>, m: &CeleryMessage) -> Result<Opti
     };
     let (callbacks, errbacks, chain) = (list("callbacks"), list("errbacks"), list("chain"));
     for sig in callbacks.iter().chain(&errbacks).chain(&chain) {
-        let kind = sig.get("subtask_type").and_then(Value::as_str);
-        if let Some(kind) = kind {
-            return Err(format!(
-                "Celery canvas ({kind} inside a chain or link) is not supported by Celerity workers yet"
-            ));
-        }
-        if sig.get("task").and_then(Value::as_str).is_none() {
-            return Err("a Celery signature without a task name".into());
-        }
+        applicable(sig)?;
     }
     if callbacks.is_empty() && errbacks.is_empty() && chain.is_empty() && chord.is_none() {
         return Ok(None);
@@ -69,6 +64,81 @@ pub(crate) fn kept(embed: &Map<String, Value>, m: &CeleryMessage) -> Result<Opti
     Ok(Some(kept.to_string()))
 }
 
+/// Whether Celerity sends `sig` on: a task's signature, a group of them, or a chord
+/// of such a group and a task; anything else (a chain nested in a chain, say) is why
+/// not.
+fn applicable(sig: &Value) -> Result<(), String> {
+    let simple = |sig: &Value| {
+        if sig.get("subtask_type").is_some_and(|k| !k.is_null()) || sig.get("task").and_then(Value::as_str).is_none() {
+            return Err("Celery canvas (a chain, group or chord nested in a group or chord) is not supported by Celerity workers yet".to_owned());
+        }
+        Ok(())
+    };
+    let members = |group: &Value| group.get("kwargs").and_then(|k| k.get("tasks")).and_then(Value::as_array).cloned();
+    match sig.get("subtask_type").and_then(Value::as_str) {
+        None => simple(sig),
+        Some("group") => members(sig).ok_or("a Celery group without tasks")?.iter().try_for_each(simple),
+        Some("chord") => {
+            let kwargs = sig.get("kwargs").ok_or("a Celery chord without its parts")?;
+            let header = kwargs.get("header").ok_or("a Celery chord without a header")?;
+            members(header).ok_or("a Celery chord's header is not a group")?.iter().try_for_each(simple)?;
+            simple(kwargs.get("body").ok_or("a Celery chord without a body")?)
+        }
+        Some(kind) => {
+            Err(format!("Celery canvas ({kind} inside a chain or link) is not supported by Celerity workers yet"))
+        }
+    }
+}
+
+/// The messages that apply `sig` as `sig.apply_async((first,))` would, from the task
+/// `parent`: a task's one; a group's members, each with the group's id and its place;
+/// a chord's header members, each with the chord's body, and the chord's size (for
+/// [`Next::chord_sizes`]).
+fn apply(
+    sig: &Value,
+    first: Option<&Value>,
+    parent: &str,
+    root: &str,
+    priority: u8,
+    next: &mut Next,
+) -> Vec<CeleryMessage> {
+    let members = |group: &Value| {
+        group.get("kwargs").and_then(|k| k.get("tasks")).and_then(Value::as_array).cloned().unwrap_or_default()
+    };
+    let id_of =
+        |sig: &Value| sig.get("options").and_then(|o| o.get("task_id")).and_then(Value::as_str).map(str::to_owned);
+    let group = |group: &Value, body: Option<&Value>| -> Vec<CeleryMessage> {
+        let gid = id_of(group).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        members(group)
+            .iter()
+            .enumerate()
+            .map(|(i, member)| {
+                let mut m = signature_message(member, first, parent, root, priority);
+                let place = member.get("options").and_then(|o| o.get("group_index")).and_then(Value::as_i64);
+                m.group = Some(gid.clone());
+                m.group_index = Some(place.unwrap_or(i64::try_from(i).unwrap_or(i64::MAX)));
+                if let Some(body) = body {
+                    m.embed.insert("chord".into(), body.clone());
+                }
+                m
+            })
+            .collect()
+    };
+    match sig.get("subtask_type").and_then(Value::as_str) {
+        Some("group") => group(sig, None),
+        Some("chord") => {
+            let kwargs = &sig["kwargs"];
+            let header = &kwargs["header"];
+            let messages = group(header, Some(&kwargs["body"]));
+            if let Some(gid) = messages.first().and_then(|m| m.group.clone()) {
+                next.chord_sizes.push((gid, messages.len()));
+            }
+            messages
+        }
+        _ => vec![signature_message(sig, first, parent, root, priority)],
+    }
+}
+
 /// What the task `id` with the canvas `kept` (from [`kept`]) sends on and stores,
 /// having ended with `outcome`.
 pub(crate) fn next(kept: &str, id: &str, outcome: &ResultMeta) -> Next {
@@ -77,29 +147,30 @@ pub(crate) fn next(kept: &str, id: &str, outcome: &ResultMeta) -> Next {
     let root = kept.get("root_id").and_then(Value::as_str).unwrap_or(id).to_owned();
     let priority = kept.get("priority").and_then(Value::as_u64).and_then(|p| u8::try_from(p).ok()).unwrap_or(0);
     let msgpack = kept.get("msgpack").and_then(Value::as_bool).unwrap_or(false);
-    let send = |sig: &Value, first: Option<&Value>, rest: Vec<Value>| {
-        let mut m = signature_message(sig, first, id, &root, priority);
-        m.msgpack = msgpack;
-        if !rest.is_empty() {
-            m.embed.insert("chain".into(), Value::Array(rest));
-        }
-        m
-    };
     let mut next = Next::default();
+    let send = |next: &mut Next, sig: &Value, first: Option<&Value>, rest: Vec<Value>| {
+        for mut m in apply(sig, first, id, &root, priority, next) {
+            m.msgpack = msgpack;
+            if !rest.is_empty() {
+                m.embed.insert("chain".into(), Value::Array(rest.clone()));
+            }
+            next.messages.push(m);
+        }
+    };
     match outcome {
         ResultMeta::Success(value) => {
             for sig in list("callbacks") {
-                next.messages.push(send(&sig, Some(value), Vec::new()));
+                send(&mut next, &sig, Some(value), Vec::new());
             }
             let mut chain = list("chain");
             if let Some(step) = chain.pop() {
-                next.messages.push(send(&step, Some(value), chain));
+                send(&mut next, &step, Some(value), chain);
             }
         }
         ResultMeta::Failure { .. } => {
             let failed = Value::String(id.to_owned());
             for sig in list("errbacks") {
-                next.messages.push(send(&sig, Some(&failed), Vec::new()));
+                send(&mut next, &sig, Some(&failed), Vec::new());
             }
             let ids = list("chain").into_iter().filter_map(|sig| {
                 sig.get("options").and_then(|o| o.get("task_id")).and_then(Value::as_str).map(str::to_owned)
@@ -335,11 +406,37 @@ mod tests {
         assert!(kept(&embed, &m).unwrap_err().contains("without a group"));
     }
 
+    /// What Celery 5.7 sent for `chain(add.s(1, 1), group(add.s(10), add.s(20)))` and
+    /// the same chain with `tsum.s()` after the group (Celery makes that a chord).
+    const INTO_GROUP: &str = r#"{"chain": [{"task": "celery.group", "args": [], "kwargs": {"tasks": [{"task": "proj.tasks.add", "args": [10], "kwargs": {}, "options": {"task_id": "m0", "group_index": 0}, "subtask_type": null, "immutable": false}, {"task": "proj.tasks.add", "args": [20], "kwargs": {}, "options": {"task_id": "m1", "group_index": 1}, "subtask_type": null, "immutable": false}]}, "options": {"task_id": "g1"}, "subtask_type": "group", "immutable": false}]}"#;
+    const INTO_CHORD: &str = r#"{"chain": [{"task": "celery.chord", "args": [], "kwargs": {"kwargs": {}, "header": {"task": "celery.group", "args": [], "kwargs": {"tasks": [{"task": "proj.tasks.add", "args": [10], "kwargs": {}, "options": {"task_id": "m0", "group_index": 0}, "subtask_type": null, "immutable": false}, {"task": "proj.tasks.add", "args": [20], "kwargs": {}, "options": {"task_id": "m1", "group_index": 1}, "subtask_type": null, "immutable": false}]}, "options": {"task_id": "g2"}, "subtask_type": "group", "immutable": false}, "body": {"task": "proj.tasks.tsum", "args": [], "kwargs": {}, "options": {"task_id": "body"}, "subtask_type": null, "immutable": false}}, "options": {"task_id": "g2"}, "subtask_type": "chord", "immutable": false}]}"#;
+
+    #[test]
+    fn a_chain_into_a_group_or_a_chord_sends_their_members() {
+        let next = next(&kept_of(INTO_GROUP).unwrap().unwrap(), "id-1", &ResultMeta::Success(json!(2)));
+        let sent: Vec<_> =
+            next.messages.iter().map(|m| (m.id.as_str(), m.args.clone(), m.group.as_deref(), m.group_index)).collect();
+        assert_eq!(
+            sent,
+            [
+                ("m0", vec![json!(2), json!(10)], Some("g1"), Some(0)),
+                ("m1", vec![json!(2), json!(20)], Some("g1"), Some(1))
+            ]
+        );
+        assert!(next.chord_sizes.is_empty());
+        let next = super::next(&kept_of(INTO_CHORD).unwrap().unwrap(), "id-1", &ResultMeta::Success(json!(2)));
+        assert_eq!(next.chord_sizes, [("g2".to_owned(), 2)]);
+        assert_eq!(next.messages[1].embed["chord"]["options"]["task_id"], "body", "each member carries the body");
+        assert_eq!(next.messages[1].group.as_deref(), Some("g2"));
+    }
+
     #[test]
     fn chords_and_nested_canvas_are_refused_and_plain_messages_keep_nothing() {
         assert!(kept_of(r#"{"chord": {"task": "t", "subtask_type": "chain"}}"#).unwrap_err().contains("chord"));
         let group = r#"{"callbacks": [{"task": "celery.group", "subtask_type": "group", "kwargs": {}}]}"#;
         assert!(kept_of(group).unwrap_err().contains("group"));
+        let nested = r#"{"chain": [{"task": "celery.chain", "subtask_type": "chain", "kwargs": {"tasks": []}}]}"#;
+        assert!(kept_of(nested).unwrap_err().contains("chain"));
         assert_eq!(kept_of(r#"{"callbacks": null, "errbacks": null, "chain": null, "chord": null}"#), Ok(None));
     }
 }

@@ -602,3 +602,41 @@ async fn python_and_rust_workers_share_one_queue() {
         "each ran once, where its result came from"
     );
 }
+
+/// Celery's `time_limit` from Python stops a Rust task that runs over it (Python reads
+/// the failure), and `ignore_result=True` leaves nothing in Celery's result store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_celery_time_limit_stops_the_task_and_ignore_result_stores_nothing() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let config = task_redis::RedisConfig::from_url(&url).namespace(test_support::namespace()).celery_queues(["celery"]);
+    let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
+    let worker = app.worker().queues(["celery"]).spawn();
+    let u = url.clone();
+    let printed = tokio::task::spawn_blocking(move || {
+        celery(
+            &u,
+            "@app.task(name='proj.tasks.nap')\n\
+             def nap(ms):\n    return 'python'\n\
+             try:\n    nap.apply_async((60000,), time_limit=1).get(timeout=30)\n\
+             except Exception as e:\n    print(type(e).__name__, '|', e)\n\
+             quiet = add.apply_async((1, 2), ignore_result=True)\n\
+             print(add.delay(3, 4).get(timeout=30))\n\
+             print(quiet.id)",
+        )
+    })
+    .await
+    .unwrap();
+    let lines: Vec<&str> = printed.lines().collect();
+    assert!(lines[0].starts_with("TaskError |") && lines[0].contains("time limit"), "{printed}");
+    assert_eq!(lines[1], "7");
+    // Shut down after its runs are over (a message not yet started would go back to
+    // kombu's list: none did, so the quiet one ran).
+    let mut con = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    worker.shutdown().await.unwrap();
+    let left: usize = redis::cmd("LLEN").arg("celery").query_async(&mut con).await.unwrap();
+    assert_eq!(left, 0, "every message ran");
+    let stored: Option<String> =
+        redis::cmd("GET").arg(celery::result_key(lines[2])).query_async(&mut con).await.unwrap();
+    assert_eq!(stored, None, "ignore_result: nothing in Celery's result store");
+}

@@ -276,10 +276,15 @@ impl ResultBackend for RedisBackend {
     fn forget<'a>(&'a self, id: &'a TaskId) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
             let mut con = self.con();
-            let _: () =
-                timed(self.inner.op_timeout, redis::cmd("DEL").arg(self.inner.keys.result(id)).query_async(&mut con))
-                    .await
-                    .map_err(|e| e.backend(&format!("cannot forget task {id}")))?;
+            let mut del = redis::cmd("DEL");
+            del.arg(self.inner.keys.result(id));
+            if self.inner.celery {
+                // Its STARTED in Celery's store too (Celery keeps nothing of such a task).
+                del.arg(crate::celery::result_key(id.as_str()));
+            }
+            let _: () = timed(self.inner.op_timeout, del.query_async(&mut con))
+                .await
+                .map_err(|e| e.backend(&format!("cannot forget task {id}")))?;
             Ok(())
         })
     }

@@ -10,6 +10,8 @@
 //! | `NS:{Q}:wake` | list | at most one token; idle workers block on it (`BLPOP`) |
 //! | `NS:{Q}:proc:W` | list | messages held by worker `W` (moved here atomically by fetch) |
 //! | `NS:{Q}:celery-proc:W` | list | Celery messages of queue `Q` (kombu's lists `Q`, `Q\x06\x16N`) held by worker `W` |
+//! | `NS:{Q}:celery-deaths` | hash | how many times workers holding each Celery message of `Q` died (by its SHA1); a day |
+//! | `NS:{Q}:celery-burying` | list | Celery messages of `Q` that reached the delivery limit, on their way to the dead letters |
 //! | `NS:{Q}:dead` | list | dead letters: `at_ms:reason_len:reason` + envelope |
 //! | `NS:{Q}:sent:ID` | string | marks callback / chain step `ID` as sent (TTL: the parent's result TTL) |
 //! | `NS:{Q}:chord:ID` | hash | a chord's join (size, remaining, callback, closed, `r:<i>` results); `Q` is the callback's queue |
@@ -99,6 +101,17 @@ impl Keys {
     /// Celery messages held by worker `W` (kombu's JSON, as Celery wrote it).
     pub(crate) fn celery_processing(&self, queue: &str, worker: &str) -> String {
         self.in_queue(queue, &[":celery-proc:", worker])
+    }
+
+    /// How many times the workers holding each Celery message of `queue` died (by the
+    /// message's SHA1; a day).
+    pub(crate) fn celery_deaths(&self, queue: &str) -> String {
+        self.in_queue(queue, &[":celery-deaths"])
+    }
+
+    /// Celery messages of `queue` on their way to the dead letters.
+    pub(crate) fn celery_burying(&self, queue: &str) -> String {
+        self.in_queue(queue, &[":celery-burying"])
     }
 
     /// The processing list a delivery's receipt sits in: a Celery message's (kombu's

@@ -28,6 +28,8 @@ pub(crate) struct Scripts {
     pub(crate) celery_fetch: Script,
     pub(crate) celery_return: Script,
     pub(crate) celery_retry: Script,
+    pub(crate) celery_recover: Script,
+    pub(crate) celery_bury: Script,
     pub(crate) celery_chord_part: Script,
     pub(crate) celery_chord_done: Script,
 }
@@ -56,6 +58,8 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     celery_fetch: Script::new(include_str!("../lua/celery_fetch.lua")),
     celery_return: Script::new(include_str!("../lua/celery_return.lua")),
     celery_retry: Script::new(include_str!("../lua/celery_retry.lua")),
+    celery_recover: Script::new(include_str!("../lua/celery_recover.lua")),
+    celery_bury: Script::new(include_str!("../lua/celery_bury.lua")),
     celery_chord_part: Script::new(include_str!("../lua/celery_chord_part.lua")),
     celery_chord_done: Script::new(include_str!("../lua/celery_chord_done.lua")),
     enqueue_once: Script::new(concat!(include_str!("../lua/once_guard.lua"), include_str!("../lua/enqueue.lua"))),

@@ -640,3 +640,39 @@ async fn a_celery_time_limit_stops_the_task_and_ignore_result_stores_nothing() {
         redis::cmd("GET").arg(celery::result_key(lines[2])).query_async(&mut con).await.unwrap();
     assert_eq!(stored, None, "ignore_result: nothing in Celery's result store");
 }
+
+/// A Celery message whose workers keep dying holding it (one that kills them, say) does
+/// not come back forever: after `max_deliveries` deaths it goes to the queue's dead
+/// letters with the reason, as Celerity's envelope of it (the tools read it), and is
+/// handed to the caller to end its task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_celery_message_that_outlives_its_workers_goes_to_the_dead_letters() {
+    use task_core::broker::Broker;
+    let server = RedisServer::start();
+    let url = server.url();
+    let u = url.clone();
+    tokio::task::spawn_blocking(move || celery(&u, "add.delay(2, 3)")).await.unwrap();
+    let config = task_redis::RedisConfig::from_url(&url)
+        .namespace(test_support::namespace())
+        .celery_queues(["celery"])
+        .max_deliveries(2);
+    let broker = task_redis::RedisBroker::connect(config).await.unwrap();
+    let queues = ["celery".to_owned()];
+    let first = task_core::ConsumerId::new();
+    assert_eq!(broker.fetch(&first, &queues, 10, Duration::from_secs(1)).await.unwrap().len(), 1);
+    let recovery = broker.recover_consumer(&first).await.unwrap();
+    assert_eq!((recovery.moved, recovery.buried.len()), (1, 0), "back to kombu's list after one death");
+    let second = task_core::ConsumerId::new();
+    assert_eq!(broker.fetch(&second, &queues, 10, Duration::from_secs(1)).await.unwrap().len(), 1);
+    let recovery = broker.recover_consumer(&second).await.unwrap();
+    assert_eq!(recovery.buried.len(), 1, "buried after the second");
+    assert!(recovery.buried[0].reason.contains("delivered 2 times"), "{:?}", recovery.buried[0].reason);
+    let dead = broker.inspect().unwrap().dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    let envelope = task_core::Envelope::decode(&dead[0].payload).expect("Celerity's envelope of it");
+    assert_eq!(envelope.task, "proj.tasks.add");
+    let mut con = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let left: usize = redis::cmd("LLEN").arg("celery").query_async(&mut con).await.unwrap();
+    assert_eq!(left, 0, "not in kombu's list any more");
+    assert!(broker.fetch(&second, &queues, 10, Duration::from_millis(200)).await.unwrap().is_empty());
+}

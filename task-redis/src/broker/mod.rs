@@ -541,6 +541,44 @@ impl RedisBroker {
         ))))
     }
 
+    /// Moves the Celery messages of `queue`'s burying list to its dead letters, each as
+    /// Celerity's envelope of it (so the dead-letter tools read it and its task can end
+    /// FAILURE, in Celery's store too), one at a time: a recovery that stops half way
+    /// leaves the rest to the next one.
+    async fn bury_celery(&self, con: &mut Conn, queue: &str) -> Result<Vec<DeadLetter>, Failure> {
+        let keys = &self.inner.keys;
+        let burying = keys.celery_burying(queue);
+        let waiting: Vec<Vec<u8>> =
+            timed(self.limit(), redis::cmd("LRANGE").arg(&burying).arg(0).arg(-1).query_async(con)).await?;
+        let registry = task_core::Registry::global();
+        let limit = self.inner.config.max_deliveries;
+        let mut letters = Vec::with_capacity(waiting.len());
+        for raw in waiting {
+            let envelope = match crate::celery::decode(&raw) {
+                Ok(m) => {
+                    crate::celery::to_envelope(&m, queue, registry.get(&m.task).map(task_core::TaskEntry::params)).0
+                }
+                Err(_) => raw.clone(),
+            };
+            let reason = format!(
+                "delivered {limit} times without an ack (limit {limit}); each worker holding it stopped heartbeating"
+            );
+            let at = now_ms();
+            let mut inv = SCRIPTS.celery_bury.prepare_invoke();
+            inv.key(&burying)
+                .key(keys.dead(queue))
+                .arg(&raw)
+                .arg(entry::dead_record(at, &reason, &envelope))
+                .arg(self.inner.config.dead_letter_cap);
+            let moved: i64 = timed(self.limit(), inv.invoke_async(con)).await?;
+            if moved == 1 {
+                warn!(queue, reason, "a Celery message went to the dead letters");
+                letters.push(DeadLetter::new(queue.to_owned(), reason, envelope, at));
+            }
+        }
+        Ok(letters)
+    }
+
     /// Whether `queue` is also served in Celery's layout.
     fn is_celery(&self, queue: &str) -> bool {
         self.inner.config.celery_queues.iter().any(|q| q == queue)
@@ -816,15 +854,21 @@ impl RedisBroker {
             moved += n;
             buried.extend(letters);
             // Celery messages it held (of a queue this process may not serve itself).
-            let mut inv = SCRIPTS.celery_return.prepare_invoke();
+            let mut inv = SCRIPTS.celery_recover.prepare_invoke();
             inv.key(keys.celery_processing(&queue, worker))
                 .key(Keys::celery_lists(&queue).swap_remove(0))
-                .arg("")
-                .arg(crate::celery::HELD);
-            let n: usize = timed(self.limit(), inv.invoke_async(&mut con)).await.map_err(|e| {
-                e.broker(&format!("cannot recover the Celery messages of worker {worker} in queue `{queue}`"))
-            })?;
-            moved += n;
+                .key(keys.celery_deaths(&queue))
+                .key(keys.celery_burying(&queue))
+                .arg(crate::celery::HELD)
+                .arg(self.inner.config.max_deliveries);
+            let context = || format!("cannot recover the Celery messages of worker {worker} in queue `{queue}`");
+            let reply: Vec<redis::Value> =
+                timed(self.limit(), inv.invoke_async(&mut con)).await.map_err(|e| e.broker(&context()))?;
+            moved += reply.first().and_then(|v| redis::from_redis_value::<usize>(v.clone()).ok()).unwrap_or(0);
+            // Those it buries, and any a recovery that stopped half way left behind.
+            let letters = self.bury_celery(&mut con, &queue).await.map_err(|e| e.broker(&context()))?;
+            moved += letters.len();
+            buried.extend(letters);
         }
         Ok(Recovery::new(moved, buried))
     }

@@ -6,7 +6,8 @@
 -- KEYS[1..6]: celery-taskset-meta-<gid> + .j (results, zset), .t (size diff),
 --   .s (size), .d (members seen), nothing (the group), .c (claim)
 -- ARGV[1] the member's id; ARGV[2] its result; ARGV[3] its place in the group
--- ARGV[4] expiry of the chord's keys (s); ARGV[5] of the claim (s); ARGV[6] the token
+-- ARGV[4] expiry of the chord's keys (s); ARGV[5] of the claim (s); ARGV[6] the
+-- member's claim token
 if redis.call('GET', KEYS[6]) == 'done' then
   return {-1, 0, 0, 0}
 end
@@ -27,7 +28,8 @@ local diff = redis.call('GET', KEYS[2])
 local size = redis.call('GET', KEYS[3])
 local claimed = 0
 if size and ready == tonumber(size) + tonumber(diff or 0) then
-  if redis.call('SET', KEYS[6], ARGV[6], 'NX', 'EX', tonumber(ARGV[5])) then
+  -- Claimed now, or by this member before (its join tried again after a failure).
+  if redis.call('SET', KEYS[6], ARGV[6], 'NX', 'EX', tonumber(ARGV[5])) or redis.call('GET', KEYS[6]) == ARGV[6] then
     claimed = 1
   end
 end

@@ -10,6 +10,7 @@
 //! | `NS:{Q}:wake` | list | at most one token; idle workers block on it (`BLPOP`) |
 //! | `NS:{Q}:proc:W` | list | messages held by worker `W` (moved here atomically by fetch) |
 //! | `NS:{Q}:celery-proc:W` | list | Celery messages of queue `Q` (kombu's lists `Q`, `Q\x06\x16N`) held by worker `W` |
+//! | `NS:celery-canvas:ID` | string | a Celery task's links and the rest of its chain (JSON), from its fetch until it ends |
 //! | `NS:{Q}:celery-deaths` | hash | how many times workers holding each Celery message of `Q` died (by its SHA1); a day |
 //! | `NS:{Q}:celery-burying` | list | Celery messages of `Q` that reached the delivery limit, on their way to the dead letters |
 //! | `NS:{Q}:dead` | list | dead letters: `at_ms:reason_len:reason` + envelope |
@@ -191,13 +192,13 @@ impl Keys {
         format!("{}:lock:recover", self.ns)
     }
 
-    /// Built at its exact length: two of these per state write.
     /// The canvas of a Celery task (its links and the rest of its chain), kept from its
     /// fetch until it ends.
     pub(crate) fn celery_canvas(&self, id: &str) -> String {
         [self.ns.as_str(), ":celery-canvas:", id].concat()
     }
 
+    /// Built at its exact length: two of these per state write.
     pub(crate) fn result(&self, id: &TaskId) -> String {
         [self.ns.as_str(), ":result:", id.as_str()].concat()
     }

@@ -404,7 +404,8 @@ async fn celery_inspect_gets_rust_workers_answers_and_python_revokes() {
 /// Canvas built in Python and carried on by Rust workers: a chain of Rust tasks, a chain
 /// through a Python task (on a queue a stock Python worker serves) and back, a link, a
 /// link_error sent to Python when the Rust task fails, a failed chain that Python's
-/// `get()` sees failed instead of waiting, and a group.
+/// `get()` sees failed instead of waiting, a group, a chain through a task that reports
+/// progress (progress is not its end), and a link of a task whose result is ignored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_canvas_runs_on_rust_and_python_workers() {
     let server = RedisServer::start();
@@ -430,16 +431,30 @@ async fn python_canvas_runs_on_rust_and_python_workers() {
          print(app.AsyncResult(err.id).get(timeout=30))\n\
          try:\n    chain(divide.s(1, 0), add.s(1)).delay().get(timeout=30)\n\
          except Exception as e:\n    print(type(e).__name__, '|', e)\n\
-         print(group(add.s(1, 1), add.s(2, 2)).delay().get(timeout=30))";
+         print(group(add.s(1, 1), add.s(2, 2)).delay().get(timeout=30))\n\
+         @app.task(name='proj.tasks.steps')\n\
+         def steps(n):\n    return 0\n\
+         print(chain(steps.s(3), add.s(1)).delay().get(timeout=30))\n\
+         quiet = add.s(10).freeze()\n\
+         add.apply_async((1, 2), ignore_result=True, link=add.s(10).set(task_id=quiet.id))\n\
+         print(app.AsyncResult(quiet.id).get(timeout=30))";
     let printed = tokio::task::spawn_blocking(move || celery(&u, script)).await.unwrap();
     let lines: Vec<&str> = printed.lines().collect();
     assert_eq!(
         lines,
-        ["113", "106", "15", "42", "TaskError | division by zero", "[2, 4]"],
+        ["113", "106", "15", "42", "TaskError | division by zero", "[2, 4]", "31", "13"],
         "{printed}\n{}",
         python.log()
     );
     worker.shutdown().await.unwrap();
+}
+
+#[task_core::task(name = "proj.tasks.steps")]
+async fn steps(ctx: task_core::TaskContext, n: i64) -> task_core::TaskResult<i64> {
+    for step in 1..=n {
+        ctx.set_progress(&(step, n)).await.map_err(|e| task_core::TaskError::new(e.to_string()))?;
+    }
+    Ok(n * 10)
 }
 
 #[task_core::task(name = "proj.tasks.tsum")]
@@ -475,6 +490,9 @@ async fn python_chords_join_across_rust_and_python_workers() {
          from celery import chain, group\n\
          print(chain(add.s(1, 1), group(add.s(10), add.s(20)), tsum.s()).delay().get(timeout=30))\n\
          print(chain(add.s(1, 1), group(add.s(10), add.s(20))).delay().get(timeout=30))\n\
+         print(chain(add.s(1, 1), group(add.s(10), add.s(20)), tsum.s(), add.s(100)).delay().get(timeout=30))\n\
+         try:\n    chain(divide.s(1, 0), group(add.s(1), add.s(2)), tsum.s()).delay().get(timeout=30)\n\
+         except Exception as e:\n    print(type(e).__name__, '|', e)\n\
          print(chord([add.s(1, 1), add.s(2, 2)], py_total.s().set(queue='py')).delay().get(timeout=30))\n\
          print(chord([add.s(1, 1), py_double.s(5).set(queue='py')], tsum.s()).delay().get(timeout=30))\n\
          failed = chord([add.s(1, 1), divide.s(1, 0)], tsum.s()).delay()\n\
@@ -486,13 +504,22 @@ async fn python_chords_join_across_rust_and_python_workers() {
     let printed = tokio::task::spawn_blocking(move || celery(&u, script)).await.unwrap();
     let lines: Vec<&str> = printed.lines().collect();
     assert_eq!(
-        lines[..6],
-        ["12", "34", "[12, 22]", "{'total': 6, 'by': 'python'}", "12", "TaskError | division by zero"],
+        lines[..8],
+        [
+            "12",
+            "34",
+            "[12, 22]",
+            "134",
+            "TaskError | division by zero",
+            "{'total': 6, 'by': 'python'}",
+            "12",
+            "TaskError | division by zero"
+        ],
         "{printed}\n{}",
         python.log()
     );
     assert!(
-        lines[6].starts_with("ChordError |") && lines[6].contains("division by zero"),
+        lines[8].starts_with("ChordError |") && lines[8].contains("division by zero"),
         "the body failed: {printed}"
     );
     worker.shutdown().await.unwrap();
@@ -523,7 +550,9 @@ async fn flower_lists_the_rust_worker_and_its_tasks() {
     let (workers, tasks) = loop {
         let workers = json("/workers?json=1").unwrap_or_default();
         let tasks = json("/api/tasks").unwrap_or_default();
-        let listed = workers["data"].as_array().is_some_and(|w| w.iter().any(|w| w["hostname"] == node.as_str()));
+        let listed = workers["data"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|w| w["hostname"] == node.as_str() && w["worker-online"] == 1));
         let done = ids.iter().all(|id| tasks[id]["state"] == "SUCCESS");
         if listed && done {
             break (workers, tasks);
@@ -533,6 +562,7 @@ async fn flower_lists_the_rust_worker_and_its_tasks() {
     };
     let rusty = workers["data"].as_array().unwrap().iter().find(|w| w["hostname"] == node.as_str()).unwrap().clone();
     assert_eq!(rusty["status"], true, "alive by its heartbeats: {rusty}");
+    assert_eq!(rusty["worker-online"], 1, "it said it is online: {rusty}");
     let first = &tasks[ids[0]];
     assert_eq!(
         (first["name"].as_str(), first["worker"].as_str(), first["result"].as_str()),
@@ -675,4 +705,14 @@ async fn a_celery_message_that_outlives_its_workers_goes_to_the_dead_letters() {
     let left: usize = redis::cmd("LLEN").arg("celery").query_async(&mut con).await.unwrap();
     assert_eq!(left, 0, "not in kombu's list any more");
     assert!(broker.fetch(&second, &queues, 10, Duration::from_millis(200)).await.unwrap().is_empty());
+    // A worker that stops cleanly holding one is no death: it goes back, not to the dead.
+    let u = url.clone();
+    tokio::task::spawn_blocking(move || celery(&u, "add.delay(4, 5)")).await.unwrap();
+    for _ in 0..3 {
+        let leaving = task_core::ConsumerId::new();
+        assert_eq!(broker.fetch(&leaving, &queues, 10, Duration::from_secs(1)).await.unwrap().len(), 1);
+        broker.deregister(&leaving).await.unwrap();
+    }
+    let left: usize = redis::cmd("LLEN").arg("celery").query_async(&mut con).await.unwrap();
+    assert_eq!((left, broker.inspect().unwrap().dead_letters(10).await.unwrap().len()), (1, 1));
 }

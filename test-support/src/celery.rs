@@ -104,7 +104,7 @@ pub struct Flower {
 }
 
 impl Flower {
-    /// Starts it and waits (up to 60 s) for its `/healthcheck`.
+    /// Starts it and waits (up to 60 s) for its `/healthcheck` and its event consumer.
     pub fn start(url: &str) -> Self {
         let port = crate::free_port();
         let log = std::env::temp_dir().join(format!("flower-{}.log", crate::namespace()));
@@ -121,7 +121,9 @@ impl Flower {
             .expect("flower starts");
         let flower = Self { child, port, log };
         let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while flower.get("/healthcheck").is_none() {
+        // Up, and its event consumer connected (an event published before is not seen:
+        // pub/sub keeps nothing).
+        while flower.get("/healthcheck").is_none() || !flower.log().contains("Connected to redis") {
             assert!(std::time::Instant::now() < until, "Flower did not start: {}", flower.log());
             std::thread::sleep(std::time::Duration::from_millis(100));
         }

@@ -28,6 +28,8 @@ def start_job(request):
 
 @require_GET
 def job_status(request, job_id):
+    # An example: anyone who knows a task's id reads its state. A real project checks
+    # that the job is the asker's (keep the ids it started, per user) before this.
     result = AsyncResult(job_id)
     body = {"id": job_id, "state": result.state}
     if result.state == "PROGRESS":

@@ -298,8 +298,6 @@ async fn heartbeat(broker: Arc<dyn Broker>, id: ConsumerId, ttl: Duration, mut i
             report.failed,
             (crate::time::now_ms() - last_fetch).max(0)
         );
-        runner.record(Event::new(kind).worker(id.to_string()).detail(detail)).await;
-        kind = EventKind::WorkerHeartbeat;
         if let Some(directory) = broker.directory() {
             info.heartbeat_ms = crate::time::now_ms();
             info.succeeded = report.succeeded;
@@ -313,6 +311,10 @@ async fn heartbeat(broker: Arc<dyn Broker>, id: ConsumerId, ttl: Duration, mut i
                 warn!(error = %e, "cannot announce this worker");
             }
         }
+        // After the announce: a driver's events may name the worker by its directory
+        // entry (Celery's events carry its node name).
+        runner.record(Event::new(kind).worker(id.to_string()).detail(detail)).await;
+        kind = EventKind::WorkerHeartbeat;
         match broker.recover().await {
             Ok(recovery) => {
                 if recovery.moved > 0 {

@@ -23,10 +23,10 @@ pub(super) struct CeleryWrite {
     runtime_s: Option<f64>,
 }
 
-/// The node names of this process's workers, by worker id, and when each last
-/// heartbeat (for Celery's `freq`).
+/// The node names of this process's workers, by worker id, and when each last sent a
+/// worker event (none yet: its next one says it is online; for Celery's `freq`).
 #[derive(Debug, Default)]
-pub(super) struct Nodes(Mutex<HashMap<String, (String, std::time::Instant)>>);
+pub(super) struct Nodes(Mutex<HashMap<String, (String, Option<std::time::Instant>)>>);
 
 impl RedisBackend {
     /// `update` in Celery's result format, when states are kept in it too.
@@ -64,7 +64,7 @@ impl RedisBackend {
         let name = name.filter(|n| !n.is_empty())?;
         let mut nodes = self.inner.nodes.0.lock().unwrap_or_else(|p| p.into_inner());
         // Only this process's workers send events: a handful of entries.
-        nodes.insert(id.to_owned(), (name.clone(), std::time::Instant::now()));
+        nodes.entry(id.to_owned()).or_insert_with(|| (name.clone(), None));
         Some(name)
     }
 
@@ -83,15 +83,21 @@ impl RedisBackend {
         };
         let id = event.worker.as_deref()?;
         let name = self.node_name(id).await?;
-        let freq = {
+        let (kind, freq) = {
             let mut nodes = self.inner.nodes.0.lock().unwrap_or_else(|p| p.into_inner());
-            let freq = nodes.get(id).map_or(5.0, |(_, at)| at.elapsed().as_secs_f64()).clamp(1.0, 60.0);
+            let last = nodes.get(id).and_then(|(_, at)| *at);
+            // The worker's first event records before it announces its name: the first
+            // one sent under its name says it is online. Heartbeats come every third of
+            // the heartbeat TTL; until two were seen, the default TTL's.
+            let kind = if last.is_none() && event.kind != EventKind::WorkerOffline { "worker-online" } else { kind };
+            let default = task_core::DEFAULT_HEARTBEAT_TTL.as_secs_f64() / 3.0;
+            let freq = last.map_or(default, |at| at.elapsed().as_secs_f64().clamp(1.0, 60.0));
             if event.kind == EventKind::WorkerOffline {
                 nodes.remove(id);
             } else if let Some(entry) = nodes.get_mut(id) {
-                entry.1 = std::time::Instant::now();
+                entry.1 = Some(std::time::Instant::now());
             }
-            freq
+            (kind, freq)
         };
         let celery = crate::celery::events::worker(kind, &name, event.detail.as_deref().unwrap_or(""), freq);
         crate::celery::events::message(self.inner.db, &name, vec![celery])
@@ -129,7 +135,8 @@ impl RedisBackend {
         };
         let key = crate::celery::result_key(id.as_str());
         let canvas_key = self.inner.keys.celery_canvas(id.as_str());
-        let last = !matches!(state, crate::celery::ResultMeta::Started | crate::celery::ResultMeta::Retry { .. });
+        // Only a final state carries the canvas on (not STARTED, RETRY or PROGRESS).
+        let last = matches!(state, ResultMeta::Success(_) | ResultMeta::Failure { .. } | ResultMeta::Revoked { .. });
         let mut pipe = redis::pipe();
         pipe.cmd("SETEX").arg(&key).arg(ttl.as_secs().max(1)).arg(meta).ignore();
         pipe.cmd("PUBLISH").arg(&key).arg(meta).ignore();
@@ -182,7 +189,8 @@ impl RedisBackend {
     ) -> Result<(), crate::error::Failure> {
         let Some(entry) = canvas::chord_entry(id.as_str(), state) else { return Ok(()) };
         let keys = canvas::chord_keys(&part.group);
-        let token = uuid::Uuid::new_v4().simple().to_string();
+        // The member's own token: a join tried again after a failure finds its claim.
+        let token = format!("celerity:{id}");
         let mut inv = SCRIPTS.celery_chord_part.prepare_invoke();
         for key in &keys {
             inv.key(key);
@@ -200,9 +208,9 @@ impl RedisBackend {
         let mut pipe = redis::pipe();
         match canvas::chord_done(part, &entries) {
             ChordDone::Send(body) => send(&mut pipe, &body),
-            ChordDone::Fail { id: body, error, errbacks } => {
-                if let Some(body) = body {
-                    store(&mut pipe, &body, &error, ttl);
+            ChordDone::Fail { id: body, error, errbacks, chain_failed } => {
+                for failed in body.iter().chain(&chain_failed) {
+                    store(&mut pipe, failed, &error, ttl);
                 }
                 for m in &errbacks {
                     send(&mut pipe, m);

@@ -860,15 +860,18 @@ impl RedisBroker {
                 .key(keys.celery_deaths(&queue))
                 .key(keys.celery_burying(&queue))
                 .arg(crate::celery::HELD)
-                .arg(self.inner.config.max_deliveries);
+                .arg(self.inner.config.max_deliveries)
+                .arg(i32::from(counted));
             let context = || format!("cannot recover the Celery messages of worker {worker} in queue `{queue}`");
-            let reply: Vec<redis::Value> =
+            let (back, burying): (usize, usize) =
                 timed(self.limit(), inv.invoke_async(&mut con)).await.map_err(|e| e.broker(&context()))?;
-            moved += reply.first().and_then(|v| redis::from_redis_value::<usize>(v.clone()).ok()).unwrap_or(0);
-            // Those it buries, and any a recovery that stopped half way left behind.
-            let letters = self.bury_celery(&mut con, &queue).await.map_err(|e| e.broker(&context()))?;
-            moved += letters.len();
-            buried.extend(letters);
+            moved += back;
+            if burying > 0 {
+                // Those it buries, and any a recovery that stopped half way left behind.
+                let letters = self.bury_celery(&mut con, &queue).await.map_err(|e| e.broker(&context()))?;
+                moved += letters.len();
+                buried.extend(letters);
+            }
         }
         Ok(Recovery::new(moved, buried))
     }

@@ -149,12 +149,26 @@ pub(crate) fn next(kept: &str, id: &str, outcome: &ResultMeta) -> Next {
     let msgpack = kept.get("msgpack").and_then(Value::as_bool).unwrap_or(false);
     let mut next = Next::default();
     let send = |next: &mut Next, sig: &Value, first: Option<&Value>, rest: Vec<Value>| {
-        for mut m in apply(sig, first, id, &root, priority, next) {
+        let kind = sig.get("subtask_type").and_then(Value::as_str);
+        let mut sig = sig.clone();
+        if kind == Some("chord") && !rest.is_empty() {
+            // The rest of the chain goes on from the chord's body, as Celery runs it.
+            if let Some(options) = sig.pointer_mut("/kwargs/body/options").and_then(Value::as_object_mut) {
+                options.insert("chain".into(), Value::Array(rest.clone()));
+            }
+        }
+        for mut m in apply(&sig, first, id, &root, priority, next) {
             m.msgpack = msgpack;
-            if !rest.is_empty() {
+            if kind.is_none() && !rest.is_empty() {
                 m.embed.insert("chain".into(), Value::Array(rest.clone()));
             }
             next.messages.push(m);
+        }
+        if kind == Some("group") && !rest.is_empty() {
+            tracing::warn!(
+                task = id,
+                "steps after a group in a chain are not sent (Celery makes such a group a chord)"
+            );
         }
     };
     match outcome {
@@ -172,14 +186,26 @@ pub(crate) fn next(kept: &str, id: &str, outcome: &ResultMeta) -> Next {
             for sig in list("errbacks") {
                 send(&mut next, &sig, Some(&failed), Vec::new());
             }
-            let ids = list("chain").into_iter().filter_map(|sig| {
-                sig.get("options").and_then(|o| o.get("task_id")).and_then(Value::as_str).map(str::to_owned)
-            });
-            next.failed = ids.collect();
+            next.failed = list("chain").iter().flat_map(step_ids).collect();
         }
         _ => {}
     }
     next
+}
+
+/// The ids to store FAILURE for when a chain fails before `step`, as Celery does: a
+/// step's own id, or for a chord the body's (what the chain's result waits on) and the
+/// ids of the chain after it.
+fn step_ids(step: &Value) -> Vec<String> {
+    let id = |sig: &Value| sig.pointer("/options/task_id").and_then(Value::as_str).map(str::to_owned);
+    match step.get("subtask_type").and_then(Value::as_str) {
+        Some("chord") => {
+            let body = step.pointer("/kwargs/body").cloned().unwrap_or(Value::Null);
+            let rest = body.pointer("/options/chain").and_then(Value::as_array).cloned().unwrap_or_default();
+            id(&body).into_iter().chain(rest.iter().flat_map(step_ids)).collect()
+        }
+        _ => id(step).into_iter().collect(),
+    }
 }
 
 /// The message of a Celery signature (`{"task", "args", "kwargs", "options",
@@ -209,6 +235,9 @@ fn signature_message(sig: &Value, first: Option<&Value>, parent: &str, root: &st
         .and_then(|d| chrono::Duration::from_std(d).ok())
         .and_then(|d| chrono::Utc::now().checked_add_signed(d));
     m.eta = at.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Micros, false));
+    if let Some(Value::Array(rest)) = options.get("chain").filter(|c| c.as_array().is_some_and(|c| !c.is_empty())) {
+        m.embed.insert("chain".into(), Value::Array(rest.clone()));
+    }
     for (option, part) in [("link", "callbacks"), ("link_error", "errbacks")] {
         match options.get(option) {
             Some(Value::Array(sigs)) => {
@@ -273,7 +302,8 @@ pub(crate) enum ChordDone {
     Send(Box<CeleryMessage>),
     /// A member failed: the body (its id, if it has one) fails with Celery's
     /// `ChordError`, and its errbacks are sent.
-    Fail { id: Option<String>, error: ResultMeta, errbacks: Vec<CeleryMessage> },
+    /// The chain after the body is failed too (`chain_failed`), as Celery fails it.
+    Fail { id: Option<String>, error: ResultMeta, errbacks: Vec<CeleryMessage>, chain_failed: Vec<String> },
 }
 
 /// The body's message, or its failure, once every member of `part`'s chord is in.
@@ -308,7 +338,9 @@ pub(crate) fn chord_done(part: &ChordPart, entries: &[String]) -> ChordDone {
                 .iter()
                 .map(|sig| signature_message(sig, Some(&failed), failed.as_str().unwrap_or_default(), &part.root, 0))
                 .collect();
-            return ChordDone::Fail { id: body_id, error, errbacks };
+            let rest = part.body.pointer("/options/chain").and_then(Value::as_array).cloned().unwrap_or_default();
+            let chain_failed = rest.iter().flat_map(step_ids).collect();
+            return ChordDone::Fail { id: body_id, error, errbacks, chain_failed };
         }
         values.push(value.clone());
     }

@@ -18,7 +18,7 @@ static CLOCK: AtomicU64 = AtomicU64::new(0);
 fn event(kind: &str, hostname: &str, fields: Value) -> Value {
     let mut event = Map::new();
     event.insert("hostname".into(), hostname.into());
-    event.insert("utcoffset".into(), json!(0.0));
+    event.insert("utcoffset".into(), json!(utcoffset()));
     event.insert("pid".into(), std::process::id().into());
     event.insert("clock".into(), (CLOCK.fetch_add(1, Ordering::Relaxed) + 1).into());
     if let Value::Object(fields) = fields {
@@ -28,6 +28,13 @@ fn event(kind: &str, hostname: &str, fields: Value) -> Value {
     event.insert("timestamp".into(), json!(now));
     event.insert("type".into(), kind.into());
     Value::Object(event)
+}
+
+/// This machine's offset to UTC in hours as Celery sends it (`time.timezone // 3600`:
+/// hours west of UTC), which Flower uses to read the timestamps.
+fn utcoffset() -> i32 {
+    let east = chrono::Local::now().offset().local_minus_utc();
+    (-east).div_euclid(3600)
 }
 
 /// What a worker's heartbeat says, from Celerity's event detail

@@ -98,7 +98,8 @@ pub(crate) fn to_envelope(m: &CeleryMessage, queue: &str, params: Option<&[&str]
     // 0 is Celery's "no limit".
     envelope.time_limit_ms = m.time_limit.0.filter(|s| *s > 0.0).map(secs_to_ms);
     envelope.soft_time_limit_ms = m.time_limit.1.filter(|s| *s > 0.0).map(secs_to_ms);
-    envelope.ignore_result = m.ignore_result;
+    // A task with canvas keeps its outcome: that is where its canvas goes on from.
+    envelope.ignore_result = m.ignore_result && kept.is_none();
     (envelope.encode().unwrap_or_default(), kept)
 }
 

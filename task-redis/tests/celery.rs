@@ -449,6 +449,14 @@ async fn python_canvas_runs_on_rust_and_python_workers() {
     worker.shutdown().await.unwrap();
 }
 
+#[task_core::task(name = "proj.tasks.picky")]
+async fn picky(n: i64) -> task_core::TaskResult<i64> {
+    if n <= 0 {
+        return Err(task_core::TaskError::fatal("ValueError: n must be positive"));
+    }
+    Ok(n)
+}
+
 #[task_core::task(name = "proj.tasks.steps")]
 async fn steps(ctx: task_core::TaskContext, n: i64) -> task_core::TaskResult<i64> {
     for step in 1..=n {
@@ -634,7 +642,8 @@ async fn python_and_rust_workers_share_one_queue() {
 }
 
 /// Celery's `time_limit` from Python stops a Rust task that runs over it (Python reads
-/// the failure), and `ignore_result=True` leaves nothing in Celery's result store.
+/// the failure), `ignore_result=True` leaves nothing in Celery's result store, and a
+/// Rust error naming a Python built-in exception is raised in Python as that class.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_celery_time_limit_stops_the_task_and_ignore_result_stores_nothing() {
     let server = RedisServer::start();
@@ -652,7 +661,9 @@ async fn a_celery_time_limit_stops_the_task_and_ignore_result_stores_nothing() {
              except Exception as e:\n    print(type(e).__name__, '|', e)\n\
              quiet = add.apply_async((1, 2), ignore_result=True)\n\
              print(add.delay(3, 4).get(timeout=30))\n\
-             print(quiet.id)",
+             print(quiet.id)\n\
+             try:\n    app.send_task('proj.tasks.picky', args=[0]).get(timeout=30)\n\
+             except ValueError as e:\n    print('ValueError |', e)",
         )
     })
     .await
@@ -660,6 +671,7 @@ async fn a_celery_time_limit_stops_the_task_and_ignore_result_stores_nothing() {
     let lines: Vec<&str> = printed.lines().collect();
     assert!(lines[0].starts_with("TaskError |") && lines[0].contains("time limit"), "{printed}");
     assert_eq!(lines[1], "7");
+    assert_eq!(lines[3], "ValueError | n must be positive", "Python's own ValueError: {printed}");
     // Shut down after its runs are over (a message not yet started would go back to
     // kombu's list: none did, so the quiet one ran).
     let mut con = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();

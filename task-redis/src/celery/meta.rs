@@ -14,7 +14,11 @@ pub(crate) fn meta_of(meta: &task_core::TaskMeta) -> Option<ResultMeta> {
                 meta.result.as_deref().and_then(|r| rmp_serde::from_slice::<Value>(r).ok()).unwrap_or(Value::Null);
             ResultMeta::Success(value)
         }
-        TaskState::Failure => ResultMeta::Failure { kind: "TaskError".into(), message: text() },
+        TaskState::Failure => {
+            let text = text();
+            let (kind, message) = python_exception(&text);
+            ResultMeta::Failure { kind: kind.into(), message: message.into() }
+        }
         TaskState::Started => ResultMeta::Started,
         TaskState::Retry => ResultMeta::Retry { message: text() },
         TaskState::Revoked => ResultMeta::Revoked { reason: text() },
@@ -28,6 +32,55 @@ pub(crate) fn meta_of(meta: &task_core::TaskMeta) -> Option<ResultMeta> {
         },
         _ => return None,
     })
+}
+
+/// Python's built-in exceptions a Rust error may name, so Python raises that very class
+/// (`except ValueError:` in the caller works as with a Python worker).
+const BUILTIN_EXCEPTIONS: &[&str] = &[
+    "ArithmeticError",
+    "AssertionError",
+    "AttributeError",
+    "ConnectionError",
+    "EOFError",
+    "Exception",
+    "FileExistsError",
+    "FileNotFoundError",
+    "IndexError",
+    "KeyError",
+    "LookupError",
+    "MemoryError",
+    "NotImplementedError",
+    "OSError",
+    "OverflowError",
+    "PermissionError",
+    "RuntimeError",
+    "TimeoutError",
+    "TypeError",
+    "UnicodeError",
+    "ValueError",
+    "ZeroDivisionError",
+];
+
+/// The Python exception a Rust error's text is stored as: `ValueError: pages must be
+/// positive` names a built-in exception (raised as `ValueError("pages must be
+/// positive")`); any other text is Celery's generic `TaskError` with the whole text.
+pub fn python_exception(text: &str) -> (&str, &str) {
+    match text.split_once(": ") {
+        Some((name, message)) if BUILTIN_EXCEPTIONS.contains(&name) => (name, message),
+        _ => ("TaskError", text),
+    }
+}
+
+/// The module Celery imports an exception class `kind` from: `builtins` for Python's
+/// own, `celery.exceptions` for Celery's; none for the classes Celery makes up by name.
+fn module_of(kind: &str) -> Value {
+    if BUILTIN_EXCEPTIONS.contains(&kind) {
+        Value::String("builtins".into())
+    } else if matches!(kind, "ChordError" | "TaskRevokedError" | "TimeLimitExceeded" | "SoftTimeLimitExceeded") {
+        Value::String("celery.exceptions".into())
+    } else {
+        Value::Null
+    }
 }
 
 /// The key of a task's state in Celery's Redis result backend.
@@ -170,7 +223,7 @@ fn json_error(kind: &str, message: &str) -> Value {
     let mut exc = Map::new();
     exc.insert("exc_type".into(), Value::String(kind.into()));
     exc.insert("exc_message".into(), Value::Array(vec![Value::String(message.into())]));
-    exc.insert("exc_module".into(), Value::Null);
+    exc.insert("exc_module".into(), module_of(kind));
     Value::Object(exc)
 }
 
@@ -221,5 +274,20 @@ mod tests {
             ResultMeta::Failure { kind: "ValueError".into(), message: "bad, 3".into() }
         );
         assert!(ResultMeta::from_json("not json").is_err());
+    }
+
+    #[test]
+    fn a_rust_error_may_name_a_python_builtin_exception() {
+        assert_eq!(python_exception("ValueError: pages must be positive"), ("ValueError", "pages must be positive"));
+        assert_eq!(python_exception("division by zero"), ("TaskError", "division by zero"));
+        assert_eq!(python_exception("Note: not an exception"), ("TaskError", "Note: not an exception"));
+        let stored = |kind: &str| {
+            let m = ResultMeta::Failure { kind: kind.into(), message: "x".into() };
+            serde_json::from_str::<Value>(&m.to_json("id", None)).unwrap()["result"]["exc_module"].clone()
+        };
+        assert_eq!(
+            (stored("ValueError"), stored("TaskError"), stored("ChordError")),
+            (json!("builtins"), Value::Null, json!("celery.exceptions"))
+        );
     }
 }

@@ -23,7 +23,7 @@ pub use args::args_by_name;
 pub use client::{AsyncResult, Call, Client, ClientError};
 pub use message::{CeleryMessage, decode, kombu_list};
 pub(crate) use meta::meta_of;
-pub use meta::{ResultMeta, result_key};
+pub use meta::{ResultMeta, python_exception, result_key};
 
 /// Why a message is not a Celery task message Celerity can run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -378,6 +378,20 @@ async fn celery_inspect_gets_rust_workers_answers_and_python_revokes() {
     assert!(registered[&node].as_array().unwrap().contains(&json!("proj.tasks.add")), "{registered}");
     let (_, active) = inspect("active").await.unwrap();
     assert_eq!(serde_json::from_str::<serde_json::Value>(active.trim()).unwrap(), json!({node.clone(): []}));
+    let client = celery::Client::connect(&url).await.unwrap();
+    let napping = client.send_task("proj.tasks.nap", (4000,), ()).await.unwrap();
+    while !matches!(napping.state().await.unwrap(), Some(ResultMeta::Started)) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, active) = inspect("active").await.unwrap();
+    let active: serde_json::Value = serde_json::from_str(active.trim()).unwrap();
+    let running = &active[&node][0];
+    assert_eq!(
+        (running["id"].as_str(), running["name"].as_str()),
+        (Some(napping.id()), Some("proj.tasks.nap")),
+        "{active}"
+    );
+    assert_eq!(running["kwargs"], json!({"ms": 4000}), "{active}");
     let (_, stats) = inspect("stats").await.unwrap();
     let stats: serde_json::Value = serde_json::from_str(stats.trim()).unwrap();
     assert_eq!(stats[&node]["pool"]["max-concurrency"], 3, "{stats}");

@@ -96,7 +96,11 @@ pub(super) async fn reply(
     if !celery.asks(&node) {
         return Some(Ok(()));
     }
-    let message = pidbox::reply_message(&celery, &node, pidbox::celery_answer(&celery, &answer));
+    let running = match celery.asked() {
+        Asked::Command("active") => running(backend, &answer).await,
+        _ => Vec::new(),
+    };
+    let message = pidbox::reply_message(&celery, &node, pidbox::celery_answer(&celery, &answer, &running));
     let (exchange, routing_key) = celery.reply_to.clone().unwrap_or_default();
     let mut con = backend.con();
     let send = async {
@@ -112,4 +116,35 @@ pub(super) async fn reply(
         timed_pipe::<()>(backend.inner.op_timeout, &pipe, &mut con).await
     };
     Some(send.await.map_err(|e| e.backend("cannot answer Celery's remote control")))
+}
+
+/// A record's task name, arguments (MessagePack) and start (Unix ms).
+type RecordFields = (Option<String>, Option<Vec<u8>>, Option<i64>);
+
+/// What the records of the tasks an `active` answer names say of them (name,
+/// arguments, start), read in one pipeline; nothing for a record that does not read.
+async fn running(backend: &RedisBackend, answer: &serde_json::Value) -> Vec<pidbox::Running> {
+    let ids: Vec<(String, TaskId)> = answer
+        .get("active")
+        .and_then(serde_json::Value::as_array)
+        .map(|ids| {
+            let id = |v: &serde_json::Value| Some((v.as_str()?.to_owned(), TaskId::from_str(v.as_str()?).ok()?));
+            ids.iter().filter_map(id).collect()
+        })
+        .unwrap_or_default();
+    let mut pipe = redis::pipe();
+    for (_, task) in &ids {
+        pipe.cmd("HMGET").arg(backend.inner.keys.result(task)).arg("task").arg("args").arg("started_ms");
+    }
+    let mut con = backend.con();
+    let fields: Vec<RecordFields> = timed_pipe(backend.inner.op_timeout, &pipe, &mut con).await.unwrap_or_default();
+    ids.into_iter()
+        .zip(fields)
+        .map(|((id, _), (name, args, started_ms))| {
+            let kwargs = args.and_then(|a| rmp_serde::from_slice::<serde_json::Value>(&a).ok()).unwrap_or_default();
+            #[allow(clippy::cast_precision_loss)]
+            let started_s = started_ms.map(|ms| ms as f64 / 1000.0);
+            pidbox::Running { id, name, kwargs, started_s }
+        })
+        .collect()
 }

@@ -117,19 +117,35 @@ impl Request {
     }
 }
 
+/// What a task's record says of it while it runs, for `inspect active`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Running {
+    pub(crate) id: String,
+    pub(crate) name: Option<String>,
+    /// Its arguments by name.
+    pub(crate) kwargs: Value,
+    /// When it started (Unix seconds).
+    pub(crate) started_s: Option<f64>,
+}
+
 /// Celery's answer to `request` from a worker whose Celerity answer (to
-/// [`Request::asked`]'s command, as the worker encodes it) is `answer`.
-pub(crate) fn celery_answer(request: &Request, answer: &Value) -> Value {
+/// [`Request::asked`]'s command, as the worker encodes it) is `answer`; for `active`,
+/// `running` says what is known of the tasks it names.
+pub(crate) fn celery_answer(request: &Request, answer: &Value, running: &[Running]) -> Value {
     let field = |name: &str| answer.get(name).cloned().unwrap_or(Value::Null);
     match request.asked() {
         Asked::Command("registered") => field("tasks"),
         Asked::Command("active") => {
             let node = answer.get("name").cloned().unwrap_or(Value::Null);
             let ids = answer.get("active").and_then(Value::as_array).cloned().unwrap_or_default();
-            // Celery's fields of a request; what a Celerity worker does not track is null.
+            // Celery's fields of a request, from what the records say of each task (see
+            // [`Running`]); the arguments by name, as kwargs.
             let running = ids.into_iter().map(|id| {
-                json!({"id": id, "name": null, "args": [], "kwargs": {}, "type": null, "hostname": node,
-                       "time_start": null, "acknowledged": true, "delivery_info": {}, "worker_pid": std::process::id()})
+                let known = id.as_str().and_then(|id| running.iter().find(|r| r.id == id));
+                let name = known.and_then(|r| r.name.clone());
+                json!({"id": id, "name": name, "args": [], "kwargs": known.map_or(json!({}), |r| r.kwargs.clone()),
+                       "type": name, "hostname": node, "time_start": known.and_then(|r| r.started_s),
+                       "acknowledged": true, "delivery_info": {}, "worker_pid": std::process::id()})
             });
             Value::Array(running.collect())
         }
@@ -247,10 +263,21 @@ mod tests {
     fn answers_take_celerys_shapes() {
         let r = |method: &str| Request { method: method.into(), ..Request::decode(PING.as_bytes()).unwrap() };
         let answer = json!({"worker": "w1", "name": "celerity@h", "tasks": ["proj.tasks.add"], "active": ["id-1"], "concurrency": 4});
-        assert_eq!(celery_answer(&r("ping"), &answer), json!({"ok": "pong"}));
-        assert_eq!(celery_answer(&r("registered"), &answer), json!(["proj.tasks.add"]));
-        assert_eq!(celery_answer(&r("active"), &answer)[0]["id"], "id-1");
-        assert_eq!(celery_answer(&r("stats"), &answer)["pool"]["max-concurrency"], 4);
-        assert!(celery_answer(&r("shutdown_now"), &answer)["error"].as_str().unwrap().contains("shutdown_now"));
+        assert_eq!(celery_answer(&r("ping"), &answer, &[]), json!({"ok": "pong"}));
+        assert_eq!(celery_answer(&r("registered"), &answer, &[]), json!(["proj.tasks.add"]));
+        assert_eq!(celery_answer(&r("active"), &answer, &[])[0]["id"], "id-1");
+        let known = Running {
+            id: "id-1".into(),
+            name: Some("proj.tasks.add".into()),
+            kwargs: json!({"x": 1}),
+            started_s: Some(1.5),
+        };
+        let active = celery_answer(&r("active"), &answer, &[known]);
+        assert_eq!(
+            (active[0]["name"].as_str(), active[0]["kwargs"]["x"].as_i64(), active[0]["time_start"].as_f64()),
+            (Some("proj.tasks.add"), Some(1), Some(1.5))
+        );
+        assert_eq!(celery_answer(&r("stats"), &answer, &[])["pool"]["max-concurrency"], 4);
+        assert!(celery_answer(&r("shutdown_now"), &answer, &[])["error"].as_str().unwrap().contains("shutdown_now"));
     }
 }

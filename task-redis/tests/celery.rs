@@ -742,3 +742,39 @@ async fn a_celery_message_that_outlives_its_workers_goes_to_the_dead_letters() {
     let left: usize = redis::cmd("LLEN").arg("celery").query_async(&mut con).await.unwrap();
     assert_eq!((left, broker.inspect().unwrap().dead_letters(10).await.unwrap().len()), (1, 1));
 }
+
+/// A Celery message given back (its worker died, or stopped) returns to kombu's list of
+/// its priority, where Celery put it, not to the main list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_given_back_celery_message_keeps_its_priority_list() {
+    use task_core::broker::Broker;
+    let server = RedisServer::start();
+    let url = server.url();
+    let u = url.clone();
+    tokio::task::spawn_blocking(move || celery(&u, "add.apply_async((1, 1), priority=5)\nadd.delay(2, 2)"))
+        .await
+        .unwrap();
+    let config = task_redis::RedisConfig::from_url(&url).namespace(test_support::namespace()).celery_queues(["celery"]);
+    let broker = task_redis::RedisBroker::connect(config).await.unwrap();
+    let mut con = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let lengths = |con: &mut redis::aio::MultiplexedConnection| {
+        let mut con = con.clone();
+        async move {
+            let main: usize = redis::cmd("LLEN").arg("celery").query_async(&mut con).await.unwrap();
+            let step3: usize = redis::cmd("LLEN").arg("celery\x06\x163").query_async(&mut con).await.unwrap();
+            (main, step3)
+        }
+    };
+    assert_eq!(lengths(&mut con).await, (1, 1), "where Celery put them");
+    for stops_cleanly in [false, true] {
+        let consumer = task_core::ConsumerId::new();
+        let taken = broker.fetch(&consumer, &["celery".to_owned()], 10, Duration::from_secs(1)).await.unwrap();
+        assert_eq!((taken.len(), lengths(&mut con).await), (2, (0, 0)));
+        if stops_cleanly {
+            broker.deregister(&consumer).await.unwrap();
+        } else {
+            broker.recover_consumer(&consumer).await.unwrap();
+        }
+        assert_eq!(lengths(&mut con).await, (1, 1), "each back in its own list (clean stop: {stops_cleanly})");
+    }
+}

@@ -385,9 +385,8 @@ impl RedisBroker {
                 if self.handed_out().get(consumer).is_some_and(|h| h.receipts.contains(&receipt_hash(&raw))) {
                     continue;
                 }
-                let main = Keys::celery_lists(queue).swap_remove(0);
                 let mut inv = SCRIPTS.celery_return.prepare_invoke();
-                inv.key(&list).key(main).arg(&raw).arg(crate::celery::HELD);
+                inv.key(&list).key(crate::celery::home_list(queue, &raw)).arg(&raw).arg(crate::celery::HELD);
                 let _: i64 = timed(self.limit(), inv.invoke_async(&mut con)).await?;
                 warn!(queue, "gave back a Celery message whose fetch reply was lost");
             }
@@ -855,9 +854,11 @@ impl RedisBroker {
             buried.extend(letters);
             // Celery messages it held (of a queue this process may not serve itself).
             let mut inv = SCRIPTS.celery_recover.prepare_invoke();
-            inv.key(keys.celery_processing(&queue, worker))
-                .key(Keys::celery_lists(&queue).swap_remove(0))
-                .key(keys.celery_deaths(&queue))
+            inv.key(keys.celery_processing(&queue, worker));
+            for list in Keys::celery_lists(&queue) {
+                inv.key(list);
+            }
+            inv.key(keys.celery_deaths(&queue))
                 .key(keys.celery_burying(&queue))
                 .arg(crate::celery::HELD)
                 .arg(self.inner.config.max_deliveries)

@@ -186,13 +186,13 @@ impl Broker for RedisBroker {
         Box::pin(async move {
             let keys = &self.inner.keys;
             if crate::celery::is_kombu(delivery.receipt.as_bytes()) {
-                // Back to the front of kombu's list, as Celery wrote it.
+                // Back to the front of kombu's list of its priority, as Celery wrote it.
                 return self
                     .settle(
                         &SCRIPTS.celery_return,
                         vec![
                             keys.celery_processing(&delivery.queue, consumer.as_str()),
-                            Keys::celery_lists(&delivery.queue).swap_remove(0),
+                            crate::celery::home_list(&delivery.queue, delivery.receipt.as_bytes()),
                         ],
                         vec![delivery.receipt.as_bytes().to_vec(), crate::celery::HELD.to_vec()],
                         "release",

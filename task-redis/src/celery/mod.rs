@@ -42,6 +42,14 @@ impl CeleryError {
 /// so where it came from, whatever the message holds.
 pub(crate) const HELD: &[u8] = b"\xC1C";
 
+/// The kombu list the held Celery message `receipt` goes back to: the one of its
+/// priority (kombu put it there by its `priority` property), the main one when it does
+/// not read.
+pub(crate) fn home_list(queue: &str, receipt: &[u8]) -> String {
+    let priority = receipt.get(HELD.len()..).and_then(|m| decode(m).ok()).map_or(0, |m| m.priority);
+    kombu_list(queue, priority)
+}
+
 /// True when a receipt is a held Celery message.
 pub(crate) fn is_kombu(receipt: &[u8]) -> bool {
     receipt.starts_with(HELD)
@@ -127,6 +135,14 @@ fn secs_to_ms(secs: f64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_message_goes_home_to_the_list_of_its_priority() {
+        let mut m = CeleryMessage::new("proj.tasks.add", "id-1", "celery");
+        m.priority = 5;
+        assert_eq!(home_list("celery", &[HELD, m.to_kombu().as_bytes()].concat()), "celery\x06\x163");
+        assert_eq!(home_list("celery", b"\xC1Cgarbage"), "celery");
+    }
 
     #[test]
     fn a_retry_is_the_same_call_with_its_next_try_and_due_time() {

@@ -20,7 +20,7 @@ if [ -z "$worker" ]; then
   worker="$(cd ../.. && pwd)/target/debug/django-worker"
 fi
 # Its own jobs only (not the caller's process group).
-trap 'trap - EXIT INT TERM; kill $(jobs -p) 2>/dev/null; wait' EXIT INT TERM
+trap 'trap - EXIT INT TERM; kill $(jobs -p) 2>/dev/null || true; wait' EXIT INT TERM
 "$worker" worker -c 4 -n "rusty@%h" &
 "$python" -m celery -A proj flower --address=127.0.0.1 --port="${FLOWER_PORT:-5555}" &
 "$python" manage.py runserver --noreload "127.0.0.1:${DJANGO_PORT:-8000}" &

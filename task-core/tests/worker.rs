@@ -525,7 +525,12 @@ async fn messages_and_results_over_the_size_limit_are_clear_errors() {
         Err(Error::TaskFailed { error, .. }) => assert!(error.contains("over the limit of 4096 bytes"), "{error}"),
         other => panic!("expected FAILURE, got {other:?}"),
     }
-    assert!(broker.dead_letters().iter().any(|d| d.reason.contains("over the limit")), "a dead letter");
+    // The failure is stored before the message is buried: the letter may follow.
+    let until = std::time::Instant::now() + WAIT;
+    while !broker.dead_letters().iter().any(|d| d.reason.contains("over the limit")) {
+        assert!(std::time::Instant::now() < until, "a dead letter");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let fat = inflate::delay(&app, 10_000).await.unwrap();
     match fat.get(WAIT).await {
         Err(Error::TaskFailed { error, .. }) => assert!(error.contains("the result is"), "{error}"),

@@ -379,8 +379,10 @@ async fn celery_inspect_gets_rust_workers_answers_and_python_revokes() {
     let (_, active) = inspect("active").await.unwrap();
     assert_eq!(serde_json::from_str::<serde_json::Value>(active.trim()).unwrap(), json!({node.clone(): []}));
     let client = celery::Client::connect(&url).await.unwrap();
-    let napping = client.send_task("proj.tasks.nap", (4000,), ()).await.unwrap();
+    let napping = client.send_task("proj.tasks.nap", (60_000,), ()).await.unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(30);
     while !matches!(napping.state().await.unwrap(), Some(ResultMeta::Started)) {
+        assert!(std::time::Instant::now() < until, "the nap never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (_, active) = inspect("active").await.unwrap();
@@ -391,7 +393,8 @@ async fn celery_inspect_gets_rust_workers_answers_and_python_revokes() {
         (Some(napping.id()), Some("proj.tasks.nap")),
         "{active}"
     );
-    assert_eq!(running["kwargs"], json!({"ms": 4000}), "{active}");
+    assert_eq!(running["kwargs"], json!({"ms": 60_000}), "{active}");
+    app.revoke(&<task_core::TaskId as std::str::FromStr>::from_str(napping.id()).unwrap(), true).await.unwrap();
     let (_, stats) = inspect("stats").await.unwrap();
     let stats: serde_json::Value = serde_json::from_str(stats.trim()).unwrap();
     assert_eq!(stats[&node]["pool"]["max-concurrency"], 3, "{stats}");
@@ -486,7 +489,9 @@ async fn tsum(values: Vec<i64>) -> task_core::TaskResult<i64> {
 
 /// Chords built in Python, joined the way Celery's Redis backend joins them: Rust
 /// members and a Rust body; a chain into a group and on into a chord (which Celery makes
-/// of a group followed by a task), applied by the Rust worker; Rust members and a Python body; a Python member and a Rust
+/// of a group followed by a task), applied by the Rust worker, and on after the chord;
+/// a chain that starts with a group (a chord whose body is a chain), and its failure
+/// reaching the chain's last task; Rust members and a Python body; a Python member and a Rust
 /// member (each side runs its own join on the same keys) and a Rust body; and a failed
 /// member: Python's `get()` raises its error (Celery raises a parent's first), and the
 /// body is stored failed with Celery's `ChordError`.
@@ -517,6 +522,12 @@ async fn python_chords_join_across_rust_and_python_workers() {
          except Exception as e:\n    print(type(e).__name__, '|', e)\n\
          print(chord([add.s(1, 1), add.s(2, 2)], py_total.s().set(queue='py')).delay().get(timeout=30))\n\
          print(chord([add.s(1, 1), py_double.s(5).set(queue='py')], tsum.s()).delay().get(timeout=30))\n\
+         print(chain(group(add.s(1, 1), add.s(2, 2)), tsum.s(), add.s(100)).delay().get(timeout=30))\n\
+         import time\n\
+         after = chain(group(divide.s(1, 0), add.s(1, 1)), tsum.s(), add.s(1)).delay()\n\
+         deadline = time.time() + 30\n\
+         while after.state != 'FAILURE' and time.time() < deadline:\n    time.sleep(0.05)\n\
+         print(type(after.result).__name__)\n\
          failed = chord([add.s(1, 1), divide.s(1, 0)], tsum.s()).delay()\n\
          try:\n    failed.get(timeout=30)\n\
          except Exception as e:\n    print(type(e).__name__, '|', e)\n\
@@ -526,7 +537,7 @@ async fn python_chords_join_across_rust_and_python_workers() {
     let printed = tokio::task::spawn_blocking(move || celery(&u, script)).await.unwrap();
     let lines: Vec<&str> = printed.lines().collect();
     assert_eq!(
-        lines[..8],
+        lines[..10],
         [
             "12",
             "34",
@@ -535,13 +546,15 @@ async fn python_chords_join_across_rust_and_python_workers() {
             "TaskError | division by zero",
             "{'total': 6, 'by': 'python'}",
             "12",
+            "106",
+            "ChordError",
             "TaskError | division by zero"
         ],
         "{printed}\n{}",
         python.log()
     );
     assert!(
-        lines[8].starts_with("ChordError |") && lines[8].contains("division by zero"),
+        lines[10].starts_with("ChordError |") && lines[10].contains("division by zero"),
         "the body failed: {printed}"
     );
     worker.shutdown().await.unwrap();

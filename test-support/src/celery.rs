@@ -121,9 +121,13 @@ impl Flower {
             .expect("flower starts");
         let flower = Self { child, port, log };
         let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        // Up, and its event consumer connected (an event published before is not seen:
-        // pub/sub keeps nothing).
-        while flower.get("/healthcheck").is_none() || !flower.log().contains("Connected to redis") {
+        // Up, and its event consumer subscribed (an event published before is not seen:
+        // pub/sub keeps nothing): kombu PSUBSCRIBEs to the events' pattern.
+        let subscribed = || {
+            let out = Command::new("redis-cli").args(["-u", url, "PUBSUB", "NUMPAT"]).output().ok();
+            out.and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<u32>().ok()).is_some_and(|n| n >= 1)
+        };
+        while flower.get("/healthcheck").is_none() || !subscribed() {
             assert!(std::time::Instant::now() < until, "Flower did not start: {}", flower.log());
             std::thread::sleep(std::time::Duration::from_millis(100));
         }

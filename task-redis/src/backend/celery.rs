@@ -26,7 +26,18 @@ pub(super) struct CeleryWrite {
 /// The node names of this process's workers, by worker id, and when each last sent a
 /// worker event (none yet: its next one says it is online; for Celery's `freq`).
 #[derive(Debug, Default)]
-pub(super) struct Nodes(Mutex<HashMap<String, (String, Option<std::time::Instant>)>>);
+pub(super) struct Nodes(Mutex<HashMap<String, (String, Beat)>>);
+
+/// Where a worker's events stand.
+#[derive(Debug, Clone, Copy)]
+enum Beat {
+    /// None sent yet: the next says it is online.
+    Never,
+    /// The last one's time.
+    At(std::time::Instant),
+    /// It said it went offline: nothing more (a heartbeat in flight at its stop).
+    Offline,
+}
 
 impl RedisBackend {
     /// `update` in Celery's result format, when states are kept in it too.
@@ -64,7 +75,7 @@ impl RedisBackend {
         let name = name.filter(|n| !n.is_empty())?;
         let mut nodes = self.inner.nodes.0.lock().unwrap_or_else(|p| p.into_inner());
         // Only this process's workers send events: a handful of entries.
-        nodes.entry(id.to_owned()).or_insert_with(|| (name.clone(), None));
+        nodes.entry(id.to_owned()).or_insert_with(|| (name.clone(), Beat::Never));
         Some(name)
     }
 
@@ -85,17 +96,22 @@ impl RedisBackend {
         let name = self.node_name(id).await?;
         let (kind, freq) = {
             let mut nodes = self.inner.nodes.0.lock().unwrap_or_else(|p| p.into_inner());
-            let last = nodes.get(id).and_then(|(_, at)| *at);
-            // The worker's first event records before it announces its name: the first
-            // one sent under its name says it is online. Heartbeats come every third of
-            // the heartbeat TTL; until two were seen, the default TTL's.
-            let kind = if last.is_none() && event.kind != EventKind::WorkerOffline { "worker-online" } else { kind };
+            let last = nodes.get(id).map_or(Beat::Never, |(_, beat)| *beat);
+            // The first event sent under its name says it is online. Heartbeats come
+            // every third of the heartbeat TTL; until two were seen, the default TTL's.
             let default = task_core::DEFAULT_HEARTBEAT_TTL.as_secs_f64() / 3.0;
-            let freq = last.map_or(default, |at| at.elapsed().as_secs_f64().clamp(1.0, 60.0));
-            if event.kind == EventKind::WorkerOffline {
-                nodes.remove(id);
-            } else if let Some(entry) = nodes.get_mut(id) {
-                entry.1 = Some(std::time::Instant::now());
+            let (kind, freq) = match last {
+                Beat::Offline => return None,
+                Beat::Never if event.kind != EventKind::WorkerOffline => ("worker-online", default),
+                Beat::Never => (kind, default),
+                Beat::At(at) => (kind, at.elapsed().as_secs_f64().clamp(1.0, 60.0)),
+            };
+            if let Some(entry) = nodes.get_mut(id) {
+                entry.1 = if event.kind == EventKind::WorkerOffline {
+                    Beat::Offline
+                } else {
+                    Beat::At(std::time::Instant::now())
+                };
             }
             (kind, freq)
         };
@@ -168,7 +184,7 @@ impl RedisBackend {
         }
         timed_pipe::<()>(self.inner.op_timeout, &pipe, &mut con).await.map_err(|e| e.backend(&context()))?;
         if let Some(part) = canvas::chord_part(&canvas) {
-            self.join_chord(id, state, &part, ttl).await.map_err(|e| e.backend(&context()))?;
+            self.join_chord(id, write.worker.as_deref(), state, &part, ttl).await.map_err(|e| e.backend(&context()))?;
         }
         let _: () = timed(self.inner.op_timeout, redis::cmd("DEL").arg(&canvas_key).query_async(&mut con))
             .await
@@ -183,14 +199,16 @@ impl RedisBackend {
     async fn join_chord(
         &self,
         id: &TaskId,
+        worker: Option<&str>,
         state: &ResultMeta,
         part: &canvas::ChordPart,
         ttl: Duration,
     ) -> Result<(), crate::error::Failure> {
         let Some(entry) = canvas::chord_entry(id.as_str(), state) else { return Ok(()) };
         let keys = canvas::chord_keys(&part.group);
-        // The member's own token: a join tried again after a failure finds its claim.
-        let token = format!("celerity:{id}");
+        // This run's own token (the member on this worker): a join tried again after a
+        // failure finds its claim; another run of the member (elsewhere) does not.
+        let token = format!("celerity:{}:{id}", worker.unwrap_or("?"));
         let mut inv = SCRIPTS.celery_chord_part.prepare_invoke();
         for key in &keys {
             inv.key(key);

@@ -141,7 +141,10 @@ async fn running(backend: &RedisBackend, answer: &serde_json::Value) -> Vec<pidb
     ids.into_iter()
         .zip(fields)
         .map(|((id, _), (name, args, started_ms))| {
-            let kwargs = args.and_then(|a| rmp_serde::from_slice::<serde_json::Value>(&a).ok()).unwrap_or_default();
+            let kwargs = args
+                .and_then(|a| rmp_serde::from_slice::<serde_json::Value>(&a).ok())
+                .filter(serde_json::Value::is_object)
+                .unwrap_or_else(|| serde_json::json!({}));
             #[allow(clippy::cast_precision_loss)]
             let started_s = started_ms.map(|ms| ms as f64 / 1000.0);
             pidbox::Running { id, name, kwargs, started_s }

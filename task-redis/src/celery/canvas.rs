@@ -36,13 +36,15 @@ pub(crate) fn kept(embed: &Map<String, Value>, m: &CeleryMessage) -> Result<Opti
         if m.group.is_none() {
             return Err("a Celery chord member without a group".into());
         }
-        if let Some(kind) = chord.get("subtask_type").and_then(Value::as_str) {
-            return Err(format!(
-                "Celery canvas (a chord whose body is a {kind}) is not supported by Celerity workers yet"
-            ));
-        }
-        if chord.get("task").and_then(Value::as_str).is_none() {
-            return Err("a Celery chord body without a task name".into());
+        match chord.get("subtask_type").and_then(Value::as_str) {
+            // A task, or a chain of tasks (Celery makes `chain(group, a, b)` a chord
+            // whose body is the chain `a | b`).
+            None | Some("chain") => applicable(chord)?,
+            Some(kind) => {
+                return Err(format!(
+                    "Celery canvas (a chord whose body is a {kind}) is not supported by Celerity workers yet"
+                ));
+            }
         }
     }
     let list = |key: &str| match embed.get(key) {
@@ -75,14 +77,19 @@ fn applicable(sig: &Value) -> Result<(), String> {
         Ok(())
     };
     let members = |group: &Value| group.get("kwargs").and_then(|k| k.get("tasks")).and_then(Value::as_array).cloned();
+    // A task, or a chain of tasks.
+    let plain = |sig: &Value| match sig.get("subtask_type").and_then(Value::as_str) {
+        Some("chain") => members(sig).ok_or("a Celery chain without tasks")?.iter().try_for_each(simple),
+        _ => simple(sig),
+    };
     match sig.get("subtask_type").and_then(Value::as_str) {
-        None => simple(sig),
+        None | Some("chain") => plain(sig),
         Some("group") => members(sig).ok_or("a Celery group without tasks")?.iter().try_for_each(simple),
         Some("chord") => {
             let kwargs = sig.get("kwargs").ok_or("a Celery chord without its parts")?;
             let header = kwargs.get("header").ok_or("a Celery chord without a header")?;
             members(header).ok_or("a Celery chord's header is not a group")?.iter().try_for_each(simple)?;
-            simple(kwargs.get("body").ok_or("a Celery chord without a body")?)
+            plain(kwargs.get("body").ok_or("a Celery chord without a body")?)
         }
         Some(kind) => {
             Err(format!("Celery canvas ({kind} inside a chain or link) is not supported by Celerity workers yet"))
@@ -204,6 +211,10 @@ fn step_ids(step: &Value) -> Vec<String> {
             let rest = body.pointer("/options/chain").and_then(Value::as_array).cloned().unwrap_or_default();
             id(&body).into_iter().chain(rest.iter().flat_map(step_ids)).collect()
         }
+        Some("chain") => {
+            let tasks = step.pointer("/kwargs/tasks").and_then(Value::as_array).cloned().unwrap_or_default();
+            tasks.iter().flat_map(step_ids).collect()
+        }
         _ => id(step).into_iter().collect(),
     }
 }
@@ -213,6 +224,18 @@ fn step_ids(step: &Value) -> Vec<String> {
 /// arguments unless it is immutable, its own id (`options.task_id`) or a new one, its
 /// queue (`options.queue`, else Celery's default `celery`), its links.
 fn signature_message(sig: &Value, first: Option<&Value>, parent: &str, root: &str, priority: u8) -> CeleryMessage {
+    if sig.get("subtask_type").and_then(Value::as_str) == Some("chain") {
+        // A chain (a chord's body, say): its first task, carrying the rest, which the
+        // message keeps last-first as Celery does.
+        let tasks = sig.pointer("/kwargs/tasks").and_then(Value::as_array).cloned().unwrap_or_default();
+        if let Some((head, rest)) = tasks.split_first() {
+            let mut m = signature_message(head, first, parent, root, priority);
+            if !rest.is_empty() {
+                m.embed.insert("chain".into(), Value::Array(rest.iter().rev().cloned().collect()));
+            }
+            return m;
+        }
+    }
     let options = sig.get("options").and_then(Value::as_object).cloned().unwrap_or_default();
     let text = |key: &str| options.get(key).and_then(Value::as_str).map(str::to_owned);
     let id = text("task_id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
@@ -339,7 +362,11 @@ pub(crate) fn chord_done(part: &ChordPart, entries: &[String]) -> ChordDone {
                 .map(|sig| signature_message(sig, Some(&failed), failed.as_str().unwrap_or_default(), &part.root, 0))
                 .collect();
             let rest = part.body.pointer("/options/chain").and_then(Value::as_array).cloned().unwrap_or_default();
-            let chain_failed = rest.iter().flat_map(step_ids).collect();
+            let chain_failed = step_ids(&part.body)
+                .into_iter()
+                .filter(|i| Some(i) != body_id.as_ref())
+                .chain(rest.iter().flat_map(step_ids))
+                .collect();
             return ChordDone::Fail { id: body_id, error, errbacks, chain_failed };
         }
         values.push(value.clone());
@@ -467,8 +494,8 @@ mod tests {
         assert!(kept_of(r#"{"chord": {"task": "t", "subtask_type": "chain"}}"#).unwrap_err().contains("chord"));
         let group = r#"{"callbacks": [{"task": "celery.group", "subtask_type": "group", "kwargs": {}}]}"#;
         assert!(kept_of(group).unwrap_err().contains("group"));
-        let nested = r#"{"chain": [{"task": "celery.chain", "subtask_type": "chain", "kwargs": {"tasks": []}}]}"#;
-        assert!(kept_of(nested).unwrap_err().contains("chain"));
+        let nested = r#"{"chain": [{"task": "celery.chain", "subtask_type": "chain", "kwargs": {"tasks": [{"task": "celery.group", "subtask_type": "group", "kwargs": {"tasks": []}}]}}]}"#;
+        assert!(kept_of(nested).unwrap_err().contains("nested"));
         assert_eq!(kept_of(r#"{"callbacks": null, "errbacks": null, "chain": null, "chord": null}"#), Ok(None));
     }
 }

@@ -46,7 +46,11 @@ pub(crate) const HELD: &[u8] = b"\xC1C";
 /// priority (kombu put it there by its `priority` property), the main one when it does
 /// not read.
 pub(crate) fn home_list(queue: &str, receipt: &[u8]) -> String {
-    let priority = receipt.get(HELD.len()..).and_then(|m| decode(m).ok()).map_or(0, |m| m.priority);
+    // Its `properties.priority` alone, as the recovery script reads it.
+    let message = receipt.get(HELD.len()..).and_then(|m| serde_json::from_slice::<serde_json::Value>(m).ok());
+    let priority = message.as_ref().and_then(|m| m.pointer("/properties/priority")).and_then(serde_json::Value::as_f64);
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let priority = priority.unwrap_or(0.0).clamp(0.0, 255.0) as u8;
     kombu_list(queue, priority)
 }
 

@@ -188,8 +188,7 @@ where
         }
     }
 
-    shutdown(&*broker, &id, &runner, &inbox, &mut slots, grace_period).await;
-    heart.abort();
+    shutdown(&*broker, &id, &runner, &inbox, &mut slots, grace_period, heart).await;
     // No more terminate requests or remote commands for this worker.
     drop(terminator);
     drop(controlled);
@@ -207,6 +206,7 @@ async fn shutdown(
     inbox: &Inbox,
     slots: &mut JoinSet<()>,
     grace: Duration,
+    heart: tokio::task::JoinHandle<()>,
 ) {
     // The slots stop after the run each is in; what none started goes back.
     let held = inbox.close();
@@ -230,6 +230,10 @@ async fn shutdown(
     }
     while slots.join_next().await.is_some() {}
     runner.settle_stranded().await;
+    // The heartbeat kept this worker alive through the grace period; it stops before
+    // the worker leaves the directory, or a beat in flight would announce it again.
+    heart.abort();
+    let _ = heart.await;
     if let Err(e) = broker.deregister(id).await {
         error!(error = %e, "cannot deregister; held messages are recovered when this worker's heartbeat expires");
     }

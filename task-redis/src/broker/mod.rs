@@ -852,7 +852,12 @@ impl RedisBroker {
             let (n, letters) = parse_recovered(reply, &queue);
             moved += n;
             buried.extend(letters);
-            // Celery messages it held (of a queue this process may not serve itself).
+            // Celery messages it held (of a queue this process may not serve itself). None
+            // on a cluster: Celery queues are refused there (kombu's lists have no tag,
+            // so the script's keys would span slots).
+            if self.inner.conns.is_cluster() {
+                continue;
+            }
             let mut inv = SCRIPTS.celery_recover.prepare_invoke();
             inv.key(keys.celery_processing(&queue, worker));
             for list in Keys::celery_lists(&queue) {

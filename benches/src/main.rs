@@ -58,6 +58,12 @@ struct Args {
     /// benches/compare/compare.sh).
     #[arg(long)]
     jsonl: Option<std::path::PathBuf>,
+    /// A shell command run around each drain: with `start` once the queue is filled and
+    /// before its workers start, with `stop` after the last ack (env:
+    /// CELERITY_BENCH_TASKS, CELERITY_BENCH_FIGURE). benches/callgrind.sh counts Redis's
+    /// instructions per task with it.
+    #[arg(long)]
+    around_drain: Option<String>,
     /// A Redis Cluster (`redis+cluster://host:port,…`) for the `cluster` figure: the
     /// drain of one partitioned queue, with the Redis CPU per task on each primary.
     #[arg(long)]
@@ -98,6 +104,7 @@ async fn measure(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         prefetch_multiplier: args.prefetch_multiplier.max(1),
         pool: args.pool.clone(),
         partitions: None,
+        around_drain: args.around_drain.clone(),
     };
     println!(
         "# celerity-bench {} — redis {} — {} CPUs — release={} — worker processes: {}, prefetch {}× the concurrency, pool {}",
@@ -163,6 +170,8 @@ struct Bench {
     pool: String,
     /// On a cluster: the partitions of the queue `default`.
     partitions: Option<u16>,
+    /// `--around-drain`.
+    around_drain: Option<String>,
 }
 
 /// A namespace of one figure, and its app.
@@ -183,6 +192,21 @@ fn rate(n: usize, d: Duration) -> String {
 }
 
 impl Bench {
+    /// Runs `--around-drain`'s command with `phase` (`start` or `stop`), if one is given.
+    fn around_drain(&self, phase: &str, n: usize, figure: &str) -> Result<(), Box<dyn std::error::Error>> {
+        let Some(command) = &self.around_drain else { return Ok(()) };
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{command} {phase}"))
+            .env("CELERITY_BENCH_TASKS", n.to_string())
+            .env("CELERITY_BENCH_FIGURE", figure)
+            .status()?;
+        if !status.success() {
+            return Err(format!("`{command} {phase}` failed: {status}").into());
+        }
+        Ok(())
+    }
+
     /// Appends `{"peer": "celerity", "measure": .., ..fields}` to the JSON-lines file, if any.
     fn record(&self, measure: &str, fields: &[(&str, f64)]) {
         let Some(path) = &self.jsonl else { return };
@@ -291,10 +315,17 @@ impl Bench {
     ) -> Result<(), Box<dyn std::error::Error>> {
         let s = self.space().await?;
         s.fill(n).await?;
+        let figure = format!(
+            "drain, {}, {processes} worker process{}",
+            if track_started { "STARTED stored" } else { "STARTED not stored" },
+            if processes == 1 { "" } else { "es" }
+        );
+        self.around_drain("start", n, &figure)?;
         let redis_before = s.redis_cpu_nodes().await?;
         let workers: Vec<WorkerProcess> =
             (0..processes).map(|_| s.worker_tracking(concurrency, track_started)).collect();
         let (first, last) = s.watch_drain(n, n).await?;
+        self.around_drain("stop", n, &figure)?;
         let per_node: Vec<f64> =
             s.redis_cpu_nodes().await?.iter().zip(&redis_before).map(|(after, before)| after - before).collect();
         let redis_used: f64 = per_node.iter().sum();

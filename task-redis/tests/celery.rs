@@ -18,6 +18,23 @@ fn celery(url: &str, code: &str) -> String {
     test_support::run_celery(url, &format!("{ADD}{code}"))
 }
 
+/// [`celery`] off the async runtime (Python blocks while it waits for Rust workers).
+async fn in_python(url: &str, code: &str) -> String {
+    let (url, code) = (url.to_owned(), code.to_owned());
+    tokio::task::spawn_blocking(move || celery(&url, &code)).await.unwrap()
+}
+
+/// The configuration of a Rust side serving the Celery queue `celery` at `url`, in a
+/// namespace of its own.
+fn celery_config(url: &str) -> task_redis::RedisConfig {
+    task_redis::RedisConfig::from_url(url).namespace(test_support::namespace()).celery_queues(["celery"])
+}
+
+/// An app of [`celery_config`].
+async fn celery_app(url: &str) -> task_core::App {
+    task_redis::app_builder(celery_config(url)).await.unwrap().build().await.unwrap()
+}
+
 #[test]
 fn what_python_celery_sends_reads_into_its_task_and_arguments() {
     let server = RedisServer::start();
@@ -114,10 +131,8 @@ async fn divide(x: i64, y: i64) -> task_core::TaskResult<i64> {
 async fn python_delay_runs_on_a_rust_worker_and_python_gets_the_result() {
     let server = RedisServer::start();
     let url = server.url();
-    let config = task_redis::RedisConfig::from_url(&url).namespace(test_support::namespace()).celery_queues(["celery"]);
-    let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
+    let app = celery_app(&url).await;
     let worker = app.worker().queues(["celery"]).concurrency(2).spawn();
-    let u = url.clone();
     let script = "@app.task(name='proj.tasks.divide')\n\
          def divide(x, y):\n    return x // y\n\
          @app.task(name='proj.tasks.nobody')\n\
@@ -136,7 +151,7 @@ async fn python_delay_runs_on_a_rust_worker_and_python_gets_the_result() {
          from celery import chain, group\n\
          try:\n    chain(add.s(1, 2), group(chain(add.s(1), add.s(2)), add.s(3))).delay().parent.get(timeout=20)\n\
          except Exception as e:\n    print(type(e).__name__, '|', e)";
-    let printed = tokio::task::spawn_blocking(move || celery(&u, script)).await.unwrap();
+    let printed = in_python(&url, script).await;
     let lines: Vec<&str> = printed.lines().collect();
     assert_eq!(&lines[..4], ["5", "42", "3", "TaskError | division by zero"], "{printed}");
     assert!(lines[4].starts_with("TaskError |") && lines[4].contains("proj.tasks.nobody"), "{printed}");
@@ -201,8 +216,7 @@ async fn a_countdown_waits_in_redis_and_an_expired_task_is_revoked() {
 
 /// `add.delay(i, 0)` for i in 0..3, from Python, to the `celery` queue at `url`.
 async fn three_sent_by_python(url: &str) {
-    let url = url.to_owned();
-    tokio::task::spawn_blocking(move || celery(&url, "for i in range(3):\n    add.delay(i, 0)")).await.unwrap();
+    in_python(url, "for i in range(3):\n    add.delay(i, 0)").await;
 }
 
 /// A consumer that dies holding Celery messages: they go back to the front of kombu's
@@ -216,8 +230,7 @@ async fn a_dead_consumers_celery_messages_go_back_in_order() {
     three_sent_by_python(&url).await;
     let mut con = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
     let before: Vec<Vec<u8>> = redis::cmd("LRANGE").arg("celery").arg(0).arg(-1).query_async(&mut con).await.unwrap();
-    let config = task_redis::RedisConfig::from_url(&url).namespace(test_support::namespace()).celery_queues(["celery"]);
-    let broker = task_redis::RedisBroker::connect(config).await.unwrap();
+    let broker = task_redis::RedisBroker::connect(celery_config(&url)).await.unwrap();
     let consumer = task_core::ConsumerId::new();
     let taken = broker.fetch(&consumer, &["celery".to_owned()], 10, Duration::from_secs(1)).await.unwrap();
     assert_eq!(taken.len(), 3);
@@ -323,15 +336,9 @@ async fn whoami(ctx: task_core::TaskContext) -> task_core::TaskResult<serde_json
 async fn a_rust_retry_is_a_celery_message_a_python_worker_runs() {
     let server = RedisServer::start();
     let url = server.url();
-    let config = task_redis::RedisConfig::from_url(&url).namespace(test_support::namespace()).celery_queues(["celery"]);
-    let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
+    let app = celery_app(&url).await;
     let worker = app.worker().queues(["celery"]).spawn();
-    let u = url.clone();
-    let got = tokio::task::spawn_blocking(move || {
-        celery(&u, "print(app.send_task('proj.tasks.flaky', args=[4]).get(timeout=30))")
-    })
-    .await
-    .unwrap();
+    let got = in_python(&url, "print(app.send_task('proj.tasks.flaky', args=[4]).get(timeout=30))").await;
     assert_eq!(got.trim(), "42", "two retries, then the value");
 
     let client = celery::Client::connect(&url).await.unwrap();
@@ -359,8 +366,7 @@ async fn a_rust_retry_is_a_celery_message_a_python_worker_runs() {
 async fn celery_inspect_gets_rust_workers_answers_and_python_revokes() {
     let server = RedisServer::start();
     let url = server.url();
-    let config = task_redis::RedisConfig::from_url(&url).namespace(test_support::namespace()).celery_queues(["celery"]);
-    let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
+    let app = celery_app(&url).await;
     let worker = app.worker().queues(["celery"]).name("rusty@%h").concurrency(3).spawn();
     let inspect = |what: &'static str| {
         let url = url.clone();
@@ -399,18 +405,14 @@ async fn celery_inspect_gets_rust_workers_answers_and_python_revokes() {
     let stats: serde_json::Value = serde_json::from_str(stats.trim()).unwrap();
     assert_eq!(stats[&node]["pool"]["max-concurrency"], 3, "{stats}");
 
-    let u = url.clone();
-    let printed = tokio::task::spawn_blocking(move || {
-        celery(
-            &u,
-            "r = add.apply_async((1, 2), countdown=3)\n\
+    let printed = in_python(
+        &url,
+        "r = add.apply_async((1, 2), countdown=3)\n\
              app.control.revoke(r.id)\n\
              try:\n    r.get(timeout=20)\n\
              except Exception as e:\n    print(type(e).__name__, r.id)",
-        )
-    })
-    .await
-    .unwrap();
+    )
+    .await;
     let (kind, id) = printed.trim().split_once(' ').unwrap();
     assert_eq!(kind, "TaskRevokedError", "{printed}");
     let meta = app.backend().get(&<task_core::TaskId as std::str::FromStr>::from_str(id).unwrap()).await.unwrap();
@@ -427,11 +429,9 @@ async fn celery_inspect_gets_rust_workers_answers_and_python_revokes() {
 async fn python_canvas_runs_on_rust_and_python_workers() {
     let server = RedisServer::start();
     let url = server.url();
-    let config = task_redis::RedisConfig::from_url(&url).namespace(test_support::namespace()).celery_queues(["celery"]);
-    let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
+    let app = celery_app(&url).await;
     let worker = app.worker().queues(["celery"]).spawn();
     let python = test_support::CeleryWorker::start(&url, &["py"]);
-    let u = url.clone();
     let script = "from celery import chain, group\n\
          @app.task(name='proj.tasks.divide')\n\
          def divide(x, y):\n    return x // y\n\
@@ -455,7 +455,7 @@ async fn python_canvas_runs_on_rust_and_python_workers() {
          quiet = add.s(10).freeze()\n\
          add.apply_async((1, 2), ignore_result=True, link=add.s(10).set(task_id=quiet.id))\n\
          print(app.AsyncResult(quiet.id).get(timeout=30))";
-    let printed = tokio::task::spawn_blocking(move || celery(&u, script)).await.unwrap();
+    let printed = in_python(&url, script).await;
     let lines: Vec<&str> = printed.lines().collect();
     assert_eq!(
         lines,
@@ -499,11 +499,9 @@ async fn tsum(values: Vec<i64>) -> task_core::TaskResult<i64> {
 async fn python_chords_join_across_rust_and_python_workers() {
     let server = RedisServer::start();
     let url = server.url();
-    let config = task_redis::RedisConfig::from_url(&url).namespace(test_support::namespace()).celery_queues(["celery"]);
-    let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
+    let app = celery_app(&url).await;
     let worker = app.worker().queues(["celery"]).spawn();
     let python = test_support::CeleryWorker::start(&url, &["py"]);
-    let u = url.clone();
     let script = "from celery import chord\n\
          @app.task(name='proj.tasks.divide')\n\
          def divide(x, y):\n    return x // y\n\
@@ -534,7 +532,7 @@ async fn python_chords_join_across_rust_and_python_workers() {
          import time\n\
          while failed.state != 'FAILURE':\n    time.sleep(0.05)\n\
          print(type(failed.result).__name__, '|', failed.result)";
-    let printed = tokio::task::spawn_blocking(move || celery(&u, script)).await.unwrap();
+    let printed = in_python(&url, script).await;
     let lines: Vec<&str> = printed.lines().collect();
     assert_eq!(
         lines[..10],
@@ -569,16 +567,11 @@ async fn flower_lists_the_rust_worker_and_its_tasks() {
     let url = server.url();
     let u = url.clone();
     let flower = tokio::task::spawn_blocking(move || test_support::Flower::start(&u)).await.unwrap();
-    let config = task_redis::RedisConfig::from_url(&url).namespace(test_support::namespace()).celery_queues(["celery"]);
-    let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
+    let app = celery_app(&url).await;
     let worker = app.worker().queues(["celery"]).name("rusty@%h").spawn();
     let node = format!("rusty@{}", task_core::host::hostname());
-    let u = url.clone();
-    let ids = tokio::task::spawn_blocking(move || {
-        celery(&u, "for i in range(3):\n    r = add.delay(i, 10)\n    r.get(timeout=30)\n    print(r.id)")
-    })
-    .await
-    .unwrap();
+    let ids =
+        in_python(&url, "for i in range(3):\n    r = add.delay(i, 10)\n    r.get(timeout=30)\n    print(r.id)").await;
     let ids: Vec<&str> = ids.lines().collect();
     let json = |path: &str| flower.get(path).map(|body| serde_json::from_str::<serde_json::Value>(&body).unwrap());
     let until = std::time::Instant::now() + Duration::from_secs(60);
@@ -638,23 +631,18 @@ async fn nap(ms: u64) -> task_core::TaskResult<String> {
 async fn python_and_rust_workers_share_one_queue() {
     let server = RedisServer::start();
     let url = server.url();
-    let config = task_redis::RedisConfig::from_url(&url).namespace(test_support::namespace()).celery_queues(["celery"]);
-    let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
+    let app = celery_app(&url).await;
     let worker = app.worker().queues(["celery"]).concurrency(2).spawn();
     let python = test_support::CeleryWorker::start(&url, &["celery"]);
-    let u = url.clone();
-    let printed = tokio::task::spawn_blocking(move || {
-        celery(
-            &u,
-            "@app.task(name='proj.tasks.nap')\n\
+    let printed = in_python(
+        &url,
+        "@app.task(name='proj.tasks.nap')\n\
              def nap(ms):\n    return 'python'\n\
              results = [nap.delay(30) for _ in range(60)]\n\
              by = [r.get(timeout=60) for r in results]\n\
              print(len(by), by.count('python'), by.count('rust'))",
-        )
-    })
-    .await
-    .unwrap();
+    )
+    .await;
     let counts: Vec<usize> = printed.split_whitespace().map(|n| n.parse().unwrap()).collect();
     assert_eq!(counts[0], 60, "{printed}");
     assert!(counts[1] > 0 && counts[2] > 0, "both took part: {printed}\n{}", python.log());
@@ -675,14 +663,11 @@ async fn python_and_rust_workers_share_one_queue() {
 async fn a_celery_time_limit_stops_the_task_and_ignore_result_stores_nothing() {
     let server = RedisServer::start();
     let url = server.url();
-    let config = task_redis::RedisConfig::from_url(&url).namespace(test_support::namespace()).celery_queues(["celery"]);
-    let app = task_redis::app_builder(config).await.unwrap().build().await.unwrap();
+    let app = celery_app(&url).await;
     let worker = app.worker().queues(["celery"]).spawn();
-    let u = url.clone();
-    let printed = tokio::task::spawn_blocking(move || {
-        celery(
-            &u,
-            "@app.task(name='proj.tasks.nap')\n\
+    let printed = in_python(
+        &url,
+        "@app.task(name='proj.tasks.nap')\n\
              def nap(ms):\n    return 'python'\n\
              try:\n    nap.apply_async((60000,), time_limit=1).get(timeout=30)\n\
              except Exception as e:\n    print(type(e).__name__, '|', e)\n\
@@ -691,10 +676,8 @@ async fn a_celery_time_limit_stops_the_task_and_ignore_result_stores_nothing() {
              print(quiet.id)\n\
              try:\n    app.send_task('proj.tasks.picky', args=[0]).get(timeout=30)\n\
              except ValueError as e:\n    print('ValueError |', e)",
-        )
-    })
-    .await
-    .unwrap();
+    )
+    .await;
     let lines: Vec<&str> = printed.lines().collect();
     assert!(lines[0].starts_with("TaskError |") && lines[0].contains("time limit"), "{printed}");
     assert_eq!(lines[1], "7");
@@ -719,12 +702,8 @@ async fn a_celery_message_that_outlives_its_workers_goes_to_the_dead_letters() {
     use task_core::broker::Broker;
     let server = RedisServer::start();
     let url = server.url();
-    let u = url.clone();
-    tokio::task::spawn_blocking(move || celery(&u, "add.delay(2, 3)")).await.unwrap();
-    let config = task_redis::RedisConfig::from_url(&url)
-        .namespace(test_support::namespace())
-        .celery_queues(["celery"])
-        .max_deliveries(2);
+    in_python(&url, "add.delay(2, 3)").await;
+    let config = celery_config(&url).max_deliveries(2);
     let broker = task_redis::RedisBroker::connect(config).await.unwrap();
     let queues = ["celery".to_owned()];
     let first = task_core::ConsumerId::new();
@@ -745,8 +724,7 @@ async fn a_celery_message_that_outlives_its_workers_goes_to_the_dead_letters() {
     assert_eq!(left, 0, "not in kombu's list any more");
     assert!(broker.fetch(&second, &queues, 10, Duration::from_millis(200)).await.unwrap().is_empty());
     // A worker that stops cleanly holding one is no death: it goes back, not to the dead.
-    let u = url.clone();
-    tokio::task::spawn_blocking(move || celery(&u, "add.delay(4, 5)")).await.unwrap();
+    in_python(&url, "add.delay(4, 5)").await;
     for _ in 0..3 {
         let leaving = task_core::ConsumerId::new();
         assert_eq!(broker.fetch(&leaving, &queues, 10, Duration::from_secs(1)).await.unwrap().len(), 1);
@@ -763,12 +741,8 @@ async fn a_given_back_celery_message_keeps_its_priority_list() {
     use task_core::broker::Broker;
     let server = RedisServer::start();
     let url = server.url();
-    let u = url.clone();
-    tokio::task::spawn_blocking(move || celery(&u, "add.apply_async((1, 1), priority=5)\nadd.delay(2, 2)"))
-        .await
-        .unwrap();
-    let config = task_redis::RedisConfig::from_url(&url).namespace(test_support::namespace()).celery_queues(["celery"]);
-    let broker = task_redis::RedisBroker::connect(config).await.unwrap();
+    in_python(&url, "add.apply_async((1, 1), priority=5)\nadd.delay(2, 2)").await;
+    let broker = task_redis::RedisBroker::connect(celery_config(&url)).await.unwrap();
     let mut con = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
     let lengths = |con: &mut redis::aio::MultiplexedConnection| {
         let mut con = con.clone();

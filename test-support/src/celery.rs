@@ -1,5 +1,5 @@
 //! The real Celery, from the pinned venv `scripts/test.sh` makes: Python snippets run
-//! against a test's Redis, and stock `celery worker` processes.
+//! against a test's Redis, and stock `celery worker` and Flower processes.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -31,18 +31,53 @@ pub fn run_celery(url: &str, code: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Runs Celery's command line (`celery -A pyproj ARGS`, the tests' app of
-/// `scripts/celery/pyproj.py`) on `url`; what it printed, and whether it succeeded.
-pub fn celery_command(url: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(celery_python())
+/// `celery -A pyproj ARGS` (the tests' app, `scripts/celery/pyproj.py`) on `url`.
+fn pyproj(url: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(celery_python());
+    command
         .args(["-m", "celery", "-A", "pyproj"])
         .args(args)
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/celery"))
-        .env("CELERY_BROKER_URL", url)
-        .output()
-        .expect("celery runs");
+        .env("CELERY_BROKER_URL", url);
+    command
+}
+
+/// Runs Celery's command line (`celery -A pyproj ARGS`, the tests' app of
+/// `scripts/celery/pyproj.py`) on `url`; what it printed, and whether it succeeded.
+pub fn celery_command(url: &str, args: &[&str]) -> (bool, String) {
+    let out = pyproj(url, args).output().expect("celery runs");
     let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), printed)
+}
+
+/// A process of the tests' Celery app, its stderr in a log file; killed (and the log
+/// removed) when dropped.
+#[derive(Debug)]
+struct Logged {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Logged {
+    /// Spawns `command`, logging to `<tmp>/<name>.log`.
+    fn spawn(mut command: Command, name: &str) -> Self {
+        let log = std::env::temp_dir().join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("a log file");
+        let child = command.stdout(Stdio::null()).stderr(file).spawn().unwrap_or_else(|e| panic!("{name} starts: {e}"));
+        Self { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
 }
 
 /// A stock `celery worker` (the solo pool, one task at a time) of the tests' Celery app
@@ -50,8 +85,7 @@ pub fn celery_command(url: &str, args: &[&str]) -> (bool, String) {
 /// `url`, serving `queues`; killed when dropped. Its log is in [`CeleryWorker::log`].
 #[derive(Debug)]
 pub struct CeleryWorker {
-    child: Child,
-    log: PathBuf,
+    process: Logged,
     name: String,
 }
 
@@ -59,20 +93,11 @@ impl CeleryWorker {
     /// Starts it; it takes tasks once Celery has started (a second or two), those sent
     /// before wait in their lists.
     pub fn start(url: &str, queues: &[&str]) -> Self {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/celery");
         let name = format!("py-{}@127.0.0.1", crate::namespace());
-        let log = std::env::temp_dir().join(format!("{}.log", name.replace('@', "-")));
-        let file = std::fs::File::create(&log).expect("a log file");
-        let child = Command::new(celery_python())
-            .args(["-m", "celery", "-A", "pyproj", "worker", "-P", "solo", "--without-mingle", "--without-gossip"])
-            .args(["-Q", &queues.join(","), "-n", &name, "--loglevel=INFO"])
-            .current_dir(dir)
-            .env("CELERY_BROKER_URL", url)
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("celery worker starts");
-        Self { child, log, name }
+        let queues = queues.join(",");
+        let args = ["worker", "-P", "solo", "--without-mingle", "--without-gossip", "-Q", &queues, "-n", &name];
+        let process = Logged::spawn(pyproj(url, &[&args[..], &["--loglevel=INFO"]].concat()), &name.replace('@', "-"));
+        Self { process, name }
     }
 
     /// Its Celery node name (`py-…@127.0.0.1`).
@@ -82,15 +107,7 @@ impl CeleryWorker {
 
     /// What it logged so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for CeleryWorker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
+        self.process.log()
     }
 }
 
@@ -98,28 +115,18 @@ impl Drop for CeleryWorker {
 /// when dropped.
 #[derive(Debug)]
 pub struct Flower {
-    child: Child,
+    process: Logged,
     port: u16,
-    log: PathBuf,
 }
 
 impl Flower {
     /// Starts it and waits (up to 60 s) for its `/healthcheck` and its event consumer.
     pub fn start(url: &str) -> Self {
         let port = crate::free_port();
-        let log = std::env::temp_dir().join(format!("flower-{}.log", crate::namespace()));
-        let file = std::fs::File::create(&log).expect("a log file");
-        let child = Command::new(celery_python())
-            .args(["-m", "celery", "-A", "pyproj", "flower", "--address=127.0.0.1", &format!("--port={port}")])
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/celery"))
-            .env("CELERY_BROKER_URL", url)
-            // Its HTTP API without a login (no auth is configured here).
-            .env("FLOWER_UNAUTHENTICATED_API", "true")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("flower starts");
-        let flower = Self { child, port, log };
+        let mut command = pyproj(url, &["flower", "--address=127.0.0.1", &format!("--port={port}")]);
+        // Its HTTP API without a login (no auth is configured here).
+        command.env("FLOWER_UNAUTHENTICATED_API", "true");
+        let flower = Self { process: Logged::spawn(command, &format!("flower-{}", crate::namespace())), port };
         let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
         // Up, and its event consumer subscribed (an event published before is not seen:
         // pub/sub keeps nothing): kombu PSUBSCRIBEs to the events' pattern.
@@ -143,21 +150,11 @@ impl Flower {
         let mut response = String::new();
         stream.read_to_string(&mut response).ok()?;
         let (head, body) = response.split_once("\r\n\r\n")?;
-        head.starts_with("HTTP/1.1 200")
-            .then(|| body.to_owned())
-            .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_owned()))
+        (head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200")).then(|| body.to_owned())
     }
 
     /// What it logged so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Flower {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
+        self.process.log()
     }
 }

@@ -47,11 +47,7 @@ pub(crate) fn kept(embed: &Map<String, Value>, m: &CeleryMessage) -> Result<Opti
             }
         }
     }
-    let list = |key: &str| match embed.get(key) {
-        Some(Value::Array(sigs)) => sigs.clone(),
-        Some(sig @ Value::Object(_)) => vec![sig.clone()],
-        _ => Vec::new(),
-    };
+    let list = |key: &str| signatures(embed.get(key));
     let (callbacks, errbacks, chain) = (list("callbacks"), list("errbacks"), list("chain"));
     for sig in callbacks.iter().chain(&errbacks).chain(&chain) {
         applicable(sig)?;
@@ -262,17 +258,21 @@ fn signature_message(sig: &Value, first: Option<&Value>, parent: &str, root: &st
         m.embed.insert("chain".into(), Value::Array(rest.clone()));
     }
     for (option, part) in [("link", "callbacks"), ("link_error", "errbacks")] {
-        match options.get(option) {
-            Some(Value::Array(sigs)) => {
-                m.embed.insert(part.into(), Value::Array(sigs.clone()));
-            }
-            Some(sig @ Value::Object(_)) => {
-                m.embed.insert(part.into(), Value::Array(vec![sig.clone()]));
-            }
-            _ => {}
+        if let Some(sigs @ (Value::Array(_) | Value::Object(_))) = options.get(option) {
+            m.embed.insert(part.into(), Value::Array(signatures(Some(sigs))));
         }
     }
     m
+}
+
+/// The signatures of a link, an errback or a chain: one, or a list of them, as Celery
+/// takes both; none for anything else.
+fn signatures(value: Option<&Value>) -> Vec<Value> {
+    match value {
+        Some(Value::Array(sigs)) => sigs.clone(),
+        Some(sig @ Value::Object(_)) => vec![sig.clone()],
+        _ => Vec::new(),
+    }
 }
 
 /// A chord member's part of the join: its group, its place, the chord's body.
@@ -337,27 +337,13 @@ pub(crate) fn chord_done(part: &ChordPart, entries: &[String]) -> ChordDone {
         let entry: Value = serde_json::from_str(entry).unwrap_or(Value::Null);
         let (tid, state, value) = (entry[1].as_str().unwrap_or("?"), entry[2].as_str().unwrap_or(""), &entry[3]);
         if state == "FAILURE" || state == "REVOKED" {
-            let kind = value.get("exc_type").and_then(Value::as_str).unwrap_or("Exception");
-            let text = match value.get("exc_message") {
-                Some(Value::Array(parts)) => parts
-                    .iter()
-                    .map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_owned))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                Some(other) => other.as_str().map_or_else(|| other.to_string(), str::to_owned),
-                None => String::new(),
-            };
+            let (kind, text) = super::meta::exception_of(value);
             let error = ResultMeta::Failure {
                 kind: "ChordError".into(),
                 message: format!("Dependency {tid} raised {kind}('{text}')"),
             };
             let failed = Value::String(body_id.clone().unwrap_or_default());
-            let errbacks = match part.body.get("options").and_then(|o| o.get("link_error")) {
-                Some(Value::Array(sigs)) => sigs.clone(),
-                Some(sig @ Value::Object(_)) => vec![sig.clone()],
-                _ => Vec::new(),
-            };
-            let errbacks = errbacks
+            let errbacks = signatures(part.body.pointer("/options/link_error"))
                 .iter()
                 .map(|sig| signature_message(sig, Some(&failed), failed.as_str().unwrap_or_default(), &part.root, 0))
                 .collect();

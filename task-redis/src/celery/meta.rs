@@ -83,6 +83,21 @@ fn module_of(kind: &str) -> Value {
     }
 }
 
+/// The class and text of an exception as Celery stores it (`{"exc_type",
+/// "exc_message": [..], ..}`, the arguments joined); what is not one, as its JSON.
+pub(crate) fn exception_of(stored: &Value) -> (String, String) {
+    let kind = stored.get("exc_type").and_then(Value::as_str).unwrap_or("Exception").to_owned();
+    let message = match stored.get("exc_message") {
+        Some(Value::Array(parts)) => {
+            parts.iter().map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_owned)).collect::<Vec<_>>().join(", ")
+        }
+        Some(Value::String(text)) => text.clone(),
+        Some(other) => other.to_string(),
+        None => stored.to_string(),
+    };
+    (kind, message)
+}
+
 /// The key of a task's state in Celery's Redis result backend.
 pub fn result_key(id: &str) -> String {
     format!("celery-task-meta-{id}")
@@ -157,28 +172,14 @@ impl ResultMeta {
             result: Value,
         }
         let stored: Stored = serde_json::from_str(raw)?;
-        let exc = |result: &Value| {
-            let kind = result.get("exc_type").and_then(Value::as_str).unwrap_or("Exception").to_owned();
-            let message = match result.get("exc_message") {
-                Some(Value::Array(parts)) => parts
-                    .iter()
-                    .map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_owned))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                Some(Value::String(text)) => text.clone(),
-                Some(other) => other.to_string(),
-                None => result.to_string(),
-            };
-            (kind, message)
-        };
         Ok(match stored.status.as_str() {
             "SUCCESS" => ResultMeta::Success(stored.result),
             "FAILURE" => {
-                let (kind, message) = exc(&stored.result);
+                let (kind, message) = exception_of(&stored.result);
                 ResultMeta::Failure { kind, message }
             }
-            "RETRY" => ResultMeta::Retry { message: exc(&stored.result).1 },
-            "REVOKED" => ResultMeta::Revoked { reason: exc(&stored.result).1 },
+            "RETRY" => ResultMeta::Retry { message: exception_of(&stored.result).1 },
+            "REVOKED" => ResultMeta::Revoked { reason: exception_of(&stored.result).1 },
             "STARTED" => ResultMeta::Started,
             _ => ResultMeta::Other { status: stored.status, result: stored.result },
         })

@@ -128,7 +128,7 @@ impl Keys {
     /// kombu's lists of a Celery queue, highest priority first: `Q`, then `Q\x06\x16N`
     /// for kombu's priority steps 3, 6 and 9 (no namespace: Celery's own keys).
     pub(crate) fn celery_lists(queue: &str) -> Vec<String> {
-        std::iter::once(queue.to_owned()).chain([3, 6, 9].map(|step| format!("{queue}\x06\x16{step}"))).collect()
+        [0, 3, 6, 9].map(|step| crate::celery::kombu_list(queue, step)).into()
     }
 
     pub(crate) fn dead(&self, queue: &str) -> String {

@@ -259,5 +259,5 @@ fn store(pipe: &mut redis::Pipeline, id: &str, state: &ResultMeta, ttl: Duration
 
 /// Now, as Celery writes `date_done`.
 fn celery_now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
+    crate::celery::iso(chrono::Utc::now())
 }

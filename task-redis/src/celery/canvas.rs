@@ -253,7 +253,7 @@ fn signature_message(sig: &Value, first: Option<&Value>, parent: &str, root: &st
     let at = countdown
         .and_then(|d| chrono::Duration::from_std(d).ok())
         .and_then(|d| chrono::Utc::now().checked_add_signed(d));
-    m.eta = at.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Micros, false));
+    m.eta = at.map(super::iso);
     if let Some(Value::Array(rest)) = options.get("chain").filter(|c| c.as_array().is_some_and(|c| !c.is_empty())) {
         m.embed.insert("chain".into(), Value::Array(rest.clone()));
     }

@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use task_core::BrokerError;
 
+use super::iso;
 use super::message::{CeleryMessage, kombu_list};
 use super::meta::{ResultMeta, result_key};
 use crate::RedisConfig;
@@ -163,10 +164,6 @@ impl Call {
     pub fn message(&self) -> &CeleryMessage {
         &self.message
     }
-}
-
-fn iso(at: chrono::DateTime<chrono::Utc>) -> String {
-    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
 }
 
 /// A connection to the Redis a Celery project uses as its broker and result backend.

@@ -72,8 +72,7 @@ pub(crate) fn retried(
     let mut m = decode(receipt.get(HELD.len()..)?).ok()?;
     let next = task_core::Envelope::decode(retry).ok()?;
     m.retries = next.retries;
-    m.eta =
-        eta.map(|at| chrono::DateTime::<chrono::Utc>::from(at).to_rfc3339_opts(chrono::SecondsFormat::Micros, false));
+    m.eta = eta.map(|at| iso(at.into()));
     m.delivery_tag = uuid::Uuid::new_v4().to_string();
     m.routing_key = Some(queue.to_owned());
     Some(m)
@@ -113,6 +112,12 @@ pub(crate) fn to_envelope(m: &CeleryMessage, queue: &str, params: Option<&[&str]
     // A task with canvas keeps its outcome: that is where its canvas goes on from.
     envelope.ignore_result = m.ignore_result && kept.is_none();
     (envelope.encode().unwrap_or_default(), kept)
+}
+
+/// A time as Celery writes `eta`, `expires` and `date_done` (ISO 8601, microseconds,
+/// `+00:00`); [`unix_ms`] reads it back.
+pub(crate) fn iso(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
 }
 
 /// Unix ms of an ISO 8601 time as Celery writes `eta` and `expires`: with an offset, or

@@ -10,7 +10,8 @@
 # celerity-bench's drains against it (its other options pass through), zeroes the
 # counters once each drain's queue is filled and before its workers start, dumps them
 # after the last ack, and prints Redis's instructions per task beside each drain's
-# figures. The server (and its dumps) go when it ends.
+# figures. The server goes when it ends; its dumps too, unless CALLGRIND_KEEP names a
+# directory to keep them in (one per drain, for callgrind_annotate).
 set -euo pipefail
 
 if [ "${1:-}" = "--hook" ]; then
@@ -37,7 +38,8 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 valgrind --tool=callgrind --callgrind-out-file="$dir/cg.%p" \
   redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" >"$dir/valgrind.log" 2>&1 &
 vpid=$!
-trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || kill "$vpid" 2>/dev/null; wait "$vpid" 2>/dev/null; rm -rf "$dir"' EXIT
+keep=${CALLGRIND_KEEP:-}
+trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || kill "$vpid" 2>/dev/null; wait "$vpid" 2>/dev/null; if [ -n "$keep" ]; then mkdir -p "$keep" && cp "$dir"/cg.* "$keep"/; fi; rm -rf "$dir"' EXIT
 until redis-cli -p "$port" ping >/dev/null 2>&1; do
   kill -0 "$vpid" 2>/dev/null || { cat "$dir/valgrind.log" >&2; exit 1; }
   sleep 0.2

@@ -22,7 +22,9 @@ end
 redis.call('HSET', KEYS[1], 'state', 'REVOKED', 'error', ARGV[2], 'changed_ms', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call(ARGV[5], ARGV[3], 'REVOKED')
-if redis.call('HEXISTS', KEYS[1], 'started_ms') == 0 then
+-- A run's claim writes its start into the packed `run` group (backend/record.rs);
+-- records written before the packing have it by name.
+if redis.call('HEXISTS', KEYS[1], 'run') == 0 and redis.call('HEXISTS', KEYS[1], 'started_ms') == 0 then
   return 2
 end
 return 1

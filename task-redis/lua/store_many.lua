@@ -17,10 +17,13 @@
 -- On a cluster, where those are in slots of their own, KEYS holds the n result hashes
 -- only, no write acks, and a stored write to list answers 2 (its writer lists and
 -- counts it); final states go out with SPUBLISH on sharded channels in their record's
--- slot.
--- ARGV[1]    n, the number of writes; ARGV[2] now (Unix ms); ARGV[3] the recent-tasks cap
--- ARGV[4..]  per write: ttl ms, writer ('' for none, and for a write that acks: the ack is its
---            fence), claim ('1'/'0'), channel ('' when not final), state, task id, receipt to
+-- slot, named as the record.
+-- Final states (SUCCESS, FAILURE, REVOKED) are published on their task's done channel:
+-- ARGV[4] .. task id on one Redis.
+-- ARGV[1]    n, the number of writes; ARGV[2] now (Unix ms); ARGV[3] the recent-tasks cap;
+-- ARGV[4]    the done channels' prefix (NS:done:)
+-- ARGV[5..]  per write: ttl ms, writer ('' for none, and for a write that acks: the ack is its
+--            fence), claim ('1'/'0'), state, task id, receipt to
 --            ack ('' for none), shape s, then its fields:
 --            s = 0: a field count f and f field/value pairs; s > 0: the values of the fields
 --            of shape s, in its order (the common writes: their field names are written into
@@ -48,13 +51,14 @@ local now = ARGV[2]
 local out = {}
 local recent = {}
 local succeeded, failed = 0, 0
-local a = 4
+local done = ARGV[4]
+local a = 5
 local acks = n + 2
 for i = 1, n do
-  local key, ttl, writer, claim, channel, state, id, receipt =
-    KEYS[i], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
-  local shape = SHAPE_OF[ARGV[a + 7]]
-  local first, f = a + 8, 0
+  local key, ttl, writer, claim, state, id, receipt =
+    KEYS[i], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  local shape = SHAPE_OF[ARGV[a + 6]]
+  local first, f = a + 7, 0
   if shape == 0 then
     f = tonumber(ARGV[first])
     first = first + 1
@@ -88,13 +92,15 @@ for i = 1, n do
       call('HSET', key, 'state', state, 'changed_ms', now)
     end
     call('PEXPIRE', key, ttl)
-    if channel ~= '' then
-      call(publish, channel, state)
+    if state == 'SUCCESS' or state == 'FAILURE' or state == 'REVOKED' then
+      call(publish, indexed and done .. id or key, state)
     end
     -- A task enters the list when it starts, or when it ends without starting (revoked,
-    -- dead-lettered); its later writes only change the record the list points to.
+    -- dead-lettered); its later writes only change the record the list points to. A
+    -- start is in the packed `run` group (backend/record.rs), or by name in older records.
     if claim ~= '0'
-      or ((state == 'REVOKED' or state == 'FAILURE') and call('HEXISTS', key, 'started_ms') == 0) then
+      or ((state == 'REVOKED' or state == 'FAILURE')
+        and call('HEXISTS', key, 'run') == 0 and call('HEXISTS', key, 'started_ms') == 0) then
       if indexed then recent[#recent + 1] = id else code = 2 end
     end
     if state == 'SUCCESS' then succeeded = succeeded + 1 elseif state == 'FAILURE' then failed = failed + 1 end

@@ -204,7 +204,12 @@ impl Keys {
     }
 
     pub(crate) fn done_channel(&self, id: &TaskId) -> String {
-        [self.ns.as_str(), ":done:", id.as_str()].concat()
+        [self.done_prefix().as_str(), id.as_str()].concat()
+    }
+
+    /// What every done channel starts with (`store_many.lua` adds the id).
+    pub(crate) fn done_prefix(&self) -> String {
+        [self.ns.as_str(), ":done:"].concat()
     }
 
     /// The completion channel of `id` on a cluster: a sharded channel (`SPUBLISH`) named

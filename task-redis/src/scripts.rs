@@ -99,12 +99,12 @@ mod tests {
     fn store_many_names_the_fields_of_every_shape() {
         let lua = super::store_many();
         assert!(lua.contains("local SHAPE_OF = {['0'] = 0, ['1'] = 1, ['2'] = 2, ['3'] = 3}\n"), "{lua}");
-        assert!(lua.contains("local SHAPE_LEN = {9, 6, 4}\n"), "{lua}");
+        assert!(lua.contains("local SHAPE_LEN = {4, 3, 2}\n"), "{lua}");
         assert!(lua.find("-- @shapes") < lua.find("local SHAPE_OF"), "written in after its marker line");
         assert!(
             lua.contains(
                 "  elseif shape == 3 then\n    redis.call('HSET', key, 'state', state, 'changed_ms', now, \
-                 'worker', ARGV[i + 0], 'runtime_ms', ARGV[i + 1], 'finished_ms', ARGV[i + 2], 'result', ARGV[i + 3])\n"
+                 'end', ARGV[i + 0], 'result', ARGV[i + 1])\n"
             ),
             "{lua}"
         );

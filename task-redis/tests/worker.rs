@@ -158,7 +158,7 @@ async fn results_are_hashes_with_a_ttl_and_the_documented_layout() {
     let config = config(&server);
     let ns = config.namespace_name().to_owned();
     let broker = RedisBroker::connect(config.clone()).await.unwrap();
-    let backend = RedisBackend::connect(config).await.unwrap();
+    let backend = RedisBackend::connect(config.clone()).await.unwrap();
     let app = App::builder()
         .broker(Arc::new(broker))
         .backend(Arc::new(backend))
@@ -177,7 +177,17 @@ async fn results_are_hashes_with_a_ttl_and_the_documented_layout() {
     r.get(WAIT).await.unwrap();
     let key = format!("{ns}:result:{}", r.id());
     assert_eq!(server.cli(&["HGET", &key, "state"]), "SUCCESS");
-    assert_eq!(server.cli(&["HGET", &key, "task"]), add::NAME);
+    // The fields no reader needs one by one travel packed (backend/record.rs): the
+    // claim's `run` group, the end's `end` group.
+    let mut fields: Vec<String> = server.cli(&["HKEYS", &key]).lines().map(str::to_owned).collect();
+    fields.sort();
+    assert_eq!(fields, ["args", "changed_ms", "end", "result", "run", "state", "worker"]);
+    let read = app.backend().get(r.id()).await.unwrap().expect("the record");
+    assert_eq!(
+        (read.task.as_deref(), read.queue.as_deref(), read.retries),
+        (Some(add::NAME), Some("default"), Some(0))
+    );
+    assert!(read.started_ms.is_some() && read.finished_ms.is_some() && read.runtime_ms.is_some(), "{read:?}");
     let ttl: i64 = server.cli(&["TTL", &key]).parse().unwrap();
     assert!((200..=300).contains(&ttl), "ttl {ttl}");
     // A per-call TTL wins over the app's.
@@ -185,6 +195,26 @@ async fn results_are_hashes_with_a_ttl_and_the_documented_layout() {
     brief.get(WAIT).await.unwrap();
     let ttl: i64 = server.cli(&["TTL", &format!("{ns}:result:{}", brief.id())]).parse().unwrap();
     assert!((1..=30).contains(&ttl), "ttl {ttl}");
+    worker.shutdown().await.unwrap();
+
+    let lean = App::builder()
+        .broker(Arc::new(RedisBroker::connect(config.clone()).await.unwrap()))
+        .backend(Arc::new(RedisBackend::connect(config).await.unwrap()))
+        .track_started(false)
+        .build()
+        .await
+        .unwrap();
+    let worker = lean.worker().spawn();
+    // A run whose start is not stored writes once: its start and end in one `run` group.
+    let untracked = add::delay(&lean, 3, 4).await.unwrap();
+    untracked.get(WAIT).await.unwrap();
+    let key = format!("{ns}:result:{}", untracked.id());
+    let mut fields: Vec<String> = server.cli(&["HKEYS", &key]).lines().map(str::to_owned).collect();
+    fields.sort();
+    assert_eq!(fields, ["args", "changed_ms", "result", "run", "state", "worker"]);
+    let read = lean.backend().get(untracked.id()).await.unwrap().expect("the record");
+    assert_eq!((read.task.as_deref(), read.worker.is_some()), (Some(add::NAME), true));
+    assert!(read.started_ms.is_some() && read.finished_ms.is_some() && read.runtime_ms.is_some(), "{read:?}");
     worker.shutdown().await.unwrap();
 }
 

@@ -159,7 +159,9 @@ impl TaskHistory for RedisBackend {
                     // Every write stamps the record with the time of the change.
                     let at =
                         record.get("changed_ms").and_then(|v| std::str::from_utf8(v).ok()?.parse().ok()).unwrap_or(0);
-                    let (Some(meta), Ok(task_id)) = (parse_meta(record), TaskId::from_str(&id)) else { continue };
+                    let (Some(meta), Ok(task_id)) = (super::record::parse(record), TaskId::from_str(&id)) else {
+                        continue;
+                    };
                     if !seen.insert(id) {
                         continue;
                     }

@@ -1,8 +1,8 @@
 //! [`RedisBackend`]: one hash per task id, with a TTL; waiting wakes on a pub/sub
 //! message, and every waiter of the process shares one subscriber connection.
 //!
-//! The records and the [`ResultBackend`] impl are here; beside them, one file per
-//! concern: `writes` (state writes grouped into `store_many` calls), `tallies` (events
+//! The [`ResultBackend`] impl is here; beside it, one file per concern: `record` (the
+//! layout of a task's hash), `writes` (state writes grouped into `store_many` calls), `tallies` (events
 //! and counts gathered per interval), `subscriber` (completion and control channels),
 //! `history` ([`TaskHistory`]: recent tasks, throughput, events, counts).
 
@@ -59,6 +59,7 @@ struct Inner {
 mod celery;
 mod history;
 mod pidbox;
+mod record;
 mod subscriber;
 mod tallies;
 mod writes;
@@ -171,26 +172,8 @@ impl RedisBackend {
             timed(self.inner.op_timeout, redis::cmd("HGETALL").arg(self.inner.keys.result(id)).query_async(&mut con))
                 .await
                 .map_err(|e| e.backend(&format!("cannot read the result of task {id}")))?;
-        Ok(parse_meta(fields))
+        Ok(record::parse(fields))
     }
-}
-
-fn parse_meta(mut fields: HashMap<String, Vec<u8>>) -> Option<TaskMeta> {
-    let state: TaskState = String::from_utf8(fields.remove("state")?).ok()?.parse().ok()?;
-    let mut take_text = |k: &str| fields.remove(k).map(|v| String::from_utf8_lossy(&v).into_owned());
-    let mut meta = TaskMeta::state(state);
-    meta.task = take_text("task");
-    meta.error = take_text("error");
-    meta.worker = take_text("worker");
-    meta.retries = take_text("retries").and_then(|v| v.parse().ok());
-    meta.started_ms = take_text("started_ms").and_then(|v| v.parse().ok());
-    meta.finished_ms = take_text("finished_ms").and_then(|v| v.parse().ok());
-    meta.queue = take_text("queue");
-    meta.runtime_ms = take_text("runtime_ms").and_then(|v| v.parse().ok());
-    meta.result = fields.remove("result");
-    meta.progress = fields.remove("progress");
-    meta.args = fields.remove("args");
-    Some(meta)
 }
 
 impl ResultBackend for RedisBackend {

@@ -118,9 +118,6 @@ pub(super) async fn reply(
     Some(send.await.map_err(|e| e.backend("cannot answer Celery's remote control")))
 }
 
-/// A record's task name, arguments (MessagePack) and start (Unix ms).
-type RecordFields = (Option<String>, Option<Vec<u8>>, Option<i64>);
-
 /// What the records of the tasks an `active` answer names say of them (name,
 /// arguments, start), read in one pipeline; nothing for a record that does not read.
 async fn running(backend: &RedisBackend, answer: &serde_json::Value) -> Vec<pidbox::Running> {
@@ -134,20 +131,23 @@ async fn running(backend: &RedisBackend, answer: &serde_json::Value) -> Vec<pidb
         .unwrap_or_default();
     let mut pipe = redis::pipe();
     for (_, task) in &ids {
-        pipe.cmd("HMGET").arg(backend.inner.keys.result(task)).arg("task").arg("args").arg("started_ms");
+        pipe.cmd("HGETALL").arg(backend.inner.keys.result(task));
     }
     let mut con = backend.con();
-    let fields: Vec<RecordFields> = timed_pipe(backend.inner.op_timeout, &pipe, &mut con).await.unwrap_or_default();
+    let records: Vec<HashMap<String, Vec<u8>>> =
+        timed_pipe(backend.inner.op_timeout, &pipe, &mut con).await.unwrap_or_default();
     ids.into_iter()
-        .zip(fields)
-        .map(|((id, _), (name, args, started_ms))| {
-            let kwargs = args
+        .zip(records)
+        .map(|((id, _), record)| {
+            let meta = super::record::parse(record).unwrap_or_else(|| TaskMeta::state(TaskState::Pending));
+            let kwargs = meta
+                .args
                 .and_then(|a| rmp_serde::from_slice::<serde_json::Value>(&a).ok())
                 .filter(serde_json::Value::is_object)
                 .unwrap_or_else(|| serde_json::json!({}));
             #[allow(clippy::cast_precision_loss)]
-            let started_s = started_ms.map(|ms| ms as f64 / 1000.0);
-            pidbox::Running { id, name, kwargs, started_s }
+            let started_s = meta.started_ms.map(|ms| ms as f64 / 1000.0);
+            pidbox::Running { id, name: meta.task, kwargs, started_s }
         })
         .collect()
 }

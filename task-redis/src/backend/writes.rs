@@ -11,12 +11,17 @@ use super::*;
 /// Any other set goes as field/value pairs.
 pub(crate) const WRITE_SHAPES: [&[&str]; 3] = [
     // The first and only write of a run whose start is not stored (success).
-    &["task", "worker", "queue", "runtime_ms", "retries", "started_ms", "finished_ms", "result", "args"],
+    &["worker", record::RUN, "result", "args"],
     // STARTED: the claim.
-    &["task", "worker", "queue", "retries", "started_ms", "args"],
+    &["worker", record::RUN, "args"],
     // SUCCESS after a stored start.
-    &["worker", "runtime_ms", "finished_ms", "result"],
+    &[record::END, "result"],
 ];
+
+/// `value`, unless its group is `packed`.
+fn unless<T>(packed: bool, value: Option<T>) -> Option<T> {
+    if packed { None } else { value }
+}
 
 /// The names of the fields of a write that are set, in order.
 fn set_fields<'a, T>(fields: &'a [(&'static str, Option<T>)]) -> impl Iterator<Item = &'static str> + Clone + 'a {
@@ -46,7 +51,7 @@ pub(super) struct Write {
     pub(super) key: String,
     /// The processing list to ack the write's message in (its receipt is in `args`).
     pub(super) ack_key: Option<String>,
-    /// ttl, writer, claim, channel, state, task id, receipt, shape, then the values of
+    /// ttl, writer, claim, state, task id, receipt, shape, then the values of
     /// the shape's fields or (shape 0) a field count and field/value pairs: arguments
     /// only, no command name.
     pub(super) args: redis::Cmd,
@@ -166,7 +171,9 @@ fn store_call(group: &[Write], index: Option<&Keys>, now: i64) -> redis::Cmd {
     for ack_key in group.iter().filter_map(|w| w.ack_key.as_ref()) {
         cmd.arg(ack_key);
     }
-    cmd.arg(group.len()).arg(now).arg(task_core::HISTORY_CAP);
+    // The done channels' prefix: the script names each final write's channel.
+    let done_prefix = index.map(Keys::done_prefix).unwrap_or_default();
+    cmd.arg(group.len()).arg(now).arg(task_core::HISTORY_CAP).arg(done_prefix);
     for write in group {
         for arg in write.args.args_iter() {
             if let redis::Arg::Simple(arg) = arg {
@@ -317,15 +324,18 @@ impl RedisBackend {
     ) -> Result<i64, BackendError> {
         let keys = &self.inner.keys;
         let state = update.state;
-        let name = update.task.unwrap_or_default();
         // The name goes to the events and counts with every write; the record keeps it
         // from the claim (or from an end without a start), so it is not written again.
         // A write with the arguments starts the task's record (STARTED, or the first write
         // of a run whose start is not tracked): it is listed, and names the task.
         let starts = state == TaskState::Started || update.args.is_some();
-        let task = ((starts || !matches!(state, TaskState::Success | TaskState::Retry | TaskState::Progress))
-            && !name.is_empty())
-        .then(|| name.clone());
+        let names_task = (starts || !matches!(state, TaskState::Success | TaskState::Retry | TaskState::Progress))
+            && update.task.as_deref().is_some_and(|name| !name.is_empty());
+        // Whole groups travel packed (`record`); what is left of them, by name.
+        let packed = record::pack(&update, names_task);
+        let (holds_run, holds_end) = (packed.run.is_some(), packed.holds_end);
+        let name = update.task.unwrap_or_default();
+        let task = names_task.then(|| name.clone());
         let tally = Tally {
             state,
             id: id.clone(),
@@ -334,14 +344,28 @@ impl RedisBackend {
             runtime_ms: update.runtime_ms,
             starts,
         };
-        let texts = [("task", task), ("error", update.error), ("worker", update.worker), ("queue", update.queue)];
-        let numbers = [
-            ("runtime_ms", update.runtime_ms.and_then(|ms| i64::try_from(ms).ok())),
-            ("retries", update.retries.map(i64::from)),
-            ("started_ms", update.started_ms),
-            ("finished_ms", update.finished_ms),
+        // The end of a run whose claim is stored: the claim named the worker, and the
+        // fence (the ack, or the writer) keeps any other worker's end out.
+        let worker = if !starts && holds_end { None } else { update.worker };
+        let texts = [
+            ("task", unless(holds_run, task)),
+            ("error", update.error),
+            ("worker", worker),
+            ("queue", unless(holds_run, update.queue)),
         ];
-        let blobs = [("result", update.result), ("progress", update.progress), ("args", update.args)];
+        let numbers = [
+            ("runtime_ms", unless(holds_end, update.runtime_ms.and_then(|ms| i64::try_from(ms).ok()))),
+            ("retries", unless(holds_run, update.retries.map(i64::from))),
+            ("started_ms", unless(holds_run, update.started_ms)),
+            ("finished_ms", unless(holds_end, update.finished_ms)),
+        ];
+        let blobs = [
+            (record::RUN, packed.run),
+            (record::END, packed.end),
+            ("result", update.result),
+            ("progress", update.progress),
+            ("args", update.args),
+        ];
         let (fields, shape) = {
             let present = set_fields(&texts).chain(set_fields(&numbers)).chain(set_fields(&blobs));
             (present.clone().count(), WRITE_SHAPES.iter().position(|shape| shape.iter().copied().eq(present.clone())))
@@ -349,7 +373,6 @@ impl RedisBackend {
         // A shaped write sends values only; any other, field/value pairs.
         let named = shape.is_none();
         let (ack_key, receipt) = ack.unzip();
-        let channel = state.is_ready().then(|| self.done_channel(id));
         let bytes = texts.iter().filter_map(|(_, v)| v.as_ref().map(String::len)).sum::<usize>()
             + blobs.iter().filter_map(|(_, v)| v.as_ref().map(Vec::len)).sum::<usize>()
             + receipt.map_or(0, <[u8]>::len)
@@ -366,7 +389,6 @@ impl RedisBackend {
                 (_, true) => "2",
                 _ => "0",
             })
-            .arg(channel.as_deref().unwrap_or_default())
             .arg(state.as_str())
             .arg(id.as_str())
             .arg(receipt.unwrap_or_default())

@@ -35,7 +35,7 @@
 -- SHAPE_OF reads a shape argument by table lookup (tonumber is strtod: ~1,000 instructions
 -- a write). Written in after the next line when the script loads, from backend.rs's
 -- WRITE_SHAPES:
--- @shapes: SHAPE_OF, SHAPE_LEN and store_shaped(shape, key, state, now, first)
+-- @shapes: SHAPE_OF, SHAPE_LEN and store_shaped(shape, key, state, first)
 -- redis.call read once: a global table lookup less per command.
 local call = redis.call
 -- Whether `update` may land on a record in state `current`: TaskState::admits in Rust.
@@ -85,7 +85,7 @@ for i = 1, n do
   if code == 1 and current and not admits(current, state) then code = -1 end
   if code == 1 then
     if shape > 0 then
-      store_shaped(shape, key, state, now, first)
+      store_shaped(shape, key, state, first)
     elseif f > 0 then
       call('HSET', key, 'state', state, 'changed_ms', now, unpack(ARGV, first, first + 2 * f - 1))
     else

@@ -61,7 +61,7 @@
 //! | `NS:queues` | set | queue names in use |
 //! | `NS:workers` | zset | worker ids by heartbeat deadline (Redis clock, ms) |
 //! | `NS:lock:recover` | string | held while a dead worker's messages are recovered |
-//! | `NS:result:ID` | hash | state, result, error, progress, worker, retries, timings; TTL |
+//! | `NS:result:ID` | hash | state, worker, result, error, progress; `run` (task, queue, retries, start, arguments) and `end` (runtime, finish) packed (`backend/record.rs`); TTL |
 //! | `NS:revoked` | zset | revoked task ids, scored by until when the revoke holds (Unix ms) |
 //! | channel `NS:done:ID` | pub/sub | the final state, when the task ends |
 //!

@@ -66,13 +66,15 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 });
 
 /// `store_many.lua` with its shaped writes (`crate::backend::WRITE_SHAPES`) written in
-/// after its `-- @shapes` line: one `HSET` per shape that names the fields itself.
+/// after its `-- @shapes` line: one `HSET` per shape that names the fields itself. A
+/// shaped write carries its own time (a start, an end: `backend/record.rs`), so it
+/// sets no `changed_ms`.
 fn store_many() -> String {
     let shapes = crate::backend::WRITE_SHAPES;
     let lens: Vec<String> = shapes.iter().map(|shape| shape.len().to_string()).collect();
     let of: Vec<String> = (0..=shapes.len()).map(|n| format!("['{n}'] = {n}")).collect();
     let mut lua = format!(
-        "local SHAPE_OF = {{{}}}\nlocal SHAPE_LEN = {{{}}}\nlocal function store_shaped(shape, key, state, now, i)\n",
+        "local SHAPE_OF = {{{}}}\nlocal SHAPE_LEN = {{{}}}\nlocal function store_shaped(shape, key, state, i)\n",
         of.join(", "),
         lens.join(", ")
     );
@@ -81,7 +83,7 @@ fn store_many() -> String {
             shape.iter().enumerate().map(|(j, field)| format!("'{field}', ARGV[i + {j}]")).collect();
         let branch = if n == 0 { "if" } else { "elseif" };
         lua += &format!(
-            "  {branch} shape == {} then\n    redis.call('HSET', key, 'state', state, 'changed_ms', now, {})\n",
+            "  {branch} shape == {} then\n    redis.call('HSET', key, 'state', state, {})\n",
             n + 1,
             fields.join(", ")
         );
@@ -99,11 +101,11 @@ mod tests {
     fn store_many_names_the_fields_of_every_shape() {
         let lua = super::store_many();
         assert!(lua.contains("local SHAPE_OF = {['0'] = 0, ['1'] = 1, ['2'] = 2, ['3'] = 3}\n"), "{lua}");
-        assert!(lua.contains("local SHAPE_LEN = {4, 3, 2}\n"), "{lua}");
+        assert!(lua.contains("local SHAPE_LEN = {3, 2, 2}\n"), "{lua}");
         assert!(lua.find("-- @shapes") < lua.find("local SHAPE_OF"), "written in after its marker line");
         assert!(
             lua.contains(
-                "  elseif shape == 3 then\n    redis.call('HSET', key, 'state', state, 'changed_ms', now, \
+                "  elseif shape == 3 then\n    redis.call('HSET', key, 'state', state, \
                  'end', ARGV[i + 0], 'result', ARGV[i + 1])\n"
             ),
             "{lua}"

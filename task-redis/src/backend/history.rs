@@ -156,10 +156,8 @@ impl TaskHistory for RedisBackend {
                     .await
                     .map_err(|e| e.backend("cannot read the recent tasks"))?;
                 for (id, record) in ids.into_iter().zip(records) {
-                    // Every write stamps the record with the time of the change.
-                    let at =
-                        record.get("changed_ms").and_then(|v| std::str::from_utf8(v).ok()?.parse().ok()).unwrap_or(0);
-                    let (Some(meta), Ok(task_id)) = (super::record::parse(record), TaskId::from_str(&id)) else {
+                    // Every record says when it last changed (`record::read`).
+                    let (Some((meta, at)), Ok(task_id)) = (super::record::read(record), TaskId::from_str(&id)) else {
                         continue;
                     };
                     if !seen.insert(id) {

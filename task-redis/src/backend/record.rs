@@ -2,19 +2,22 @@
 //! and how a read turns them back into a [`TaskMeta`].
 //!
 //! The fields the scripts read one by one stay fields of their own: `state` (the final
-//! rule), `worker` (the fence), `changed_ms` (the history's time filter), and the blobs
-//! (`result`, `error`, `progress`, `args`). The fields no reader needs alone travel
-//! packed, each group in one MessagePack array written by the write that knows the
-//! whole group:
+//! rule) and `worker` (the fence), and so do the blobs a write sends alone (`result`,
+//! `error`, `progress`). The fields no reader needs alone travel packed, each group in
+//! one MessagePack array written by the write that knows the whole group:
 //!
-//! - `run`: `[task, queue, retries, started_ms]`, written by a run's claim (or by the
-//!   first write of a run whose start is not stored);
+//! - `run`: `[task, queue, retries, started_ms, args]`, written by a run's claim (or by
+//!   the first write of a run whose start is not stored);
 //! - `end`: `[runtime_ms, finished_ms]`, written when a run ends; in `run`, as its last
 //!   two, when that write is also the run's first.
 //!
+//! `changed_ms`, when the record last changed, is written by the writes that carry no
+//! time of their own (a progress report, a retry, a revoke); a read takes the latest of
+//! it, the start and the end.
+//!
 //! Every field of a hash costs Redis a search and a reallocation of the hash's
 //! listpack, and every argument a parse and a copy into Lua: packing cut the fields of
-//! a task's writes from 11 to 7 (STARTED not stored) and from 14 to 9 (stored).
+//! a task's writes from 11 to 4 (STARTED not stored) and from 14 to 6 (stored).
 //!
 //! A write that carries only part of a group (a buried task's FAILURE names its task
 //! and end time) writes those fields by name, and a field by name wins over its packed
@@ -46,13 +49,14 @@ pub(crate) struct Packed {
 /// A write with both, the one write of a run whose start is not stored, sends them as
 /// one `run` of six: a field less.
 pub(crate) fn pack(meta: &TaskMeta, names_task: bool) -> Packed {
-    let run = (|| Some((meta.task.as_deref()?, meta.queue.as_deref()?, meta.retries?, meta.started_ms?)))()
+    let args = meta.args.as_deref().map(serde_bytes::Bytes::new);
+    let run = (|| Some((meta.task.as_deref()?, meta.queue.as_deref()?, meta.retries?, meta.started_ms?, args?)))()
         .filter(|_| names_task);
     let end = (|| Some((meta.runtime_ms?, meta.finished_ms?)))();
     let holds_end = end.is_some();
     match (run, end) {
-        (Some((task, queue, retries, started)), Some((runtime, finished))) => Packed {
-            run: rmp_serde::to_vec(&(task, queue, retries, started, runtime, finished)).ok(),
+        (Some((task, queue, retries, started, args)), Some((runtime, finished))) => Packed {
+            run: rmp_serde::to_vec(&(task, queue, retries, started, args, runtime, finished)).ok(),
             end: None,
             holds_end,
         },
@@ -65,21 +69,26 @@ pub(crate) fn pack(meta: &TaskMeta, names_task: bool) -> Packed {
 }
 
 /// The record as read with `HGETALL`; `None` when there is none (or no state that reads).
-pub(crate) fn parse(mut fields: HashMap<String, Vec<u8>>) -> Option<TaskMeta> {
+pub(crate) fn parse(fields: HashMap<String, Vec<u8>>) -> Option<TaskMeta> {
+    read(fields).map(|(meta, _)| meta)
+}
+
+/// [`parse`], and when the record last changed (Unix ms; 0 when it does not say).
+pub(crate) fn read(mut fields: HashMap<String, Vec<u8>>) -> Option<(TaskMeta, i64)> {
+    type Run = (String, String, u32, i64, serde_bytes::ByteBuf);
+    type RunAndEnd = (String, String, u32, i64, serde_bytes::ByteBuf, u64, i64);
     let state: TaskState = String::from_utf8(fields.remove("state")?).ok()?.parse().ok()?;
     let mut meta = TaskMeta::state(state);
     if let Some(run) = fields.remove(RUN) {
-        type Run = (String, String, u32, i64);
-        type RunAndEnd = (String, String, u32, i64, u64, i64);
         let read = match rmp_serde::from_slice::<RunAndEnd>(&run) {
-            Ok((task, queue, retries, started, runtime, finished)) => {
-                Some(((task, queue, retries, started), Some((runtime, finished))))
+            Ok((task, queue, retries, started, args, runtime, finished)) => {
+                Some(((task, queue, retries, started, args), Some((runtime, finished))))
             }
             Err(_) => rmp_serde::from_slice::<Run>(&run).ok().map(|run| (run, None)),
         };
-        if let Some(((task, queue, retries, started_ms), end)) = read {
-            (meta.task, meta.queue, meta.retries, meta.started_ms) =
-                (Some(task), Some(queue), Some(retries), Some(started_ms));
+        if let Some(((task, queue, retries, started_ms, args), end)) = read {
+            (meta.task, meta.queue, meta.retries, meta.started_ms, meta.args) =
+                (Some(task), Some(queue), Some(retries), Some(started_ms), Some(args.into_vec()));
             (meta.runtime_ms, meta.finished_ms) = (end.map(|e| e.0), end.map(|e| e.1));
         }
     }
@@ -89,9 +98,9 @@ pub(crate) fn parse(mut fields: HashMap<String, Vec<u8>>) -> Option<TaskMeta> {
         (meta.runtime_ms, meta.finished_ms) = (Some(runtime_ms), Some(finished_ms));
     }
     let mut take_text = |k: &str| fields.remove(k).map(|v| String::from_utf8_lossy(&v).into_owned());
-    let named = |field: Option<String>, packed: Option<String>| field.or(packed);
-    meta.task = named(take_text("task"), meta.task);
-    meta.queue = named(take_text("queue"), meta.queue);
+    let changed_ms: Option<i64> = take_text("changed_ms").and_then(|v| v.parse().ok());
+    meta.task = take_text("task").or(meta.task);
+    meta.queue = take_text("queue").or(meta.queue);
     meta.error = take_text("error");
     meta.worker = take_text("worker");
     meta.retries = take_text("retries").and_then(|v| v.parse().ok()).or(meta.retries);
@@ -100,8 +109,9 @@ pub(crate) fn parse(mut fields: HashMap<String, Vec<u8>>) -> Option<TaskMeta> {
     meta.runtime_ms = take_text("runtime_ms").and_then(|v| v.parse().ok()).or(meta.runtime_ms);
     meta.result = fields.remove("result");
     meta.progress = fields.remove("progress");
-    meta.args = fields.remove("args");
-    Some(meta)
+    meta.args = fields.remove("args").or(meta.args);
+    let changed = [changed_ms, meta.started_ms, meta.finished_ms].into_iter().flatten().max().unwrap_or(0);
+    Some((meta, changed))
 }
 
 #[cfg(test)]
@@ -114,8 +124,8 @@ mod tests {
 
     fn claim() -> TaskMeta {
         let mut meta = TaskMeta::state(TaskState::Started);
-        (meta.task, meta.queue, meta.retries, meta.started_ms) =
-            (Some("add".into()), Some("math".into()), Some(2), Some(1_700_000_000_000));
+        (meta.task, meta.queue, meta.retries, meta.started_ms, meta.args) =
+            (Some("add".into()), Some("math".into()), Some(2), Some(1_700_000_000_000), Some(vec![0x92, 1, 2]));
         meta
     }
 
@@ -124,7 +134,7 @@ mod tests {
         meta
     }
 
-    fn read(pairs: &[(&str, Vec<u8>)]) -> TaskMeta {
+    fn success(pairs: &[(&str, Vec<u8>)]) -> TaskMeta {
         let mut all = fields(&[("state", b"SUCCESS".to_vec())]);
         all.extend(fields(pairs));
         parse(all).expect("a record")
@@ -136,7 +146,7 @@ mod tests {
         assert_eq!((claimed.end.as_ref(), claimed.holds_end), (None, false));
         let ends = pack(&ended(TaskMeta::state(TaskState::Success)), false);
         assert_eq!((ends.run.as_ref(), ends.holds_end), (None, true));
-        let read = read(&[
+        let read = success(&[
             (RUN, claimed.run.unwrap()),
             (END, ends.end.unwrap()),
             ("worker", b"w1".to_vec()),
@@ -149,13 +159,30 @@ mod tests {
         );
         assert_eq!((read.runtime_ms, read.finished_ms), (Some(12), Some(1_700_000_000_012)));
         assert_eq!((read.worker.as_deref(), read.result), (Some("w1"), Some(vec![3])));
+        assert_eq!(read.args, Some(vec![0x92, 1, 2]));
+    }
+
+    #[test]
+    fn a_record_changed_at_its_latest_time() {
+        let run = pack(&claim(), true).run.unwrap();
+        let at = |pairs: &[(&str, Vec<u8>)]| {
+            let mut all = fields(&[("state", b"STARTED".to_vec()), (RUN, run.clone())]);
+            all.extend(fields(pairs));
+            read(all).unwrap().1
+        };
+        assert_eq!(at(&[]), 1_700_000_000_000, "a claim: its start");
+        assert_eq!(at(&[("changed_ms", b"1700000000500".to_vec())]), 1_700_000_000_500, "a later progress");
+        assert_eq!(at(&[("changed_ms", b"5".to_vec())]), 1_700_000_000_000, "a retry before this run");
+        let end = pack(&ended(TaskMeta::state(TaskState::Success)), false).end.unwrap();
+        assert_eq!(at(&[(END, end)]), 1_700_000_000_012, "an end: its finish");
+        assert_eq!(read(fields(&[("state", b"PENDING".to_vec())])).unwrap().1, 0, "no time at all");
     }
 
     #[test]
     fn a_first_write_that_ends_the_run_sends_one_group() {
         let first = pack(&ended(claim()), true);
         assert_eq!((first.end.as_ref(), first.holds_end), (None, true), "the end travels in the run");
-        let read = read(&[(RUN, first.run.unwrap())]);
+        let read = success(&[(RUN, first.run.unwrap())]);
         assert_eq!((read.task.as_deref(), read.started_ms), (Some("add"), Some(1_700_000_000_000)));
         assert_eq!((read.runtime_ms, read.finished_ms), (Some(12), Some(1_700_000_000_012)));
     }
@@ -163,6 +190,8 @@ mod tests {
     #[test]
     fn only_a_whole_group_is_packed() {
         let mut partial = claim();
+        partial.args = None;
+        assert_eq!(pack(&partial, true), Packed::default());
         partial.started_ms = None;
         assert_eq!(pack(&partial, true), Packed::default());
         partial.finished_ms = Some(1);
@@ -173,14 +202,14 @@ mod tests {
     #[test]
     fn a_field_by_name_wins_over_its_packed_twin() {
         let run = pack(&ended(claim()), true).run.unwrap();
-        let read = read(&[(RUN, run), ("finished_ms", b"99".to_vec()), ("retries", b"3".to_vec())]);
+        let read = success(&[(RUN, run), ("finished_ms", b"99".to_vec()), ("retries", b"3".to_vec())]);
         assert_eq!((read.retries, read.finished_ms, read.runtime_ms), (Some(3), Some(99), Some(12)));
         assert_eq!(read.task.as_deref(), Some("add"), "the rest of the group stays");
     }
 
     #[test]
     fn a_record_written_by_name_reads_as_before() {
-        let read = read(&[
+        let read = success(&[
             ("task", b"add".to_vec()),
             ("queue", b"math".to_vec()),
             ("retries", b"0".to_vec()),
@@ -194,7 +223,7 @@ mod tests {
 
     #[test]
     fn a_malformed_group_is_left_out_not_fatal() {
-        let read = read(&[(RUN, vec![0xc1]), (END, b"x".to_vec())]);
+        let read = success(&[(RUN, vec![0xc1]), (END, b"x".to_vec())]);
         assert_eq!((read.task, read.runtime_ms), (None, None));
         let run = pack(&claim(), true).run.unwrap();
         assert!(parse(fields(&[(RUN, run)])).is_none(), "no state, no record");

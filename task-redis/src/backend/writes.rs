@@ -11,9 +11,9 @@ use super::*;
 /// Any other set goes as field/value pairs.
 pub(crate) const WRITE_SHAPES: [&[&str]; 3] = [
     // The first and only write of a run whose start is not stored (success).
-    &["worker", record::RUN, "result", "args"],
+    &["worker", record::RUN, "result"],
     // STARTED: the claim.
-    &["worker", record::RUN, "args"],
+    &["worker", record::RUN],
     // SUCCESS after a stored start.
     &[record::END, "result"],
 ];
@@ -364,7 +364,7 @@ impl RedisBackend {
             (record::END, packed.end),
             ("result", update.result),
             ("progress", update.progress),
-            ("args", update.args),
+            ("args", unless(holds_run, update.args)),
         ];
         let (fields, shape) = {
             let present = set_fields(&texts).chain(set_fields(&numbers)).chain(set_fields(&blobs));

@@ -7,7 +7,8 @@
 # The peers (Celery, RQ, BullMQ, apalis, rusty-celery, the BullMQ Rust port) and their
 # measuring scripts come from ../shared/peers, copied to $PEERS_DIR (default
 # /tmp/celerity-peers) and set up there by their own setup.sh: they never enter this
-# repository. Takes about 10 minutes with REPS=1.
+# repository. Takes about 10 minutes with REPS=1. Celerity's drains also run on a private
+# Redis Cluster of 3 primaries (free loopback ports, torn down at the end).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 src=${PEERS_SRC:-$root/../shared/peers}
@@ -22,9 +23,32 @@ fi
 cargo build --release -q -p celerity-bench --manifest-path "$root/Cargo.toml"
 bench="$root/target/release/celerity-bench"
 
+# A private Redis Cluster of 3 primaries on free loopback ports, for the cluster drain.
+cluster_dir=$(mktemp -d)
+cluster_ports=()
+stop_cluster() {
+  for port in "${cluster_ports[@]}"; do redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; done
+  rm -rf "$cluster_dir"
+}
+start_cluster() {
+  for _ in 1 2 3; do
+    local port
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    mkdir -p "$cluster_dir/$port"
+    redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes --cluster-config-file nodes.conf \
+      --dir "$cluster_dir/$port" --save '' --appendonly no --daemonize yes >/dev/null
+    cluster_ports+=("$port")
+  done
+  for port in "${cluster_ports[@]}"; do
+    until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done
+  done
+  redis-cli --cluster create "${cluster_ports[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes >/dev/null
+  until redis-cli -p "${cluster_ports[0]}" cluster info | grep -q cluster_state:ok; do sleep 0.2; done
+}
+
 cd "$work"
 ./start_redis.sh >/dev/null
-trap './stop_redis.sh >/dev/null 2>&1 || true' EXIT
+trap './stop_redis.sh >/dev/null 2>&1 || true; stop_cluster' EXIT
 raw="$work/results/raw.jsonl"
 [ -f "$raw" ] && mv "$raw" "$raw.$(date +%s).previous"
 
@@ -45,6 +69,13 @@ redis-cli -p 6390 flushall >/dev/null
 echo "== Celerity"
 for _ in $(seq "$reps"); do
   "$bench" --redis redis://127.0.0.1:6390/0 --jsonl "$raw" --deep "${DEEP:-1000000}"
+done
+
+echo "== Celerity on a Redis Cluster of 3 primaries"
+start_cluster
+for _ in $(seq "$reps"); do
+  "$bench" --redis redis://127.0.0.1:6390/0 --jsonl "$raw" --only cluster --drain 50000 \
+    --cluster "redis+cluster://127.0.0.1:${cluster_ports[0]}"
 done
 
 python3 "$root/benches/compare/ratios.py" "$raw"

@@ -84,6 +84,12 @@ for i = 1, n do
   end
   if code == 1 and current and not admits(current, state) then code = -1 end
   if code == 1 then
+    -- A run's first write over an existing record (a retry, a redelivery, a retried dead
+    -- letter, a record written before the packing) clears the fields by name that its
+    -- packed groups replace: a field by name wins over its packed twin when read.
+    if claim ~= '0' and current then
+      call('HDEL', key, 'task', 'queue', 'retries', 'started_ms', 'args', 'runtime_ms', 'finished_ms')
+    end
     if shape > 0 then
       store_shaped(shape, key, state, first)
     elseif f > 0 then

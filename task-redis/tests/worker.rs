@@ -380,3 +380,31 @@ async fn a_hand_pushed_payload_starting_with_digits_is_kept_whole() {
     assert_eq!(dead[0].payload, b"2024-11-30 nightly report", "the whole payload");
     worker.shutdown().await.unwrap();
 }
+
+/// A buried task's FAILURE writes its end time by name; a retried dead letter's new run
+/// (same id) then claims and ends the record, and its own times are what is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_run_over_a_buried_record_reads_its_own_times() {
+    use task_core::{Claim, ResultBackend, TaskMeta};
+    let server = RedisServer::start();
+    let backend = RedisBackend::connect(config(&server)).await.unwrap();
+    let id = TaskId::new();
+    let ttl = Duration::from_secs(60);
+    let mut buried = TaskMeta::state(TaskState::Failure);
+    (buried.task, buried.error, buried.finished_ms) = (Some(add::NAME.into()), Some("buried".into()), Some(1_000));
+    backend.store(&id, buried, ttl).await.unwrap();
+
+    let mut claim = TaskMeta::state(TaskState::Started);
+    (claim.task, claim.queue, claim.retries, claim.started_ms, claim.args, claim.worker) =
+        (Some(add::NAME.into()), Some("default".into()), Some(0), Some(5_000), Some(vec![0x90]), Some("w2".into()));
+    assert!(matches!(backend.claim(&id, claim, ttl).await.unwrap(), Claim::Claimed));
+    let mut end = TaskMeta::state(TaskState::Success);
+    (end.task, end.worker, end.runtime_ms, end.finished_ms, end.result) =
+        (Some(add::NAME.into()), Some("w2".into()), Some(7), Some(5_007), Some(vec![0x03]));
+    backend.store(&id, end, ttl).await.unwrap();
+
+    let read = backend.get(&id).await.unwrap().expect("the record");
+    assert_eq!(read.state, TaskState::Success);
+    assert_eq!((read.started_ms, read.finished_ms, read.runtime_ms), (Some(5_000), Some(5_007), Some(7)));
+    assert_eq!(read.worker.as_deref(), Some("w2"));
+}

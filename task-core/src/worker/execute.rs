@@ -254,11 +254,17 @@ impl Runner {
         // Tracked: the STARTED write claims the task and refuses a revoked one. Not
         // tracked: a read checks for a revoke, and the run's first write says the rest.
         let tracked = options.track_started.unwrap_or_else(|| self.app.track_started());
-        let untracked_start = (!tracked).then(now_ms);
+        let mut untracked_start = (!tracked).then(now_ms);
         let revoked = if tracked {
             match self.claim(&envelope).await {
                 Some(Claim::Revoked(reason)) => Some(reason),
-                _ => None,
+                Some(Claim::Claimed) => None,
+                // The claim was given up on (the store stayed away): the run goes on, and
+                // its first write says its start and its worker, as an untracked run's does.
+                None => {
+                    untracked_start = Some(now_ms());
+                    None
+                }
             }
         } else {
             self.revoked(&envelope).await

@@ -20,9 +20,11 @@
 //! a task's writes from 11 to 4 (STARTED not stored) and from 14 to 6 (stored).
 //!
 //! A write that carries only part of a group (a buried task's FAILURE names its task
-//! and end time) writes those fields by name, and a field by name wins over its packed
-//! twin: such writes come later than the group they touch (records written before the
-//! packing read the same way).
+//! and end time, a retry its next attempt) writes those fields by name, and a field by
+//! name wins over its packed twin: such a write comes later than the group it touches,
+//! and a run's first write over an existing record deletes the fields by name first
+//! (`store_many.lua`), so a retried dead letter or a redelivered retry reads its new run
+//! (records written before the packing read the same way).
 
 use std::collections::HashMap;
 

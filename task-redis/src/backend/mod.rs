@@ -2,9 +2,10 @@
 //! message, and every waiter of the process shares one subscriber connection.
 //!
 //! The [`ResultBackend`] impl is here; beside it, one file per concern: `record` (the
-//! layout of a task's hash), `writes` (state writes grouped into `store_many` calls), `tallies` (events
-//! and counts gathered per interval), `subscriber` (completion and control channels),
-//! `history` ([`TaskHistory`]: recent tasks, throughput, events, counts).
+//! layout of a task's hash), `writes` (state writes grouped into `store_many` calls),
+//! `tallies` (events and counts gathered per interval), `subscriber` (completion and
+//! control channels), `history` ([`TaskHistory`]: recent tasks, throughput, events,
+//! counts).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

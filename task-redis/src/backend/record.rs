@@ -70,6 +70,20 @@ pub(crate) fn pack(meta: &TaskMeta, names_task: bool) -> Packed {
     }
 }
 
+/// The `run` group as read: a claim's five, or six with the end's two when one write did both.
+#[derive(serde::Deserialize)]
+struct Run {
+    task: String,
+    queue: String,
+    retries: u32,
+    started_ms: i64,
+    args: serde_bytes::ByteBuf,
+    #[serde(default)]
+    runtime_ms: Option<u64>,
+    #[serde(default)]
+    finished_ms: Option<i64>,
+}
+
 /// The record as read with `HGETALL`; `None` when there is none (or no state that reads).
 pub(crate) fn parse(fields: HashMap<String, Vec<u8>>) -> Option<TaskMeta> {
     read(fields).map(|(meta, _)| meta)
@@ -77,22 +91,12 @@ pub(crate) fn parse(fields: HashMap<String, Vec<u8>>) -> Option<TaskMeta> {
 
 /// [`parse`], and when the record last changed (Unix ms; 0 when it does not say).
 pub(crate) fn read(mut fields: HashMap<String, Vec<u8>>) -> Option<(TaskMeta, i64)> {
-    type Run = (String, String, u32, i64, serde_bytes::ByteBuf);
-    type RunAndEnd = (String, String, u32, i64, serde_bytes::ByteBuf, u64, i64);
     let state: TaskState = String::from_utf8(fields.remove("state")?).ok()?.parse().ok()?;
     let mut meta = TaskMeta::state(state);
-    if let Some(run) = fields.remove(RUN) {
-        let read = match rmp_serde::from_slice::<RunAndEnd>(&run) {
-            Ok((task, queue, retries, started, args, runtime, finished)) => {
-                Some(((task, queue, retries, started, args), Some((runtime, finished))))
-            }
-            Err(_) => rmp_serde::from_slice::<Run>(&run).ok().map(|run| (run, None)),
-        };
-        if let Some(((task, queue, retries, started_ms, args), end)) = read {
-            (meta.task, meta.queue, meta.retries, meta.started_ms, meta.args) =
-                (Some(task), Some(queue), Some(retries), Some(started_ms), Some(args.into_vec()));
-            (meta.runtime_ms, meta.finished_ms) = (end.map(|e| e.0), end.map(|e| e.1));
-        }
+    if let Some(run) = fields.remove(RUN).and_then(|run| rmp_serde::from_slice::<Run>(&run).ok()) {
+        (meta.task, meta.queue, meta.retries, meta.started_ms, meta.args) =
+            (Some(run.task), Some(run.queue), Some(run.retries), Some(run.started_ms), Some(run.args.into_vec()));
+        (meta.runtime_ms, meta.finished_ms) = (run.runtime_ms, run.finished_ms);
     }
     if let Some((runtime_ms, finished_ms)) =
         fields.remove(END).and_then(|end| rmp_serde::from_slice::<(u64, i64)>(&end).ok())

@@ -26,6 +26,12 @@ pub const ENV_RESULT_TTL: &str = "CELERITY_RESULT_TTL";
 /// Whether workers store `STARTED` when a task starts (`1`/`true`, the default, or
 /// `0`/`false`); see [`AppBuilder::track_started`].
 pub const ENV_TRACK_STARTED: &str = "CELERITY_TRACK_STARTED";
+/// How long (ms) a run goes before its `STARTED` is stored; see
+/// [`AppBuilder::started_after`].
+pub const ENV_STARTED_AFTER_MS: &str = "CELERITY_STARTED_AFTER_MS";
+/// How long a run goes before its `STARTED` is stored when nothing else says: shorter
+/// than anyone watching a dashboard notices, longer than most small tasks take.
+pub const DEFAULT_STARTED_AFTER: Duration = Duration::from_millis(50);
 /// The largest message and result (bytes) read by [`App::from_env`]; see
 /// [`AppBuilder::max_message_size`].
 pub const ENV_MAX_MESSAGE_SIZE: &str = "CELERITY_MAX_MESSAGE_SIZE";
@@ -83,6 +89,7 @@ struct Inner {
     result_ttl: Duration,
     routes: Vec<(String, String)>,
     track_started: bool,
+    started_after: Duration,
     max_message_size: usize,
     /// Runs what was sent, in place, before the send returns (eager mode).
     eager: Option<Arc<dyn RunInPlace>>,
@@ -109,6 +116,7 @@ impl App {
                 default_queue: DEFAULT_QUEUE.into(),
                 result_ttl: DEFAULT_RESULT_TTL,
                 track_started: true,
+                started_after: DEFAULT_STARTED_AFTER,
                 max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
                 eager: None,
                 routes: Vec::new(),
@@ -125,6 +133,7 @@ impl App {
     /// | `CELERITY_DEFAULT_QUEUE` | queue of tasks that name none | `default` |
     /// | `CELERITY_RESULT_TTL` | seconds results are kept | 86400 |
     /// | `CELERITY_TRACK_STARTED` | store `STARTED` when a task starts (`1`/`0`) | `1` |
+    /// | `CELERITY_STARTED_AFTER_MS` | how long a run goes before its `STARTED` is stored | 50 |
     /// | `CELERITY_MAX_MESSAGE_SIZE` | the largest task or result, in bytes | 16 MiB |
     pub async fn from_env() -> Result<App, Error> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
@@ -146,6 +155,12 @@ impl App {
         }
         if let Some(track) = var(ENV_TRACK_STARTED) {
             builder = builder.track_started(flag(ENV_TRACK_STARTED, &track)?);
+        }
+        if let Some(ms) = var(ENV_STARTED_AFTER_MS) {
+            let ms: u64 = ms.parse().map_err(|_| {
+                Error::Config(format!("{ENV_STARTED_AFTER_MS}=`{ms}` is not a whole number of milliseconds"))
+            })?;
+            builder = builder.started_after(Duration::from_millis(ms));
         }
         if let Some(size) = var(ENV_MAX_MESSAGE_SIZE) {
             let bytes = size.parse().ok().filter(|b| *b > 0).ok_or_else(|| {
@@ -195,6 +210,12 @@ impl App {
     /// otherwise (see [`AppBuilder::track_started`]).
     pub fn track_started(&self) -> bool {
         self.inner.track_started
+    }
+
+    /// How long a run goes before its `STARTED` is stored (see
+    /// [`AppBuilder::started_after`]).
+    pub fn started_after(&self) -> Duration {
+        self.inner.started_after
     }
 
     /// True in eager mode ([`AppBuilder::eager`]): tasks run where they are sent.
@@ -278,6 +299,7 @@ pub struct AppBuilder {
     result_ttl: Option<Duration>,
     routes: Vec<(String, String)>,
     track_started: Option<bool>,
+    started_after: Option<Duration>,
     max_message_size: Option<usize>,
     pub(crate) eager: Option<Arc<dyn RunInPlace>>,
 }
@@ -345,6 +367,19 @@ impl AppBuilder {
         self
     }
 
+    /// How long a run goes before its `STARTED` is stored, where the backend can store a
+    /// result with its message's ack (one Redis; default [`DEFAULT_STARTED_AFTER`]). A run
+    /// that ends sooner stores its start with its end: one write instead of two, fenced
+    /// by the ack, and the revoke check before the run is a read (as with
+    /// `track_started` off); a `STARTED` written later that finds the task revoked
+    /// stops the run. `Duration::ZERO` stores `STARTED` before every run, as Celery does.
+    /// Elsewhere (the memory backend, a cluster, `acks_early`) it is always stored
+    /// before the run.
+    pub fn started_after(mut self, after: Duration) -> Self {
+        self.started_after = Some(after);
+        self
+    }
+
     /// The largest encoded task (its envelope, arguments included) or result, in bytes:
     /// [`DEFAULT_MAX_MESSAGE_SIZE`] unless set. A larger send is refused with
     /// [`Error::TooLarge`] and nothing is sent; a larger message fetched (sent by another
@@ -391,6 +426,7 @@ impl AppBuilder {
                 result_ttl: self.result_ttl.unwrap_or(DEFAULT_RESULT_TTL),
                 routes: self.routes,
                 track_started: self.track_started.unwrap_or(true),
+                started_after: self.started_after.unwrap_or(DEFAULT_STARTED_AFTER),
                 max_message_size: self.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
                 eager: self.eager,
             }),

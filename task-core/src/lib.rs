@@ -127,8 +127,8 @@ pub mod __private {
 mod private;
 
 pub use app::{
-    App, AppBuilder, DEFAULT_MAX_MESSAGE_SIZE, ENV_BROKER_URL, ENV_DEFAULT_QUEUE, ENV_MAX_MESSAGE_SIZE,
-    ENV_RESULT_BACKEND, ENV_RESULT_TTL, ENV_TRACK_STARTED, redact_url,
+    App, AppBuilder, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_STARTED_AFTER, ENV_BROKER_URL, ENV_DEFAULT_QUEUE,
+    ENV_MAX_MESSAGE_SIZE, ENV_RESULT_BACKEND, ENV_RESULT_TTL, ENV_STARTED_AFTER_MS, ENV_TRACK_STARTED, redact_url,
 };
 pub use backend::{Claim, DEFAULT_RESULT_TTL, ResultBackend};
 pub use beat::{Beat, BeatHandle, Missed, Schedule};

@@ -1,6 +1,7 @@
 //! The worker pool on Redis, in one process: results, retries, delays, progress, bad
 //! input, outages, lost replies.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,25 @@ async fn boom() -> TaskResult<()> {
 #[task]
 async fn explode() -> TaskResult<()> {
     panic!("kaboom")
+}
+
+#[task]
+async fn nap(ms: u64) -> TaskResult<u64> {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Ok(ms)
+}
+
+/// Runs of `revoked_nap` begun, and those that slept to their end.
+static NAPS_BEGUN: AtomicU32 = AtomicU32::new(0);
+static NAPS_ENDED: AtomicU32 = AtomicU32::new(0);
+
+/// Only for the test of a revoke found by a deferred claim.
+#[task]
+async fn revoked_nap(ms: u64) -> TaskResult<()> {
+    NAPS_BEGUN.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    NAPS_ENDED.fetch_add(1, Ordering::SeqCst);
+    Ok(())
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -159,10 +179,12 @@ async fn results_are_hashes_with_a_ttl_and_the_documented_layout() {
     let ns = config.namespace_name().to_owned();
     let broker = RedisBroker::connect(config.clone()).await.unwrap();
     let backend = RedisBackend::connect(config.clone()).await.unwrap();
+    // Claimed before every run: STARTED, then the end.
     let app = App::builder()
         .broker(Arc::new(broker))
         .backend(Arc::new(backend))
         .result_ttl(Duration::from_secs(300))
+        .started_after(Duration::ZERO)
         .build()
         .await
         .unwrap();
@@ -217,6 +239,78 @@ async fn results_are_hashes_with_a_ttl_and_the_documented_layout() {
     assert_eq!((read.task.as_deref(), read.worker.is_some()), (Some(add::NAME), true));
     assert!(read.started_ms.is_some() && read.finished_ms.is_some() && read.runtime_ms.is_some(), "{read:?}");
     worker.shutdown().await.unwrap();
+
+    // The default: a run that ends before `started_after` stores its start with its end,
+    // in the one write of an untracked run.
+    let (deferred, _) = self::app(self::config(&server).namespace(ns.clone())).await;
+    let worker = deferred.worker().spawn();
+    let quick = add::delay(&deferred, 5, 6).await.unwrap();
+    assert_eq!(quick.get(WAIT).await.unwrap(), 11);
+    let key = format!("{ns}:result:{}", quick.id());
+    let mut fields: Vec<String> = server.cli(&["HKEYS", &key]).lines().map(str::to_owned).collect();
+    fields.sort();
+    assert_eq!(fields, ["result", "run", "state", "worker"]);
+    let read = deferred.backend().get(quick.id()).await.unwrap().expect("the record");
+    assert_eq!(
+        (read.task.as_deref(), read.queue.as_deref(), read.retries),
+        (Some(add::NAME), Some("default"), Some(0))
+    );
+    assert!(read.worker.is_some() && read.started_ms.is_some() && read.runtime_ms.is_some(), "{read:?}");
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_longer_than_started_after_is_started_while_it_runs() {
+    let server = RedisServer::start();
+    let config = config(&server);
+    let ns = config.namespace_name().to_owned();
+    let (app, _) = app(config).await;
+    assert_eq!(app.started_after(), task_core::DEFAULT_STARTED_AFTER);
+    let worker = app.worker().spawn();
+    let r = nap::delay(&app, 1_500).await.unwrap();
+    let key = format!("{ns}:result:{}", r.id());
+    let deadline = Instant::now() + WAIT;
+    while server.cli(&["HGET", &key, "state"]) != "STARTED" {
+        assert!(Instant::now() < deadline, "never STARTED: {}", server.cli(&["HGETALL", &key]));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let running = app.backend().get(r.id()).await.unwrap().expect("the claim");
+    assert_eq!((running.task.as_deref(), running.worker.as_deref()), (Some(nap::NAME), Some(worker.id().as_str())));
+    assert!(running.started_ms.is_some() && running.finished_ms.is_none(), "{running:?}");
+    assert_eq!(r.get(WAIT).await.unwrap(), 1_500);
+    let mut fields: Vec<String> = server.cli(&["HKEYS", &key]).lines().map(str::to_owned).collect();
+    fields.sort();
+    assert_eq!(fields, ["end", "result", "run", "state", "worker"], "claimed, then ended");
+    let read = app.backend().get(r.id()).await.unwrap().expect("the record");
+    assert_eq!(read.started_ms, running.started_ms, "the start is the run's, not the claim's");
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_claim_that_finds_a_revoke_stops_the_run() {
+    let server = RedisServer::start();
+    let config = config(&server);
+    let ns = config.namespace_name().to_owned();
+    let (app, _) = app(config).await;
+    let r = revoked_nap::delay(&app, 10_000).await.unwrap();
+    // REVOKED in the record only: the revokes a worker holds in memory (loaded from
+    // their set, then told by the channel) miss it, so the run starts.
+    let key = format!("{ns}:result:{}", r.id());
+    server.cli(&["HSET", &key, "state", "REVOKED", "error", "revoked by hand"]);
+    let worker = app.worker().spawn();
+    let deadline = Instant::now() + WAIT;
+    while NAPS_BEGUN.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the run never began");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The claim, due after 50 ms, finds the revoke and stops the run; without it the
+    // shutdown would wait for the nap to end.
+    let id = worker.id().as_str().to_owned();
+    let report = worker.shutdown().await.unwrap();
+    assert_eq!(NAPS_ENDED.load(Ordering::SeqCst), 0, "the revoked run slept on");
+    assert_eq!((report.revoked, report.succeeded), (1, 0), "{report:?}");
+    assert_eq!(server.cli(&["HGET", &key, "state"]), "REVOKED");
+    assert_eq!(server.cli(&["LLEN", &format!("{ns}:{{default}}:proc:{}", id)]), "0", "acked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -223,6 +223,54 @@ pub(super) fn plan(envelope: &Envelope, verdict: &Verdict, atomic_settle: bool) 
     }
 }
 
+/// How a run's start is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Start {
+    /// `STARTED` is stored before the run (its write checks for a revoke in the store).
+    Claim,
+    /// `STARTED` is stored once the run has gone on this long; a run that ends sooner
+    /// stores its start with its end, in one write fenced by the message's ack (see
+    /// [`unclaimed_end`]). The revoke check before the run is the backend's read.
+    ClaimAfter(Duration),
+    /// Not stored (`track_started` off): the run's first write says it.
+    Untracked,
+}
+
+/// How the start of a run is stored: `tracked` (`track_started`), `after` (the app's
+/// `started_after`), `atomic_settle` (a final record can be stored with its ack, the
+/// fence a start stored with its end needs) and the envelope's `acks_early` (then there
+/// is no ack at the end to fence with).
+pub(super) fn start(tracked: bool, after: Duration, atomic_settle: bool, acks_early: bool) -> Start {
+    match (tracked, after.is_zero() || !atomic_settle || acks_early) {
+        (false, _) => Start::Untracked,
+        (true, true) => Start::Claim,
+        (true, false) => Start::ClaimAfter(after),
+    }
+}
+
+/// What the end of a run under [`Start::ClaimAfter`] does when its claim was not
+/// written (the run ended first, or is being concluded without one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Unclaimed {
+    /// The end's write carries the start (one write, fenced by the ack it makes).
+    WithEnd,
+    /// The claim first, then the end as after any claim: the end does not ack with its
+    /// write, and a start stored with it would be fenced only by the record's owner,
+    /// which an earlier delivery's claim may still name.
+    ClaimFirst,
+    /// No record is written at the end (`ignore_result`): nor is the start.
+    Nothing,
+}
+
+/// [`Unclaimed`] for a run concluded by `plan`.
+pub(super) fn unclaimed_end(plan: &Plan) -> Unclaimed {
+    match (&plan.record, plan.release) {
+        (Record::Store(_), Release::WithRecord) => Unclaimed::WithEnd,
+        (Record::Store(_), _) => Unclaimed::ClaimFirst,
+        (Record::Forget | Record::Keep, _) => Unclaimed::Nothing,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,5 +454,32 @@ mod tests {
         );
         let t = plan(&envelope(), &Verdict::Terminated, true);
         assert_eq!((t.record, t.abandon, t.release), (Record::Store(TaskState::Revoked), true, Release::Ack));
+    }
+
+    #[test]
+    fn a_start_is_deferred_only_where_the_end_can_carry_it_fenced() {
+        let after = Duration::from_millis(50);
+        assert_eq!(start(true, after, true, false), Start::ClaimAfter(after));
+        assert_eq!(start(true, Duration::ZERO, true, false), Start::Claim, "zero: before the run");
+        assert_eq!(start(true, after, false, false), Start::Claim, "no ack with the record");
+        assert_eq!(start(true, after, true, true), Start::Claim, "acked before the run");
+        assert_eq!(start(false, after, true, false), Start::Untracked);
+        assert_eq!(start(false, Duration::ZERO, false, true), Start::Untracked);
+    }
+
+    #[test]
+    fn an_unclaimed_end_carries_its_start_only_when_it_acks_with_its_record() {
+        let e = envelope();
+        assert_eq!(unclaimed_end(&plan(&e, &Verdict::Succeeded, true)), Unclaimed::WithEnd);
+        let mut linked = envelope();
+        linked.callbacks.push(callback(CallbackOn::Success, None));
+        assert_eq!(unclaimed_end(&plan(&linked, &Verdict::Succeeded, true)), Unclaimed::ClaimFirst);
+        assert_eq!(unclaimed_end(&plan(&e, &Verdict::Failed { error: "x".into() }, true)), Unclaimed::ClaimFirst);
+        let retry = Verdict::Retry { error: "x".into(), delay: Duration::from_secs(1) };
+        assert_eq!(unclaimed_end(&plan(&e, &retry, true)), Unclaimed::ClaimFirst);
+        let mut ignored = envelope();
+        ignored.ignore_result = true;
+        assert_eq!(unclaimed_end(&plan(&ignored, &Verdict::Succeeded, true)), Unclaimed::Nothing);
+        assert_eq!(unclaimed_end(&plan(&ignored, &retry, true)), Unclaimed::Nothing);
     }
 }

@@ -1,6 +1,7 @@
 //! Carries out the worker's decisions (`decide.rs`) for one delivery: decode, admit,
-//! claim (which refuses revoked tasks), run under the time limits, then the plan for
-//! the run's end: the record, the workflow's links, the ack, a retry, the dead letters.
+//! claim (which refuses revoked tasks; before the run, or once it has gone on for
+//! `started_after`), run under the time limits, then the plan for the run's end: the
+//! record, the workflow's links, the ack, a retry, the dead letters.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -29,7 +30,7 @@ use crate::worker::WorkerReport;
 use crate::workflow::Links;
 
 use super::body::Body;
-use super::decide::{self, Admission, Failure, Plan, Record, Release, Verdict};
+use super::decide::{self, Admission, Failure, Plan, Record, Release, Start, Unclaimed, Verdict};
 
 /// Counters shared by the pool and its runners.
 #[derive(Debug, Default)]
@@ -123,6 +124,23 @@ struct Limits {
     /// The run's context, to raise its cancel signal.
     cancel: TaskContext,
     terminate: oneshot::Receiver<()>,
+}
+
+/// Where the claim of a run under [`Start::ClaimAfter`] stands at its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deferred {
+    /// Written (or found the task revoked), or there was none to defer.
+    Done,
+    /// Not written: the run ended before it was due.
+    NotYet,
+    /// Given up on (the store stayed away): the end says the start.
+    GivenUp,
+}
+
+impl From<Option<Claim>> for Deferred {
+    fn from(claim: Option<Claim>) -> Self {
+        if claim.is_some() { Deferred::Done } else { Deferred::GivenUp }
+    }
 }
 
 /// What the end of a run needs besides the envelope.
@@ -251,18 +269,21 @@ impl Runner {
                 return Box::pin(self.bury(&delivery, Some(&envelope), reason)).await;
             }
         };
-        // Tracked: the STARTED write claims the task and refuses a revoked one. Not
-        // tracked: a read checks for a revoke, and the run's first write says the rest.
+        // Claimed first: the STARTED write claims the task and refuses a revoked one.
+        // Otherwise a read checks for a revoke; the claim follows if the run goes on
+        // long enough, else the run's first write says the rest.
         let tracked = options.track_started.unwrap_or_else(|| self.app.track_started());
-        let mut untracked_start = (!tracked).then(now_ms);
-        let revoked = if tracked {
-            match self.claim(&envelope).await {
+        let start = decide::start(tracked, self.app.started_after(), self.atomic_settle, envelope.acks_early);
+        let started_ms = now_ms();
+        let mut untracked_start = (start == Start::Untracked).then_some(started_ms);
+        let revoked = if start == Start::Claim {
+            match self.claim(&envelope, started_ms).await {
                 Some(Claim::Revoked(reason)) => Some(reason),
                 Some(Claim::Claimed) => None,
                 // The claim was given up on (the store stayed away): the run goes on, and
                 // its first write says its start and its worker, as an untracked run's does.
                 None => {
-                    untracked_start = Some(now_ms());
+                    untracked_start = Some(started_ms);
                     None
                 }
             }
@@ -298,18 +319,24 @@ impl Runner {
             _ => false,
         };
         let began = tokio::time::Instant::now();
-        let ran = if self.layers.0.is_empty() {
-            run(invocation, limits).await
-        } else {
-            let run_of = super::layer::Run {
-                task: envelope.task.clone(),
-                id: envelope.id.clone(),
-                attempt: envelope.retries + 1,
-                queue: delivery.queue.clone(),
-            };
-            let body: crate::future::BoxFuture<'_, super::layer::Outcome> =
-                Box::pin(async move { super::layer::Outcome(run(invocation, limits).await) });
-            super::layer::wrap(&self.layers.0, &run_of, body).await.0
+        let body = async {
+            if self.layers.0.is_empty() {
+                run(invocation, limits).await
+            } else {
+                let run_of = super::layer::Run {
+                    task: envelope.task.clone(),
+                    id: envelope.id.clone(),
+                    attempt: envelope.retries + 1,
+                    queue: delivery.queue.clone(),
+                };
+                let body: crate::future::BoxFuture<'_, super::layer::Outcome> =
+                    Box::pin(async move { super::layer::Outcome(run(invocation, limits).await) });
+                super::layer::wrap(&self.layers.0, &run_of, body).await.0
+            }
+        };
+        let (ran, deferred) = match start {
+            Start::ClaimAfter(after) => self.run_claiming(&envelope, started_ms, after, body).await,
+            Start::Claim | Start::Untracked => (body.await, Deferred::Done),
         };
         // A plain `fn` past its hard limit runs on: only its process's end stops it.
         let stranded = entry.is_blocking() && matches!(ran, Err(Failure::TimeLimit(_)));
@@ -329,6 +356,19 @@ impl Runner {
         let backoff = entry.options().backoff.unwrap_or(Backoff::DEFAULT);
         let verdict = decide::verdict(outcome.as_ref().map(|_| ()), envelope.retries, max_retries, &backoff);
         let plan = decide::plan(&envelope, &verdict, self.atomic_settle);
+        match deferred {
+            Deferred::Done => {}
+            Deferred::GivenUp => untracked_start = Some(started_ms),
+            Deferred::NotYet => match decide::unclaimed_end(&plan) {
+                Unclaimed::WithEnd => untracked_start = Some(started_ms),
+                Unclaimed::ClaimFirst => {
+                    if self.claim(&envelope, started_ms).await.is_none() {
+                        untracked_start = Some(started_ms);
+                    }
+                }
+                Unclaimed::Nothing => {}
+            },
+        }
         let ended = Ended { result: outcome.unwrap_or_default(), runtime_ms, untracked_start };
         self.conclude(&delivery, &envelope, &verdict, &plan, ended, max_retries).await;
         if let Some(link) = &self.link {
@@ -515,13 +555,51 @@ impl Runner {
         self.settle("ack", &Subject(envelope), || self.app.broker().ack(consumer, delivery)).await;
     }
 
-    /// Claims the task (`STARTED`, in this worker's name) unless it was revoked.
-    async fn claim(&self, envelope: &Envelope) -> Option<Claim> {
+    /// Runs `body` (the run of `envelope`'s task, begun at `started_ms`) and claims its
+    /// task once it has gone on for `after`, while it goes on. A claim that finds the
+    /// task revoked stops the run, as a revoke with terminate does: the revoke came
+    /// before the start, where the read before the run missed it.
+    async fn run_claiming<T>(
+        &self,
+        envelope: &Envelope,
+        started_ms: i64,
+        after: Duration,
+        body: impl Future<Output = T>,
+    ) -> (T, Deferred) {
+        let mut body = std::pin::pin!(body);
+        // Polled first: a run that is done at once never arms the timer.
+        tokio::select! {
+            biased;
+            out = &mut body => return (out, Deferred::NotYet),
+            () = tokio::time::sleep(after) => {}
+        }
+        let claim = self.claim(envelope, started_ms);
+        let mut claim = std::pin::pin!(claim);
+        let claimed = tokio::select! {
+            biased;
+            claimed = &mut claim => claimed,
+            // The run ended while its claim was on its way: the end waits for the claim,
+            // so that its write comes after it.
+            out = &mut body => return (out, Deferred::from(claim.await)),
+        };
+        if let Some(Claim::Revoked(reason)) = &claimed {
+            info!(task = %envelope.task, id = %envelope.id, reason = %reason, "revoked before its start: stopping it");
+            let stop = self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&envelope.id);
+            if let Some(stop) = stop {
+                let _ = stop.send(());
+            }
+        }
+        (body.await, Deferred::from(claimed))
+    }
+
+    /// Claims the task (`STARTED` at `started_ms`, in this worker's name) unless it was
+    /// revoked.
+    async fn claim(&self, envelope: &Envelope, started_ms: i64) -> Option<Claim> {
         let started = TaskMeta {
             task: Some(envelope.task.clone()),
             worker: Some(self.consumer.as_str().to_owned()),
             retries: Some(envelope.retries),
-            started_ms: Some(now_ms()),
+            started_ms: Some(started_ms),
             args: Some(envelope.args.clone()),
             queue: Some(envelope.queue.clone()),
             ..TaskMeta::state(TaskState::Started)

@@ -62,8 +62,9 @@ pub(crate) fn worker(kind: &str, hostname: &str, detail: &str, freq: f64) -> Val
     )
 }
 
-/// What a task's new state is told as: STARTED as `task-received` then
-/// `task-started` (Celerity receives and starts in one step), a final state or a
+/// What a task's new state is told as: a run's first write (STARTED, or an end that
+/// carries its start: it comes with the arguments `args`) as `task-received` then
+/// `task-started` (Celerity receives and starts in one step), then a final state or a
 /// retry as its own event. `name` and `args` (a JSON text) are the task's, when known.
 pub(crate) fn task(
     id: &str,
@@ -73,40 +74,45 @@ pub(crate) fn task(
     args: Option<&str>,
     runtime_s: Option<f64>,
 ) -> Vec<Value> {
+    let starts = match state {
+        ResultMeta::Started => true,
+        ResultMeta::Other { .. } => false,
+        _ => args.is_some(),
+    };
+    let mut events = Vec::new();
+    if starts {
+        events.push(event(
+            "task-received",
+            hostname,
+            json!({"uuid": id, "name": name, "args": args.unwrap_or("()"), "kwargs": "{}", "retries": 0,
+                   "eta": null, "expires": null, "root_id": null, "parent_id": null}),
+        ));
+        events.push(event("task-started", hostname, json!({"uuid": id})));
+    }
     match state {
-        ResultMeta::Started => vec![
-            event(
-                "task-received",
-                hostname,
-                json!({"uuid": id, "name": name, "args": args.unwrap_or("()"), "kwargs": "{}", "retries": 0,
-                       "eta": null, "expires": null, "root_id": null, "parent_id": null}),
-            ),
-            event("task-started", hostname, json!({"uuid": id})),
-        ],
-        ResultMeta::Success(value) => {
-            vec![event(
-                "task-succeeded",
-                hostname,
-                json!({"uuid": id, "result": value.to_string(), "runtime": runtime_s}),
-            )]
-        }
-        ResultMeta::Failure { kind, message } => vec![event(
+        ResultMeta::Started | ResultMeta::Other { .. } => {}
+        ResultMeta::Success(value) => events.push(event(
+            "task-succeeded",
+            hostname,
+            json!({"uuid": id, "result": value.to_string(), "runtime": runtime_s}),
+        )),
+        ResultMeta::Failure { kind, message } => events.push(event(
             "task-failed",
             hostname,
             json!({"uuid": id, "exception": format!("{kind}('{message}')"), "traceback": message}),
-        )],
-        ResultMeta::Retry { message } => vec![event(
+        )),
+        ResultMeta::Retry { message } => events.push(event(
             "task-retried",
             hostname,
             json!({"uuid": id, "exception": format!("Retry('{message}')"), "traceback": message}),
-        )],
-        ResultMeta::Revoked { reason } => vec![event(
+        )),
+        ResultMeta::Revoked { reason } => events.push(event(
             "task-revoked",
             hostname,
             json!({"uuid": id, "terminated": reason == "terminated", "signum": null, "expired": reason.contains("expire")}),
-        )],
-        ResultMeta::Other { .. } => Vec::new(),
+        )),
     }
+    events
 }
 
 /// The channel and the kombu message that carry `events` (one, or `task.multi`).
@@ -182,5 +188,16 @@ mod tests {
             task("t1", &ResultMeta::Failure { kind: "TaskError".into(), message: "no".into() }, "h", None, None, None);
         assert_eq!(failed[0]["exception"], "TaskError('no')");
         assert!(message(0, "h", Vec::new()).is_none());
+    }
+
+    #[test]
+    fn an_end_that_carries_its_start_is_received_and_started_first() {
+        let done =
+            task("t1", &ResultMeta::Success(json!(5)), "rusty@h", Some("proj.tasks.add"), Some("[1]"), Some(0.01));
+        let types: Vec<_> = done.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["task-received", "task-started", "task-succeeded"]);
+        assert_eq!(done[0]["name"], "proj.tasks.add");
+        let (channel, _) = message(0, "rusty@h", done).unwrap();
+        assert_eq!(channel, "/0.celeryev/task.multi");
     }
 }

@@ -287,6 +287,37 @@ async fn a_run_longer_than_started_after_is_started_while_it_runs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_run_whose_end_claims_first_and_finds_a_revoke_is_skipped() {
+    let server = RedisServer::start();
+    let config = config(&server);
+    let ns = config.namespace_name().to_owned();
+    let (app, _) = app(config).await;
+    // A failure does not ack with its record: its end writes the claim first, which
+    // finds the revoke the worker's memory missed (REVOKED in the record only).
+    let r = boom::delay(&app).await.unwrap();
+    let key = format!("{ns}:result:{}", r.id());
+    server.cli(&["HSET", &key, "state", "REVOKED", "error", "revoked by hand"]);
+    let worker = app.worker().spawn();
+    let deadline = Instant::now() + WAIT;
+    while server.cli(&["LLEN", &format!("{ns}:{{default}}:ready:0")]) != "0" {
+        assert!(Instant::now() < deadline, "never fetched");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let id = worker.id().as_str().to_owned();
+    let processing = format!("{ns}:{{default}}:proc:{id}");
+    while server.cli(&["LLEN", &processing]) != "0" {
+        assert!(Instant::now() < deadline, "never acked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let report = worker.shutdown().await.unwrap();
+    assert_eq!((report.revoked, report.failed), (1, 0), "ended as a revoked task, not a failure: {report:?}");
+    assert_eq!(
+        (server.cli(&["HGET", &key, "state"]), server.cli(&["HGET", &key, "error"])),
+        ("REVOKED".to_owned(), "revoked by hand".to_owned())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deferred_claim_that_finds_a_revoke_stops_the_run() {
     let server = RedisServer::start();
     let config = config(&server);

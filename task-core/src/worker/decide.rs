@@ -238,10 +238,12 @@ pub(super) enum Start {
 
 /// How the start of a run is stored: `tracked` (`track_started`), `after` (the app's
 /// `started_after`), `atomic_settle` (a final record can be stored with its ack, the
-/// fence a start stored with its end needs) and the envelope's `acks_early` (then there
-/// is no ack at the end to fence with).
-pub(super) fn start(tracked: bool, after: Duration, atomic_settle: bool, acks_early: bool) -> Start {
-    match (tracked, after.is_zero() || !atomic_settle || acks_early) {
+/// fence a start stored with its end needs), the envelope's `acks_early` (then there
+/// is no ack at the end to fence with) and `supervised` (a process pool's child, whose
+/// supervisor may end the run in its name: a claim of the child's could then land
+/// after that end).
+pub(super) fn start(tracked: bool, after: Duration, atomic_settle: bool, acks_early: bool, supervised: bool) -> Start {
+    match (tracked, after.is_zero() || !atomic_settle || acks_early || supervised) {
         (false, _) => Start::Untracked,
         (true, true) => Start::Claim,
         (true, false) => Start::ClaimAfter(after),
@@ -459,12 +461,13 @@ mod tests {
     #[test]
     fn a_start_is_deferred_only_where_the_end_can_carry_it_fenced() {
         let after = Duration::from_millis(50);
-        assert_eq!(start(true, after, true, false), Start::ClaimAfter(after));
-        assert_eq!(start(true, Duration::ZERO, true, false), Start::Claim, "zero: before the run");
-        assert_eq!(start(true, after, false, false), Start::Claim, "no ack with the record");
-        assert_eq!(start(true, after, true, true), Start::Claim, "acked before the run");
-        assert_eq!(start(false, after, true, false), Start::Untracked);
-        assert_eq!(start(false, Duration::ZERO, false, true), Start::Untracked);
+        assert_eq!(start(true, after, true, false, false), Start::ClaimAfter(after));
+        assert_eq!(start(true, Duration::ZERO, true, false, false), Start::Claim, "zero: before the run");
+        assert_eq!(start(true, after, false, false, false), Start::Claim, "no ack with the record");
+        assert_eq!(start(true, after, true, true, false), Start::Claim, "acked before the run");
+        assert_eq!(start(true, after, true, false, true), Start::Claim, "a pool's child");
+        assert_eq!(start(false, after, true, false, false), Start::Untracked);
+        assert_eq!(start(false, Duration::ZERO, false, true, true), Start::Untracked);
     }
 
     #[test]

@@ -127,20 +127,17 @@ struct Limits {
 }
 
 /// Where the claim of a run under [`Start::ClaimAfter`] stands at its end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Deferred {
-    /// Written (or found the task revoked), or there was none to defer.
+    /// Written (or found a revoke of the running task), or there was none to defer.
     Done,
     /// Not written: the run ended before it was due.
     NotYet,
     /// Given up on (the store stayed away): the end says the start.
     GivenUp,
-}
-
-impl From<Option<Claim>> for Deferred {
-    fn from(claim: Option<Claim>) -> Self {
-        if claim.is_some() { Deferred::Done } else { Deferred::GivenUp }
-    }
+    /// Found the task revoked before the run began (why): the run is stopped and its
+    /// end is the skip of a revoked task.
+    Revoked(String),
 }
 
 /// What the end of a run needs besides the envelope.
@@ -273,7 +270,13 @@ impl Runner {
         // Otherwise a read checks for a revoke; the claim follows if the run goes on
         // long enough, else the run's first write says the rest.
         let tracked = options.track_started.unwrap_or_else(|| self.app.track_started());
-        let start = decide::start(tracked, self.app.started_after(), self.atomic_settle, envelope.acks_early);
+        let start = decide::start(
+            tracked,
+            self.app.started_after(),
+            self.atomic_settle,
+            envelope.acks_early,
+            self.link.is_some(),
+        );
         let started_ms = now_ms();
         let mut untracked_start = (start == Start::Untracked).then_some(started_ms);
         let revoked = if start == Start::Claim {
@@ -356,18 +359,32 @@ impl Runner {
         let backoff = entry.options().backoff.unwrap_or(Backoff::DEFAULT);
         let verdict = decide::verdict(outcome.as_ref().map(|_| ()), envelope.retries, max_retries, &backoff);
         let plan = decide::plan(&envelope, &verdict, self.atomic_settle);
-        match deferred {
-            Deferred::Done => {}
-            Deferred::GivenUp => untracked_start = Some(started_ms),
+        let deferred = match deferred {
             Deferred::NotYet => match decide::unclaimed_end(&plan) {
-                Unclaimed::WithEnd => untracked_start = Some(started_ms),
-                Unclaimed::ClaimFirst => {
-                    if self.claim(&envelope, started_ms).await.is_none() {
-                        untracked_start = Some(started_ms);
-                    }
+                Unclaimed::WithEnd => {
+                    untracked_start = Some(started_ms);
+                    Deferred::Done
                 }
-                Unclaimed::Nothing => {}
+                Unclaimed::ClaimFirst => {
+                    let claimed = self.claim(&envelope, started_ms).await;
+                    Self::deferred(claimed)
+                }
+                Unclaimed::Nothing => Deferred::Done,
             },
+            other => other,
+        };
+        match deferred {
+            Deferred::Done | Deferred::NotYet => {}
+            Deferred::GivenUp => untracked_start = Some(started_ms),
+            // Revoked before it began: it ends as a task skipped at its start would, and
+            // what it did (a result, a retry, its links) goes nowhere.
+            Deferred::Revoked(reason) => {
+                Box::pin(self.skip(&delivery, &envelope, reason)).await;
+                if let Some(link) = &self.link {
+                    link.settled(&envelope.id, stranded);
+                }
+                return;
+            }
         }
         let ended = Ended { result: outcome.unwrap_or_default(), runtime_ms, untracked_start };
         self.conclude(&delivery, &envelope, &verdict, &plan, ended, max_retries).await;
@@ -392,8 +409,10 @@ impl Runner {
         let failure = Failure::TimeLimit(hard);
         let verdict = decide::verdict(Err(&failure), envelope.retries, max_retries, &backoff);
         let plan = decide::plan(&envelope, &verdict, self.atomic_settle);
-        // The start fields again: the child may not have stored them (`track_started` off).
-        let ended = Ended { result: Vec::new(), runtime_ms, untracked_start: Some(started_ms) };
+        // The start fields again when the child did not store them (`track_started` off;
+        // a pool's child otherwise claims before its run).
+        let tracked = options.and_then(|o| o.track_started).unwrap_or_else(|| self.app.track_started());
+        let ended = Ended { result: Vec::new(), runtime_ms, untracked_start: (!tracked).then_some(started_ms) };
         let span = run_span(&envelope, &delivery.queue);
         let end = async {
             warn!(limit = ?hard, "task killed with its pool child: time limit exceeded");
@@ -557,8 +576,8 @@ impl Runner {
 
     /// Runs `body` (the run of `envelope`'s task, begun at `started_ms`) and claims its
     /// task once it has gone on for `after`, while it goes on. A claim that finds the
-    /// task revoked stops the run, as a revoke with terminate does: the revoke came
-    /// before the start, where the read before the run missed it.
+    /// task revoked stops the run, as a revoke with terminate does (see
+    /// [`deferred`](Self::deferred)).
     async fn run_claiming<T>(
         &self,
         envelope: &Envelope,
@@ -580,16 +599,31 @@ impl Runner {
             claimed = &mut claim => claimed,
             // The run ended while its claim was on its way: the end waits for the claim,
             // so that its write comes after it.
-            out = &mut body => return (out, Deferred::from(claim.await)),
+            out = &mut body => {
+                let claimed = claim.await;
+                return (out, Self::deferred(claimed));
+            }
         };
-        if let Some(Claim::Revoked(reason)) = &claimed {
-            info!(task = %envelope.task, id = %envelope.id, reason = %reason, "revoked before its start: stopping it");
+        let deferred = Self::deferred(claimed);
+        if let Deferred::Revoked(reason) = &deferred {
+            info!(task = %envelope.task, id = %envelope.id, reason = %reason, "revoked before its STARTED was stored: stopping it");
             let stop = self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&envelope.id);
             if let Some(stop) = stop {
                 let _ = stop.send(());
             }
         }
-        (body.await, Deferred::from(claimed))
+        (body.await, deferred)
+    }
+
+    /// What the answer to a deferred claim means for its run. A revoke found stops the
+    /// run: until its `STARTED` is stored a task reads as not started, so a revoke then
+    /// is one of a task that has not started, as whoever sent it saw it.
+    fn deferred(claimed: Option<Claim>) -> Deferred {
+        match claimed {
+            None => Deferred::GivenUp,
+            Some(Claim::Claimed) => Deferred::Done,
+            Some(Claim::Revoked(reason)) => Deferred::Revoked(reason),
+        }
     }
 
     /// Claims the task (`STARTED` at `started_ms`, in this worker's name) unless it was

@@ -30,18 +30,31 @@ stop_cluster() {
   for port in "${cluster_ports[@]}"; do redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; done
   rm -rf "$cluster_dir"
 }
-start_cluster() {
-  for _ in 1 2 3; do
-    local port
+# One node on a free port; a port taken meanwhile (by a client's ephemeral port, say)
+# is given up after 5 s for another, so a node that cannot start never hangs the run.
+start_node() {
+  local port
+  for _ in 1 2 3 4 5; do
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    [[ " ${cluster_ports[*]} " == *" $port "* ]] && continue
     mkdir -p "$cluster_dir/$port"
     redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes --cluster-config-file nodes.conf \
-      --dir "$cluster_dir/$port" --save '' --appendonly no --daemonize yes >/dev/null
-    cluster_ports+=("$port")
+      --dir "$cluster_dir/$port" --save '' --appendonly no --daemonize yes >/dev/null || continue
+    for _ in $(seq 50); do
+      if redis-cli -p "$port" ping >/dev/null 2>&1; then
+        cluster_ports+=("$port")
+        return 0
+      fi
+      sleep 0.1
+    done
+    echo "a cluster node did not start on port $port: trying another" >&2
+    redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
   done
-  for port in "${cluster_ports[@]}"; do
-    until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done
-  done
+  echo "cannot start a Redis Cluster node" >&2
+  return 1
+}
+start_cluster() {
+  for _ in 1 2 3; do start_node; done
   redis-cli --cluster create "${cluster_ports[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes >/dev/null
   until redis-cli -p "${cluster_ports[0]}" cluster info | grep -q cluster_state:ok; do sleep 0.2; done
 }

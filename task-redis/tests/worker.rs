@@ -71,6 +71,13 @@ async fn stepper(ctx: TaskContext, n: u32) -> TaskResult<u32> {
     Ok(n)
 }
 
+#[task]
+async fn early_progress(ctx: TaskContext) -> TaskResult<()> {
+    ctx.set_progress(&Step { done: 1 }).await?;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    Ok(())
+}
+
 /// The log lines of this thread's tests, as text.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -315,6 +322,28 @@ async fn a_short_run_whose_end_claims_first_and_finds_a_revoke_is_skipped() {
         (server.cli(&["HGET", &key, "state"]), server.cli(&["HGET", &key, "error"])),
         ("REVOKED".to_owned(), "revoked by hand".to_owned())
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_after_the_runs_progress_keeps_the_progress() {
+    let server = RedisServer::start();
+    let config = config(&server);
+    let ns = config.namespace_name().to_owned();
+    let (app, _) = app(config).await;
+    let worker = app.worker().spawn();
+    let r = early_progress::delay(&app).await.unwrap();
+    let key = format!("{ns}:result:{}", r.id());
+    let deadline = Instant::now() + WAIT;
+    // The claim, due 50 ms into the run, lands after the progress stored at once.
+    while server.cli(&["HEXISTS", &key, "run"]) != "1" {
+        assert!(Instant::now() < deadline, "never claimed: {}", server.cli(&["HGETALL", &key]));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(server.cli(&["HGET", &key, "state"]), "PROGRESS", "the state went back");
+    assert_eq!(r.progress::<Step>().await.unwrap(), Some(Step { done: 1 }));
+    r.get(WAIT).await.unwrap();
+    assert_eq!(server.cli(&["HGET", &key, "state"]), "SUCCESS");
+    worker.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -264,9 +264,11 @@ pub(super) enum Unclaimed {
     Nothing,
 }
 
-/// [`Unclaimed`] for a run concluded by `plan`.
-pub(super) fn unclaimed_end(plan: &Plan) -> Unclaimed {
+/// [`Unclaimed`] for a run that ended in `verdict`, concluded by `plan`. A terminated
+/// run's revoke is stored already: its end only adds the run to a final record.
+pub(super) fn unclaimed_end(verdict: &Verdict, plan: &Plan) -> Unclaimed {
     match (&plan.record, plan.release) {
+        (Record::Store(_), _) if *verdict == Verdict::Terminated => Unclaimed::WithEnd,
         (Record::Store(_), Release::WithRecord) => Unclaimed::WithEnd,
         (Record::Store(_), _) => Unclaimed::ClaimFirst,
         (Record::Forget | Record::Keep, _) => Unclaimed::Nothing,
@@ -473,16 +475,19 @@ mod tests {
     #[test]
     fn an_unclaimed_end_carries_its_start_only_when_it_acks_with_its_record() {
         let e = envelope();
-        assert_eq!(unclaimed_end(&plan(&e, &Verdict::Succeeded, true)), Unclaimed::WithEnd);
+        let end = |e: &Envelope, v: &Verdict| unclaimed_end(v, &plan(e, v, true));
+        assert_eq!(end(&e, &Verdict::Succeeded), Unclaimed::WithEnd);
         let mut linked = envelope();
         linked.callbacks.push(callback(CallbackOn::Success, None));
-        assert_eq!(unclaimed_end(&plan(&linked, &Verdict::Succeeded, true)), Unclaimed::ClaimFirst);
-        assert_eq!(unclaimed_end(&plan(&e, &Verdict::Failed { error: "x".into() }, true)), Unclaimed::ClaimFirst);
+        assert_eq!(end(&linked, &Verdict::Succeeded), Unclaimed::ClaimFirst);
+        assert_eq!(end(&e, &Verdict::Failed { error: "x".into() }), Unclaimed::ClaimFirst);
         let retry = Verdict::Retry { error: "x".into(), delay: Duration::from_secs(1) };
-        assert_eq!(unclaimed_end(&plan(&e, &retry, true)), Unclaimed::ClaimFirst);
+        assert_eq!(end(&e, &retry), Unclaimed::ClaimFirst);
+        assert_eq!(end(&linked, &Verdict::Terminated), Unclaimed::WithEnd, "the revoke is stored already");
         let mut ignored = envelope();
         ignored.ignore_result = true;
-        assert_eq!(unclaimed_end(&plan(&ignored, &Verdict::Succeeded, true)), Unclaimed::Nothing);
-        assert_eq!(unclaimed_end(&plan(&ignored, &retry, true)), Unclaimed::Nothing);
+        assert_eq!(end(&ignored, &Verdict::Succeeded), Unclaimed::Nothing);
+        assert_eq!(end(&ignored, &retry), Unclaimed::Nothing);
+        assert_eq!(end(&ignored, &Verdict::Terminated), Unclaimed::Nothing);
     }
 }

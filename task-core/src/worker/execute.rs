@@ -360,7 +360,13 @@ impl Runner {
         let verdict = decide::verdict(outcome.as_ref().map(|_| ()), envelope.retries, max_retries, &backoff);
         let plan = decide::plan(&envelope, &verdict, self.atomic_settle);
         let deferred = match deferred {
-            Deferred::NotYet => match decide::unclaimed_end(&plan) {
+            // Stopped by its claim, which found the revoke: the end adds the run to it,
+            // as that of a run stopped by a terminate does.
+            Deferred::Revoked(_) if verdict == Verdict::Terminated => {
+                untracked_start = Some(started_ms);
+                Deferred::Done
+            }
+            Deferred::NotYet => match decide::unclaimed_end(&verdict, &plan) {
                 Unclaimed::WithEnd => {
                     untracked_start = Some(started_ms);
                     Deferred::Done

@@ -48,6 +48,9 @@ struct Inner {
     result_ttl: Duration,
     /// Raised at the soft time limit, or when the task is revoked with terminate.
     cancel: CancelSignal,
+    /// The run has stored its progress: a `STARTED` written later would set the state
+    /// back, so the worker leaves it to the run's end (see `started_after`).
+    progressed: AtomicBool,
 }
 
 /// A run's cancel signal: raised at most once, read by the task any number of times.
@@ -71,8 +74,9 @@ impl TaskContext {
         backend: Arc<dyn ResultBackend>,
         result_ttl: Duration,
     ) -> Self {
-        let cancel = CancelSignal::default();
-        Self { inner: Arc::new(Inner { id, task, queue, retries, max_retries, worker, backend, result_ttl, cancel }) }
+        let (cancel, progressed) = (CancelSignal::default(), AtomicBool::new(false));
+        let inner = Inner { id, task, queue, retries, max_retries, worker, backend, result_ttl, cancel, progressed };
+        Self { inner: Arc::new(inner) }
     }
 
     /// Asks the task to stop: [`is_cancelled`](Self::is_cancelled) turns true and
@@ -163,8 +167,14 @@ impl TaskContext {
             task: Some(self.inner.task.clone()),
             ..TaskMeta::state(TaskState::Progress)
         };
+        self.inner.progressed.store(true, Ordering::Release);
         self.inner.backend.store(&self.inner.id, update, self.inner.result_ttl).await?;
         Ok(())
+    }
+
+    /// Whether the run has stored (or is storing) its progress.
+    pub(crate) fn has_progressed(&self) -> bool {
+        self.inner.progressed.load(Ordering::Acquire)
     }
 
     /// An error that, returned from the task, retries it after exactly `countdown`

@@ -83,9 +83,6 @@ for i = 1, n do
     current = call('HGET', key, 'state')
   end
   if code == 1 and current and not admits(current, state) then code = -1 end
-  -- A claim written after its run stored progress (`started_after`) keeps the progress:
-  -- the state does not go back from PROGRESS to STARTED.
-  if claim == '1' and current == 'PROGRESS' then state = 'PROGRESS' end
   if code == 1 then
     -- A run's first write over an existing record (a retry, a redelivery, a retried dead
     -- letter, a record written before the packing) clears the fields by name that its

@@ -71,10 +71,15 @@ async fn stepper(ctx: TaskContext, n: u32) -> TaskResult<u32> {
     Ok(n)
 }
 
+/// Lets `early_progress` end.
+static PROGRESS_RELEASED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 #[task]
 async fn early_progress(ctx: TaskContext) -> TaskResult<()> {
     ctx.set_progress(&Step { done: 1 }).await?;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    while !PROGRESS_RELEASED.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     Ok(())
 }
 
@@ -325,7 +330,7 @@ async fn a_short_run_whose_end_claims_first_and_finds_a_revoke_is_skipped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_claim_after_the_runs_progress_keeps_the_progress() {
+async fn a_run_that_stored_progress_first_is_not_set_back_to_started() {
     let server = RedisServer::start();
     let config = config(&server);
     let ns = config.namespace_name().to_owned();
@@ -334,15 +339,19 @@ async fn a_claim_after_the_runs_progress_keeps_the_progress() {
     let r = early_progress::delay(&app).await.unwrap();
     let key = format!("{ns}:result:{}", r.id());
     let deadline = Instant::now() + WAIT;
-    // The claim, due 50 ms into the run, lands after the progress stored at once.
-    while server.cli(&["HEXISTS", &key, "run"]) != "1" {
-        assert!(Instant::now() < deadline, "never claimed: {}", server.cli(&["HGETALL", &key]));
+    while server.cli(&["HGET", &key, "state"]) != "PROGRESS" {
+        assert!(Instant::now() < deadline, "no progress: {}", server.cli(&["HGETALL", &key]));
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // Well past the claim's 50 ms: it was not written over the progress.
+    tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(server.cli(&["HGET", &key, "state"]), "PROGRESS", "the state went back");
     assert_eq!(r.progress::<Step>().await.unwrap(), Some(Step { done: 1 }));
+    PROGRESS_RELEASED.store(true, Ordering::SeqCst);
     r.get(WAIT).await.unwrap();
-    assert_eq!(server.cli(&["HGET", &key, "state"]), "SUCCESS");
+    let read = app.backend().get(r.id()).await.unwrap().expect("the record");
+    assert_eq!((read.state, read.task.as_deref()), (TaskState::Success, Some(early_progress::NAME)));
+    assert!(read.started_ms.is_some() && read.worker.is_some(), "the end says the start: {read:?}");
     worker.shutdown().await.unwrap();
 }
 
@@ -369,7 +378,10 @@ async fn a_deferred_claim_that_finds_a_revoke_stops_the_run() {
     let report = worker.shutdown().await.unwrap();
     assert_eq!(NAPS_ENDED.load(Ordering::SeqCst), 0, "the revoked run slept on");
     assert_eq!((report.revoked, report.succeeded), (1, 0), "{report:?}");
-    assert_eq!(server.cli(&["HGET", &key, "state"]), "REVOKED");
+    assert_eq!(
+        (server.cli(&["HGET", &key, "state"]), server.cli(&["HGET", &key, "error"])),
+        ("REVOKED".to_owned(), "revoked by hand".to_owned())
+    );
     assert_eq!(server.cli(&["LLEN", &format!("{ns}:{{default}}:proc:{}", id)]), "0", "acked");
 }
 

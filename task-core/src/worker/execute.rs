@@ -259,6 +259,8 @@ impl Runner {
             self.app.ttl_of(&envelope),
         );
         let cancel = ctx.clone();
+        // What the deferred claim reads of the run (`run_claiming`).
+        let progress = ctx.clone();
         let invocation = match entry.invoke(ctx, &envelope.args) {
             Ok(invocation) => invocation,
             Err(e) => {
@@ -338,7 +340,7 @@ impl Runner {
             }
         };
         let (ran, deferred) = match start {
-            Start::ClaimAfter(after) => self.run_claiming(&envelope, started_ms, after, body).await,
+            Start::ClaimAfter(after) => self.run_claiming(&envelope, &progress, started_ms, after, body).await,
             Start::Claim | Start::Untracked => (body.await, Deferred::Done),
         };
         // A plain `fn` past its hard limit runs on: only its process's end stops it.
@@ -581,12 +583,13 @@ impl Runner {
     }
 
     /// Runs `body` (the run of `envelope`'s task, begun at `started_ms`) and claims its
-    /// task once it has gone on for `after`, while it goes on. A claim that finds the
-    /// task revoked stops the run, as a revoke with terminate does (see
-    /// [`deferred`](Self::deferred)).
+    /// task once it has gone on for `after`, while it goes on, unless the run (its
+    /// context `ctx`) has stored progress by then. A claim that finds the task revoked
+    /// stops the run, as a revoke with terminate does (see [`deferred`](Self::deferred)).
     async fn run_claiming<T>(
         &self,
         envelope: &Envelope,
+        ctx: &TaskContext,
         started_ms: i64,
         after: Duration,
         body: impl Future<Output = T>,
@@ -597,6 +600,11 @@ impl Runner {
             biased;
             out = &mut body => return (out, Deferred::NotYet),
             () = tokio::time::sleep(after) => {}
+        }
+        // The run stored its progress first: a claim now would set its state back from
+        // PROGRESS to STARTED. Its end says its start, or claims first (`unclaimed_end`).
+        if ctx.has_progressed() {
+            return (body.await, Deferred::NotYet);
         }
         let claim = self.claim(envelope, started_ms);
         let mut claim = std::pin::pin!(claim);

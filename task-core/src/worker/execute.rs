@@ -23,7 +23,7 @@ use crate::id::{ConsumerId, TaskId};
 use crate::message::{Delivery, Message};
 use crate::registry::{Invocation, TaskEntry};
 use crate::state::{TaskMeta, TaskState};
-use crate::task::{Backoff, DEFAULT_MAX_RETRIES};
+use crate::task::{Backoff, DEFAULT_MAX_RETRIES, TaskOptions};
 use crate::time::{now_ms, to_ms};
 use crate::tries::{Storing, Subject, never, with_tries};
 use crate::worker::WorkerReport;
@@ -129,14 +129,15 @@ struct Limits {
 /// Where the claim of a run under [`Start::ClaimAfter`] stands at its end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Deferred {
-    /// Written (or found a revoke of the running task), or there was none to defer.
+    /// Written, or there was none to defer.
     Done,
     /// Not written: the run ended before it was due.
     NotYet,
-    /// Given up on (the store stayed away): the end says the start.
-    GivenUp,
-    /// Found the task revoked before the run began (why): the run is stopped and its
-    /// end is the skip of a revoked task.
+    /// Not stored (given up on, the store stayed away; or left to the end): the end
+    /// says the start.
+    Unstored,
+    /// Found the task revoked (why): the run is stopped, and ends as terminated, or as
+    /// the skip of a revoked task if it ended otherwise.
     Revoked(String),
 }
 
@@ -259,8 +260,6 @@ impl Runner {
             self.app.ttl_of(&envelope),
         );
         let cancel = ctx.clone();
-        // What the deferred claim reads of the run (`run_claiming`).
-        let progress = ctx.clone();
         let invocation = match entry.invoke(ctx, &envelope.args) {
             Ok(invocation) => invocation,
             Err(e) => {
@@ -271,7 +270,7 @@ impl Runner {
         // Claimed first: the STARTED write claims the task and refuses a revoked one.
         // Otherwise a read checks for a revoke; the claim follows if the run goes on
         // long enough, else the run's first write says the rest.
-        let tracked = options.track_started.unwrap_or_else(|| self.app.track_started());
+        let tracked = self.tracks_started(&options);
         let start = decide::start(
             tracked,
             self.app.started_after(),
@@ -323,6 +322,8 @@ impl Runner {
             }
             _ => false,
         };
+        // What a deferred claim reads of the run: whether it stored progress.
+        let run_ctx = matches!(start, Start::ClaimAfter(_)).then(|| limits.cancel.clone());
         let began = tokio::time::Instant::now();
         let body = async {
             if self.layers.0.is_empty() {
@@ -339,9 +340,9 @@ impl Runner {
                 super::layer::wrap(&self.layers.0, &run_of, body).await.0
             }
         };
-        let (ran, deferred) = match start {
-            Start::ClaimAfter(after) => self.run_claiming(&envelope, &progress, started_ms, after, body).await,
-            Start::Claim | Start::Untracked => (body.await, Deferred::Done),
+        let (ran, deferred) = match (start, &run_ctx) {
+            (Start::ClaimAfter(after), Some(ctx)) => self.run_claiming(&envelope, ctx, started_ms, after, body).await,
+            _ => (body.await, Deferred::Done),
         };
         // A plain `fn` past its hard limit runs on: only its process's end stops it.
         let stranded = entry.is_blocking() && matches!(ran, Err(Failure::TimeLimit(_)));
@@ -362,28 +363,19 @@ impl Runner {
         let verdict = decide::verdict(outcome.as_ref().map(|_| ()), envelope.retries, max_retries, &backoff);
         let plan = decide::plan(&envelope, &verdict, self.atomic_settle);
         let deferred = match deferred {
-            // Stopped by its claim, which found the revoke: the end adds the run to it,
-            // as that of a run stopped by a terminate does.
-            Deferred::Revoked(_) if verdict == Verdict::Terminated => {
-                untracked_start = Some(started_ms);
-                Deferred::Done
-            }
             Deferred::NotYet => match decide::unclaimed_end(&verdict, &plan) {
-                Unclaimed::WithEnd => {
-                    untracked_start = Some(started_ms);
-                    Deferred::Done
-                }
-                Unclaimed::ClaimFirst => {
-                    let claimed = self.claim(&envelope, started_ms).await;
-                    Self::deferred(claimed)
-                }
+                Unclaimed::WithEnd => Deferred::Unstored,
+                Unclaimed::ClaimFirst => Self::deferred(self.claim(&envelope, started_ms).await),
                 Unclaimed::Nothing => Deferred::Done,
             },
             other => other,
         };
         match deferred {
             Deferred::Done | Deferred::NotYet => {}
-            Deferred::GivenUp => untracked_start = Some(started_ms),
+            Deferred::Unstored => untracked_start = Some(started_ms),
+            // Stopped by its claim, which found the revoke: the end adds the run to it,
+            // as that of a run stopped by a terminate does.
+            Deferred::Revoked(_) if verdict == Verdict::Terminated => untracked_start = Some(started_ms),
             // Revoked before it began: it ends as a task skipped at its start would, and
             // what it did (a result, a retry, its links) goes nowhere.
             Deferred::Revoked(reason) => {
@@ -419,7 +411,7 @@ impl Runner {
         let plan = decide::plan(&envelope, &verdict, self.atomic_settle);
         // The start fields again when the child did not store them (`track_started` off;
         // a pool's child otherwise claims before its run).
-        let tracked = options.and_then(|o| o.track_started).unwrap_or_else(|| self.app.track_started());
+        let tracked = options.map_or_else(|| self.app.track_started(), |o| self.tracks_started(o));
         let ended = Ended { result: Vec::new(), runtime_ms, untracked_start: (!tracked).then_some(started_ms) };
         let span = run_span(&envelope, &delivery.queue);
         let end = async {
@@ -629,12 +621,18 @@ impl Runner {
         (body.await, deferred)
     }
 
+    /// Whether a run of a task with `options` stores `STARTED`: the task's own say, else
+    /// the app's.
+    fn tracks_started(&self, options: &TaskOptions) -> bool {
+        options.track_started.unwrap_or_else(|| self.app.track_started())
+    }
+
     /// What the answer to a deferred claim means for its run. A revoke found stops the
     /// run: until its `STARTED` is stored a task reads as not started, so a revoke then
     /// is one of a task that has not started, as whoever sent it saw it.
     fn deferred(claimed: Option<Claim>) -> Deferred {
         match claimed {
-            None => Deferred::GivenUp,
+            None => Deferred::Unstored,
             Some(Claim::Claimed) => Deferred::Done,
             Some(Claim::Revoked(reason)) => Deferred::Revoked(reason),
         }

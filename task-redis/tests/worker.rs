@@ -121,6 +121,27 @@ async fn app(config: RedisConfig) -> (App, RedisBroker) {
     (app, broker)
 }
 
+/// The field names of the hash at `key`, sorted.
+fn fields(server: &RedisServer, key: &str) -> Vec<String> {
+    let mut fields: Vec<String> = server.cli(&["HKEYS", key]).lines().map(str::to_owned).collect();
+    fields.sort();
+    fields
+}
+
+/// Waits (polling) until `done`, failing with `what` (and what it says then) after WAIT.
+async fn until(what: &str, mut done: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + WAIT;
+    while let Err(now) = done() {
+        assert!(Instant::now() < deadline, "{what}: {now}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `Ok` when `actual` is `wanted`, else what it is.
+fn is(actual: String, wanted: &str) -> Result<(), String> {
+    if actual == wanted { Ok(()) } else { Err(actual) }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_run_end_to_end_on_redis() {
     let server = RedisServer::start();
@@ -213,9 +234,7 @@ async fn results_are_hashes_with_a_ttl_and_the_documented_layout() {
     assert_eq!(server.cli(&["HGET", &key, "state"]), "SUCCESS");
     // The fields no reader needs one by one travel packed (backend/record.rs): the
     // claim's `run` group (with the arguments), the end's `end` group.
-    let mut fields: Vec<String> = server.cli(&["HKEYS", &key]).lines().map(str::to_owned).collect();
-    fields.sort();
-    assert_eq!(fields, ["end", "result", "run", "state", "worker"]);
+    assert_eq!(fields(&server, &key), ["end", "result", "run", "state", "worker"]);
     let read = app.backend().get(r.id()).await.unwrap().expect("the record");
     assert_eq!(
         (read.task.as_deref(), read.queue.as_deref(), read.retries),
@@ -244,9 +263,7 @@ async fn results_are_hashes_with_a_ttl_and_the_documented_layout() {
     let untracked = add::delay(&lean, 3, 4).await.unwrap();
     untracked.get(WAIT).await.unwrap();
     let key = format!("{ns}:result:{}", untracked.id());
-    let mut fields: Vec<String> = server.cli(&["HKEYS", &key]).lines().map(str::to_owned).collect();
-    fields.sort();
-    assert_eq!(fields, ["result", "run", "state", "worker"]);
+    assert_eq!(fields(&server, &key), ["result", "run", "state", "worker"]);
     let read = lean.backend().get(untracked.id()).await.unwrap().expect("the record");
     assert_eq!((read.task.as_deref(), read.worker.is_some()), (Some(add::NAME), true));
     assert!(read.started_ms.is_some() && read.finished_ms.is_some() && read.runtime_ms.is_some(), "{read:?}");
@@ -259,9 +276,7 @@ async fn results_are_hashes_with_a_ttl_and_the_documented_layout() {
     let quick = add::delay(&deferred, 5, 6).await.unwrap();
     assert_eq!(quick.get(WAIT).await.unwrap(), 11);
     let key = format!("{ns}:result:{}", quick.id());
-    let mut fields: Vec<String> = server.cli(&["HKEYS", &key]).lines().map(str::to_owned).collect();
-    fields.sort();
-    assert_eq!(fields, ["result", "run", "state", "worker"]);
+    assert_eq!(fields(&server, &key), ["result", "run", "state", "worker"]);
     let read = deferred.backend().get(quick.id()).await.unwrap().expect("the record");
     assert_eq!(
         (read.task.as_deref(), read.queue.as_deref(), read.retries),
@@ -281,18 +296,12 @@ async fn a_run_longer_than_started_after_is_started_while_it_runs() {
     let worker = app.worker().spawn();
     let r = nap::delay(&app, 1_500).await.unwrap();
     let key = format!("{ns}:result:{}", r.id());
-    let deadline = Instant::now() + WAIT;
-    while server.cli(&["HGET", &key, "state"]) != "STARTED" {
-        assert!(Instant::now() < deadline, "never STARTED: {}", server.cli(&["HGETALL", &key]));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until("never STARTED", || is(server.cli(&["HGET", &key, "state"]), "STARTED")).await;
     let running = app.backend().get(r.id()).await.unwrap().expect("the claim");
     assert_eq!((running.task.as_deref(), running.worker.as_deref()), (Some(nap::NAME), Some(worker.id().as_str())));
     assert!(running.started_ms.is_some() && running.finished_ms.is_none(), "{running:?}");
     assert_eq!(r.get(WAIT).await.unwrap(), 1_500);
-    let mut fields: Vec<String> = server.cli(&["HKEYS", &key]).lines().map(str::to_owned).collect();
-    fields.sort();
-    assert_eq!(fields, ["end", "result", "run", "state", "worker"], "claimed, then ended");
+    assert_eq!(fields(&server, &key), ["end", "result", "run", "state", "worker"], "claimed, then ended");
     let read = app.backend().get(r.id()).await.unwrap().expect("the record");
     assert_eq!(read.started_ms, running.started_ms, "the start is the run's, not the claim's");
     worker.shutdown().await.unwrap();
@@ -310,17 +319,10 @@ async fn a_short_run_whose_end_claims_first_and_finds_a_revoke_is_skipped() {
     let key = format!("{ns}:result:{}", r.id());
     server.cli(&["HSET", &key, "state", "REVOKED", "error", "revoked by hand"]);
     let worker = app.worker().spawn();
-    let deadline = Instant::now() + WAIT;
-    while server.cli(&["LLEN", &format!("{ns}:{{default}}:ready:0")]) != "0" {
-        assert!(Instant::now() < deadline, "never fetched");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until("never fetched", || is(server.cli(&["LLEN", &format!("{ns}:{{default}}:ready:0")]), "0")).await;
     let id = worker.id().as_str().to_owned();
     let processing = format!("{ns}:{{default}}:proc:{id}");
-    while server.cli(&["LLEN", &processing]) != "0" {
-        assert!(Instant::now() < deadline, "never acked");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until("never acked", || is(server.cli(&["LLEN", &processing]), "0")).await;
     let report = worker.shutdown().await.unwrap();
     assert_eq!((report.revoked, report.failed), (1, 0), "ended as a revoked task, not a failure: {report:?}");
     assert_eq!(
@@ -338,11 +340,7 @@ async fn a_run_that_stored_progress_first_is_not_set_back_to_started() {
     let worker = app.worker().spawn();
     let r = early_progress::delay(&app).await.unwrap();
     let key = format!("{ns}:result:{}", r.id());
-    let deadline = Instant::now() + WAIT;
-    while server.cli(&["HGET", &key, "state"]) != "PROGRESS" {
-        assert!(Instant::now() < deadline, "no progress: {}", server.cli(&["HGETALL", &key]));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until("no progress", || is(server.cli(&["HGET", &key, "state"]), "PROGRESS")).await;
     // Well past the claim's 50 ms: it was not written over the progress.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(server.cli(&["HGET", &key, "state"]), "PROGRESS", "the state went back");
@@ -367,11 +365,8 @@ async fn a_deferred_claim_that_finds_a_revoke_stops_the_run() {
     let key = format!("{ns}:result:{}", r.id());
     server.cli(&["HSET", &key, "state", "REVOKED", "error", "revoked by hand"]);
     let worker = app.worker().spawn();
-    let deadline = Instant::now() + WAIT;
-    while NAPS_BEGUN.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "the run never began");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until("the run never began", || if NAPS_BEGUN.load(Ordering::SeqCst) > 0 { Ok(()) } else { Err("none".into()) })
+        .await;
     // The claim, due after 50 ms, finds the revoke and stops the run; without it the
     // shutdown would wait for the nap to end.
     let id = worker.id().as_str().to_owned();

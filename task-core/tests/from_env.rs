@@ -13,6 +13,7 @@ async fn from_env_defaults_to_memory() {
     assert_eq!(app.backend_url(), "memory://");
     assert_eq!(app.result_ttl(), Duration::from_secs(86_400));
     assert_eq!(app.default_queue(), "default");
+    assert_eq!(app.started_after(), task_core::DEFAULT_STARTED_AFTER);
     for var in [ENV_BROKER_URL, ENV_RESULT_BACKEND, ENV_RESULT_TTL] {
         assert!(std::env::var(var).is_err(), "run this test without {var} set");
     }
@@ -26,6 +27,11 @@ fn from_env_reports_bad_values() {
     for (var, value, says) in [
         (ENV_RESULT_TTL, "soon", "CELERITY_RESULT_TTL=`soon` is not a whole number of seconds"),
         ("CELERITY_TRACK_STARTED", "maybe", "CELERITY_TRACK_STARTED=`maybe` is not 1 or 0"),
+        (
+            task_core::ENV_STARTED_AFTER_MS,
+            "50ms",
+            "CELERITY_STARTED_AFTER_MS=`50ms` is not a whole number of milliseconds",
+        ),
         (ENV_BROKER_URL, "ftp://nowhere", "ftp"),
         (ENV_RESULT_BACKEND, "nosuch://x", "nosuch"),
     ] {

@@ -420,6 +420,53 @@ async fn celery_inspect_gets_rust_workers_answers_and_python_revokes() {
     worker.shutdown().await.unwrap();
 }
 
+/// A task revoked while it runs (no terminate) runs on, and its record stays REVOKED
+/// (revokes are final): its Celery copy must say so too, not the SUCCESS its run ended
+/// with, or Python and Celerity would disagree for good. Also a state the record refuses
+/// when it is stored without a worker (the path of a cluster, where a result is stored
+/// before its ack): the copy follows the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_revoked_while_it_runs_stays_revoked_in_celery_format() {
+    use std::str::FromStr;
+    use task_core::{TaskId, TaskMeta, TaskState};
+    let server = RedisServer::start();
+    let url = server.url();
+    let app = celery_app(&url).await;
+    let worker = app.worker().queues(["celery"]).spawn();
+    let client = celery::Client::connect(&url).await.unwrap();
+    let napping = client.send_task("proj.tasks.nap", (1_500,), ()).await.unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while !matches!(napping.state().await.unwrap(), Some(ResultMeta::Started)) {
+        assert!(std::time::Instant::now() < until, "the nap never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let id = TaskId::from_str(napping.id()).unwrap();
+    app.revoke(&id, false).await.unwrap();
+    // The nap runs on and ends 1.5 s in; the copy says STARTED until then.
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    let copy = loop {
+        match napping.state().await.unwrap() {
+            Some(ResultMeta::Started) => {}
+            other => break other,
+        }
+        assert!(std::time::Instant::now() < until, "the nap never ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(matches!(copy, Some(ResultMeta::Revoked { .. })), "the Celery copy: {copy:?}");
+    assert_eq!(app.backend().get(&id).await.unwrap().map(|m| m.state), Some(TaskState::Revoked));
+    // Not a moment later either (the run's end was its last word).
+    worker.shutdown().await.unwrap();
+    assert!(matches!(napping.state().await.unwrap(), Some(ResultMeta::Revoked { .. })));
+
+    let id = TaskId::new();
+    app.revoke(&id, false).await.unwrap();
+    let mut late = TaskMeta::state(TaskState::Success);
+    late.result = Some(rmp_serde::to_vec(&3).unwrap());
+    assert!(app.backend().store(&id, late, Duration::from_secs(60)).await.is_err(), "refused: final");
+    let copy = client.result(id.as_str()).state().await.unwrap();
+    assert!(matches!(copy, Some(ResultMeta::Revoked { .. })), "{copy:?}");
+}
+
 /// Canvas built in Python and carried on by Rust workers: a chain of Rust tasks, a chain
 /// through a Python task (on a queue a stock Python worker serves) and back, a link, a
 /// link_error sent to Python when the Rust task fails, a failed chain that Python's

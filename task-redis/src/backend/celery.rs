@@ -57,6 +57,51 @@ impl RedisBackend {
         Some(CeleryWrite { state, json, worker: update.worker.clone(), task: update.task.clone(), args, runtime_s })
     }
 
+    /// [`Self::run_store`] of `update` (fenced by `ack` when given), with its Celery copy
+    /// when states are kept in Celery's format too; the store's code.
+    ///
+    /// The copy goes first: a crash between the two then runs the task again, so the
+    /// canvas the copy carries on is sent at least once, and a state shown a moment
+    /// early is read again later (one missing after the record moved on would never
+    /// be). Not for a task this process knows as revoked, whose record refuses all but
+    /// REVOKED: that copy would tell Python a state Celerity never stored. A copy the
+    /// record refused all the same (a revoke this process had not heard of yet) is
+    /// written over with the record's own state, so Python's `AsyncResult` and
+    /// Celerity's readers agree.
+    pub(super) async fn store_with_celery(
+        &self,
+        id: &TaskId,
+        update: TaskMeta,
+        ttl: Duration,
+        ack: Option<(String, &[u8])>,
+    ) -> Result<i64, BackendError> {
+        let celery = self.celery_meta(id, &update);
+        let revoked = celery.is_some() && self.known_revoked(id);
+        let celery = if revoked {
+            Some(celery)
+        } else {
+            self.store_celery(id, celery, ttl).await?;
+            None
+        };
+        let code = self.run_store(id, update, ttl, ack).await?;
+        match (code, celery) {
+            (1.., Some(celery)) => self.store_celery(id, celery, ttl).await?,
+            (-1, _) if self.inner.celery => {
+                let record = self.read(id).await?;
+                let copy = record.and_then(|meta| self.celery_meta(id, &meta));
+                self.store_celery(id, copy, ttl).await?;
+            }
+            _ => {}
+        }
+        Ok(code)
+    }
+
+    /// Whether this process knows task `id` as revoked (from the revokes it keeps in
+    /// memory): no round trip.
+    fn known_revoked(&self, id: &TaskId) -> bool {
+        self.inner.subscriber.revocations.lock().unwrap_or_else(|p| p.into_inner()).holds(id)
+    }
+
     /// The Celery node name of worker `id` (from this process's cache, else its entry in
     /// the directory); `None` before the worker has announced itself.
     async fn node_name(&self, id: &str) -> Option<String> {

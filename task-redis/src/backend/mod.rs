@@ -181,10 +181,7 @@ impl ResultBackend for RedisBackend {
     fn store<'a>(&'a self, id: &'a TaskId, update: TaskMeta, ttl: Duration) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
             let state = update.state;
-            // Celery's copy first: a state shown a moment early is read again later; one
-            // missing after the record moved on (a failure in between) would never be.
-            self.store_celery(id, self.celery_meta(id, &update), ttl).await?;
-            match self.run_store(id, update, ttl, None).await? {
+            match self.store_with_celery(id, update, ttl, None).await? {
                 0 => Err(Self::fenced(id, state)),
                 -1 => Err(Self::final_already(id, state)),
                 _ => Ok(()),
@@ -462,8 +459,7 @@ impl SettleAtomically for RedisBackend {
         Box::pin(async move {
             let state = update.state;
             let list = self.inner.keys.held_in(&delivery.queue, consumer.as_str(), delivery.receipt.as_bytes());
-            self.store_celery(id, self.celery_meta(id, &update), ttl).await?;
-            match self.run_store(id, update, ttl, Some((list, delivery.receipt.as_bytes()))).await? {
+            match self.store_with_celery(id, update, ttl, Some((list, delivery.receipt.as_bytes()))).await? {
                 0 => Err(BackendError::new(
                     ErrorKind::Fenced,
                     format!(

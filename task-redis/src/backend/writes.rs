@@ -111,18 +111,32 @@ pub(super) async fn flush_writes(
                 Err(_) => break,
             }
         }
-        let now = now_ms();
-        let parts = if cluster {
-            by_slot(group).into_iter().map(|part| (store_call(&part, None, now), part)).collect()
-        } else {
-            vec![(store_call(&group, Some(&keys), now), group)]
-        };
-        let permit = in_flight.clone().acquire_owned().await.expect("never closed");
-        let (mut con, stored_tx, keys_) = (con.clone(), stored_tx.clone(), keys.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            store_parts(&mut con, parts, op_timeout, &stored_tx, cluster.then_some(&keys_)).await;
-        });
+        // Shared among the calls that may go now, so that Redis starts on the first
+        // while the worker still sends the others, and the tasks of the first go on
+        // while Redis runs the rest: one call of every write would have the worker wait
+        // on Redis, then Redis on the worker, in turn. Under load the calls in flight
+        // take every permit, writes queue meanwhile, and each call carries many.
+        let calls = shares(group.len(), in_flight.available_permits());
+        let size = group.len().div_ceil(calls);
+        let mut group = group.into_iter();
+        loop {
+            let share: Vec<Write> = group.by_ref().take(size).collect();
+            if share.is_empty() {
+                break;
+            }
+            let now = now_ms();
+            let parts = if cluster {
+                by_slot(share).into_iter().map(|part| (store_call(&part, None, now), part)).collect()
+            } else {
+                vec![(store_call(&share, Some(&keys), now), share)]
+            };
+            let permit = in_flight.clone().acquire_owned().await.expect("never closed");
+            let (mut con, stored_tx, keys_) = (con.clone(), stored_tx.clone(), keys.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                store_parts(&mut con, parts, op_timeout, &stored_tx, cluster.then_some(&keys_)).await;
+            });
+        }
     }
     let _ = in_flight.acquire_many(u32::try_from(GROUPS_IN_FLIGHT).unwrap_or(u32::MAX)).await;
     while let Ok(stored) = stored_rx.try_recv() {
@@ -249,6 +263,18 @@ async fn store_call_once(
 
 /// How many grouped write calls may be on their way to Redis at once.
 const GROUPS_IN_FLIGHT: usize = 3;
+
+/// The fewest writes a call carries when the writes that came together are shared
+/// among calls: below it a call's own cost (its script call, the recent list and the
+/// counters it writes once) outweighs what the overlap gains.
+const MIN_SHARE: usize = 8;
+
+/// Among how many calls `n` writes that came together are shared when `free` more
+/// calls may go now: as many as may go, each of [`MIN_SHARE`] writes at least; one
+/// when none may go (it waits for the first call to come back, and carries them all).
+fn shares(n: usize, free: usize) -> usize {
+    free.min(n / MIN_SHARE).max(1)
+}
 
 /// The recent-tasks list and minute counters of the writes a cluster's calls stored:
 /// those answered 2 listed, the successes and failures among those answered 1 or 2.
@@ -411,5 +437,20 @@ impl RedisBackend {
                 Err(BackendError::new(ErrorKind::Closed, format!("{}: the result backend is shut down", context())))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_that_came_together_are_shared_among_the_calls_that_may_go() {
+        assert_eq!(shares(1, GROUPS_IN_FLIGHT), 1, "alone: at once, in one call");
+        assert_eq!(shares(MIN_SHARE * 2 - 1, 3), 1, "too few to share");
+        assert_eq!(shares(MIN_SHARE * 2, 3), 2);
+        assert_eq!(shares(64, 3), 3, "the slots of a busy worker: three calls in flight");
+        assert_eq!(shares(64, 1), 1, "two in flight already: one call more");
+        assert_eq!(shares(256, 0), 1, "none may go: one call, sent when one comes back");
     }
 }

@@ -18,8 +18,12 @@
 -- only, no write acks, and a stored write to list answers 2 (its writer lists and
 -- counts it); final states go out with SPUBLISH on sharded channels in their record's
 -- slot, named as the record.
--- Final states (SUCCESS, FAILURE, REVOKED) are published on their task's done channel:
--- ARGV[4] .. task id on one Redis.
+-- Final states (SUCCESS, FAILURE, REVOKED) are published on their task's done channel
+-- (ARGV[4] .. task id on one Redis) in two messages when anyone listens: '+', then the
+-- record (cmsgpack of its HGETALL), so that a waiter need not read it (a round trip
+-- less), or the state alone when the record is larger than PUBLISHED_MAX (the waiter
+-- reads it then). With no one listening the second message, and its cost, is spared:
+-- '+' is how the script learns whether anyone listens.
 -- ARGV[1]    n, the number of writes; ARGV[2] now (Unix ms); ARGV[3] the recent-tasks cap;
 -- ARGV[4]    the done channels' prefix (NS:done:)
 -- ARGV[5..]  per write: ttl ms, writer ('' for none, and for a write that acks: the ack is its
@@ -38,6 +42,9 @@
 -- @shapes: SHAPE_OF, SHAPE_LEN and store_shaped(shape, key, state, first)
 -- redis.call read once: a global table lookup less per command.
 local call = redis.call
+-- The largest record published with its final state: a pub/sub message is held whole
+-- in each listener's output buffer (32 MB at most by default, or the client is cut).
+local PUBLISHED_MAX = 65536
 -- Whether `update` may land on a record in state `current`: TaskState::admits in Rust.
 local function admits(current, update)
   if current == 'REVOKED' then return update == 'REVOKED' end
@@ -99,7 +106,11 @@ for i = 1, n do
     end
     call('PEXPIRE', key, ttl)
     if state == 'SUCCESS' or state == 'FAILURE' or state == 'REVOKED' then
-      call(publish, indexed and done .. id or key, state)
+      local channel = indexed and done .. id or key
+      if call(publish, channel, '+') > 0 then
+        local record = cmsgpack.pack(call('HGETALL', key))
+        call(publish, channel, #record <= PUBLISHED_MAX and record or state)
+      end
     end
     -- A task enters the list when it starts, or when it ends without starting (revoked,
     -- dead-lettered); its later writes only change the record the list points to. A

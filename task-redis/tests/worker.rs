@@ -569,3 +569,84 @@ async fn a_new_run_over_a_buried_record_reads_its_own_times() {
     assert_eq!((read.started_ms, read.finished_ms, read.runtime_ms), (Some(5_000), Some(5_007), Some(7)));
     assert_eq!(read.worker.as_deref(), Some("w2"));
 }
+
+/// The lines of `redis-cli monitor`.
+type Monitor = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>;
+
+/// `redis-cli monitor` on `server`, once it watches: every command, one per line.
+async fn monitor(server: &RedisServer) -> (tokio::process::Child, Monitor) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new("redis-cli")
+        .args(["-p", &server.port().to_string(), "monitor"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-cli runs");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(WAIT, lines.next_line()).await.expect("MONITOR answers").unwrap();
+    assert_eq!(first.as_deref(), Some("OK"));
+    (child, lines)
+}
+
+/// The next command MONITOR shows.
+async fn next_command(lines: &mut Monitor) -> String {
+    tokio::time::timeout(WAIT, lines.next_line()).await.expect("MONITOR goes on").unwrap().expect("a line")
+}
+
+/// Whether a MONITOR line is a read of `key` (`HGETALL`) by a client (not by a script).
+fn reads(line: &str, key: &str) -> bool {
+    line.contains("\"HGETALL\"") && line.contains(key) && !line.contains(" lua]")
+}
+
+/// How many reads of `key` MONITOR shows before `marker` (an `ECHO` of it).
+async fn reads_until(lines: &mut Monitor, key: &str, marker: &str) -> usize {
+    let mut count = 0;
+    loop {
+        let line = next_command(lines).await;
+        if line.contains(marker) {
+            return count;
+        }
+        count += usize::from(reads(&line, key));
+    }
+}
+
+/// A waiter woken by a final state gets the record with the message that woke it, and
+/// reads it no more (a round trip less): the same record a read gives, binary result
+/// and all. A record too large to publish is read as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_gets_the_final_record_with_the_message_that_wakes_it() {
+    use task_core::{ResultBackend, TaskMeta};
+    let server = RedisServer::start();
+    let config = config(&server);
+    let backend = RedisBackend::connect(config.clone()).await.unwrap();
+    let (_child, mut lines) = monitor(&server).await;
+    let ttl = Duration::from_secs(60);
+    for (n, result) in [(1, vec![0xa5, b'H', b'E', b'L', b'L', b'O', 0xff]), (2, vec![b'x'; 100_000])] {
+        let id = TaskId::new();
+        let key = format!("{}:result:{id}", config.namespace_name());
+        let waiter = {
+            let (backend, id) = (backend.clone(), id.clone());
+            tokio::spawn(async move { backend.wait(&id, WAIT).await })
+        };
+        // The waiter's first read (nothing yet), after which it waits for the message.
+        while !reads(&next_command(&mut lines).await, &key) {}
+        let mut end = TaskMeta::state(TaskState::Success);
+        (end.task, end.queue, end.retries, end.started_ms, end.args) =
+            (Some(add::NAME.into()), Some("default".into()), Some(0), Some(5_000), Some(vec![0x92, 0x01, 0x02]));
+        (end.worker, end.runtime_ms, end.finished_ms, end.result) =
+            (Some("w1".into()), Some(7), Some(5_007), Some(result.clone()));
+        backend.store(&id, end, ttl).await.unwrap();
+        let waited = waiter.await.unwrap().unwrap().expect("the final record");
+        let marker = format!("after-the-end-{n}");
+        server.cli(&["ECHO", &marker]);
+        let after = reads_until(&mut lines, &key, &marker).await;
+        let read = backend.get(&id).await.unwrap().expect("the record");
+        assert_eq!(waited, read, "the record as published is the record as read");
+        assert_eq!(waited.result, Some(result));
+        if n == 1 {
+            assert_eq!(after, 0, "woken with the record: no read");
+        } else {
+            assert_eq!(after, 1, "a record of 100 KB is not published: it is read");
+        }
+    }
+}

@@ -222,10 +222,15 @@ impl ResultBackend for RedisBackend {
             // state found so has the subscriptions made again.
             let recheck = self.inner.conns.is_cluster().then_some(RECHECK);
             let mut rechecked = false;
+            let mut woken = false;
             loop {
-                let notified = watch.notify.notified();
+                let notified = watch.heard.notify.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
+                // Woken by a final state that came with its record: no read.
+                if let Some(meta) = watch.heard.record().filter(|m| woken && m.state.is_ready()) {
+                    return Ok(Some(meta));
+                }
                 let meta = match self.read(id).await {
                     Ok(meta) => meta,
                     // Redis away (restarting, failing over): the wait goes on until its
@@ -245,6 +250,7 @@ impl ResultBackend for RedisBackend {
                     return Ok(meta);
                 }
                 let until = recheck.map_or(deadline, |every| deadline.min(tokio::time::Instant::now() + every));
+                woken = true;
                 match tokio::time::timeout_at(until, notified).await {
                     Ok(()) => rechecked = false,
                     Err(_) if until < deadline => rechecked = true,

@@ -89,6 +89,22 @@ pub(crate) fn parse(fields: HashMap<String, Vec<u8>>) -> Option<TaskMeta> {
     read(fields).map(|(meta, _)| meta)
 }
 
+/// The record as `store_many.lua` publishes it with a final state (`cmsgpack.pack` of
+/// its `HGETALL`: names and values in one array), ready for [`parse`]; `None` for any
+/// other message (a state's name, a record cut short).
+pub(crate) fn published(message: &[u8]) -> Option<HashMap<String, Vec<u8>>> {
+    let flat: Vec<serde_bytes::ByteBuf> = rmp_serde::from_slice(message).ok()?;
+    if flat.len() % 2 != 0 {
+        return None;
+    }
+    let mut flat = flat.into_iter();
+    let mut fields = HashMap::with_capacity(flat.len() / 2);
+    while let (Some(name), Some(value)) = (flat.next(), flat.next()) {
+        fields.insert(String::from_utf8(name.into_vec()).ok()?, value.into_vec());
+    }
+    Some(fields)
+}
+
 /// [`parse`], and when the record last changed (Unix ms; 0 when it does not say).
 pub(crate) fn read(mut fields: HashMap<String, Vec<u8>>) -> Option<(TaskMeta, i64)> {
     let state: TaskState = String::from_utf8(fields.remove("state")?).ok()?.parse().ok()?;
@@ -233,5 +249,26 @@ mod tests {
         assert_eq!((read.task, read.runtime_ms), (None, None));
         let run = pack(&claim(), true).run.unwrap();
         assert!(parse(fields(&[(RUN, run)])).is_none(), "no state, no record");
+    }
+
+    #[test]
+    fn a_published_record_reads_as_its_fields_and_anything_else_is_none() {
+        // As cmsgpack packs a Lua table of strings: msgpack str, whatever the bytes.
+        let mut message = vec![0x94];
+        for value in [&b"state"[..], b"SUCCESS", b"result", &[0xa5, 0xff, 0x00]] {
+            message.push(0xa0 | u8::try_from(value.len()).unwrap());
+            message.extend_from_slice(value);
+        }
+        let record = published(&message).expect("a record");
+        assert_eq!(record, fields(&[("state", b"SUCCESS".to_vec()), ("result", vec![0xa5, 0xff, 0x00])]));
+        assert_eq!(parse(record).map(|m| m.state), Some(TaskState::Success));
+        let as_bin =
+            rmp_serde::to_vec(&[serde_bytes::Bytes::new(b"state"), serde_bytes::Bytes::new(b"FAILURE")]).unwrap();
+        assert_eq!(published(&as_bin), Some(fields(&[("state", b"FAILURE".to_vec())])));
+        let odd = rmp_serde::to_vec(&["state", "SUCCESS", "result"]).unwrap();
+        let bad_name = rmp_serde::to_vec(&[serde_bytes::Bytes::new(&[0xff]), serde_bytes::Bytes::new(b"x")]).unwrap();
+        for other in [&b"SUCCESS"[..], b"REVOKED", b"+", b"", &message[..message.len() - 1], &odd, &bad_name] {
+            assert_eq!(published(other), None, "{other:?}");
+        }
     }
 }

@@ -97,8 +97,24 @@ async fn open_push(
     timed(op_timeout, client.get_connection_manager_with_config(config)).await
 }
 
-/// The waiters of each channel: a shared wake-up and how many wait on it.
-type Waiters = Mutex<HashMap<String, (Arc<Notify>, usize)>>;
+/// What the waiters of one channel share: their wake-up, and the final record when it
+/// came with the message that woke them (`store_many.lua` publishes it when anyone
+/// listens): a waiter then need not read it.
+#[derive(Debug, Default)]
+pub(super) struct Heard {
+    pub(super) notify: Notify,
+    pub(super) record: Mutex<Option<TaskMeta>>,
+}
+
+impl Heard {
+    /// The final record heard last, if one was.
+    pub(super) fn record(&self) -> Option<TaskMeta> {
+        self.record.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// The waiters of each channel: what they share and how many wait on it.
+type Waiters = Mutex<HashMap<String, (Arc<Heard>, usize)>>;
 
 /// One RESP3 connection subscribed to the `done` channels of the tasks being waited
 /// for, in this process. A channel is subscribed while it has waiters.
@@ -151,7 +167,7 @@ impl std::fmt::Debug for Subscriber {
 /// A registration for one channel; unsubscribes when the last one is dropped.
 pub(super) struct Watch {
     pub(super) channel: String,
-    pub(super) notify: Arc<Notify>,
+    pub(super) heard: Arc<Heard>,
     pub(super) waiters: Arc<Waiters>,
     pub(super) changes: mpsc::UnboundedSender<Change>,
 }
@@ -303,14 +319,14 @@ impl Subscriber {
     }
 
     pub(super) async fn watch(&self, channel: String, op_timeout: Duration) -> Result<Watch, Failure> {
-        let notify = {
+        let heard = {
             let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-            let slot = waiters.entry(channel.clone()).or_insert_with(|| (Arc::new(Notify::new()), 0));
+            let slot = waiters.entry(channel.clone()).or_default();
             slot.1 += 1;
             slot.0.clone()
         };
         let watch =
-            Watch { channel: channel.clone(), notify, waiters: self.waiters.clone(), changes: self.changes.clone() };
+            Watch { channel: channel.clone(), heard, waiters: self.waiters.clone(), changes: self.changes.clone() };
         let (answer, answered) = oneshot::channel();
         self.changes.send(Change::Watch(channel, answer)).map_err(|_| Failure::Closed)?;
         let subscribed = match tokio::time::timeout(op_timeout, answered).await {
@@ -400,8 +416,8 @@ impl Keeper {
             tracing::debug!(error = ?e, "the subscriber cannot subscribe again yet");
             return false;
         }
-        for (notify, _) in waiters.lock().unwrap_or_else(|p| p.into_inner()).values() {
-            notify.notify_waiters();
+        for (heard, _) in waiters.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            heard.notify.notify_waiters();
         }
         true
     }
@@ -429,8 +445,8 @@ impl Keeper {
         *self.sub.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
             (SubLink::Server(con), addr.clone());
         // A completion may have been missed meanwhile: every waiter reads its state.
-        for (notify, _) in waiters.lock().unwrap_or_else(|p| p.into_inner()).values() {
-            notify.notify_waiters();
+        for (heard, _) in waiters.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            heard.notify.notify_waiters();
         }
         tracing::info!(primary = %addr, "the subscriber follows the new primary named by the Sentinels");
         true
@@ -518,25 +534,38 @@ pub(super) async fn dispatch(
                     }
                     continue;
                 }
-                if let Some((notify, _)) = waiters.lock().unwrap_or_else(|p| p.into_inner()).get(&channel) {
-                    notify.notify_waiters();
+                let Some(heard) =
+                    waiters.lock().unwrap_or_else(|p| p.into_inner()).get(&channel).map(|(h, _)| h.clone())
+                else {
+                    continue;
+                };
+                match push.data.get(1) {
+                    // A final state's first message: the record (or the state) follows.
+                    Some(Value::BulkString(message)) if message == b"+" => continue,
+                    Some(Value::BulkString(message)) => {
+                        if let Some(meta) = record::published(message).and_then(record::parse) {
+                            *heard.record.lock().unwrap_or_else(|p| p.into_inner()) = Some(meta);
+                        }
+                    }
+                    _ => {}
                 }
+                heard.notify.notify_waiters();
             }
             // The server dropped a sharded subscription (its slot moved: resharding, a
             // manual failover) while the connection stays: if anyone still waits on it,
             // subscribe again (the keeper) and let its waiters read their state.
             PushKind::SUnsubscribe => {
                 let Some(channel) = text(push.data.first()) else { continue };
-                let watched = waiters.lock().unwrap_or_else(|p| p.into_inner()).get(&channel).map(|(n, _)| n.clone());
-                if let Some(notify) = watched {
-                    notify.notify_waiters();
+                let watched = waiters.lock().unwrap_or_else(|p| p.into_inner()).get(&channel).map(|(h, _)| h.clone());
+                if let Some(heard) = watched {
+                    heard.notify.notify_waiters();
                     keeper.reconnect();
                 }
             }
             PushKind::Disconnection => {
                 let waiters = waiters.lock().unwrap_or_else(|p| p.into_inner());
-                for (notify, _) in waiters.values() {
-                    notify.notify_waiters();
+                for (heard, _) in waiters.values() {
+                    heard.notify.notify_waiters();
                 }
                 revocations.lock().unwrap_or_else(|p| p.into_inner()).loaded = false;
                 drop(waiters);

@@ -467,6 +467,35 @@ async fn a_task_revoked_while_it_runs_stays_revoked_in_celery_format() {
     assert!(matches!(copy, Some(ResultMeta::Revoked { .. })), "{copy:?}");
 }
 
+/// A worker taken for dead whose late end is fenced (another worker's run ended the
+/// task) wrote its Celery copy first: the copy is written over with the record's final
+/// state, not left telling Python the end Celerity refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_end_leaves_the_celery_copy_as_the_record_says() {
+    use task_core::{TaskId, TaskMeta, TaskState};
+    let server = RedisServer::start();
+    let url = server.url();
+    let app = celery_app(&url).await;
+    let client = celery::Client::connect(&url).await.unwrap();
+    let ttl = Duration::from_secs(60);
+    let id = TaskId::new();
+    let by = |state: TaskState, worker: &str, result: Option<i64>| {
+        let mut meta = TaskMeta::state(state);
+        meta.worker = Some(worker.to_owned());
+        meta.task = Some("proj.tasks.add".to_owned());
+        meta.result = result.map(|r| rmp_serde::to_vec(&r).unwrap());
+        meta
+    };
+    app.backend().store(&id, by(TaskState::Started, "w-new", None), ttl).await.unwrap();
+    app.backend().store(&id, by(TaskState::Success, "w-new", Some(3)), ttl).await.unwrap();
+    let late = app.backend().store(&id, by(TaskState::Success, "w-old", Some(4)), ttl).await;
+    assert!(late.is_err(), "fenced: another worker's task");
+    let record = app.backend().get(&id).await.unwrap().unwrap();
+    assert_eq!(record.result, Some(rmp_serde::to_vec(&3).unwrap()), "the record keeps the end of its owner");
+    let copy = client.result(id.as_str()).state().await.unwrap();
+    assert!(matches!(&copy, Some(ResultMeta::Success(v)) if *v == json!(3)), "the Celery copy: {copy:?}");
+}
+
 /// Canvas built in Python and carried on by Rust workers: a chain of Rust tasks, a chain
 /// through a Python task (on a queue a stock Python worker serves) and back, a link, a
 /// link_error sent to Python when the Rust task fails, a failed chain that Python's

@@ -65,9 +65,10 @@ impl RedisBackend {
     /// early is read again later (one missing after the record moved on would never
     /// be). Not for a task this process knows as revoked, whose record refuses all but
     /// REVOKED: that copy would tell Python a state Celerity never stored. A copy the
-    /// record refused all the same (a revoke this process had not heard of yet) is
-    /// written over with the record's own state, so Python's `AsyncResult` and
-    /// Celerity's readers agree.
+    /// record refused all the same (a revoke this process had not heard of yet), or one
+    /// whose write was fenced (another worker's run; this run's write tried again after
+    /// it landed), is written over with the record's own final state, so Python's
+    /// `AsyncResult` and Celerity's readers agree.
     pub(super) async fn store_with_celery(
         &self,
         id: &TaskId,
@@ -83,13 +84,18 @@ impl RedisBackend {
             self.store_celery(id, celery, ttl).await?;
             None
         };
+        let last_word = update.state.is_ready();
         let code = self.run_store(id, update, ttl, ack).await?;
         match (code, celery) {
             (1.., Some(celery)) => self.store_celery(id, celery, ttl).await?,
-            (-1, _) if self.inner.celery => {
+            (..=0, _) if self.inner.celery => {
                 let record = self.read(id).await?;
-                let copy = record.and_then(|meta| self.celery_meta(id, &meta));
-                self.store_celery(id, copy, ttl).await?;
+                if let Some(mut copy) = record.filter(|m| m.state.is_ready()).and_then(|m| self.celery_meta(id, &m)) {
+                    if !rewrite_tells(code, last_word) {
+                        copy.worker = None;
+                    }
+                    self.store_celery(id, Some(copy), ttl).await?;
+                }
             }
             _ => {}
         }
@@ -305,4 +311,13 @@ fn store(pipe: &mut redis::Pipeline, id: &str, state: &ResultMeta, ttl: Duration
 /// Now, as Celery writes `date_done`.
 fn celery_now() -> String {
     crate::celery::iso(chrono::Utc::now())
+}
+
+/// Whether the Celery copy written over from a final record after a write was refused
+/// (`code` -1, final already) or fenced (0) sends that record's event too: only when the
+/// refused write was a final one (`last_word`), late for a revoke this process had not
+/// heard of, which Flower has not heard of either. The other refusals (a late progress;
+/// a fenced write) restore a copy whose event went out when the record was stored.
+fn rewrite_tells(code: i64, last_word: bool) -> bool {
+    code == -1 && last_word
 }

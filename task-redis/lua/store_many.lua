@@ -42,9 +42,10 @@
 -- @shapes: SHAPE_OF, SHAPE_LEN and store_shaped(shape, key, state, first)
 -- redis.call read once: a global table lookup less per command.
 local call = redis.call
--- The largest record published with its final state: a pub/sub message is held whole
--- in each listener's output buffer (32 MB at most by default, or the client is cut).
-local PUBLISHED_MAX = 65536
+-- The largest record published with its final state (most results are far smaller):
+-- messages wait whole in a listener's output buffer until it reads them, and past 32 MB
+-- there (by default) Redis cuts the listener, so a larger record is read by its waiter.
+local PUBLISHED_MAX = 16384
 -- Whether `update` may land on a record in state `current`: TaskState::admits in Rust.
 local function admits(current, update)
   if current == 'REVOKED' then return update == 'REVOKED' end

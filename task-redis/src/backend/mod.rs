@@ -222,15 +222,16 @@ impl ResultBackend for RedisBackend {
             // state found so has the subscriptions made again.
             let recheck = self.inner.conns.is_cluster().then_some(RECHECK);
             let mut rechecked = false;
-            let mut woken = false;
+            // Messages heard before the last read: a record heard after it needs no read.
+            let mut seen = None;
             loop {
                 let notified = watch.heard.notify.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                // Woken by a final state that came with its record: no read.
-                if let Some(meta) = watch.heard.record().filter(|m| woken && m.state.is_ready()) {
+                if let Some(meta) = seen.and_then(|seen| watch.heard.record_after(seen)) {
                     return Ok(Some(meta));
                 }
+                seen = Some(watch.heard.heard());
                 let meta = match self.read(id).await {
                     Ok(meta) => meta,
                     // Redis away (restarting, failing over): the wait goes on until its
@@ -250,7 +251,6 @@ impl ResultBackend for RedisBackend {
                     return Ok(meta);
                 }
                 let until = recheck.map_or(deadline, |every| deadline.min(tokio::time::Instant::now() + every));
-                woken = true;
                 match tokio::time::timeout_at(until, notified).await {
                     Ok(()) => rechecked = false,
                     Err(_) if until < deadline => rechecked = true,

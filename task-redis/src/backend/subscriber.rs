@@ -97,19 +97,36 @@ async fn open_push(
     timed(op_timeout, client.get_connection_manager_with_config(config)).await
 }
 
-/// What the waiters of one channel share: their wake-up, and the final record when it
-/// came with the message that woke them (`store_many.lua` publishes it when anyone
-/// listens): a waiter then need not read it.
+/// What the waiters of one channel share: their wake-up, and what woke them: how many
+/// messages the channel has brought, and the final record when the last one carried it
+/// (`store_many.lua` publishes it when anyone listens), so that a waiter woken by it
+/// need not read it.
 #[derive(Debug, Default)]
 pub(super) struct Heard {
     pub(super) notify: Notify,
-    pub(super) record: Mutex<Option<TaskMeta>>,
+    last: Mutex<(u64, Option<TaskMeta>)>,
 }
 
 impl Heard {
-    /// The final record heard last, if one was.
-    pub(super) fn record(&self) -> Option<TaskMeta> {
-        self.record.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    /// How many messages have been heard: taken before a read, for [`Self::record_after`].
+    pub(super) fn heard(&self) -> u64 {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+
+    /// The final record the last message carried, if more than `seen` messages have
+    /// been heard: a record heard before a waiter's read is not news to it (the task
+    /// may have run again since).
+    pub(super) fn record_after(&self, seen: u64) -> Option<TaskMeta> {
+        let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        last.1.as_ref().filter(|m| last.0 > seen && m.state.is_ready()).cloned()
+    }
+
+    /// One more message, with the record it carried, if any; the waiters are woken after.
+    fn hear(&self, record: Option<TaskMeta>) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        *last = (last.0 + 1, record);
+        drop(last);
+        self.notify.notify_waiters();
     }
 }
 
@@ -541,15 +558,10 @@ pub(super) async fn dispatch(
                 };
                 match push.data.get(1) {
                     // A final state's first message: the record (or the state) follows.
-                    Some(Value::BulkString(message)) if message == b"+" => continue,
-                    Some(Value::BulkString(message)) => {
-                        if let Some(meta) = record::published(message).and_then(record::parse) {
-                            *heard.record.lock().unwrap_or_else(|p| p.into_inner()) = Some(meta);
-                        }
-                    }
-                    _ => {}
+                    Some(Value::BulkString(message)) if message == b"+" => {}
+                    Some(Value::BulkString(message)) => heard.hear(record::published(message).and_then(record::parse)),
+                    _ => heard.hear(None),
                 }
-                heard.notify.notify_waiters();
             }
             // The server dropped a sharded subscription (its slot moved: resharding, a
             // manual failover) while the connection stays: if anyone still waits on it,
@@ -579,6 +591,28 @@ pub(super) async fn dispatch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_heard_record_is_news_only_to_a_waiter_that_read_before_it() {
+        use task_core::TaskState;
+        let heard = Heard::default();
+        let before = heard.heard();
+        assert_eq!(heard.record_after(before), None, "nothing heard");
+        heard.hear(Some(TaskMeta::state(TaskState::Failure)));
+        let state = |m: Option<TaskMeta>| m.map(|m| m.state);
+        assert_eq!(state(heard.record_after(before)), Some(TaskState::Failure));
+        // Read after it (the task may have run again): not news.
+        let after = heard.heard();
+        assert_eq!(heard.record_after(after), None);
+        // A bare state (a record too large to publish) or no record: read again.
+        heard.hear(None);
+        assert_eq!(heard.record_after(before), None);
+        heard.hear(Some(TaskMeta::state(TaskState::Success)));
+        assert_eq!(state(heard.record_after(after)), Some(TaskState::Success));
+        // Never a state that is not final.
+        heard.hear(Some(TaskMeta::state(TaskState::Started)));
+        assert_eq!(heard.record_after(before), None);
+    }
 
     #[test]
     fn control_commands_parse_and_anything_else_is_none() {

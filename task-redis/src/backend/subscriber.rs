@@ -133,6 +133,14 @@ impl Heard {
 /// The waiters of each channel: what they share and how many wait on it.
 type Waiters = Mutex<HashMap<String, (Arc<Heard>, usize)>>;
 
+/// Wakes every waiter to read its state again: after the connection was lost or moved,
+/// a message may have been missed.
+fn wake_all(waiters: &Waiters) {
+    for (heard, _) in waiters.lock().unwrap_or_else(|p| p.into_inner()).values() {
+        heard.notify.notify_waiters();
+    }
+}
+
 /// One RESP3 connection subscribed to the `done` channels of the tasks being waited
 /// for, in this process. A channel is subscribed while it has waiters.
 pub(super) struct Subscriber {
@@ -433,9 +441,7 @@ impl Keeper {
             tracing::debug!(error = ?e, "the subscriber cannot subscribe again yet");
             return false;
         }
-        for (heard, _) in waiters.lock().unwrap_or_else(|p| p.into_inner()).values() {
-            heard.notify.notify_waiters();
-        }
+        wake_all(waiters);
         true
     }
 
@@ -462,9 +468,7 @@ impl Keeper {
         *self.sub.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
             (SubLink::Server(con), addr.clone());
         // A completion may have been missed meanwhile: every waiter reads its state.
-        for (heard, _) in waiters.lock().unwrap_or_else(|p| p.into_inner()).values() {
-            heard.notify.notify_waiters();
-        }
+        wake_all(waiters);
         tracing::info!(primary = %addr, "the subscriber follows the new primary named by the Sentinels");
         true
     }
@@ -575,12 +579,8 @@ pub(super) async fn dispatch(
                 }
             }
             PushKind::Disconnection => {
-                let waiters = waiters.lock().unwrap_or_else(|p| p.into_inner());
-                for (heard, _) in waiters.values() {
-                    heard.notify.notify_waiters();
-                }
+                wake_all(&waiters);
                 revocations.lock().unwrap_or_else(|p| p.into_inner()).loaded = false;
-                drop(waiters);
                 keeper.reconnect();
             }
             _ => {}

@@ -650,3 +650,45 @@ async fn a_waiter_gets_the_final_record_with_the_message_that_wakes_it() {
         }
     }
 }
+
+/// The client of a MONITOR line (`[0 127.0.0.1:40732]`), or `lua` for a script's call.
+fn client_of(line: &str) -> &str {
+    line.split_once('[').and_then(|(_, rest)| rest.split_once(']')).map_or("", |(c, _)| c)
+}
+
+/// A waiter's first read goes right after its SUBSCRIBE, on the same connection (Redis
+/// runs a connection's commands in order, so the read sees an end the subscription
+/// missed), and a task that has already ended costs it that one read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_reads_on_its_subscribing_connection_right_after_the_subscribe() {
+    use task_core::{ResultBackend, TaskMeta};
+    let server = RedisServer::start();
+    let config = config(&server);
+    let backend = RedisBackend::connect(config.clone()).await.unwrap();
+    let id = TaskId::new();
+    let mut end = TaskMeta::state(TaskState::Success);
+    (end.task, end.worker, end.result) = (Some(add::NAME.into()), Some("w1".into()), Some(vec![0x03]));
+    backend.store(&id, end, Duration::from_secs(60)).await.unwrap();
+    let (_child, mut lines) = monitor(&server).await;
+
+    let waited = backend.wait(&id, WAIT).await.unwrap().expect("the final record");
+    assert_eq!(waited.state, TaskState::Success);
+    server.cli(&["ECHO", "after-the-wait"]);
+    let mut seen = Vec::new();
+    loop {
+        let line = next_command(&mut lines).await;
+        if line.contains("after-the-wait") {
+            break;
+        }
+        seen.push(line);
+    }
+    let key = format!("{}:result:{id}", config.namespace_name());
+    let subscribe = seen
+        .iter()
+        .position(|l| l.contains("\"SUBSCRIBE\"") && l.contains(&format!("done:{id}")))
+        .unwrap_or_else(|| panic!("no SUBSCRIBE of the task's channel in {seen:#?}"));
+    let subscriber = client_of(&seen[subscribe]);
+    let next = seen[subscribe + 1..].iter().find(|l| client_of(l) == subscriber);
+    assert!(next.is_some_and(|l| reads(l, &key)), "the subscriber's next command is the read: {seen:#?}");
+    assert_eq!(seen.iter().filter(|l| reads(l, &key)).count(), 1, "one read: {seen:#?}");
+}

@@ -211,10 +211,12 @@ impl ResultBackend for RedisBackend {
     fn wait<'a>(&'a self, id: &'a TaskId, timeout: Duration) -> BoxFuture<'a, Result<Option<TaskMeta>, BackendError>> {
         Box::pin(async move {
             let deadline = task_core::time::deadline(timeout);
-            let watch = self
+            // On one server the first read goes with the subscribe, on its connection.
+            let read = (!self.inner.conns.is_cluster()).then(|| self.inner.keys.result(id));
+            let (watch, mut first) = self
                 .inner
                 .subscriber
-                .watch(self.done_channel(id), self.inner.op_timeout)
+                .watch(self.done_channel(id), read, self.inner.op_timeout)
                 .await
                 .map_err(|e| e.backend(&format!("cannot subscribe to the completion of task {id}")))?;
             // On a cluster a sharded subscription can be lost in a failover or a slot move
@@ -231,8 +233,23 @@ impl ResultBackend for RedisBackend {
                 if let Some(meta) = seen.and_then(|seen| watch.heard.record_after(seen)) {
                     return Ok(Some(meta));
                 }
-                seen = Some(watch.heard.heard());
-                let meta = match self.read(id).await {
+                let read = match first.take() {
+                    // Read with the subscribe, before this wake-up was armed: it stands
+                    // if nothing was heard since; else whatever woke it is looked at.
+                    Some((before, fields)) if watch.heard.heard() == before => {
+                        seen = Some(before);
+                        Ok(record::parse(fields))
+                    }
+                    Some((before, _)) => {
+                        seen = Some(before);
+                        continue;
+                    }
+                    None => {
+                        seen = Some(watch.heard.heard());
+                        self.read(id).await
+                    }
+                };
+                let meta = match read {
                     Ok(meta) => meta,
                     // Redis away (restarting, failing over): the wait goes on until its
                     // deadline, reading again now and then; past it, the error.

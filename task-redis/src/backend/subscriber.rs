@@ -46,6 +46,14 @@ impl SubLink {
         }
     }
 
+    /// The record at `key`, `None` when it cannot be read (the waiter reads it again on
+    /// its own connection) or on a cluster (the record's node is not the channel's).
+    async fn read(&mut self, key: String, op_timeout: Duration) -> Option<Fields> {
+        let SubLink::Server(con) = self else { return None };
+        let read = timed(op_timeout, redis::cmd("HGETALL").arg(key).query_async(con)).await;
+        read.map_err(|e| tracing::debug!(error = ?e, "cannot read a record on the subscriber's connection")).ok()
+    }
+
     async fn ping(&mut self) -> redis::RedisResult<String> {
         match self {
             SubLink::Server(con) => redis::cmd("PING").query_async(con).await,
@@ -122,6 +130,7 @@ impl Heard {
     }
 
     /// One more message, with the record it carried, if any; the waiters are woken after.
+    /// `None` is also the wake-up to read the state again (a message may have been missed).
     fn hear(&self, record: Option<TaskMeta>) {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         *last = (last.0 + 1, record);
@@ -137,7 +146,7 @@ type Waiters = Mutex<HashMap<String, (Arc<Heard>, usize)>>;
 /// a message may have been missed.
 fn wake_all(waiters: &Waiters) {
     for (heard, _) in waiters.lock().unwrap_or_else(|p| p.into_inner()).values() {
-        heard.notify.notify_waiters();
+        heard.hear(None);
     }
 }
 
@@ -211,10 +220,15 @@ impl Drop for Watch {
     }
 }
 
+/// A record as `HGETALL` reads it.
+pub(super) type Fields = HashMap<String, Vec<u8>>;
+
 /// A change of the subscriptions, as a waiter asks for it.
 pub(super) enum Change {
-    /// One more waiter of the channel; answered once it is subscribed.
-    Watch(String, oneshot::Sender<Result<(), Failure>>),
+    /// One more waiter of the channel; answered once it is subscribed, with the record
+    /// at the key given, read on the subscriber's connection right after the subscribe
+    /// (`None` when it could not be read).
+    Watch(String, Option<String>, oneshot::Sender<Result<Option<Fields>, Failure>>),
     /// One waiter less.
     Unwatch(String),
 }
@@ -224,18 +238,25 @@ pub(super) enum Change {
 /// of its next one. Changes that arrived meanwhile go together: one SUBSCRIBE and one
 /// UNSUBSCRIBE for all their channels, and a channel left and watched again in between
 /// is not touched at all.
+///
+/// The waiters' first reads go on the same connection as the SUBSCRIBE, sent after it
+/// without waiting for its answer: Redis runs a connection's commands in order, so each
+/// read sees any completion that the subscription missed, and the waiter saves a round
+/// trip. The requests of one connection leave in the order they are made (one queue,
+/// whose permits are handed out in turn), and [`join`] polls the subscribe first.
 async fn subscriptions(sub: SubCon, mut changes: mpsc::UnboundedReceiver<Change>, op_timeout: Duration) {
     let mut refs: HashMap<String, usize> = HashMap::new();
     let mut batch = Vec::new();
     while changes.recv_many(&mut batch, 1024).await > 0 {
         let subscribed_before: HashMap<String, bool> =
             batch.iter().map(|c| c.channel()).map(|ch| (ch.to_owned(), refs.contains_key(ch))).collect();
-        let mut answers = Vec::new();
+        let (mut answers, mut reads) = (Vec::new(), Vec::new());
         for change in batch.drain(..) {
             match change {
-                Change::Watch(channel, answer) => {
+                Change::Watch(channel, read, answer) => {
                     *refs.entry(channel).or_default() += 1;
                     answers.push(answer);
+                    reads.push(read);
                 }
                 Change::Unwatch(channel) => {
                     if let Some(n) = refs.get_mut(&channel) {
@@ -259,9 +280,10 @@ async fn subscriptions(sub: SubCon, mut changes: mpsc::UnboundedReceiver<Change>
         if !unsubscribe.is_empty() {
             let _ = timed(op_timeout, con.unwatch(&unsubscribe)).await;
         }
-        let subscribed = if subscribe.is_empty() {
-            Ok(())
-        } else {
+        let subscribing = async {
+            if subscribe.is_empty() {
+                return Ok(());
+            }
             let done = timed(op_timeout, con.watch(&subscribe)).await;
             if done.is_err() {
                 // Not subscribed: the waiters hear the error and drop their watches,
@@ -270,8 +292,13 @@ async fn subscriptions(sub: SubCon, mut changes: mpsc::UnboundedReceiver<Change>
             }
             done
         };
-        for answer in answers {
-            let _ = answer.send(subscribed.clone());
+        let reading = futures_util::future::join_all(reads.into_iter().map(|key| {
+            let mut con = sub.get();
+            async move { con.read(key?, op_timeout).await }
+        }));
+        let (subscribed, read) = futures_util::future::join(subscribing, reading).await;
+        for (answer, read) in answers.into_iter().zip(read) {
+            let _ = answer.send(subscribed.clone().map(|()| read));
         }
     }
 }
@@ -279,7 +306,7 @@ async fn subscriptions(sub: SubCon, mut changes: mpsc::UnboundedReceiver<Change>
 impl Change {
     fn channel(&self) -> &str {
         match self {
-            Change::Watch(channel, _) | Change::Unwatch(channel) => channel,
+            Change::Watch(channel, ..) | Change::Unwatch(channel) => channel,
         }
     }
 }
@@ -343,17 +370,29 @@ impl Subscriber {
         self.keeper.reconnect();
     }
 
-    pub(super) async fn watch(&self, channel: String, op_timeout: Duration) -> Result<Watch, Failure> {
+    /// Subscribes to `channel` for one more waiter; with `read`, the record at that key
+    /// too, read right after the subscribe on the same connection (see [`subscriptions`]):
+    /// only on one server, where the record lives where the subscriber listens. The record
+    /// comes with how many messages the channel had brought before it was read (see
+    /// [`Heard::heard`]): a waiter that finds more since cannot tell whether it woke for
+    /// one of them, and reads again.
+    pub(super) async fn watch(
+        &self,
+        channel: String,
+        read: Option<String>,
+        op_timeout: Duration,
+    ) -> Result<(Watch, Option<(u64, Fields)>), Failure> {
         let heard = {
             let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
             let slot = waiters.entry(channel.clone()).or_default();
             slot.1 += 1;
             slot.0.clone()
         };
+        let before = heard.heard();
         let watch =
             Watch { channel: channel.clone(), heard, waiters: self.waiters.clone(), changes: self.changes.clone() };
         let (answer, answered) = oneshot::channel();
-        self.changes.send(Change::Watch(channel, answer)).map_err(|_| Failure::Closed)?;
+        self.changes.send(Change::Watch(channel, read, answer)).map_err(|_| Failure::Closed)?;
         let subscribed = match tokio::time::timeout(op_timeout, answered).await {
             Ok(Ok(subscribed)) => subscribed,
             Ok(Err(_)) => Err(Failure::Closed),
@@ -363,7 +402,7 @@ impl Subscriber {
             // No disconnection may have been seen (a frozen server): look into it.
             self.keeper.reconnect();
         }
-        subscribed.map(|()| watch)
+        subscribed.map(|read| (watch, read.map(|fields| (before, fields))))
     }
 }
 
@@ -574,7 +613,7 @@ pub(super) async fn dispatch(
                 let Some(channel) = text(push.data.first()) else { continue };
                 let watched = waiters.lock().unwrap_or_else(|p| p.into_inner()).get(&channel).map(|(h, _)| h.clone());
                 if let Some(heard) = watched {
-                    heard.notify.notify_waiters();
+                    heard.hear(None);
                     keeper.reconnect();
                 }
             }

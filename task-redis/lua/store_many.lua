@@ -42,7 +42,8 @@
 -- @shapes: SHAPE_OF, SHAPE_LEN and store_shaped(shape, key, state, first)
 -- redis.call read once: a global table lookup less per command.
 local call = redis.call
--- The largest record published with its final state (most results are far smaller):
+-- The largest record published with its final state, in the bytes of its field names
+-- and values (most results are far smaller):
 -- messages wait whole in a listener's output buffer until it reads them, and past 32 MB
 -- there (by default) Redis cuts the listener, so a larger record is read by its waiter.
 local PUBLISHED_MAX = 16384
@@ -109,8 +110,10 @@ for i = 1, n do
     if state == 'SUCCESS' or state == 'FAILURE' or state == 'REVOKED' then
       local channel = indexed and done .. id or key
       if call(publish, channel, '+') > 0 then
-        local record = cmsgpack.pack(call('HGETALL', key))
-        call(publish, channel, #record <= PUBLISHED_MAX and record or state)
+        -- Sized before it is packed: a large record is not packed only to be dropped.
+        local fields, size = call('HGETALL', key), 0
+        for j = 1, #fields do size = size + #fields[j] end
+        call(publish, channel, size <= PUBLISHED_MAX and cmsgpack.pack(fields) or state)
       end
     end
     -- A task enters the list when it starts, or when it ends without starting (revoked,

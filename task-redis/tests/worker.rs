@@ -692,3 +692,36 @@ async fn a_waiter_reads_on_its_subscribing_connection_right_after_the_subscribe(
     assert!(next.is_some_and(|l| reads(l, &key)), "the subscriber's next command is the read: {seen:#?}");
     assert_eq!(seen.iter().filter(|l| reads(l, &key)).count(), 1, "one read: {seen:#?}");
 }
+
+/// A waiter that listens where the final state was not stored (a demoted primary, now a
+/// replica, before Sentinel moves its clients) hears only the replicated first message
+/// (`+`): the primary saw no listener of its own and sent no record after it. The waiter
+/// reads its state again soon after, rather than waiting out its time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_that_hears_only_the_announcement_reads_its_state_soon() {
+    use task_core::{ResultBackend, TaskMeta};
+    let primary = RedisServer::start();
+    let replica = RedisServer::start_replica_of(&primary);
+    // A message published before the link is up never reaches the replica.
+    while !replica.cli(&["INFO", "replication"]).contains("master_link_status:up") {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let config = config(&primary);
+    let writer = RedisBackend::connect(config.clone()).await.unwrap();
+    let listener =
+        RedisBackend::connect(RedisConfig::from_url(replica.url()).namespace(config.namespace_name())).await.unwrap();
+    let id = TaskId::new();
+    let waiter = {
+        let (listener, id) = (listener.clone(), id.clone());
+        tokio::spawn(async move { listener.wait(&id, Duration::from_secs(20)).await })
+    };
+    let channel = format!("{}:done:{id}", config.namespace_name());
+    while !replica.cli(&["PUBSUB", "NUMSUB", &channel]).ends_with('1') {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut end = TaskMeta::state(TaskState::Success);
+    (end.task, end.worker, end.result) = (Some(add::NAME.into()), Some("w1".into()), Some(vec![0x03]));
+    writer.store(&id, end, Duration::from_secs(60)).await.unwrap();
+    let waited = waiter.await.unwrap().unwrap();
+    assert_eq!(waited.map(|m| m.state), Some(TaskState::Success), "woken by the announcement alone");
+}

@@ -57,6 +57,7 @@ struct Inner {
     nodes: celery::Nodes,
 }
 
+mod announced;
 mod celery;
 mod history;
 mod pidbox;

@@ -3,6 +3,7 @@
 
 use redis::cluster_async::ClusterConnection;
 
+use super::announced::Announced;
 use super::*;
 use crate::conn::{Connections, Primary, PushPlace};
 use crate::error::Failure;
@@ -566,7 +567,25 @@ pub(super) async fn dispatch(
         Some(Value::SimpleString(s)) => Some(s.clone()),
         _ => None,
     };
-    while let Some(push) = rx.recv().await {
+    let mut announced = Announced::default();
+    loop {
+        let due = announced.next_due();
+        let push = tokio::select! {
+            push = rx.recv() => match push {
+                Some(push) => push,
+                None => return,
+            },
+            () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                let Some(waiters) = waiters.upgrade() else { return };
+                for channel in announced.overdue(tokio::time::Instant::now()) {
+                    let watched = waiters.lock().unwrap_or_else(|p| p.into_inner()).get(&channel).map(|(h, _)| h.clone());
+                    if let Some(heard) = watched {
+                        heard.hear(None);
+                    }
+                }
+                continue;
+            }
+        };
         let Some(waiters) = waiters.upgrade() else { return };
         match push.kind {
             PushKind::Message | PushKind::SMessage => {
@@ -600,10 +619,19 @@ pub(super) async fn dispatch(
                     continue;
                 };
                 match push.data.get(1) {
-                    // A final state's first message: the record (or the state) follows.
-                    Some(Value::BulkString(message)) if message == b"+" => {}
-                    Some(Value::BulkString(message)) => heard.hear(record::published(message).and_then(record::parse)),
-                    _ => heard.hear(None),
+                    // A final state's first message: the record (or the state) follows,
+                    // unless it was stored on another server (see `announced`).
+                    Some(Value::BulkString(message)) if message == b"+" => {
+                        announced.announce(channel, tokio::time::Instant::now());
+                    }
+                    Some(Value::BulkString(message)) => {
+                        announced.followed(&channel);
+                        heard.hear(record::published(message).and_then(record::parse));
+                    }
+                    _ => {
+                        announced.followed(&channel);
+                        heard.hear(None);
+                    }
                 }
             }
             // The server dropped a sharded subscription (its slot moved: resharding, a

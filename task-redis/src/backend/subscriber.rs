@@ -569,21 +569,30 @@ pub(super) async fn dispatch(
     };
     let mut announced = Announced::default();
     loop {
-        let due = announced.next_due();
-        let push = tokio::select! {
-            push = rx.recv() => match push {
-                Some(push) => push,
-                None => return,
-            },
-            () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
-                let Some(waiters) = waiters.upgrade() else { return };
-                for channel in announced.overdue(tokio::time::Instant::now()) {
-                    let watched = waiters.lock().unwrap_or_else(|p| p.into_inner()).get(&channel).map(|(h, _)| h.clone());
-                    if let Some(heard) = watched {
-                        heard.hear(None);
+        // A push already queued goes first: the message after a `+` mostly is, and then
+        // no timer is set (setting one may wake the runtime's timer thread).
+        let push = match rx.try_recv() {
+            Ok(push) => push,
+            Err(mpsc::error::TryRecvError::Disconnected) => return,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                let due = announced.next_due();
+                tokio::select! {
+                    push = rx.recv() => match push {
+                        Some(push) => push,
+                        None => return,
+                    },
+                    () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                        let Some(waiters) = waiters.upgrade() else { return };
+                        for channel in announced.overdue(tokio::time::Instant::now()) {
+                            let watched =
+                                waiters.lock().unwrap_or_else(|p| p.into_inner()).get(&channel).map(|(h, _)| h.clone());
+                            if let Some(heard) = watched {
+                                heard.hear(None);
+                            }
+                        }
+                        continue;
                     }
                 }
-                continue;
             }
         };
         let Some(waiters) = waiters.upgrade() else { return };

@@ -725,3 +725,98 @@ async fn a_waiter_that_hears_only_the_announcement_reads_its_state_soon() {
     let waited = waiter.await.unwrap().unwrap();
     assert_eq!(waited.map(|m| m.state), Some(TaskState::Success), "woken by the announcement alone");
 }
+
+/// An idle worker's fetch waits in Redis right behind its `BLPOP`, on the same
+/// connection: a message enqueued into the idle queue is in the reply that wakes it,
+/// with no fetch sent after the wake-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_fetch_waits_behind_its_blpop_and_comes_back_with_the_message() {
+    let server = RedisServer::start();
+    let broker = RedisBroker::connect(config(&server)).await.unwrap();
+    let me = ConsumerId::new();
+    broker.heartbeat(&me, Duration::from_secs(30)).await.unwrap();
+    let (_child, mut lines) = monitor(&server).await;
+    let fetching = {
+        let (broker, me) = (broker.clone(), me.clone());
+        tokio::spawn(async move { broker.fetch(&me, &["default".into()], 10, Duration::from_secs(10)).await })
+    };
+    let blpop = loop {
+        let line = next_command(&mut lines).await;
+        if line.contains("\"BLPOP\"") {
+            break line;
+        }
+    };
+    let waiting = client_of(&blpop).to_owned();
+    let id = TaskId::new();
+    broker.enqueue(Message::new(id.clone(), "default", b"m".to_vec())).await.unwrap();
+    let got = fetching.await.unwrap().unwrap();
+    assert_eq!(got.len(), 1);
+    server.cli(&["ECHO", "after-the-fetch"]);
+    let mut seen = Vec::new();
+    loop {
+        let line = next_command(&mut lines).await;
+        if line.contains("after-the-fetch") {
+            break;
+        }
+        seen.push(line);
+    }
+    // After the BLPOP the waiting connection ran one command: the fetch script, with
+    // nothing sent after the wake-up (on its own or any other connection).
+    let wake = seen.iter().position(|l| l.contains(" lua]") && l.contains("\"RPUSH\"") && l.contains(":wake\""));
+    let wake = wake.unwrap_or_else(|| panic!("the enqueue's wake token: {seen:#?}"));
+    let after: Vec<&String> = seen[wake + 1..].iter().filter(|l| !l.contains(" lua]")).collect();
+    assert_eq!(after.len(), 1, "one command after the wake-up: {seen:#?}");
+    assert_eq!(client_of(after[0]), waiting, "on the waiting connection: {seen:#?}");
+    assert!(after[0].contains("\"EVALSHA\"") && after[0].contains(":proc:"), "the fetch script: {seen:#?}");
+}
+
+/// Redis lost the scripts (restarted, flushed) while a worker waited: the fetch behind
+/// the wait fails alone, and the worker fetches again at once, loading the script.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_behind_a_wait_whose_script_was_flushed_is_made_again() {
+    let server = RedisServer::start();
+    let broker = RedisBroker::connect(config(&server)).await.unwrap();
+    let me = ConsumerId::new();
+    broker.heartbeat(&me, Duration::from_secs(30)).await.unwrap();
+    // A first fetch loads the script; the second waits.
+    assert!(broker.fetch(&me, &["default".into()], 10, Duration::ZERO).await.unwrap().is_empty());
+    let fetching = {
+        let (broker, me) = (broker.clone(), me.clone());
+        tokio::spawn(async move { broker.fetch(&me, &["default".into()], 10, Duration::from_secs(10)).await })
+    };
+    let start = Instant::now();
+    while !server.cli(&["CLIENT", "LIST"]).contains("cmd=blpop") && start.elapsed() < WAIT {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.cli(&["SCRIPT", "FLUSH"]);
+    broker.enqueue(Message::new(TaskId::new(), "default", b"m".to_vec())).await.unwrap();
+    let got = fetching.await.unwrap().unwrap();
+    assert_eq!(got.len(), 1, "fetched after the lost script");
+}
+
+/// A fetch dropped while it waits (fetches are cancel-safe; a stopping worker drops its
+/// own) takes nothing after: the fetch it had queued in Redis behind its wait goes with
+/// its connection, and a message enqueued then reaches another consumer, not the
+/// dropped one's processing list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_dropped_while_it_waits_takes_nothing_after() {
+    let server = RedisServer::start();
+    let config = config(&server);
+    let broker = RedisBroker::connect(config.clone()).await.unwrap();
+    let (gone, other) = (ConsumerId::new(), ConsumerId::new());
+    let queues: Vec<String> = vec!["default".into()];
+    broker.heartbeat(&gone, Duration::from_secs(30)).await.unwrap();
+    broker.heartbeat(&other, Duration::from_secs(30)).await.unwrap();
+    // Its wait outlasts the test's patience below: a wait left in Redis would still be there.
+    let dropped = tokio::time::timeout(Duration::from_millis(300), broker.fetch(&gone, &queues, 10, WAIT * 4));
+    assert!(dropped.await.is_err(), "nothing to fetch: the wait was cut");
+    let start = Instant::now();
+    while server.cli(&["CLIENT", "LIST"]).contains("cmd=blpop") && start.elapsed() < WAIT {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    broker.enqueue(Message::new(TaskId::new(), "default", b"m".to_vec())).await.unwrap();
+    let got = broker.fetch(&other, &queues, 10, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(got.len(), 1, "the other consumer has it");
+    let held = format!("{}:{{default}}:proc:{gone}", config.namespace_name());
+    assert_eq!(server.cli(&["LLEN", &held]), "0", "nothing in the dropped fetch's list");
+}

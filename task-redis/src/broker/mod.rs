@@ -5,6 +5,7 @@
 //! `directory`, `capabilities`, `inspect` (and the scripts' callers `chord`, `beat`).
 
 mod beat;
+mod blocked_fetch;
 mod capabilities;
 mod chord;
 mod directory;
@@ -655,6 +656,22 @@ impl RedisBroker {
         Ok(out)
     }
 
+    /// The fetch script's call for `queue`: up to `max` of its due messages into
+    /// `consumer`'s processing list.
+    fn fetch_invocation(&self, consumer: &ConsumerId, queue: &str, max: usize) -> redis::ScriptInvocation<'static> {
+        let keys = &self.inner.keys;
+        let mut inv = SCRIPTS.fetch.prepare_invoke();
+        for ready in keys.ready_all(queue) {
+            inv.key(ready);
+        }
+        inv.key(keys.delayed(queue))
+            .key(keys.processing(queue, consumer.as_str()))
+            .key(keys.wake(queue))
+            .key(keys.paused(queue))
+            .arg(max);
+        inv
+    }
+
     /// One pass of the fetch script over `queues`: the deliveries, the earliest due time
     /// of a delayed message (Unix ms) if any, and whether a queue's call failed. A queue
     /// whose call fails (its node away: a cluster failing over) is passed over for the
@@ -665,7 +682,6 @@ impl RedisBroker {
         queues: &[String],
         max: usize,
     ) -> Result<(Vec<Delivery>, Option<i64>, bool), Failure> {
-        let keys = &self.inner.keys;
         let mut out = Vec::new();
         let mut next_due: Option<i64> = None;
         // Sent once only: a fetch whose reply was lost has moved messages this worker
@@ -676,16 +692,8 @@ impl RedisBroker {
             if out.len() >= max {
                 break;
             }
-            let mut inv = SCRIPTS.fetch.prepare_invoke();
-            for ready in keys.ready_all(queue) {
-                inv.key(ready);
-            }
-            inv.key(keys.delayed(queue))
-                .key(keys.processing(queue, consumer.as_str()))
-                .key(keys.wake(queue))
-                .key(keys.paused(queue))
-                .arg(max - out.len());
-            let mut reply: Vec<Vec<u8>> = match timed(self.limit(), inv.invoke_async(&mut con)).await {
+            let inv = self.fetch_invocation(consumer, queue, max - out.len());
+            let reply: Vec<Vec<u8>> = match timed(self.limit(), inv.invoke_async(&mut con)).await {
                 Ok(reply) => reply,
                 Err(e) if queues.len() > 1 => {
                     warn!(queue, error = ?e, "cannot fetch from this queue now; passing it over");
@@ -694,23 +702,11 @@ impl RedisBroker {
                 }
                 Err(e) => return Err(e),
             };
-            let due = reply.pop().and_then(|d| String::from_utf8(d).ok()).and_then(|d| d.parse::<f64>().ok());
-            if let Some(due) = due.filter(|d| *d >= 0.0) {
-                // Unix ms fit an f64 exactly, and the Lua reply is a score.
-                #[allow(clippy::cast_possible_truncation)]
-                let due = due as i64;
+            let (deliveries, due) = fetched(queue, reply);
+            if let Some(due) = due {
                 next_due = Some(next_due.map_or(due, |n| n.min(due)));
             }
-            for raw in reply {
-                let (priority, earlier, payload) = entry::decode(&raw);
-                out.push(Delivery::new(
-                    queue.clone(),
-                    priority,
-                    payload.to_vec(),
-                    earlier + 1,
-                    Receipt::new(raw.clone()),
-                ));
-            }
+            out.extend(deliveries);
             // Celery's lists after the queue's own (its retries and countdowns, whose
             // delayed set the script above promotes: a Celery backlog cannot starve them).
             if self.is_celery(queue) && out.len() < max {
@@ -722,7 +718,27 @@ impl RedisBroker {
             failed => Ok((out, next_due, failed.is_some())),
         }
     }
+}
 
+/// The deliveries of a fetch script's `reply` from `queue`, and the due time of its next
+/// delayed message (Unix ms), which the reply ends with.
+fn fetched(queue: &str, mut reply: Vec<Vec<u8>>) -> (Vec<Delivery>, Option<i64>) {
+    let due = reply.pop().and_then(|d| String::from_utf8(d).ok()).and_then(|d| d.parse::<f64>().ok());
+    // Unix ms fit an f64 exactly, and the Lua reply is a score.
+    #[allow(clippy::cast_possible_truncation)]
+    let due = due.filter(|d| *d >= 0.0).map(|d| d as i64);
+    let deliveries = reply
+        .into_iter()
+        .map(|raw| {
+            let (priority, earlier, payload) = entry::decode(&raw);
+            let payload = payload.to_vec();
+            Delivery::new(queue.to_owned(), priority, payload, earlier + 1, Receipt::new(raw))
+        })
+        .collect();
+    (deliveries, due)
+}
+
+impl RedisBroker {
     /// Blocks on the queues' wake lists up to `wait`. On a cluster, where the wake lists
     /// of several queues are in several slots, each list has a wait of its own.
     async fn block(&self, queues: &[String], wait: Duration) -> Result<(), Failure> {

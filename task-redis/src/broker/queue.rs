@@ -76,13 +76,18 @@ impl Broker for RedisBroker {
                 self.reconcile(consumer, queues).await.map_err(|e| e.broker("cannot check the processing lists"))?;
             }
             let deadline = task_core::time::deadline(wait);
+            // What the fetch sent behind the last wait found (see `blocked_fetch`).
+            let mut after_wait = None;
             loop {
                 // Unsure until the script's reply is in: a fetch dropped while its script
                 // runs (fetches are cancel-safe) leaves what it moved to be reconciled.
                 self.handed_out().entry(consumer.clone()).or_default().unsure = true;
-                let (batch, next_due, passed_over) = match self.fetch_once(consumer, queues, max.max(1)).await {
-                    Ok(fetched) => fetched,
-                    Err(e) => return Err(e.broker("cannot fetch")),
+                let (batch, next_due, passed_over) = match after_wait.take() {
+                    Some((batch, next_due)) => (batch, next_due, false),
+                    None => match self.fetch_once(consumer, queues, max.max(1)).await {
+                        Ok(fetched) => fetched,
+                        Err(e) => return Err(e.broker("cannot fetch")),
+                    },
                 };
                 // A queue passed over may have taken messages whose reply was lost.
                 self.handed_out().entry(consumer.clone()).or_default().unsure = passed_over;
@@ -98,7 +103,16 @@ impl Broker for RedisBroker {
                 }
                 let until_due = next_due.map(|due| Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0)));
                 let block = until_due.map_or(left, |d| d.min(left)).max(Duration::from_millis(10));
-                self.block(queues, block).await.map_err(|e| e.broker("cannot wait for messages"))?;
+                if self.fetch_follows_wait(queues) {
+                    // The fetch may run from here on: unsure until its reply is in.
+                    self.handed_out().entry(consumer.clone()).or_default().unsure = true;
+                    after_wait = self
+                        .wait_then_fetch(consumer, &queues[0], block, max.max(1))
+                        .await
+                        .map_err(|e| e.broker("cannot wait for messages"))?;
+                } else {
+                    self.block(queues, block).await.map_err(|e| e.broker("cannot wait for messages"))?;
+                }
             }
         })
     }

@@ -270,6 +270,8 @@ async fn subscriptions(sub: SubCon, mut changes: mpsc::UnboundedReceiver<Change>
             }
         }
         let mut con = sub.get();
+        // The reads go on this same connection, whatever the keeper does meanwhile.
+        let cons: Vec<SubLink> = reads.iter().map(|_| con.clone()).collect();
         let (mut subscribe, mut unsubscribe) = (Vec::<String>::new(), Vec::<String>::new());
         for (channel, before) in subscribed_before {
             match (before, refs.contains_key(&channel)) {
@@ -293,10 +295,9 @@ async fn subscriptions(sub: SubCon, mut changes: mpsc::UnboundedReceiver<Change>
             }
             done
         };
-        let reading = futures_util::future::join_all(reads.into_iter().map(|key| {
-            let mut con = sub.get();
-            async move { con.read(key?, op_timeout).await }
-        }));
+        let reading = futures_util::future::join_all(
+            reads.into_iter().zip(cons).map(|(key, mut con)| async move { con.read(key?, op_timeout).await }),
+        );
         let (subscribed, read) = futures_util::future::join(subscribing, reading).await;
         for (answer, read) in answers.into_iter().zip(read) {
             let _ = answer.send(subscribed.clone().map(|()| read));

@@ -143,6 +143,12 @@ impl Heard {
 /// The waiters of each channel: what they share and how many wait on it.
 type Waiters = Mutex<HashMap<String, (Arc<Heard>, usize)>>;
 
+/// What the waiters of `channel` share, if anyone waits on it (taken out of the lock:
+/// waking them needs no lock held).
+fn heard_of(waiters: &Waiters, channel: &str) -> Option<Arc<Heard>> {
+    waiters.lock().unwrap_or_else(|p| p.into_inner()).get(channel).map(|(heard, _)| heard.clone())
+}
+
 /// Wakes every waiter to read its state again: after the connection was lost or moved,
 /// a message may have been missed.
 fn wake_all(waiters: &Waiters) {
@@ -585,9 +591,7 @@ pub(super) async fn dispatch(
                     () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
                         let Some(waiters) = waiters.upgrade() else { return };
                         for channel in announced.overdue(tokio::time::Instant::now()) {
-                            let watched =
-                                waiters.lock().unwrap_or_else(|p| p.into_inner()).get(&channel).map(|(h, _)| h.clone());
-                            if let Some(heard) = watched {
+                            if let Some(heard) = heard_of(&waiters, &channel) {
                                 heard.hear(None);
                             }
                         }
@@ -623,11 +627,7 @@ pub(super) async fn dispatch(
                     }
                     continue;
                 }
-                let Some(heard) =
-                    waiters.lock().unwrap_or_else(|p| p.into_inner()).get(&channel).map(|(h, _)| h.clone())
-                else {
-                    continue;
-                };
+                let Some(heard) = heard_of(&waiters, &channel) else { continue };
                 match push.data.get(1) {
                     // A final state's first message: the record (or the state) follows,
                     // unless it was stored on another server (see `announced`).
@@ -649,8 +649,7 @@ pub(super) async fn dispatch(
             // subscribe again (the keeper) and let its waiters read their state.
             PushKind::SUnsubscribe => {
                 let Some(channel) = text(push.data.first()) else { continue };
-                let watched = waiters.lock().unwrap_or_else(|p| p.into_inner()).get(&channel).map(|(h, _)| h.clone());
-                if let Some(heard) = watched {
+                if let Some(heard) = heard_of(&waiters, &channel) {
                     heard.hear(None);
                     keeper.reconnect();
                 }

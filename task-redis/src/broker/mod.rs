@@ -95,6 +95,24 @@ struct HandedOut {
     generation: u64,
 }
 
+/// The deliveries of a fetch script's `reply` from `queue`, and the due time of its next
+/// delayed message (Unix ms), which the reply ends with.
+fn fetched(queue: &str, mut reply: Vec<Vec<u8>>) -> (Vec<Delivery>, Option<i64>) {
+    let due = reply.pop().and_then(|d| String::from_utf8(d).ok()).and_then(|d| d.parse::<f64>().ok());
+    // Unix ms fit an f64 exactly, and the Lua reply is a score.
+    #[allow(clippy::cast_possible_truncation)]
+    let due = due.filter(|d| *d >= 0.0).map(|d| d as i64);
+    let deliveries = reply
+        .into_iter()
+        .map(|raw| {
+            let (priority, earlier, payload) = entry::decode(&raw);
+            let payload = payload.to_vec();
+            Delivery::new(queue.to_owned(), priority, payload, earlier + 1, Receipt::new(raw))
+        })
+        .collect();
+    (deliveries, due)
+}
+
 fn receipt_hash(receipt: &[u8]) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     receipt.hash(&mut hasher);
@@ -718,27 +736,7 @@ impl RedisBroker {
             failed => Ok((out, next_due, failed.is_some())),
         }
     }
-}
 
-/// The deliveries of a fetch script's `reply` from `queue`, and the due time of its next
-/// delayed message (Unix ms), which the reply ends with.
-fn fetched(queue: &str, mut reply: Vec<Vec<u8>>) -> (Vec<Delivery>, Option<i64>) {
-    let due = reply.pop().and_then(|d| String::from_utf8(d).ok()).and_then(|d| d.parse::<f64>().ok());
-    // Unix ms fit an f64 exactly, and the Lua reply is a score.
-    #[allow(clippy::cast_possible_truncation)]
-    let due = due.filter(|d| *d >= 0.0).map(|d| d as i64);
-    let deliveries = reply
-        .into_iter()
-        .map(|raw| {
-            let (priority, earlier, payload) = entry::decode(&raw);
-            let payload = payload.to_vec();
-            Delivery::new(queue.to_owned(), priority, payload, earlier + 1, Receipt::new(raw))
-        })
-        .collect();
-    (deliveries, due)
-}
-
-impl RedisBroker {
     /// Blocks on the queues' wake lists up to `wait`. On a cluster, where the wake lists
     /// of several queues are in several slots, each list has a wait of its own.
     async fn block(&self, queues: &[String], wait: Duration) -> Result<(), Failure> {
@@ -997,5 +995,27 @@ impl RedisBroker {
         let _: Result<i64, _> =
             timed(self.limit(), SCRIPTS.unlock.key(keys.recover_lock()).arg(&token).invoke_async(&mut con)).await;
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fetch_reply_is_its_entries_then_the_next_due_time() {
+        let entry = entry::encode(3, 1, b"payload");
+        let (deliveries, due) = fetched("q", vec![entry.clone(), b"1700000000123".to_vec()]);
+        assert_eq!(due, Some(1_700_000_000_123));
+        assert_eq!(deliveries.len(), 1);
+        let d = &deliveries[0];
+        assert_eq!(
+            (d.queue.as_str(), d.priority, d.payload.as_slice(), d.delivery_count),
+            ("q", 3, &b"payload"[..], 2)
+        );
+        assert_eq!(d.receipt.as_bytes(), entry.as_slice(), "the receipt is the entry as held");
+        let (none, due) = fetched("q", vec![b"-1".to_vec()]);
+        assert!(none.is_empty());
+        assert_eq!(due, None, "-1: no delayed message");
     }
 }

@@ -598,15 +598,16 @@ fn reads(line: &str, key: &str) -> bool {
     line.contains("\"HGETALL\"") && line.contains(key) && !line.contains(" lua]")
 }
 
-/// How many reads of `key` MONITOR shows before `marker` (an `ECHO` of it).
-async fn reads_until(lines: &mut Monitor, key: &str, marker: &str) -> usize {
-    let mut count = 0;
+/// The commands MONITOR shows from now until `server` runs an `ECHO` of `marker`.
+async fn commands_until(server: &RedisServer, lines: &mut Monitor, marker: &str) -> Vec<String> {
+    server.cli(&["ECHO", marker]);
+    let mut seen = Vec::new();
     loop {
         let line = next_command(lines).await;
         if line.contains(marker) {
-            return count;
+            return seen;
         }
-        count += usize::from(reads(&line, key));
+        seen.push(line);
     }
 }
 
@@ -638,8 +639,7 @@ async fn a_waiter_gets_the_final_record_with_the_message_that_wakes_it() {
         backend.store(&id, end, ttl).await.unwrap();
         let waited = waiter.await.unwrap().unwrap().expect("the final record");
         let marker = format!("after-the-end-{n}");
-        server.cli(&["ECHO", &marker]);
-        let after = reads_until(&mut lines, &key, &marker).await;
+        let after = commands_until(&server, &mut lines, &marker).await.iter().filter(|l| reads(l, &key)).count();
         let read = backend.get(&id).await.unwrap().expect("the record");
         assert_eq!(waited, read, "the record as published is the record as read");
         assert_eq!(waited.result, Some(result));
@@ -673,15 +673,7 @@ async fn a_waiter_reads_on_its_subscribing_connection_right_after_the_subscribe(
 
     let waited = backend.wait(&id, WAIT).await.unwrap().expect("the final record");
     assert_eq!(waited.state, TaskState::Success);
-    server.cli(&["ECHO", "after-the-wait"]);
-    let mut seen = Vec::new();
-    loop {
-        let line = next_command(&mut lines).await;
-        if line.contains("after-the-wait") {
-            break;
-        }
-        seen.push(line);
-    }
+    let seen = commands_until(&server, &mut lines, "after-the-wait").await;
     let key = format!("{}:result:{id}", config.namespace_name());
     let subscribe = seen
         .iter()
@@ -751,15 +743,7 @@ async fn an_idle_fetch_waits_behind_its_blpop_and_comes_back_with_the_message() 
     broker.enqueue(Message::new(id.clone(), "default", b"m".to_vec())).await.unwrap();
     let got = fetching.await.unwrap().unwrap();
     assert_eq!(got.len(), 1);
-    server.cli(&["ECHO", "after-the-fetch"]);
-    let mut seen = Vec::new();
-    loop {
-        let line = next_command(&mut lines).await;
-        if line.contains("after-the-fetch") {
-            break;
-        }
-        seen.push(line);
-    }
+    let seen = commands_until(&server, &mut lines, "after-the-fetch").await;
     // After the BLPOP the waiting connection ran one command: the fetch script, with
     // nothing sent after the wake-up (on its own or any other connection).
     let wake = seen.iter().position(|l| l.contains(" lua]") && l.contains("\"RPUSH\"") && l.contains(":wake\""));

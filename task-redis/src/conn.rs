@@ -319,6 +319,16 @@ impl Connections {
         Ok(Blocking { con, generation })
     }
 
+    /// A blocking connection's call ended with `result`: the connection is given back
+    /// when the call went through, and its failure looked into when it did not.
+    pub(crate) fn ended<T>(&self, blocking: Blocking, result: Result<T, Failure>) -> Result<T, Failure> {
+        match &result {
+            Ok(_) => self.give_back(blocking),
+            Err(e) => self.failed(e, blocking.generation),
+        }
+        result
+    }
+
     pub(crate) fn give_back(&self, blocking: Blocking) {
         let mut idle = self.idle_blocking.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < 8 && blocking.generation == self.generation() {

@@ -47,14 +47,7 @@ impl RedisBroker {
         // Each reply on its own: a lost script fails the fetch alone, not the wait.
         let replies: Result<Vec<redis::RedisResult<Value>>, Failure> =
             timed(wait + self.limit(), pipe.ignore_errors().query_async(&mut blocking.con)).await;
-        let mut replies = match replies {
-            Ok(replies) => replies,
-            Err(e) => {
-                self.inner.conns.failed(&e, blocking.generation);
-                return Err(e);
-            }
-        };
-        self.inner.conns.give_back(blocking);
+        let mut replies = self.inner.conns.ended(blocking, replies)?;
         let fetch = replies.pop().ok_or(Failure::Closed)?;
         match fetch.map_err(Failure::Redis) {
             Ok(reply) => {

@@ -759,16 +759,7 @@ impl RedisBroker {
         let secs = wait.as_secs_f64().max(0.01);
         let popped: Result<Option<(String, String)>, Failure> =
             timed(wait + self.limit(), redis::cmd("BLPOP").arg(wake).arg(secs).query_async(&mut con.con)).await;
-        match popped {
-            Ok(popped) => {
-                self.inner.conns.give_back(con);
-                Ok(popped.is_some())
-            }
-            Err(e) => {
-                self.inner.conns.failed(&e, con.generation);
-                Err(e)
-            }
-        }
+        self.inner.conns.ended(con, popped).map(|popped| popped.is_some())
     }
 
     /// Waits until a token arrives on any of the `wake` lists (a cluster's: of several

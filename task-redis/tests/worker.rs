@@ -514,6 +514,33 @@ async fn dead_letters_past_their_cap_are_dropped_with_a_warning() {
     assert_eq!(bodies, [b"m2".as_slice(), b"m1"], "the newest two are kept");
 }
 
+/// A dead letter that does not parse (pushed by hand) stays where it is, and a retry of
+/// two letters goes past it to the next two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_goes_past_a_dead_letter_that_does_not_parse() {
+    let server = RedisServer::start();
+    let config = config(&server);
+    let dead = format!("{}:{{unreadable}}:dead", config.namespace_name());
+    let broker = RedisBroker::connect(config).await.unwrap();
+    let me = ConsumerId::new();
+    broker.heartbeat(&me, Duration::from_secs(30)).await.unwrap();
+    for i in 0..2 {
+        broker.enqueue(Message::new(TaskId::new(), "unreadable", format!("m{i}").into_bytes())).await.unwrap();
+        let got = broker.fetch(&me, &["unreadable".into()], 1, Duration::from_secs(1)).await.unwrap();
+        broker.dead_letter(&me, &got[0], "no").await.unwrap();
+    }
+    // The oldest end of the list, where a retry begins.
+    server.cli(&["RPUSH", &dead, "not a dead-letter record"]);
+    use task_core::Broker as _;
+    let inspect = broker.inspect().unwrap();
+    assert_eq!(inspect.retry_dead("unreadable", 2).await.unwrap(), 2, "both readable letters");
+    assert_eq!(inspect.retry_dead("unreadable", 10).await.unwrap(), 0);
+    assert_eq!(server.cli(&["LRANGE", &dead, "0", "-1"]).trim(), "not a dead-letter record", "left in place");
+    let back = broker.fetch(&me, &["unreadable".into()], 10, Duration::from_secs(1)).await.unwrap();
+    let bodies: Vec<&[u8]> = back.iter().map(|d| d.payload.as_slice()).collect();
+    assert_eq!(bodies, [b"m0".as_slice(), b"m1"], "oldest first");
+}
+
 /// A payload pushed by hand that starts with digits (text, JSON, a date) is all
 /// payload: it reaches the dead letters whole, nothing of it taken for a header.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

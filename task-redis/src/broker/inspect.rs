@@ -1,5 +1,6 @@
 //! Inspection and administration of the Redis queues.
 
+use super::dead_sweep::DeadSweep;
 use super::*;
 
 /// Each of one queue as Redis keeps it (a partition, or an unpartitioned queue).
@@ -126,31 +127,39 @@ impl RedisBroker {
 
     fn retry_dead_of<'a>(&'a self, queue: &'a str, limit: usize) -> BoxFuture<'a, Result<usize, BrokerError>> {
         // Oldest first, each as `retry_dead_letter` does it (exact, at its priority): a
-        // letter is never lost, and one that does not parse (pushed by hand) stays.
+        // letter is never lost, and one that does not parse (pushed by hand) stays. Only
+        // the letters of the start are looked at (`DeadSweep`): one buried again since
+        // is not retried twice.
         Box::pin(async move {
             let dead = self.inner.keys.dead(queue);
+            let context = || format!("cannot read the dead letters of `{queue}`");
             let mut con = self.con();
+            let total: usize = timed(self.limit(), redis::cmd("LLEN").arg(&dead).query_async(&mut con))
+                .await
+                .map_err(|e| e.broker(&context()))?;
+            let mut sweep = DeadSweep::new(total);
             let mut moved = 0;
-            while moved < limit {
-                let chunk = isize::try_from((limit - moved).min(256)).unwrap_or(256);
+            while let Some((start, end)) = sweep.next(limit - moved) {
                 let records: Vec<Vec<u8>> =
-                    timed(self.limit(), redis::cmd("LRANGE").arg(&dead).arg(-chunk).arg(-1).query_async(&mut con))
+                    timed(self.limit(), redis::cmd("LRANGE").arg(&dead).arg(start).arg(end).query_async(&mut con))
                         .await
-                        .map_err(|e| e.broker(&format!("cannot read the dead letters of `{queue}`")))?;
-                let mut progressed = false;
+                        .map_err(|e| e.broker(&context()))?;
+                if records.is_empty() {
+                    break;
+                }
                 for record in records.iter().rev() {
-                    let Some((at_ms, reason, payload)) = entry::parse_dead_record(record) else { continue };
+                    let Some((at_ms, reason, payload)) = entry::parse_dead_record(record) else {
+                        sweep.saw(true);
+                        continue;
+                    };
                     let letter = DeadLetter::new(queue.to_owned(), reason, payload, at_ms);
+                    sweep.saw(false);
                     if self.retry_dead_letter(&letter).await? {
                         moved += 1;
-                        progressed = true;
                         if moved == limit {
-                            break;
+                            return Ok(moved);
                         }
                     }
-                }
-                if !progressed {
-                    break;
                 }
             }
             Ok(moved)

@@ -8,6 +8,7 @@ mod beat;
 mod blocked_fetch;
 mod capabilities;
 mod chord;
+mod dead_sweep;
 mod directory;
 mod inspect;
 pub(crate) mod partitions;

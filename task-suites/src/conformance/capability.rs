@@ -72,6 +72,43 @@ pub async fn inspection_peeks_and_handles_dead_letters(h: Harness) {
     assert_eq!(inspect.queue_stats(&q).await.unwrap().dead, 0);
 }
 
+/// A retry puts back the dead letters it found, each once, while a worker buries them
+/// again as fast as they come back (a task no worker knows does that).
+pub async fn a_retry_of_the_dead_letters_retries_each_once_as_they_are_buried_again(h: Harness) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let inspect = h.broker.inspect().expect("the suite needs Inspect");
+    let q = queue("reburied");
+    let c = ConsumerId::new();
+    h.broker.heartbeat(&c, Duration::from_secs(30)).await.unwrap();
+    h.broker.enqueue_batch((0..40).map(|i| msg(&q, &format!("m{i}"))).collect()).await.unwrap();
+    let mut held = Vec::new();
+    while held.len() < 40 {
+        held.extend(fetch(&h, &c, std::slice::from_ref(&q), 40, Duration::from_secs(1)).await);
+    }
+    for d in &held {
+        h.broker.dead_letter(&c, d, "unknown").await.unwrap();
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let burier = {
+        let (broker, q, c, stop) = (h.broker.clone(), q.clone(), c.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                for d in broker.fetch(&c, std::slice::from_ref(&q), 10, Duration::from_millis(20)).await.unwrap() {
+                    broker.dead_letter(&c, &d, "unknown again").await.unwrap();
+                }
+            }
+        })
+    };
+    let retried = inspect.retry_dead(&q, 1_000).await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    burier.await.unwrap();
+    assert_eq!(retried, 40, "each letter of the start once, none of those buried since");
+    let ready = fetch(&h, &c, std::slice::from_ref(&q), 100, Duration::from_millis(100)).await;
+    let stats = inspect.queue_stats(&q).await.unwrap();
+    assert_eq!(stats.dead + ready.len(), 40, "none lost, none doubled: {stats:?}");
+}
+
 /// The recent-tasks history lists changed tasks newest first, filtered by state, name
 /// and time, and counts finished ones in the current minute.
 pub async fn history_lists_recent_tasks_and_counts_them_per_minute(h: Harness) {

@@ -69,6 +69,7 @@ macro_rules! conformance_tests {
             wait_wakes_on_ready_state, wait_times_out_with_current_state, forget_deletes,
             a_stale_worker_cannot_overwrite_a_result, a_mixed_batch_keeps_priorities_and_delays,
             workers_announce_themselves_until_they_expire, inspection_peeks_and_handles_dead_letters,
+            a_retry_of_the_dead_letters_retries_each_once_as_they_are_buried_again,
             history_lists_recent_tasks_and_counts_them_per_minute, events_and_task_stats_follow_the_writes,
             a_lone_write_is_counted, a_fresh_store_answers_every_question, a_retried_dead_letter_keeps_its_priority,
             a_paused_queue_keeps_its_messages_until_resumed);

@@ -751,6 +751,48 @@ async fn gated() -> TaskResult<()> {
     Ok(())
 }
 
+/// Turns for `turn` to end, one each.
+static TURNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+
+#[task]
+async fn turn() -> TaskResult<()> {
+    TURNS.acquire().await.unwrap().forget();
+    Ok(())
+}
+
+/// An inbox left with less than one message a slot is topped up at once (a fetch that
+/// does not wait), not only once it is empty: the slots do not idle through the round
+/// trip of the next fetch. With one queued for two slots, the worker holds its
+/// prefetch again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_tops_up_an_inbox_below_one_message_a_slot() {
+    let app = app();
+    let worker = app.worker().concurrency(2).prefetch(8).spawn();
+    listed(&app).await;
+    app.send_batch((0..20).map(|_| turn::signature())).await.unwrap();
+    let inspect = app.broker().inspect().unwrap();
+    let ready = || async { inspect.queue_stats("default").await.unwrap().ready };
+    let until = |what: &'static str, wanted: fn(usize) -> bool| async move {
+        let start = Instant::now();
+        loop {
+            let now = ready().await;
+            if wanted(now) {
+                return now;
+            }
+            assert!(start.elapsed() < WAIT, "{what}: {now} ready");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    until("the first fetch takes the prefetch", |n| n == 12).await;
+    // Five end: two run, one is queued (or, caught between two runs, none).
+    TURNS.add_permits(5);
+    let left = until("topped up", |n| n < 12).await;
+    assert!(left == 6 || left == 7, "back to the prefetch of 8: {left} ready");
+    TURNS.add_permits(15);
+    until("all taken", |n| n == 0).await;
+    stop(worker).await;
+}
+
 /// `reserved` (Celery's `inspect reserved`): what a worker prefetched behind a busy
 /// slot, in the order it will run them, and nothing once they ran.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

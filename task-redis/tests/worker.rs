@@ -541,6 +541,42 @@ async fn a_retry_goes_past_a_dead_letter_that_does_not_parse() {
     assert_eq!(bodies, [b"m0".as_slice(), b"m1"], "oldest first");
 }
 
+/// Scripts Redis has run so far (EVALSHA and EVAL calls, from INFO commandstats).
+fn scripts_run(server: &RedisServer) -> u64 {
+    let stats = server.cli(&["INFO", "commandstats"]);
+    stats
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A top-up that found the queue empty is not tried again until the inbox is: a
+/// worker with one message queued for two busy slots and nothing more to fetch waits,
+/// it does not poll Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_top_up_that_found_the_queue_empty_does_not_poll() {
+    let server = RedisServer::start();
+    let (app, _) = app(config(&server)).await;
+    let worker = app.worker().concurrency(2).prefetch(8).spawn();
+    let naps = app.send_batch((0..3).map(|_| nap::signature(1_500))).await.unwrap();
+    let inspect = app.broker().inspect().unwrap();
+    let start = Instant::now();
+    while inspect.queue_stats("default").await.unwrap().in_flight < 3 {
+        assert!(start.elapsed() < WAIT, "never fetched all three");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = scripts_run(&server);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = scripts_run(&server) - before;
+    assert!(during < 20, "{during} scripts in 500 ms: the worker polls the empty queue");
+    for nap in &naps {
+        assert_eq!(nap.get(WAIT).await.unwrap(), 1_500);
+    }
+    worker.shutdown().await.unwrap();
+}
+
 /// A payload pushed by hand that starts with digits (text, JSON, a date) is all
 /// payload: it reaches the dead letters whole, nothing of it taken for a header.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

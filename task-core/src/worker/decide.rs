@@ -127,6 +127,35 @@ pub(super) fn scale(
     current.clamp(min, max)
 }
 
+/// The fetch loop's next step, from the inbox's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NextFetch {
+    /// Wait for the inbox to change: it is full, or holds enough for the slots.
+    Wait,
+    /// Fetch up to `room`, waiting for messages if the queues are empty.
+    Block,
+    /// Fetch up to `room` without waiting: what is queued is less than one message a
+    /// slot, so the slots would idle through the next fetch's round trip if it waited
+    /// for the inbox to empty first.
+    TopUp,
+}
+
+/// Whether to fetch now: `room` messages may be fetched, `queued` wait in the inbox for
+/// `slots` slots; `dry` when the last top-up found the queues empty (no other top-up
+/// until the inbox is empty: an empty queue is then waited on, not polled). A top-up
+/// is only worth its call when it can bring at least one message a slot.
+pub(super) fn next_fetch(room: usize, queued: usize, slots: usize, dry: bool) -> NextFetch {
+    if room == 0 {
+        NextFetch::Wait
+    } else if queued == 0 {
+        NextFetch::Block
+    } else if !dry && queued < slots && room >= slots {
+        NextFetch::TopUp
+    } else {
+        NextFetch::Wait
+    }
+}
+
 /// What becomes of the task's record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Record {
@@ -278,6 +307,18 @@ pub(super) fn unclaimed_end(verdict: &Verdict, plan: &Plan) -> Unclaimed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fetch_loop_tops_up_below_one_message_a_slot_and_waits_on_an_empty_queue() {
+        use NextFetch::*;
+        assert_eq!(next_fetch(0, 0, 4, false), Wait, "full");
+        assert_eq!(next_fetch(16, 0, 4, false), Block, "empty inbox: a fetch that may wait");
+        assert_eq!(next_fetch(16, 0, 4, true), Block, "dry is for top-ups only");
+        assert_eq!(next_fetch(13, 3, 4, false), TopUp, "less than one a slot, room for a batch");
+        assert_eq!(next_fetch(12, 4, 4, false), Wait, "enough for the slots");
+        assert_eq!(next_fetch(3, 1, 4, false), Wait, "no room for a batch: not worth a call");
+        assert_eq!(next_fetch(13, 3, 4, true), Wait, "the queues were empty: no polling");
+    }
     use crate::id::TaskId;
     use crate::link::{Callback, ChordMember};
     use crate::message::Message;

@@ -23,8 +23,11 @@ pub(super) struct Inbox {
     ready: Semaphore,
     /// Deliveries taken by a slot and not finished.
     busy: AtomicUsize,
-    /// Wakes the fetch loop: a slot took the last queued delivery, or finished one.
+    /// Wakes the fetch loop: a slot took the last queued delivery, or left fewer than
+    /// `low` queued, or finished one.
     changed: Notify,
+    /// Below this many queued, the fetch loop tops the inbox up (one message a slot).
+    low: AtomicUsize,
     /// Slots asked to stop (autoscale giving slots back), and their wake-up.
     retire: AtomicUsize,
     retiring: Notify,
@@ -37,6 +40,7 @@ impl Default for Inbox {
             ready: Semaphore::new(0),
             busy: AtomicUsize::new(0),
             changed: Notify::new(),
+            low: AtomicUsize::new(0),
             retire: AtomicUsize::new(0),
             retiring: Notify::new(),
         }
@@ -65,6 +69,11 @@ impl Inbox {
     /// Deliveries being run.
     pub(super) fn busy(&self) -> usize {
         self.busy.load(Ordering::Acquire)
+    }
+
+    /// Has the fetch loop woken when a slot leaves fewer than `n` queued.
+    pub(super) fn set_low(&self, n: usize) {
+        self.low.store(n, Ordering::Relaxed);
     }
 
     /// Returns when the inbox may have room again (or at once, if it changed since the
@@ -107,7 +116,8 @@ impl Inbox {
                 // Counted busy while still locked: the fetch loop never sees a
                 // delivery that is neither queued nor busy.
                 self.busy.fetch_add(1, Ordering::AcqRel);
-                if queue.is_empty() {
+                let left = queue.len();
+                if left == 0 || left + 1 == self.low.load(Ordering::Relaxed) {
                     self.changed.notify_one();
                 }
                 return Some((delivery, Busy(self)));
@@ -166,6 +176,18 @@ mod tests {
         drop(busy_a);
         drop(busy_b);
         assert_eq!(inbox.busy(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_take_that_leaves_fewer_than_the_low_mark_wakes_the_fetch_loop() {
+        let inbox = Inbox::default();
+        inbox.set_low(2);
+        inbox.push(vec![delivery("a"), delivery("b"), delivery("c")]);
+        let _a = inbox.next().await.unwrap();
+        let quiet = tokio::time::timeout(Duration::from_millis(50), inbox.changed()).await;
+        assert!(quiet.is_err(), "two left: as many as the mark, no wake-up");
+        let _b = inbox.next().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(1), inbox.changed()).await.expect("one left: woken");
     }
 
     #[tokio::test]

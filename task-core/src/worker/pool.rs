@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+use super::decide::NextFetch;
 use super::execute::Runner;
 use super::inbox::{Inbox, slot};
 use super::{Worker, WorkerReport};
@@ -110,6 +111,8 @@ where
     let mut fetch_backoff = FETCH_BACKOFF.0;
     tokio::pin!(signal);
     let mut remotely = false;
+    // The last top-up found the queues empty.
+    let mut dry = false;
 
     'fetching: loop {
         // A slot ends only by a panic in the worker's own code (a task's panic is
@@ -143,9 +146,12 @@ where
         let room = prefetch.max(current).saturating_sub(inbox.busy() + inbox.queued());
         // Fetched messages wait for a slot, not for a fetch: a fetch may block (the
         // queue is empty) while slots free up, and would leave them waiting that long.
-        let saturated = room == 0 || inbox.queued() > 0;
-        runner.counters.saturated.store(saturated, std::sync::atomic::Ordering::Relaxed);
-        if saturated {
+        // Below one message a slot, a fetch that does not wait tops the inbox up.
+        inbox.set_low(current);
+        let queued = inbox.queued();
+        runner.counters.saturated.store(room == 0 || queued > 0, std::sync::atomic::Ordering::Relaxed);
+        let next = super::decide::next_fetch(room, queued, current, dry);
+        if next == NextFetch::Wait {
             tokio::select! {
                 biased;
                 () = &mut signal => break 'fetching,
@@ -165,9 +171,10 @@ where
                 break 'fetching;
             }
             () = runner.reconfigured.notified() => continue 'fetching,
-            fetched = fetch_from(&*broker, &id, &runner, room, fetch_wait) => match fetched {
+            fetched = fetch_from(&*broker, &id, &runner, room, if next == NextFetch::TopUp { Duration::ZERO } else { fetch_wait }) => match fetched {
                 Ok(batch) => {
                     fetch_backoff = FETCH_BACKOFF.0;
+                    dry = next == NextFetch::TopUp && batch.is_empty();
                     runner.counters.last_fetch_ms.store(crate::time::now_ms(), std::sync::atomic::Ordering::Relaxed);
                     inbox.push(batch);
                 }

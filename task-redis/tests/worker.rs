@@ -491,6 +491,19 @@ async fn garbage_on_the_control_channel_breaks_nothing() {
     worker.shutdown().await.unwrap();
 }
 
+/// Sends `m0`, `m1`, … to `queue` and buries each, oldest first, as the consumer it
+/// returns.
+async fn bury_each(broker: &RedisBroker, queue: &str, n: usize) -> ConsumerId {
+    let me = ConsumerId::new();
+    broker.heartbeat(&me, Duration::from_secs(30)).await.unwrap();
+    for i in 0..n {
+        broker.enqueue(Message::new(TaskId::new(), queue, format!("m{i}").into_bytes())).await.unwrap();
+        let got = broker.fetch(&me, &[queue.to_owned()], 1, Duration::from_secs(1)).await.unwrap();
+        broker.dead_letter(&me, &got[0], "no").await.unwrap();
+    }
+    me
+}
+
 /// The dead letters of a queue past their cap: the oldest is dropped, and a warning
 /// says so (it was silent).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -499,13 +512,7 @@ async fn dead_letters_past_their_cap_are_dropped_with_a_warning() {
     let logs = Captured::default();
     let _guard = logs.capture();
     let broker = RedisBroker::connect(config(&server).dead_letter_cap(2)).await.unwrap();
-    let me = ConsumerId::new();
-    broker.heartbeat(&me, Duration::from_secs(30)).await.unwrap();
-    for i in 0..3 {
-        broker.enqueue(Message::new(TaskId::new(), "capped", format!("m{i}").into_bytes())).await.unwrap();
-        let got = broker.fetch(&me, &["capped".into()], 1, Duration::from_secs(1)).await.unwrap();
-        broker.dead_letter(&me, &got[0], "no").await.unwrap();
-    }
+    bury_each(&broker, "capped", 3).await;
     let text = logs.text();
     assert_eq!(text.matches("dead letters are at their cap").count(), 1, "{text}");
     use task_core::Broker as _;
@@ -522,13 +529,7 @@ async fn a_retry_goes_past_a_dead_letter_that_does_not_parse() {
     let config = config(&server);
     let dead = format!("{}:{{unreadable}}:dead", config.namespace_name());
     let broker = RedisBroker::connect(config).await.unwrap();
-    let me = ConsumerId::new();
-    broker.heartbeat(&me, Duration::from_secs(30)).await.unwrap();
-    for i in 0..2 {
-        broker.enqueue(Message::new(TaskId::new(), "unreadable", format!("m{i}").into_bytes())).await.unwrap();
-        let got = broker.fetch(&me, &["unreadable".into()], 1, Duration::from_secs(1)).await.unwrap();
-        broker.dead_letter(&me, &got[0], "no").await.unwrap();
-    }
+    let me = bury_each(&broker, "unreadable", 2).await;
     // The oldest end of the list, where a retry begins.
     server.cli(&["RPUSH", &dead, "not a dead-letter record"]);
     use task_core::Broker as _;

@@ -163,6 +163,7 @@ where
             }
             continue;
         }
+        let wait = if next == NextFetch::TopUp { Duration::ZERO } else { fetch_wait };
         tokio::select! {
             biased;
             () = &mut signal => break 'fetching,
@@ -171,7 +172,7 @@ where
                 break 'fetching;
             }
             () = runner.reconfigured.notified() => continue 'fetching,
-            fetched = fetch_from(&*broker, &id, &runner, room, if next == NextFetch::TopUp { Duration::ZERO } else { fetch_wait }) => match fetched {
+            fetched = fetch_from(&*broker, &id, &runner, room, wait) => match fetched {
                 Ok(batch) => {
                     fetch_backoff = FETCH_BACKOFF.0;
                     dry = next == NextFetch::TopUp && batch.is_empty();

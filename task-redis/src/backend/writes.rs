@@ -261,8 +261,11 @@ async fn store_call_once(
     }
 }
 
-/// How many grouped write calls may be on their way to Redis at once.
-const GROUPS_IN_FLIGHT: usize = 3;
+/// How many grouped write calls may be on their way to Redis at once. One worker
+/// process's drain is bound by how its calls overlap with Redis's work on the others
+/// (the README's Performance section); the more may go, the fewer writes each carries,
+/// and each call costs Redis its own script run.
+const GROUPS_IN_FLIGHT: usize = 4;
 
 /// The fewest writes a call carries when the writes that came together are shared
 /// among calls: below it a call's own cost (its script call, the recent list and the

@@ -13,7 +13,7 @@
 -- KEYS[i]    the result hash of write i (i = 1..n)
 -- KEYS[n+1]  the recent-tasks list (ids, newest first; a task may appear more than once)
 -- KEYS[n+2]  this minute's counters hash (succeeded, failed)
--- KEYS[n+3..] the processing lists of the writes that ack, in their order
+-- KEYS[n+3..] the processing lists the writes ack in, each named once
 -- On a cluster, where those are in slots of their own, KEYS holds the n result hashes
 -- only, no write acks, and a stored write to list answers 2 (its writer lists and
 -- counts it); final states go out with SPUBLISH on sharded channels in their record's
@@ -26,20 +26,23 @@
 -- '+' is how the script learns whether anyone listens.
 -- ARGV[1]    n, the number of writes; ARGV[2] now (Unix ms); ARGV[3] the recent-tasks cap;
 -- ARGV[4]    the done channels' prefix (NS:done:)
--- ARGV[5..]  per write: ttl ms, writer ('' for none, and for a write that acks: the ack is its
---            fence), claim ('1'/'0'), state, task id, receipt to
---            ack ('' for none), shape s, then its fields:
---            s = 0: a field count f and f field/value pairs; s > 0: the values of the fields
---            of shape s, in its order (the common writes: their field names are written into
---            this script, not sent with every write). claim '1': a STARTED write (revoke
---            check, listed); '2': the first write of a run whose start is not tracked
---            (listed); '0': neither.
+-- ARGV[5]    the length of the result hashes' prefix (a task's id is the rest of its key)
+-- ARGV[6]    h, the number of heads: what writes have in common, sent once a call
+-- ARGV[7..]  h heads of 6: ttl ms, writer ('' for none, and for writes that ack: the ack
+--            is their fence), claim ('1'/'2'/'0'), state, shape s, and the number (1..)
+--            of the processing list they ack in (0: they do not ack);
+--            claim '1': a STARTED write (revoke check, listed); '2': the first write of
+--            a run whose start is not tracked (listed); '0': neither
+-- then, per write: its head's number (1..h), its receipt to ack (when its head acks),
+--            then its fields: s = 0: a field count f and f field/value pairs; s > 0:
+--            the values of the fields of shape s, in its order (the common writes: their
+--            field names are written into this script, not sent with every write).
+-- Every argument costs Redis a parse, an object and a Lua string, so what writes share
+-- goes once a call; a head is found by table lookup of its number (tonumber is strtod).
 -- The recent-tasks index and the counters are written once per call, not per write; a
 -- task is listed when it starts (or ends unstarted), not at every write.
--- SHAPE_OF reads a shape argument by table lookup (tonumber is strtod: ~1,000 instructions
--- a write). Written in after the next line when the script loads, from backend.rs's
--- WRITE_SHAPES:
--- @shapes: SHAPE_OF, SHAPE_LEN and store_shaped(shape, key, state, first)
+-- Written in after the next line when the script loads, from backend.rs's WRITE_SHAPES:
+-- @shapes: SHAPE_LEN and store_shaped(shape, key, state, first)
 -- redis.call read once: a global table lookup less per command.
 local call = redis.call
 -- The largest record published with its final state, in the bytes of its field names
@@ -61,13 +64,29 @@ local out = {}
 local recent = {}
 local succeeded, failed = 0, 0
 local done = ARGV[4]
-local a = 5
-local acks = n + 2
+local skip = tonumber(ARGV[5]) + 1
+local heads = {}
+local a = 7
+for h = 1, tonumber(ARGV[6]) do
+  local ack = tonumber(ARGV[a + 5])
+  heads[tostring(h)] = {
+    ttl = ARGV[a], writer = ARGV[a + 1], claim = ARGV[a + 2], state = ARGV[a + 3],
+    shape = tonumber(ARGV[a + 4]), acks = ack > 0 and KEYS[n + 2 + ack],
+  }
+  a = a + 6
+end
 for i = 1, n do
-  local key, ttl, writer, claim, state, id, receipt =
-    KEYS[i], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
-  local shape = SHAPE_OF[ARGV[a + 6]]
-  local first, f = a + 7, 0
+  local head = heads[ARGV[a]]
+  local key, ttl, writer, claim, state, shape, acks =
+    KEYS[i], head.ttl, head.writer, head.claim, head.state, head.shape, head.acks
+  local receipt, id
+  if acks then
+    receipt = ARGV[a + 1]
+    a = a + 2
+  else
+    a = a + 1
+  end
+  local first, f = a, 0
   if shape == 0 then
     f = tonumber(ARGV[first])
     first = first + 1
@@ -79,9 +98,8 @@ for i = 1, n do
   -- -1: refused, the record is final (a revoke; a late progress of an ended run).
   local code = 1
   local current
-  if receipt ~= '' then
-    acks = acks + 1
-    if call('LREM', KEYS[acks], '1', receipt) == 0 then code = 0 else current = call('HGET', key, 'state') end
+  if acks then
+    if call('LREM', acks, '1', receipt) == 0 then code = 0 else current = call('HGET', key, 'state') end
   elseif writer ~= '' and claim ~= '1' then
     local owner
     owner, current = unpack(call('HMGET', key, 'worker', 'state'))
@@ -108,7 +126,11 @@ for i = 1, n do
     end
     call('PEXPIRE', key, ttl)
     if state == 'SUCCESS' or state == 'FAILURE' or state == 'REVOKED' then
-      local channel = indexed and done .. id or key
+      local channel = key
+      if indexed then
+        id = string.sub(key, skip)
+        channel = done .. id
+      end
       if call(publish, channel, '+') > 0 then
         -- Sized before it is packed: a large record is not packed only to be dropped.
         local fields, size = call('HGETALL', key), 0
@@ -122,7 +144,7 @@ for i = 1, n do
     if claim ~= '0'
       or ((state == 'REVOKED' or state == 'FAILURE')
         and call('HEXISTS', key, 'run') == 0 and call('HEXISTS', key, 'started_ms') == 0) then
-      if indexed then recent[#recent + 1] = id else code = 2 end
+      if indexed then recent[#recent + 1] = id or string.sub(key, skip) else code = 2 end
     end
     if state == 'SUCCESS' then succeeded = succeeded + 1 elseif state == 'FAILURE' then failed = failed + 1 end
   end

@@ -203,6 +203,12 @@ impl Keys {
         [self.ns.as_str(), ":result:", id.as_str()].concat()
     }
 
+    /// The length of what every result key starts with (`store_many.lua` reads the id
+    /// after it).
+    pub(crate) fn result_prefix_len(&self) -> usize {
+        self.ns.len() + ":result:".len()
+    }
+
     pub(crate) fn done_channel(&self, id: &TaskId) -> String {
         [self.done_prefix().as_str(), id.as_str()].concat()
     }
@@ -282,6 +288,13 @@ mod tests {
         for key in [k.delayed("mail"), k.wake("mail"), k.dead("mail")] {
             assert!(key.starts_with("celerity:{mail}:"), "{key}");
         }
+    }
+
+    #[test]
+    fn a_result_key_is_its_prefix_then_the_id() {
+        let k = Keys::new("célérity");
+        let id: TaskId = "6f1e-é".parse().unwrap();
+        assert_eq!(&k.result(&id)[k.result_prefix_len()..], "6f1e-é");
     }
 
     #[test]

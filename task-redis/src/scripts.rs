@@ -72,12 +72,8 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 fn store_many() -> String {
     let shapes = crate::backend::WRITE_SHAPES;
     let lens: Vec<String> = shapes.iter().map(|shape| shape.len().to_string()).collect();
-    let of: Vec<String> = (0..=shapes.len()).map(|n| format!("['{n}'] = {n}")).collect();
-    let mut lua = format!(
-        "local SHAPE_OF = {{{}}}\nlocal SHAPE_LEN = {{{}}}\nlocal function store_shaped(shape, key, state, i)\n",
-        of.join(", "),
-        lens.join(", ")
-    );
+    let mut lua =
+        format!("local SHAPE_LEN = {{{}}}\nlocal function store_shaped(shape, key, state, i)\n", lens.join(", "));
     for (n, shape) in shapes.iter().enumerate() {
         let fields: Vec<String> =
             shape.iter().enumerate().map(|(j, field)| format!("'{field}', ARGV[i + {j}]")).collect();
@@ -100,9 +96,8 @@ mod tests {
     #[test]
     fn store_many_names_the_fields_of_every_shape() {
         let lua = super::store_many();
-        assert!(lua.contains("local SHAPE_OF = {['0'] = 0, ['1'] = 1, ['2'] = 2, ['3'] = 3}\n"), "{lua}");
         assert!(lua.contains("local SHAPE_LEN = {3, 2, 2}\n"), "{lua}");
-        assert!(lua.find("-- @shapes") < lua.find("local SHAPE_OF"), "written in after its marker line");
+        assert!(lua.find("-- @shapes") < lua.find("local SHAPE_LEN"), "written in after its marker line");
         assert!(
             lua.contains(
                 "  elseif shape == 3 then\n    redis.call('HSET', key, 'state', state, \

@@ -49,15 +49,64 @@ fn push_fields<T: redis::ToRedisArgs>(
 #[derive(Debug)]
 pub(super) struct Write {
     pub(super) key: String,
+    /// What the write may have in common with others of its call, sent once a call.
+    pub(super) head: Head,
     /// The processing list to ack the write's message in (its receipt is in `args`).
     pub(super) ack_key: Option<String>,
-    /// ttl, writer, claim, state, task id, receipt, shape, then the values of
-    /// the shape's fields or (shape 0) a field count and field/value pairs: arguments
-    /// only, no command name.
+    /// The receipt (when it acks), then the values of its shape's fields or (shape 0) a
+    /// field count and field/value pairs: arguments only, no command name.
     pub(super) args: redis::Cmd,
     /// What the write adds to the events and counters once stored.
     pub(super) tally: Tally,
     pub(super) reply: oneshot::Sender<Result<i64, (ErrorKind, String)>>,
+}
+
+/// The arguments of a write that the writes of a worker mostly share (`store_many.lua`'s
+/// heads), but for its processing list ([`Write::ack_key`]) and its writer (the tally's
+/// worker, when `fenced_by_writer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Head {
+    ttl_ms: u64,
+    /// Whether the record's owner fences the write (one that acks is fenced by its ack).
+    fenced_by_writer: bool,
+    /// `"1"` a claim (STARTED), `"2"` the first write of a run whose start is not
+    /// stored, `"0"` neither.
+    claim: &'static str,
+    state: TaskState,
+    /// The number of the write's shape in [`WRITE_SHAPES`] (from 1), 0 for none.
+    shape: usize,
+}
+
+impl Write {
+    /// Whether `self` and `other` send the same head (and ack in the same list).
+    fn same_head(&self, other: &Write) -> bool {
+        self.head == other.head
+            && (!self.head.fenced_by_writer || self.tally.worker == other.tally.worker)
+            && self.ack_key == other.ack_key
+    }
+
+    /// The writer the script fences the write with, `""` for none.
+    fn writer(&self) -> &str {
+        if self.head.fenced_by_writer { &self.tally.worker } else { "" }
+    }
+}
+
+/// The distinct items of `items` by `same`: the index of the first of each, and for
+/// each item the number (from 1) of the one it is the same as.
+fn distinct<T>(items: &[T], same: impl Fn(&T, &T) -> bool) -> (Vec<usize>, Vec<usize>) {
+    let mut firsts: Vec<usize> = Vec::new();
+    let numbers = items
+        .iter()
+        .enumerate()
+        .map(|(at, item)| match firsts.iter().position(|&first| same(&items[first], item)) {
+            Some(n) => n + 1,
+            None => {
+                firsts.push(at);
+                firsts.len()
+            }
+        })
+        .collect();
+    (firsts, numbers)
 }
 
 /// The most writes in one script call.
@@ -164,31 +213,56 @@ fn by_slot(group: Vec<Write>) -> Vec<Vec<Write>> {
 /// counters of `index` (one Redis), or without (a cluster: the script answers 2 for a
 /// stored write to list, and the caller lists it).
 fn store_call(group: &[Write], index: Option<&Keys>, now: i64) -> redis::Cmd {
+    // What writes have in common goes once (their heads), each processing list once:
+    // every argument costs Redis a parse, an object and a Lua string.
+    let (heads, head_of) = distinct(group, Write::same_head);
+    let mut lists: Vec<&str> = Vec::new();
+    let list_of: Vec<usize> = heads
+        .iter()
+        .map(|&at| match group[at].ack_key.as_deref() {
+            None => 0,
+            Some(list) => {
+                1 + lists.iter().position(|&l| l == list).unwrap_or_else(|| {
+                    lists.push(list);
+                    lists.len() - 1
+                })
+            }
+        })
+        .collect();
     // EVALSHA built as one command: its arguments go straight into the command's
     // buffer (a ScriptInvocation would copy each into a vector of its own first).
     // Sized up front: a group of a hundred writes would otherwise regrow it often.
     let size =
         |w: &Write| w.args.args_iter().map(|a| if let redis::Arg::Simple(a) = a { a.len() } else { 0 }).sum::<usize>();
-    let bytes: usize = group.iter().map(|w| w.key.len() + w.ack_key.as_ref().map_or(0, String::len) + size(w)).sum();
-    let count: usize = group.iter().map(|w| 2 + w.args.args_iter().len()).sum();
-    let mut cmd = redis::Cmd::with_capacity(count + 8, bytes + 256);
+    let bytes: usize = group.iter().map(|w| w.key.len() + 4 + size(w)).sum::<usize>()
+        + heads.iter().map(|&at| group[at].writer().len() + 32).sum::<usize>()
+        + lists.iter().map(|list| list.len()).sum::<usize>();
+    let count: usize = group.iter().map(|w| 2 + w.args.args_iter().len()).sum::<usize>() + 6 * heads.len();
+    let mut cmd = redis::Cmd::with_capacity(count + lists.len() + 10, bytes + 256);
     cmd.arg("EVALSHA");
-    let acks = group.iter().filter(|w| w.ack_key.is_some()).count();
     let indexes = if index.is_some() { 2 } else { 0 };
-    cmd.arg(SCRIPTS.store_many.get_hash()).arg(group.len() + indexes + acks);
+    cmd.arg(SCRIPTS.store_many.get_hash()).arg(group.len() + indexes + lists.len());
     for write in group {
         cmd.arg(&write.key);
     }
     if let Some(keys) = index {
         cmd.arg(keys.recent()).arg(keys.minute(now - now.rem_euclid(60_000)));
     }
-    for ack_key in group.iter().filter_map(|w| w.ack_key.as_ref()) {
-        cmd.arg(ack_key);
+    for list in &lists {
+        cmd.arg(list);
     }
-    // The done channels' prefix: the script names each final write's channel.
-    let done_prefix = index.map(Keys::done_prefix).unwrap_or_default();
-    cmd.arg(group.len()).arg(now).arg(task_core::HISTORY_CAP).arg(done_prefix);
-    for write in group {
+    // The done channels' prefix and the result keys' (the script names each final
+    // write's channel from its key); on a cluster neither is needed.
+    let (done_prefix, result_prefix) =
+        index.map_or((String::new(), 0), |keys| (keys.done_prefix(), keys.result_prefix_len()));
+    cmd.arg(group.len()).arg(now).arg(task_core::HISTORY_CAP).arg(done_prefix).arg(result_prefix).arg(heads.len());
+    for (&at, &list) in heads.iter().zip(&list_of) {
+        let write = &group[at];
+        let head = write.head;
+        cmd.arg(head.ttl_ms).arg(write.writer()).arg(head.claim).arg(head.state.as_str()).arg(head.shape).arg(list);
+    }
+    for (write, head) in group.iter().zip(head_of) {
+        cmd.arg(head);
         for arg in write.args.args_iter() {
             if let redis::Arg::Simple(arg) = arg {
                 cmd.arg(arg);
@@ -408,20 +482,22 @@ impl RedisBackend {
             + 256;
         // All of the write's arguments in one buffer (a Cmd without a command name):
         // numbers are written in place, nothing is allocated per argument.
-        let mut args = redis::Cmd::with_capacity(8 + 2 * fields, bytes);
-        // A write that acks is fenced by its ack, not by the record's owner: no writer
-        // (one long string less for Lua to take in).
-        args.arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
-            .arg(if receipt.is_some() { "" } else { tally.worker.as_str() })
-            .arg(match (state, starts) {
+        let mut args = redis::Cmd::with_capacity(2 + 2 * fields, bytes);
+        // A write that acks is fenced by its ack, not by the record's owner.
+        let head = Head {
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1),
+            fenced_by_writer: receipt.is_none() && !tally.worker.is_empty(),
+            claim: match (state, starts) {
                 (TaskState::Started, _) => "1",
                 (_, true) => "2",
                 _ => "0",
-            })
-            .arg(state.as_str())
-            .arg(id.as_str())
-            .arg(receipt.unwrap_or_default())
-            .arg(shape.map_or(0, |i| i + 1));
+            },
+            state,
+            shape: shape.map_or(0, |i| i + 1),
+        };
+        if let Some(receipt) = receipt {
+            args.arg(receipt);
+        }
         if named {
             args.arg(fields);
         }
@@ -430,7 +506,7 @@ impl RedisBackend {
         push_fields(&mut args, named, blobs);
         let (reply, answer) = oneshot::channel();
         let context = || format!("cannot store state {state} of task {id}");
-        self.inner.writes.send(Write { key: keys.result(id), ack_key, args, tally, reply }).map_err(|_| {
+        self.inner.writes.send(Write { key: keys.result(id), head, ack_key, args, tally, reply }).map_err(|_| {
             BackendError::new(ErrorKind::Closed, format!("{}: the result backend is shut down", context()))
         })?;
         match answer.await {
@@ -446,6 +522,113 @@ impl RedisBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn distinct_items_are_numbered_from_one_in_the_order_they_first_come() {
+        let (firsts, numbers) = distinct(&["a", "b", "a", "c", "b"], |x, y| x == y);
+        assert_eq!(firsts, [0, 1, 3]);
+        assert_eq!(numbers, [1, 2, 1, 3, 2]);
+        let (firsts, numbers) = distinct::<u8>(&[], |x, y| x == y);
+        assert!(firsts.is_empty() && numbers.is_empty());
+    }
+
+    /// A write of `state` by worker `w1`, acking `receipt` in `list` when given.
+    fn write(id: &str, state: TaskState, claim: &'static str, ack: Option<(&str, &str)>) -> Write {
+        let mut args = redis::Cmd::new();
+        if let Some((_, receipt)) = ack {
+            args.arg(receipt);
+        }
+        args.arg(format!("value of {id}"));
+        let id: TaskId = id.parse().unwrap();
+        Write {
+            key: Keys::new("ns").result(&id),
+            head: Head { ttl_ms: 1000, fenced_by_writer: ack.is_none(), claim, state, shape: 2 },
+            ack_key: ack.map(|(list, _)| list.to_string()),
+            args,
+            tally: Tally {
+                state,
+                id,
+                task: String::new(),
+                worker: "w1".into(),
+                runtime_ms: None,
+                starts: claim != "0",
+            },
+            reply: oneshot::channel().0,
+        }
+    }
+
+    fn words(cmd: &redis::Cmd) -> Vec<String> {
+        cmd.args_iter()
+            .map(|arg| match arg {
+                redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                _ => "<not simple>".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_call_sends_what_its_writes_share_once_and_each_processing_list_once() {
+        let group = [
+            write("a", TaskState::Success, "2", Some(("proc:q1", "ra"))),
+            write("b", TaskState::Started, "1", None),
+            write("c", TaskState::Success, "2", Some(("proc:q1", "rc"))),
+            write("d", TaskState::Success, "2", Some(("proc:q2", "rd"))),
+        ];
+        let keys = Keys::new("ns");
+        let words = words(&store_call(&group, Some(&keys), 60_000));
+        let prefix = keys.result_prefix_len().to_string();
+        let expected = [
+            "EVALSHA",
+            SCRIPTS.store_many.get_hash(),
+            "8",
+            "ns:result:a",
+            "ns:result:b",
+            "ns:result:c",
+            "ns:result:d",
+            &keys.recent(),
+            &keys.minute(60_000),
+            "proc:q1",
+            "proc:q2",
+            "4",
+            "60000",
+            &task_core::HISTORY_CAP.to_string(),
+            "ns:done:",
+            &prefix,
+            "3",
+            // The heads: a and c's (list 1), b's (no list: fenced by its writer), d's.
+            "1000",
+            "",
+            "2",
+            "SUCCESS",
+            "2",
+            "1",
+            "1000",
+            "w1",
+            "1",
+            "STARTED",
+            "2",
+            "0",
+            "1000",
+            "",
+            "2",
+            "SUCCESS",
+            "2",
+            "2",
+            // The writes: their head, their receipt when they ack, their values.
+            "1",
+            "ra",
+            "value of a",
+            "2",
+            "value of b",
+            "1",
+            "rc",
+            "value of c",
+            "3",
+            "rd",
+            "value of d",
+        ];
+        assert_eq!(words, expected);
+    }
 
     #[test]
     fn writes_that_came_together_are_shared_among_the_calls_that_may_go() {

@@ -151,13 +151,18 @@ for i = 1, n do
   out[i] = code
 end
 if not indexed then return out end
+-- The list is trimmed once it is past its cap, not by every call: a call of its own that
+-- would do nothing while the list is shorter.
 if #recent > 0 then
-  call('LPUSH', KEYS[n + 1], unpack(recent))
-  call('LTRIM', KEYS[n + 1], 0, tonumber(ARGV[3]) - 1)
+  local cap = tonumber(ARGV[3])
+  if call('LPUSH', KEYS[n + 1], unpack(recent)) > cap then call('LTRIM', KEYS[n + 1], 0, cap - 1) end
 end
+-- The minute's counters get their TTL from the call that creates a field of theirs (a
+-- count equal to its increment was absent), the first of the minute among them.
 if succeeded + failed > 0 then
-  if succeeded > 0 then call('HINCRBY', KEYS[n + 2], 'succeeded', succeeded) end
-  if failed > 0 then call('HINCRBY', KEYS[n + 2], 'failed', failed) end
-  call('EXPIRE', KEYS[n + 2], 7200)
+  local created = false
+  if succeeded > 0 then created = call('HINCRBY', KEYS[n + 2], 'succeeded', succeeded) == succeeded end
+  if failed > 0 then created = call('HINCRBY', KEYS[n + 2], 'failed', failed) == failed or created end
+  if created then call('EXPIRE', KEYS[n + 2], 7200) end
 end
 return out

@@ -715,6 +715,64 @@ async fn a_waiter_gets_the_final_record_with_the_message_that_wakes_it() {
     }
 }
 
+/// A store call trims the recent-tasks list only once it is past its cap, and gives the
+/// minute's counters their TTL only when it creates a count: below the cap, and in a
+/// minute already counted, neither is a call of its own. Past the cap the list is cut
+/// back to it, newest first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recent_list_and_the_minute_counters_are_written_without_calls_that_do_nothing() {
+    use task_core::{ResultBackend, TaskMeta};
+    let server = RedisServer::start();
+    let config = config(&server);
+    let recent = format!("{}:idx:recent", config.namespace_name());
+    let backend = RedisBackend::connect(config).await.unwrap();
+    let end = || {
+        let mut end = TaskMeta::state(TaskState::Success);
+        (end.task, end.worker, end.args, end.result) =
+            (Some(add::NAME.into()), Some("w1".into()), Some(vec![0x90]), Some(vec![0x03]));
+        end
+    };
+    let ttl = Duration::from_secs(60);
+    // Both writes in one minute: not within its last two seconds.
+    let ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    while ms() % 60_000 > 58_000 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    backend.store(&TaskId::new(), end(), ttl).await.unwrap();
+    let (_child, mut lines) = monitor(&server).await;
+    backend.store(&TaskId::new(), end(), ttl).await.unwrap();
+    let seen = commands_until(&server, &mut lines, "after-the-second").await;
+    let calls = |command: &str, key: &str| {
+        let command = format!("\"{command}\"");
+        seen.iter().filter(|l| l.contains(" lua]") && l.contains(&command) && l.contains(key)).count()
+    };
+    assert_eq!(calls("LPUSH", &recent), 1, "{seen:#?}");
+    assert_eq!(calls("LTRIM", &recent), 0, "below its cap the list is not trimmed: {seen:#?}");
+    assert_eq!(calls("HINCRBY", ":stats:"), 1, "{seen:#?}");
+    assert_eq!(calls("EXPIRE", ":stats:"), 0, "the first write of the minute set the TTL: {seen:#?}");
+    let minutes = server.cli(&["KEYS", "*:stats:*"]);
+    let minute = minutes.lines().next().expect("this minute's counters");
+    let left: i64 = server.cli(&["TTL", minute]).trim().parse().unwrap();
+    assert!((7_000..=7_200).contains(&left), "the counters expire in two hours: {left}");
+
+    // Filled to its cap by hand, the list is cut back to it by the next write.
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("DEL").arg(&recent).query_async(&mut con).await.unwrap();
+    for chunk in (0..task_core::HISTORY_CAP).collect::<Vec<_>>().chunks(10_000) {
+        let ids: Vec<String> = chunk.iter().map(|n| format!("old-{n}")).collect();
+        let _: usize = redis::cmd("RPUSH").arg(&recent).arg(ids).query_async(&mut con).await.unwrap();
+    }
+    let id = TaskId::new();
+    backend.store(&id, end(), ttl).await.unwrap();
+    let len: usize = redis::cmd("LLEN").arg(&recent).query_async(&mut con).await.unwrap();
+    assert_eq!(len, task_core::HISTORY_CAP, "cut back to its cap");
+    let ends: Vec<String> = redis::cmd("LRANGE").arg(&recent).arg(0).arg(0).query_async(&mut con).await.unwrap();
+    let last: Vec<String> = redis::cmd("LRANGE").arg(&recent).arg(-1).arg(-1).query_async(&mut con).await.unwrap();
+    assert_eq!(ends, [id.as_str().to_owned()], "the newest first");
+    assert_eq!(last, [format!("old-{}", task_core::HISTORY_CAP - 2)], "the oldest one dropped");
+}
+
 /// The client of a MONITOR line (`[0 127.0.0.1:40732]`), or `lua` for a script's call.
 fn client_of(line: &str) -> &str {
     line.split_once('[').and_then(|(_, rest)| rest.split_once(']')).map_or("", |(c, _)| c)

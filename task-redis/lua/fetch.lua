@@ -30,8 +30,11 @@ for _, entry in ipairs(due) do
   redis.call('ZREM', KEYS[11], entry)
 end
 
+-- Most queues hold nothing above priority 0: one EXISTS over the nine lists above it
+-- spares a call on each of them (a pop here, a length below) when all are empty.
+local top = redis.call('EXISTS', unpack(KEYS, 1, 9)) == 0 and 10 or 1
 local out = {}
-for i = 1, 10 do
+for i = top, 10 do
   local want = max - #out
   if want <= 0 then break end
   local taken = redis.call('LPOP', KEYS[i], want)
@@ -43,7 +46,7 @@ end
 
 -- Messages remain: wake one more worker (the chain goes on while there is work).
 if #out >= max and redis.call('LLEN', KEYS[13]) == 0 then
-  for i = 1, 10 do
+  for i = top, 10 do
     if redis.call('LLEN', KEYS[i]) > 0 then
       redis.call('RPUSH', KEYS[13], '1')
       break

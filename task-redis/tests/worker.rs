@@ -773,6 +773,41 @@ async fn the_recent_list_and_the_minute_counters_are_written_without_calls_that_
     assert_eq!(last, [format!("old-{}", task_core::HISTORY_CAP - 2)], "the oldest one dropped");
 }
 
+/// A fetch from a queue with nothing above priority 0 pops that one list (one EXISTS
+/// tells the nine above are empty); with a message above it, the higher one comes first
+/// and every list is looked at again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_pops_only_the_lists_that_hold_messages_when_none_is_above_priority_0() {
+    let server = RedisServer::start();
+    let broker = RedisBroker::connect(config(&server)).await.unwrap();
+    let me = ConsumerId::new();
+    broker.heartbeat(&me, Duration::from_secs(30)).await.unwrap();
+    let queue = ["prio".to_owned()];
+    for i in 0..3 {
+        broker.enqueue(Message::new(TaskId::new(), "prio", format!("low{i}").into_bytes())).await.unwrap();
+    }
+    let (_child, mut lines) = monitor(&server).await;
+    // Two of three: the batch is full, so the script also asks whether any remain.
+    let got = broker.fetch(&me, &queue, 2, Duration::from_secs(1)).await.unwrap();
+    let seen = commands_until(&server, &mut lines, "after-the-low-fetch").await;
+    let calls = |seen: &[String], command: &str| {
+        let command = format!("\"{command}\"");
+        seen.iter().filter(|l| l.contains(" lua]") && l.contains(&command)).count()
+    };
+    let bodies: Vec<&[u8]> = got.iter().map(|d| d.payload.as_slice()).collect();
+    assert_eq!(bodies, [b"low0".as_slice(), b"low1"]);
+    assert_eq!(calls(&seen, "LPOP"), 1, "only priority 0's list: {seen:#?}");
+    assert!(calls(&seen, "LLEN") <= 2, "the wake list and priority 0's: {seen:#?}");
+
+    let high = Message::new(TaskId::new(), "prio", b"high".to_vec()).with_priority(7);
+    broker.enqueue(high).await.unwrap();
+    let got = broker.fetch(&me, &queue, 2, Duration::from_secs(1)).await.unwrap();
+    let seen = commands_until(&server, &mut lines, "after-the-high-fetch").await;
+    let bodies: Vec<&[u8]> = got.iter().map(|d| d.payload.as_slice()).collect();
+    assert_eq!(bodies, [b"high".as_slice(), b"low2"], "the higher priority first");
+    assert_eq!(calls(&seen, "LPOP"), 10, "every list looked at, highest first: {seen:#?}");
+}
+
 /// The client of a MONITOR line (`[0 127.0.0.1:40732]`), or `lua` for a script's call.
 fn client_of(line: &str) -> &str {
     line.split_once('[').and_then(|(_, rest)| rest.split_once(']')).map_or("", |(c, _)| c)

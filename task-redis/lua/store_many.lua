@@ -26,7 +26,8 @@
 -- '+' is how the script learns whether anyone listens.
 -- ARGV[1]    n, the number of writes; ARGV[2] now (Unix ms); ARGV[3] the recent-tasks cap;
 -- ARGV[4]    the done channels' prefix (NS:done:)
--- ARGV[5]    the length of the result hashes' prefix (a task's id is the rest of its key)
+-- ARGV[5]    the length of the result hashes' prefix (a task's id is the rest of its key;
+--            0 on a cluster, where no id is needed)
 -- ARGV[6]    h, the number of heads: what writes have in common, sent once a call
 -- ARGV[7..]  h heads of 6: ttl ms, writer ('' for none, and for writes that ack: the ack
 --            is their fence), claim ('1'/'2'/'0'), state, shape s, and the number (1..)

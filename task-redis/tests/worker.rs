@@ -715,6 +715,13 @@ async fn a_waiter_gets_the_final_record_with_the_message_that_wakes_it() {
     }
 }
 
+/// How many of the MONITOR lines `seen` are a script's call of `command` naming `key`
+/// (or any key, for "").
+fn script_calls(seen: &[String], command: &str, key: &str) -> usize {
+    let command = format!("\"{command}\"");
+    seen.iter().filter(|l| l.contains(" lua]") && l.contains(&command) && l.contains(key)).count()
+}
+
 /// A store call trims the recent-tasks list only once it is past its cap, and gives the
 /// minute's counters their TTL only when it creates a count: below the cap, and in a
 /// minute already counted, neither is a call of its own. Past the cap the list is cut
@@ -742,10 +749,7 @@ async fn the_recent_list_and_the_minute_counters_are_written_without_calls_that_
     let (_child, mut lines) = monitor(&server).await;
     backend.store(&TaskId::new(), end(), ttl).await.unwrap();
     let seen = commands_until(&server, &mut lines, "after-the-second").await;
-    let calls = |command: &str, key: &str| {
-        let command = format!("\"{command}\"");
-        seen.iter().filter(|l| l.contains(" lua]") && l.contains(&command) && l.contains(key)).count()
-    };
+    let calls = |command: &str, key: &str| script_calls(&seen, command, key);
     assert_eq!(calls("LPUSH", &recent), 1, "{seen:#?}");
     assert_eq!(calls("LTRIM", &recent), 0, "below its cap the list is not trimmed: {seen:#?}");
     assert_eq!(calls("HINCRBY", ":stats:"), 1, "{seen:#?}");
@@ -790,10 +794,7 @@ async fn a_fetch_pops_only_the_lists_that_hold_messages_when_none_is_above_prior
     // Two of three: the batch is full, so the script also asks whether any remain.
     let got = broker.fetch(&me, &queue, 2, Duration::from_secs(1)).await.unwrap();
     let seen = commands_until(&server, &mut lines, "after-the-low-fetch").await;
-    let calls = |seen: &[String], command: &str| {
-        let command = format!("\"{command}\"");
-        seen.iter().filter(|l| l.contains(" lua]") && l.contains(&command)).count()
-    };
+    let calls = |seen: &[String], command: &str| script_calls(seen, command, "");
     let bodies: Vec<&[u8]> = got.iter().map(|d| d.payload.as_slice()).collect();
     assert_eq!(bodies, [b"low0".as_slice(), b"low1"]);
     assert_eq!(calls(&seen, "LPOP"), 1, "only priority 0's list: {seen:#?}");
